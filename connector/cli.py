@@ -1,0 +1,150 @@
+"""The command line, and the single error boundary: a user's mistake is one clear line on
+stderr and an exit status, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from connector import logs
+from connector.config import Config, load_config
+from connector.csvrules.rules import FileRules, Kind
+from connector.dump import TABLES, dump
+from connector.errors import ConfigError, ConnectorError
+from connector.ingest import Ingestor, Outcome, Progress
+from connector.store.db import Database
+
+EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_CONFIG = 0, 1, 2, 78
+IMPORT_SOURCE = "import"
+_PROGRESS_MIN_BYTES = 16 << 20
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="connector",
+        description="Ingest contacts and events CSV files from FTP, FTPS, SFTP and folders.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="config file (default: $CONNECTOR_CONFIG, else config/connector.toml)",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    imp = commands.add_parser("import", help="ingest local CSV files through the same rules")
+    imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    imp.add_argument("--kind", required=True, choices=["contacts", "events"])
+    imp.add_argument("--source", help=f"take file rules from this source (default: {IMPORT_SOURCE!r})")
+    imp.add_argument("--event-name", help="event name when the file has no 'name' column")
+    imp.add_argument("--dry-run", action="store_true", help="validate and report; store nothing")
+
+    dmp = commands.add_parser("dump", help="print the store as JSON Lines")
+    dmp.add_argument("table", choices=TABLES)
+
+    commands.add_parser("demo", help="ingest sample files end to end and print a summary")
+    return parser
+
+
+def _import_rules(config: Config, source_name: str | None, kind: Kind, path: Path) -> FileRules:
+    source = config.source(source_name or IMPORT_SOURCE)
+    if source is None:
+        if source_name is not None:
+            raise ConfigError([f"--source: no source named {source_name!r} in the config"])
+        return FileRules(kind=kind)
+    return source.rules_for(kind, path.name)
+
+
+@contextlib.contextmanager
+def _progress_bar(path: Path) -> Iterator[Progress | None]:
+    size = path.stat().st_size
+    if not sys.stderr.isatty() or size < _PROGRESS_MIN_BYTES:
+        yield None
+        return
+    with tqdm(total=size, unit="B", unit_scale=True, desc=path.name, leave=False) as bar:
+
+        def update(position: int) -> None:
+            bar.update(position - bar.n)
+
+        yield update
+
+
+def _summary(path: Path, outcome: Outcome, dry_run: bool) -> str:
+    entry = outcome.entry
+    text = (
+        f"{path}: {entry.status} — {entry.rows} rows stored, {entry.rejected} rejected,"
+        f" {entry.duplicates} duplicates (sha256 {entry.sha256[:12]})"
+    )
+    if outcome.reason:
+        text += f"\n  reason: {outcome.reason}"
+    return text + (" [dry run: nothing stored]" if dry_run else "")
+
+
+def cmd_import(args: argparse.Namespace, config: Config) -> int:
+    missing = [str(p) for p in args.paths if not p.is_file()]
+    if missing:
+        print(f"connector: import: no such file: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_FAILED
+    rules = {p: _import_rules(config, args.source, args.kind, p) for p in args.paths}
+    if args.event_name:
+        rules = {p: dataclasses.replace(r, event_name=args.event_name) for p, r in rules.items()}
+    status = EXIT_OK
+    with Database(config.store.path) as db:
+        ingestor = Ingestor(db)
+        scope = db.rolled_back() if args.dry_run else contextlib.nullcontext()
+        with scope:
+            for path in args.paths:
+                with _progress_bar(path) as progress:
+                    outcome = ingestor.ingest(
+                        path, rules[path], source=IMPORT_SOURCE, name=str(path), progress=progress
+                    )
+                print(_summary(path, outcome, args.dry_run), flush=True)
+                if outcome.entry.status == "rejected":
+                    status = EXIT_REJECTED
+    return status
+
+
+def cmd_dump(args: argparse.Namespace, config: Config) -> int:
+    with Database(config.store.path) as db:
+        dump(db, args.table, sys.stdout.buffer)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    from connector.demo import run_demo  # the demo's sample data is only built when asked
+
+    return run_demo()
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
+    "import": cmd_import,
+    "dump": cmd_dump,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.configure(args.log_level)
+    try:
+        config = Config() if args.command == "demo" else load_config(args.config)
+        return COMMANDS[args.command](args, config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"connector: config: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ConnectorError as exc:
+        print(f"connector: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `connector dump events | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

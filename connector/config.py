@@ -1,0 +1,273 @@
+"""The configuration: TOML validated once, at start-up, into frozen typed models.
+
+Every problem is collected and reported together, each naming its key
+(``sources[0].known_hosts: file not found``); unknown keys are errors so typos are never silent.
+"""
+
+from __future__ import annotations
+
+import codecs
+import fnmatch
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from connector.csvrules.rules import FileRules, Kind
+from connector.errors import ConfigError
+
+DEFAULT_PATH = Path("config/connector.toml")
+SCHEMES = ("sftp", "ftps", "ftp", "file")
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"30s"``, ``"5m"``, ``"1h30m"``, ``"250ms"`` → seconds. Bare numbers are refused:
+    a unit-less ``interval = 5`` is more often a mistake than a wish for five seconds."""
+    compact = text.replace(" ", "")
+    parts = _DURATION.findall(compact)
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        raise ValueError(f"not a duration: {text!r} (use e.g. '30s', '5m', '1h30m')")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def _duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreConfig(_Model):
+    path: Path = Path("var/connector.db")
+
+
+class PathsConfig(_Model):
+    staging: Path = Path("var/staging")
+    archive: Path = Path("var/archive")
+
+
+class FileEntry(_Model):
+    kind: Kind
+    pattern: str = Field(min_length=1)
+    event_name: str | None = None
+    event_columns: tuple[str, ...] | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("event_name")
+    @classmethod
+    def _name_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _event_columns_need_a_name(self) -> FileEntry:
+        if self.event_columns is not None and self.kind == "contacts" and not self.event_name:
+            raise ValueError("event_columns needs event_name on a contacts entry")
+        if self.event_columns is not None and self.kind == "events":
+            raise ValueError("event_columns applies to contacts entries only")
+        return self
+
+
+class SourceConfig(_Model):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    url: str
+    password_env: str | None = None
+    password_file: Path | None = None
+    key_file: Path | None = None
+    known_hosts: Path | None = None
+    host_key: str | None = Field(default=None, pattern=r"^SHA256:[A-Za-z0-9+/]{43}=?$")
+    ca_file: Path | None = None
+    allow_plaintext: bool = False
+    interval: Duration | None = None
+    cron: str | None = None
+    min_age: Duration = "30s"
+    after: str = "leave"
+    identifier: str = Field(default="identifier", min_length=1)
+    delimiter: str | None = Field(default=None, min_length=1, max_length=1)
+    encoding: str = "utf-8"
+    files: tuple[FileEntry, ...] = Field(min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme {scheme!r} is not one of {', '.join(SCHEMES)}")
+        if urlsplit(value).password is not None:
+            raise ValueError("a password in the URL is refused; use password_env or password_file")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_codec(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}") from None
+        return value
+
+    @field_validator("after")
+    @classmethod
+    def _known_action(cls, value: str) -> str:
+        if value in ("leave", "delete") or (value.startswith("move:") and len(value) > 5):
+            return value
+        raise ValueError("must be 'leave', 'delete' or 'move:<remote folder>'")
+
+    @field_validator("delimiter")
+    @classmethod
+    def _usable_delimiter(cls, value: str | None) -> str | None:
+        if value is not None and value in '"\r\n':
+            raise ValueError("a quote or a line break cannot be the delimiter")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> SourceConfig:
+        scheme = self.scheme
+        problems = []
+        if self.interval is not None and self.cron is not None:
+            problems.append("set interval or cron, not both")
+        if self.password_env is not None and self.password_file is not None:
+            problems.append("set password_env or password_file, not both")
+        if scheme == "ftp" and not self.allow_plaintext:
+            problems.append("ftp:// sends the password in clear; use ftps:// or allow_plaintext")
+        if scheme == "sftp" and self.known_hosts is None and self.host_key is None:
+            problems.append("an sftp source needs known_hosts or host_key to check the server")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme
+
+    @property
+    def remote_path(self) -> str:
+        return unquote(urlsplit(self.url).path) or "/"
+
+    def rules_for(self, kind: Kind, file_name: str) -> FileRules:
+        """The CSV rules for ``file_name``: the first entry of ``kind`` whose pattern matches,
+        else the first entry of that kind, else the defaults with this source's settings."""
+        entries = [e for e in self.files if e.kind == kind]
+        entry = next((e for e in entries if fnmatch.fnmatchcase(file_name, e.pattern)), None)
+        entry = entry or (entries[0] if entries else None)
+        return FileRules(
+            kind=kind,
+            identifier=self.identifier,
+            delimiter=self.delimiter,
+            encoding=self.encoding,
+            columns=dict(entry.columns) if entry else {},
+            event_name=entry.event_name if entry else None,
+            event_columns=entry.event_columns if entry else None,
+        )
+
+
+class Config(_Model):
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    sources: tuple[SourceConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        names = [s.name for s in self.sources]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"source names must be unique: {', '.join(duplicates)}")
+        return self
+
+    def source(self, name: str) -> SourceConfig | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+
+def default_rules(kind: Kind) -> FileRules:
+    return FileRules(kind=kind)
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _check_files(config: Config) -> list[str]:
+    """Referenced files must exist, and a password file must be private to its owner.
+    Relative paths are taken from the working directory, like every path in the config."""
+    problems = []
+    for i, source in enumerate(config.sources):
+        for key in ("key_file", "known_hosts", "ca_file", "password_file"):
+            path: Path | None = getattr(source, key)
+            if path is None:
+                continue
+            if not path.is_file():
+                problems.append(f"sources[{i}].{key}: file not found: {path}")
+            elif key == "password_file" and path.stat().st_mode & 0o077:
+                problems.append(
+                    f"sources[{i}].password_file: readable by group or others; chmod 600 {path}"
+                )
+        if source.password_env is not None and source.password_env not in os.environ:
+            problems.append(
+                f"sources[{i}].password_env: environment variable {source.password_env} is not set"
+            )
+    return problems
+
+
+def parse_config(data: Mapping[str, Any]) -> Config:
+    """Validate a parsed TOML document; raise one ConfigError listing every problem."""
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([f"{_key(e['loc'])}: {_message(e)}" for e in exc.errors()]) from None
+    problems = _check_files(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(path: Path | None) -> Config:
+    """Load the config file. With no path given, ``$CONNECTOR_CONFIG``, else
+    ``config/connector.toml`` if it exists, else the built-in defaults (no sources)."""
+    explicit = path is not None or "CONNECTOR_CONFIG" in os.environ
+    path = path or Path(os.environ.get("CONNECTOR_CONFIG", DEFAULT_PATH))
+    if not path.exists():
+        if explicit:
+            raise ConfigError([f"{path}: config file not found"])
+        return Config()
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    return parse_config(data)

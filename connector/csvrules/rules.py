@@ -1,0 +1,28 @@
+"""What the shared CSV rules need to know about one file, whichever path it came by."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Kind = Literal["contacts", "events"]
+
+# CONTRACT §4 limits, counted in characters after decoding.
+MAX_FIELD = 1_048_576
+MAX_HEADER = 255
+MAX_KEY = 128
+MAX_TIMESTAMP = 4_102_444_800  # 2100-01-01T00:00:00Z
+KEY_WINDOW_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class FileRules:
+    """The per-file settings of CONTRACT §4, resolved from a source and its file entry."""
+
+    kind: Kind
+    identifier: str = "identifier"
+    delimiter: str | None = None  # None: sniff "," or ";" from the header line
+    encoding: str = "utf-8"
+    columns: dict[str, str] = field(default_factory=dict)
+    event_name: str | None = None
+    event_columns: tuple[str, ...] | None = None

@@ -1,0 +1,216 @@
+"""Typing and checking of cell values (CONTRACT §4 rules 5, 6 and 8), one column at a time.
+
+Work is done per column rather than per cell because columns are regular: a column of
+booleans or plan names has few distinct values (typed once each), and a column of numbers
+is recognised by one regular-expression pass over its joined text. Only irregular columns
+fall back to typing cell by cell, with the same function, so every path gives the same answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from connector.csvrules.rules import MAX_KEY, MAX_TIMESTAMP
+
+Value = str | int | float | bool
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# [0-9], not \d: only ASCII digits are numbers (\d would accept Arabic-Indic digits).
+_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+")
+# Whole-column recognisers over "\n".join(cells) + "\n"; an empty line is an empty cell.
+# Up to 18 digits an integer is always within 64 bits; longer ones take the exact path.
+_INT_COLUMN = re.compile(r"(?:(?:-?(?:0|[1-9][0-9]{0,17}))?\n)*")
+# Up to 300 integer digits a decimal is always a finite float.
+_DECIMAL_COLUMN = re.compile(r"(?:(?:-?(?:0|[1-9][0-9]{0,299})\.[0-9]+)?\n)*")
+# A cell that could be typed at all starts with a digit, '-', t/T or f/F, or is empty.
+_MAYBE_TYPED = re.compile(r"^(?:$|[-0-9tTfF])", re.MULTILINE)
+_BOOLS = {"true": True, "false": False}
+_LOW_CARDINALITY = 4  # type distinct values once when each repeats this often on average
+
+
+def type_cell(text: str) -> Value | None:
+    """One cell → its typed value; ``None`` for an empty cell (the property is absent)."""
+    if not text:
+        return None
+    if len(text) <= 5:
+        flag = _BOOLS.get(text.lower())
+        if flag is not None:
+            return flag
+    if _INT.fullmatch(text):
+        number = int(text)
+        return number if INT64_MIN <= number <= INT64_MAX else text
+    if _DECIMAL.fullmatch(text):
+        real = float(text)
+        return real if real not in (float("inf"), float("-inf")) else text
+    return text
+
+
+def type_column(cells: Sequence[str]) -> list[Value | None]:
+    """``type_cell`` over a column, fast for the regular columns real files have."""
+    distinct = set(cells)
+    if len(distinct) * _LOW_CARDINALITY <= len(cells):
+        table = {cell: type_cell(cell) for cell in distinct}
+        return list(map(table.__getitem__, cells))
+    text = "\n".join(distinct) + "\n"
+    if _MAYBE_TYPED.search(text) is None:
+        return list(cells)
+    if _INT_COLUMN.fullmatch(text):
+        return [int(c) if c else None for c in cells]
+    if _DECIMAL_COLUMN.fullmatch(text):
+        return [float(c) if c else None for c in cells]
+    return list(map(type_cell, cells))
+
+
+# --- reserved contact attributes (rule 6) -------------------------------------------
+
+_EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@.][^\s@]*")
+_PHONE = re.compile(r"[1-9][0-9]{5,14}")
+_EXTERNAL_ID = re.compile(r"[A-Za-z0-9_\-./]{1,64}")
+_LANGUAGE = re.compile(r"[a-z]{2}")
+
+# Reserved attributes that keep their text: typing must not turn a phone into a number.
+STRING_ATTRIBUTES = frozenset({"email", "phone", "externalId"})
+
+
+def _check_email(value: Value) -> str | None:
+    ok = isinstance(value, str) and _EMAIL.fullmatch(value)
+    return None if ok else "email is not an address (local@domain.tld)"
+
+
+def _check_phone(value: Value) -> str | None:
+    ok = isinstance(value, str) and _PHONE.fullmatch(value)
+    return None if ok else "phone must be 6 to 15 digits, no '+', not starting with 0"
+
+
+def _check_external_id(value: Value) -> str | None:
+    ok = isinstance(value, str) and _EXTERNAL_ID.fullmatch(value)
+    return None if ok else "externalId must be at most 64 characters of A-Za-z0-9_-./"
+
+
+def _check_bool(name: str) -> Callable[[Value], str | None]:
+    def check(value: Value) -> str | None:
+        return None if isinstance(value, bool) else f"{name} must be true or false"
+
+    return check
+
+
+def _check_language(value: Value) -> str | None:
+    ok = isinstance(value, str) and _LANGUAGE.fullmatch(value)
+    return None if ok else "language must be two lowercase letters (ISO 639-1)"
+
+
+def _check_created_at(value: Value) -> str | None:
+    ok = type(value) is int and 0 <= value <= MAX_TIMESTAMP
+    return None if ok else f"createdAt must be an integer from 0 to {MAX_TIMESTAMP}"
+
+
+RESERVED_CHECKS: dict[str, Callable[[Value], str | None]] = {
+    "email": _check_email,
+    "phone": _check_phone,
+    "externalId": _check_external_id,
+    "unsubscribed": _check_bool("unsubscribed"),
+    "smsCapable": _check_bool("smsCapable"),
+    "language": _check_language,
+    "createdAt": _check_created_at,
+}
+
+
+# Whole-column forms of the string checks, for the common all-valid column; "\n" never
+# matches inside them, so a multi-line cell cannot pass as several valid lines.
+_STRING_COLUMN_CHECKS = {
+    name: re.compile(f"(?:(?:{pattern.pattern})?\n)*")
+    for name, pattern in (
+        ("email", _EMAIL), ("phone", _PHONE), ("externalId", _EXTERNAL_ID), ("language", _LANGUAGE)
+    )
+}  # fmt: skip
+
+
+def check_column(
+    name: str, values: Sequence[Value | None], faults: dict[int, str], *, required: bool = False
+) -> None:
+    """Reserved-attribute checks over a column (``None`` is an absent value, not checked);
+    ``required`` (the identifier) also faults empty or whitespace-only cells."""
+    if required and ("" in values or any(v.isspace() for v in values if isinstance(v, str))):
+        for row, value in enumerate(values):
+            if not value or (isinstance(value, str) and value.isspace()):
+                faults.setdefault(row, f"{name} (the identifier) is empty")
+    check = RESERVED_CHECKS.get(name)
+    if check is None:
+        return
+    whole = _STRING_COLUMN_CHECKS.get(name)
+    if whole is not None and all(isinstance(v, str) or v is None for v in values):
+        if whole.fullmatch("\n".join(v or "" for v in values) + "\n"):  # type: ignore[misc]
+            return
+    for row, value in enumerate(values):
+        if value is not None and value != "":
+            reason = check(value)
+            if reason is not None:
+                faults.setdefault(row, reason)
+
+
+# --- event fields (rule 8) -----------------------------------------------------------
+
+_ISO = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?"
+    r"(?:Z|[+-][0-9]{2}:?[0-9]{2})",
+    re.IGNORECASE,
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Plain integer seconds (or empty), ten digits at most: the common case, checked in one pass.
+_SECONDS_COLUMN = re.compile(r"(?:(?:0|[1-9][0-9]{0,9})?\n)*")
+
+
+def parse_timestamp(text: str) -> int:
+    """A timestamp cell → Unix seconds; ValueError says why it is not one."""
+    if _INT.fullmatch(text) or _DECIMAL.fullmatch(text):
+        seconds = int(text.partition(".")[0])  # truncation, exact for any length
+        if 0 <= seconds <= MAX_TIMESTAMP:
+            return seconds
+        if seconds > MAX_TIMESTAMP and seconds // 1000 <= MAX_TIMESTAMP:
+            raise ValueError(f"timestamp {text} is out of range; milliseconds? use seconds")
+        raise ValueError(f"timestamp {text} is out of range 0..{MAX_TIMESTAMP}")
+    if _ISO.fullmatch(text):
+        try:
+            moment = datetime.fromisoformat(text.upper().replace(",", ".").replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"timestamp {text!r} is not a valid date-time") from None
+        seconds = (moment - _EPOCH) // timedelta(seconds=1)
+        if 0 <= seconds <= MAX_TIMESTAMP:
+            return seconds
+        raise ValueError(f"timestamp {text!r} is out of range 0..{MAX_TIMESTAMP}")
+    if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ].*)?", text):
+        raise ValueError(f"timestamp {text!r} needs a time with a UTC offset (e.g. Z or +02:00)")
+    raise ValueError(
+        f"timestamp {text!r} is neither Unix seconds nor an ISO 8601 date-time with offset"
+    )
+
+
+def timestamp_column(cells: Sequence[str], faults: dict[int, str]) -> list[int | None]:
+    """Timestamps of a column (``None``: absent, the processing time applies); faults by row."""
+    if _SECONDS_COLUMN.fullmatch("\n".join(cells) + "\n"):
+        fast = [int(c) if c else None for c in cells]
+        if max(filter(None, fast), default=0) <= MAX_TIMESTAMP:  # type: ignore[type-var]
+            return fast
+    out: list[int | None] = []
+    for row, cell in enumerate(cells):
+        if not cell:
+            out.append(None)
+            continue
+        try:
+            out.append(parse_timestamp(cell))
+        except ValueError as exc:
+            faults.setdefault(row, str(exc))
+            out.append(None)
+    return out
+
+
+def key_column(cells: Sequence[str], faults: dict[int, str]) -> list[str | None]:
+    """idempotencyKey cells: verbatim, empty means none, over 128 characters rejects the row."""
+    if max(map(len, cells), default=0) > MAX_KEY:
+        for row, cell in enumerate(cells):
+            if len(cell) > MAX_KEY:
+                faults.setdefault(row, f"idempotencyKey longer than {MAX_KEY} characters")
+    return [c or None for c in cells]

@@ -1,0 +1,34 @@
+"""One exception hierarchy, arranged by how the caller must react.
+
+Only the CLI and the service loop catch these; the steps below them never swallow them.
+"""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class ConfigError(ConnectorError):
+    """The configuration is unusable: fix it and start again (exit status 78)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class TransientError(ConnectorError):
+    """Worth retrying later: a network hiccup, a busy server, a file still changing."""
+
+
+class FileRejected(ConnectorError):
+    """The file as a whole is refused; the reason is recorded and the file set aside."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class FatalError(ConnectorError):
+    """Cannot go on (e.g. the store is unusable): stop and let the supervisor restart us."""

@@ -1,0 +1,1 @@
+"""Where ingested contacts and events go."""

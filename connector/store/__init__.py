@@ -1,0 +1,1 @@
+"""The embedded SQLite store and the files ledger that lives beside the data."""

@@ -1,0 +1,119 @@
+"""The embedded SQLite store: one file holding contacts, events, rejects, accepted
+idempotency keys and the files ledger, so that all of them change in one transaction.
+
+The schema is versioned with ``PRAGMA user_version``; each migration runs once, in order,
+inside a transaction, so a crash mid-upgrade leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from connector.errors import FatalError
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema.
+    """
+    CREATE TABLE files(
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        path TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime REAL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status IN ('ingesting', 'ingested', 'duplicate', 'rejected', 'failed')),
+        rows INTEGER NOT NULL DEFAULT 0,
+        rejected INTEGER NOT NULL DEFAULT 0,
+        duplicates INTEGER NOT NULL DEFAULT 0,
+        cursor INTEGER NOT NULL DEFAULT 0,   -- records already committed, for a resume
+        started_at TEXT NOT NULL,
+        processed_at TEXT
+    );
+    CREATE INDEX files_by_sha256 ON files(sha256, status);
+    CREATE INDEX files_by_source_path ON files(source, path);
+    CREATE TABLE contacts(
+        identifier TEXT PRIMARY KEY,
+        attributes TEXT NOT NULL              -- JSON object
+    ) WITHOUT ROWID;
+    CREATE TABLE events(
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL,             -- files.id: source, path and sha256
+        line INTEGER NOT NULL,
+        identifier TEXT NOT NULL,
+        name TEXT NOT NULL,
+        timestamp INTEGER NOT NULL,
+        idempotency_key TEXT,
+        data TEXT NOT NULL                    -- JSON object
+    );
+    CREATE TABLE rejects(
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL,
+        line INTEGER,                         -- NULL: the whole file was rejected
+        reason TEXT NOT NULL
+    );
+    CREATE TABLE idempotency_keys(
+        key TEXT PRIMARY KEY,
+        accepted_at INTEGER NOT NULL          -- Unix seconds, processing time
+    ) WITHOUT ROWID;
+    """,
+)
+
+
+class Database:
+    """An open store. Durability: WAL with ``synchronous=FULL``, so a commit that returned
+    survives power loss, not just a crash of this process — the remote side may delete a
+    file as soon as its commit returns."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = apsw.Connection(str(path))
+            self.conn.set_busy_timeout(10_000)
+            self.query("PRAGMA journal_mode=WAL")
+            for pragma in ("synchronous=FULL", "cache_size=-16000", "temp_store=MEMORY"):
+                self.conn.execute(f"PRAGMA {pragma}")
+            self._migrate()
+        except (apsw.Error, OSError) as exc:
+            raise FatalError(f"store {path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        version = self.query("PRAGMA user_version")[0][0]
+        if version > len(MIGRATIONS):
+            raise FatalError(f"the store's schema v{version} is newer than this connector's")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.conn:
+                self.conn.execute(script)
+                self.conn.execute(f"PRAGMA user_version={number}")
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return list(self.conn.execute(sql, params))
+
+    def transaction(self) -> apsw.Connection:
+        """``with db.transaction():`` commits on success and rolls back on any exception;
+        nested inside ``rolled_back()`` it commits only into that outer transaction."""
+        return self.conn
+
+    @contextmanager
+    def rolled_back(self) -> Iterator[None]:
+        """Everything inside runs for real and is then undone: the ``--dry-run``."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            self.conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,113 @@
+"""The files ledger: which bytes were seen, from where, and what became of them.
+
+A file's identity is the SHA-256 of its bytes. An ``ingesting`` entry is a file in hand,
+with a cursor (records committed so far) that moves in the same transaction as its rows, so
+a crash leaves an entry that a re-run resumes rather than starts over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from connector.store.db import Database
+
+_COLUMNS = "id, source, path, sha256, size, kind, status, rows, rejected, duplicates, cursor"
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    source: str
+    path: str
+    sha256: str
+    size: int
+    kind: str
+    status: str
+    rows: int
+    rejected: int
+    duplicates: int
+    cursor: int
+
+
+def iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Ledger:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _one(self, where: str, params: tuple[Any, ...]) -> Entry | None:
+        rows = self.db.query(f"SELECT {_COLUMNS} FROM files WHERE {where} LIMIT 1", params)
+        return Entry(*rows[0]) if rows else None
+
+    def get(self, entry_id: int) -> Entry:
+        entry = self._one("id = ?", (entry_id,))
+        assert entry is not None, entry_id
+        return entry
+
+    def ingested(self, sha256: str) -> Entry | None:
+        """The entry under which these bytes were ingested, if they were."""
+        return self._one("sha256 = ? AND status = 'ingested' ORDER BY id", (sha256,))
+
+    def unfinished(self, sha256: str) -> Entry | None:
+        """An entry left ``ingesting`` by a run that died: resume it."""
+        return self._one("sha256 = ? AND status = 'ingesting' ORDER BY id", (sha256,))
+
+    def start(
+        self, source: str, path: str, sha256: str, size: int, kind: str, now: float
+    ) -> Entry:
+        """A new ``ingesting`` entry, committed at once so that a crash leaves a trace."""
+        with self.db.transaction():
+            self.db.conn.execute(
+                "INSERT INTO files(source, path, sha256, size, kind, status, started_at)"
+                " VALUES (?, ?, ?, ?, ?, 'ingesting', ?)",
+                (source, path, sha256, size, kind, iso(now)),
+            )
+            entry_id = self.db.conn.last_insert_rowid()
+        return self.get(entry_id)
+
+    def advance(self, entry_id: int, records: int, rows: int, rejected: int, dups: int) -> None:
+        """Move the cursor; call inside the transaction that stores the batch."""
+        self.db.conn.execute(
+            "UPDATE files SET cursor = cursor + ?, rows = rows + ?, rejected = rejected + ?,"
+            " duplicates = duplicates + ? WHERE id = ?",
+            (records, rows, rejected, dups, entry_id),
+        )
+
+    def finish(self, entry_id: int, now: float) -> Entry:
+        with self.db.transaction():
+            self.db.conn.execute(
+                "UPDATE files SET status = 'ingested', processed_at = ? WHERE id = ?",
+                (iso(now), entry_id),
+            )
+        return self.get(entry_id)
+
+    def record(
+        self,
+        source: str,
+        path: str,
+        sha256: str,
+        size: int,
+        kind: str,
+        status: str,
+        now: float,
+        reason: str | None = None,
+    ) -> Entry:
+        """A final entry in one step: ``duplicate``, or ``rejected`` with its reason."""
+        with self.db.transaction():
+            conn = self.db.conn
+            conn.execute(
+                "INSERT INTO files(source, path, sha256, size, kind, status, started_at,"
+                " processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (source, path, sha256, size, kind, status, iso(now), iso(now)),
+            )
+            entry_id = conn.last_insert_rowid()
+            if reason is not None:
+                conn.execute(
+                    "INSERT INTO rejects(file_id, line, reason) VALUES (?, NULL, ?)",
+                    (entry_id, reason),
+                )
+        return self.get(entry_id)

@@ -1,0 +1,201 @@
+"""Properties of the shared CSV rules (CONTRACT §4), through the CLI in-process.
+
+Each hypothesis example gets a fresh store in its own temp folder (function-scoped
+pytest fixtures are not reset between examples).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+try:
+    import golden
+except ImportError:  # tests/ became a package
+    from tests import golden
+
+EVENTS_NAMED = [{"kind": "events", "pattern": "*", "event_name": "e"}]
+
+# Pieces that make CSV-ish bytes interesting: delimiters, quotes, every line end, NUL,
+# a BOM, bytes that are not UTF-8, reserved headers and values near the typing rules.
+TOKENS = [
+    b",",
+    b";",
+    b'"',
+    b"\n",
+    b"\r",
+    b"\r\n",
+    b"\t",
+    b" ",
+    b"a",
+    b"1",
+    b"-",
+    b".",
+    b"\x00",
+    b"\xff",
+    b"\xc3",
+    b"\xc3\xa9",
+    b"\xe2\x80\xa8",
+    b"\xef\xbb\xbf",
+    b"identifier",
+    b"name",
+    b"timestamp",
+    b"idempotencyKey",
+    b"data.",
+    b"true",
+    b"1696252121",
+    b"2023-10-02T13:08:41Z",
+]
+HEADERS = [
+    b"",
+    b"identifier,v\n",
+    b"identifier;name;timestamp;idempotencyKey\r\n",
+    b"\xef\xbb\xbfidentifier,data.v,v\r",
+]
+token_soup = st.lists(st.sampled_from(TOKENS), max_size=60).map(b"".join)
+csv_like_bytes = st.one_of(
+    st.binary(max_size=300),
+    token_soup,
+    st.tuples(st.sampled_from(HEADERS), token_soup).map(b"".join),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=csv_like_bytes)
+def test_any_bytes_are_ingested_or_rejected_whole(data: bytes) -> None:
+    """Any bytes as an events file exit 0 (ingested, counts consistent with the dumps) or
+    2 (rejected whole, nothing stored), never anything else."""
+    with tempfile.TemporaryDirectory() as folder:
+        h = golden.Harness(Path(folder))
+        h.configure(files=EVENTS_NAMED)
+        p = h.stage("events_fuzz.csv", data)
+        rc = h.import_(p)
+        assert rc in (0, 2), h.last_output
+        record = h.file_record(p)
+        events = h.events()
+        rejects = h.rejects()
+        if rc == 2:
+            assert h.assert_file_rejected(p)
+            assert events == []
+            assert h.contacts() == {}
+            return
+        assert record["status"] == "ingested"
+        assert record["rows"] == len(events)
+        assert record["rejected"] == len(rejects)
+        physical_lines = golden.count_line_breaks(data.decode("utf-8", "replace")) + 1
+        lines = [e["line"] for e in events] + [r["line"] for r in rejects]
+        assert all(isinstance(n, int) and 2 <= n <= physical_lines for n in lines), lines
+        assert len(set(lines)) == len(lines), lines
+
+
+# --- round trip -------------------------------------------------------------------------
+
+# Text of any kind but surrogates (not encodable) and NUL (rejects its row), with extra
+# weight on what CSV and line counting must get right.
+SPECIALS = [",", ";", '"', "\n", "\r", "\r\n", " ", "\t", "\u2028", "\x85", "\x0b", "\x1c"]
+any_text = st.text(
+    alphabet=st.one_of(
+        st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+        st.sampled_from(SPECIALS),
+    ),
+    max_size=12,
+)
+int_text = st.integers(min_value=-(2**63), max_value=2**63 - 1).map(str)
+out_of_range_text = st.integers(min_value=2**63, max_value=2**70).flatmap(
+    lambda i: st.sampled_from([str(i), str(-i - 1)])
+)
+dec_text = st.tuples(
+    st.sampled_from(["", "-"]),
+    st.integers(min_value=0, max_value=10**12),
+    st.text(alphabet="0123456789", min_size=1, max_size=6),
+).map(lambda t: f"{t[0]}{t[1]}.{t[2]}")
+bool_text = st.sampled_from(["true", "false"]).flatmap(
+    lambda word: st.tuples(*(st.sampled_from([c, c.upper()]) for c in word)).map("".join)
+)
+lookalike_text = st.sampled_from(
+    ["007", "+32478112233", "1e3", "1,5", " 12", "NaN", "null", "[1,2]", '{"a":1}', "-0", ""]
+)
+cell_text = st.one_of(any_text, int_text, out_of_range_text, dec_text, bool_text, lookalike_text)
+identifier_text = st.text(
+    alphabet=st.one_of(
+        st.characters(whitelist_categories=("L", "N", "P", "S")),
+        st.sampled_from([",", ";", '"', " ", "\n", "\r\n"]),
+    ),
+    min_size=1,
+    max_size=10,
+).filter(lambda s: s.strip() != "")
+
+
+@st.composite
+def csv_files(draw: st.DrawFn) -> tuple[str, list[list[str]], list[int]]:
+    """A CSV written by csv.writer: its text, its records (header first) and each data
+    record's physical start line."""
+    width = draw(st.integers(min_value=1, max_value=4))
+    header = ["identifier", *(f"c{i}" for i in range(1, width + 1))]
+    rows = draw(
+        st.lists(
+            st.tuples(identifier_text, st.lists(cell_text, min_size=width, max_size=width)),
+            min_size=1,
+            max_size=8,
+        )
+    )
+    delimiter = draw(st.sampled_from([",", ";"]))  # sniffed from the header
+    # QUOTE_MINIMAL quotes CR and LF only when both are in the line terminator; QUOTE_ALL
+    # quotes everything, so any line end is safe with it (and quoted numbers stay numbers).
+    quoting, terminator = draw(
+        st.sampled_from(
+            [
+                (csv.QUOTE_MINIMAL, "\r\n"),
+                (csv.QUOTE_ALL, "\r\n"),
+                (csv.QUOTE_ALL, "\n"),
+                (csv.QUOTE_ALL, "\r"),
+            ]
+        )
+    )
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, delimiter=delimiter, quoting=quoting, lineterminator=terminator)
+    writer.writerow(header)
+    records = [[identifier, *cells] for identifier, cells in rows]
+    starts = []
+    for record in records:
+        starts.append(golden.count_line_breaks(buffer.getvalue()) + 1)
+        writer.writerow(record)
+    return buffer.getvalue(), [header, *records], starts
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(csv_file=csv_files())
+def test_round_trip_of_written_records(csv_file: tuple[str, list[list[str]], list[int]]) -> None:
+    """Records written by csv.writer come back from `dump events` with their typed values,
+    their identifiers verbatim and their physical start lines."""
+    text, (header, *records), starts = csv_file
+    with tempfile.TemporaryDirectory() as folder:
+        h = golden.Harness(Path(folder))
+        h.configure(files=EVENTS_NAMED)
+        p = h.stage("events_round_trip.csv", text.encode("utf-8"))
+        before = math.floor(time.time())
+        assert h.import_(p) == 0, h.last_output
+        after = math.ceil(time.time())
+        expected = []
+        for record, line in zip(records, starts, strict=True):
+            data: dict[str, Any] = {}
+            for name, cell in zip(header[1:], record[1:], strict=True):
+                value = golden.typed(cell)
+                if value is not golden.ABSENT:
+                    data[name] = value
+            expected.append(h.event(p, line, record[0], data, name="e"))
+        events = h.events()
+        assert h.rejects() == []
+        for event in events:
+            assert before <= event["timestamp"] <= after
+            event["timestamp"] = golden.PROCESSING
+        assert golden.strict(events) == golden.strict(expected)
+        h.assert_file(p, "ingested", rows=len(records), rejected=0, duplicates=0)
