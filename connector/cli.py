@@ -68,10 +68,10 @@ def _progress_bar(path: Path) -> Iterator[Progress | None]:
     if not sys.stderr.isatty() or size < _PROGRESS_MIN_BYTES:
         yield None
         return
-    with tqdm(total=size, unit="B", unit_scale=True, desc=path.name, leave=False) as bar:
+    with tqdm(unit=" records", unit_scale=True, desc=path.name, leave=False) as bar:
 
-        def update(position: int) -> None:
-            bar.update(position - bar.n)
+        def update(records: int) -> None:
+            bar.update(records - bar.n)
 
         yield update
 

@@ -17,16 +17,17 @@ from pathlib import Path
 import structlog
 
 from connector.csvrules.reader import Inspector, inspect_file
-from connector.csvrules.records import FileParser
 from connector.csvrules.rules import FileRules
 from connector.errors import FileRejected
+from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
 from connector.sinks.sqlite import SQLiteSink
 from connector.store.db import Database
 from connector.store.ledger import Entry, Ledger
 
 BATCH_RECORDS = 20_000
+COMMIT_SECONDS = 1.0
 Clock = Callable[[], float]
-Progress = Callable[[int], None]  # called with the bytes read so far
+Progress = Callable[[int], None]  # called with the records done so far
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,10 @@ class Ingestor:
     db: Database
     clock: Clock = time.time
     batch_records: int = BATCH_RECORDS
+    commit_seconds: float = COMMIT_SECONDS
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.db)
-        self.sink = SQLiteSink(self.db, self.ledger)
 
     def ingest(
         self,
@@ -61,21 +62,30 @@ class Ingestor:
         the bytes were already inspected on the way in (a download)."""
         log = structlog.get_logger().bind(source=source, file=name)
         started = time.monotonic()
-        inspector = inspector or inspect_file(path, rules.encoding)
-        sha256, size = inspector.hexdigest(), inspector.size
-        log = log.bind(sha256=sha256)
-        # Crash before here: nothing was recorded; a re-run starts from scratch.
-        if self.ledger.ingested(sha256) is not None:
-            entry = self.ledger.record(
-                source, name, sha256, size, rules.kind, "duplicate", self.clock()
-            )
-            log.info("file_duplicate", rows=0)
-            return Outcome(entry)
-        with path.open("rb") as raw:
+        size = path.stat().st_size
+        job = ParseJob(
+            path,
+            rules,
+            batch_records=self.batch_records,
+            in_child=size >= PARALLEL_MIN_BYTES,
+            scan=inspector.scan if inspector else None,
+        )
+        with job:  # a large file is already being parsed while we hash it
+            inspector = inspector or inspect_file(path, rules.encoding)
+            sha256 = inspector.hexdigest()
+            log = log.bind(sha256=sha256)
+            # Crash before here: nothing was recorded; a re-run starts from scratch.
+            if self.ledger.ingested(sha256) is not None:
+                entry = self.ledger.record(
+                    source, name, sha256, size, rules.kind, "duplicate", self.clock()
+                )
+                log.info("file_duplicate")
+                return Outcome(entry)
             try:
-                if inspector.error is not None:
-                    raise FileRejected(inspector.error)
-                parser = FileParser(raw, rules, has_nul=inspector.has_nul)
+                reason = inspector.rejection(path)
+                if reason is not None:
+                    raise FileRejected(reason)
+                job.header()
             except FileRejected as exc:
                 entry = self.ledger.record(
                     source, name, sha256, size, rules.kind, "rejected", self.clock(), exc.reason
@@ -89,11 +99,9 @@ class Ingestor:
             # finds it by checksum, skips the committed records and goes on.
             if entry.cursor:
                 log.info("file_resumed", cursor=entry.cursor)
-            for batch in parser.batches(self.batch_records, skip=entry.cursor):
-                self.sink.deliver(entry.id, rules.kind, batch, int(self.clock()))
-                # Crash here: this batch and its cursor are durable; the next is not.
-                if progress is not None:
-                    progress(raw.tell())
+                job.resume_at(entry.cursor)
+                job.header()
+            self._store(entry.id, rules.kind, job, progress)
         entry = self.ledger.finish(entry.id, self.clock())
         # Crash after finish: the file is complete; its bytes are now a known duplicate.
         elapsed = max(time.monotonic() - started, 1e-9)
@@ -106,3 +114,17 @@ class Ingestor:
             mb_per_s=round(size / elapsed / 1e6, 1),
         )
         return Outcome(entry)
+
+    def _store(self, entry_id: int, kind: str, job: ParseJob, progress: Progress | None) -> None:
+        sink = SQLiteSink(self.db, self.ledger)  # per file: its caches never outlive a rollback
+        records = 0
+        with self.db.grouped(self.commit_seconds) as tick:
+            for batch in job.batches():
+                sink.deliver(entry_id, kind, batch, int(self.clock()))
+                # Crash here: batches up to the last commit are durable with their cursor;
+                # those after it are redone on resume (commits are grouped by time: an
+                # fsync per batch would cost more than the batch).
+                tick()
+                records += batch.records
+                if progress is not None:
+                    progress(records)

@@ -20,13 +20,13 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from connector.csvrules.rules import MAX_FIELD
 from connector.errors import FileRejected
 
 BOM = codecs.BOM_UTF8
-CHUNK = 1 << 20
+CHUNK = 256 << 10
 # Fields past this many characters make csv raise instead of growing without bound; up to
 # here the reader stays in step with the file and the row is rejected by the 1 MiB rule.
 csv.field_size_limit(16 * MAX_FIELD)
@@ -40,62 +40,136 @@ def _line_breaks(text: str) -> int:
     return text.count("\n") + text.count("\r") - text.count("\r\n")
 
 
-class Inspector:
-    """Streams a file's bytes once: SHA-256, size, decodability and NUL characters."""
+class ByteScan:
+    """What the parser may skip checking, learnt from the raw bytes at memchr speed:
+    whether any NUL byte exists (a NUL character needs one in the codecs people use; in
+    UTF-16 there are many, so such files simply get every check), and whether any physical
+    line is long enough to hold a field over MAX_FIELD characters (a record over several
+    lines is noticed by the reader itself)."""
 
-    def __init__(self, encoding: str) -> None:
-        self.sha256 = hashlib.sha256()
+    def __init__(self) -> None:
         self.size = 0
         self.has_nul = False
+        self.has_long_lines = False
+        self._line_start = 0  # offset just after the last line break seen
+
+    def feed(self, chunk: bytes) -> None:
+        if not self.has_nul and b"\x00" in chunk:
+            self.has_nul = True
+        if not self.has_long_lines:
+            self._measure_lines(chunk)
+        self.size += len(chunk)
+
+    def finish(self) -> None:
+        if self.size - self._line_start > MAX_FIELD:
+            self.has_long_lines = True
+
+    def _measure_lines(self, chunk: bytes) -> None:
+        if len(chunk) > MAX_FIELD:
+            self.has_long_lines = True  # a line inside a chunk this big could be too long
+            return
+        firsts = [i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0]
+        if not firsts:
+            if self.size + len(chunk) - self._line_start > MAX_FIELD:
+                self.has_long_lines = True
+            return
+        if self.size + min(firsts) - self._line_start > MAX_FIELD:
+            self.has_long_lines = True
+        self._line_start = self.size + max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
+
+
+class Inspector:
+    """Streams a file's bytes once, while downloading or from disk: SHA-256, size,
+    decodability, and a ByteScan."""
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding
+        self.sha256 = hashlib.sha256()
+        self.scan = ByteScan()
         self.error: str | None = None
+        self.error_offset = 0  # byte offset of the first undecodable byte
         self._decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
-        self._lines = 1
-        self._last_cr = False
         self._pending: bytes | None = b""  # first bytes, held until we know if they are a BOM
+        self._skipped = 0  # bytes of BOM not given to the decoder
+        self._decoded = 0  # bytes given to the decoder
+
+    @property
+    def size(self) -> int:
+        return self.scan.size
 
     def feed(self, chunk: bytes) -> None:
         self.sha256.update(chunk)
-        self.size += len(chunk)
+        self.scan.feed(chunk)
         if self._pending is not None:
             self._pending += chunk
             if len(self._pending) < len(BOM):
                 return
-            chunk, self._pending = self._pending.removeprefix(BOM), None
+            chunk, self._pending = self._strip_bom(self._pending), None
         self._decode(chunk, final=False)
 
     def finish(self) -> None:
         """Call at end of input; afterwards ``error`` says why the file cannot be decoded."""
         if self._pending is not None:
-            self._decode(self._pending.removeprefix(BOM), final=False)
+            self._decode(self._strip_bom(self._pending), final=False)
             self._pending = None
         self._decode(b"", final=True)
+        self.scan.finish()
+
+    def _strip_bom(self, head: bytes) -> bytes:
+        rest = head.removeprefix(BOM)
+        self._skipped = len(head) - len(rest)
+        return rest
 
     def _decode(self, chunk: bytes, *, final: bool) -> None:
         if self.error is not None:
             return
         try:
-            text = self._decoder.decode(chunk, final)
+            self._decoder.decode(chunk, final)
         except UnicodeDecodeError as exc:
-            good = exc.object[: exc.start].decode(exc.encoding, errors="replace")
-            line = self._lines + _line_breaks(good) - (self._last_cr and good.startswith("\n"))
-            self.error = f"line {line}: bytes that are not valid {exc.encoding}: {exc.reason}"
+            buffered = len(exc.object) - len(chunk)  # held back from the previous chunk
+            self.error_offset = self._skipped + self._decoded - buffered + exc.start
+            self.error = f"bytes that are not valid {exc.encoding}: {exc.reason}"
             return
-        if text:
-            self.has_nul = self.has_nul or "\x00" in text
-            self._lines += _line_breaks(text) - (self._last_cr and text[0] == "\n")
-            self._last_cr = text[-1] == "\r"
+        self._decoded += len(chunk)
 
     def hexdigest(self) -> str:
         return self.sha256.hexdigest()
 
+    def rejection(self, path: Path) -> str | None:
+        """Why the file cannot be decoded, naming the line, or None if it can."""
+        if self.error is None:
+            return None
+        decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
+        line, last_cr = 1, False
+        with path.open("rb") as f:
+            f.seek(self._skipped)
+            remaining = self.error_offset - self._skipped
+            while remaining > 0 and (chunk := f.read(min(CHUNK, remaining))):
+                remaining -= len(chunk)
+                text = decoder.decode(chunk)
+                if text:  # a CRLF split across chunks is one line break
+                    line += _line_breaks(text) - (last_cr and text[0] == "\n")
+                    last_cr = text[-1] == "\r"
+        return f"line {line}: {self.error}"
+
 
 def inspect_file(path: Path, encoding: str) -> Inspector:
-    inspector = Inspector(encoding)
+    return _read_through(path, Inspector(encoding))
+
+
+def scan_file(path: Path) -> ByteScan:
+    return _read_through(path, ByteScan())
+
+
+_Fed = TypeVar("_Fed", Inspector, ByteScan)
+
+
+def _read_through(path: Path, sink: _Fed) -> _Fed:
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
-            inspector.feed(chunk)
-    inspector.finish()
-    return inspector
+            sink.feed(chunk)
+    sink.finish()
+    return sink
 
 
 def sniff_delimiter(header: str) -> str:
@@ -117,6 +191,7 @@ class RecordBatch:
     lines: list[int]
     rows: list[list[str]]
     faults: dict[int, str]  # index in rows → reason, for records the reader itself refuses
+    multiline: bool = False  # some record spans several lines (quoted line breaks)
 
 
 class RecordReader:
@@ -162,6 +237,7 @@ class RecordReader:
         except csv.Error as exc:
             error = str(exc)
         lines = self._lines_of(rows, first)
+        multiline = len(rows) != len(lines) or self._next_line - first != len(rows)
         faults: dict[int, str] = {}
         if error is not None:  # the failed record starts where the last good one ended
             faults[len(rows)] = f"unreadable record: {error}"
@@ -170,7 +246,9 @@ class RecordReader:
             self._next_line += 1
         if rows and rows[-1] and _SENTINEL in rows[-1][-1]:
             self._take_sentinel(rows, lines, faults)
-        return _without_blank_lines(lines, rows, faults)
+        batch = _without_blank_lines(lines, rows, faults)
+        batch.multiline = multiline
+        return batch
 
     def _lines_of(self, rows: list[list[str]], first: int) -> list[int]:
         if self._csv.line_num - first + 1 == len(rows):  # one line each: the common case

@@ -8,38 +8,65 @@ check order (fields, NUL, size, identifier, name, timestamp, key, reserved attri
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+import operator
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from itertools import compress, repeat
+from typing import Any, BinaryIO, TypeVar
 
 import orjson
 
-from connector.csvrules.reader import RecordBatch, RecordReader, read_header
-from connector.csvrules.rules import MAX_FIELD, MAX_HEADER, FileRules
+from connector.csvrules.reader import ByteScan, RecordBatch, RecordReader, read_header
+from connector.csvrules.rules import MAX_FIELD, MAX_HEADER, NO_TIMESTAMP, FileRules
 from connector.csvrules.values import (
     RESERVED_CHECKS,
     STRING_ATTRIBUTES,
     check_column,
+    json_members,
     key_column,
+    require_present,
     timestamp_column,
     type_column,
 )
 from connector.errors import FileRejected
 
-# (line, identifier, name, timestamp or None for "processing time", key or None, data JSON)
-EventRow = tuple[int, str, str, int | None, str | None, bytes]
-RESERVED_EVENT_HEADERS = ("name", "timestamp", "idempotencyKey")
 
 
 @dataclass
 class Batch:
-    """What one batch of a file asks the store to do; ``records`` counts the records it
-    consumed (stored or rejected), so a resumed file knows where to pick up."""
+    """What one batch of a file asks the store to do.
+
+    Built to cross a process boundary cheaply: the stored events are columns, text columns
+    joined with NUL (a row holding a NUL is rejected, so none is ever stored). ``records``
+    counts every record consumed, stored or rejected, so a resumed file knows where it was.
+    """
 
     records: int
-    events: list[EventRow] = field(default_factory=list)
-    contacts: list[tuple[str, bytes]] = field(default_factory=list)  # identifier, attributes
-    rejects: list[tuple[int, str]] = field(default_factory=list)
+    rejects: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+    events: int = 0
+    lines: array[int] = field(default_factory=lambda: array("q"))
+    identifiers: str = ""
+    names: str = ""
+    timestamps: array[int] | None = None  # None: every event takes the processing time
+    keys: str | None = None  # "" in a slot: no key; None: the file has no key column
+    data: str = ""  # JSON objects
+    contacts: list[tuple[str, str]] | None = None  # contacts files: (identifier, attributes)
+
+    def event_rows(self) -> Iterator[tuple[Any, ...]]:
+        """(line, identifier, name, timestamp, key, data) per event, keys "" for none."""
+        count = self.events
+        if not count:
+            return iter(())
+        return zip(
+            self.lines,
+            self.identifiers.split("\0"),
+            self.names.split("\0"),
+            self.timestamps if self.timestamps is not None else repeat(NO_TIMESTAMP, count),
+            self.keys.split("\0") if self.keys is not None else repeat("", count),
+            self.data.split("\0"),
+            strict=True,
+        )
 
 
 @dataclass(frozen=True)
@@ -118,10 +145,12 @@ class FileParser:
     """One file through the shared CSV rules. Raises FileRejected from the constructor when
     the file is refused whole; afterwards every record becomes a stored row or a reject."""
 
-    def __init__(self, raw: BinaryIO, rules: FileRules, *, has_nul: bool = True) -> None:
+    def __init__(self, raw: BinaryIO, rules: FileRules, scan: ByteScan | None = None) -> None:
+        """``scan`` of the same bytes lets per-cell checks it rules out be skipped."""
         self.rules = rules
         self._reader = RecordReader(raw, rules.encoding, rules.delimiter)
-        self._has_nul = has_nul
+        self._has_nul = scan is None or scan.has_nul
+        self._long_lines = scan is None or scan.has_long_lines
         self.header_line, header = read_header(self._reader)
         self._layout = _layout(header, rules)
         self._event_name = rules.event_name or ""
@@ -145,43 +174,48 @@ class FileParser:
     def _shape(self, records: RecordBatch) -> Batch:
         layout = self._layout
         faults = records.faults
-        rows = self._checked_rows(records.rows, faults)
-        columns: list[Sequence[str]] = list(zip(*rows, strict=True)) if rows else []
+        rows = self._checked_rows(records.rows, faults, records.multiline)
+        count = len(rows)
+        columns: list[Sequence[str]] = list(zip(*rows, strict=True))
         ident = columns[layout.identifier]
-        check_column(self.rules.identifier, ident, faults, required=True)
+        require_present(f"{self.rules.identifier} (the identifier)", ident, faults)
+        check_column(self.rules.identifier, ident, faults)
         if layout.name is not None:
             names: Sequence[str] = columns[layout.name]
-            _required(names, "name", faults)
+            require_present("name", names, faults)
         else:
-            names = [self._event_name] * len(rows)
-        stamps = (
-            timestamp_column(columns[layout.timestamp], faults)
-            if layout.timestamp is not None
-            else [None] * len(rows)
-        )
-        keys = (
-            key_column(columns[layout.key], faults)
-            if layout.key is not None
-            else [None] * len(rows)
-        )
+            names = [self._event_name] * count
+        stamps = None
+        if layout.timestamp is not None:
+            stamps = timestamp_column(columns[layout.timestamp], faults)
+        keys = key_column(columns[layout.key], faults) if layout.key is not None else None
         attributes = self._attributes(columns, faults)
-        data = _json_objects(
-            [n for _, n in layout.data], [type_column(columns[i]) for i, _ in layout.data],
-            len(rows),
-        )  # fmt: skip
-        good = [i for i in range(len(rows)) if i not in faults] if faults else range(len(rows))
-        batch = Batch(records=len(rows))
+        members = [json_members(name, columns[i]) for i, name in layout.data]
+        batch = Batch(records=count)
         batch.rejects = sorted((records.lines[i], reason) for i, reason in faults.items())
-        pick = _picker(good, len(rows))
-        if self.rules.kind == "events" or layout.data or self.rules.event_columns is not None:
-            batch.events = list(
-                zip(pick(records.lines), pick(ident), pick(names), pick(stamps), pick(keys),
-                    pick(data), strict=True)
-            )  # fmt: skip
-        batch.contacts = _merged(pick(ident), pick(attributes) if attributes else None)
+        keep = _keeper([i not in faults for i in range(count)] if faults else None)
+        if self.rules.kind == "contacts":
+            batch.contacts = _merged(keep(ident), keep(attributes))
+            if self.rules.event_columns is None:
+                return batch
+        batch.events = count - len(faults)
+        batch.lines = array("q", keep(records.lines))
+        batch.identifiers = "\0".join(keep(ident))
+        batch.names = "\0".join(keep(names))
+        if stamps is not None:
+            batch.timestamps = array("q", keep(stamps))
+        if keys is not None:
+            batch.keys = "\0".join(keep(keys))
+        if members:  # each member starts with ",": drop the first one of every object
+            inner = map(_AFTER_FIRST, map("".join, zip(*members, strict=True)))
+            batch.data = "{" + "}\0{".join(keep(list(inner))) + "}"
+        else:
+            batch.data = "\0".join(repeat("{}", batch.events))
         return batch
 
-    def _checked_rows(self, rows: list[list[str]], faults: dict[int, str]) -> list[list[str]]:
+    def _checked_rows(
+        self, rows: list[list[str]], faults: dict[int, str], multiline: bool
+    ) -> list[list[str]]:
         width = self._layout.width
         if set(map(len, rows)) != {width}:
             for i, row in enumerate(rows):
@@ -192,7 +226,9 @@ class FileParser:
             for i, row in enumerate(rows):
                 if any("\x00" in cell for cell in row):
                     faults.setdefault(i, "a cell holds a NUL character")
-        if max(map(len, itertools.chain.from_iterable(rows)), default=0) > MAX_FIELD:
+        if (self._long_lines or multiline) and max(
+            map(len, itertools.chain.from_iterable(rows)), default=0
+        ) > MAX_FIELD:
             for i, row in enumerate(rows):
                 if max(map(len, row)) > MAX_FIELD:
                     faults.setdefault(i, f"a field is over {MAX_FIELD:,} characters")
@@ -222,42 +258,27 @@ class FileParser:
         ]
 
 
-def _required(cells: Sequence[str], what: str, faults: dict[int, str]) -> None:
-    if "" in cells or any(map(str.isspace, cells)):
-        for i, cell in enumerate(cells):
-            if not cell or cell.isspace():
-                faults.setdefault(i, f"{what} is empty")
+_T = TypeVar("_T")
+_AFTER_FIRST = operator.itemgetter(slice(1, None))
 
 
-def _picker(good: Sequence[int], total: int) -> Any:
-    if len(good) == total:
+def _keeper(mask: list[bool] | None) -> Callable[[Sequence[_T]], Sequence[_T]]:
+    """Selects the valid rows of a column; the identity when every row is valid."""
+    if mask is None:
         return lambda column: column
-    return lambda column: [column[i] for i in good]
+    return lambda column: list(compress(column, mask))
 
 
-def _json_objects(names: list[str], columns: list[list[Any]], count: int) -> list[bytes]:
-    """Per row, a JSON object of the non-empty values; dict(zip) when the row has no gaps."""
-    dumps = orjson.dumps
-    if not columns:
-        return [b"{}"] * count
-    return [
-        dumps(dict(zip(names, row, strict=True)))
-        if None not in row
-        else dumps({k: v for k, v in zip(names, row, strict=True) if v is not None})
-        for row in zip(*columns, strict=True)
-    ]
-
-
-def _merged(identifiers: Sequence[str], attributes: Sequence[dict[str, Any]] | None) -> list[
-    tuple[str, bytes]
-]:
+def _merged(
+    identifiers: Sequence[str], attributes: Sequence[dict[str, Any]]
+) -> list[tuple[str, str]]:
     """One upsert per contact in the batch; later rows win."""
-    if attributes is None:
-        return [(i, b"{}") for i in dict.fromkeys(identifiers)]
+    if not attributes:
+        return [(i, "{}") for i in dict.fromkeys(identifiers)]
     merged: dict[str, dict[str, Any]] = {}
     for ident, attrs in zip(identifiers, attributes, strict=True):
         if ident in merged:
             merged[ident].update(attrs)
         else:
             merged[ident] = attrs
-    return [(i, orjson.dumps(a)) for i, a in merged.items()]
+    return [(i, orjson.dumps(a).decode()) for i, a in merged.items()]

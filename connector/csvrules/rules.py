@@ -13,6 +13,7 @@ MAX_HEADER = 255
 MAX_KEY = 128
 MAX_TIMESTAMP = 4_102_444_800  # 2100-01-01T00:00:00Z
 KEY_WINDOW_SECONDS = 24 * 3600
+NO_TIMESTAMP = -1  # an event without a timestamp: it takes the processing time
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from json.encoder import encode_basestring as encode_string  # C: a str as a JSON string
 
-from connector.csvrules.rules import MAX_KEY, MAX_TIMESTAMP
+from connector.csvrules.rules import MAX_KEY, MAX_TIMESTAMP, NO_TIMESTAMP
 
 Value = str | int | float | bool
 
@@ -22,11 +23,16 @@ _INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+")
 # Whole-column recognisers over "\n".join(cells) + "\n"; an empty line is an empty cell.
 # Up to 18 digits an integer is always within 64 bits; longer ones take the exact path.
-_INT_COLUMN = re.compile(r"(?:(?:-?(?:0|[1-9][0-9]{0,17}))?\n)*")
+_INT_COLUMN = re.compile(r"(?:(?:0|-?[1-9][0-9]{0,17})?\n)*")
 # Up to 300 integer digits a decimal is always a finite float.
 _DECIMAL_COLUMN = re.compile(r"(?:(?:-?(?:0|[1-9][0-9]{0,299})\.[0-9]+)?\n)*")
-# A cell that could be typed at all starts with a digit, '-', t/T or f/F, or is empty.
-_MAYBE_TYPED = re.compile(r"^(?:$|[-0-9tTfF])", re.MULTILINE)
+# Integers and decimals mixed (e.g. prices written "12" and "12.50").
+_NUMBER_COLUMN = re.compile(
+    r"(?:(?:0|-?[1-9][0-9]{0,17}|-?(?:0|[1-9][0-9]{0,299})\.[0-9]+)?\n)*"
+)
+# A cell that could be typed at all starts with a digit, '-', t/T or f/F.
+_MAYBE_TYPED = re.compile(r"^[-0-9tTfF]", re.MULTILINE)
+_TYPED_START = frozenset("-0123456789tTfF")
 _BOOLS = {"true": True, "false": False}
 _LOW_CARDINALITY = 4  # type distinct values once when each repeats this often on average
 
@@ -48,20 +54,78 @@ def type_cell(text: str) -> Value | None:
     return text
 
 
-def type_column(cells: Sequence[str]) -> list[Value | None]:
-    """``type_cell`` over a column, fast for the regular columns real files have."""
+def _classify(cells: Sequence[str]) -> tuple[str, set[str]]:
+    """How a column can be typed in bulk: ``table`` (few distinct values), ``text`` (no cell
+    could be typed, empty cells aside), ``int``, ``decimal``, ``number`` (both; empty cells
+    allowed) or ``mixed`` (cell by cell)."""
     distinct = set(cells)
     if len(distinct) * _LOW_CARDINALITY <= len(cells):
-        table = {cell: type_cell(cell) for cell in distinct}
-        return list(map(table.__getitem__, cells))
+        return "table", distinct
     text = "\n".join(distinct) + "\n"
     if _MAYBE_TYPED.search(text) is None:
-        return list(cells)
+        return "text", distinct
     if _INT_COLUMN.fullmatch(text):
-        return [int(c) if c else None for c in cells]
+        return "int", distinct
     if _DECIMAL_COLUMN.fullmatch(text):
+        return "decimal", distinct
+    if _NUMBER_COLUMN.fullmatch(text):
+        return "number", distinct
+    return "mixed", distinct
+
+
+def type_column(cells: Sequence[str]) -> list[Value | None]:
+    """``type_cell`` over a column, fast for the regular columns real files have."""
+    mode, distinct = _classify(cells)
+    if mode == "table":
+        table = {cell: type_cell(cell) for cell in distinct}
+        return list(map(table.__getitem__, cells))
+    if mode == "text":
+        return cells
+    if mode == "int":
+        return [int(c) if c else None for c in cells]
+    if mode == "decimal":
         return [float(c) if c else None for c in cells]
+    if mode == "number":
+        return [(float(c) if "." in c else int(c)) if c else None for c in cells]
     return list(map(type_cell, cells))
+
+
+def json_text(value: Value) -> str:
+    """A typed value as JSON text (``repr`` of a finite float is valid JSON)."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return encode_string(value)
+    return repr(value)
+
+
+def json_members(name: str, cells: Sequence[str]) -> list[str]:
+    """Per cell, ``,"name":<typed value as JSON>``, or ``""`` for an empty cell.
+
+    Rows are then built as ``"{" + "".join(members)[1:] + "}"`` with no per-value Python
+    objects, which is what makes events files fast: the leading comma lets empty cells
+    vanish in the join."""
+    prefix = "," + encode_string(name) + ":"
+    mode, distinct = _classify(cells)
+    if mode == "table":
+        table = {c: "" if c == "" else prefix + json_text(type_cell(c)) for c in distinct}  # type: ignore[arg-type]
+        return list(map(table.__getitem__, cells))
+    if mode == "text":
+        if "" in distinct:
+            return [prefix + encode_string(c) if c else "" for c in cells]
+        return list(map(prefix.__add__, map(encode_string, cells)))
+    if mode == "int":  # the cell's own text is the canonical JSON (no "-0": see the regex)
+        return [prefix + c if c else "" for c in cells]
+    if mode == "decimal":
+        return [prefix + repr(float(c)) if c else "" for c in cells]
+    if mode == "number":
+        return [(prefix + (repr(float(c)) if "." in c else c)) if c else "" for c in cells]
+    # mixed: type the distinct cells that could be typed; encode the others as strings
+    table = {c: prefix + json_text(type_cell(c)) for c in distinct if c[:1] in _TYPED_START}  # type: ignore[arg-type]
+    table[""] = ""
+    return [table[c] if c in table else prefix + encode_string(c) for c in cells]
 
 
 # --- reserved contact attributes (rule 6) -------------------------------------------
@@ -128,21 +192,23 @@ _STRING_COLUMN_CHECKS = {
 }  # fmt: skip
 
 
-def check_column(
-    name: str, values: Sequence[Value | None], faults: dict[int, str], *, required: bool = False
-) -> None:
-    """Reserved-attribute checks over a column (``None`` is an absent value, not checked);
-    ``required`` (the identifier) also faults empty or whitespace-only cells."""
-    if required and ("" in values or any(v.isspace() for v in values if isinstance(v, str))):
-        for row, value in enumerate(values):
-            if not value or (isinstance(value, str) and value.isspace()):
-                faults.setdefault(row, f"{name} (the identifier) is empty")
+def require_present(what: str, cells: Sequence[str], faults: dict[int, str]) -> None:
+    """An empty or whitespace-only cell rejects its row (identifiers, event names)."""
+    if "" in cells or any(map(str.isspace, cells)):
+        for row, cell in enumerate(cells):
+            if not cell or cell.isspace():
+                faults.setdefault(row, f"{what} is empty")
+
+
+def check_column(name: str, values: Sequence[Value | None], faults: dict[int, str]) -> None:
+    """Reserved-attribute checks over a column; ``None`` and "" are absent, not checked."""
     check = RESERVED_CHECKS.get(name)
     if check is None:
         return
     whole = _STRING_COLUMN_CHECKS.get(name)
     if whole is not None and all(isinstance(v, str) or v is None for v in values):
-        if whole.fullmatch("\n".join(v or "" for v in values) + "\n"):  # type: ignore[misc]
+        text = "\n".join([v or "" for v in values])  # type: ignore[misc]
+        if whole.fullmatch(text + "\n"):
             return
     for row, value in enumerate(values):
         if value is not None and value != "":
@@ -188,29 +254,29 @@ def parse_timestamp(text: str) -> int:
     )
 
 
-def timestamp_column(cells: Sequence[str], faults: dict[int, str]) -> list[int | None]:
-    """Timestamps of a column (``None``: absent, the processing time applies); faults by row."""
+def timestamp_column(cells: Sequence[str], faults: dict[int, str]) -> list[int]:
+    """Timestamps of a column, NO_TIMESTAMP where absent (the processing time applies)."""
     if _SECONDS_COLUMN.fullmatch("\n".join(cells) + "\n"):
-        fast = [int(c) if c else None for c in cells]
-        if max(filter(None, fast), default=0) <= MAX_TIMESTAMP:  # type: ignore[type-var]
+        fast = [int(c) if c else NO_TIMESTAMP for c in cells]
+        if max(fast, default=0) <= MAX_TIMESTAMP:
             return fast
-    out: list[int | None] = []
+    out: list[int] = []
     for row, cell in enumerate(cells):
         if not cell:
-            out.append(None)
+            out.append(NO_TIMESTAMP)
             continue
         try:
             out.append(parse_timestamp(cell))
         except ValueError as exc:
             faults.setdefault(row, str(exc))
-            out.append(None)
+            out.append(NO_TIMESTAMP)
     return out
 
 
-def key_column(cells: Sequence[str], faults: dict[int, str]) -> list[str | None]:
-    """idempotencyKey cells: verbatim, empty means none, over 128 characters rejects the row."""
+def key_column(cells: Sequence[str], faults: dict[int, str]) -> Sequence[str]:
+    """idempotencyKey cells: verbatim ("" means none); over 128 characters rejects the row."""
     if max(map(len, cells), default=0) > MAX_KEY:
         for row, cell in enumerate(cells):
             if len(cell) > MAX_KEY:
                 faults.setdefault(row, f"idempotencyKey longer than {MAX_KEY} characters")
-    return [c or None for c in cells]
+    return cells

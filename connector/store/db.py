@@ -7,7 +7,8 @@ inside a transaction, so a crash mid-upgrade leaves the previous version intact.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,28 @@ class Database:
         """``with db.transaction():`` commits on success and rolls back on any exception;
         nested inside ``rolled_back()`` it commits only into that outer transaction."""
         return self.conn
+
+    @contextmanager
+    def grouped(self, seconds: float) -> Iterator[Callable[[], None]]:
+        """Group many small transactions into fewer commits: call ``tick()`` after each
+        unit of work; it commits once ``seconds`` have passed since the last commit. On an
+        exception, everything since the last commit is rolled back."""
+        conn = self.conn
+        conn.execute("SAVEPOINT grouped")
+        last = time.monotonic()
+
+        def tick() -> None:
+            nonlocal last
+            if time.monotonic() - last >= seconds:
+                conn.execute("RELEASE grouped; SAVEPOINT grouped")
+                last = time.monotonic()
+
+        try:
+            yield tick
+        except BaseException:
+            conn.execute("ROLLBACK TO grouped; RELEASE grouped")
+            raise
+        conn.execute("RELEASE grouped")
 
     @contextmanager
     def rolled_back(self) -> Iterator[None]:
