@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/connector demo
 
-test: $(STAMP)
+test: lint
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from connector import logs
-from connector.config import Config, load_config
+from connector.config import Config, load_config, parse_duration
 from connector.csvrules.rules import FileRules, Kind
 from connector.dump import TABLES, dump
 from connector.errors import ConfigError, ConnectorError
@@ -97,7 +97,11 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
         rules = {p: dataclasses.replace(r, event_name=args.event_name) for p, r in rules.items()}
     status = EXIT_OK
     with Database(config.store.path) as db:
-        ingestor = Ingestor(db)
+        ingestor = Ingestor(
+            db,
+            batch_records=config.ingest.batch_records,
+            commit_seconds=parse_duration(config.ingest.commit_interval),
+        )
         scope = db.rolled_back() if args.dry_run else contextlib.nullcontext()
         with scope:
             for path in args.paths:

@@ -67,6 +67,11 @@ class PathsConfig(_Model):
     archive: Path = Path("var/archive")
 
 
+class IngestConfig(_Model):
+    batch_records: int = Field(default=20_000, ge=1, le=1_000_000)
+    commit_interval: Duration = "1s"  # a crash redoes at most this much work
+
+
 class FileEntry(_Model):
     kind: Kind
     pattern: str = Field(min_length=1)
@@ -186,6 +191,7 @@ class SourceConfig(_Model):
 class Config(_Model):
     store: StoreConfig = Field(default_factory=StoreConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     sources: tuple[SourceConfig, ...] = ()
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import structlog
 
+from connector import crashpoints
 from connector.csvrules.reader import Inspector, inspect_file
 from connector.csvrules.rules import FileRules
 from connector.errors import FileRejected
@@ -74,6 +75,7 @@ class Ingestor:
             inspector = inspector or inspect_file(path, rules.encoding)
             sha256 = inspector.hexdigest()
             log = log.bind(sha256=sha256)
+            crashpoints.reached("after_inspect")
             # Crash before here: nothing was recorded; a re-run starts from scratch.
             if self.ledger.ingested(sha256) is not None:
                 entry = self.ledger.record(
@@ -95,6 +97,7 @@ class Ingestor:
             entry = self.ledger.unfinished(sha256) or self.ledger.start(
                 source, name, sha256, size, rules.kind, self.clock()
             )
+            crashpoints.reached("after_start")
             # Crash from here on: the entry stays 'ingesting' with its cursor; a re-run
             # finds it by checksum, skips the committed records and goes on.
             if entry.cursor:
@@ -102,7 +105,9 @@ class Ingestor:
                 job.resume_at(entry.cursor)
                 job.header()
             self._store(entry.id, rules.kind, job, progress)
+        crashpoints.reached("before_finish")
         entry = self.ledger.finish(entry.id, self.clock())
+        crashpoints.reached("after_finish")
         # Crash after finish: the file is complete; its bytes are now a known duplicate.
         elapsed = max(time.monotonic() - started, 1e-9)
         log.info(
@@ -121,10 +126,12 @@ class Ingestor:
         with self.db.grouped(self.commit_seconds) as tick:
             for batch in job.batches():
                 sink.deliver(entry_id, kind, batch, int(self.clock()))
+                crashpoints.reached("after_deliver")
                 # Crash here: batches up to the last commit are durable with their cursor;
                 # those after it are redone on resume (commits are grouped by time: an
                 # fsync per batch would cost more than the batch).
-                tick()
+                if tick():
+                    crashpoints.reached("after_commit")
                 records += batch.records
                 if progress is not None:
                     progress(records)

@@ -208,6 +208,10 @@ class RecordReader:
         self._next_line = 1
         self.done = False
 
+    def detach(self) -> None:
+        """Give the byte stream back to its owner, e.g. when the file is refused whole."""
+        self._text.detach()
+
     def _head_lines(self) -> list[str]:
         """The lines up to the end of the first record, for sniffing; replayed to csv."""
         head: list[str] = []

@@ -151,8 +151,12 @@ class FileParser:
         self._reader = RecordReader(raw, rules.encoding, rules.delimiter)
         self._has_nul = scan is None or scan.has_nul
         self._long_lines = scan is None or scan.has_long_lines
-        self.header_line, header = read_header(self._reader)
-        self._layout = _layout(header, rules)
+        try:
+            self.header_line, header = read_header(self._reader)
+            self._layout = _layout(header, rules)
+        except BaseException:
+            self._reader.detach()  # the traceback must not keep a wrapper over `raw` alive
+            raise
         self._event_name = rules.event_name or ""
 
     def batches(self, size: int, skip: int = 0) -> Iterator[Batch]:

@@ -80,7 +80,7 @@ def type_column(cells: Sequence[str]) -> list[Value | None]:
         table = {cell: type_cell(cell) for cell in distinct}
         return list(map(table.__getitem__, cells))
     if mode == "text":
-        return cells
+        return [c or None for c in cells]
     if mode == "int":
         return [int(c) if c else None for c in cells]
     if mode == "decimal":

@@ -10,8 +10,8 @@ from typing import Any
 
 import apsw
 
-from connector.csvrules.records import NO_TIMESTAMP, Batch
-from connector.csvrules.rules import KEY_WINDOW_SECONDS
+from connector.csvrules.records import Batch
+from connector.csvrules.rules import KEY_WINDOW_SECONDS, NO_TIMESTAMP
 from connector.store.db import Database
 from connector.store.ledger import Ledger
 
@@ -77,8 +77,11 @@ class SQLiteSink:
 
     def _first_use_of_keys(self, batch: Batch, now: int) -> tuple[Iterable[Any], int]:
         """The batch's events less those whose key was accepted in the last 24 hours (in
-        this batch too); the keys of the others are recorded as accepted now. Keys go to
-        SQLite as one array per statement: a statement per key costs ten times more."""
+        this batch too); the keys of the others are recorded as accepted now.
+
+        Keys go to SQLite as one array per statement (a statement per key costs ten times
+        more). Usually no key is a duplicate: one upsert that accepts every key says so by
+        its change count. Otherwise it is undone and the keys are sorted out one by one."""
         if batch.keys is None or not batch.events:
             return batch.event_rows(), 0
         keys = batch.keys.split("\0")
@@ -86,29 +89,32 @@ class SQLiteSink:
         if not present:
             return batch.event_rows(), 0
         conn = self.db.conn
-        recent = {
+        cutoff = int(now - KEY_WINDOW_SECONDS)
+        upsert = (
+            "INSERT INTO idempotency_keys(key, accepted_at)"
+            f" SELECT value, {int(now)} FROM carray(?) WHERE true"
+            " ON CONFLICT(key) DO UPDATE SET accepted_at = excluded.accepted_at"
+            f" WHERE accepted_at <= {cutoff}"
+        )
+        if len(set(present)) == len(present):
+            conn.execute("SAVEPOINT keys")
+            conn.execute(upsert, (apsw.carray(present),))
+            if conn.changes() == len(present):
+                conn.execute("RELEASE keys")
+                return batch.event_rows(), 0
+            conn.execute("ROLLBACK TO keys; RELEASE keys")
+        seen = {
             key
             for (key,) in conn.execute(
-                "SELECT key FROM idempotency_keys WHERE key IN carray(?)"
-                f" AND accepted_at > {int(now - KEY_WINDOW_SECONDS)}",
+                f"SELECT key FROM idempotency_keys WHERE key IN carray(?) AND accepted_at > {cutoff}",
                 (apsw.carray(present),),
             )
         }
-        mask = None
-        accepted = present
-        if recent or len(set(present)) != len(present):
-            mask, seen = [], set(recent)
-            for key in keys:  # only the first use of a key that is not recent is kept
-                mask.append(not key or key not in seen)
-                seen.add(key)
-            accepted = tuple(k for k, keep in zip(keys, mask, strict=True) if k and keep)
+        mask = []
+        for key in keys:  # only the first use of a key that is not recent is kept
+            mask.append(not key or key not in seen)
+            seen.add(key)
+        accepted = tuple(k for k, keep in zip(keys, mask, strict=True) if k and keep)
         if accepted:
-            conn.execute(
-                "INSERT INTO idempotency_keys(key, accepted_at)"
-                f" SELECT value, {int(now)} FROM carray(?) WHERE true"
-                " ON CONFLICT(key) DO UPDATE SET accepted_at = excluded.accepted_at",
-                (apsw.carray(accepted),),
-            )
-        if mask is None:
-            return batch.event_rows(), 0
+            conn.execute(upsert, (apsw.carray(accepted),))
         return compress(batch.event_rows(), mask), mask.count(False)

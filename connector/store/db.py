@@ -102,19 +102,21 @@ class Database:
         return self.conn
 
     @contextmanager
-    def grouped(self, seconds: float) -> Iterator[Callable[[], None]]:
+    def grouped(self, seconds: float) -> Iterator[Callable[[], bool]]:
         """Group many small transactions into fewer commits: call ``tick()`` after each
-        unit of work; it commits once ``seconds`` have passed since the last commit. On an
-        exception, everything since the last commit is rolled back."""
+        unit of work; it commits (and says so) once ``seconds`` have passed since the last
+        commit. On an exception, everything since the last commit is rolled back."""
         conn = self.conn
         conn.execute("SAVEPOINT grouped")
         last = time.monotonic()
 
-        def tick() -> None:
+        def tick() -> bool:
             nonlocal last
-            if time.monotonic() - last >= seconds:
-                conn.execute("RELEASE grouped; SAVEPOINT grouped")
-                last = time.monotonic()
+            if time.monotonic() - last < seconds:
+                return False
+            conn.execute("RELEASE grouped; SAVEPOINT grouped")
+            last = time.monotonic()
+            return True
 
         try:
             yield tick

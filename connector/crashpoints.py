@@ -1,0 +1,33 @@
+"""Named points where tests make the process die, to prove what a crash there leaves.
+
+``CONNECTOR_CRASH_AT=step[:n]`` SIGKILLs this process the n-th time (default: first) it
+reaches ``step``. SIGKILL, not an exception: nothing gets to clean up, as in a real crash.
+Unset (always, outside tests), a call costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+STEPS = (
+    "after_inspect",  # the file is hashed; nothing recorded yet
+    "after_start",  # the ledger has an 'ingesting' entry
+    "after_deliver",  # a batch is written but maybe not committed
+    "after_commit",  # a group of batches is committed with its cursor
+    "before_finish",  # every batch is committed; the entry is still 'ingesting'
+    "after_finish",  # the entry is 'ingested'
+)
+_seen: dict[str, int] = {}
+
+
+def reached(step: str) -> None:
+    spec = os.environ.get("CONNECTOR_CRASH_AT")
+    if not spec:
+        return
+    name, _, nth = spec.partition(":")
+    if name != step:
+        return
+    _seen[step] = _seen.get(step, 0) + 1
+    if _seen[step] >= int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,149 @@
+"""Exactly-once after a crash: a real `connector import` is SIGKILLed at each step, then run
+again without the hook; every valid row must be stored exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from connector.crashpoints import STEPS
+
+ROWS = 3_000
+BAD_EVERY = 250  # every 250th row has no name: a reject
+KEY_EVERY = 7  # every 7th row repeats the previous key of its kind: a duplicate
+
+
+def _write_events(path: Path, rows: int, padding: int = 0) -> tuple[int, int, int]:
+    """An events file; returns the (stored, rejected, duplicates) it must produce."""
+    stored = rejected = duplicates = 0
+    pad = "x" * padding
+    with path.open("w", newline="") as f:
+        f.write("identifier,name,timestamp,idempotencyKey,total,note\n")
+        for i in range(rows):
+            name = "" if i % BAD_EVERY == 0 else "purchase"
+            key = f"k{i - 1}" if i % KEY_EVERY == 0 and i % BAD_EVERY != 1 else f"k{i}"
+            f.write(f"user{i % 97}@example.com,{name},{1_700_000_000 + i},{key},{i}.5,{pad}\n")
+            if not name:
+                rejected += 1
+            elif key != f"k{i}":
+                duplicates += 1
+            else:
+                stored += 1
+    return stored, rejected, duplicates
+
+
+def _connector(config: Path, *argv: str, crash: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "CONNECTOR_CRASH_AT"}
+    if crash:
+        env["CONNECTOR_CRASH_AT"] = crash
+    return subprocess.run(
+        [sys.executable, "-m", "connector", "--config", str(config), *argv],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def _dump(config: Path, table: str) -> list[dict[str, object]]:
+    result = _connector(config, "dump", table)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "connector.toml"
+    path.write_text(
+        f'[store]\npath = "{tmp_path}/store/c.db"\n'
+        f'[paths]\nstaging = "{tmp_path}/staging"\narchive = "{tmp_path}/archive"\n'
+        # small batches, a commit after each: several commits in a small file
+        '[ingest]\nbatch_records = 400\ncommit_interval = "0s"\n'
+    )
+    return path
+
+
+def _assert_exactly_once(config: Path, expected: tuple[int, int, int]) -> None:
+    stored, rejected, duplicates = expected
+    events = _dump(config, "events")
+    lines = [e["line"] for e in events]
+    assert len(lines) == len(set(lines)) == stored
+    files = [f for f in _dump(config, "files") if f["status"] == "ingested"]
+    assert len(files) == 1
+    assert (files[0]["rows"], files[0]["rejected"], files[0]["duplicates"]) == expected
+    assert len(_dump(config, "rejects")) == rejected
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_crash_at_each_step_then_rerun_stores_each_row_once(
+    tmp_path: Path, config: Path, step: str
+) -> None:
+    """SIGKILL at any step, then a plain re-run: each valid row once, one ledger entry."""
+    data = tmp_path / "events.csv"
+    expected = _write_events(data, ROWS)
+    nth = "3" if step in ("after_deliver", "after_commit") else "1"
+    crashed = _connector(config, "import", str(data), "--kind", "events", crash=f"{step}:{nth}")
+    assert crashed.returncode == -signal.SIGKILL
+    rerun = _connector(config, "import", str(data), "--kind", "events")
+    assert rerun.returncode == 0, rerun.stderr
+    if step == "after_finish":
+        assert "duplicate" in rerun.stdout  # the first run had finished: same bytes again
+    _assert_exactly_once(config, expected)
+
+
+def test_crash_mid_file_resumes_from_the_cursor(tmp_path: Path, config: Path) -> None:
+    """After a crash past some commits, the re-run resumes instead of starting over."""
+    data = tmp_path / "events.csv"
+    expected = _write_events(data, ROWS)
+    _connector(config, "import", str(data), "--kind", "events", crash="after_commit:4")
+    rerun = _connector(config, "import", str(data), "--kind", "events")
+    assert '"file_resumed"' in rerun.stderr
+    assert '"cursor": 1600' in rerun.stderr  # four commits of 400 records
+    _assert_exactly_once(config, expected)
+
+
+def test_crash_in_the_parallel_parser_path(tmp_path: Path, config: Path) -> None:
+    """A file big enough to be parsed in a child process: same guarantee, no orphan child."""
+    data = tmp_path / "events.csv"
+    expected = _write_events(data, 30_000, padding=280)  # over PARALLEL_MIN_BYTES
+    assert data.stat().st_size > 8 << 20
+    crashed = _connector(config, "import", str(data), "--kind", "events", crash="after_commit:5")
+    assert crashed.returncode == -signal.SIGKILL
+    assert _no_parser_left(), "the parser child outlived its parent"
+    rerun = _connector(config, "import", str(data), "--kind", "events")
+    assert rerun.returncode == 0, rerun.stderr
+    _assert_exactly_once(config, expected)
+
+
+def _no_parser_left(wait: float = 5.0) -> bool:
+    """The orphaned child notices the closed pipe on its next write and exits."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+        if "connector.parsing" not in ps.stdout:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_killed_at_random_moments_converges(tmp_path: Path, config: Path) -> None:
+    """Kills at arbitrary moments (not only at named steps) never lose or double a row."""
+    data = tmp_path / "events.csv"
+    expected = _write_events(data, 20_000)
+    env = {k: v for k, v in os.environ.items() if k != "CONNECTOR_CRASH_AT"}
+    argv = [sys.executable, "-m", "connector", "--config", str(config), "import", str(data)]
+    for delay in (0.4, 0.9, 1.3, 1.8):
+        proc = subprocess.Popen(
+            [*argv, "--kind", "events"], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    final = _connector(config, "import", str(data), "--kind", "events")
+    assert final.returncode == 0, final.stderr
+    _assert_exactly_once(config, expected)
