@@ -30,6 +30,11 @@ _DECIMAL_COLUMN = re.compile(r"(?:(?:-?(?:0|[1-9][0-9]{0,299})\.[0-9]+)?\n)*")
 _NUMBER_COLUMN = re.compile(
     r"(?:(?:0|-?[1-9][0-9]{0,17}|-?(?:0|[1-9][0-9]{0,299})\.[0-9]+)?\n)*"
 )
+# Numbers whose text is already what repr(float) prints, a trailing zero aside: at most 12
+# significant digits, none below 1e-4 (repr would switch to "1e-05").
+_SHORT_NUMBER_COLUMN = re.compile(
+    r"(?:(?:0|-?[1-9][0-9]{0,17}|-?(?:0|[1-9][0-9]{0,7})\.[0-9]{1,4})?\n)*"
+)
 # A cell that could be typed at all starts with a digit, '-', t/T or f/F.
 _MAYBE_TYPED = re.compile(r"^[-0-9tTfF]", re.MULTILINE)
 _TYPED_START = frozenset("-0123456789tTfF")
@@ -118,9 +123,13 @@ def json_members(name: str, cells: Sequence[str]) -> list[str]:
         return list(map(prefix.__add__, map(encode_string, cells)))
     if mode == "int":  # the cell's own text is the canonical JSON (no "-0": see the regex)
         return [prefix + c if c else "" for c in cells]
-    if mode == "decimal":
-        return [prefix + repr(float(c)) if c else "" for c in cells]
-    if mode == "number":
+    if mode in ("decimal", "number"):
+        if _SHORT_NUMBER_COLUMN.fullmatch("\n".join(distinct) + "\n"):
+            # their text is canonical JSON unless a decimal ends in 0 ("12.50" → 12.5)
+            return [
+                prefix + (repr(float(c)) if c[-1] == "0" and "." in c else c) if c else ""
+                for c in cells
+            ]
         return [(prefix + (repr(float(c)) if "." in c else c)) if c else "" for c in cells]
     # mixed: type the distinct cells that could be typed; encode the others as strings
     table = {c: prefix + json_text(type_cell(c)) for c in distinct if c[:1] in _TYPED_START}  # type: ignore[arg-type]

@@ -1,0 +1,132 @@
+"""One file through the ledger, the rules and the store (connector/ingest.py), in-process,
+with an injected clock so the 24-hour idempotency window can be crossed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from connector.csvrules.rules import FileRules
+from connector.dump import records
+from connector.ingest import Ingestor
+from connector.store.db import Database
+
+EVENTS = FileRules(kind="events")
+DAY = 24 * 3600
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_764_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    with Database(tmp_path / "store" / "c.db") as database:
+        yield database
+
+
+def _file(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _events(db: Database) -> list[dict[str, object]]:
+    return list(records(db, "events"))
+
+
+def test_key_window_is_24_hours_of_processing_time(tmp_path: Path, db: Database) -> None:
+    """A key accepted at T is a duplicate until T+24h (exclusive) and usable again after."""
+    clock = Clock()
+    ingestor = Ingestor(db, clock=clock)
+    header = "identifier,name,idempotencyKey\n"
+    first = _file(tmp_path, "a.csv", header + "u1,buy,K\n")
+    assert ingestor.ingest(first, EVENTS, source="s", name="a").entry.rows == 1
+    clock.now += DAY - 1
+    second = _file(tmp_path, "b.csv", header + "u2,buy,K\n")
+    outcome = ingestor.ingest(second, EVENTS, source="s", name="b")
+    assert (outcome.entry.rows, outcome.entry.duplicates) == (0, 1)
+    clock.now += 1  # exactly 24 h after the first acceptance
+    third = _file(tmp_path, "c.csv", header + "u3,buy,K\n")
+    assert ingestor.ingest(third, EVENTS, source="s", name="c").entry.rows == 1
+    assert [e["identifier"] for e in _events(db)] == ["u1", "u3"]
+    contacts = [c["identifier"] for c in records(db, "contacts")]
+    assert contacts == ["u1", "u2", "u3"]  # a duplicate event still creates its contact
+
+
+def test_keys_hold_across_a_restart(tmp_path: Path) -> None:
+    """Accepted keys live in the store: a new process sees them."""
+    store = tmp_path / "c.db"
+    header = "identifier,name,idempotencyKey\n"
+    with Database(store) as db:
+        Ingestor(db).ingest(_file(tmp_path, "a.csv", header + "u1,buy,K\n"), EVENTS,
+                            source="s", name="a")  # fmt: skip
+    with Database(store) as db:
+        outcome = Ingestor(db).ingest(
+            _file(tmp_path, "b.csv", header + "u2,buy,K\n"), EVENTS, source="t", name="b"
+        )
+    assert outcome.entry.duplicates == 1
+
+
+def test_processing_time_is_the_clock(tmp_path: Path, db: Database) -> None:
+    """An event without a timestamp takes the processing time."""
+    clock = Clock()
+    path = _file(tmp_path, "a.csv", "identifier,name,timestamp\nu1,buy,\nu2,buy,5\n")
+    Ingestor(db, clock=clock).ingest(path, EVENTS, source="s", name="a")
+    assert [e["timestamp"] for e in _events(db)] == [int(clock.now), 5]
+
+
+def test_same_bytes_under_another_name_is_a_duplicate(tmp_path: Path, db: Database) -> None:
+    """File identity is the checksum: a renamed re-upload is recorded, not ingested."""
+    text = "identifier,name\nu1,buy\n"
+    ingestor = Ingestor(db)
+    ingestor.ingest(_file(tmp_path, "a.csv", text), EVENTS, source="s", name="a")
+    again = ingestor.ingest(_file(tmp_path, "b.csv", text), EVENTS, source="other", name="b")
+    assert again.entry.status == "duplicate"
+    assert len(_events(db)) == 1
+    files = list(records(db, "files"))
+    assert [(f["path"], f["status"], f["rows"]) for f in files] == [
+        ("a", "ingested", 1), ("b", "duplicate", 0)
+    ]  # fmt: skip
+
+
+def test_rejected_bytes_may_be_sent_again(tmp_path: Path, db: Database) -> None:
+    """A file refused whole (say, a wrong encoding setting) is processed again next time."""
+    path = _file(tmp_path, "a.csv", "")
+    path.write_bytes("identifier,name\nu1,caf\xe9\n".encode("latin-1"))
+    ingestor = Ingestor(db)
+    assert ingestor.ingest(path, EVENTS, source="s", name="a").entry.status == "rejected"
+    latin = FileRules(kind="events", encoding="latin-1")
+    assert ingestor.ingest(path, latin, source="s", name="a").entry.status == "ingested"
+    assert _events(db)[0]["name"] == "café"
+
+
+def test_rows_of_an_unfinished_file_are_not_visible(tmp_path: Path, db: Database) -> None:
+    """Events and rejects show up with their ledger entry, not batch by batch."""
+    path = _file(tmp_path, "a.csv", "identifier,name\n" + "u,buy\n" * 5 + ",buy\n")
+    ingestor = Ingestor(db, batch_records=2, commit_seconds=0)
+    seen: list[int] = []
+
+    def peek(_records: int) -> None:
+        seen.append(len(_events(db)) + len(list(records(db, "rejects"))))
+
+    ingestor.ingest(path, EVENTS, source="s", name="a", progress=peek)
+    assert seen == [0, 0, 0]
+    assert len(_events(db)) == 5
+
+
+def test_dry_run_stores_nothing_but_counts_exactly(tmp_path: Path, db: Database) -> None:
+    """Inside rolled_back() the counts are real and nothing remains afterwards."""
+    path = _file(tmp_path, "a.csv", "identifier,name,idempotencyKey\nu,buy,K\nv,buy,K\nw,,\n")
+    with db.rolled_back():
+        outcome = Ingestor(db).ingest(path, EVENTS, source="s", name="a")
+    entry = outcome.entry
+    assert (entry.status, entry.rows, entry.rejected, entry.duplicates) == ("ingested", 1, 1, 1)
+    for table in ("events", "contacts", "rejects", "files"):
+        assert list(records(db, table)) == []  # type: ignore[arg-type]
