@@ -108,7 +108,11 @@ class SourceConfig(_Model):
     interval: Duration | None = None
     cron: str | None = None
     min_age: Duration = "30s"
+    ready: Literal["stable", "marker"] = "stable"  # marker: take X.csv once X.csv.done exists
+    max_files: int = Field(default=100, ge=1)  # files taken per poll, oldest first
+    timeout: Duration = "30s"  # connect, and inactivity during a transfer
     after: str = "leave"
+    error_dir: str = "move:rejected"  # where files rejected whole go: same forms as `after`
     identifier: str = Field(default="identifier", min_length=1)
     delimiter: str | None = Field(default=None, min_length=1, max_length=1)
     encoding: str = "utf-8"
@@ -133,7 +137,7 @@ class SourceConfig(_Model):
             raise ValueError(f"unknown encoding {value!r}") from None
         return value
 
-    @field_validator("after")
+    @field_validator("after", "error_dir")
     @classmethod
     def _known_action(cls, value: str) -> str:
         if value in ("leave", "delete") or (value.startswith("move:") and len(value) > 5):

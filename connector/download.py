@@ -1,0 +1,104 @@
+"""Streaming download into the staging folder, inspected (SHA-256, size, decodability) as
+the bytes arrive, resumed from its offset after a transient failure.
+
+Staging names are never built from remote names: a file is staged as
+``<digest of source, name, size, mtime>.part`` and renamed (atomically, same folder) to
+``.csv`` when complete. Because the name depends on the listed size and mtime, a partial
+file left by a crash is resumed only for the very same listing; it is re-hashed from disk
+first, since a hash state cannot be saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from connector.csvrules.reader import CHUNK, Inspector
+from connector.errors import TransientError
+from connector.sources.base import RemoteFile, Source
+
+ATTEMPTS = 5
+
+
+class FileChanged(TransientError):
+    """The bytes received do not match the listing: the file is still being written."""
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    # A changing file is left for a later poll rather than chased now.
+    return isinstance(exc, TransientError) and not isinstance(exc, FileChanged)
+
+
+@dataclass(frozen=True)
+class Staged:
+    path: Path
+    inspector: Inspector
+
+
+def staging_name(source: str, file: RemoteFile) -> str:
+    key = f"{source}\0{file.name}\0{file.size}\0{file.mtime!r}".encode("utf-8", "surrogateescape")
+    return hashlib.sha256(key).hexdigest()[:40]
+
+
+def download(
+    source_name: str,
+    connect: Callable[[], Source],
+    file: RemoteFile,
+    staging: Path,
+    encoding: str,
+    *,
+    attempts: int = ATTEMPTS,
+    max_wait: float = 30.0,
+) -> Staged:
+    """Fetch ``file`` into ``staging``. ``connect()`` returns a usable source, reconnecting
+    if the previous attempt broke the connection. Raises TransientError (after retries,
+    or FileChanged at once: a changing file is left for a later poll)."""
+    log = structlog.get_logger().bind(source=source_name, file=file.name)
+    staging.mkdir(parents=True, exist_ok=True)
+    stem = staging / staging_name(source_name, file)
+    part, done = stem.with_suffix(".part"), stem.with_suffix(".csv")
+    inspector = Inspector(encoding)
+    with part.open("ab+") as out:
+        # Crash while downloading: the .part stays; the next poll resumes it from here.
+        out.seek(0)
+        while chunk := out.read(CHUNK):
+            inspector.feed(chunk)
+        if inspector.size > file.size:
+            out.truncate(0)
+            inspector = Inspector(encoding)
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential_jitter(multiplier=0.2, max=max_wait, jitter=0.2),
+            retry=retry_if_exception(_worth_retrying),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    log.info("download_resumed", offset=inspector.size)
+                for chunk in connect().read(file.name, inspector.size):
+                    if inspector.size + len(chunk) > file.size:
+                        raise FileChanged(f"{file.name} grew while downloading")
+                    out.write(chunk)
+                    inspector.feed(chunk)
+                if inspector.size != file.size:
+                    raise FileChanged(f"{file.name} shrank while downloading")
+        out.flush()
+        os.fsync(out.fileno())
+    inspector.finish()
+    os.replace(part, done)
+    # Crash after the rename: the staged file is complete; the ledger has not seen it, so
+    # the next poll downloads again (into the same name) and ingests it once.
+    log.info("file_downloaded", size=file.size, sha256=inspector.hexdigest())
+    return Staged(done, inspector)

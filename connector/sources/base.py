@@ -1,0 +1,67 @@
+"""The Source port: a remote folder that is listed, read and tidied up.
+
+Adapters (``sftp.py``, ``ftp.py``, ``local.py``) translate their library's exceptions here,
+in one place each, into the project's errors:
+
+* ``TransientError``: the network or the server had a bad moment (reset, timeout, 4xx FTP
+  reply, SSH disconnect). Retried with backoff; a download resumes from its offset.
+* ``SourceRefused``: we refused the server (unknown or changed host key, untrusted
+  certificate) or it refused us (credentials). Retrying as-is cannot help; the message
+  names the cause for the operator (and never a secret).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self
+
+from connector.errors import ConnectorError
+
+CHUNK = 1 << 20
+
+
+class SourceRefused(ConnectorError):
+    """Connecting is refused for a reason only the operator can fix."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file directly in the source's folder."""
+
+    name: str  # a plain name, no folder part
+    size: int
+    mtime: float  # Unix seconds, UTC
+
+
+class Source(Protocol):
+    """A remote folder. A context manager: connected on enter, closed on exit.
+
+    ``list``, ``read`` and ``complete`` raise TransientError or SourceRefused only. None of
+    them is idempotent on the server, but each is safe to repeat after a failure: a read
+    restarts at any offset, and ``complete`` of a file already gone raises TransientError.
+    """
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    def list(self) -> list[RemoteFile]:
+        """Every regular file in the folder (not folders, not links to folders)."""
+        ...
+
+    def read(self, name: str, offset: int = 0) -> Iterator[bytes]:
+        """The file's bytes from ``offset``, in chunks, as they arrive. A server that stops
+        sending for the source's timeout raises TransientError, as does a broken
+        connection: the chunks already yielded are valid and a new read can resume."""
+        ...
+
+    def complete(self, name: str, action: str) -> str | None:
+        """Apply the ``after`` action to a file: ``leave``, ``delete``, or ``move:<folder>``
+        (folder relative to the source's, created when missing; on a name clash the
+        moved file gets a UTC timestamp suffix before its extension, never overwriting).
+        Returns the file's new path for a move, else None."""
+        ...

@@ -1,0 +1,74 @@
+"""``file://`` sources: a local folder, read like any remote one."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from connector.config import SourceConfig
+from connector.errors import TransientError
+from connector.sources.base import CHUNK, RemoteFile
+from connector.sources.naming import clash_free_name
+
+
+class LocalSource:
+    """A folder on this machine (or a mounted share). No connection, but the same
+    guarantees: reads resume at an offset, completion never overwrites."""
+
+    def __init__(self, config: SourceConfig, password: str | None = None) -> None:
+        del password  # a local folder has none; the signature is the registry's
+        self.folder = Path(config.remote_path)
+
+    def __enter__(self) -> Self:
+        if not self.folder.is_dir():
+            raise TransientError(f"folder {self.folder} does not exist (yet)")
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+    def list(self) -> list[RemoteFile]:
+        files = []
+        try:
+            with os.scandir(self.folder) as entries:
+                for entry in entries:
+                    info = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(info.st_mode):
+                        files.append(RemoteFile(entry.name, info.st_size, info.st_mtime))
+        except OSError as exc:
+            raise TransientError(f"cannot list {self.folder}: {exc.strerror}") from exc
+        return files
+
+    def read(self, name: str, offset: int = 0) -> Iterator[bytes]:
+        try:
+            with (self.folder / name).open("rb") as f:
+                f.seek(offset)
+                while chunk := f.read(CHUNK):
+                    yield chunk
+        except OSError as exc:
+            raise TransientError(f"cannot read {name}: {exc.strerror}") from exc
+
+    def complete(self, name: str, action: str) -> str | None:
+        path = self.folder / name
+        try:
+            if action == "leave":
+                return None
+            if action == "delete":
+                path.unlink()
+                return None
+            target_dir = self.folder / action.removeprefix("move:")
+            target_dir.mkdir(parents=True, exist_ok=True)
+            target = target_dir / clash_free_name(name, lambda n: (target_dir / n).exists())
+            # link + unlink: unlike rename, link fails rather than overwrite a file that
+            # appeared since the check
+            os.link(path, target)
+            path.unlink()
+            return str(target)
+        except OSError as exc:
+            raise TransientError(f"cannot {action} {name}: {exc.strerror}") from exc
