@@ -83,7 +83,8 @@ def test_duplicate_source_names_are_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25), ("2d", 172800)]
+    ("text", "seconds"),
+    [("30s", 30), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25), ("2d", 172800)],
 )
 def test_durations(text: str, seconds: float) -> None:
     """Durations are numbers with units, parsed in one place."""
@@ -134,3 +135,28 @@ def test_the_example_config_is_valid_apart_from_its_files(monkeypatch: pytest.Mo
     assert info.value.problems == [
         "sources[0].known_hosts: file not found: /etc/connector/known_hosts"
     ]
+
+
+def test_passwords_from_env_file_or_systemd_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """password_env, then password_file, then $CREDENTIALS_DIRECTORY/<source name>."""
+    from connector.secrets import source_password
+
+    monkeypatch.setenv("ACME_PW", "from-env")
+    assert (
+        source_password(parse_config({"sources": [_source(password_env="ACME_PW")]}).sources[0])
+        == "from-env"
+    )
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    secret.chmod(0o600)
+    config = parse_config({"sources": [_source(password_file=str(secret))]})
+    assert source_password(config.sources[0]) == "from-file"
+    credentials = tmp_path / "creds"
+    credentials.mkdir()
+    (credentials / "acme").write_text("from-systemd")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    password = source_password(parse_config({"sources": [_source()]}).sources[0])
+    assert password == "from-systemd"
+    assert "from-systemd" not in repr(password)

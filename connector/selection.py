@@ -1,0 +1,81 @@
+"""Which listed files to take: matching a file entry, safely named, not temporary, and
+*ready* — no longer being uploaded."""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import structlog
+
+from connector.config import SourceConfig
+from connector.csvrules.rules import FileRules
+from connector.sources.base import RemoteFile
+from connector.sources.naming import hostile, temporary
+
+MARKER_SUFFIX = ".done"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    file: RemoteFile
+    rules: FileRules
+    marker: str | None = None  # in marker mode, completed together with the file
+
+
+def select(files: Iterable[RemoteFile], source: SourceConfig) -> list[Candidate]:
+    """The files this source should take, oldest first, at most ``max_files``."""
+    log = structlog.get_logger().bind(source=source.name)
+    listed = list(files)
+    names = {f.name for f in listed}
+    chosen = []
+    for file in listed:
+        reason = hostile(file.name)
+        if reason is not None:
+            log.warning("file_skipped", file=repr(file.name), reason=reason)
+            continue
+        if temporary(file.name):
+            continue
+        marker = None
+        if source.ready == "marker":
+            if file.name.endswith(MARKER_SUFFIX) or file.name + MARKER_SUFFIX not in names:
+                continue
+            marker = file.name + MARKER_SUFFIX
+        entry = next((e for e in source.files if fnmatch.fnmatchcase(file.name, e.pattern)), None)
+        if entry is None:
+            continue
+        chosen.append(Candidate(file, source.rules_for(entry.kind, file.name), marker))
+    chosen.sort(key=lambda c: (c.file.mtime, c.file.name))
+    return chosen[: source.max_files]
+
+
+class Readiness:
+    """A file is ready once its size and mtime have stayed the same for ``min_age``, as
+    seen by us: the server's clock is not trusted, only what we observed and when."""
+
+    def __init__(self, min_age: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.min_age = min_age
+        self.clock = clock
+        self._first_seen: dict[str, tuple[int, float, float]] = {}  # name → size, mtime, when
+
+    def split(self, candidates: list[Candidate]) -> tuple[list[Candidate], float | None]:
+        """The ready candidates, and how long until the next pending one may be (None if
+        none is pending). Names no longer listed are forgotten, so memory stays bounded."""
+        now = self.clock()
+        seen = {}
+        ready, wait = [], None
+        for candidate in candidates:
+            file = candidate.file
+            size, mtime, since = self._first_seen.get(file.name, (-1, -1.0, now))
+            if (size, mtime) != (file.size, file.mtime):
+                since = now
+            seen[file.name] = (file.size, file.mtime, since)
+            remaining = since + self.min_age - now
+            if remaining <= 0:
+                ready.append(candidate)
+            else:
+                wait = remaining if wait is None else min(wait, remaining)
+        self._first_seen = seen
+        return ready, wait

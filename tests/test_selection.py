@@ -1,0 +1,112 @@
+"""Which files a poll takes: patterns, safe names, markers, order, cap, and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from connector.config import SourceConfig
+from connector.selection import Candidate, Readiness, select
+from connector.sources.base import RemoteFile
+
+
+def _source(**settings: Any) -> SourceConfig:
+    return SourceConfig.model_validate(
+        {
+            "name": "acme",
+            "url": "file:///inbox",
+            "files": [
+                {"kind": "contacts", "pattern": "contacts_*.csv"},
+                {"kind": "events", "pattern": "purchases_*.csv", "event_name": "purchase"},
+            ],
+            **settings,
+        }
+    )
+
+
+def _names(candidates: list[Candidate]) -> list[str]:
+    return [c.file.name for c in candidates]
+
+
+def test_patterns_pick_the_kind_and_rules() -> None:
+    """Each name is matched against the file entries; the entry sets the kind and rules."""
+    files = [RemoteFile("contacts_1.csv", 1, 10), RemoteFile("purchases_1.csv", 1, 20),
+             RemoteFile("other.csv", 1, 30)]  # fmt: skip
+    chosen = select(files, _source())
+    assert _names(chosen) == ["contacts_1.csv", "purchases_1.csv"]
+    assert chosen[0].rules.kind == "contacts"
+    assert chosen[1].rules.event_name == "purchase"
+
+
+def test_oldest_first_and_capped() -> None:
+    """Oldest first (then by name), at most max_files per poll."""
+    files = [RemoteFile(f"contacts_{i}.csv", 1, 100 - i) for i in range(5)]
+    assert _names(select(files, _source(max_files=3))) == [
+        "contacts_4.csv", "contacts_3.csv", "contacts_2.csv"
+    ]  # fmt: skip
+
+
+def test_temporary_and_hostile_names_are_skipped() -> None:
+    """Uploads in progress are ignored quietly; hostile names with a warning."""
+    files = [RemoteFile(n, 1, 1) for n in (
+        ".contacts_1.csv", "contacts_2.csv.part", "contacts_3.tmp", "contacts_../x.csv",
+        "contacts_\n.csv", "contacts_ok.csv",
+    )]  # fmt: skip
+    with capture_logs() as logs:
+        assert _names(select(files, _source())) == ["contacts_ok.csv"]
+    assert [entry["event"] for entry in logs] == ["file_skipped", "file_skipped"]
+
+
+def test_marker_mode_takes_a_file_once_its_marker_exists() -> None:
+    """ready = "marker": X.csv is taken only when X.csv.done is listed too."""
+    files = [RemoteFile("contacts_1.csv", 1, 1), RemoteFile("contacts_1.csv.done", 0, 2),
+             RemoteFile("contacts_2.csv", 1, 3)]  # fmt: skip
+    chosen = select(files, _source(ready="marker"))
+    assert _names(chosen) == ["contacts_1.csv"]
+    assert chosen[0].marker == "contacts_1.csv.done"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _candidate(size: int, mtime: float, name: str = "contacts_1.csv") -> Candidate:
+    return select([RemoteFile(name, size, mtime)], _source())[0]
+
+
+def test_a_file_is_ready_after_min_age_unchanged() -> None:
+    """Unchanged for min_age since we first saw it: ready; the wait is said meanwhile."""
+    clock = FakeClock()
+    readiness = Readiness(30, clock)
+    assert readiness.split([_candidate(10, 5)]) == ([], 30)
+    clock.now += 29
+    assert readiness.split([_candidate(10, 5)]) == ([], pytest.approx(1))
+    clock.now += 1
+    ready, wait = readiness.split([_candidate(10, 5)])
+    assert _names(ready) == ["contacts_1.csv"] and wait is None
+
+
+def test_a_growing_file_is_never_ready() -> None:
+    """Each change of size or mtime restarts the wait."""
+    clock = FakeClock()
+    readiness = Readiness(30, clock)
+    for size in range(10):
+        assert readiness.split([_candidate(size, 5)])[0] == []
+        clock.now += 20
+    assert readiness.split([_candidate(9, 6)])[0] == []  # same size, new mtime
+
+
+def test_forgotten_when_no_longer_listed() -> None:
+    """A file that disappears and comes back starts over."""
+    clock = FakeClock()
+    readiness = Readiness(30, clock)
+    readiness.split([_candidate(1, 1)])
+    clock.now += 40
+    readiness.split([])
+    assert readiness.split([_candidate(1, 1)])[0] == []
