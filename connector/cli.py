@@ -8,17 +8,21 @@ import contextlib
 import dataclasses
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import structlog
 from tqdm import tqdm
 
 from connector import logs
 from connector.config import Config, load_config, parse_duration
 from connector.csvrules.rules import FileRules, Kind
 from connector.dump import TABLES, dump
-from connector.errors import ConfigError, ConnectorError
+from connector.errors import ConfigError, ConnectorError, TransientError
 from connector.ingest import Ingestor, Outcome, Progress
+from connector.pipeline import Poller
+from connector.sources.base import SourceRefused
 from connector.store.db import Database
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_CONFIG = 0, 1, 2, 78
@@ -49,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     dmp = commands.add_parser("dump", help="print the store as JSON Lines")
     dmp.add_argument("table", choices=TABLES)
 
+    commands.add_parser("once", help="poll every source once, ingest every ready file, exit")
     commands.add_parser("demo", help="ingest sample files end to end and print a summary")
     return parser
 
@@ -97,11 +102,7 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
         rules = {p: dataclasses.replace(r, event_name=args.event_name) for p, r in rules.items()}
     status = EXIT_OK
     with Database(config.store.path) as db:
-        ingestor = Ingestor(
-            db,
-            batch_records=config.ingest.batch_records,
-            commit_seconds=parse_duration(config.ingest.commit_interval),
-        )
+        ingestor = _ingestor(db, config)
         scope = db.rolled_back() if args.dry_run else contextlib.nullcontext()
         with scope:
             for path in args.paths:
@@ -112,6 +113,35 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
                 print(_summary(path, outcome, args.dry_run), flush=True)
                 if outcome.entry.status == "rejected":
                     status = EXIT_REJECTED
+    return status
+
+
+def _ingestor(db: Database, config: Config) -> Ingestor:
+    return Ingestor(
+        db,
+        batch_records=config.ingest.batch_records,
+        commit_seconds=parse_duration(config.ingest.commit_interval),
+    )
+
+
+def cmd_once(args: argparse.Namespace, config: Config) -> int:
+    status = EXIT_OK
+    log = structlog.get_logger()
+    with Database(config.store.path) as db:
+        ingestor = _ingestor(db, config)
+        for source in config.sources:
+            try:
+                summary = Poller(config, source, ingestor).poll()
+            except (TransientError, SourceRefused) as exc:
+                log.warning("poll_failed", source=source.name, cause=str(exc))
+                print(f"{source.name}: could not be polled: {exc}", flush=True)
+                status = EXIT_FAILED
+                continue
+            taken = Counter(summary.taken.values())
+            text = ", ".join(f"{n} {s}" for s, n in sorted(taken.items())) or "nothing new"
+            if summary.pending:
+                text += f"; {len(summary.pending)} not ready yet"
+            print(f"{source.name}: {text}", flush=True)
     return status
 
 
@@ -130,6 +160,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "import": cmd_import,
     "dump": cmd_dump,
+    "once": cmd_once,
     "demo": cmd_demo,
 }
 

@@ -11,13 +11,18 @@ import os
 import signal
 
 STEPS = (
+    "after_list",  # a poll listed the source; nothing taken yet
+    "after_download",  # the file is staged; the ledger has not seen it
     "after_inspect",  # the file is hashed; nothing recorded yet
     "after_start",  # the ledger has an 'ingesting' entry
     "after_deliver",  # a batch is written but maybe not committed
     "after_commit",  # a group of batches is committed with its cursor
     "before_finish",  # every batch is committed; the entry is still 'ingesting'
     "after_finish",  # the entry is 'ingested'
+    "after_archive",  # the local gzip copy is written; the remote file is untouched
+    "after_remote_action",  # moved or deleted remotely; the ledger not yet told
 )
+IMPORT_STEPS = STEPS[2:8]  # the steps a `connector import` passes
 _seen: dict[str, int] = {}
 
 

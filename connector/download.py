@@ -53,7 +53,7 @@ def staging_name(source: str, file: RemoteFile) -> str:
 
 def download(
     source_name: str,
-    connect: Callable[[], Source],
+    connect: Callable[[bool], Source],
     file: RemoteFile,
     staging: Path,
     encoding: str,
@@ -61,8 +61,8 @@ def download(
     attempts: int = ATTEMPTS,
     max_wait: float = 30.0,
 ) -> Staged:
-    """Fetch ``file`` into ``staging``. ``connect()`` returns a usable source, reconnecting
-    if the previous attempt broke the connection. Raises TransientError (after retries,
+    """Fetch ``file`` into ``staging``. ``connect(broken)`` returns a usable source; after
+    a failed attempt ``broken`` is True and it should reconnect. Raises TransientError (after retries,
     or FileChanged at once: a changing file is left for a later poll)."""
     log = structlog.get_logger().bind(source=source_name, file=file.name)
     staging.mkdir(parents=True, exist_ok=True)
@@ -85,9 +85,10 @@ def download(
         )
         for attempt in retrying:
             with attempt:
-                if attempt.retry_state.attempt_number > 1:
+                retry = attempt.retry_state.attempt_number > 1
+                if retry:
                     log.info("download_resumed", offset=inspector.size)
-                for chunk in connect().read(file.name, inspector.size):
+                for chunk in connect(retry).read(file.name, inspector.size):
                     if inspector.size + len(chunk) > file.size:
                         raise FileChanged(f"{file.name} grew while downloading")
                     out.write(chunk)

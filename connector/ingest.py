@@ -23,7 +23,7 @@ from connector.errors import FileRejected
 from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
 from connector.sinks.sqlite import SQLiteSink
 from connector.store.db import Database
-from connector.store.ledger import Entry, Ledger
+from connector.store.ledger import Arrival, Entry, Ledger
 
 BATCH_RECORDS = 20_000
 COMMIT_SECONDS = 1.0
@@ -58,9 +58,10 @@ class Ingestor:
         name: str,
         inspector: Inspector | None = None,
         progress: Progress | None = None,
+        mtime: float | None = None,
     ) -> Outcome:
-        """Ingest ``path`` (recorded as ``name`` from ``source``). ``inspector`` is given when
-        the bytes were already inspected on the way in (a download)."""
+        """Ingest ``path`` (recorded as ``name`` from ``source``, listed with ``mtime``).
+        ``inspector`` is given when the bytes were already inspected (a download)."""
         log = structlog.get_logger().bind(source=source, file=name)
         started = time.monotonic()
         size = path.stat().st_size
@@ -77,10 +78,9 @@ class Ingestor:
             log = log.bind(sha256=sha256)
             crashpoints.reached("after_inspect")
             # Crash before here: nothing was recorded; a re-run starts from scratch.
+            arrival = Arrival(source, name, sha256, size, rules.kind, mtime)
             if self.ledger.ingested(sha256) is not None:
-                entry = self.ledger.record(
-                    source, name, sha256, size, rules.kind, "duplicate", self.clock()
-                )
+                entry = self.ledger.record(arrival, "duplicate", self.clock())
                 log.info("file_duplicate")
                 return Outcome(entry)
             try:
@@ -89,14 +89,10 @@ class Ingestor:
                     raise FileRejected(reason)
                 job.header()
             except FileRejected as exc:
-                entry = self.ledger.record(
-                    source, name, sha256, size, rules.kind, "rejected", self.clock(), exc.reason
-                )
+                entry = self.ledger.record(arrival, "rejected", self.clock(), exc.reason)
                 log.warning("file_rejected", reason=exc.reason)
                 return Outcome(entry, exc.reason)
-            entry = self.ledger.unfinished(sha256) or self.ledger.start(
-                source, name, sha256, size, rules.kind, self.clock()
-            )
+            entry = self.ledger.unfinished(sha256) or self.ledger.start(arrival, self.clock())
             crashpoints.reached("after_start")
             # Crash from here on: the entry stays 'ingesting' with its cursor; a re-run
             # finds it by checksum, skips the committed records and goes on.

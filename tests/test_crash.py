@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.crashpoints import STEPS
+from connector.crashpoints import IMPORT_STEPS
 
 ROWS = 3_000
 BAD_EVERY = 250  # every 250th row has no name: a reject
@@ -78,7 +78,7 @@ def _assert_exactly_once(config: Path, expected: tuple[int, int, int]) -> None:
     assert len(_dump(config, "rejects")) == rejected
 
 
-@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("step", IMPORT_STEPS)
 def test_crash_at_each_step_then_rerun_stores_each_row_once(
     tmp_path: Path, config: Path, step: str
 ) -> None:

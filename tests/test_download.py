@@ -54,7 +54,7 @@ def test_download_stages_the_file_with_its_checksum(inbox: Path, tmp_path: Path)
     data = os.urandom(3_000_000)
     file = _remote(inbox, "a.csv", data)
     source = LocalSource(local_config(inbox))
-    staged = download("s", lambda: source, file, tmp_path / "staging", "latin-1")
+    staged = download("s", lambda _: source, file, tmp_path / "staging", "latin-1")
     assert staged.path.read_bytes() == data
     assert staged.inspector.hexdigest() == hashlib.sha256(data).hexdigest()
     assert staged.path.parent == tmp_path / "staging" and "a.csv" not in staged.path.name
@@ -66,7 +66,7 @@ def test_a_broken_transfer_resumes_from_its_offset(inbox: Path, tmp_path: Path) 
     data = os.urandom(5_000_000)
     file = _remote(inbox, "a.csv", data)
     flaky = Flaky(inbox, cut=1_500_000, failures=2)
-    staged = download("s", lambda: flaky, file, tmp_path / "st", "latin-1", max_wait=0.01)
+    staged = download("s", lambda _: flaky, file, tmp_path / "st", "latin-1", max_wait=0.01)
     assert flaky.offsets == [0, 1_500_000, 3_000_000]
     assert staged.inspector.hexdigest() == hashlib.sha256(data).hexdigest()
 
@@ -76,7 +76,7 @@ def test_retries_give_up_with_a_transient_error(inbox: Path, tmp_path: Path) -> 
     file = _remote(inbox, "a.csv", b"x" * 2_000_000)
     flaky = Flaky(inbox, cut=100, failures=99)
     with pytest.raises(TransientError, match="reset"):
-        download("s", lambda: flaky, file, tmp_path / "st", "utf-8", attempts=3, max_wait=0.01)
+        download("s", lambda _: flaky, file, tmp_path / "st", "utf-8", attempts=3, max_wait=0.01)
     assert len(flaky.offsets) == 3
     (part,) = (tmp_path / "st").glob("*.part")
     assert part.stat().st_size == 300
@@ -88,9 +88,9 @@ def test_a_partial_file_from_a_crash_is_resumed(inbox: Path, tmp_path: Path) -> 
     file = _remote(inbox, "a.csv", data)
     flaky = Flaky(inbox, cut=400_000, failures=99)
     with pytest.raises(TransientError):
-        download("s", lambda: flaky, file, tmp_path / "st", "latin-1", attempts=1)
+        download("s", lambda _: flaky, file, tmp_path / "st", "latin-1", attempts=1)
     steady = Flaky(inbox, cut=0, failures=0)
-    staged = download("s", lambda: steady, file, tmp_path / "st", "latin-1")
+    staged = download("s", lambda _: steady, file, tmp_path / "st", "latin-1")
     assert steady.offsets == [400_000]
     assert staged.inspector.hexdigest() == hashlib.sha256(data).hexdigest()
 
@@ -101,5 +101,5 @@ def test_a_file_that_grows_is_not_taken(inbox: Path, tmp_path: Path) -> None:
     (inbox / "a.csv").write_bytes(b"1234567890")
     source = LocalSource(local_config(inbox))
     with pytest.raises(FileChanged):
-        download("s", lambda: source, file, tmp_path / "st", "utf-8")
+        download("s", lambda _: source, file, tmp_path / "st", "utf-8")
     assert not list((tmp_path / "st").glob("*.csv"))

@@ -64,6 +64,10 @@ MIGRATIONS: tuple[str, ...] = (
         accepted_at INTEGER NOT NULL          -- Unix seconds, processing time
     ) WITHOUT ROWID;
     """,
+    # 2: when a file's remote action (after / error_dir) was done.
+    """
+    ALTER TABLE files ADD COLUMN completed_at TEXT;
+    """,
 )
 
 

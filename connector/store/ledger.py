@@ -17,6 +17,28 @@ _COLUMNS = "id, source, path, sha256, size, kind, status, rows, rejected, duplic
 
 
 @dataclass(frozen=True)
+class Arrival:
+    """A file as it arrived: where from, and its bytes' identity."""
+
+    source: str
+    path: str
+    sha256: str
+    size: int
+    kind: str
+    mtime: float | None = None  # the remote modification time, to know it again unread
+
+
+@dataclass(frozen=True)
+class Known:
+    """A file already decided, as the ledger remembers it by its place and listing."""
+
+    size: int
+    mtime: float | None
+    status: str
+    completed: bool  # its `after` (or error_dir) action was done
+
+
+@dataclass(frozen=True)
 class Entry:
     id: int
     source: str
@@ -56,18 +78,21 @@ class Ledger:
         """An entry left ``ingesting`` by a run that died: resume it."""
         return self._one("sha256 = ? AND status = 'ingesting' ORDER BY id", (sha256,))
 
-    def start(
-        self, source: str, path: str, sha256: str, size: int, kind: str, now: float
-    ) -> Entry:
+    def start(self, arrival: Arrival, now: float) -> Entry:
         """A new ``ingesting`` entry, committed at once so that a crash leaves a trace."""
         with self.db.transaction():
-            self.db.conn.execute(
-                "INSERT INTO files(source, path, sha256, size, kind, status, started_at)"
-                " VALUES (?, ?, ?, ?, ?, 'ingesting', ?)",
-                (source, path, sha256, size, kind, iso(now)),
-            )
-            entry_id = self.db.conn.last_insert_rowid()
+            entry_id = self._insert(arrival, "ingesting", now, finished=False)
         return self.get(entry_id)
+
+    def _insert(self, arrival: Arrival, status: str, now: float, *, finished: bool) -> int:
+        a = arrival
+        self.db.conn.execute(
+            "INSERT INTO files(source, path, sha256, size, mtime, kind, status, started_at,"
+            " processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (a.source, a.path, a.sha256, a.size, a.mtime, a.kind, status, iso(now),
+             iso(now) if finished else None),
+        )  # fmt: skip
+        return self.db.conn.last_insert_rowid()
 
     def advance(self, entry_id: int, records: int, rows: int, rejected: int, dups: int) -> None:
         """Move the cursor; call inside the transaction that stores the batch."""
@@ -86,28 +111,32 @@ class Ledger:
         return self.get(entry_id)
 
     def record(
-        self,
-        source: str,
-        path: str,
-        sha256: str,
-        size: int,
-        kind: str,
-        status: str,
-        now: float,
-        reason: str | None = None,
+        self, arrival: Arrival, status: str, now: float, reason: str | None = None
     ) -> Entry:
         """A final entry in one step: ``duplicate``, or ``rejected`` with its reason."""
         with self.db.transaction():
-            conn = self.db.conn
-            conn.execute(
-                "INSERT INTO files(source, path, sha256, size, kind, status, started_at,"
-                " processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (source, path, sha256, size, kind, status, iso(now), iso(now)),
-            )
-            entry_id = conn.last_insert_rowid()
+            entry_id = self._insert(arrival, status, now, finished=True)
             if reason is not None:
-                conn.execute(
+                self.db.conn.execute(
                     "INSERT INTO rejects(file_id, line, reason) VALUES (?, NULL, ?)",
                     (entry_id, reason),
                 )
         return self.get(entry_id)
+
+    def known(self, source: str) -> dict[str, Known]:
+        """Files of ``source`` already decided, by path: a poll skips them unread."""
+        rows = self.db.query(
+            "SELECT path, size, mtime, status, completed_at IS NOT NULL FROM files"
+            " WHERE source = ? AND status IN ('ingested', 'duplicate', 'rejected') ORDER BY id",
+            (source,),
+        )
+        return {row[0]: Known(row[1], row[2], row[3], bool(row[4])) for row in rows}
+
+    def completed(self, source: str, path: str, now: float) -> None:
+        """The remote action for this file is done: later polls need not touch it again."""
+        with self.db.transaction():
+            self.db.conn.execute(
+                "UPDATE files SET completed_at = ? WHERE source = ? AND path = ?"
+                " AND completed_at IS NULL",
+                (iso(now), source, path),
+            )

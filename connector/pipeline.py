@@ -1,0 +1,168 @@
+"""One poll of one source, the steps in order:
+
+list → select and readiness → skip files already decided (by path, size and mtime,
+unread) → download (SHA-256 on the way) → ledger, CSV rules and store (``Ingestor``) →
+local archive → remote ``after`` action → ledger marks the file completed.
+
+Beside each step: what a crash right there leaves, and why the next poll is still right.
+This module holds no protocol details; adapters and steps are called through small APIs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import structlog
+
+from connector import crashpoints
+from connector.archive import archive
+from connector.config import Config, SourceConfig, parse_duration
+from connector.download import download
+from connector.ingest import Ingestor
+from connector.selection import Candidate, Readiness, select
+from connector.sources.base import Source
+from connector.sources.registry import open_source
+from connector.errors import TransientError
+
+FINAL_OK = ("ingested", "duplicate")
+
+
+@dataclass
+class PollSummary:
+    """What one poll did, by file."""
+
+    source: str
+    taken: dict[str, str] = field(default_factory=dict)  # path → status
+    completed: list[str] = field(default_factory=list)  # known files whose action was redone
+    pending: list[str] = field(default_factory=list)  # not ready yet (still changing)
+
+
+class _Connection:
+    """The source's connection for one poll, re-made when a step reports it broken."""
+
+    def __init__(self, config: SourceConfig) -> None:
+        self.config = config
+        self._stack = ExitStack()
+        self._source: Source | None = None
+
+    def get(self, broken: bool = False) -> Source:
+        if broken:
+            self.close()
+        if self._source is None:
+            self._source = self._stack.enter_context(open_source(self.config))
+        return self._source
+
+    def close(self) -> None:
+        self._source = None
+        self._stack.close()
+
+
+class Poller:
+    """Polls one source into the store. Keeps readiness observations between polls."""
+
+    def __init__(
+        self,
+        config: Config,
+        source: SourceConfig,
+        ingestor: Ingestor,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.ingestor = ingestor
+        self.sleep = sleep
+        self.readiness = Readiness(parse_duration(source.min_age))
+        self.log = structlog.get_logger().bind(source=source.name)
+
+    def path_of(self, name: str) -> str:
+        return self.source.remote_path.rstrip("/") + "/" + name
+
+    def poll(self, stop: Callable[[], bool] = lambda: False) -> PollSummary:
+        """List, take every ready file, and wait (once, within this poll) for files that
+        are not ready yet. Raises TransientError or SourceRefused if the source cannot be
+        listed; a failing file is logged and left for the next poll."""
+        summary = PollSummary(self.source.name)
+        connection = _Connection(self.source)
+        try:
+            for round_ in range(2):
+                ready, wait, pending = self._ready(connection, summary)
+                # Crash after listing: nothing has changed anywhere.
+                for candidate in ready:
+                    if stop():
+                        return summary
+                    try:
+                        self._take(connection, candidate, summary)
+                    except TransientError as exc:  # this file only: the others go on
+                        self.log.warning("file_failed", file=candidate.file.name, cause=str(exc))
+                summary.pending = [c.file.name for c in pending]
+                if wait is None or round_ or stop():
+                    break
+                self.sleep(wait)  # a file first seen now is re-checked in this same poll
+        finally:
+            connection.close()
+        return summary
+
+    def _ready(
+        self, connection: _Connection, summary: PollSummary
+    ) -> tuple[list[Candidate], float | None, list[Candidate]]:
+        """(ready, seconds until the next pending one may be, pending)."""
+        remote = connection.get()
+        candidates = select(remote.list(), self.source)
+        crashpoints.reached("after_list")
+        known = self.ingestor.ledger.known(self.source.name)
+        fresh = []
+        for candidate in candidates:
+            seen = known.get(self.path_of(candidate.file.name))
+            if seen is None or (seen.size, seen.mtime) != (candidate.file.size, candidate.file.mtime):
+                fresh.append(candidate)
+            elif not seen.completed:
+                # Decided before, but the remote action did not happen (a crash, or the
+                # server refused it): do it now, without reading the file again.
+                self._complete(connection, candidate, seen.status)
+                summary.completed.append(candidate.file.name)
+        ready, wait = self.readiness.split(fresh)
+        not_ready = [c for c in fresh if c not in ready]
+        return ready, wait, not_ready
+
+    def _take(self, connection: _Connection, candidate: Candidate, summary: PollSummary) -> None:
+        file = candidate.file
+        path = self.path_of(file.name)
+        log = self.log.bind(file=path)
+        staging = self.config.paths.staging / self.source.name
+        staged = download(self.source.name, connection.get, file, staging, candidate.rules.encoding)
+        crashpoints.reached("after_download")
+        # Crash here: the staged copy is complete but unknown to the ledger; the next poll
+        # downloads it again (same staging name) and ingests it once.
+        outcome = self.ingestor.ingest(
+            staged.path, candidate.rules, source=self.source.name, name=path,
+            inspector=staged.inspector, mtime=file.mtime,
+        )  # fmt: skip
+        # Crash here: rows and ledger entry are committed; the next poll knows the file by
+        # path, size and mtime, skips it unread and does the remote action below.
+        archive(staged.path, outcome.entry.sha256, self.config.paths.archive)
+        crashpoints.reached("after_archive")
+        # Crash here: the archive is written (idempotent, by checksum); as above.
+        self._complete(connection, candidate, outcome.entry.status)
+        staged.path.unlink(missing_ok=True)
+        summary.taken[path] = outcome.entry.status
+        log.debug("file_done", status=outcome.entry.status)
+
+    def _complete(self, connection: _Connection, candidate: Candidate, status: str) -> None:
+        """The remote action — only ever after the file's commit returned."""
+        action = self.source.after if status in FINAL_OK else self.source.error_dir
+        remote = connection.get()
+        moved = remote.complete(candidate.file.name, action)
+        if candidate.marker is not None:
+            remote.complete(candidate.marker, action)
+        crashpoints.reached("after_remote_action")
+        # Crash here: the file is gone from the folder (moved or deleted), so no poll sees
+        # it again; with `leave`, the next poll finds it known, not completed, and redoes
+        # `leave` (nothing) before marking it.
+        self.ingestor.ledger.completed(self.source.name, self.path_of(candidate.file.name),
+                                       self.ingestor.clock())  # fmt: skip
+        if moved is not None:
+            self.log.info("file_archived", file=self.path_of(candidate.file.name), moved_to=moved)

@@ -1,0 +1,156 @@
+"""`connector once` end to end over a file:// source: selection, readiness within the poll,
+ledger, store, archive, the remote action, and crashes between those steps."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from connector.cli import main
+
+CONTACTS = "email,plan\nada@example.com,pro\nbad,free\n"
+EVENTS = "email,name,idempotencyKey\nada@example.com,buy,k1\nada@example.com,buy,k1\n"
+
+
+def _config(root: Path, *, after: str = "move:processed", min_age: str = "0s") -> Path:
+    inbox = root / "inbox"
+    inbox.mkdir(exist_ok=True)
+    path = root / "connector.toml"
+    path.write_text(
+        f'[store]\npath = "{root}/store/c.db"\n'
+        f'[paths]\nstaging = "{root}/staging"\narchive = "{root}/archive"\n'
+        '[ingest]\nbatch_records = 200\ncommit_interval = "0s"\n'
+        f'[[sources]]\nname = "drop"\nurl = "file://{inbox}"\nidentifier = "email"\n'
+        f'min_age = "{min_age}"\nafter = "{after}"\n'
+        '[[sources.files]]\nkind = "contacts"\npattern = "contacts_*.csv"\n'
+        '[[sources.files]]\nkind = "events"\npattern = "events_*.csv"\n'
+    )
+    return path
+
+
+def _dump(config: Path, table: str, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    capsys.readouterr()
+    assert main(["--config", str(config), "dump", table]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_once_ingests_archives_and_moves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each ready file is ingested once, archived by checksum and moved to processed/."""
+    config = _config(tmp_path)
+    inbox = tmp_path / "inbox"
+    (inbox / "contacts_1.csv").write_text(CONTACTS)
+    (inbox / "events_1.csv").write_text(EVENTS)
+    (inbox / "events_1.csv.part").write_text("still uploading")
+    (inbox / "notes.txt").write_text("not matched")
+    assert main(["--config", str(config), "once"]) == 0
+    assert "drop: 2 ingested" in capsys.readouterr().out
+    assert sorted(p.name for p in inbox.iterdir()) == [
+        "events_1.csv.part", "notes.txt", "processed"
+    ]  # fmt: skip
+    assert sorted(p.name for p in (inbox / "processed").iterdir()) == [
+        "contacts_1.csv", "events_1.csv"
+    ]  # fmt: skip
+    sha = hashlib.sha256(CONTACTS.encode()).hexdigest()
+    assert gzip.decompress((tmp_path / "archive" / f"{sha}.csv.gz").read_bytes()) == CONTACTS.encode()
+    files = _dump(config, "files", capsys)
+    assert {(f["path"], f["status"], f["rows"], f["rejected"], f["duplicates"]) for f in files} == {
+        (str(inbox / "contacts_1.csv"), "ingested", 1, 1, 0),
+        (str(inbox / "events_1.csv"), "ingested", 1, 0, 1),
+    }
+    assert not list((tmp_path / "staging").rglob("*.*"))
+
+
+def test_a_reupload_under_a_new_name_is_a_duplicate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same bytes again, renamed, are recorded as duplicate and completed too."""
+    config = _config(tmp_path, after="delete")
+    inbox = tmp_path / "inbox"
+    (inbox / "events_1.csv").write_text(EVENTS)
+    assert main(["--config", str(config), "once"]) == 0
+    (inbox / "events_copy.csv").write_text(EVENTS)
+    assert main(["--config", str(config), "once"]) == 0
+    assert [f["status"] for f in _dump(config, "files", capsys)] == ["ingested", "duplicate"]
+    assert list(inbox.iterdir()) == []
+    assert len(_dump(config, "events", capsys)) == 1
+
+
+def test_a_file_rejected_whole_goes_to_the_error_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A refused file is recorded with its reason and moved aside, not retried forever."""
+    config = _config(tmp_path)
+    (tmp_path / "inbox" / "contacts_bad.csv").write_text("plan\npro\n")  # no identifier
+    assert main(["--config", str(config), "once"]) == 0
+    assert (tmp_path / "inbox" / "rejected" / "contacts_bad.csv").exists()
+    (reject,) = _dump(config, "rejects", capsys)
+    assert reject["line"] is None and "identifier" in str(reject["reason"])
+
+
+def test_left_files_are_skipped_unread_on_later_polls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With after = leave, a known file (same path, size, mtime) is not downloaded again."""
+    config = _config(tmp_path, after="leave")
+    (tmp_path / "inbox" / "events_1.csv").write_text(EVENTS)
+    assert main(["--config", str(config), "once"]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "once"]) == 0
+    assert "drop: nothing new" in capsys.readouterr().out
+    assert len(_dump(config, "files", capsys)) == 1
+
+
+def test_a_new_file_waits_min_age_within_the_same_poll(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`once` sees a file, re-checks it after min_age in the same run, then takes it."""
+    config = _config(tmp_path, min_age="300ms")
+    (tmp_path / "inbox" / "events_1.csv").write_text(EVENTS)
+    started = time.monotonic()
+    assert main(["--config", str(config), "once"]) == 0
+    assert time.monotonic() - started >= 0.3
+    assert "drop: 1 ingested" in capsys.readouterr().out
+
+
+def test_an_unreachable_source_exits_1_and_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A source that cannot be listed fails `once` (status 1) with one clear line."""
+    config = _config(tmp_path)
+    (tmp_path / "inbox").rmdir()
+    assert main(["--config", str(config), "once"]) == 1
+    assert "drop: could not be polled: folder" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "step", ["after_list", "after_download", "after_deliver:2", "after_commit:2",
+             "after_finish", "after_archive", "after_remote_action"],
+)  # fmt: skip
+def test_crash_between_pipeline_steps(tmp_path: Path, step: str) -> None:
+    """SIGKILL at each pipeline step, then `once` again: rows once, file moved, no .part."""
+    config = _config(tmp_path)
+    data = "email,name,idempotencyKey\n" + "".join(
+        f"u{i}@example.com,buy,k{i}\n" for i in range(1000)
+    )
+    (tmp_path / "inbox" / "events_1.csv").write_text(data)
+    argv = [sys.executable, "-m", "connector", "--config", str(config)]
+    env = {**os.environ, "CONNECTOR_CRASH_AT": step}
+    crashed = subprocess.run([*argv, "once"], env=env, capture_output=True, check=False)
+    assert crashed.returncode == -signal.SIGKILL
+    env.pop("CONNECTOR_CRASH_AT")
+    rerun = subprocess.run([*argv, "once"], env=env, capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    dump = subprocess.run([*argv, "dump", "events"], capture_output=True, text=True, check=True)
+    lines = [json.loads(x)["line"] for x in dump.stdout.splitlines()]
+    assert sorted(lines) == list(range(2, 1002))
+    assert [p.name for p in (tmp_path / "inbox").iterdir()] == ["processed"]
+    assert not list((tmp_path / "staging").rglob("*.part"))
