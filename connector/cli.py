@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     imp = commands.add_parser("import", help="ingest local CSV files through the same rules")
     imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     imp.add_argument("--kind", required=True, choices=["contacts", "events"])
-    imp.add_argument("--source", help=f"take file rules from this source (default: {IMPORT_SOURCE!r})")
+    imp.add_argument(
+        "--source", help=f"take file rules from this source (default: {IMPORT_SOURCE!r})"
+    )
     imp.add_argument("--event-name", help="event name when the file has no 'name' column")
     imp.add_argument("--dry-run", action="store_true", help="validate and report; store nothing")
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from connector.config import load_config
 from connector.csvrules.rules import Kind
 from connector.ingest import Ingestor, Outcome
 from connector.store.db import Database
-from connector.config import load_config
 
 ROOT = Path("var/demo")
 
@@ -89,9 +89,7 @@ def _table(results: list[tuple[Path, Outcome]]) -> str:
     lines = [head, "-" * len(head)]
     for path, outcome in results:
         e = outcome.entry
-        lines.append(
-            f"{path.name:34} {e.status:10} {e.rows:>5} {e.rejected:>8} {e.duplicates:>10}"
-        )
+        lines.append(f"{path.name:34} {e.status:10} {e.rows:>5} {e.rejected:>8} {e.duplicates:>10}")
     return "\n".join(lines)
 
 
@@ -105,9 +103,7 @@ def run_demo() -> int:
         ingestor = Ingestor(db)
         for path, kind in files:
             rules = source.rules_for(kind, path.name)
-            results.append(
-                (path, ingestor.ingest(path, rules, source="import", name=path.name))
-            )
+            results.append((path, ingestor.ingest(path, rules, source="import", name=path.name)))
     print()
     print(_table(results))
     print()

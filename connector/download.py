@@ -47,8 +47,8 @@ class Staged:
 
 
 def staging_name(source: str, file: RemoteFile) -> str:
-    key = f"{source}\0{file.name}\0{file.size}\0{file.mtime!r}".encode("utf-8", "surrogateescape")
-    return hashlib.sha256(key).hexdigest()[:40]
+    key = f"{source}\0{file.name}\0{file.size}\0{file.mtime!r}"
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:40]
 
 
 def download(
@@ -62,8 +62,8 @@ def download(
     max_wait: float = 30.0,
 ) -> Staged:
     """Fetch ``file`` into ``staging``. ``connect(broken)`` returns a usable source; after
-    a failed attempt ``broken`` is True and it should reconnect. Raises TransientError (after retries,
-    or FileChanged at once: a changing file is left for a later poll)."""
+    a failed attempt ``broken`` is True and it should reconnect. Raises TransientError
+    (after retries; FileChanged at once: a changing file is left for a later poll)."""
     log = structlog.get_logger().bind(source=source_name, file=file.name)
     staging.mkdir(parents=True, exist_ok=True)
     stem = staging / staging_name(source_name, file)

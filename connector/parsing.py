@@ -103,7 +103,8 @@ class ParseJob:
             yield message[1]
 
     def _receive(self) -> tuple[Any, ...]:
-        assert self._child is not None and self._child.stdout is not None
+        assert self._child is not None
+        assert self._child.stdout is not None
         pipe = self._child.stdout
         head = pipe.read(_FRAME.size)
         if len(head) < _FRAME.size:

@@ -21,11 +21,11 @@ from connector import crashpoints
 from connector.archive import archive
 from connector.config import Config, SourceConfig, parse_duration
 from connector.download import download
+from connector.errors import TransientError
 from connector.ingest import Ingestor
 from connector.selection import Candidate, Readiness, select
 from connector.sources.base import Source
 from connector.sources.registry import open_source
-from connector.errors import TransientError
 
 FINAL_OK = ("ingested", "duplicate")
 
@@ -117,7 +117,10 @@ class Poller:
         fresh = []
         for candidate in candidates:
             seen = known.get(self.path_of(candidate.file.name))
-            if seen is None or (seen.size, seen.mtime) != (candidate.file.size, candidate.file.mtime):
+            if seen is None or (seen.size, seen.mtime) != (
+                candidate.file.size,
+                candidate.file.mtime,
+            ):
                 fresh.append(candidate)
             elif not seen.completed:
                 # Decided before, but the remote action did not happen (a crash, or the

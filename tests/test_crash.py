@@ -39,7 +39,9 @@ def _write_events(path: Path, rows: int, padding: int = 0) -> tuple[int, int, in
     return stored, rejected, duplicates
 
 
-def _connector(config: Path, *argv: str, crash: str | None = None) -> subprocess.CompletedProcess[str]:
+def _connector(
+    config: Path, *argv: str, crash: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "CONNECTOR_CRASH_AT"}
     if crash:
         env["CONNECTOR_CRASH_AT"] = crash
@@ -68,7 +70,7 @@ def config(tmp_path: Path) -> Path:
 
 
 def _assert_exactly_once(config: Path, expected: tuple[int, int, int]) -> None:
-    stored, rejected, duplicates = expected
+    stored, rejected, _ = expected
     events = _dump(config, "events")
     lines = [e["line"] for e in events]
     assert len(lines) == len(set(lines)) == stored

@@ -43,7 +43,9 @@ def _dump(config: Path, table: str, capsys: pytest.CaptureFixture[str]) -> list[
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
-def test_once_ingests_archives_and_moves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_once_ingests_archives_and_moves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Each ready file is ingested once, archived by checksum and moved to processed/."""
     config = _config(tmp_path)
     inbox = tmp_path / "inbox"
@@ -60,7 +62,9 @@ def test_once_ingests_archives_and_moves(tmp_path: Path, capsys: pytest.CaptureF
         "contacts_1.csv", "events_1.csv"
     ]  # fmt: skip
     sha = hashlib.sha256(CONTACTS.encode()).hexdigest()
-    assert gzip.decompress((tmp_path / "archive" / f"{sha}.csv.gz").read_bytes()) == CONTACTS.encode()
+    assert (
+        gzip.decompress((tmp_path / "archive" / f"{sha}.csv.gz").read_bytes()) == CONTACTS.encode()
+    )
     files = _dump(config, "files", capsys)
     assert {(f["path"], f["status"], f["rows"], f["rejected"], f["duplicates"]) for f in files} == {
         (str(inbox / "contacts_1.csv"), "ingested", 1, 1, 0),

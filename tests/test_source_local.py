@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,10 +22,10 @@ def local_config(folder: Path) -> SourceConfig:
 
 class TestLocalContract(SourceContract):
     @pytest.fixture
-    def remote(self, tmp_path: Path) -> Iterator[Remote]:
+    def remote(self, tmp_path: Path) -> Remote:
         root = tmp_path / "inbox"
         root.mkdir()
-        yield Remote(root=root, connect=lambda: LocalSource(local_config(root)))
+        return Remote(root=root, connect=lambda: LocalSource(local_config(root)))
 
 
 def test_a_missing_folder_is_transient(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Bytes → records with the physical line each starts on (CONTRACT §4 rules 1–2).
+"""Bytes → records with the physical line each starts on (CONTRACT §4 rules 1-2).
 
 Two passes over a file, both streaming:
 
@@ -266,7 +266,9 @@ class RecordReader:
         self._next_line = line
         return lines
 
-    def _take_sentinel(self, rows: list[list[str]], lines: list[int], faults: dict[int, str]) -> None:
+    def _take_sentinel(
+        self, rows: list[list[str]], lines: list[int], faults: dict[int, str]
+    ) -> None:
         self.done = True
         last = rows[-1]
         if last == [_SENTINEL]:

@@ -27,9 +27,7 @@ _INT_COLUMN = re.compile(r"(?:(?:0|-?[1-9][0-9]{0,17})?\n)*")
 # Up to 300 integer digits a decimal is always a finite float.
 _DECIMAL_COLUMN = re.compile(r"(?:(?:-?(?:0|[1-9][0-9]{0,299})\.[0-9]+)?\n)*")
 # Integers and decimals mixed (e.g. prices written "12" and "12.50").
-_NUMBER_COLUMN = re.compile(
-    r"(?:(?:0|-?[1-9][0-9]{0,17}|-?(?:0|[1-9][0-9]{0,299})\.[0-9]+)?\n)*"
-)
+_NUMBER_COLUMN = re.compile(r"(?:(?:0|-?[1-9][0-9]{0,17}|-?(?:0|[1-9][0-9]{0,299})\.[0-9]+)?\n)*")
 # Numbers whose text is already what repr(float) prints, a trailing zero aside: at most 12
 # significant digits, none below 1e-4 (repr would switch to "1e-05").
 _SHORT_NUMBER_COLUMN = re.compile(

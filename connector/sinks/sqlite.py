@@ -106,7 +106,8 @@ class SQLiteSink:
         seen = {
             key
             for (key,) in conn.execute(
-                f"SELECT key FROM idempotency_keys WHERE key IN carray(?) AND accepted_at > {cutoff}",
+                "SELECT key FROM idempotency_keys WHERE key IN carray(?)"
+                f" AND accepted_at > {cutoff}",
                 (apsw.carray(present),),
             )
         }

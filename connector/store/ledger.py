@@ -110,9 +110,7 @@ class Ledger:
             )
         return self.get(entry_id)
 
-    def record(
-        self, arrival: Arrival, status: str, now: float, reason: str | None = None
-    ) -> Entry:
+    def record(self, arrival: Arrival, status: str, now: float, reason: str | None = None) -> Entry:
         """A final entry in one step: ``duplicate``, or ``rejected`` with its reason."""
         with self.db.transaction():
             entry_id = self._insert(arrival, status, now, finished=True)
