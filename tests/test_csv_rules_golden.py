@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+pytest.register_assert_rewrite("golden", "tests.golden")  # readable diffs from the helpers
+
 try:
     import golden
 except ImportError:  # tests/ became a package
