@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from connector.config import SourceConfig
 from connector.errors import TransientError
 from connector.sources.local import LocalSource
 from connector.sources.naming import clash_free_name, hostile, temporary
+from connector.sources.watch import FolderWatch
 from tests.source_contract import Remote, SourceContract
 
 
@@ -66,3 +68,16 @@ def test_clash_free_name_adds_a_timestamp_then_a_counter() -> None:
     assert clash_free_name("a.csv", {"a.csv"}.__contains__, now) == "a.20261128T101500Z.csv"
     assert clash_free_name("a.csv", taken.__contains__, now) == "a.20261128T101500Z-2.csv"
     assert clash_free_name("README", {"README"}.__contains__, now) == "README.20261128T101500Z"
+
+
+def test_watch_signals_a_new_file_and_ignores_uploads_in_progress(tmp_path: Path) -> None:
+    """A file appearing (or renamed from .part) signals at once; a .part alone does not."""
+    signalled = threading.Event()
+    with FolderWatch(tmp_path, signalled.set):
+        (tmp_path / "upload.csv.part").write_text("partial")
+        assert not signalled.wait(0.5)
+        (tmp_path / "upload.csv.part").rename(tmp_path / "upload.csv")
+        assert signalled.wait(5)
+        signalled.clear()
+        (tmp_path / "other.csv").write_text("x")
+        assert signalled.wait(5)
