@@ -9,6 +9,12 @@ import sys
 import structlog
 
 
+def _stderr(*_: object) -> structlog.PrintLogger:
+    # sys.stderr as it is when a logger is made, not when logging was configured: tests and
+    # embedding programs swap it, and a logger must never write to a closed stream.
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure(level: str = "info") -> None:
     renderer: structlog.typing.Processor
     if sys.stderr.isatty():
@@ -23,6 +29,6 @@ def configure(level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_stderr,
         cache_logger_on_first_use=False,
     )

@@ -12,7 +12,7 @@ in one place each, into the project's errors:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
@@ -53,10 +53,11 @@ class Source(Protocol):
         """Every regular file in the folder (not folders, not links to folders)."""
         ...
 
-    def read(self, name: str, offset: int = 0) -> Iterator[bytes]:
+    def read(self, name: str, offset: int = 0) -> Generator[bytes, None, None]:
         """The file's bytes from ``offset``, in chunks, as they arrive. A server that stops
         sending for the source's timeout raises TransientError, as does a broken
-        connection: the chunks already yielded are valid and a new read can resume."""
+        connection: the chunks already yielded are valid and a new read can resume.
+        Closing the generator early abandons the transfer cleanly."""
         ...
 
     def complete(self, name: str, action: str) -> str | None:

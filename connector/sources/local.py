@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -45,7 +45,7 @@ class LocalSource:
             raise TransientError(f"cannot list {self.folder}: {exc.strerror}") from exc
         return files
 
-    def read(self, name: str, offset: int = 0) -> Iterator[bytes]:
+    def read(self, name: str, offset: int = 0) -> Generator[bytes, None, None]:
         try:
             with (self.folder / name).open("rb") as f:
                 f.seek(offset)
