@@ -72,6 +72,11 @@ class IngestConfig(_Model):
     commit_interval: Duration = "1s"  # a crash redoes at most this much work
 
 
+class MetricsConfig(_Model):
+    listen: str | None = Field(default=None, pattern=r"^[^:\s]+:[0-9]{1,5}$")  # "host:port"
+    max_missed_polls: int = Field(default=3, ge=1)  # /healthz turns 503 past this
+
+
 class FileEntry(_Model):
     kind: Kind
     pattern: str = Field(min_length=1)
@@ -196,6 +201,7 @@ class Config(_Model):
     store: StoreConfig = Field(default_factory=StoreConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     sources: tuple[SourceConfig, ...] = ()
 
     @model_validator(mode="after")
