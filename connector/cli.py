@@ -16,12 +16,14 @@ import structlog
 from tqdm import tqdm
 
 from connector import logs
+from connector.check import check
 from connector.config import Config, load_config, parse_duration
 from connector.csvrules.rules import FileRules, Kind
 from connector.dump import TABLES, dump
 from connector.errors import ConfigError, ConnectorError, TransientError
 from connector.ingest import Ingestor, Outcome, Progress
 from connector.pipeline import Poller
+from connector.service import Service
 from connector.sources.base import SourceRefused
 from connector.store.db import Database
 
@@ -55,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     dmp = commands.add_parser("dump", help="print the store as JSON Lines")
     dmp.add_argument("table", choices=TABLES)
 
+    commands.add_parser("run", help="the daemon: poll every source on its schedule")
     commands.add_parser("once", help="poll every source once, ingest every ready file, exit")
+    commands.add_parser("check", help="validate the config, connect to and list each source")
     commands.add_parser("demo", help="ingest sample files end to end and print a summary")
     return parser
 
@@ -139,12 +143,22 @@ def cmd_once(args: argparse.Namespace, config: Config) -> int:
                 print(f"{source.name}: could not be polled: {exc}", flush=True)
                 status = EXIT_FAILED
                 continue
-            taken = Counter(summary.taken.values())
+            taken = Counter(entry.status for entry in summary.taken.values())
             text = ", ".join(f"{n} {s}" for s, n in sorted(taken.items())) or "nothing new"
             if summary.pending:
                 text += f"; {len(summary.pending)} not ready yet"
             print(f"{source.name}: {text}", flush=True)
     return status
+
+
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    return Service(config).run()
+
+
+def cmd_check(args: argparse.Namespace, config: Config) -> int:
+    ok, lines = check(config)
+    print("\n".join(lines), flush=True)
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def cmd_dump(args: argparse.Namespace, config: Config) -> int:
@@ -163,6 +177,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "import": cmd_import,
     "dump": cmd_dump,
     "once": cmd_once,
+    "run": cmd_run,
+    "check": cmd_check,
     "demo": cmd_demo,
 }
 
@@ -176,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"connector: config: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_FAILED if args.command == "check" else EXIT_CONFIG  # CONTRACT §1
     except ConnectorError as exc:
         print(f"connector: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -25,7 +25,7 @@ from tenacity import (
 )
 
 from connector.csvrules.reader import CHUNK, Inspector
-from connector.errors import TransientError
+from connector.errors import Interrupted, TransientError
 from connector.sources.base import RemoteFile, Source
 
 ATTEMPTS = 5
@@ -60,6 +60,7 @@ def download(
     *,
     attempts: int = ATTEMPTS,
     max_wait: float = 30.0,
+    stop: Callable[[], bool] = lambda: False,
 ) -> Staged:
     """Fetch ``file`` into ``staging``. ``connect(broken)`` returns a usable source; after
     a failed attempt ``broken`` is True and it should reconnect. Raises TransientError
@@ -89,6 +90,8 @@ def download(
                 if retry:
                     log.info("download_resumed", offset=inspector.size)
                 for chunk in connect(retry).read(file.name, inspector.size):
+                    if stop():
+                        raise Interrupted("stopped mid-download; the .part is resumed later")
                     if inspector.size + len(chunk) > file.size:
                         raise FileChanged(f"{file.name} grew while downloading")
                     out.write(chunk)

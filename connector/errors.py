@@ -32,3 +32,7 @@ class FileRejected(ConnectorError):
 
 class FatalError(ConnectorError):
     """Cannot go on (e.g. the store is unusable): stop and let the supervisor restart us."""
+
+
+class Interrupted(ConnectorError):
+    """A stop was asked for: work in hand was committed or left resumable, then abandoned."""

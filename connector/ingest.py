@@ -19,7 +19,7 @@ import structlog
 from connector import crashpoints
 from connector.csvrules.reader import Inspector, inspect_file
 from connector.csvrules.rules import FileRules
-from connector.errors import FileRejected
+from connector.errors import FileRejected, Interrupted
 from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
 from connector.sinks.sqlite import SQLiteSink
 from connector.store.db import Database
@@ -45,6 +45,7 @@ class Ingestor:
     clock: Clock = time.time
     batch_records: int = BATCH_RECORDS
     commit_seconds: float = COMMIT_SECONDS
+    stop: Callable[[], bool] = lambda: False  # checked between batches
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.db)
@@ -121,6 +122,8 @@ class Ingestor:
         records = 0
         with self.db.grouped(self.commit_seconds) as tick:
             for batch in job.batches():
+                if self.stop():
+                    break  # leaving the block commits what is done; the cursor keeps it
                 sink.deliver(entry_id, kind, batch, int(self.clock()))
                 crashpoints.reached("after_deliver")
                 # Crash here: batches up to the last commit are durable with their cursor;
@@ -131,3 +134,5 @@ class Ingestor:
                 records += batch.records
                 if progress is not None:
                     progress(records)
+        if self.stop():
+            raise Interrupted("stopped mid-file; the next run resumes it")

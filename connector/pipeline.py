@@ -26,6 +26,7 @@ from connector.ingest import Ingestor
 from connector.selection import Candidate, Readiness, select
 from connector.sources.base import Source
 from connector.sources.registry import open_source
+from connector.store.ledger import Entry
 
 FINAL_OK = ("ingested", "duplicate")
 
@@ -35,7 +36,7 @@ class PollSummary:
     """What one poll did, by file."""
 
     source: str
-    taken: dict[str, str] = field(default_factory=dict)  # path → status
+    taken: dict[str, Entry] = field(default_factory=dict)  # path → its ledger entry
     completed: list[str] = field(default_factory=list)  # known files whose action was redone
     pending: list[str] = field(default_factory=list)  # not ready yet (still changing)
 
@@ -69,13 +70,14 @@ class Poller:
         source: SourceConfig,
         ingestor: Ingestor,
         *,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.config = config
         self.source = source
         self.ingestor = ingestor
         self.sleep = sleep
         self.readiness = Readiness(parse_duration(source.min_age))
+        self._stop: Callable[[], bool] = lambda: False
         self.log = structlog.get_logger().bind(source=source.name)
 
     def path_of(self, name: str) -> str:
@@ -84,7 +86,9 @@ class Poller:
     def poll(self, stop: Callable[[], bool] = lambda: False) -> PollSummary:
         """List, take every ready file, and wait (once, within this poll) for files that
         are not ready yet. Raises TransientError or SourceRefused if the source cannot be
-        listed; a failing file is logged and left for the next poll."""
+        listed; a failing file is logged and left for the next poll. ``stop()`` is checked
+        between files, batches and chunks: Interrupted leaves everything resumable."""
+        self._stop = stop
         summary = PollSummary(self.source.name)
         connection = _Connection(self.source)
         try:
@@ -136,7 +140,10 @@ class Poller:
         path = self.path_of(file.name)
         log = self.log.bind(file=path)
         staging = self.config.paths.staging / self.source.name
-        staged = download(self.source.name, connection.get, file, staging, candidate.rules.encoding)
+        staged = download(
+            self.source.name, connection.get, file, staging, candidate.rules.encoding,
+            stop=self._stop,
+        )  # fmt: skip
         crashpoints.reached("after_download")
         # Crash here: the staged copy is complete but unknown to the ledger; the next poll
         # downloads it again (same staging name) and ingests it once.
@@ -151,7 +158,7 @@ class Poller:
         # Crash here: the archive is written (idempotent, by checksum); as above.
         self._complete(connection, candidate, outcome.entry.status)
         staged.path.unlink(missing_ok=True)
-        summary.taken[path] = outcome.entry.status
+        summary.taken[path] = outcome.entry
         log.debug("file_done", status=outcome.entry.status)
 
     def _complete(self, connection: _Connection, candidate: Candidate, status: str) -> None:

@@ -1,0 +1,50 @@
+"""``connector check``: the config is valid, every source answers, and what a poll would
+do with each listed file. Changes nothing: no download, no ledger entry, no remote action."""
+
+from __future__ import annotations
+
+import time
+
+from connector.config import Config, SourceConfig, parse_duration
+from connector.errors import TransientError
+from connector.selection import select
+from connector.sources.base import SourceRefused
+from connector.sources.registry import open_source
+from connector.store.db import Database
+from connector.store.ledger import Ledger
+
+
+def check_source(source: SourceConfig, ledger: Ledger, now: float) -> list[str]:
+    """Lines describing the source; raises TransientError or SourceRefused."""
+    with open_source(source) as remote:
+        listing = remote.list()
+    chosen = select(listing, source)
+    known = ledger.known(source.name)
+    min_age = parse_duration(source.min_age)
+    base = source.remote_path.rstrip("/") + "/"
+    lines = [f"{source.name}: connected, {len(listing)} file(s) listed, {len(chosen)} match"]
+    for candidate in chosen:
+        file = candidate.file
+        seen = known.get(base + file.name)
+        if seen is not None and (seen.size, seen.mtime) == (file.size, file.mtime):
+            verdict = "skip: already " + seen.status
+        elif now - file.mtime < min_age:
+            age = now - file.mtime
+            verdict = f"not ready yet: modified {age:.0f}s ago (min_age {source.min_age})"
+        else:
+            verdict = f"would take as {candidate.rules.kind}"
+        lines.append(f"  {file.name} ({file.size} bytes): {verdict}")
+    return lines
+
+
+def check(config: Config) -> tuple[bool, list[str]]:
+    ok, lines = True, [f"config: valid, {len(config.sources)} source(s)"]
+    with Database(config.store.path) as db:
+        ledger = Ledger(db)
+        for source in config.sources:
+            try:
+                lines += check_source(source, ledger, time.time())
+            except (TransientError, SourceRefused) as exc:
+                ok = False
+                lines.append(f"{source.name}: FAILED: {exc}")
+    return ok, lines

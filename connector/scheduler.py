@@ -1,0 +1,101 @@
+"""Polling schedules, behind one small API so that APScheduler stays in this module alone.
+
+Each source is one job: never two polls of a source at once (``max_instances=1``), missed
+runs coalesced into one, a jitter so that many sources do not hit their servers in step.
+A source that fails backs off exponentially (up to a cap) while the others go on; a
+watchdog signal or a wish to poll again runs a job now, or right after its current run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+BACKOFF_START = 5.0
+BACKOFF_CAP = 15 * 60.0
+DEFAULT_INTERVAL = 300.0
+
+
+def backoff_delay(failures: int, start: float = BACKOFF_START, cap: float = BACKOFF_CAP) -> float:
+    """Seconds before retrying a source after ``failures`` consecutive failed polls."""
+    return float(min(cap, start * 2 ** max(0, failures - 1)))
+
+
+class Scheduler:
+    """Runs ``poll()`` for each source on its schedule, in a thread pool."""
+
+    def __init__(self, workers: int) -> None:
+        self._scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=max(1, workers))},
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+        self._lock = threading.Lock()
+        self._running: set[str] = set()
+        self._again: set[str] = set()
+
+    def add(
+        self,
+        name: str,
+        poll: Callable[[], float | None],
+        *,
+        interval: float | None = None,
+        cron: str | None = None,
+        jitter: float = 0.0,
+    ) -> None:
+        """Schedule ``poll`` for source ``name``, first run at once. ``poll`` returns None
+        when all went well, else the seconds to wait before the next try (a backoff)."""
+        trigger: BaseTrigger
+        if cron is not None:
+            trigger = CronTrigger.from_crontab(cron, timezone=UTC)
+        else:
+            trigger = IntervalTrigger(seconds=interval or DEFAULT_INTERVAL, jitter=jitter or None)
+        self._scheduler.add_job(
+            self._run, trigger, args=(name, poll), id=name, name=name,
+            next_run_time=datetime.now(UTC),
+        )  # fmt: skip
+
+    def _run(self, name: str, poll: Callable[[], float | None]) -> None:
+        with self._lock:
+            self._running.add(name)
+        try:
+            retry_in = poll()
+        finally:
+            with self._lock:
+                self._running.discard(name)
+                again = name in self._again
+                self._again.discard(name)
+        if retry_in is not None:
+            self._at(name, datetime.now(UTC) + timedelta(seconds=retry_in))
+        elif again:
+            self._at(name, datetime.now(UTC))
+
+    def poll_now(self, name: str) -> None:
+        """Poll ``name`` at once, or as soon as its current poll ends."""
+        with self._lock:
+            if name in self._running:
+                self._again.add(name)
+                return
+        self._at(name, datetime.now(UTC))
+
+    def _at(self, name: str, when: datetime) -> None:
+        if self._scheduler.running:
+            self._scheduler.modify_job(name, next_run_time=when)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        """No new polls; wait for those in progress (they stop between files)."""
+        self._scheduler.shutdown(wait=True)

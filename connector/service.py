@@ -1,0 +1,103 @@
+"""``connector run``: every source on its schedule until SIGTERM or SIGINT, then stop
+taking files, commit or abandon (resumably) the one in hand, and exit 0."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from types import FrameType
+
+import structlog
+
+from connector.config import Config, SourceConfig, parse_duration
+from connector.errors import Interrupted, TransientError
+from connector.ingest import Ingestor
+from connector.notify import notify, watchdog_interval
+from connector.pipeline import Poller
+from connector.scheduler import Scheduler, backoff_delay
+from connector.sources.base import SourceRefused
+from connector.sources.watch import FolderWatch
+from connector.store.db import Database
+
+JITTER_SHARE, JITTER_CAP = 0.1, 30.0
+
+
+class Service:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stopping = threading.Event()
+        self.failures: dict[str, int] = {s.name: 0 for s in config.sources}
+        self.log = structlog.get_logger()
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        with ExitStack() as stack:
+            scheduler = Scheduler(workers=len(self.config.sources))
+            for source in self.config.sources:
+                self._schedule(stack, scheduler, source)
+            scheduler.start()
+            stack.callback(scheduler.stop)
+            notify("READY=1")
+            self.log.info("service_started", sources=[s.name for s in self.config.sources])
+            ping = watchdog_interval()
+            while not self.stopping.wait(ping or 3600):
+                notify("WATCHDOG=1")
+            notify("STOPPING=1")
+            self.log.info("service_stopping")
+        self.log.info("service_stopped")
+        return 0
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping.set()
+
+    def _schedule(self, stack: ExitStack, scheduler: Scheduler, source: SourceConfig) -> None:
+        # A connection per source: polls of different sources run in parallel threads,
+        # and an SQLite connection carries one transaction at a time.
+        db = stack.enter_context(Database(self.config.store.path))
+        ingestor = Ingestor(
+            db,
+            batch_records=self.config.ingest.batch_records,
+            commit_seconds=parse_duration(self.config.ingest.commit_interval),
+            stop=self.stopping.is_set,
+        )
+        poller = Poller(self.config, source, ingestor, sleep=self.stopping.wait)
+        interval = parse_duration(source.interval) if source.interval else None
+        scheduler.add(
+            source.name, partial(self._poll, poller), interval=interval, cron=source.cron,
+            jitter=min(JITTER_CAP, (interval or 0) * JITTER_SHARE),
+        )  # fmt: skip
+        if source.scheme == "file":
+            watch = FolderWatch(Path(source.remote_path), partial(scheduler.poll_now, source.name))
+            stack.enter_context(watch)
+
+    def _poll(self, poller: Poller) -> float | None:
+        """One scheduled poll; returns a backoff delay after a failure."""
+        name = poller.source.name
+        started = time.monotonic()
+        try:
+            summary = poller.poll(stop=self.stopping.is_set)
+        except Interrupted:
+            return None
+        except (TransientError, SourceRefused) as exc:
+            self.failures[name] += 1
+            delay = backoff_delay(self.failures[name])
+            retry_at = datetime.now(UTC) + timedelta(seconds=delay)
+            self.log.warning(
+                "poll_failed", source=name, cause=str(exc), failures=self.failures[name],
+                next_retry=retry_at.isoformat(timespec="seconds"),
+            )  # fmt: skip
+            return delay
+        self.failures[name] = 0
+        seconds = time.monotonic() - started
+        self.log.info(
+            "poll_done", source=name, taken=len(summary.taken), pending=len(summary.pending),
+            seconds=round(seconds, 3),
+        )  # fmt: skip
+        notify(f"STATUS=last poll: {name}, {len(summary.taken)} file(s) taken")
+        return None

@@ -1,0 +1,140 @@
+"""`connector run` and `connector check` as a user runs them: a real subprocess, a watched
+folder, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from connector.scheduler import backoff_delay
+from tests.source_contract import wait_until
+
+
+def _config(root: Path, *, interval: str = "1h", rows_per_batch: int = 20000) -> Path:
+    inbox = root / "inbox"
+    inbox.mkdir(exist_ok=True)
+    path = root / "connector.toml"
+    path.write_text(
+        f'[store]\npath = "{root}/store/c.db"\n'
+        f'[paths]\nstaging = "{root}/staging"\narchive = "{root}/archive"\n'
+        f"[ingest]\nbatch_records = {rows_per_batch}\n"
+        f'[[sources]]\nname = "drop"\nurl = "file://{inbox}"\ninterval = "{interval}"\n'
+        'min_age = "0s"\nafter = "move:processed"\n'
+        '[[sources.files]]\nkind = "events"\npattern = "*.csv"\nevent_name = "visit"\n'
+    )
+    return path
+
+
+def _connector(config: Path, *argv: str) -> list[str]:
+    return [sys.executable, "-m", "connector", "--config", str(config), *argv]
+
+
+def _events(config: Path) -> list[dict[str, object]]:
+    out = subprocess.run(_connector(config, "dump", "events"), capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def _start(config: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "CONNECTOR_CRASH_AT")}
+    return subprocess.Popen(_connector(config, "run"), env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def _stop(proc: subprocess.Popen[str], within: float = 10.0) -> tuple[int, float, str]:
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=within + 5)
+    return proc.returncode, time.monotonic() - started, err
+
+
+def test_run_ingests_at_start_and_on_new_files_then_stops_cleanly(tmp_path: Path) -> None:
+    """Files present are taken at start, a new one at once (watchdog), SIGTERM exits 0."""
+    config = _config(tmp_path)
+    (tmp_path / "inbox" / "a.csv").write_text("identifier\nu1\n")
+    proc = _start(config)
+    try:
+        assert wait_until(lambda: (tmp_path / "inbox" / "processed" / "a.csv").exists(), 20)
+        (tmp_path / "inbox" / "b.csv").write_text("identifier\nu2\n")
+        # the interval is an hour: only the folder watch can explain a prompt pickup
+        assert wait_until(lambda: (tmp_path / "inbox" / "processed" / "b.csv").exists(), 20)
+    finally:
+        code, seconds, err = _stop(proc)
+    assert code == 0, err
+    assert seconds < 10
+    assert sorted(e["identifier"] for e in _events(config)) == ["u1", "u2"]
+    assert '"service_stopped"' in err
+
+
+def test_sigterm_during_a_large_file_then_restart_stores_it_once(tmp_path: Path) -> None:
+    """A stop mid-file commits what is done and exits 0 quickly; the next run finishes it."""
+    config = _config(tmp_path, rows_per_batch=2000)
+    rows = 150_000
+    lines = "".join(f"user{i}@example.com,{'x' * 40}\n" for i in range(rows))
+    staging = tmp_path / "big.csv.part"
+    staging.write_text("identifier,note\n" + lines)
+    proc = _start(config)
+    try:
+        time.sleep(1.0)
+        staging.rename(tmp_path / "inbox" / "big.csv")
+        assert wait_until(lambda: (tmp_path / "store" / "c.db-wal").exists(), 10)
+        time.sleep(1.0)
+    finally:
+        code, seconds, err = _stop(proc)
+    assert code == 0, err
+    assert seconds < 10
+    again = subprocess.run(_connector(config, "once"), capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stderr
+    events = _events(config)
+    assert len(events) == rows
+    assert len({e["line"] for e in events}) == rows
+
+
+def test_backoff_grows_to_a_cap() -> None:
+    """A failing source waits 5 s, 10 s, 20 s … at most 15 minutes between tries."""
+    assert [backoff_delay(n) for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
+    assert backoff_delay(50) == 15 * 60
+
+
+def test_check_reports_what_would_happen(tmp_path: Path) -> None:
+    """check lists each file with its fate and changes nothing."""
+    config = _config(tmp_path)
+    (tmp_path / "inbox" / "a.csv").write_text("identifier\nu1\n")
+    (tmp_path / "inbox" / "a.csv.part").write_text("identifier\nu1\n")
+    result = subprocess.run(
+        _connector(config, "check"), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "drop: connected, 2 file(s) listed, 1 match" in result.stdout
+    assert "a.csv (14 bytes): would take as events" in result.stdout
+    assert (tmp_path / "inbox" / "a.csv").exists()
+
+
+def test_check_fails_on_an_unreachable_source(tmp_path: Path) -> None:
+    """A source that cannot be listed makes check exit 1, saying why."""
+    config = _config(tmp_path)
+    (tmp_path / "inbox").rmdir()
+    result = subprocess.run(
+        _connector(config, "check"), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1
+    assert "drop: FAILED: folder" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["check", "once"])
+def test_bad_config_exit_status(tmp_path: Path, command: str) -> None:
+    """A bad config: check exits 1, the others 78 (CONTRACT §1), one line, no traceback."""
+    config = tmp_path / "c.toml"
+    config.write_text("[store]\npaht = 1\n")
+    result = subprocess.run(
+        _connector(config, command), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == (1 if command == "check" else 78)
+    assert result.stderr == "connector: config: store.paht: unknown key\n"
