@@ -17,6 +17,7 @@ import structlog
 from connector.config import Config, SourceConfig, parse_duration
 from connector.errors import Interrupted, TransientError
 from connector.ingest import Ingestor
+from connector.metrics import Metrics
 from connector.notify import notify, watchdog_interval
 from connector.pipeline import Poller
 from connector.scheduler import Scheduler, backoff_delay
@@ -32,16 +33,22 @@ class Service:
         self.config = config
         self.stopping = threading.Event()
         self.failures: dict[str, int] = {s.name: 0 for s in config.sources}
+        self.metrics = Metrics(config.metrics.max_missed_polls)
+        self.metrics.register_sources(self.failures)
         self.log = structlog.get_logger()
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         with ExitStack() as stack:
+            if self.config.metrics.listen:
+                stack.enter_context(self.metrics.serve(self.config.metrics.listen))
             scheduler = Scheduler(workers=len(self.config.sources))
             for source in self.config.sources:
                 self._schedule(stack, scheduler, source)
             scheduler.start()
+            self.metrics.scheduler_running(True)
+            stack.callback(self.metrics.scheduler_running, False)
             stack.callback(scheduler.stop)
             notify("READY=1")
             self.log.info("service_started", sources=[s.name for s in self.config.sources])
@@ -80,11 +87,13 @@ class Service:
         """One scheduled poll; returns a backoff delay after a failure."""
         name = poller.source.name
         started = time.monotonic()
+        self.metrics.poll_started(name)
         try:
             summary = poller.poll(stop=self.stopping.is_set)
         except Interrupted:
             return None
         except (TransientError, SourceRefused) as exc:
+            self.metrics.poll_finished(name, time.monotonic() - started, ok=False)
             self.failures[name] += 1
             delay = backoff_delay(self.failures[name])
             retry_at = datetime.now(UTC) + timedelta(seconds=delay)
@@ -95,6 +104,12 @@ class Service:
             return delay
         self.failures[name] = 0
         seconds = time.monotonic() - started
+        self.metrics.poll_finished(name, seconds, ok=True)
+        for entry in summary.taken.values():
+            self.metrics.file_finished(
+                name, entry.kind, entry.status, entry.rows, entry.rejected, entry.duplicates,
+                entry.size,
+            )  # fmt: skip
         self.log.info(
             "poll_done", source=name, taken=len(summary.taken), pending=len(summary.pending),
             seconds=round(seconds, 3),

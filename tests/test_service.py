@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,31 @@ def test_bad_config_exit_status(tmp_path: Path, command: str) -> None:
     )
     assert result.returncode == (1 if command == "check" else 78)
     assert result.stderr == "connector: config: store.paht: unknown key\n"
+
+
+def test_run_serves_metrics_and_health(tmp_path: Path) -> None:
+    """With [metrics] listen, /healthz says 200 while running and /metrics counts files."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = _config(tmp_path)
+    config.write_text(config.read_text() + f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    (tmp_path / "inbox" / "a.csv").write_text("identifier\nu1\n")
+    proc = _start(config)
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(base + path, timeout=2) as response:
+                return response.status, response.read().decode()
+        except OSError:
+            return 0, ""
+
+    try:
+        assert wait_until(lambda: (tmp_path / "inbox" / "processed" / "a.csv").exists(), 20)
+        assert wait_until(lambda: get("/healthz")[0] == 200, 10)
+        assert wait_until(lambda: 'connector_files_total{source="drop",status="ingested"} 1.0'
+                          in get("/metrics")[1], 10)  # fmt: skip
+    finally:
+        code, _, err = _stop(proc)
+    assert code == 0, err

@@ -1,0 +1,194 @@
+"""Prometheus metrics and ``/healthz``, served when ``[metrics] listen`` is set.
+
+The daemon reports what happened (``poll_finished``, ``file_finished``, …); this module owns
+how that is counted and exposed. Each ``Metrics`` has its own registry: the global default
+one would make a second instance (every test makes one) fail on duplicate names.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+
+from connector.errors import ConfigError
+
+# From a local folder listed in milliseconds to a slow FTPS server sending many files.
+POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class Metrics:
+    """Counters for one daemon, and its health. Methods may be called from any thread."""
+
+    def __init__(self, max_missed_polls: int = 3, *, clock: Callable[[], float] = time.time):
+        self.max_missed_polls = max_missed_polls
+        self.clock = clock
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        self.files = Counter(
+            "connector_files", "Files decided, by final status.", ["source", "status"], registry=reg
+        )
+        self.rows = Counter(
+            "connector_rows", "Rows read, by outcome.", ["kind", "outcome"], registry=reg
+        )
+        self.downloaded = Counter(
+            "connector_downloaded_bytes", "Bytes downloaded.", ["source"], registry=reg
+        )
+        self.poll_duration = Histogram(
+            "connector_poll_duration_seconds", "Duration of a poll, failed or not.", ["source"],
+            buckets=POLL_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.last_success = Gauge(
+            "connector_last_successful_poll_timestamp_seconds",
+            "Unix time of the last poll that succeeded (0: none yet).", ["source"], registry=reg,
+        )  # fmt: skip
+        self.failures = Gauge(
+            "connector_consecutive_poll_failures",
+            "Polls failed in a row since the last success.", ["source"], registry=reg,
+        )  # fmt: skip
+        # Health is decided from these, not from the gauges: prometheus_client has no public
+        # read API, and a lock keeps the count and its gauge in step across scheduler threads.
+        self._lock = threading.Lock()
+        self._failures: dict[str, int] = {}
+        self._running = False
+
+    def register_sources(self, names: Iterable[str]) -> None:
+        """Create every per-source series at 0, so a source never polled is still visible
+        (and ``absent()`` alerts do not fire merely because nothing happened yet)."""
+        for name in names:
+            self._ensure(name)
+
+    def _ensure(self, source: str) -> None:
+        self.downloaded.labels(source)
+        self.poll_duration.labels(source)
+        self.last_success.labels(source)
+        with self._lock:
+            if source not in self._failures:
+                self._failures[source] = 0
+                self.failures.labels(source).set(0)
+
+    def poll_started(self, source: str) -> None:
+        """A poll begins; only makes sure the source's series exist (it may be new)."""
+        self._ensure(source)
+
+    def poll_finished(self, source: str, seconds: float, ok: bool) -> None:
+        self.poll_duration.labels(source).observe(seconds)
+        with self._lock:
+            count = 0 if ok else self._failures.get(source, 0) + 1
+            self._failures[source] = count
+            self.failures.labels(source).set(count)
+            if ok:
+                self.last_success.labels(source).set(self.clock())
+
+    def file_finished(
+        self, source: str, kind: str, status: str,
+        rows: int, rejected: int, duplicates: int, size: int,
+    ) -> None:  # fmt: skip
+        """A file decided (one ledger entry): ``rows`` stored, ``rejected``, ``duplicates``."""
+        self.files.labels(source, status).inc()
+        # inc(0) still creates the series, so rate() works from the first file of a kind.
+        self.rows.labels(kind, "stored").inc(rows)
+        self.rows.labels(kind, "rejected").inc(rejected)
+        self.rows.labels(kind, "duplicate").inc(duplicates)
+        self.downloaded.labels(source).inc(size)
+
+    def scheduler_running(self, running: bool) -> None:
+        with self._lock:
+            self._running = running
+
+    def healthy(self) -> tuple[bool, str]:
+        """(True, "ok"), or (False, why): the scheduler is not running, or a source has
+        failed more than ``max_missed_polls`` polls in a row."""
+        with self._lock:
+            if not self._running:
+                return False, "scheduler not running"
+            failing = sorted(
+                f"{name}: {count} failed polls in a row"
+                for name, count in self._failures.items()
+                if count > self.max_missed_polls
+            )
+        if failing:
+            return False, "; ".join(failing) + f" (max_missed_polls = {self.max_missed_polls})"
+        return True, "ok"
+
+    def serve(self, listen: str) -> MetricsServer:
+        """Bind ``host:port`` now (port 0: any free one); serve inside ``with``."""
+        return MetricsServer(self, listen)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """GET /metrics and /healthz. The metrics come in as an argument, the way
+    ``SimpleHTTPRequestHandler`` takes ``directory``, because the handler is made per request."""
+
+    def __init__(self, *args: Any, metrics: Metrics, **kwargs: Any) -> None:
+        self.metrics = metrics
+        super().__init__(*args, **kwargs)  # handles the request: set attributes before
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            # Prometheus asks for OpenMetrics in Accept; plain text for everyone else.
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            self._reply(200, encoder(self.metrics.registry), content_type)
+        elif path == "/healthz":
+            ok, reason = self.metrics.healthy()
+            self._reply(200 if ok else 503, f"{reason}\n".encode(), "text/plain; charset=utf-8")
+        else:
+            self._reply(404, b"not found\n", "text/plain; charset=utf-8")
+
+    def _reply(self, code: int, body: bytes, content_type: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # A scrape every 15 s would flood stderr; keep it for whoever turns on debug.
+        structlog.get_logger().debug("metrics_request_served", line=format % args)
+
+
+class MetricsServer:
+    """The HTTP endpoint, on stdlib ``ThreadingHTTPServer`` in a daemon thread.
+    prometheus_client's ``start_http_server`` serves its registry only (no ``/healthz``), and
+    a wsgiref server answers one request at a time: a stuck scraper would block health checks."""
+
+    def __init__(self, metrics: Metrics, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        handler = partial(_Handler, metrics=metrics)
+        try:
+            self._server = ThreadingHTTPServer((host, int(port)), handler)
+        except (OSError, OverflowError) as exc:  # taken, not ours, > 65535: fix the config
+            raise ConfigError([f"metrics.listen: cannot listen on {listen}: {exc}"]) from None
+        self.host = host
+        self.port: int = self._server.server_address[1]
+        # poll_interval bounds how long close() waits for the loop to notice; an idle
+        # select() waking ten times a second costs nothing measurable.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.1,), name="metrics-http", daemon=True
+        )
+
+    def __enter__(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:  # fmt: skip
+        self.close()
+
+    def close(self) -> None:
+        """Stop serving, join the thread and close the socket. Safe to call twice."""
+        if self._thread.is_alive():
+            self._server.shutdown()  # returns once serve_forever has left its loop
+            self._thread.join()
+        self._server.server_close()
