@@ -12,6 +12,7 @@ from connector.csvrules.values import (
     json_members,
     json_text,
     parse_timestamp,
+    timestamp_column,
     type_cell,
     type_column,
 )
@@ -33,6 +34,8 @@ columns = st.one_of(
     st.lists(st.sampled_from(["1", "2", "", "x"]), min_size=8, max_size=60),
     st.lists(numbers, max_size=60),
     st.lists(st.integers(-(10**12), 10**12).map(str), max_size=60),
+    # quoted line breaks inside cells must not pass for several cells of a number column
+    st.lists(st.one_of(numbers, st.sampled_from(["\n", "1\n2", "\r\n", "7\n"])), max_size=20),
 )
 
 
@@ -75,6 +78,13 @@ def test_type_cell(text: str, expected: object) -> None:
     """CONTRACT §4 rule 5, value by value (ASCII digits only: Arabic-Indic stays text)."""
     assert type_cell(text) == expected
     assert type(type_cell(text)) is type(expected)
+
+
+def test_timestamp_column_with_a_line_break_in_a_cell() -> None:
+    """A cell "1\n2" is not two timestamps: it is rejected, its neighbours kept."""
+    faults: dict[int, str] = {}
+    assert timestamp_column(["5", "1\n2", ""], faults) == [5, -1, -1]
+    assert list(faults) == [1]
 
 
 @pytest.mark.parametrize(

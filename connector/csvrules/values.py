@@ -9,7 +9,7 @@ fall back to typing cell by cell, with the same function, so every path gives th
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring as encode_string  # C: a str as a JSON string
 
@@ -21,7 +21,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # [0-9], not \d: only ASCII digits are numbers (\d would accept Arabic-Indic digits).
 _INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+")
-# Whole-column recognisers over "\n".join(cells) + "\n"; an empty line is an empty cell.
+# Whole-column recognisers over _lines(cells); an empty line is an empty cell.
 # Up to 18 digits an integer is always within 64 bits; longer ones take the exact path.
 _INT_COLUMN = re.compile(r"(?:(?:0|-?[1-9][0-9]{0,17})?\n)*")
 # Up to 300 integer digits a decimal is always a finite float.
@@ -38,6 +38,14 @@ _MAYBE_TYPED = re.compile(r"^[-0-9tTfF]", re.MULTILINE)
 _TYPED_START = frozenset("-0123456789tTfF")
 _BOOLS = {"true": True, "false": False}
 _LOW_CARDINALITY = 4  # type distinct values once when each repeats this often on average
+
+
+def _lines(cells: Iterable[str]) -> str | None:
+    """The cells one per line, for the whole-column patterns; None when a cell holds a line
+    break itself (a quoted one), which would pass for several cells."""
+    cells = list(cells)
+    text = "\n".join(cells)
+    return None if text.count("\n") != max(0, len(cells) - 1) else text + "\n"
 
 
 def type_cell(text: str) -> Value | None:
@@ -64,7 +72,9 @@ def _classify(cells: Sequence[str]) -> tuple[str, set[str]]:
     distinct = set(cells)
     if len(distinct) * _LOW_CARDINALITY <= len(cells):
         return "table", distinct
-    text = "\n".join(distinct) + "\n"
+    text = _lines(distinct)
+    if text is None:
+        return "mixed", distinct
     if _MAYBE_TYPED.search(text) is None:
         return "text", distinct
     if _INT_COLUMN.fullmatch(text):
@@ -122,7 +132,7 @@ def json_members(name: str, cells: Sequence[str]) -> list[str]:
     if mode == "int":  # the cell's own text is the canonical JSON (no "-0": see the regex)
         return [prefix + c if c else "" for c in cells]
     if mode in ("decimal", "number"):
-        if _SHORT_NUMBER_COLUMN.fullmatch("\n".join(distinct) + "\n"):
+        if _SHORT_NUMBER_COLUMN.fullmatch(_lines(distinct) or "x"):
             # their text is canonical JSON unless a decimal ends in 0 ("12.50" → 12.5)
             return [
                 prefix + (repr(float(c)) if c[-1] == "0" and "." in c else c) if c else ""
@@ -214,8 +224,8 @@ def check_column(name: str, values: Sequence[Value | None], faults: dict[int, st
         return
     whole = _STRING_COLUMN_CHECKS.get(name)
     if whole is not None and all(isinstance(v, str) or v is None for v in values):
-        text = "\n".join([v or "" for v in values])  # type: ignore[misc]
-        if whole.fullmatch(text + "\n"):
+        text = _lines([v or "" for v in values])  # type: ignore[misc]
+        if text is not None and whole.fullmatch(text):
             return
     for row, value in enumerate(values):
         if value is not None and value != "":
@@ -263,7 +273,7 @@ def parse_timestamp(text: str) -> int:
 
 def timestamp_column(cells: Sequence[str], faults: dict[int, str]) -> list[int]:
     """Timestamps of a column, NO_TIMESTAMP where absent (the processing time applies)."""
-    if _SECONDS_COLUMN.fullmatch("\n".join(cells) + "\n"):
+    if _SECONDS_COLUMN.fullmatch(_lines(cells) or "x"):
         fast = [int(c) if c else NO_TIMESTAMP for c in cells]
         if max(fast, default=0) <= MAX_TIMESTAMP:
             return fast
