@@ -61,11 +61,13 @@ def download(
     attempts: int = ATTEMPTS,
     max_wait: float = 30.0,
     stop: Callable[[], bool] = lambda: False,
+    label: str | None = None,
 ) -> Staged:
     """Fetch ``file`` into ``staging``. ``connect(broken)`` returns a usable source; after
     a failed attempt ``broken`` is True and it should reconnect. Raises TransientError
-    (after retries; FileChanged at once: a changing file is left for a later poll)."""
-    log = structlog.get_logger().bind(source=source_name, file=file.name)
+    (after retries; FileChanged at once: a changing file is left for a later poll).
+    ``label`` names the file in logs (its remote path)."""
+    log = structlog.get_logger().bind(source=source_name, file=label or file.name)
     staging.mkdir(parents=True, exist_ok=True)
     stem = staging / staging_name(source_name, file)
     part, done = stem.with_suffix(".part"), stem.with_suffix(".csv")

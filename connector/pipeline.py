@@ -142,7 +142,7 @@ class Poller:
         staging = self.config.paths.staging / self.source.name
         staged = download(
             self.source.name, connection.get, file, staging, candidate.rules.encoding,
-            stop=self._stop,
+            stop=self._stop, label=path,
         )  # fmt: skip
         crashpoints.reached("after_download")
         # Crash here: the staged copy is complete but unknown to the ledger; the next poll
