@@ -11,6 +11,7 @@ the pipe end without a final message and fails the file (it is retried, resuming
 from __future__ import annotations
 
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -154,4 +155,8 @@ def _serve(job: _Job, out: IO[bytes]) -> None:
 
 
 if __name__ == "__main__":
+    # Stopping is the parent's call: Ctrl-C or a SIGTERM sent to the whole process group
+    # must not kill the parser under a parent that is committing and shutting down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _serve(pickle.load(sys.stdin.buffer), sys.stdout.buffer)
