@@ -185,7 +185,10 @@ class SourceConfig(_Model):
         else the first entry of that kind, else the defaults with this source's settings."""
         entries = [e for e in self.files if e.kind == kind]
         entry = next((e for e in entries if fnmatch.fnmatchcase(file_name, e.pattern)), None)
-        entry = entry or (entries[0] if entries else None)
+        return self.rules_of(kind, entry or (entries[0] if entries else None))
+
+    def rules_of(self, kind: Kind, entry: FileEntry | None) -> FileRules:
+        """The CSV rules of one file entry (or the defaults), with this source's settings."""
         return FileRules(
             kind=kind,
             identifier=self.identifier,

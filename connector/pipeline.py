@@ -44,8 +44,9 @@ class PollSummary:
 class _Connection:
     """The source's connection for one poll, re-made when a step reports it broken."""
 
-    def __init__(self, config: SourceConfig) -> None:
+    def __init__(self, config: SourceConfig, opener: Callable[[SourceConfig], Source]) -> None:
         self.config = config
+        self.opener = opener
         self._stack = ExitStack()
         self._source: Source | None = None
 
@@ -53,7 +54,7 @@ class _Connection:
         if broken:
             self.close()
         if self._source is None:
-            self._source = self._stack.enter_context(open_source(self.config))
+            self._source = self._stack.enter_context(self.opener(self.config))
         return self._source
 
     def close(self) -> None:
@@ -71,11 +72,13 @@ class Poller:
         ingestor: Ingestor,
         *,
         sleep: Callable[[float], object] = time.sleep,
+        opener: Callable[[SourceConfig], Source] = open_source,
     ) -> None:
         self.config = config
         self.source = source
         self.ingestor = ingestor
         self.sleep = sleep
+        self.opener = opener
         self.readiness = Readiness(parse_duration(source.min_age))
         self._stop: Callable[[], bool] = lambda: False
         self.log = structlog.get_logger().bind(source=source.name)
@@ -90,7 +93,7 @@ class Poller:
         between files, batches and chunks: Interrupted leaves everything resumable."""
         self._stop = stop
         summary = PollSummary(self.source.name)
-        connection = _Connection(self.source)
+        connection = _Connection(self.source, self.opener)
         try:
             for round_ in range(2):
                 ready, wait, pending = self._ready(connection, summary)
@@ -133,7 +136,7 @@ class Poller:
                 summary.completed.append(candidate.file.name)
         ready, wait = self.readiness.split(fresh)
         not_ready = [c for c in fresh if c not in ready]
-        return ready, wait, not_ready
+        return ready[: self.source.max_files], wait, not_ready
 
     def _take(self, connection: _Connection, candidate: Candidate, summary: PollSummary) -> None:
         file = candidate.file

@@ -26,11 +26,13 @@ class Candidate:
 
 
 def select(files: Iterable[RemoteFile], source: SourceConfig) -> list[Candidate]:
-    """The files this source should take, oldest first, at most ``max_files``."""
+    """The files this source may take, oldest first. (The poll caps how many it takes,
+    after setting aside those already known: capping here would starve new files.)"""
     log = structlog.get_logger().bind(source=source.name)
     listed = list(files)
     names = {f.name for f in listed}
     chosen = []
+    rules = {id(e): source.rules_of(e.kind, e) for e in source.files}  # once, not per file
     for file in listed:
         reason = hostile(file.name)
         if reason is not None:
@@ -46,9 +48,9 @@ def select(files: Iterable[RemoteFile], source: SourceConfig) -> list[Candidate]
         entry = next((e for e in source.files if fnmatch.fnmatchcase(file.name, e.pattern)), None)
         if entry is None:
             continue
-        chosen.append(Candidate(file, source.rules_for(entry.kind, file.name), marker))
+        chosen.append(Candidate(file, rules[id(entry)], marker))
     chosen.sort(key=lambda c: (c.file.mtime, c.file.name))
-    return chosen[: source.max_files]
+    return chosen
 
 
 class Readiness:

@@ -4,6 +4,7 @@ provides the ``remote`` fixture."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -14,8 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from connector.config import Config, SourceConfig
 from connector.errors import TransientError
+from connector.ingest import Ingestor
+from connector.pipeline import Poller, PollSummary
 from connector.sources.base import Source
+from connector.store.db import Database
 
 
 @dataclass
@@ -35,8 +40,97 @@ def _put(remote: Remote, name: str, data: bytes, mtime: float | None = None) -> 
     return path
 
 
+def _poll(
+    remote: Remote,
+    tmp_path: Path,
+    *,
+    sleep: Callable[[float], object] = time.sleep,
+    poller: Poller | None = None,
+    **settings: object,
+) -> tuple[Poller, PollSummary]:
+    """One poll of ``remote`` through the whole pipeline, with this adapter."""
+    config = Config.model_validate(
+        {
+            "store": {"path": str(tmp_path / "store" / "c.db")},
+            "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
+        }
+    )
+    if poller is None:
+        source = SourceConfig.model_validate(
+            {
+                "name": "contract",
+                "url": "file:///outbox",  # the adapter under test is given by `opener`
+                "min_age": "0s",
+                "files": [{"kind": "events", "pattern": "events_*.csv", "event_name": "e"}],
+                **settings,
+            }
+        )
+        ingestor = Ingestor(Database(config.store.path))
+        poller = Poller(config, source, ingestor, sleep=sleep, opener=lambda _: remote.connect())
+    return poller, poller.poll()
+
+
+def _taken(summary: PollSummary) -> list[str]:
+    return [path.rsplit("/", 1)[1] for path in summary.taken]
+
+
 class SourceContract:
     """Subclasses provide a ``remote`` fixture yielding a Remote."""
+
+    def test_poll_takes_matching_files_oldest_first(self, remote: Remote, tmp_path: Path) -> None:
+        """Patterns select, oldest goes first, temporary names wait, odd names are skipped."""
+        _put(remote, "events_new.csv", b"identifier\nb\n", mtime=1_700_000_200)
+        _put(remote, "events_old.csv", b"identifier\na\n", mtime=1_700_000_100)
+        _put(remote, "events_up.csv.part", b"identifier\nc\n")
+        _put(remote, "notes.txt", b"x")
+        _put(remote, "events_\r.csv", b"identifier\nd\n")
+        poller, summary = _poll(remote, tmp_path)
+        assert _taken(summary) == ["events_old.csv", "events_new.csv"]
+        poller.ingestor.db.close()
+        assert sorted(p.name for p in (tmp_path / "staging").rglob("*") if p.is_file()) == []
+
+    def test_poll_downloads_with_the_right_checksum(self, remote: Remote, tmp_path: Path) -> None:
+        """The ledger's SHA-256 is that of the server's bytes; the archive holds them."""
+        data = b"identifier,n\n" + b"".join(b"u%d,%d\n" % (i, i) for i in range(50_000))
+        _put(remote, "events_1.csv", data)
+        poller, summary = _poll(remote, tmp_path, after="delete")
+        (entry,) = summary.taken.values()
+        poller.ingestor.db.close()
+        assert entry.sha256 == hashlib.sha256(data).hexdigest()
+        assert (entry.status, entry.rows) == ("ingested", 50_000)
+        assert (tmp_path / "archive" / f"{entry.sha256}.csv.gz").exists()
+        assert not (remote.root / "events_1.csv").exists()
+
+    def test_a_growing_upload_waits_until_stable(self, remote: Remote, tmp_path: Path) -> None:
+        """A file that grows during min_age is not taken; once it stays still, it is."""
+        path = _put(remote, "events_1.csv", b"identifier\na\n")
+
+        def grow(seconds: float) -> None:
+            with path.open("ab") as f:
+                f.write(b"b\n")
+
+        poller, summary = _poll(remote, tmp_path, sleep=grow, min_age="1s")
+        assert summary.taken == {} and summary.pending == ["events_1.csv"]
+        _, summary = _poll(remote, tmp_path, poller=poller)  # not seen still for 1 s yet
+        assert summary.taken == {}
+        poller.sleep = time.sleep
+        _, summary = _poll(remote, tmp_path, poller=poller)
+        (entry,) = summary.taken.values()
+        poller.ingestor.db.close()
+        assert entry.rows == 3  # a, and b twice
+
+    def test_marker_mode(self, remote: Remote, tmp_path: Path) -> None:
+        """ready = marker: taken only with its .done marker, which is moved with it."""
+        _put(remote, "events_1.csv", b"identifier\na\n")
+        poller, summary = _poll(remote, tmp_path, ready="marker", after="move:done")
+        assert summary.taken == {}
+        _put(remote, "events_1.csv.done", b"")
+        _, summary = _poll(remote, tmp_path, poller=poller)
+        poller.ingestor.db.close()
+        assert _taken(summary) == ["events_1.csv"]
+        assert sorted(p.name for p in (remote.root / "done").iterdir()) == [
+            "events_1.csv", "events_1.csv.done"
+        ]  # fmt: skip
 
     def test_list_gives_names_sizes_and_mtimes(self, remote: Remote) -> None:
         """Regular files of the folder, with size and UTC modification time; no folders."""

@@ -113,6 +113,26 @@ def test_left_files_are_skipped_unread_on_later_polls(
     assert len(_dump(config, "files", capsys)) == 1
 
 
+def test_max_files_caps_each_poll_and_known_files_do_not_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """At most max_files per poll; files left in place (and known) never starve new ones."""
+    config = _config(tmp_path, after="leave")
+    config.write_text(
+        config.read_text().replace('after = "leave"', 'after = "leave"\nmax_files = 2')
+    )
+    inbox = tmp_path / "inbox"
+    for i in range(3):
+        (inbox / f"events_{i}.csv").write_text(f"email,name\nu{i}@example.com,buy\n")
+        os.utime(inbox / f"events_{i}.csv", (1_700_000_000 + i, 1_700_000_000 + i))
+    assert main(["--config", str(config), "once"]) == 0
+    assert main(["--config", str(config), "once"]) == 0
+    (inbox / "events_new.csv").write_text("email,name\nnew@example.com,buy\n")
+    assert main(["--config", str(config), "once"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["drop: 2 ingested", "drop: 1 ingested", "drop: 1 ingested"]
+
+
 def test_a_new_file_waits_min_age_within_the_same_poll(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

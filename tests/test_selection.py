@@ -40,11 +40,12 @@ def test_patterns_pick_the_kind_and_rules() -> None:
     assert chosen[1].rules.event_name == "purchase"
 
 
-def test_oldest_first_and_capped() -> None:
-    """Oldest first (then by name), at most max_files per poll."""
-    files = [RemoteFile(f"contacts_{i}.csv", 1, 100 - i) for i in range(5)]
-    assert _names(select(files, _source(max_files=3))) == [
-        "contacts_4.csv", "contacts_3.csv", "contacts_2.csv"
+def test_oldest_first() -> None:
+    """Oldest first, then by name (the poll caps the count, after setting known aside)."""
+    files = [RemoteFile(f"contacts_{i}.csv", 1, 100 - i) for i in range(4)]
+    files.append(RemoteFile("contacts_x.csv", 1, 97))
+    assert _names(select(files, _source())) == [
+        "contacts_3.csv", "contacts_x.csv", "contacts_2.csv", "contacts_1.csv", "contacts_0.csv"
     ]  # fmt: skip
 
 

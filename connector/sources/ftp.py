@@ -376,6 +376,10 @@ class FTPSource:
             entry = _parse_ls_line(line, now)
             if entry is None:
                 continue  # "total 12", folders, devices, lines in another format
+            if any(c in entry.name for c in "\r\n\0"):
+                if entry.size >= 0:  # no FTP command can name it; selection refuses it
+                    files.append(entry)
+                continue
             if entry.size < 0:  # a link: only a link to a file has a SIZE
                 size = self._size(entry.name)
                 if size is None:
