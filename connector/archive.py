@@ -9,6 +9,8 @@ import shutil
 import time
 from pathlib import Path
 
+import structlog
+
 
 def archive(staged: Path, sha256: str, folder: Path) -> Path:
     """Copy ``staged`` to ``folder/<sha256>.csv.gz`` unless it is already there."""
@@ -36,3 +38,10 @@ def prune(folder: Path, keep_seconds: float, now: float | None = None) -> int:
             path.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def prune_logged(folder: Path, keep_seconds: float) -> None:
+    """``prune``, logged; shaped as a scheduler job (returns None: no backoff)."""
+    removed = prune(folder, keep_seconds) if folder.is_dir() else 0
+    if removed:
+        structlog.get_logger().info("archive_pruned", removed=removed, folder=str(folder))

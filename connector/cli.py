@@ -16,6 +16,7 @@ import structlog
 from tqdm import tqdm
 
 from connector import logs
+from connector.archive import prune_logged
 from connector.check import check
 from connector.config import Config, load_config, parse_duration
 from connector.csvrules.rules import FileRules, Kind
@@ -133,6 +134,8 @@ def _ingestor(db: Database, config: Config) -> Ingestor:
 def cmd_once(args: argparse.Namespace, config: Config) -> int:
     status = EXIT_OK
     log = structlog.get_logger()
+    if config.paths.archive_keep is not None:
+        prune_logged(config.paths.archive, parse_duration(config.paths.archive_keep))
     with Database(config.store.path) as db:
         ingestor = _ingestor(db, config)
         for source in config.sources:

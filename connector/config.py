@@ -65,6 +65,7 @@ class StoreConfig(_Model):
 class PathsConfig(_Model):
     staging: Path = Path("var/staging")
     archive: Path = Path("var/archive")
+    archive_keep: Duration | None = None  # e.g. "30d"; unset: archived copies are kept
 
 
 class IngestConfig(_Model):

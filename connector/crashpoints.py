@@ -12,6 +12,7 @@ import signal
 
 STEPS = (
     "after_list",  # a poll listed the source; nothing taken yet
+    "mid_download",  # a chunk of the file is in its staging .part
     "after_download",  # the file is staged; the ledger has not seen it
     "after_inspect",  # the file is hashed; nothing recorded yet
     "after_start",  # the ledger has an 'ingesting' entry
@@ -22,7 +23,7 @@ STEPS = (
     "after_archive",  # the local gzip copy is written; the remote file is untouched
     "after_remote_action",  # moved or deleted remotely; the ledger not yet told
 )
-IMPORT_STEPS = STEPS[2:8]  # the steps a `connector import` passes
+IMPORT_STEPS = STEPS[3:9]  # the steps a `connector import` passes
 _seen: dict[str, int] = {}
 
 

@@ -24,6 +24,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from connector import crashpoints
 from connector.csvrules.reader import CHUNK, Inspector
 from connector.errors import Interrupted, TransientError
 from connector.sources.base import RemoteFile, Source
@@ -98,6 +99,7 @@ def download(
                         raise FileChanged(f"{file.name} grew while downloading")
                     out.write(chunk)
                     inspector.feed(chunk)
+                    crashpoints.reached("mid_download")
                 if inspector.size != file.size:
                     raise FileChanged(f"{file.name} shrank while downloading")
         out.flush()

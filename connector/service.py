@@ -14,6 +14,7 @@ from types import FrameType
 
 import structlog
 
+from connector.archive import prune_logged
 from connector.config import Config, SourceConfig, parse_duration
 from connector.errors import Interrupted, TransientError
 from connector.ingest import Ingestor
@@ -43,9 +44,10 @@ class Service:
         with ExitStack() as stack:
             if self.config.metrics.listen:
                 stack.enter_context(self.metrics.serve(self.config.metrics.listen))
-            scheduler = Scheduler(workers=len(self.config.sources))
+            scheduler = Scheduler(workers=len(self.config.sources) + 1)
             for source in self.config.sources:
                 self._schedule(stack, scheduler, source)
+            self._schedule_pruning(scheduler)
             scheduler.start()
             self.metrics.scheduler_running(True)
             stack.callback(self.metrics.scheduler_running, False)
@@ -59,6 +61,12 @@ class Service:
             self.log.info("service_stopping")
         self.log.info("service_stopped")
         return 0
+
+    def _schedule_pruning(self, scheduler: Scheduler) -> None:
+        keep = self.config.paths.archive_keep
+        if keep is not None:
+            folder, seconds = self.config.paths.archive, parse_duration(keep)
+            scheduler.add("archive-pruning", lambda: prune_logged(folder, seconds), interval=3600)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping.set()

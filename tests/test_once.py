@@ -145,6 +145,20 @@ def test_a_new_file_waits_min_age_within_the_same_poll(
     assert "drop: 1 ingested" in capsys.readouterr().out
 
 
+def test_archive_keeps_copies_for_archive_keep(tmp_path: Path) -> None:
+    """Archived copies older than paths.archive_keep are pruned; newer ones stay."""
+    config = _config(tmp_path)
+    config.write_text(config.read_text().replace("[ingest]", 'archive_keep = "1d"\n[ingest]'))
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    old, new = archive / ("0" * 64 + ".csv.gz"), archive / ("1" * 64 + ".csv.gz")
+    old.write_bytes(b"x")
+    new.write_bytes(b"y")
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
+    assert main(["--config", str(config), "once"]) == 0
+    assert not old.exists() and new.exists()
+
+
 def test_an_unreachable_source_exits_1_and_names_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -156,7 +170,7 @@ def test_an_unreachable_source_exits_1_and_names_it(
 
 
 @pytest.mark.parametrize(
-    "step", ["after_list", "after_download", "after_deliver:2", "after_commit:2",
+    "step", ["after_list", "mid_download", "after_download", "after_deliver:2", "after_commit:2",
              "after_finish", "after_archive", "after_remote_action"],
 )  # fmt: skip
 def test_crash_between_pipeline_steps(tmp_path: Path, step: str) -> None:
