@@ -13,19 +13,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import structlog
-from tqdm import tqdm
 
 from connector import logs
-from connector.archive import prune_logged
-from connector.check import check
 from connector.config import Config, load_config, parse_duration
 from connector.csvrules.rules import FileRules, Kind
 from connector.dump import TABLES, dump
 from connector.errors import ConfigError, ConnectorError, TransientError
+
+# Commands import what only they need when they run: `import` and `dump` start faster and
+# smaller without the scheduler, the metrics server and the transfer libraries.
 from connector.ingest import Ingestor, Outcome, Progress
-from connector.pipeline import Poller
-from connector.service import Service
-from connector.sources.base import SourceRefused
 from connector.store.db import Database
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_CONFIG = 0, 1, 2, 78
@@ -80,6 +77,8 @@ def _progress_bar(path: Path) -> Iterator[Progress | None]:
     if not sys.stderr.isatty() or size < _PROGRESS_MIN_BYTES:
         yield None
         return
+    from tqdm import tqdm  # only on a terminal, for a large file
+
     with tqdm(unit=" records", unit_scale=True, desc=path.name, leave=False) as bar:
 
         def update(records: int) -> None:
@@ -132,6 +131,10 @@ def _ingestor(db: Database, config: Config) -> Ingestor:
 
 
 def cmd_once(args: argparse.Namespace, config: Config) -> int:
+    from connector.archive import prune_logged
+    from connector.pipeline import Poller
+    from connector.sources.base import SourceRefused
+
     status = EXIT_OK
     log = structlog.get_logger()
     if config.paths.archive_keep is not None:
@@ -155,10 +158,14 @@ def cmd_once(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from connector.service import Service
+
     return Service(config).run()
 
 
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
+    from connector.check import check
+
     ok, lines = check(config)
     print("\n".join(lines), flush=True)
     return EXIT_OK if ok else EXIT_FAILED

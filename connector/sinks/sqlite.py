@@ -18,7 +18,7 @@ from connector.store.ledger import Ledger
 # Identifiers known to exist, so that events of the same contacts do not re-insert them on
 # every batch; cleared when it grows past this, to keep memory flat on huge files. A sink
 # lives for one file, so the set never outlives a rolled-back transaction.
-_KNOWN_CONTACTS_CAP = 50_000
+_KNOWN_CONTACTS_CAP = 200_000
 
 
 @dataclass(frozen=True)
