@@ -16,25 +16,20 @@ from pathlib import Path
 import pytest
 
 from connector.cli import main
+from tests.drop import drop_config
 
 CONTACTS = "email,plan\nada@example.com,pro\nbad,free\n"
 EVENTS = "email,name,idempotencyKey\nada@example.com,buy,k1\nada@example.com,buy,k1\n"
 
 
 def _config(root: Path, *, after: str = "move:processed", min_age: str = "0s") -> Path:
-    inbox = root / "inbox"
-    inbox.mkdir(exist_ok=True)
-    path = root / "connector.toml"
-    path.write_text(
-        f'[store]\npath = "{root}/store/c.db"\n'
-        f'[paths]\nstaging = "{root}/staging"\narchive = "{root}/archive"\n'
-        '[ingest]\nbatch_records = 200\ncommit_interval = "0s"\n'
-        f'[[sources]]\nname = "drop"\nurl = "file://{inbox}"\nidentifier = "email"\n'
-        f'min_age = "{min_age}"\nafter = "{after}"\n'
-        '[[sources.files]]\nkind = "contacts"\npattern = "contacts_*.csv"\n'
-        '[[sources.files]]\nkind = "events"\npattern = "events_*.csv"\n'
-    )
-    return path
+    return drop_config(
+        root,
+        ingest={"batch_records": 200, "commit_interval": "0s"},
+        identifier="email", min_age=min_age, after=after,
+        files=[{"kind": "contacts", "pattern": "contacts_*.csv"},
+               {"kind": "events", "pattern": "events_*.csv"}],
+    )  # fmt: skip
 
 
 def _dump(config: Path, table: str, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
@@ -149,6 +144,7 @@ def test_archive_keeps_copies_for_archive_keep(tmp_path: Path) -> None:
     """Archived copies older than paths.archive_keep are pruned; newer ones stay."""
     config = _config(tmp_path)
     config.write_text(config.read_text().replace("[ingest]", 'archive_keep = "1d"\n[ingest]'))
+    assert 'archive_keep = "1d"' in config.read_text()
     archive = tmp_path / "archive"
     archive.mkdir()
     old, new = archive / ("0" * 64 + ".csv.gz"), archive / ("1" * 64 + ".csv.gz")

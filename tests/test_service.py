@@ -16,22 +16,17 @@ from pathlib import Path
 import pytest
 
 from connector.scheduler import backoff_delay
+from tests.drop import drop_config
 from tests.source_contract import wait_until
 
 
 def _config(root: Path, *, interval: str = "1h", rows_per_batch: int = 20000) -> Path:
-    inbox = root / "inbox"
-    inbox.mkdir(exist_ok=True)
-    path = root / "connector.toml"
-    path.write_text(
-        f'[store]\npath = "{root}/store/c.db"\n'
-        f'[paths]\nstaging = "{root}/staging"\narchive = "{root}/archive"\n'
-        f"[ingest]\nbatch_records = {rows_per_batch}\n"
-        f'[[sources]]\nname = "drop"\nurl = "file://{inbox}"\ninterval = "{interval}"\n'
-        'min_age = "0s"\nafter = "move:processed"\n'
-        '[[sources.files]]\nkind = "events"\npattern = "*.csv"\nevent_name = "visit"\n'
-    )
-    return path
+    return drop_config(
+        root,
+        ingest={"batch_records": rows_per_batch},
+        interval=interval, min_age="0s", after="move:processed",
+        files=[{"kind": "events", "pattern": "*.csv", "event_name": "visit"}],
+    )  # fmt: skip
 
 
 def _connector(config: Path, *argv: str) -> list[str]:
