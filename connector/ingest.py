@@ -80,41 +80,56 @@ class Ingestor:
             crashpoints.reached("after_inspect")
             # Crash before here: nothing was recorded; a re-run starts from scratch.
             arrival = Arrival(source, name, sha256, size, rules.kind, mtime)
-            if self.ledger.ingested(sha256) is not None:
-                entry = self.ledger.record(arrival, "duplicate", self.clock())
-                log.info("file_duplicate")
-                return Outcome(entry)
-            try:
-                reason = inspector.rejection(path)
-                if reason is not None:
-                    raise FileRejected(reason)
-                job.header()
-            except FileRejected as exc:
-                entry = self.ledger.record(arrival, "rejected", self.clock(), exc.reason)
-                log.warning("file_rejected", reason=exc.reason)
-                return Outcome(entry, exc.reason)
-            entry = self.ledger.unfinished(sha256) or self.ledger.start(arrival, self.clock())
-            crashpoints.reached("after_start")
-            # Crash from here on: the entry stays 'ingesting' with its cursor; a re-run
-            # finds it by checksum, skips the committed records and goes on.
-            if entry.cursor:
-                log.info("file_resumed", cursor=entry.cursor)
-                job.resume_at(entry.cursor)
-                job.header()
-            self._store(entry.id, rules.kind, job, progress)
+            with self.ledger.claim(sha256):  # another run with these bytes waits for us
+                outcome = self._ingest(path, rules, job, inspector, log, progress, arrival)
+        if outcome.entry.status == "ingested":
+            elapsed = max(time.monotonic() - started, 1e-9)
+            log.info(
+                "file_ingested",
+                rows=outcome.entry.rows,
+                rejected=outcome.entry.rejected,
+                duplicates=outcome.entry.duplicates,
+                seconds=round(elapsed, 3),
+                mb_per_s=round(size / elapsed / 1e6, 1),
+            )
+        return outcome
+
+    def _ingest(
+        self,
+        path: Path,
+        rules: FileRules,
+        job: ParseJob,
+        inspector: Inspector,
+        log: structlog.typing.FilteringBoundLogger,
+        progress: Progress | None,
+        arrival: Arrival,
+    ) -> Outcome:
+        if self.ledger.ingested(arrival.sha256) is not None:
+            entry = self.ledger.record(arrival, "duplicate", self.clock())
+            log.info("file_duplicate")
+            return Outcome(entry)
+        try:
+            reason = inspector.rejection(path)
+            if reason is not None:
+                raise FileRejected(reason)
+            job.header()
+        except FileRejected as exc:
+            entry = self.ledger.record(arrival, "rejected", self.clock(), exc.reason)
+            log.warning("file_rejected", reason=exc.reason)
+            return Outcome(entry, exc.reason)
+        entry = self.ledger.unfinished(arrival.sha256) or self.ledger.start(arrival, self.clock())
+        crashpoints.reached("after_start")
+        # Crash from here on: the entry stays 'ingesting' with its cursor; a re-run finds
+        # it by checksum, skips the committed records and goes on.
+        if entry.cursor:
+            log.info("file_resumed", cursor=entry.cursor)
+            job.resume_at(entry.cursor)
+            job.header()
+        self._store(entry.id, rules.kind, job, progress)
         crashpoints.reached("before_finish")
         entry = self.ledger.finish(entry.id, self.clock())
         crashpoints.reached("after_finish")
         # Crash after finish: the file is complete; its bytes are now a known duplicate.
-        elapsed = max(time.monotonic() - started, 1e-9)
-        log.info(
-            "file_ingested",
-            rows=entry.rows,
-            rejected=entry.rejected,
-            duplicates=entry.duplicates,
-            seconds=round(elapsed, 3),
-            mb_per_s=round(size / elapsed / 1e6, 1),
-        )
         return Outcome(entry)
 
     def _store(self, entry_id: int, kind: str, job: ParseJob, progress: Progress | None) -> None:

@@ -149,3 +149,21 @@ def test_killed_at_random_moments_converges(tmp_path: Path, config: Path) -> Non
     final = _connector(config, "import", str(data), "--kind", "events")
     assert final.returncode == 0, final.stderr
     _assert_exactly_once(config, expected)
+
+
+def test_two_runs_with_the_same_bytes_at_once_store_them_once(tmp_path: Path, config: Path) -> None:
+    """Two imports of the same bytes under two names, at the same moment: one ingests,
+    the other waits and records a duplicate."""
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    expected = _write_events(first, 20_000)
+    second.write_bytes(first.read_bytes())
+    argv = [sys.executable, "-m", "connector", "--config", str(config), "import"]
+    runs = [
+        subprocess.Popen([*argv, str(path), "--kind", "events"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+        for path in (first, second)
+    ]  # fmt: skip
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    assert all(run.returncode == 0 for run in runs)
+    assert sorted(out.split(": ")[1].split(" ")[0] for out in outputs) == ["duplicate", "ingested"]
+    _assert_exactly_once(config, expected)

@@ -7,6 +7,9 @@ a crash leaves an entry that a re-run resumes rather than starts over.
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +63,22 @@ def iso(moment: float) -> str:
 class Ledger:
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    @contextmanager
+    def claim(self, sha256: str) -> Iterator[None]:
+        """Hold the right to decide what becomes of these bytes: two runs (a daemon and an
+        `import`, two sources receiving the same file) must not both ingest them. A lock
+        file beside the store, taken with flock: the kernel drops it if we die, so a crash
+        never leaves it held. 4096 slots by checksum keep the folder small; two different
+        files sharing a slot only wait for each other."""
+        folder = self.db.path.parent / ".locks"
+        folder.mkdir(exist_ok=True)
+        with (folder / sha256[:3]).open("a") as slot:
+            fcntl.flock(slot, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(slot, fcntl.LOCK_UN)
 
     def _one(self, where: str, params: tuple[Any, ...]) -> Entry | None:
         rows = self.db.query(f"SELECT {_COLUMNS} FROM files WHERE {where} LIMIT 1", params)
