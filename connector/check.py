@@ -4,6 +4,7 @@ do with each listed file. Changes nothing: no download, no ledger entry, no remo
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 
 from connector.config import Config, SourceConfig, parse_duration
 from connector.errors import TransientError
@@ -14,12 +15,12 @@ from connector.store.db import Database
 from connector.store.ledger import Ledger
 
 
-def check_source(source: SourceConfig, ledger: Ledger, now: float) -> list[str]:
+def check_source(source: SourceConfig, ledger: Ledger | None, now: float) -> list[str]:
     """Lines describing the source; raises TransientError or SourceRefused."""
     with open_source(source) as remote:
         listing = remote.list()
     chosen = select(listing, source)
-    known = ledger.known(source.name)
+    known = ledger.known(source.name) if ledger is not None else {}
     min_age = parse_duration(source.min_age)
     base = source.remote_path.rstrip("/") + "/"
     lines = [f"{source.name}: connected, {len(listing)} file(s) listed, {len(chosen)} match"]
@@ -39,8 +40,10 @@ def check_source(source: SourceConfig, ledger: Ledger, now: float) -> list[str]:
 
 def check(config: Config) -> tuple[bool, list[str]]:
     ok, lines = True, [f"config: valid, {len(config.sources)} source(s)"]
-    with Database(config.store.path) as db:
-        ledger = Ledger(db)
+    with ExitStack() as stack:
+        ledger = None
+        if config.store.path.exists():  # else nothing is known yet, and nothing is created
+            ledger = Ledger(stack.enter_context(Database(config.store.path, readonly=True)))
         for source in config.sources:
             try:
                 lines += check_source(source, ledger, time.time())

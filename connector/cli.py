@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import apsw
 import structlog
 
 from connector import logs
@@ -19,11 +20,11 @@ from connector.config import Config, load_config, parse_duration
 from connector.csvrules.rules import FileRules, Kind
 from connector.dump import TABLES, dump
 from connector.errors import ConfigError, ConnectorError, TransientError
+from connector.ingest import Ingestor, Outcome, Progress
+from connector.store.db import Database
 
 # Commands import what only they need when they run: `import` and `dump` start faster and
 # smaller without the scheduler, the metrics server and the transfer libraries.
-from connector.ingest import Ingestor, Outcome, Progress
-from connector.store.db import Database
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_CONFIG = 0, 1, 2, 78
 IMPORT_SOURCE = "import"
@@ -104,6 +105,8 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
         print(f"connector: import: no such file: {', '.join(missing)}", file=sys.stderr)
         return EXIT_FAILED
     rules = {p: _import_rules(config, args.source, args.kind, p) for p in args.paths}
+    if args.event_name is not None and not args.event_name.strip():
+        raise ConfigError(["--event-name: must not be empty"])
     if args.event_name:
         rules = {p: dataclasses.replace(r, event_name=args.event_name) for p, r in rules.items()}
     status = EXIT_OK
@@ -151,8 +154,14 @@ def cmd_once(args: argparse.Namespace, config: Config) -> int:
                 continue
             taken = Counter(entry.status for entry in summary.taken.values())
             text = ", ".join(f"{n} {s}" for s, n in sorted(taken.items())) or "nothing new"
+            if summary.completed:
+                text += f"; {len(summary.completed)} earlier file(s) completed"
             if summary.pending:
                 text += f"; {len(summary.pending)} not ready yet"
+            if summary.failed:
+                text += f"; {len(summary.failed)} failed, retried next time: " + "; ".join(
+                    f"{path}: {why}" for path, why in summary.failed.items()
+                )
             print(f"{source.name}: {text}", flush=True)
     return status
 
@@ -205,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED if args.command == "check" else EXIT_CONFIG  # CONTRACT §1
     except ConnectorError as exc:
         print(f"connector: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except apsw.BusyError:
+        print("connector: the store is busy: another process holds its lock", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

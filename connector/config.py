@@ -138,9 +138,11 @@ class SourceConfig(_Model):
     @classmethod
     def _known_codec(cls, value: str) -> str:
         try:
-            codecs.lookup(value)
+            codec = codecs.lookup(value)
         except LookupError:
             raise ValueError(f"unknown encoding {value!r}") from None
+        if not codec._is_text_encoding:  # e.g. "hex", "rot13": bytes-to-bytes codecs
+            raise ValueError(f"{value!r} is not a text encoding")
         return value
 
     @field_validator("after", "error_dir")
@@ -218,10 +220,6 @@ class Config(_Model):
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)
-
-
-def default_rules(kind: Kind) -> FileRules:
-    return FileRules(kind=kind)
 
 
 def _key(loc: tuple[int | str, ...]) -> str:

@@ -73,37 +73,41 @@ def download(
     stem = staging / staging_name(source_name, file)
     part, done = stem.with_suffix(".part"), stem.with_suffix(".csv")
     inspector = Inspector(encoding)
-    with part.open("ab+") as out:
-        # Crash while downloading: the .part stays; the next poll resumes it from here.
-        out.seek(0)
-        while chunk := out.read(CHUNK):
-            inspector.feed(chunk)
-        if inspector.size > file.size:
-            out.truncate(0)
-            inspector = Inspector(encoding)
-        retrying = Retrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential_jitter(multiplier=0.2, max=max_wait, jitter=0.2),
-            retry=retry_if_exception(_worth_retrying),
-            reraise=True,
-        )
-        for attempt in retrying:
-            with attempt:
-                retry = attempt.retry_state.attempt_number > 1
-                if retry:
-                    log.info("download_resumed", offset=inspector.size)
-                for chunk in connect(retry).read(file.name, inspector.size):
-                    if stop():
-                        raise Interrupted("stopped mid-download; the .part is resumed later")
-                    if inspector.size + len(chunk) > file.size:
-                        raise FileChanged(f"{file.name} grew while downloading")
-                    out.write(chunk)
-                    inspector.feed(chunk)
-                    crashpoints.reached("mid_download")
-                if inspector.size != file.size:
-                    raise FileChanged(f"{file.name} shrank while downloading")
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        with part.open("ab+") as out:
+            # Crash while downloading: the .part stays; the next poll resumes it from here.
+            out.seek(0)
+            while chunk := out.read(CHUNK):
+                inspector.feed(chunk)
+            if inspector.size > file.size:
+                out.truncate(0)
+                inspector = Inspector(encoding)
+            retrying = Retrying(
+                stop=stop_after_attempt(attempts),
+                wait=wait_exponential_jitter(multiplier=0.2, max=max_wait, jitter=0.2),
+                retry=retry_if_exception(_worth_retrying),
+                reraise=True,
+            )
+            for attempt in retrying:
+                with attempt:
+                    retry = attempt.retry_state.attempt_number > 1
+                    if retry:
+                        log.info("download_resumed", offset=inspector.size)
+                    for chunk in connect(retry).read(file.name, inspector.size):
+                        if stop():
+                            raise Interrupted("stopped mid-download; the .part is resumed later")
+                        if inspector.size + len(chunk) > file.size:
+                            raise FileChanged(f"{file.name} grew while downloading")
+                        out.write(chunk)
+                        inspector.feed(chunk)
+                        crashpoints.reached("mid_download")
+                    if inspector.size != file.size:
+                        raise FileChanged(f"{file.name} shrank while downloading")
+            out.flush()
+            os.fsync(out.fileno())
+    except FileChanged:
+        part.unlink(missing_ok=True)  # a changed file gets a new staging name: this is waste
+        raise
     inspector.finish()
     os.replace(part, done)
     # Crash after the rename: the staged file is complete; the ledger has not seen it, so

@@ -1,7 +1,8 @@
 """``connector dump``: the store as JSON Lines, exactly in the shapes of CONTRACT §3.
 
-Rows of a file still being ingested are not shown: a file's rows, rejects and ledger entry
-become visible together, when its entry leaves the ``ingesting`` state.
+Events and rejects of a file still being ingested are not shown: they appear with its
+final ledger entry. Contact upserts and accepted keys are committed batch by batch (see
+the README's deviations).
 """
 
 from __future__ import annotations

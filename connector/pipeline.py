@@ -39,6 +39,7 @@ class PollSummary:
     taken: dict[str, Entry] = field(default_factory=dict)  # path → its ledger entry
     completed: list[str] = field(default_factory=list)  # known files whose action was redone
     pending: list[str] = field(default_factory=list)  # not ready yet (still changing)
+    failed: dict[str, str] = field(default_factory=dict)  # path → why (left for a later poll)
 
 
 class _Connection:
@@ -104,7 +105,7 @@ class Poller:
                     try:
                         self._take(connection, candidate, summary)
                     except TransientError as exc:  # this file only: the others go on
-                        self.log.warning("file_failed", file=candidate.file.name, cause=str(exc))
+                        self._failed(summary, candidate, exc)
                 summary.pending = [c.file.name for c in pending]
                 if wait is None or round_ or stop():
                     break
@@ -132,8 +133,11 @@ class Poller:
             elif not seen.completed:
                 # Decided before, but the remote action did not happen (a crash, or the
                 # server refused it): do it now, without reading the file again.
-                self._complete(connection, candidate, seen.status)
-                summary.completed.append(candidate.file.name)
+                try:
+                    self._complete(connection, candidate, seen.status)
+                    summary.completed.append(candidate.file.name)
+                except TransientError as exc:  # this file only: the poll goes on
+                    self._failed(summary, candidate, exc)
         ready, wait = self.readiness.split(fresh)
         not_ready = [c for c in fresh if c not in ready]
         return ready[: self.source.max_files], wait, not_ready
@@ -150,19 +154,29 @@ class Poller:
         crashpoints.reached("after_download")
         # Crash here: the staged copy is complete but unknown to the ledger; the next poll
         # downloads it again (same staging name) and ingests it once.
-        outcome = self.ingestor.ingest(
-            staged.path, candidate.rules, source=self.source.name, name=path,
-            inspector=staged.inspector, mtime=file.mtime,
-        )  # fmt: skip
+        try:
+            try:
+                archive(staged.path, staged.inspector.hexdigest(), self.config.paths.archive)
+            except OSError as exc:
+                raise TransientError(f"cannot archive {path}: {exc.strerror}") from exc
+            crashpoints.reached("after_archive")
+            # Crash here: the archive is written (idempotent, by checksum); as above.
+            outcome = self.ingestor.ingest(
+                staged.path, candidate.rules, source=self.source.name, name=path,
+                inspector=staged.inspector, mtime=file.mtime,
+            )  # fmt: skip
+        finally:
+            staged.path.unlink(missing_ok=True)  # on failure the next poll fetches it anew
+        summary.taken[path] = outcome.entry
         # Crash here: rows and ledger entry are committed; the next poll knows the file by
         # path, size and mtime, skips it unread and does the remote action below.
-        archive(staged.path, outcome.entry.sha256, self.config.paths.archive)
-        crashpoints.reached("after_archive")
-        # Crash here: the archive is written (idempotent, by checksum); as above.
         self._complete(connection, candidate, outcome.entry.status)
-        staged.path.unlink(missing_ok=True)
-        summary.taken[path] = outcome.entry
         log.debug("file_done", status=outcome.entry.status)
+
+    def _failed(self, summary: PollSummary, candidate: Candidate, exc: TransientError) -> None:
+        path = self.path_of(candidate.file.name)
+        summary.failed[path] = str(exc)
+        self.log.warning("file_failed", file=path, cause=str(exc))
 
     def _complete(self, connection: _Connection, candidate: Candidate, status: str) -> None:
         """The remote action — only ever after the file's commit returned."""

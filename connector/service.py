@@ -100,8 +100,10 @@ class Service:
             summary = poller.poll(stop=self.stopping.is_set)
         except Interrupted:
             return None
-        except (TransientError, SourceRefused) as exc:
+        except Exception as exc:  # the service loop is an error boundary: log, back off
             self.metrics.poll_finished(name, time.monotonic() - started, ok=False)
+            if not isinstance(exc, TransientError | SourceRefused):
+                self.log.exception("poll_crashed", source=name)
             self.failures[name] += 1
             delay = backoff_delay(self.failures[name])
             retry_at = datetime.now(UTC) + timedelta(seconds=delay)

@@ -7,6 +7,10 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+# Readable assertion diffs from the shared helpers; registered here, before any test module
+# imports them (a later registration cannot rewrite a module already imported).
+pytest.register_assert_rewrite("tests.golden", "tests.source_contract")
+
 
 @pytest.fixture(autouse=True)
 def _fresh_structlog() -> Iterator[None]:

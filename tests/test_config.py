@@ -160,3 +160,11 @@ def test_passwords_from_env_file_or_systemd_credentials(
     password = source_password(parse_config({"sources": [_source()]}).sources[0])
     assert password == "from-systemd"
     assert "from-systemd" not in repr(password)
+
+
+@pytest.mark.parametrize("codec", ["hex", "rot13", "base64", "no-such-codec"])
+def test_encoding_must_be_a_text_codec(codec: str) -> None:
+    """Only codecs that turn bytes into text are encodings for CSV files."""
+    assert any(p.startswith("sources[0].encoding: ") for p in _problems(
+        {"sources": [_source(encoding=codec)]}
+    ))  # fmt: skip

@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 
-pytest.register_assert_rewrite("golden", "tests.golden")  # readable diffs from the helpers
-
 try:
     import golden
 except ImportError:  # tests/ became a package

@@ -14,11 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-pytest.register_assert_rewrite("golden", "tests.golden")  # readable diffs from the helpers
 
 try:
     import golden

@@ -130,3 +130,20 @@ def test_dry_run_stores_nothing_but_counts_exactly(tmp_path: Path, db: Database)
     assert (entry.status, entry.rows, entry.rejected, entry.duplicates) == ("ingested", 1, 1, 1)
     for table in ("events", "contacts", "rejects", "files"):
         assert list(records(db, table)) == []  # type: ignore[arg-type]
+
+
+def test_utf16_without_bom_is_rejected_whole(tmp_path: Path, db: Database) -> None:
+    """A codec that cannot even start (UTF-16 with no BOM) rejects the file, no traceback."""
+    path = tmp_path / "a.csv"
+    path.write_bytes("identifier,name\nu,buy\n".encode("utf-16-le") + b"\x00")
+    outcome = Ingestor(db).ingest(path, FileRules(kind="events", encoding="utf-16"),
+                                  source="s", name="a")  # fmt: skip
+    assert outcome.entry.status == "rejected"
+    assert outcome.reason and "utf-16" in outcome.reason
+
+
+def test_a_bare_data_prefix_header_is_rejected(tmp_path: Path, db: Database) -> None:
+    """`data.` alone would name an empty property: the file is refused."""
+    path = _file(tmp_path, "a.csv", "identifier,name,data.\nu,buy,x\n")
+    outcome = Ingestor(db).ingest(path, EVENTS, source="s", name="a")
+    assert outcome.entry.status == "rejected"

@@ -140,6 +140,23 @@ def test_a_new_file_waits_min_age_within_the_same_poll(
     assert "drop: 1 ingested" in capsys.readouterr().out
 
 
+def test_a_failing_remote_action_does_not_block_the_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A move that keeps failing is reported and retried; new files are still taken."""
+    config = _config(tmp_path)
+    inbox = tmp_path / "inbox"
+    (inbox / "processed").write_text("a file where the folder should be")
+    (inbox / "events_1.csv").write_text(EVENTS)
+    assert main(["--config", str(config), "once"]) == 0
+    assert "1 failed, retried next time" in capsys.readouterr().out
+    (inbox / "events_2.csv").write_text(EVENTS.replace("k1", "k2"))
+    assert main(["--config", str(config), "once"]) == 0
+    out = capsys.readouterr().out
+    assert "drop: 1 ingested" in out and "2 failed" in out  # both moves still fail
+    assert [f["status"] for f in _dump(config, "files", capsys)] == ["ingested", "ingested"]
+
+
 def test_archive_keeps_copies_for_archive_keep(tmp_path: Path) -> None:
     """Archived copies older than paths.archive_keep are pruned; newer ones stay."""
     config = _config(tmp_path)

@@ -112,6 +112,7 @@ def test_check_reports_what_would_happen(tmp_path: Path) -> None:
     assert "drop: connected, 2 file(s) listed, 1 match" in result.stdout
     assert "a.csv (14 bytes): would take as events" in result.stdout
     assert (tmp_path / "inbox" / "a.csv").exists()
+    assert not (tmp_path / "store").exists()  # not even an empty store is created
 
 
 def test_check_fails_on_an_unreachable_source(tmp_path: Path) -> None:

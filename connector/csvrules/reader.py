@@ -130,6 +130,10 @@ class Inspector:
             self.error_offset = self._skipped + self._decoded - buffered + exc.start
             self.error = f"bytes that are not valid {exc.encoding}: {exc.reason}"
             return
+        except UnicodeError as exc:  # e.g. UTF-16 without a BOM: no offset to report
+            self.error_offset = self._skipped + self._decoded
+            self.error = f"not valid {self.encoding}: {exc}"
+            return
         self._decoded += len(chunk)
 
     def hexdigest(self) -> str:

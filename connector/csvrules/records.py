@@ -121,6 +121,8 @@ def _layout(header: Sequence[str], rules: FileRules) -> _Layout:
             raise FileRejected("no event name: the file has no 'name' column and no event_name")
         reserved = {ident, name, position.get("timestamp"), position.get("idempotencyKey")}
         data = [(i, n.removeprefix("data.")) for i, n in enumerate(names) if i not in reserved]
+        if any(not name for _, name in data):
+            raise FileRejected("header: a column named 'data.' leaves an empty property name")
         _no_duplicates([n for _, n in data], " (after removing the 'data.' prefix)")
         return _Layout(
             len(header), keep, ident, name, position.get("timestamp"),

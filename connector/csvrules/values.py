@@ -238,7 +238,7 @@ def check_column(name: str, values: Sequence[Value | None], faults: dict[int, st
 
 _ISO = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?"
-    r"(?:Z|[+-][0-9]{2}:?[0-9]{2})",
+    r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)",
     re.IGNORECASE,
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -4,7 +4,6 @@ ledger's cursor are written in one transaction — all of it is stored, or none 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from itertools import compress
 from typing import Any
 
@@ -21,20 +20,13 @@ from connector.store.ledger import Ledger
 _KNOWN_CONTACTS_CAP = 200_000
 
 
-@dataclass(frozen=True)
-class Delivered:
-    rows: int
-    rejected: int
-    duplicates: int
-
-
 class SQLiteSink:
     def __init__(self, db: Database, ledger: Ledger) -> None:
         self.db = db
         self.ledger = ledger
         self._known: set[str] = set()
 
-    def deliver(self, file_id: int, kind: str, batch: Batch, now: int) -> Delivered:
+    def deliver(self, file_id: int, kind: str, batch: Batch, now: int) -> None:
         """Store one batch and advance the file's cursor, atomically. Not idempotent by
         itself: the cursor is what keeps a resumed file from delivering a batch twice."""
         conn = self.db.conn
@@ -73,7 +65,6 @@ class SQLiteSink:
             self.ledger.advance(file_id, batch.records, rows, len(batch.rejects), duplicates)
         if len(self._known) > _KNOWN_CONTACTS_CAP:
             self._known.clear()
-        return Delivered(rows, len(batch.rejects), duplicates)
 
     def _first_use_of_keys(self, batch: Batch, now: int) -> tuple[Iterable[Any], int]:
         """The batch's events less those whose key was accepted in the last 24 hours (in

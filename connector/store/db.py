@@ -76,9 +76,15 @@ class Database:
     survives power loss, not just a crash of this process — the remote side may delete a
     file as soon as its commit returns."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        """``readonly`` opens an existing store as it is: no folder, file or migration is
+        made (for `check`, which must change nothing)."""
         self.path = path
         try:
+            if readonly:
+                self.conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+                self.conn.set_busy_timeout(10_000)
+                return
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = apsw.Connection(str(path))
             self.conn.set_busy_timeout(10_000)
