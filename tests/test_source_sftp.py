@@ -31,7 +31,8 @@ from hypothesis import strategies as st
 from connector.config import SourceConfig
 from connector.errors import ConfigError, TransientError
 from connector.sources.base import CHUNK, SourceRefused
-from connector.sources.sftp import SFTPSource, _known_keys
+from connector.sources.known_hosts import known_keys
+from connector.sources.sftp import SFTPSource
 from connector.testing import EmbeddedSFTPServer, Fault, make_ssh_key, new_ed25519_key
 from tests.source_contract import Remote, SourceContract
 
@@ -211,7 +212,7 @@ _LINES = st.lists(st.one_of(_PIECES, st.text(max_size=8)), max_size=8).map(" ".j
 @given(st.lists(_LINES, max_size=6).map("\n".join))
 def test_any_known_hosts_text_is_read_without_error(text: str) -> None:
     """Whatever a known_hosts file holds, reading it never raises: bad lines trust nothing."""
-    keys, _ = _known_keys(text, "[127.0.0.1]:2222")
+    keys, _ = known_keys(text, "[127.0.0.1]:2222")
     assert all(isinstance(key, paramiko.PKey) for key in keys)
 
 

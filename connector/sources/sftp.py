@@ -8,15 +8,7 @@ order: Ed25519, ECDSA, RSA.) Credentials: ``key_file`` (Ed25519, ECDSA or RSA), 
 password, or both (the key is tried first). **If the key file is encrypted, the source
 password is its passphrase** and is then never sent to the server as a login password.
 
-Downloads are pipelined by hand (``_download``): up to ``_WINDOW`` READ requests are in
-flight, sent in batches of ``_BATCH`` per SSH packet, and the replies are read on the
-caller's thread. paramiko's own ``prefetch()`` (which ``getfo`` and ``readv`` use) is
-fast too, but issues its requests from a background thread, which dies with an unhandled
-EOFError when the connection drops (paramiko #2379), and now and then falls back to one
-request per round trip for a whole file (measured: ~1 MB/s instead of ~100). This costs a few
-private names of ``SFTPClient`` (``_lock``, ``request_number``, ``_expecting``,
-``_request``, ``_read_response``), unchanged since paramiko 1.x and exercised by every
-read test; see ``bench/sftp_bench.py`` for the measurements.
+Reads are pipelined by hand: see ``sftp_reads``.
 
 A session that failed at the network level (timeout, reset, protocol confusion) is dropped
 at once, and the next call connects again. One Source is used by one thread at a time.
@@ -27,16 +19,11 @@ at once, and the next call connects again. One Source is used by one thread at a
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import posixpath
-import re
 import socket
 import stat
-import struct
 import threading
-from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -45,33 +32,20 @@ from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
 import paramiko
-from paramiko.hostkeys import HostKeyEntry
-from paramiko.sftp import (
-    CMD_CLOSE,
-    CMD_DATA,
-    CMD_HANDLE,
-    CMD_OPEN,
-    CMD_READ,
-    CMD_STATUS,
-    SFTP_EOF,
-    SFTP_FLAG_READ,
-)
 
 from connector.config import SourceConfig, parse_duration
 from connector.errors import ConfigError, TransientError
-from connector.sources.base import CHUNK, RemoteFile, SourceRefused
+from connector.sources.base import RemoteFile, SourceRefused
+from connector.sources.known_hosts import KnownKeys, fingerprint, known_keys
 from connector.sources.naming import clash_free_name
+from connector.sources.sftp_reads import close_handle, download, open_for_read
 
 __all__ = ["SFTPSource"]
 
-_REQUEST = 32 * 1024  # bytes per READ: the most every server answers in full (paramiko's cap)
-_WINDOW = 128  # READs in flight (4 MiB): enough to keep a server busy; bounds our memory
-_BATCH = 32  # READs per SSH packet: fewer packets, less CPU on both ends (measured)
 _JOIN_SECONDS = 5.0
 
 # The keys known_hosts has for a host, and every revoked key. (Named out here: inside
 # SFTPSource, "list" is the method.)
-_KnownKeys = tuple[list[Any], set[bytes]]
 
 # Failures after which the SFTP stream cannot be trusted: the session is dropped.
 _BROKEN = (TimeoutError, ConnectionError, EOFError, paramiko.SSHException, paramiko.SFTPError)
@@ -177,15 +151,15 @@ class SFTPSource:
         with self._failures(doing):
             sftp = self._session()
             size = int(sftp.stat(path).st_size or 0)
-            handle = _open_for_read(sftp, path)
+            handle = open_for_read(sftp, path)
         try:
             with self._failures(doing):
-                yield from _download(sftp, handle, offset, size)
+                yield from download(sftp, handle, offset, size)
         finally:
             # A failure above dropped the session, and the server closed the handle with it.
             if self._sftp is sftp:
                 with self._failures(doing):
-                    _close_handle(sftp, handle)
+                    close_handle(sftp, handle)
 
     def complete(self, name: str, action: str) -> str | None:
         """leave, delete, or move:<folder> (relative to the source's folder)."""
@@ -248,12 +222,12 @@ class SFTPSource:
 
     def _check_host_key(self, offered: Any) -> None:
         """Refuse a server whose key is not the one we know: before any credential is sent."""
-        fingerprint = _fingerprint(offered)
+        offered_print = fingerprint(offered)
         kind = offered.get_name()
-        if self._pin is not None and fingerprint != self._pin:
+        if self._pin is not None and offered_print != self._pin:
             raise SourceRefused(
                 f"source {self.name}: host key of {self._where} changed (possible "
-                f"man-in-the-middle): offered {kind} {fingerprint}, pinned {self._pin}"
+                f"man-in-the-middle): offered {kind} {offered_print}, pinned {self._pin}"
             )
         if self._known_hosts is None:
             return
@@ -262,18 +236,18 @@ class SFTPSource:
         if blob in revoked:
             raise SourceRefused(
                 f"source {self.name}: host key of {self._where} is revoked in "
-                f"{self._known_hosts} (offered {kind} {fingerprint})"
+                f"{self._known_hosts} (offered {kind} {offered_print})"
             )
         if not known:
             raise SourceRefused(
                 f"source {self.name}: host key of {self._where} is not in {self._known_hosts} "
-                f"(offered {kind} {fingerprint})"
+                f"(offered {kind} {offered_print})"
             )
         if all(k.asbytes() != blob for k in known):
-            expected = ", ".join(f"{k.get_name()} {_fingerprint(k)}" for k in known)
+            expected = ", ".join(f"{k.get_name()} {fingerprint(k)}" for k in known)
             raise SourceRefused(
                 f"source {self.name}: host key of {self._where} changed (possible "
-                f"man-in-the-middle): offered {kind} {fingerprint}, {self._known_hosts} "
+                f"man-in-the-middle): offered {kind} {offered_print}, {self._known_hosts} "
                 f"has {expected}"
             )
 
@@ -345,7 +319,7 @@ class SFTPSource:
                 f"source {self.name}: cannot decrypt key_file {path} with the source password"
             ) from None
 
-    def _read_known_hosts(self) -> _KnownKeys:
+    def _read_known_hosts(self) -> KnownKeys:
         assert self._known_hosts is not None
         try:
             text = self._known_hosts.read_text(encoding="utf-8", errors="replace")
@@ -355,7 +329,7 @@ class SFTPSource:
             ) from None
         # OpenSSH files non-default ports as "[host]:port", and compares names lowercased.
         name = self._host.lower() if self._port == 22 else f"[{self._host.lower()}]:{self._port}"
-        return _known_keys(text, name)
+        return known_keys(text, name)
 
     def _prefer_known_key_types(self, transport: Any) -> None:
         """Ask for a host key of a type known_hosts has, as OpenSSH does: a server with an
@@ -482,62 +456,6 @@ def _dropped(exc: BaseException) -> bool:
     )
 
 
-def _fingerprint(key: Any) -> str:
-    """``SHA256:<base64, unpadded>``, as OpenSSH prints it."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
-
-
-def _known_keys(text: str, name: str) -> _KnownKeys:
-    """The keys a known_hosts text has for ``name``, and every revoked key.
-
-    paramiko's HostKeys returns one key per type and host, so a host listed with an old and
-    a new key of the same type would fail half the time; it also skips ``@revoked`` and
-    wildcards. This reads the lines itself and uses paramiko only to parse each one."""
-    keys = []
-    revoked = set()
-    for raw in text.splitlines():
-        line = " ".join(raw.split())  # paramiko splits on single spaces only
-        if not line or line.startswith("#"):
-            continue
-        marker = None
-        if line.startswith("@"):
-            marker, _, line = line.partition(" ")
-        try:
-            entry = HostKeyEntry.from_line(line)
-        except Exception:
-            # A line we cannot read trusts nothing, as with OpenSSH. (paramiko raises
-            # InvalidHostKey, SSHException, binascii and struct errors, depending on the flaw.)
-            continue
-        if entry is None or entry.key is None:
-            continue  # a key type paramiko does not know
-        if marker == "@revoked":
-            revoked.add(entry.key.asbytes())
-        elif marker is None and _host_matches(entry.hostnames, name):
-            keys.append(entry.key)
-        # @cert-authority lines are skipped: host certificates are not supported.
-    return keys, revoked
-
-
-def _host_matches(patterns: list[str], name: str) -> bool:
-    """OpenSSH's rule: some pattern matches and no negated (``!``) pattern does."""
-    matched = False
-    for pattern in patterns:
-        if pattern.startswith("|1|"):
-            # A damaged hashed name (bad base64, wrong salt size) matches nothing.
-            with suppress(ValueError, AssertionError):
-                matched |= paramiko.HostKeys.hash_host(name, pattern) == pattern
-            continue
-        negated = pattern.startswith("!")
-        glob = pattern.removeprefix("!").lower()
-        regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in glob)
-        if re.fullmatch(regex, name):
-            if negated:
-                return False
-            matched = True
-    return matched
-
-
 def _make_folders(sftp: Any, folder: str) -> None:
     """mkdir -p: create ``folder`` and any missing parent."""
     try:
@@ -552,105 +470,3 @@ def _make_folders(sftp: Any, folder: str) -> None:
         sftp.mkdir(folder)
     except OSError:
         sftp.stat(folder)  # made meanwhile by someone else: fine; else this raises
-
-
-def _open_for_read(sftp: Any, path: str) -> bytes:
-    """OPEN by hand rather than sftp.open(): SFTPFile.close() swallows socket errors, a
-    timeout included, which would leave half a reply in the channel unnoticed."""
-    kind, msg = sftp._request(CMD_OPEN, path, SFTP_FLAG_READ, paramiko.SFTPAttributes())
-    if kind != CMD_HANDLE:
-        raise paramiko.SFTPError("expected a handle")
-    handle: bytes = msg.get_binary()
-    return handle
-
-
-def _close_handle(sftp: Any, handle: bytes) -> None:
-    sftp._request(CMD_CLOSE, handle)
-
-
-class _Replies:
-    """Collects the replies to our READs. SFTPClient hands each reply to the object it has
-    registered for the request number, through a weak reference: once a download is
-    abandoned and this object is gone, late replies are dropped."""
-
-    def __init__(self) -> None:
-        self.got: dict[int, tuple[int, Any]] = {}
-
-    def _async_response(self, kind: int, msg: Any, num: int) -> None:
-        self.got[num] = (kind, msg)
-
-
-def _send_reads(
-    sftp: Any, replies: _Replies, handle: bytes, reads: list[tuple[int, int]]
-) -> list[tuple[int, int, int]]:
-    """Send READ requests for ``(offset, length)`` pairs in one channel write; return
-    ``(request number, offset, length)`` for each. SFTPClient._async_request would send
-    one SSH packet per request."""
-    packets = []
-    sent = []
-    with sftp._lock:  # request numbers are shared with SFTPClient's own requests
-        for offset, length in reads:
-            num = sftp.request_number
-            sftp.request_number += 1
-            sftp._expecting[num] = replies
-            body = (
-                struct.pack(">BII", CMD_READ, num, len(handle))
-                + handle
-                + struct.pack(">QI", offset, length)
-            )
-            packets.append(struct.pack(">I", len(body)) + body)
-            sent.append((num, offset, length))
-    sftp.sock.sendall(b"".join(packets))
-    return sent
-
-
-def _download(sftp: Any, handle: bytes, offset: int, size: int) -> Generator[bytes, None, None]:
-    """The bytes of an open file from ``offset`` to EOF, with READs pipelined.
-
-    Replies are used in file order. A short reply (allowed by the protocol) is followed by
-    a READ for the rest, ahead of the queue; past ``size``, one READ at a time looks for
-    EOF. Up to CHUNK bytes are gathered per yield."""
-    replies = _Replies()
-    pending: deque[tuple[int, int, int]] = deque()
-    asked = offset  # where the next READ starts
-    gathered: list[bytes] = []
-    gathered_size = 0
-    while True:
-        if len(pending) <= _WINDOW - _BATCH:
-            reads: list[tuple[int, int]] = []
-            while len(pending) + len(reads) < _WINDOW and asked < size:
-                length = min(_REQUEST, size - asked)
-                reads.append((asked, length))
-                asked += length
-            if not pending and not reads:
-                reads.append((asked, _REQUEST))
-                asked += _REQUEST
-            if reads:
-                pending.extend(_send_reads(sftp, replies, handle, reads))
-        num, at, length = pending.popleft()
-        while num not in replies.got:
-            sftp._read_response()  # one reply, to whichever request it answers
-        kind, msg = replies.got.pop(num)
-        if kind == CMD_STATUS:
-            code, text = msg.get_int(), msg.get_text()
-            if code == SFTP_EOF:
-                break
-            raise OSError(f"server error: {text}")
-        if kind != CMD_DATA:
-            raise paramiko.SFTPError(f"unexpected reply {kind} to a READ")
-        data: bytes = msg.get_string()
-        if len(data) > length:
-            raise paramiko.SFTPError(f"server sent {len(data)} bytes for a READ of {length}")
-        if not data:
-            break
-        if len(data) < length:
-            pending.extendleft(
-                _send_reads(sftp, replies, handle, [(at + len(data), length - len(data))])
-            )
-        gathered.append(data)
-        gathered_size += len(data)
-        if gathered_size >= CHUNK:
-            yield b"".join(gathered)
-            gathered, gathered_size = [], 0
-    if gathered:
-        yield b"".join(gathered)

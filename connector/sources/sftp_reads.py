@@ -1,0 +1,142 @@
+"""SFTP downloads, pipelined on the caller's thread.
+
+Downloads are pipelined by hand (``download``): up to ``_WINDOW`` READ requests are in
+flight, sent in batches of ``_BATCH`` per SSH packet, and the replies are read on the
+caller's thread. paramiko's own ``prefetch()`` (which ``getfo`` and ``readv`` use) is
+fast too, but issues its requests from a background thread, which dies with an unhandled
+EOFError when the connection drops (paramiko #2379), and now and then falls back to one
+request per round trip for a whole file (measured: ~1 MB/s instead of ~100). This costs a few
+private names of ``SFTPClient`` (``_lock``, ``request_number``, ``_expecting``,
+``_request``, ``_read_response``), unchanged since paramiko 1.x and exercised by every
+read test; see ``bench/sftp_bench.py`` for the measurements.
+"""
+
+# paramiko ships no type information: its names are Any to mypy.
+# mypy: disable-error-code="import-untyped"
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Generator
+from typing import Any
+
+import paramiko
+from paramiko.sftp import (
+    CMD_CLOSE,
+    CMD_DATA,
+    CMD_HANDLE,
+    CMD_OPEN,
+    CMD_READ,
+    CMD_STATUS,
+    SFTP_EOF,
+    SFTP_FLAG_READ,
+)
+
+from connector.sources.base import CHUNK
+
+_REQUEST = 32 * 1024  # bytes per READ: the most every server answers in full (paramiko's cap)
+_WINDOW = 128  # READs in flight (4 MiB): enough to keep a server busy; bounds our memory
+_BATCH = 32  # READs per SSH packet: fewer packets, less CPU on both ends (measured)
+
+
+def open_for_read(sftp: Any, path: str) -> bytes:
+    """OPEN by hand rather than sftp.open(): SFTPFile.close() swallows socket errors, a
+    timeout included, which would leave half a reply in the channel unnoticed."""
+    kind, msg = sftp._request(CMD_OPEN, path, SFTP_FLAG_READ, paramiko.SFTPAttributes())
+    if kind != CMD_HANDLE:
+        raise paramiko.SFTPError("expected a handle")
+    handle: bytes = msg.get_binary()
+    return handle
+
+
+def close_handle(sftp: Any, handle: bytes) -> None:
+    sftp._request(CMD_CLOSE, handle)
+
+
+class _Replies:
+    """Collects the replies to our READs. SFTPClient hands each reply to the object it has
+    registered for the request number, through a weak reference: once a download is
+    abandoned and this object is gone, late replies are dropped."""
+
+    def __init__(self) -> None:
+        self.got: dict[int, tuple[int, Any]] = {}
+
+    def _async_response(self, kind: int, msg: Any, num: int) -> None:
+        self.got[num] = (kind, msg)
+
+
+def _send_reads(
+    sftp: Any, replies: _Replies, handle: bytes, reads: list[tuple[int, int]]
+) -> list[tuple[int, int, int]]:
+    """Send READ requests for ``(offset, length)`` pairs in one channel write; return
+    ``(request number, offset, length)`` for each. SFTPClient._async_request would send
+    one SSH packet per request."""
+    packets = []
+    sent = []
+    with sftp._lock:  # request numbers are shared with SFTPClient's own requests
+        for offset, length in reads:
+            num = sftp.request_number
+            sftp.request_number += 1
+            sftp._expecting[num] = replies
+            body = (
+                struct.pack(">BII", CMD_READ, num, len(handle))
+                + handle
+                + struct.pack(">QI", offset, length)
+            )
+            packets.append(struct.pack(">I", len(body)) + body)
+            sent.append((num, offset, length))
+    sftp.sock.sendall(b"".join(packets))
+    return sent
+
+
+def download(sftp: Any, handle: bytes, offset: int, size: int) -> Generator[bytes, None, None]:
+    """The bytes of an open file from ``offset`` to EOF, with READs pipelined.
+
+    Replies are used in file order. A short reply (allowed by the protocol) is followed by
+    a READ for the rest, ahead of the queue; past ``size``, one READ at a time looks for
+    EOF. Up to CHUNK bytes are gathered per yield."""
+    replies = _Replies()
+    pending: deque[tuple[int, int, int]] = deque()
+    asked = offset  # where the next READ starts
+    gathered: list[bytes] = []
+    gathered_size = 0
+    while True:
+        if len(pending) <= _WINDOW - _BATCH:
+            reads: list[tuple[int, int]] = []
+            while len(pending) + len(reads) < _WINDOW and asked < size:
+                length = min(_REQUEST, size - asked)
+                reads.append((asked, length))
+                asked += length
+            if not pending and not reads:
+                reads.append((asked, _REQUEST))
+                asked += _REQUEST
+            if reads:
+                pending.extend(_send_reads(sftp, replies, handle, reads))
+        num, at, length = pending.popleft()
+        while num not in replies.got:
+            sftp._read_response()  # one reply, to whichever request it answers
+        kind, msg = replies.got.pop(num)
+        if kind == CMD_STATUS:
+            code, text = msg.get_int(), msg.get_text()
+            if code == SFTP_EOF:
+                break
+            raise OSError(f"server error: {text}")
+        if kind != CMD_DATA:
+            raise paramiko.SFTPError(f"unexpected reply {kind} to a READ")
+        data: bytes = msg.get_string()
+        if len(data) > length:
+            raise paramiko.SFTPError(f"server sent {len(data)} bytes for a READ of {length}")
+        if not data:
+            break
+        if len(data) < length:
+            pending.extendleft(
+                _send_reads(sftp, replies, handle, [(at + len(data), length - len(data))])
+            )
+        gathered.append(data)
+        gathered_size += len(data)
+        if gathered_size >= CHUNK:
+            yield b"".join(gathered)
+            gathered, gathered_size = [], 0
+    if gathered:
+        yield b"".join(gathered)
