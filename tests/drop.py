@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,3 +38,16 @@ def drop_config(
     path = root / "connector.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def crash_then_rerun(config: Path, step: str) -> list[int]:
+    """`connector once` SIGKILLed at ``step``, then run again: the event lines stored."""
+    argv = [sys.executable, "-m", "connector", "--config", str(config)]
+    env = {**os.environ, "CONNECTOR_CRASH_AT": step}
+    crashed = subprocess.run([*argv, "once"], env=env, capture_output=True, check=False)
+    assert crashed.returncode == -signal.SIGKILL
+    env.pop("CONNECTOR_CRASH_AT")
+    rerun = subprocess.run([*argv, "once"], env=env, capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    dump = subprocess.run([*argv, "dump", "events"], capture_output=True, text=True, check=True)
+    return sorted(json.loads(line)["line"] for line in dump.stdout.splitlines())

@@ -3,17 +3,13 @@ and FTPS servers, SIGKILLed at each pipeline step, then run again."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from connector.testing import EmbeddedFTPServer, EmbeddedSFTPServer
+from tests.drop import crash_then_rerun
 from tests.golden import toml_value
 
 STEPS = ["after_list", "mid_download", "after_download", "after_commit:2", "after_finish",
@@ -67,16 +63,7 @@ def test_crash_then_rerun_over_the_network(
         "identifier,n\n" + "".join(f"u{i},{i}\n" for i in range(ROWS))
     )
     config = _config(tmp_path, kind, remote)
-    argv = [sys.executable, "-m", "connector", "--config", str(config)]
-    env = {**os.environ, "CONNECTOR_CRASH_AT": step}
-    crashed = subprocess.run([*argv, "once"], env=env, capture_output=True, check=False)
-    assert crashed.returncode == -signal.SIGKILL
-    env.pop("CONNECTOR_CRASH_AT")
-    rerun = subprocess.run([*argv, "once"], env=env, capture_output=True, text=True, check=False)
-    assert rerun.returncode == 0, rerun.stderr
-    dump = subprocess.run([*argv, "dump", "events"], capture_output=True, text=True, check=True)
-    lines = sorted(json.loads(x)["line"] for x in dump.stdout.splitlines())
-    assert lines == list(range(2, ROWS + 2))
+    assert crash_then_rerun(config, step) == list(range(2, ROWS + 2))
     assert sorted(p.name for p in outbox.iterdir()) == ["processed"]
     assert [p.name for p in (outbox / "processed").iterdir()] == ["events.csv"]
     assert not list((tmp_path / "staging").rglob("*.part"))

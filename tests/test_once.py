@@ -7,16 +7,13 @@ import gzip
 import hashlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from connector.cli import main
-from tests.drop import drop_config
+from tests.drop import crash_then_rerun, drop_config
 
 CONTACTS = "email,plan\nada@example.com,pro\nbad,free\n"
 EVENTS = "email,name,idempotencyKey\nada@example.com,buy,k1\nada@example.com,buy,k1\n"
@@ -193,15 +190,6 @@ def test_crash_between_pipeline_steps(tmp_path: Path, step: str) -> None:
         f"u{i}@example.com,buy,k{i}\n" for i in range(1000)
     )
     (tmp_path / "inbox" / "events_1.csv").write_text(data)
-    argv = [sys.executable, "-m", "connector", "--config", str(config)]
-    env = {**os.environ, "CONNECTOR_CRASH_AT": step}
-    crashed = subprocess.run([*argv, "once"], env=env, capture_output=True, check=False)
-    assert crashed.returncode == -signal.SIGKILL
-    env.pop("CONNECTOR_CRASH_AT")
-    rerun = subprocess.run([*argv, "once"], env=env, capture_output=True, text=True, check=False)
-    assert rerun.returncode == 0, rerun.stderr
-    dump = subprocess.run([*argv, "dump", "events"], capture_output=True, text=True, check=True)
-    lines = [json.loads(x)["line"] for x in dump.stdout.splitlines()]
-    assert sorted(lines) == list(range(2, 1002))
+    assert crash_then_rerun(config, step) == list(range(2, 1002))
     assert [p.name for p in (tmp_path / "inbox").iterdir()] == ["processed"]
     assert not list((tmp_path / "staging").rglob("*.part"))
