@@ -53,7 +53,7 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:9464/healthz', timeout=4)"]
 # `connector run` stops cleanly on SIGTERM, within seconds: it commits the file in hand up
 # to its last batch (raise docker stop -t / stop_grace_period, 10 s, for slow servers).
-# `connector once` has no SIGTERM handler and, as PID 1, would ignore it: use --init.
+# `run` and `once` both stop cleanly on SIGTERM (they handle it, so PID 1 is fine).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["connector"]
 CMD ["run"]

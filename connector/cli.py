@@ -7,7 +7,9 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import signal
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -19,7 +21,7 @@ from connector import logs
 from connector.config import Config, load_config, parse_duration
 from connector.csvrules.rules import FileRules, Kind
 from connector.dump import TABLES, dump
-from connector.errors import ConfigError, ConnectorError, TransientError
+from connector.errors import ConfigError, ConnectorError, Interrupted, TransientError
 from connector.ingest import Ingestor, Outcome, Progress
 from connector.store.db import Database
 
@@ -140,13 +142,24 @@ def cmd_once(args: argparse.Namespace, config: Config) -> int:
 
     status = EXIT_OK
     log = structlog.get_logger()
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # as `run` does: stop cleanly, resumably
+        signal.signal(sig, lambda *_: stopping.set())
     if config.paths.archive_keep is not None:
         prune_logged(config.paths.archive, parse_duration(config.paths.archive_keep))
     with Database(config.store.path) as db:
         ingestor = _ingestor(db, config)
+        ingestor.stop = stopping.is_set
         for source in config.sources:
+            if stopping.is_set():
+                break
             try:
-                summary = Poller(config, source, ingestor).poll()
+                summary = Poller(config, source, ingestor, sleep=stopping.wait).poll(
+                    stop=stopping.is_set
+                )
+            except Interrupted:
+                print(f"{source.name}: stopped; the file in hand resumes next time", flush=True)
+                break
             except (TransientError, SourceRefused) as exc:
                 log.warning("poll_failed", source=source.name, cause=str(exc))
                 print(f"{source.name}: could not be polled: {exc}", flush=True)

@@ -94,6 +94,27 @@ def test_sigterm_during_a_large_file_then_restart_stores_it_once(tmp_path: Path)
     assert len({e["line"] for e in events}) == rows
 
 
+def test_sigterm_stops_once_cleanly_and_the_next_once_finishes(tmp_path: Path) -> None:
+    """`once` on SIGTERM commits what it has, exits 0 at once; the next `once` resumes."""
+    config = _config(tmp_path, rows_per_batch=2000)
+    rows = 150_000
+    (tmp_path / "inbox" / "big.csv").write_text(
+        "identifier,note\n" + "".join(f"user{i}@example.com,{'x' * 40}\n" for i in range(rows))
+    )
+    proc = subprocess.Popen(_connector(config, "once"), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert wait_until(lambda: (tmp_path / "store" / "c.db-wal").exists(), 10)
+        time.sleep(1.0)
+    finally:
+        code, seconds, err = _stop(proc)
+    assert code == 0, err
+    assert seconds < 10
+    again = subprocess.run(_connector(config, "once"), capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stderr
+    assert len({e["line"] for e in _events(config)}) == len(_events(config)) == rows
+
+
 def test_backoff_grows_to_a_cap() -> None:
     """A failing source waits 5 s, 10 s, 20 s … at most 15 minutes between tries."""
     assert [backoff_delay(n) for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
