@@ -3,6 +3,8 @@ with an injected clock so the 24-hour idempotency window can be crossed."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,3 +149,21 @@ def test_a_bare_data_prefix_header_is_rejected(tmp_path: Path, db: Database) -> 
     path = _file(tmp_path, "a.csv", "identifier,name,data.\nu,buy,x\n")
     outcome = Ingestor(db).ingest(path, EVENTS, source="s", name="a")
     assert outcome.entry.status == "rejected"
+
+
+def test_many_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
+    """The schema is created once even when several processes open a new store together."""
+    import subprocess
+    import sys
+
+    code = "import sys; from pathlib import Path; from connector.store.db import Database; " \
+           "Database(Path(sys.argv[1])).close()"  # fmt: skip
+    store = tmp_path / "new" / "c.db"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(store)], stderr=subprocess.PIPE)
+        for _ in range(6)
+    ]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    with Database(store) as db:
+        assert db.query("PRAGMA user_version")[0][0] == 2

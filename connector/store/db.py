@@ -1,8 +1,8 @@
 """The embedded SQLite store: one file holding contacts, events, rejects, accepted
 idempotency keys and the files ledger, so that all of them change in one transaction.
 
-The schema is versioned with ``PRAGMA user_version``; each migration runs once, in order,
-inside a transaction, so a crash mid-upgrade leaves the previous version intact.
+The schema is versioned with ``PRAGMA user_version``; pending migrations run once, in
+order, in one transaction, so a crash mid-upgrade leaves the previous version intact.
 """
 
 from __future__ import annotations
@@ -96,13 +96,22 @@ class Database:
             raise FatalError(f"store {path}: {exc}") from exc
 
     def _migrate(self) -> None:
-        version = self.query("PRAGMA user_version")[0][0]
-        if version > len(MIGRATIONS):
-            raise FatalError(f"the store's schema v{version} is newer than this connector's")
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            with self.conn:
+        if self.query("PRAGMA user_version")[0][0] == len(MIGRATIONS):
+            return
+        # The version is read again under the write lock: two processes opening a new
+        # store at once must not both create its tables.
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = self.query("PRAGMA user_version")[0][0]
+            if version > len(MIGRATIONS):
+                raise FatalError(f"the store's schema v{version} is newer than this connector's")
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 self.conn.execute(script)
                 self.conn.execute(f"PRAGMA user_version={number}")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return list(self.conn.execute(sql, params))
