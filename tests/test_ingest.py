@@ -153,9 +153,6 @@ def test_a_bare_data_prefix_header_is_rejected(tmp_path: Path, db: Database) -> 
 
 def test_many_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
     """The schema is created once even when several processes open a new store together."""
-    import subprocess
-    import sys
-
     code = "import sys; from pathlib import Path; from connector.store.db import Database; " \
            "Database(Path(sys.argv[1])).close()"  # fmt: skip
     store = tmp_path / "new" / "c.db"
