@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import apsw
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from connector.errors import FatalError
 
@@ -88,7 +89,16 @@ class Database:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = apsw.Connection(str(path))
             self.conn.set_busy_timeout(10_000)
-            self.query("PRAGMA journal_mode=WAL")
+            # Turning a new file to WAL needs it alone, and SQLite answers "locked" at once
+            # rather than waiting when another process is creating it too.
+            for attempt in Retrying(
+                stop=stop_after_delay(10),
+                wait=wait_fixed(0.05),
+                retry=retry_if_exception_type(apsw.BusyError),
+                reraise=True,
+            ):
+                with attempt:
+                    self.query("PRAGMA journal_mode=WAL")
             for pragma in ("synchronous=FULL", "cache_size=-8000", "temp_store=MEMORY"):
                 self.conn.execute(f"PRAGMA {pragma}")
             self._migrate()
