@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def test_download_stages_the_file_with_its_checksum(inbox: Path, tmp_path: Path)
     staged = download("s", lambda _: source, file, tmp_path / "staging", "latin-1")
     assert staged.path.read_bytes() == data
     assert staged.inspector.hexdigest() == hashlib.sha256(data).hexdigest()
-    assert staged.path.parent == tmp_path / "staging" and "a.csv" not in staged.path.name
+    assert staged.path.parent == tmp_path / "staging"
+    assert re.fullmatch(r"[0-9a-f]{40}\.csv", staged.path.name)  # never the remote name
     assert not list((tmp_path / "staging").glob("*.part"))
 
 
