@@ -61,6 +61,6 @@ def test_a_failing_poll_waits_its_backoff() -> None:
     try:
         assert wait_until(lambda: len(failing) >= 2, 5)
         assert failing[1] - failing[0] >= 0.45  # retried after its backoff, not its hour
-        assert len(healthy) >= 3
+        assert len(healthy) >= 2  # the healthy source kept its own schedule meanwhile
     finally:
         scheduler.stop()
