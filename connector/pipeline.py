@@ -139,7 +139,8 @@ class Poller:
                 except TransientError as exc:  # this file only: the poll goes on
                     self._failed(summary, candidate, exc)
         ready, wait = self.readiness.split(fresh)
-        not_ready = [c for c in fresh if c not in ready]
+        taken = {id(c) for c in ready}  # by identity: comparing dataclasses is O(n²) here
+        not_ready = [c for c in fresh if id(c) not in taken]
         return ready[: self.source.max_files], wait, not_ready
 
     def _take(self, connection: _Connection, candidate: Candidate, summary: PollSummary) -> None:

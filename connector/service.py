@@ -48,11 +48,11 @@ class Service:
             for source in self.config.sources:
                 self._schedule(stack, scheduler, source)
             self._schedule_pruning(scheduler)
+            notify("READY=1")  # before the first poll can send a STATUS line
             scheduler.start()
             self.metrics.scheduler_running(True)
             stack.callback(self.metrics.scheduler_running, False)
             stack.callback(scheduler.stop)
-            notify("READY=1")
             self.log.info("service_started", sources=[s.name for s in self.config.sources])
             ping = watchdog_interval()
             while not self.stopping.wait(ping or 3600):
