@@ -63,11 +63,14 @@ def download(
     max_wait: float = 30.0,
     stop: Callable[[], bool] = lambda: False,
     label: str | None = None,
+    on_part: Callable[[Path], object] = lambda part: None,
 ) -> Staged:
     """Fetch ``file`` into ``staging``. ``connect(broken)`` returns a usable source; after
     a failed attempt ``broken`` is True and it should reconnect. Raises TransientError
     (after retries; FileChanged at once: a changing file is left for a later poll).
-    ``label`` names the file in logs (its remote path)."""
+    ``label`` names the file in logs (its remote path). ``on_part(path)`` is called once
+    the partial file holds only bytes of this file, before more are appended: a reader
+    may follow it from then on (its bytes never change, only grow)."""
     log = structlog.get_logger().bind(source=source_name, file=label or file.name)
     staging.mkdir(parents=True, exist_ok=True)
     stem = staging / staging_name(source_name, file)
@@ -82,6 +85,7 @@ def download(
             if inspector.size > file.size:
                 out.truncate(0)
                 inspector = Inspector(encoding)
+            on_part(part)
             retrying = Retrying(
                 stop=stop_after_attempt(attempts),
                 wait=wait_exponential_jitter(multiplier=0.2, max=max_wait, jitter=0.2),

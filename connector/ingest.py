@@ -50,6 +50,15 @@ class Ingestor:
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.db)
 
+    def parse_job(self, path: Path, rules: FileRules, *, growing_to: int | None = None) -> ParseJob:
+        """The parse of ``path`` (in a child process if it is large); ``growing_to``: the
+        file is still being written up to that size, and the parse follows it."""
+        size = growing_to if growing_to is not None else path.stat().st_size
+        return ParseJob(
+            path, rules, batch_records=self.batch_records, in_child=size >= PARALLEL_MIN_BYTES,
+            spool_dir=self.db.path.parent, growing_to=growing_to,
+        )  # fmt: skip
+
     def ingest(
         self,
         path: Path,
@@ -60,19 +69,15 @@ class Ingestor:
         inspector: Inspector | None = None,
         progress: Progress | None = None,
         mtime: float | None = None,
+        job: ParseJob | None = None,
     ) -> Outcome:
         """Ingest ``path`` (recorded as ``name`` from ``source``, listed with ``mtime``).
-        ``inspector`` is given when the bytes were already inspected (a download)."""
+        ``inspector`` is given when the bytes were already inspected (a download), and
+        ``job`` when their parse began earlier (following the download)."""
         log = structlog.get_logger().bind(source=source, file=name)
         started = time.monotonic()
         size = path.stat().st_size
-        job = ParseJob(
-            path,
-            rules,
-            batch_records=self.batch_records,
-            in_child=size >= PARALLEL_MIN_BYTES,
-            scan=inspector.scan if inspector else None,
-        )
+        job = job or self.parse_job(path, rules)
         with job:  # a large file is already being parsed while we hash it
             inspector = inspector or inspect_file(path, rules.encoding)
             sha256 = inspector.hexdigest()

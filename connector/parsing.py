@@ -1,26 +1,34 @@
 """Parsing a file in a child process, so that the CSV rules (Python, one core) and SQLite
 (the other core) work at the same time on large files.
 
-Batches cross the pipe pickled; they are built for it (columns of joined text). The child
-is a plain ``python -m connector.parsing`` reading its job from stdin: no fork of a process
-that may hold scheduler threads, and it imports only the CSV rules. If the parent dies, the
-child's next write fails on the closed pipe and it exits; if the child dies, the parent sees
-the pipe end without a final message and fails the file (it is retried, resuming).
+The child is a plain ``python -m connector.parsing`` given its job on stdin and two open
+files: the CSV file and a spool. No fork of a process that may hold scheduler threads, and
+it imports only the CSV rules. Batches (built to cross cheaply: columns of joined text) are
+pickled into the spool and announced on stdout by offset and length, so the child never
+waits for the parent to read: it can run ahead — through a file that is still downloading,
+say — while the batches wait in the page cache, not in either process's memory. The spool
+is a temporary file without a name: a crash leaves nothing behind.
+
+If the parent dies, the child's next announcement fails on the closed pipe (or, following a
+download, it sees its parent gone) and it exits; if the child dies, the parent sees the pipe
+end without a final message and fails the file (it is retried, resuming).
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from connector.csvrules.reader import ByteScan, scan_file
+from connector.csvrules.reader import ScannedFile
 from connector.csvrules.records import Batch, FileParser
 from connector.csvrules.rules import FileRules
 from connector.errors import FatalError, FileRejected
@@ -32,15 +40,18 @@ _FRAME = struct.Struct("<Q")
 
 @dataclass(frozen=True)
 class _Job:
-    path: Path
     rules: FileRules
-    skip: int
+    size: int  # the bytes to parse
+    growing: bool  # the file is still being written up to `size`: wait for the rest
+    skip: int  # records to skip (a resumed file)
     batch_records: int
+    source_fd: int
+    spool_fd: int
 
 
 class ParseJob:
-    """The batches of one file, parsed here or in a child. A context manager: leaving it
-    stops the child if it is still running."""
+    """The batches of one file, parsed here or in a child. A context manager: entering it
+    opens the file (and starts the child); leaving it stops the child if still running."""
 
     def __init__(
         self,
@@ -49,48 +60,74 @@ class ParseJob:
         *,
         batch_records: int,
         in_child: bool,
-        scan: ByteScan | None = None,
+        spool_dir: Path,
+        growing_to: int | None = None,
     ) -> None:
-        self._job = _Job(path, rules, 0, batch_records)
+        """``growing_to``: the file is still being written and will hold this many bytes
+        (a download in progress): the parser follows it."""
+        self._path = path
+        self._rules = rules
+        self._batch_records = batch_records
         self._in_child = in_child
-        self._scan = scan
+        self._spool_dir = spool_dir
+        self._growing_to = growing_to
+        self._skip = 0
+        self._fd: int | None = None
         self._child: subprocess.Popen[bytes] | None = None
+        self._spool: IO[bytes] | None = None
         self._local: FileParser | None = None
-        self._raw: IO[bytes] | None = None
+        self._raw: ScannedFile | None = None
 
     def __enter__(self) -> ParseJob:
-        if self._in_child:
-            self._spawn()
+        if self._fd is None:  # entered once, however many owners pass it on
+            self._fd = os.open(self._path, os.O_RDONLY)
+            if self._in_child:
+                self._spawn()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def _size(self) -> int:
+        assert self._fd is not None
+        return self._growing_to if self._growing_to is not None else os.fstat(self._fd).st_size
+
     def _spawn(self) -> None:
+        assert self._fd is not None
+        # Closed in _stop: the spool lives as long as its child.
+        self._spool = tempfile.TemporaryFile(dir=self._spool_dir)  # noqa: SIM115
+        job = _Job(
+            self._rules, self._size, self._growing_to is not None, self._skip,
+            self._batch_records, self._fd, self._spool.fileno(),
+        )  # fmt: skip
         child = subprocess.Popen(
             [sys.executable, "-m", "connector.parsing"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            pass_fds=(job.source_fd, job.spool_fd),
         )
         assert child.stdin is not None
         with child.stdin:
-            child.stdin.write(pickle.dumps(self._job))
+            child.stdin.write(pickle.dumps(job))
         self._child = child
 
     def resume_at(self, skip: int) -> None:
         """Start after ``skip`` records (a resumed file); call before ``header``."""
-        if skip == self._job.skip:
+        if skip == self._skip:
             return
-        self.close()
-        self._job = _Job(self._job.path, self._job.rules, skip, self._job.batch_records)
+        self._stop()
+        self._skip = skip
         if self._in_child:
             self._spawn()
 
     def header(self) -> None:
         """Wait for the header to be read; FileRejected if the file is refused whole."""
         if self._child is None:
-            self._raw = self._job.path.open("rb")
-            self._local = FileParser(self._raw, self._job.rules, self._scan)
+            assert self._fd is not None
+            growing = self._growing_to is not None
+            self._raw = ScannedFile(self._fd, self._size, growing=growing)
+            self._local = FileParser(self._raw, self._rules)
             return
         message = self._receive()
         if message[0] == "rejected":
@@ -98,10 +135,11 @@ class ParseJob:
 
     def batches(self) -> Iterator[Batch]:
         if self._local is not None:
-            yield from self._local.batches(self._job.batch_records, self._job.skip)
+            yield from self._local.batches(self._batch_records, self._skip)
             return
         while (message := self._receive())[0] == "batch":
-            yield message[1]
+            assert self._spool is not None
+            yield pickle.loads(os.pread(self._spool.fileno(), message[2], message[1]))
 
     def _receive(self) -> tuple[Any, ...]:
         assert self._child is not None
@@ -110,13 +148,13 @@ class ParseJob:
         head = pipe.read(_FRAME.size)
         if len(head) < _FRAME.size:
             code = self._child.wait()
-            raise FatalError(f"the parser process of {self._job.path} died (exit {code})")
+            raise FatalError(f"the parser process of {self._path} died (exit {code})")
         message: tuple[Any, ...] = pickle.loads(pipe.read(_FRAME.unpack(head)[0]))
         if message[0] == "error":
-            raise FatalError(f"parsing {self._job.path} failed: {message[1]}")
+            raise FatalError(f"parsing {self._path} failed: {message[1]}")
         return message
 
-    def close(self) -> None:
+    def _stop(self) -> None:
         if self._raw is not None:
             self._raw.close()
             self._raw = self._local = None
@@ -127,31 +165,47 @@ class ParseJob:
             self._child.stdout.close()
             self._child.wait()
             self._child = None
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+
+    def close(self) -> None:
+        self._stop()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _serve(job: _Job, out: IO[bytes]) -> None:
-    def send(*message: object) -> None:
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        out.write(_FRAME.pack(len(data)))
-        out.write(data)
+    def announce(*message: object) -> None:
+        data = pickle.dumps(message)
+        out.write(_FRAME.pack(len(data)) + data)
         out.flush()
 
+    parent = os.getppid()
     try:
-        scan = scan_file(job.path)
-        with job.path.open("rb") as raw:
-            try:
-                parser = FileParser(raw, job.rules, scan)
-            except FileRejected as exc:
-                send("rejected", exc.reason)
-                return
-            send("ready")
-            for batch in parser.batches(job.batch_records, job.skip):
-                send("batch", batch)
-        send("done")
+        raw = ScannedFile(
+            job.source_fd, job.size, growing=job.growing, alive=lambda: os.getppid() == parent
+        )
+        try:
+            parser = FileParser(raw, job.rules)
+        except FileRejected as exc:
+            announce("rejected", exc.reason)
+            return
+        announce("ready")
+        offset = 0
+        for batch in parser.batches(job.batch_records, job.skip):
+            data = memoryview(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+            written = 0
+            while written < len(data):
+                written += os.write(job.spool_fd, data[written:])
+            announce("batch", offset, len(data))
+            offset += len(data)
+        announce("done")
     except BrokenPipeError:
         pass  # the parent is gone: nobody to tell
     except Exception as exc:  # reported to the parent, which fails the file
-        send("error", f"{type(exc).__name__}: {exc}")
+        announce("error", f"{type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
@@ -23,6 +24,7 @@ from connector.config import Config, SourceConfig, parse_duration
 from connector.download import download
 from connector.errors import TransientError
 from connector.ingest import Ingestor
+from connector.parsing import ParseJob
 from connector.selection import Candidate, Readiness, select
 from connector.sources.base import Source
 from connector.sources.registry import open_source
@@ -148,26 +150,35 @@ class Poller:
         path = self.path_of(file.name)
         log = self.log.bind(file=path)
         staging = self.config.paths.staging / self.source.name
-        staged = download(
-            self.source.name, connection.get, file, staging, candidate.rules.encoding,
-            stop=self._stop, label=path,
-        )  # fmt: skip
-        crashpoints.reached("after_download")
-        # Crash here: the staged copy is complete but unknown to the ledger; the next poll
-        # downloads it again (same staging name) and ingests it once.
-        try:
-            try:
-                archive(staged.path, staged.inspector.hexdigest(), self.config.paths.archive)
-            except OSError as exc:
-                raise TransientError(f"cannot archive {path}: {exc.strerror}") from exc
-            crashpoints.reached("after_archive")
-            # Crash here: the archive is written (idempotent, by checksum); as above.
-            outcome = self.ingestor.ingest(
-                staged.path, candidate.rules, source=self.source.name, name=path,
-                inspector=staged.inspector, mtime=file.mtime,
+        with ExitStack() as stack:
+            parses: list[ParseJob] = []
+
+            def follow(part: Path) -> None:
+                # Parsing starts while the bytes arrive; nothing is stored before the
+                # checksum is known, so this only saves time.
+                job = self.ingestor.parse_job(part, candidate.rules, growing_to=file.size)
+                parses.append(stack.enter_context(job))
+
+            staged = download(
+                self.source.name, connection.get, file, staging, candidate.rules.encoding,
+                stop=self._stop, label=path, on_part=follow,
             )  # fmt: skip
-        finally:
-            staged.path.unlink(missing_ok=True)  # on failure the next poll fetches it anew
+            crashpoints.reached("after_download")
+            # Crash here: the staged copy is complete but unknown to the ledger; the next
+            # poll downloads it again (same staging name) and ingests it once.
+            try:
+                try:
+                    archive(staged.path, staged.inspector.hexdigest(), self.config.paths.archive)
+                except OSError as exc:
+                    raise TransientError(f"cannot archive {path}: {exc.strerror}") from exc
+                crashpoints.reached("after_archive")
+                # Crash here: the archive is written (idempotent, by checksum); as above.
+                outcome = self.ingestor.ingest(
+                    staged.path, candidate.rules, source=self.source.name, name=path,
+                    inspector=staged.inspector, mtime=file.mtime, job=parses[0],
+                )  # fmt: skip
+            finally:
+                staged.path.unlink(missing_ok=True)  # on failure the next poll fetches it anew
         summary.taken[path] = outcome.entry
         # Crash here: rows and ledger entry are committed; the next poll knows the file by
         # path, size and mtime, skips it unread and does the remote action below.

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,14 +41,39 @@ def drop_config(
     return path
 
 
-def crash_then_rerun(config: Path, step: str) -> list[int]:
-    """`connector once` SIGKILLed at ``step``, then run again: the event lines stored."""
+def crash_then_rerun(config: Path, step: str, timeout: float = 60.0) -> list[int]:
+    """The daemon (`connector run`) SIGKILLed at ``step``, then started again without the
+    hook and stopped with SIGTERM after its first poll: the event lines stored."""
     argv = [sys.executable, "-m", "connector", "--config", str(config)]
     env = {**os.environ, "CONNECTOR_CRASH_AT": step}
-    crashed = subprocess.run([*argv, "once"], env=env, capture_output=True, check=False)
-    assert crashed.returncode == -signal.SIGKILL
+    crashed = subprocess.run([*argv, "run"], env=env, capture_output=True, timeout=timeout,
+                             check=False)  # fmt: skip
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     env.pop("CONNECTOR_CRASH_AT")
-    rerun = subprocess.run([*argv, "once"], env=env, capture_output=True, text=True, check=False)
-    assert rerun.returncode == 0, rerun.stderr
+    events = _first_poll_then_stop([*argv, "run"], env, timeout)
+    assert "poll_done" in events, events
     dump = subprocess.run([*argv, "dump", "events"], capture_output=True, text=True, check=True)
     return sorted(json.loads(line)["line"] for line in dump.stdout.splitlines())
+
+
+def _first_poll_then_stop(argv: list[str], env: dict[str, str], timeout: float) -> list[str]:
+    """Run the daemon until its first poll ends, SIGTERM it, expect exit 0; its log events."""
+    events: list[str] = []
+    with subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True) as daemon:  # fmt: skip
+        watchdog = threading.Timer(timeout, daemon.kill)  # a daemon that never polls fails
+        watchdog.start()
+        try:
+            assert daemon.stderr is not None
+            for line in daemon.stderr:
+                event = json.loads(line).get("event", "") if line.startswith("{") else line
+                events.append(event)
+                if event in ("poll_done", "poll_failed", "poll_crashed"):
+                    break
+            daemon.send_signal(signal.SIGTERM)
+            daemon.stderr.read()
+            assert daemon.wait() == 0, events
+        finally:
+            watchdog.cancel()
+            daemon.kill()
+    return events

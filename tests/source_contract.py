@@ -12,10 +12,12 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from connector.config import Config, SourceConfig
+from connector.dump import records
 from connector.errors import TransientError
 from connector.ingest import Ingestor
 from connector.pipeline import Poller, PollSummary
@@ -46,6 +48,7 @@ def _poll(
     *,
     sleep: Callable[[float], object] = time.sleep,
     poller: Poller | None = None,
+    opener: Callable[[SourceConfig], AbstractContextManager[Source]] | None = None,
     **settings: object,
 ) -> tuple[Poller, PollSummary]:
     """One poll of ``remote`` through the whole pipeline, with this adapter."""
@@ -66,7 +69,9 @@ def _poll(
             }
         )
         ingestor = Ingestor(Database(config.store.path))
-        poller = Poller(config, source, ingestor, sleep=sleep, opener=lambda _: remote.connect())
+        poller = Poller(
+            config, source, ingestor, sleep=sleep, opener=opener or (lambda _: remote.connect())
+        )
     return poller, poller.poll()
 
 
@@ -100,6 +105,48 @@ class SourceContract:
         assert (entry.status, entry.rows) == ("ingested", 50_000)
         assert (tmp_path / "archive" / f"{entry.sha256}.csv.gz").exists()
         assert not (remote.root / "events_1.csv").exists()
+
+    def test_a_large_file_is_parsed_as_it_downloads(
+        self, remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The parser child follows the staged bytes as they arrive, also across a transfer
+        that breaks and resumes: every row once, nothing left in staging."""
+        monkeypatch.setattr("connector.ingest.PARALLEL_MIN_BYTES", 0)  # a child for any size
+        data = b"identifier,n\n" + b"".join(b"u%d,%d\n" % (i, i) for i in range(60_000))
+        _put(remote, "events_1.csv", data)
+        breaks = [len(data) // 3]  # the first transfer breaks a third of the way in
+
+        class BreaksOnce(Source):  # type: ignore[misc]
+            def __init__(self) -> None:
+                self.inner = remote.connect()
+
+            def __enter__(self) -> BreaksOnce:
+                self.source = self.inner.__enter__()
+                self.list, self.complete = self.source.list, self.source.complete
+                return self
+
+            def __exit__(self, *exc: Any) -> None:
+                self.inner.__exit__(*exc)
+
+            def read(self, name: str, offset: int = 0) -> Iterator[bytes]:
+                for chunk in self.source.read(name, offset):
+                    if breaks and offset + len(chunk) > breaks[0]:
+                        yield chunk[: breaks.pop() - offset]
+                        raise TransientError("connection reset (test)")
+                    offset += len(chunk)
+                    yield chunk
+
+        poller, summary = _poll(remote, tmp_path, opener=lambda _: BreaksOnce())
+        (entry,) = summary.taken.values()
+        events = list(records(poller.ingestor.db, "events"))
+        poller.ingestor.db.close()
+        assert not breaks  # the transfer did break
+        assert (entry.status, entry.rows, entry.sha256) == (
+            "ingested", 60_000, hashlib.sha256(data).hexdigest()
+        )  # fmt: skip
+        assert [e["identifier"] for e in events[-2:]] == ["u59998", "u59999"]
+        assert sorted(e["line"] for e in events) == list(range(2, 60_002))
+        assert [p for p in (tmp_path / "staging").rglob("*") if p.is_file()] == []
 
     def test_a_growing_upload_waits_until_stable(self, remote: Remote, tmp_path: Path) -> None:
         """A file that grows during min_age is not taken; once it stays still, it is."""

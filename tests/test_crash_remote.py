@@ -1,5 +1,5 @@
-"""The crash harness over a network source: `connector once` against the embedded SFTP
-and FTPS servers, SIGKILLed at each pipeline step, then run again."""
+"""The crash harness over a network source: the daemon (`connector run`) against the
+embedded SFTP and FTPS servers, SIGKILLed at each pipeline step, then started again."""
 
 from __future__ import annotations
 

@@ -184,7 +184,8 @@ def test_an_unreachable_source_exits_1_and_names_it(
              "after_finish", "after_archive", "after_remote_action"],
 )  # fmt: skip
 def test_crash_between_pipeline_steps(tmp_path: Path, step: str) -> None:
-    """SIGKILL at each pipeline step, then `once` again: rows once, file moved, no .part."""
+    """The daemon SIGKILLed at each pipeline step, then started again: rows once, the file
+    moved, no .part."""
     config = _config(tmp_path)
     data = "email,name,idempotencyKey\n" + "".join(
         f"u{i}@example.com,buy,k{i}\n" for i in range(1000)

@@ -2,12 +2,14 @@
 
 Two passes over a file, both streaming:
 
-* ``Inspector`` is fed the raw bytes (while downloading, or from disk): SHA-256, size,
-  strict decoding and NUL detection. A file that does not decode is rejected before any row
-  is stored, which is only possible if the whole file is checked before the rows flow.
+* ``Inspector`` is fed the raw bytes (while downloading, or from disk): SHA-256, size and
+  strict decoding. A file that does not decode is rejected before any row is stored, which
+  is only possible if the whole file is checked before the rows flow.
 * ``RecordReader`` then parses with the C ``csv`` module over a text stream in universal-
   newline mode (so CR, LF and CRLF all end a line), in batches, with line numbers worked out
-  per batch rather than per record.
+  per batch rather than per record. It reads through a ``ScannedFile``, which learns on
+  the way which per-cell checks the bytes read so far make needless, and which can follow a
+  file still being downloaded.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import csv
 import hashlib
 import io
 import itertools
-from collections.abc import Iterator
+import os
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 
 from connector.csvrules.rules import MAX_FIELD
 from connector.errors import FileRejected
@@ -45,7 +49,8 @@ class ByteScan:
     whether any NUL byte exists (a NUL character needs one in the codecs people use; in
     UTF-16 there are many, so such files simply get every check), and whether any physical
     line is long enough to hold a field over MAX_FIELD characters (a record over several
-    lines is noticed by the reader itself)."""
+    lines is noticed by the reader itself). Both only ever turn true, so a scan of the bytes
+    read so far answers for every record already read."""
 
     def __init__(self) -> None:
         self.size = 0
@@ -79,13 +84,13 @@ class ByteScan:
 
 
 class Inspector:
-    """Streams a file's bytes once, while downloading or from disk: SHA-256, size,
-    decodability, and a ByteScan."""
+    """Streams a file's bytes once, while downloading or from disk: SHA-256, size and
+    decodability."""
 
     def __init__(self, encoding: str) -> None:
         self.encoding = encoding
         self.sha256 = hashlib.sha256()
-        self.scan = ByteScan()
+        self.size = 0
         self.error: str | None = None
         self.error_offset = 0  # byte offset of the first undecodable byte
         self._decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
@@ -93,13 +98,9 @@ class Inspector:
         self._skipped = 0  # bytes of BOM not given to the decoder
         self._decoded = 0  # bytes given to the decoder
 
-    @property
-    def size(self) -> int:
-        return self.scan.size
-
     def feed(self, chunk: bytes) -> None:
         self.sha256.update(chunk)
-        self.scan.feed(chunk)
+        self.size += len(chunk)
         if self._pending is not None:
             self._pending += chunk
             if len(self._pending) < len(BOM):
@@ -113,7 +114,6 @@ class Inspector:
             self._decode(self._strip_bom(self._pending), final=False)
             self._pending = None
         self._decode(b"", final=True)
-        self.scan.finish()
 
     def _strip_bom(self, head: bytes) -> bytes:
         rest = head.removeprefix(BOM)
@@ -158,22 +158,86 @@ class Inspector:
 
 
 def inspect_file(path: Path, encoding: str) -> Inspector:
-    return _read_through(path, Inspector(encoding))
-
-
-def scan_file(path: Path) -> ByteScan:
-    return _read_through(path, ByteScan())
-
-
-_Fed = TypeVar("_Fed", Inspector, ByteScan)
-
-
-def _read_through(path: Path, sink: _Fed) -> _Fed:
+    inspector = Inspector(encoding)
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
-            sink.feed(chunk)
-    sink.finish()
-    return sink
+            inspector.feed(chunk)
+    inspector.finish()
+    return inspector
+
+
+class ScannedFile(io.RawIOBase):
+    """The first ``size`` bytes of an open file, fed to ``scan`` as they are first read.
+
+    ``growing``: the file is still being written (a download in progress) and will reach
+    ``size``; a read at its current end waits for more rather than ending the file, as
+    long as ``alive()`` says the writer is still there. Otherwise an early end is the end.
+    """
+
+    _WAIT = 0.002  # a 100 MB/s download appends a chunk about every 2.5 ms
+
+    def __init__(
+        self,
+        fd: int,
+        size: int,
+        *,
+        growing: bool = False,
+        alive: Callable[[], bool] = lambda: True,
+        closefd: bool = False,
+    ) -> None:
+        super().__init__()
+        self.scan = ByteScan()
+        self._fd, self._size, self._growing, self._alive = fd, size, growing, alive
+        self._closefd = closefd
+        self._position = 0
+
+    def close(self) -> None:
+        if self._closefd and not self.closed:
+            os.close(self._fd)
+        super().close()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        want = min(len(buffer), self._size - self._position)
+        count = 0
+        while want > 0:
+            count = os.preadv(self._fd, [memoryview(buffer)[:want]], self._position)
+            if count or not self._growing:
+                break
+            if not self._alive():
+                raise OSError(f"the file stopped growing at {self._position:,} bytes")
+            time.sleep(self._WAIT)
+        if count == 0:
+            self.scan.finish()
+            return 0
+        fresh = self._position + count - self.scan.size  # bytes read for the first time
+        if fresh > 0:  # (a seek back re-reads some: the scan sees each byte once)
+            self.scan.feed(bytes(memoryview(buffer)[count - fresh : count]))
+        self._position += count
+        return count
+
+
+def open_scanned(path: Path) -> ScannedFile:
+    """A complete file on disk, for the parser; the caller closes it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return ScannedFile(fd, os.fstat(fd).st_size, closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def sniff_delimiter(header: str) -> str:

@@ -7,17 +7,24 @@ check order (fields, NUL, size, identifier, name, timestamp, key, reserved attri
 
 from __future__ import annotations
 
+import io
 import itertools
 import operator
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
-from connector.csvrules.reader import ByteScan, RecordBatch, RecordReader, read_header
+from connector.csvrules.reader import (
+    CHUNK,
+    RecordBatch,
+    RecordReader,
+    ScannedFile,
+    read_header,
+)
 from connector.csvrules.rules import MAX_FIELD, MAX_HEADER, NO_TIMESTAMP, FileRules
 from connector.csvrules.values import (
     RESERVED_CHECKS,
@@ -146,12 +153,12 @@ class FileParser:
     """One file through the shared CSV rules. Raises FileRejected from the constructor when
     the file is refused whole; afterwards every record becomes a stored row or a reject."""
 
-    def __init__(self, raw: BinaryIO, rules: FileRules, scan: ByteScan | None = None) -> None:
-        """``scan`` of the same bytes lets per-cell checks it rules out be skipped."""
+    def __init__(self, raw: ScannedFile, rules: FileRules) -> None:
+        """The scan of ``raw`` lets per-cell checks it rules out be skipped; its owner
+        closes it."""
         self.rules = rules
-        self._reader = RecordReader(raw, rules.encoding, rules.delimiter)
-        self._has_nul = scan is None or scan.has_nul
-        self._long_lines = scan is None or scan.has_long_lines
+        self._scan = raw.scan
+        self._reader = RecordReader(io.BufferedReader(raw, CHUNK), rules.encoding, rules.delimiter)
         try:
             self.header_line, header = read_header(self._reader)
             self._layout = _layout(header, rules)
@@ -227,11 +234,12 @@ class FileParser:
                 if len(row) != width:
                     faults.setdefault(i, f"expected {width} fields, got {len(row)}")
                     rows[i] = [""] * width
-        if self._has_nul:
+        # The scan has seen every byte of these rows: its answers hold for them.
+        if self._scan.has_nul:
             for i, row in enumerate(rows):
                 if any("\x00" in cell for cell in row):
                     faults.setdefault(i, "a cell holds a NUL character")
-        if (self._long_lines or multiline) and max(
+        if (self._scan.has_long_lines or multiline) and max(
             map(len, itertools.chain.from_iterable(rows)), default=0
         ) > MAX_FIELD:
             for i, row in enumerate(rows):

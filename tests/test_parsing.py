@@ -1,0 +1,157 @@
+"""The parse of one file, in-process or in a child process (connector/parsing.py): the same
+batches either way, also while the file is still being written, and nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from connector.csvrules.reader import ScannedFile
+from connector.csvrules.records import Batch
+from connector.csvrules.rules import FileRules
+from connector.errors import FileRejected
+from connector.parsing import ParseJob
+
+EVENTS = FileRules(kind="events")
+HEADER = "identifier,name,timestamp,idempotencyKey,total\n"
+
+
+def _text(rows: int) -> str:
+    keys = [f"k{i}" if i % 3 else "" for i in range(rows)]
+    body = "".join(f"u{i % 97},buy,{1_700_000_000 + i},{keys[i]},{i}.5\n" for i in range(rows))
+    return HEADER + body + "u1,buy,not-a-time,,1\n"  # one reject at the end
+
+
+def _shape(batches: list[Batch]) -> tuple[list[object], ...]:
+    return (
+        [b.records for b in batches],
+        [b.rejects for b in batches],
+        [list(b.event_rows()) for b in batches],
+    )
+
+
+def _parse(
+    path: Path, *, in_child: bool, growing_to: int | None = None, skip: int = 0
+) -> list[Batch]:
+    job = ParseJob(path, EVENTS, batch_records=1_000, in_child=in_child,
+                   spool_dir=path.parent, growing_to=growing_to)  # fmt: skip
+    with job:
+        job.resume_at(skip)
+        job.header()
+        return list(job.batches())
+
+
+@pytest.mark.parametrize("skip", [0, 2_500])
+def test_a_child_gives_the_same_batches_as_in_process(tmp_path: Path, skip: int) -> None:
+    path = tmp_path / "e.csv"
+    path.write_text(_text(5_000))
+    here = _parse(path, in_child=False, skip=skip)
+    assert sum(b.records for b in here) == 5_001 - skip
+    assert _shape(_parse(path, in_child=True, skip=skip)) == _shape(here)
+
+
+@pytest.mark.parametrize("in_child", [False, True])
+def test_a_file_still_being_written_is_followed_to_its_size(tmp_path: Path, in_child: bool) -> None:
+    data = _text(5_000).encode()
+    whole = tmp_path / "whole.csv"
+    whole.write_bytes(data)
+    growing = tmp_path / "growing.csv"
+    growing.write_bytes(data[:100])
+
+    def write_the_rest() -> None:
+        with growing.open("ab") as out:
+            for start in range(100, len(data), 7_001):  # pieces that cut lines anywhere
+                time.sleep(0.01)
+                out.write(data[start : start + 7_001])
+                out.flush()
+
+    writer = threading.Thread(target=write_the_rest)
+    writer.start()
+    try:
+        followed = _parse(growing, in_child=in_child, growing_to=len(data))
+    finally:
+        writer.join()
+    assert _shape(followed) == _shape(_parse(whole, in_child=False))
+
+
+def test_a_rejected_header_is_reported_from_the_child(tmp_path: Path) -> None:
+    path = tmp_path / "e.csv"
+    path.write_text("identifier,name,name\nu1,a,b\n")
+    with pytest.raises(FileRejected, match="duplicate column name 'name'"):
+        _parse(path, in_child=True)
+
+
+def test_the_spool_has_no_name(tmp_path: Path) -> None:
+    path = tmp_path / "e.csv"
+    path.write_text(_text(3_000))
+    job = ParseJob(path, EVENTS, batch_records=500, in_child=True, spool_dir=tmp_path)
+    with job:
+        job.header()
+        next(iter(job.batches()))
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["e.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.csv"]
+
+
+_ORPHAN = """
+import sys, time
+from pathlib import Path
+from connector.csvrules.rules import FileRules
+from connector.parsing import ParseJob
+path = Path(sys.argv[1])
+job = ParseJob(path, FileRules(kind="events"), batch_records=10, in_child=True,
+               spool_dir=path.parent, growing_to=10**9)
+job.__enter__()
+print(job._child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_child_following_a_download_exits_when_its_parent_dies(tmp_path: Path) -> None:
+    path = tmp_path / "e.csv"
+    path.write_text(HEADER)  # far from the promised size: the child waits for more
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN, str(path)], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        time.sleep(0.2)
+        assert _alive(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _alive(child)
+    finally:
+        parent.kill()
+        parent.wait()
+        assert parent.stdout is not None
+        parent.stdout.close()
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, already gone, counts as not running)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_scan_sees_each_byte_once_across_seeks(tmp_path: Path) -> None:
+    path = tmp_path / "b.bin"
+    path.write_bytes(b"a,b\n" + b"x" * 10 + b"\x00\n")
+    fd = os.open(path, os.O_RDONLY)
+    with ScannedFile(fd, path.stat().st_size, closefd=True) as raw:
+        assert raw.read(3) == b"a,b"
+        raw.seek(0)
+        assert raw.read() == path.read_bytes()
+        assert raw.scan.size == path.stat().st_size
+        assert raw.scan.has_nul
