@@ -138,7 +138,7 @@ class Ingestor:
         return Outcome(entry)
 
     def _store(self, entry_id: int, kind: str, job: ParseJob, progress: Progress | None) -> None:
-        sink = SQLiteSink(self.db, self.ledger)  # per file: its caches never outlive a rollback
+        sink = SQLiteSink(self.db, self.ledger)
         records = 0
         with self.db.grouped(self.commit_seconds) as tick:
             for batch in job.batches():

@@ -53,6 +53,9 @@ class Batch:
     events: int = 0
     lines: array[int] = field(default_factory=lambda: array("q"))
     identifiers: str = ""
+    # Identifiers of events no earlier batch of this parse had: the contacts the store may
+    # still lack (an events file creates them).
+    new_identifiers: tuple[str, ...] = ()
     names: str = ""
     timestamps: array[int] | None = None  # None: every event takes the processing time
     keys: str | None = None  # "" in a slot: no key; None: the file has no key column
@@ -166,6 +169,7 @@ class FileParser:
             self._reader.detach()  # the traceback must not keep a wrapper over `raw` alive
             raise
         self._event_name = rules.event_name or ""
+        self._mentioned: set[str] = set()  # identifiers given to earlier batches
 
     def batches(self, size: int, skip: int = 0) -> Iterator[Batch]:
         """Batches of at most ``size`` records, after skipping ``skip`` records (a resume)."""
@@ -212,7 +216,13 @@ class FileParser:
                 return batch
         batch.events = count - len(faults)
         batch.lines = array("q", keep(records.lines))
-        batch.identifiers = "\0".join(keep(ident))
+        identifiers = keep(ident)
+        batch.identifiers = "\0".join(identifiers)
+        if batch.contacts is None:
+            batch.new_identifiers = tuple(set(identifiers) - self._mentioned)
+            self._mentioned.update(batch.new_identifiers)
+            if len(self._mentioned) > _MENTIONED_CAP:
+                self._mentioned.clear()
         batch.names = "\0".join(keep(names))
         if stamps is not None:
             batch.timestamps = array("q", keep(stamps))
@@ -272,6 +282,9 @@ class FileParser:
 
 
 _T = TypeVar("_T")
+# Past this many identifiers the memory of those already given is dropped, to keep memory
+# flat on huge files; the store then merely hears of some contacts again.
+_MENTIONED_CAP = 200_000
 _AFTER_FIRST = operator.itemgetter(slice(1, None))
 
 

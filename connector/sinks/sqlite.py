@@ -14,17 +14,11 @@ from connector.csvrules.rules import KEY_WINDOW_SECONDS, NO_TIMESTAMP
 from connector.store.db import Database
 from connector.store.ledger import Ledger
 
-# Identifiers known to exist, so that events of the same contacts do not re-insert them on
-# every batch; cleared when it grows past this, to keep memory flat on huge files. A sink
-# lives for one file, so the set never outlives a rolled-back transaction.
-_KNOWN_CONTACTS_CAP = 200_000
-
 
 class SQLiteSink:
     def __init__(self, db: Database, ledger: Ledger) -> None:
         self.db = db
         self.ledger = ledger
-        self._known: set[str] = set()
 
     def deliver(self, file_id: int, kind: str, batch: Batch, now: int) -> None:
         """Store one batch and advance the file's cursor, atomically. Not idempotent by
@@ -47,15 +41,12 @@ class SQLiteSink:
                     " WHERE excluded.attributes <> '{}'",
                     batch.contacts,
                 )
-            elif batch.events:  # an events file: each contact must exist
-                fresh = tuple(set(batch.identifiers.split("\0")) - self._known)
-                if fresh:
-                    conn.execute(
-                        "INSERT INTO contacts(identifier, attributes)"
-                        " SELECT value, '{}' FROM carray(?) WHERE true ON CONFLICT DO NOTHING",
-                        (apsw.carray(fresh),),
-                    )
-                self._known.update(fresh)
+            elif batch.new_identifiers:  # an events file: each contact must exist
+                conn.execute(
+                    "INSERT INTO contacts(identifier, attributes)"
+                    " SELECT value, '{}' FROM carray(?) WHERE true ON CONFLICT DO NOTHING",
+                    (apsw.carray(batch.new_identifiers),),
+                )
             conn.executemany(
                 f"INSERT INTO rejects(file_id, line, reason) VALUES ({int(file_id)}, ?, ?)",
                 batch.rejects,
@@ -63,8 +54,6 @@ class SQLiteSink:
             valid = batch.records - len(batch.rejects)
             rows = valid - duplicates if kind == "events" else valid
             self.ledger.advance(file_id, batch.records, rows, len(batch.rejects), duplicates)
-        if len(self._known) > _KNOWN_CONTACTS_CAP:
-            self._known.clear()
 
     def _first_use_of_keys(self, batch: Batch, now: int) -> tuple[Iterable[Any], int]:
         """The batch's events less those whose key was accepted in the last 24 hours (in
