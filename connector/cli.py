@@ -94,7 +94,7 @@ def _summary(path: Path, outcome: Outcome, dry_run: bool) -> str:
     entry = outcome.entry
     text = (
         f"{path}: {entry.status} — {entry.rows} rows stored, {entry.rejected} rejected,"
-        f" {entry.duplicates} duplicates (sha256 {entry.sha256[:12]})"
+        f" {entry.duplicates} duplicates (sha256 {(entry.sha256 or 'unknown')[:12]})"
     )
     if outcome.reason:
         text += f"\n  reason: {outcome.reason}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,10 @@ def _worth_retrying(exc: BaseException) -> bool:
     return isinstance(exc, TransientError) and not isinstance(exc, FileChanged)
 
 
+def _wait(sleep: Callable[[float], object], seconds: float) -> None:
+    sleep(seconds)  # (tenacity wants a sleep returning None; the service's returns a flag)
+
+
 @dataclass(frozen=True)
 class Staged:
     path: Path
@@ -62,12 +67,14 @@ def download(
     attempts: int = ATTEMPTS,
     max_wait: float = 30.0,
     stop: Callable[[], bool] = lambda: False,
+    sleep: Callable[[float], object] = time.sleep,
     label: str | None = None,
     on_part: Callable[[Path], object] = lambda part: None,
 ) -> Staged:
     """Fetch ``file`` into ``staging``. ``connect(broken)`` returns a usable source; after
     a failed attempt ``broken`` is True and it should reconnect. Raises TransientError
     (after retries; FileChanged at once: a changing file is left for a later poll).
+    ``sleep`` waits between attempts (the service's wakes up on a stop request).
     ``label`` names the file in logs (its remote path). ``on_part(path)`` is called once
     the partial file holds only bytes of this file, before more are appended: a reader
     may follow it from then on (its bytes never change, only grow)."""
@@ -90,6 +97,7 @@ def download(
                 stop=stop_after_attempt(attempts),
                 wait=wait_exponential_jitter(multiplier=0.2, max=max_wait, jitter=0.2),
                 retry=retry_if_exception(_worth_retrying),
+                sleep=lambda seconds: _wait(sleep, seconds),
                 reraise=True,
             )
             for attempt in retrying:

@@ -109,7 +109,7 @@ class Ingestor:
         progress: Progress | None,
         arrival: Arrival,
     ) -> Outcome:
-        if self.ledger.ingested(arrival.sha256) is not None:
+        if self.ledger.ingested(inspector.hexdigest()) is not None:
             entry = self.ledger.record(arrival, "duplicate", self.clock())
             log.info("file_duplicate")
             return Outcome(entry)
@@ -122,15 +122,20 @@ class Ingestor:
             entry = self.ledger.record(arrival, "rejected", self.clock(), exc.reason)
             log.warning("file_rejected", reason=exc.reason)
             return Outcome(entry, exc.reason)
-        entry = self.ledger.unfinished(arrival.sha256) or self.ledger.start(arrival, self.clock())
+        entry = self.ledger.begin(arrival, self.clock())
         crashpoints.reached("after_start")
         # Crash from here on: the entry stays 'ingesting' with its cursor; a re-run finds
-        # it by checksum, skips the committed records and goes on.
-        if entry.cursor:
-            log.info("file_resumed", cursor=entry.cursor)
-            job.resume_at(entry.cursor)
-            job.header()
-        self._store(entry.id, rules.kind, job, progress)
+        # it by checksum, skips the committed records and goes on. An error or a stop
+        # leaves it 'failed', resumed the same way.
+        try:
+            if entry.cursor:
+                log.info("file_resumed", cursor=entry.cursor)
+                job.resume_at(entry.cursor)
+                job.header()
+            self._store(entry.id, rules.kind, job, progress)
+        except BaseException:
+            self.ledger.fail(entry.id, self.clock())
+            raise
         crashpoints.reached("before_finish")
         entry = self.ledger.finish(entry.id, self.clock())
         crashpoints.reached("after_finish")

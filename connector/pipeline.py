@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
@@ -21,14 +21,14 @@ import structlog
 from connector import crashpoints
 from connector.archive import archive
 from connector.config import Config, SourceConfig, parse_duration
-from connector.download import download
+from connector.download import FileChanged, download
 from connector.errors import TransientError
 from connector.ingest import Ingestor
 from connector.parsing import ParseJob
 from connector.selection import Candidate, Readiness, select
 from connector.sources.base import Source
 from connector.sources.registry import open_source
-from connector.store.ledger import Entry
+from connector.store.ledger import Arrival, Entry
 
 FINAL_OK = ("ingested", "duplicate")
 
@@ -159,10 +159,18 @@ class Poller:
                 job = self.ingestor.parse_job(part, candidate.rules, growing_to=file.size)
                 parses.append(stack.enter_context(job))
 
-            staged = download(
-                self.source.name, connection.get, file, staging, candidate.rules.encoding,
-                stop=self._stop, label=path, on_part=follow,
-            )  # fmt: skip
+            arrival = Arrival(self.source.name, path, None, file.size, candidate.rules.kind,
+                              file.mtime)  # fmt: skip
+            try:
+                staged = download(
+                    self.source.name, connection.get, file, staging, candidate.rules.encoding,
+                    stop=self._stop, sleep=self.sleep, label=path, on_part=follow,
+                )  # fmt: skip
+            except FileChanged:
+                raise  # still being written: not a failure, the file is simply not ready
+            except TransientError:
+                self.ingestor.ledger.note_failure(arrival, self.ingestor.clock())
+                raise
             crashpoints.reached("after_download")
             # Crash here: the staged copy is complete but unknown to the ledger; the next
             # poll downloads it again (same staging name) and ingests it once.
@@ -170,6 +178,8 @@ class Poller:
                 try:
                     archive(staged.path, staged.inspector.hexdigest(), self.config.paths.archive)
                 except OSError as exc:
+                    known = replace(arrival, sha256=staged.inspector.hexdigest())
+                    self.ingestor.ledger.note_failure(known, self.ingestor.clock())
                     raise TransientError(f"cannot archive {path}: {exc.strerror}") from exc
                 crashpoints.reached("after_archive")
                 # Crash here: the archive is written (idempotent, by checksum); as above.

@@ -13,7 +13,7 @@ import pytest
 from connector.csvrules.rules import FileRules
 from connector.dump import records
 from connector.ingest import Ingestor
-from connector.store.db import Database
+from connector.store.db import MIGRATIONS, Database
 
 EVENTS = FileRules(kind="events")
 DAY = 24 * 3600
@@ -163,4 +163,4 @@ def test_many_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
     errors = [p.communicate(timeout=60)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 8, errors
     with Database(store) as db:
-        assert db.query("PRAGMA user_version")[0][0] == 2
+        assert db.query("PRAGMA user_version")[0][0] == len(MIGRATIONS)

@@ -69,6 +69,34 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE files ADD COLUMN completed_at TEXT;
     """,
+    # 3: a file that failed before its bytes were read (a download) has no checksum yet.
+    # SQLite cannot drop a NOT NULL: the table is rebuilt, ids kept.
+    """
+    CREATE TABLE files_v3(
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        path TEXT NOT NULL,
+        sha256 TEXT,                          -- NULL: failed before its bytes were read
+        size INTEGER NOT NULL,
+        mtime REAL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status IN ('ingesting', 'ingested', 'duplicate', 'rejected', 'failed')),
+        rows INTEGER NOT NULL DEFAULT 0,
+        rejected INTEGER NOT NULL DEFAULT 0,
+        duplicates INTEGER NOT NULL DEFAULT 0,
+        cursor INTEGER NOT NULL DEFAULT 0,
+        started_at TEXT NOT NULL,
+        processed_at TEXT,
+        completed_at TEXT
+    );
+    INSERT INTO files_v3 SELECT id, source, path, sha256, size, mtime, kind, status, rows,
+        rejected, duplicates, cursor, started_at, processed_at, completed_at FROM files;
+    DROP TABLE files;
+    ALTER TABLE files_v3 RENAME TO files;
+    CREATE INDEX files_by_sha256 ON files(sha256, status);
+    CREATE INDEX files_by_source_path ON files(source, path);
+    """,
 )
 
 

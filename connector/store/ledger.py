@@ -2,7 +2,9 @@
 
 A file's identity is the SHA-256 of its bytes. An ``ingesting`` entry is a file in hand,
 with a cursor (records committed so far) that moves in the same transaction as its rows, so
-a crash leaves an entry that a re-run resumes rather than starts over.
+a crash leaves an entry that a re-run resumes rather than starts over. A ``failed`` entry
+is one whose ingestion stopped on an error or a stop request (resumed the same way), or a
+note that a file could not be fetched (replaced by whatever the next try decides).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import apsw
+import structlog
 
 from connector.store.db import Database
 
@@ -25,7 +30,7 @@ class Arrival:
 
     source: str
     path: str
-    sha256: str
+    sha256: str | None  # None: the bytes could not be read (a failed download)
     size: int
     kind: str
     mtime: float | None = None  # the remote modification time, to know it again unread
@@ -46,7 +51,7 @@ class Entry:
     id: int
     source: str
     path: str
-    sha256: str
+    sha256: str | None
     size: int
     kind: str
     status: str
@@ -93,14 +98,51 @@ class Ledger:
         """The entry under which these bytes were ingested, if they were."""
         return self._one("sha256 = ? AND status = 'ingested' ORDER BY id", (sha256,))
 
-    def unfinished(self, sha256: str) -> Entry | None:
-        """An entry left ``ingesting`` by a run that died: resume it."""
-        return self._one("sha256 = ? AND status = 'ingesting' ORDER BY id", (sha256,))
-
-    def start(self, arrival: Arrival, now: float) -> Entry:
-        """A new ``ingesting`` entry, committed at once so that a crash leaves a trace."""
+    def begin(self, arrival: Arrival, now: float) -> Entry:
+        """The ``ingesting`` entry of these bytes: the one a run left unfinished (died,
+        failed or stopped: resumed from its cursor), else a new one. Committed at once, so
+        that a crash leaves a trace."""
         with self.db.transaction():
-            entry_id = self._insert(arrival, "ingesting", now, finished=False)
+            entry = self._one(
+                "sha256 = ? AND status IN ('ingesting', 'failed') ORDER BY id", (arrival.sha256,)
+            )
+            if entry is None:
+                self._supersede(arrival)
+                entry_id = self._insert(arrival, "ingesting", now, finished=False)
+            else:
+                entry_id = entry.id
+                self.db.conn.execute("UPDATE files SET status = 'ingesting' WHERE id = ?",
+                                     (entry_id,))  # fmt: skip
+        return self.get(entry_id)
+
+    def _supersede(self, arrival: Arrival) -> None:
+        """Drop the notes of failed tries of this file that stored nothing: the decision
+        being recorded replaces them (one entry per file)."""
+        self.db.conn.execute(
+            "DELETE FROM files WHERE source = ? AND path = ? AND status = 'failed' AND cursor = 0",
+            (arrival.source, arrival.path),
+        )
+
+    def fail(self, entry_id: int, now: float) -> None:
+        """The ingestion in hand stopped before its end: ``failed``, resumed by a later run.
+        If the store itself is what fails, the entry stays ``ingesting``, which a later run
+        resumes just the same."""
+        try:
+            with self.db.transaction():
+                self.db.conn.execute(
+                    "UPDATE files SET status = 'failed', processed_at = ?"
+                    " WHERE id = ? AND status = 'ingesting'",
+                    (iso(now), entry_id),
+                )
+        except apsw.Error as exc:
+            structlog.get_logger().warning("ledger_unwritable", entry=entry_id, cause=str(exc))
+
+    def note_failure(self, arrival: Arrival, now: float) -> Entry:
+        """A file that could not be fetched or staged: a ``failed`` entry, replacing that
+        of an earlier failed try, so that the ledger shows it until a try succeeds."""
+        with self.db.transaction():
+            self._supersede(arrival)
+            entry_id = self._insert(arrival, "failed", now, finished=True)
         return self.get(entry_id)
 
     def _insert(self, arrival: Arrival, status: str, now: float, *, finished: bool) -> int:
@@ -132,6 +174,7 @@ class Ledger:
     def record(self, arrival: Arrival, status: str, now: float, reason: str | None = None) -> Entry:
         """A final entry in one step: ``duplicate``, or ``rejected`` with its reason."""
         with self.db.transaction():
+            self._supersede(arrival)
             entry_id = self._insert(arrival, status, now, finished=True)
             if reason is not None:
                 self.db.conn.execute(

@@ -1,0 +1,112 @@
+"""Files that fail show in the ledger as ``failed`` (CONTRACT §3) until a later try decides
+them, and keep one entry per file throughout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+
+from connector.config import Config, SourceConfig
+from connector.dump import records
+from connector.errors import Interrupted, TransientError
+from connector.ingest import Ingestor
+from connector.pipeline import Poller
+from connector.sources.local import LocalSource
+from connector.store.db import MIGRATIONS, Database
+
+ROWS = 5_000
+
+
+class Flaky(LocalSource):
+    """A local folder whose reads fail while ``broken`` is set."""
+
+    broken = True
+
+    def read(self, name: str, offset: int = 0) -> Iterator[bytes]:
+        if Flaky.broken:
+            raise TransientError("connection reset (test)")
+        yield from super().read(name, offset)
+
+
+@pytest.fixture
+def poller(tmp_path: Path) -> Iterator[Poller]:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "events.csv").write_text(
+        "identifier,n\n" + "".join(f"u{i},{i}\n" for i in range(ROWS))
+    )
+    config = Config.model_validate({
+        "store": {"path": str(tmp_path / "store" / "c.db")},
+        "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
+    })  # fmt: skip
+    source = SourceConfig.model_validate({
+        "name": "s", "url": f"file://{inbox}", "min_age": "0s",
+        "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}],
+    })  # fmt: skip
+    Flaky.broken = True
+    with Database(config.store.path) as db:
+        yield Poller(config, source, Ingestor(db, batch_records=1_000), sleep=lambda _: None,
+                     opener=Flaky)  # fmt: skip
+
+
+def _files(poller: Poller) -> list[dict[str, Any]]:
+    return list(records(poller.ingestor.db, "files"))
+
+
+def test_a_file_that_cannot_be_fetched_is_failed_until_it_can(poller: Poller) -> None:
+    for _ in range(2):  # a second failed poll does not add a second entry
+        summary = poller.poll()
+        assert [path.rsplit("/", 1)[1] for path in summary.failed] == ["events.csv"]
+        (entry,) = _files(poller)
+        assert (entry["status"], entry["sha256"], entry["rows"]) == ("failed", None, 0)
+        assert entry["size"] > 0 and entry["processed_at"]
+    Flaky.broken = False
+    poller.poll()
+    (entry,) = _files(poller)
+    assert (entry["status"], entry["rows"]) == ("ingested", ROWS)
+    assert entry["sha256"] is not None
+
+
+def test_a_file_stopped_mid_way_is_failed_then_resumed(poller: Poller) -> None:
+    Flaky.broken = False
+    batches = iter(range(3))  # the stop request comes after three batches
+    poller.ingestor.stop = lambda: next(batches, None) is None
+    with pytest.raises(Interrupted):
+        poller.poll(stop=lambda: False)
+    (entry,) = _files(poller)
+    assert (entry["status"], entry["rows"]) == ("failed", 3_000)
+    assert list(records(poller.ingestor.db, "events")) == []  # shown once ingested
+    poller.ingestor.stop = lambda: False
+    poller.poll()
+    (entry,) = _files(poller)
+    assert (entry["status"], entry["rows"]) == ("ingested", ROWS)
+    lines = [e["line"] for e in records(poller.ingestor.db, "events")]
+    assert sorted(lines) == list(range(2, ROWS + 2))
+
+
+def test_a_store_of_schema_2_is_upgraded_keeping_its_files(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    old = apsw.Connection(str(path))
+    for number, script in enumerate(MIGRATIONS[:2], start=1):
+        old.execute(script)
+        old.execute(f"PRAGMA user_version={number}")
+    old.execute(
+        "INSERT INTO files(source, path, sha256, size, kind, status, rows, started_at,"
+        " processed_at, completed_at) VALUES ('s', '/a.csv', 'ab12', 9, 'events',"
+        " 'ingested', 3, '2026-01-01T00:00:00Z', '2026-01-01T00:00:01Z', '2026-01-01T00:00:02Z')"
+    )
+    old.close()
+    with Database(path) as db:
+        assert db.query("PRAGMA user_version")[0][0] == len(MIGRATIONS)
+        assert [(f["path"], f["sha256"], f["rows"]) for f in records(db, "files")] == [
+            ("/a.csv", "ab12", 3)
+        ]
+        assert db.query("SELECT completed_at FROM files") == [("2026-01-01T00:00:02Z",)]
+        db.conn.execute(
+            "INSERT INTO files(source, path, sha256, size, kind, status, started_at)"
+            " VALUES ('s', '/b.csv', NULL, 1, 'events', 'failed', 'now')"
+        )
