@@ -487,6 +487,23 @@ def test_links_to_files_are_listed_links_to_folders_are_not(
     assert files == {"real.csv": 5, "link.csv": 5}
 
 
+def test_a_folder_of_many_replies_is_listed_whole(
+    server: EmbeddedSFTPServer, tmp_path: Path
+) -> None:
+    """READDIRs are pipelined: 1,000 names (63 replies of 16, more than in flight at once)
+    are each listed once, and the session goes on in step (a read, another listing)."""
+    for i in range(1_000):
+        (server.root / f"f{i:04d}.csv").write_bytes(b"x" * (i % 7))
+    with _source(server, tmp_path) as source:
+        files = source.list()
+        assert b"".join(source.read("f0006.csv")) == b"x" * 6
+        again = source.list()
+    assert sorted((f.name, f.size) for f in files) == [
+        (f"f{i:04d}.csv", i % 7) for i in range(1_000)
+    ]
+    assert len(again) == 1_000
+
+
 def test_a_missing_folder_is_transient(server: EmbeddedSFTPServer, tmp_path: Path) -> None:
     """A source folder not (yet) on the server is retried, not refused."""
     with (

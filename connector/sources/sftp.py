@@ -38,7 +38,7 @@ from connector.errors import ConfigError, TransientError
 from connector.sources.base import RemoteFile, SourceRefused
 from connector.sources.known_hosts import KnownKeys, fingerprint, known_keys
 from connector.sources.naming import clash_free_name
-from connector.sources.sftp_reads import close_handle, download, open_for_read
+from connector.sources.sftp_reads import close_handle, download, list_folder, open_for_read
 
 __all__ = ["SFTPSource"]
 
@@ -123,7 +123,7 @@ class SFTPSource:
         with self._failures(f"list {self._folder}"):
             sftp = self._session()
             files = []
-            for entry in sftp.listdir_attr(self._folder):
+            for entry in list_folder(sftp, self._folder):
                 attrs = entry
                 if attrs.st_mode is not None and stat.S_ISLNK(attrs.st_mode):
                     try:
