@@ -226,3 +226,61 @@ def test_round_trip_of_written_contacts(csv_file: tuple[str, list[list[str]], li
         assert h.rejects() == []
         assert h.events() == []
         h.assert_contacts(expected)
+
+
+def _parsed(data: bytes, rules: Any, *, plain: bool) -> list[tuple[Any, ...]]:
+    """Every batch of ``data`` (small batches: many boundaries), with or without the reader's
+    plain path, as comparable tuples; or the reason the file is refused."""
+    from connector.csvrules.reader import RecordReader, open_scanned
+    from connector.csvrules.records import FileParser
+    from connector.errors import FileRejected
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "f.csv"
+        path.write_bytes(data)
+        saved = RecordReader._plain
+        if not plain:
+            RecordReader._plain = lambda self, chunk: None  # type: ignore[method-assign]
+        try:
+            with open_scanned(path) as raw:
+                try:
+                    parser = FileParser(raw, rules)
+                except FileRejected as exc:
+                    return [("rejected", exc.reason)]
+                return [
+                    (b.records, b.rejects, list(b.event_rows()), b.new_identifiers)
+                    for b in parser.batches(3)
+                ]
+        finally:
+            RecordReader._plain = saved  # type: ignore[method-assign]
+
+
+plain_lines = st.lists(
+    st.lists(st.sampled_from(["", "a", "1", "u1", " x", "é", "\x00", "true"]), min_size=1,
+             max_size=4).map(",".join),
+    max_size=12,
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=plain_lines,
+    ends=st.lists(st.sampled_from(["\n", "\r\n", "\r"]), min_size=13, max_size=13),
+    last=st.booleans(),
+    extra=st.sampled_from(["", '"', '"q"', "a\nb"]),
+)
+def test_the_plain_path_reads_as_the_csv_module_does(
+    lines: list[str], ends: list[str], last: bool, extra: str
+) -> None:
+    """Lines without quotes are split by hand, a batch at a time: every record, line
+    number, reject and value must come out as through csv.reader (ragged, blank and
+    quoted lines included, which send their batch down the csv path)."""
+    from connector.csvrules.rules import FileRules
+
+    body = [line + end for line, end in zip(["identifier,v,w", *lines], ends, strict=False)]
+    text = "".join(body) + extra
+    if not last:
+        text = text.rstrip("\r\n")
+    rules = FileRules(kind="events", event_name="e")
+    data = text.encode()
+    assert _parsed(data, rules, plain=True) == _parsed(data, rules, plain=False)

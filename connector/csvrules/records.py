@@ -161,38 +161,35 @@ class FileParser:
         closes it."""
         self.rules = rules
         self._scan = raw.scan
-        self._reader = RecordReader(io.BufferedReader(raw, CHUNK), rules.encoding, rules.delimiter)
+        self._reader = RecordReader(
+            io.BufferedReader(raw, CHUNK), rules.encoding, rules.delimiter, raw.scan
+        )
         try:
             self.header_line, header = read_header(self._reader)
             self._layout = _layout(header, rules)
         except BaseException:
             self._reader.detach()  # the traceback must not keep a wrapper over `raw` alive
             raise
+        self._reader.width = len(header)
         self._event_name = rules.event_name or ""
         self._mentioned: set[str] = set()  # identifiers given to earlier batches
 
     def batches(self, size: int, skip: int = 0) -> Iterator[Batch]:
         """Batches of at most ``size`` records, after skipping ``skip`` records (a resume)."""
         for records in self._reader.batches(size):
-            if skip >= len(records.rows):
-                skip -= len(records.rows)
+            if skip >= len(records.lines):
+                skip -= len(records.lines)
                 continue
             if skip:
-                records = RecordBatch(
-                    records.lines[skip:],
-                    records.rows[skip:],
-                    {i - skip: r for i, r in records.faults.items() if i >= skip},
-                )
-                skip = 0
-            if records.rows:
+                records, skip = records.after(skip), 0
+            if records.lines:
                 yield self._shape(records)
 
     def _shape(self, records: RecordBatch) -> Batch:
         layout = self._layout
         faults = records.faults
-        rows = self._checked_rows(records.rows, faults, records.multiline)
-        count = len(rows)
-        columns: list[Sequence[str]] = list(zip(*rows, strict=True))
+        columns = self._checked_columns(records)
+        count = len(records.lines)
         ident = columns[layout.identifier]
         require_present(f"{self.rules.identifier} (the identifier)", ident, faults)
         check_column(self.rules.identifier, ident, faults)
@@ -235,30 +232,36 @@ class FileParser:
             batch.data = "\0".join(repeat("{}", batch.events))
         return batch
 
-    def _checked_rows(
-        self, rows: list[list[str]], faults: dict[int, str], multiline: bool
-    ) -> list[list[str]]:
+    def _checked_columns(self, records: RecordBatch) -> list[Sequence[str]]:
+        """The records' kept columns; ragged rows, NULs and oversized fields faulted."""
         width = self._layout.width
-        if set(map(len, rows)) != {width}:
-            for i, row in enumerate(rows):
-                if len(row) != width:
-                    faults.setdefault(i, f"expected {width} fields, got {len(row)}")
-                    rows[i] = [""] * width
-        # The scan has seen every byte of these rows: its answers hold for them.
+        faults = records.faults
+        columns: list[Sequence[str]]
+        if records.columns is not None:  # the reader saw every record complete
+            columns = list(records.columns)
+        else:
+            rows = records.rows
+            if set(map(len, rows)) != {width}:
+                for i, row in enumerate(rows):
+                    if len(row) != width:
+                        faults.setdefault(i, f"expected {width} fields, got {len(row)}")
+                        rows[i] = [""] * width
+            columns = list(zip(*rows, strict=True))
+        # The scan has seen every byte of these records: its answers hold for them.
         if self._scan.has_nul:
-            for i, row in enumerate(rows):
-                if any("\x00" in cell for cell in row):
-                    faults.setdefault(i, "a cell holds a NUL character")
-        if (self._scan.has_long_lines or multiline) and max(
-            map(len, itertools.chain.from_iterable(rows)), default=0
+            for column in columns:
+                for i, cell in enumerate(column):
+                    if "\x00" in cell:
+                        faults.setdefault(i, "a cell holds a NUL character")
+        if (self._scan.has_long_lines or records.multiline) and max(
+            map(len, itertools.chain.from_iterable(columns)), default=0
         ) > MAX_FIELD:
-            for i, row in enumerate(rows):
-                if max(map(len, row)) > MAX_FIELD:
-                    faults.setdefault(i, f"a field is over {MAX_FIELD:,} characters")
+            for column in columns:
+                for i, cell in enumerate(column):
+                    if len(cell) > MAX_FIELD:
+                        faults.setdefault(i, f"a field is over {MAX_FIELD:,} characters")
         keep = self._layout.keep
-        if keep is not None:
-            return [[row[i] for i in keep] for row in rows]
-        return rows
+        return columns if keep is None else [columns[i] for i in keep]
 
     def _attributes(
         self, columns: list[Sequence[str]], faults: dict[int, str]

@@ -127,7 +127,7 @@ class Database:
             ):
                 with attempt:
                     self.query("PRAGMA journal_mode=WAL")
-            for pragma in ("synchronous=FULL", "cache_size=-8000", "temp_store=MEMORY"):
+            for pragma in ("synchronous=FULL", "cache_size=-16000", "temp_store=MEMORY"):
                 self.conn.execute(f"PRAGMA {pragma}")
             self._migrate()
         except (apsw.Error, OSError) as exc:
