@@ -286,6 +286,9 @@ class RecordReader:
         if raw.read(len(BOM)) != BOM:
             raw.seek(0)
         self._text = io.TextIOWrapper(raw, encoding=encoding, newline="")
+        # Decode larger pieces than the default 8 KiB: fewer reads and calls (measured best
+        # at 64 KiB; 256 KiB was slower).
+        self._text._CHUNK_SIZE = 64 << 10  # type: ignore[attr-defined]
         head = self._head_lines()
         self.delimiter = delimiter or sniff_delimiter("".join(head))
         self._lines = itertools.chain(head, self._text, (_SENTINEL,))
