@@ -1,5 +1,6 @@
 """The embedded SQLite store as a sink: a batch, its idempotency keys, its rejects and the
-ledger's cursor are written in one transaction — all of it is stored, or none of it."""
+ledger's cursor are written in the caller's transaction — all of it is stored, or none of it.
+"""
 
 from __future__ import annotations
 
@@ -21,81 +22,72 @@ class SQLiteSink:
         self.ledger = ledger
 
     def deliver(self, file_id: int, kind: str, batch: Batch, now: int) -> None:
-        """Store one batch and advance the file's cursor, atomically. Not idempotent by
-        itself: the cursor is what keeps a resumed file from delivering a batch twice."""
+        """Store one batch and advance the file's cursor, inside the caller's transaction
+        (``Database.grouped``, which rolls back all of it on an error). Not idempotent by
+        itself: the cursor is what keeps a resumed file from delivering a batch twice.
+
+        No savepoint of its own: a nested one makes SQLite keep a copy of every page it
+        changes, for nothing, as any error fails the whole group."""
         conn = self.db.conn
-        with self.db.transaction():
-            events, duplicates = self._first_use_of_keys(batch, now)
-            # file_id and now are integers of ours: as literals they save a bind per row.
+        assert conn.in_transaction, "deliver() belongs in a transaction"
+        events, duplicates = self._first_use_of_keys(batch, now)
+        # file_id and now are integers of ours: as literals they save a bind per row.
+        conn.executemany(
+            "INSERT INTO events(file_id, line, identifier, name, timestamp,"
+            f" idempotency_key, data) VALUES ({int(file_id)}, ?, ?, ?,"
+            f" coalesce(nullif(?, {NO_TIMESTAMP}), {int(now)}), nullif(?, ''), ?)",
+            events,
+        )
+        if batch.contacts is not None:
             conn.executemany(
-                "INSERT INTO events(file_id, line, identifier, name, timestamp,"
-                f" idempotency_key, data) VALUES ({int(file_id)}, ?, ?, ?,"
-                f" coalesce(nullif(?, {NO_TIMESTAMP}), {int(now)}), nullif(?, ''), ?)",
-                events,
+                "INSERT INTO contacts(identifier, attributes) VALUES (?, ?)"
+                " ON CONFLICT(identifier) DO UPDATE"
+                " SET attributes = json_patch(attributes, excluded.attributes)"
+                " WHERE excluded.attributes <> '{}'",
+                batch.contacts,
             )
-            if batch.contacts is not None:
-                conn.executemany(
-                    "INSERT INTO contacts(identifier, attributes) VALUES (?, ?)"
-                    " ON CONFLICT(identifier) DO UPDATE"
-                    " SET attributes = json_patch(attributes, excluded.attributes)"
-                    " WHERE excluded.attributes <> '{}'",
-                    batch.contacts,
-                )
-            elif batch.new_identifiers:  # an events file: each contact must exist
-                conn.execute(
-                    "INSERT INTO contacts(identifier, attributes)"
-                    " SELECT value, '{}' FROM carray(?) WHERE true ON CONFLICT DO NOTHING",
-                    (apsw.carray(batch.new_identifiers),),
-                )
-            conn.executemany(
-                f"INSERT INTO rejects(file_id, line, reason) VALUES ({int(file_id)}, ?, ?)",
-                batch.rejects,
+        elif batch.new_identifiers:  # an events file: each contact must exist
+            conn.execute(
+                "INSERT INTO contacts(identifier, attributes)"
+                " SELECT value, '{}' FROM carray(?) WHERE true ON CONFLICT DO NOTHING",
+                (apsw.carray(batch.new_identifiers),),
             )
-            valid = batch.records - len(batch.rejects)
-            rows = valid - duplicates if kind == "events" else valid
-            self.ledger.advance(file_id, batch.records, rows, len(batch.rejects), duplicates)
+        conn.executemany(
+            f"INSERT INTO rejects(file_id, line, reason) VALUES ({int(file_id)}, ?, ?)",
+            batch.rejects,
+        )
+        valid = batch.records - len(batch.rejects)
+        rows = valid - duplicates if kind == "events" else valid
+        self.ledger.advance(file_id, batch.records, rows, len(batch.rejects), duplicates)
 
     def _first_use_of_keys(self, batch: Batch, now: int) -> tuple[Iterable[Any], int]:
         """The batch's events less those whose key was accepted in the last 24 hours (in
         this batch too); the keys of the others are recorded as accepted now.
 
-        Keys go to SQLite as one array per statement (a statement per key costs ten times
-        more). Usually no key is a duplicate: one upsert that accepts every key says so by
-        its change count. Otherwise it is undone and the keys are sorted out one by one."""
+        One statement per batch records every key that is new or expired and returns those
+        it recorded (a statement per key costs ten times more): a key it does not return
+        was accepted recently. Within the batch, SQLite takes the rows in order, so the
+        first use of a key is the one recorded and a later one finds it recent."""
         if batch.keys is None or not batch.events:
             return batch.event_rows(), 0
         keys = batch.keys.split("\0")
         present = tuple(k for k in keys if k)
         if not present:
             return batch.event_rows(), 0
-        conn = self.db.conn
-        cutoff = int(now - KEY_WINDOW_SECONDS)
-        upsert = (
-            "INSERT INTO idempotency_keys(key, accepted_at)"
-            f" SELECT value, {int(now)} FROM carray(?) WHERE true"
-            " ON CONFLICT(key) DO UPDATE SET accepted_at = excluded.accepted_at"
-            f" WHERE accepted_at <= {cutoff}"
-        )
-        if len(set(present)) == len(present):
-            conn.execute("SAVEPOINT keys")
-            conn.execute(upsert, (apsw.carray(present),))
-            if conn.changes() == len(present):
-                conn.execute("RELEASE keys")
-                return batch.event_rows(), 0
-            conn.execute("ROLLBACK TO keys; RELEASE keys")
-        seen = {
+        recorded = {
             key
-            for (key,) in conn.execute(
-                "SELECT key FROM idempotency_keys WHERE key IN carray(?)"
-                f" AND accepted_at > {cutoff}",
+            for (key,) in self.db.conn.execute(
+                "INSERT INTO idempotency_keys(key, accepted_at)"
+                f" SELECT value, {int(now)} FROM carray(?) WHERE true"
+                " ON CONFLICT(key) DO UPDATE SET accepted_at = excluded.accepted_at"
+                f" WHERE accepted_at <= {int(now - KEY_WINDOW_SECONDS)} RETURNING key",
                 (apsw.carray(present),),
             )
         }
+        if len(recorded) == len(present):  # the usual case: every key is new
+            return batch.event_rows(), 0
         mask = []
-        for key in keys:  # only the first use of a key that is not recent is kept
-            mask.append(not key or key not in seen)
-            seen.add(key)
-        accepted = tuple(k for k, keep in zip(keys, mask, strict=True) if k and keep)
-        if accepted:
-            conn.execute(upsert, (apsw.carray(accepted),))
+        for key in keys:  # the first use of a recorded key is kept, and events without one
+            mask.append(not key or key in recorded)
+            recorded.discard(key)
         return compress(batch.event_rows(), mask), mask.count(False)

@@ -127,7 +127,11 @@ class Database:
             ):
                 with attempt:
                     self.query("PRAGMA journal_mode=WAL")
-            for pragma in ("synchronous=FULL", "cache_size=-16000", "temp_store=MEMORY"):
+            # temp_store stays FILE: a multi-row statement's undo journal holds a copy of
+            # every page it changes, which for the keys of a batch of a big file is most of
+            # their table (25 MB on 5M rows) — better in a temp file's page cache than in
+            # our memory. The page cache: 16 MB (measured: 8 MB made the writer 10% slower).
+            for pragma in ("synchronous=FULL", "cache_size=-16000"):
                 self.conn.execute(f"PRAGMA {pragma}")
             self._migrate()
         except (apsw.Error, OSError) as exc:
