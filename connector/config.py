@@ -155,8 +155,8 @@ class SourceConfig(_Model):
     @field_validator("delimiter")
     @classmethod
     def _usable_delimiter(cls, value: str | None) -> str | None:
-        if value is not None and value in '"\r\n':
-            raise ValueError("a quote or a line break cannot be the delimiter")
+        if value is not None and value in '"\r\n\x00':
+            raise ValueError("a quote, a line break or NUL cannot be the delimiter")
         return value
 
     @model_validator(mode="after")

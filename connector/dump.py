@@ -1,8 +1,8 @@
 """``connector dump``: the store as JSON Lines, exactly in the shapes of CONTRACT §3.
 
-Events and rejects of a file still being ingested are not shown: they appear with its
-final ledger entry. Contact upserts and accepted keys are committed batch by batch (see
-the README's deviations).
+Events and rejects of a file still being ingested (or failed part-way) are not shown: they
+appear with its final ledger entry. Contact upserts and accepted keys are committed batch by
+batch (see the README's deviations).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _QUERIES: dict[Table, str] = {
     "rejects": (
         "SELECT f.source, f.path, f.sha256, r.line, r.reason"
         " FROM rejects r JOIN files f ON f.id = r.file_id"
-        " WHERE f.status <> 'ingesting' ORDER BY r.id"
+        " WHERE f.status IN ('ingested', 'rejected') ORDER BY r.id"
     ),
     "files": (
         "SELECT source, path, sha256, size, status, rows, rejected, duplicates, processed_at"

@@ -16,6 +16,8 @@ end without a final message and fails the file (it is retried, resuming).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import pickle
 import signal
@@ -36,6 +38,28 @@ from connector.errors import FatalError, FileRejected
 # Below this a child process costs more (about 0.1 s to start) than it saves.
 PARALLEL_MIN_BYTES = 8 << 20
 _FRAME = struct.Struct("<Q")
+_PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (Linux)
+
+
+def _fallocate() -> Any:
+    """libc's fallocate(2) where it takes 64-bit offsets (64-bit Linux), else None."""
+    if not sys.platform.startswith("linux") or sys.maxsize < 2**32:
+        return None
+    function = getattr(ctypes.CDLL(None, use_errno=True), "fallocate", None)
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return function
+
+
+_FALLOCATE = _fallocate()
+
+
+def release(fd: int, offset: int, length: int) -> None:
+    """Give back the disk (and page cache) of a spool range already read, so that the spool
+    holds the batches not yet read, not the whole file's. Where the system cannot (another
+    OS, a file system without holes), the spool keeps its blocks until it is closed."""
+    if _FALLOCATE is not None:
+        _FALLOCATE(fd, _PUNCH_HOLE, offset, length)
 
 
 @dataclass(frozen=True)
@@ -47,6 +71,7 @@ class _Job:
     batch_records: int
     source_fd: int
     spool_fd: int
+    parent: int  # our pid: the child waits for a download only while we live
 
 
 class ParseJob:
@@ -81,8 +106,12 @@ class ParseJob:
     def __enter__(self) -> ParseJob:
         if self._fd is None:  # entered once, however many owners pass it on
             self._fd = os.open(self._path, os.O_RDONLY)
-            if self._in_child:
-                self._spawn()
+            try:
+                if self._in_child:
+                    self._spawn()
+            except BaseException:
+                self.close()
+                raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -99,18 +128,17 @@ class ParseJob:
         self._spool = tempfile.TemporaryFile(dir=self._spool_dir)  # noqa: SIM115
         job = _Job(
             self._rules, self._size, self._growing_to is not None, self._skip,
-            self._batch_records, self._fd, self._spool.fileno(),
+            self._batch_records, self._fd, self._spool.fileno(), os.getpid(),
         )  # fmt: skip
-        child = subprocess.Popen(
+        self._child = subprocess.Popen(
             [sys.executable, "-m", "connector.parsing"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             pass_fds=(job.source_fd, job.spool_fd),
         )
-        assert child.stdin is not None
-        with child.stdin:
-            child.stdin.write(pickle.dumps(job))
-        self._child = child
+        assert self._child.stdin is not None
+        with self._child.stdin:
+            self._child.stdin.write(pickle.dumps(job))
 
     def resume_at(self, skip: int) -> None:
         """Start after ``skip`` records (a resumed file); call before ``header``."""
@@ -139,7 +167,10 @@ class ParseJob:
             return
         while (message := self._receive())[0] == "batch":
             assert self._spool is not None
-            yield pickle.loads(os.pread(self._spool.fileno(), message[2], message[1]))
+            _, offset, length = message
+            data = os.pread(self._spool.fileno(), length, offset)
+            release(self._spool.fileno(), offset, length)
+            yield pickle.loads(data)
 
     def _receive(self) -> tuple[Any, ...]:
         assert self._child is not None
@@ -182,10 +213,9 @@ def _serve(job: _Job, out: IO[bytes]) -> None:
         out.write(_FRAME.pack(len(data)) + data)
         out.flush()
 
-    parent = os.getppid()
     try:
         raw = ScannedFile(
-            job.source_fd, job.size, growing=job.growing, alive=lambda: os.getppid() == parent
+            job.source_fd, job.size, growing=job.growing, alive=lambda: os.getppid() == job.parent
         )
         try:
             parser = FileParser(raw, job.rules)
@@ -205,7 +235,8 @@ def _serve(job: _Job, out: IO[bytes]) -> None:
     except BrokenPipeError:
         pass  # the parent is gone: nobody to tell
     except Exception as exc:  # reported to the parent, which fails the file
-        announce("error", f"{type(exc).__name__}: {exc}")
+        with contextlib.suppress(BrokenPipeError):  # unless it is gone too
+            announce("error", f"{type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,13 @@ def test_every_problem_is_reported_with_its_key(tmp_path: Path) -> None:
     assert any("known_hosts or host_key" in p and p.startswith("sources[2]") for p in problems)
 
 
+def test_a_delimiter_csv_could_not_tell_from_the_file_is_refused() -> None:
+    for bad in ('"', "\n", "\r", "\x00"):
+        problems = _problems({"sources": [_source(delimiter=bad)]})
+        assert any(p.startswith("sources[0].delimiter: ") for p in problems), bad
+    parse_config({"sources": [_source(delimiter="|")]})
+
+
 def test_plaintext_ftp_is_refused_unless_allowed() -> None:
     """ftp:// sends the password in clear: refused unless allow_plaintext = true."""
     assert any("allow_plaintext" in p for p in _problems({"sources": [_source(url="ftp://h/")]}))

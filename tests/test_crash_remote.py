@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from connector.parsing import PARALLEL_MIN_BYTES
 from connector.testing import EmbeddedFTPServer, EmbeddedSFTPServer
 from tests.drop import crash_then_rerun
 from tests.golden import toml_value
@@ -66,4 +67,22 @@ def test_crash_then_rerun_over_the_network(
     assert crash_then_rerun(config, step) == list(range(2, ROWS + 2))
     assert sorted(p.name for p in outbox.iterdir()) == ["processed"]
     assert [p.name for p in (outbox / "processed").iterdir()] == ["events.csv"]
+    assert not list((tmp_path / "staging").rglob("*.part"))
+
+
+@pytest.mark.parametrize("step", ["mid_download:3", "after_deliver:40"])
+def test_crash_while_a_large_file_is_parsed_as_it_downloads(tmp_path: Path, step: str) -> None:
+    """Over 8 MiB, a parser process follows the download and spools ahead: killing the
+    daemon there leaves no process behind (the run would wait for its output) and the
+    restart stores each row once."""
+    rows = 100_000
+    with EmbeddedSFTPServer(tmp_path / "server") as sftp:
+        outbox = sftp.root / "outbox"
+        outbox.mkdir()
+        (outbox / "events.csv").write_text(
+            "identifier,n\n" + "".join(f"u{i},{i:080d}\n" for i in range(rows))
+        )
+        assert (outbox / "events.csv").stat().st_size > PARALLEL_MIN_BYTES
+        config = _config(tmp_path, "sftp", sftp)
+        assert crash_then_rerun(config, step) == list(range(2, rows + 2))
     assert not list((tmp_path / "staging").rglob("*.part"))

@@ -36,8 +36,8 @@ class Flaky(LocalSource):
 def poller(tmp_path: Path) -> Iterator[Poller]:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    (inbox / "events.csv").write_text(
-        "identifier,n\n" + "".join(f"u{i},{i}\n" for i in range(ROWS))
+    (inbox / "events.csv").write_text(  # a bad row (no identifier) in every 1,000
+        "identifier,n\n" + "".join(f"{'' if i % 1000 == 7 else f'u{i}'},{i}\n" for i in range(ROWS))
     )
     config = Config.model_validate({
         "store": {"path": str(tmp_path / "store" / "c.db")},
@@ -67,7 +67,7 @@ def test_a_file_that_cannot_be_fetched_is_failed_until_it_can(poller: Poller) ->
     Flaky.broken = False
     poller.poll()
     (entry,) = _files(poller)
-    assert (entry["status"], entry["rows"]) == ("ingested", ROWS)
+    assert (entry["status"], entry["rows"]) == ("ingested", ROWS - 5)
     assert entry["sha256"] is not None
 
 
@@ -78,14 +78,27 @@ def test_a_file_stopped_mid_way_is_failed_then_resumed(poller: Poller) -> None:
     with pytest.raises(Interrupted):
         poller.poll(stop=lambda: False)
     (entry,) = _files(poller)
-    assert (entry["status"], entry["rows"]) == ("failed", 3_000)
-    assert list(records(poller.ingestor.db, "events")) == []  # shown once ingested
+    assert (entry["status"], entry["rows"], entry["rejected"]) == ("failed", 2_997, 3)
+    # Its events and rejects are shown once it is ingested, together.
+    assert list(records(poller.ingestor.db, "events")) == []
+    assert list(records(poller.ingestor.db, "rejects")) == []
     poller.ingestor.stop = lambda: False
+    Flaky.broken = True  # the next try fails to fetch it: still one entry
+    poller.poll()
+    assert [f["status"] for f in _files(poller)] == ["failed"]
+    Flaky.broken = False
     poller.poll()
     (entry,) = _files(poller)
-    assert (entry["status"], entry["rows"]) == ("ingested", ROWS)
+    assert (entry["status"], entry["rows"], entry["rejected"]) == ("ingested", ROWS - 5, 5)
     lines = [e["line"] for e in records(poller.ingestor.db, "events")]
-    assert sorted(lines) == list(range(2, ROWS + 2))
+    assert sorted(lines) == [n + 2 for n in range(ROWS) if n % 1000 != 7]
+    assert [r["line"] for r in records(poller.ingestor.db, "rejects")] == [
+        9,
+        1009,
+        2009,
+        3009,
+        4009,
+    ]
 
 
 def test_a_store_of_schema_2_is_upgraded_keeping_its_files(tmp_path: Path) -> None:

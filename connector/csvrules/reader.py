@@ -366,7 +366,10 @@ class RecordReader:
             faults[len(rows)] = f"unreadable record: {error}"
             lines.append(self._next_line)
             rows.append([])
-            self._next_line += 1
+            # The next record starts after the lines the failed one took; the chunk's
+            # lines csv has not reached are read again by the next batch.
+            self._next_line = first + reader.line_num
+            self._lines = itertools.chain(chunk[reader.line_num :], self._lines)
         if rows and rows[-1] and _SENTINEL in rows[-1][-1]:
             self._take_sentinel(rows, lines, faults)
         batch = _without_blank_lines(lines, rows, faults)

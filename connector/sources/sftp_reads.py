@@ -130,25 +130,30 @@ def list_folder(sftp: Any, path: str) -> list[Any]:
     replies = _Replies()
     pending = deque(_send(sftp, replies, CMD_READDIR, [_binary(handle)] * _DIR_WINDOW))
     entries = []
-    while pending:
-        kind, msg = _reply(sftp, replies, pending.popleft())
-        if kind == CMD_STATUS:
-            code = msg.get_int()
-            if code == SFTP_EOF:
-                break
-            raise _status_error(code, msg.get_text())
-        if kind != CMD_NAME:
-            raise paramiko.SFTPError(f"unexpected reply {kind} to a READDIR")
-        for _ in range(msg.get_int()):
-            name, long_name = msg.get_text(), msg.get_text()
-            if name not in (".", ".."):
-                entries.append(paramiko.SFTPAttributes._from_msg(msg, name, long_name))
-            else:
-                paramiko.SFTPAttributes._from_msg(msg)  # read past its attributes
-        pending.extend(_send(sftp, replies, CMD_READDIR, [_binary(handle)]))
-    for num in pending:  # READDIRs past the end: read their EOF, keeping the session in step
-        _reply(sftp, replies, num)
-    close_handle(sftp, handle)
+    try:
+        while pending:
+            kind, msg = _reply(sftp, replies, pending.popleft())
+            if kind == CMD_STATUS:
+                code = msg.get_int()
+                if code == SFTP_EOF:
+                    break
+                raise _status_error(code, msg.get_text())
+            if kind != CMD_NAME:
+                raise paramiko.SFTPError(f"unexpected reply {kind} to a READDIR")
+            for _ in range(msg.get_int()):
+                name, long_name = msg.get_text(), msg.get_text()
+                if name not in (".", ".."):
+                    entries.append(paramiko.SFTPAttributes._from_msg(msg, name, long_name))
+                else:
+                    paramiko.SFTPAttributes._from_msg(msg)  # read past its attributes
+            pending.extend(_send(sftp, replies, CMD_READDIR, [_binary(handle)]))
+    finally:
+        # The READDIRs still in flight (past the end, or after an error) are answered
+        # before the handle is closed, so that the session stays in step and the server
+        # keeps no open handle. (A broken connection raises here again: the session goes.)
+        for num in pending:
+            _reply(sftp, replies, num)
+        close_handle(sftp, handle)
     return entries
 
 

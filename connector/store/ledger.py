@@ -100,8 +100,8 @@ class Ledger:
 
     def begin(self, arrival: Arrival, now: float) -> Entry:
         """The ``ingesting`` entry of these bytes: the one a run left unfinished (died,
-        failed or stopped: resumed from its cursor), else a new one. Committed at once, so
-        that a crash leaves a trace."""
+        failed or stopped: resumed from its cursor, now recorded as this arrival), else a
+        new one. Committed at once, so that a crash leaves a trace."""
         with self.db.transaction():
             entry = self._one(
                 "sha256 = ? AND status IN ('ingesting', 'failed') ORDER BY id", (arrival.sha256,)
@@ -111,16 +111,22 @@ class Ledger:
                 entry_id = self._insert(arrival, "ingesting", now, finished=False)
             else:
                 entry_id = entry.id
-                self.db.conn.execute("UPDATE files SET status = 'ingesting' WHERE id = ?",
-                                     (entry_id,))  # fmt: skip
+                self._supersede(arrival, keep=entry_id)
+                a = arrival
+                self.db.conn.execute(
+                    "UPDATE files SET status = 'ingesting', source = ?, path = ?, size = ?,"
+                    " mtime = ? WHERE id = ?",
+                    (a.source, a.path, a.size, a.mtime, entry_id),
+                )
         return self.get(entry_id)
 
-    def _supersede(self, arrival: Arrival) -> None:
+    def _supersede(self, arrival: Arrival, keep: int | None = None) -> None:
         """Drop the notes of failed tries of this file that stored nothing: the decision
         being recorded replaces them (one entry per file)."""
         self.db.conn.execute(
-            "DELETE FROM files WHERE source = ? AND path = ? AND status = 'failed' AND cursor = 0",
-            (arrival.source, arrival.path),
+            "DELETE FROM files WHERE source = ? AND path = ? AND status = 'failed'"
+            " AND cursor = 0 AND id IS NOT ?",
+            (arrival.source, arrival.path, keep),
         )
 
     def fail(self, entry_id: int, now: float) -> None:
@@ -137,13 +143,24 @@ class Ledger:
         except apsw.Error as exc:
             structlog.get_logger().warning("ledger_unwritable", entry=entry_id, cause=str(exc))
 
-    def note_failure(self, arrival: Arrival, now: float) -> Entry:
+    def note_failure(self, arrival: Arrival, now: float) -> None:
         """A file that could not be fetched or staged: a ``failed`` entry, replacing that
-        of an earlier failed try, so that the ledger shows it until a try succeeds."""
-        with self.db.transaction():
-            self._supersede(arrival)
-            entry_id = self._insert(arrival, "failed", now, finished=True)
-        return self.get(entry_id)
+        of an earlier failed try, so that the ledger shows it until a try succeeds. Best
+        effort, like ``fail``: the file is retried whether or not the note is written."""
+        try:
+            with self.db.transaction():
+                # A try that stored part of the file already says it failed: it is dated.
+                self.db.conn.execute(
+                    "UPDATE files SET processed_at = ? WHERE source = ? AND path = ?"
+                    " AND status = 'failed' AND cursor > 0",
+                    (iso(now), arrival.source, arrival.path),
+                )
+                if not self.db.conn.changes():
+                    self._supersede(arrival)
+                    self._insert(arrival, "failed", now, finished=True)
+        except apsw.Error as exc:
+            structlog.get_logger().warning("ledger_unwritable", file=arrival.path,
+                                           cause=str(exc))  # fmt: skip
 
     def _insert(self, arrival: Arrival, status: str, now: float, *, finished: bool) -> int:
         a = arrival
