@@ -49,6 +49,7 @@ class Ingestor:
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.db)
+        self.sink = SQLiteSink(self.db, self.ledger)
 
     def parse_job(self, path: Path, rules: FileRules, *, growing_to: int | None = None) -> ParseJob:
         """The parse of ``path`` (in a child process if it is large); ``growing_to``: the
@@ -137,19 +138,20 @@ class Ingestor:
             self.ledger.fail(entry.id, self.clock())
             raise
         crashpoints.reached("before_finish")
-        entry = self.ledger.finish(entry.id, self.clock())
+        with self.db.transaction():  # its contacts, and with them its rows, become visible
+            self.sink.finish(entry.id)
+            entry = self.ledger.finish(entry.id, self.clock())
         crashpoints.reached("after_finish")
         # Crash after finish: the file is complete; its bytes are now a known duplicate.
         return Outcome(entry)
 
     def _store(self, entry_id: int, kind: str, job: ParseJob, progress: Progress | None) -> None:
-        sink = SQLiteSink(self.db, self.ledger)
         records = 0
         with self.db.grouped(self.commit_seconds) as tick:
             for batch in job.batches():
                 if self.stop():
                     break  # leaving the block commits what is done; the cursor keeps it
-                sink.deliver(entry_id, kind, batch, int(self.clock()))
+                self.sink.deliver(entry_id, kind, batch, int(self.clock()))
                 crashpoints.reached("after_deliver")
                 # Crash here: batches up to the last commit are durable with their cursor;
                 # those after it are redone on resume (commits are grouped by time: an

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from connector.csvrules.rules import FileRules
@@ -16,6 +17,7 @@ from connector.ingest import Ingestor
 from connector.store.db import MIGRATIONS, Database
 
 EVENTS = FileRules(kind="events")
+CONTACTS = FileRules(kind="contacts")
 DAY = 24 * 3600
 
 
@@ -41,6 +43,11 @@ def _file(tmp_path: Path, name: str, text: str) -> Path:
 
 def _events(db: Database) -> list[dict[str, object]]:
     return list(records(db, "events"))
+
+
+def _contacts(db: Database) -> list[dict[str, object]]:
+    """Contacts with their attributes as objects (the dump gives JSON text fragments)."""
+    return [orjson.loads(orjson.dumps(c)) for c in records(db, "contacts")]
 
 
 def test_key_window_is_24_hours_of_processing_time(tmp_path: Path, db: Database) -> None:
@@ -110,17 +117,42 @@ def test_rejected_bytes_may_be_sent_again(tmp_path: Path, db: Database) -> None:
 
 
 def test_rows_of_an_unfinished_file_are_not_visible(tmp_path: Path, db: Database) -> None:
-    """Events and rejects show up with their ledger entry, not batch by batch."""
-    path = _file(tmp_path, "a.csv", "identifier,name\n" + "u,buy\n" * 5 + ",buy\n")
+    """Events, rejects and the contacts they create show up with their ledger entry, not
+    batch by batch, though each batch is committed (CONTRACT §5)."""
+    path = _file(tmp_path, "a.csv", "identifier,name\n" + "u,buy\nv,buy\n" * 3 + ",buy\n")
     ingestor = Ingestor(db, batch_records=2, commit_seconds=0)
     seen: list[int] = []
 
     def peek(_records: int) -> None:
-        seen.append(len(_events(db)) + len(list(records(db, "rejects"))))
+        shown = [list(records(db, t)) for t in ("events", "rejects", "contacts", "files")]
+        seen.append(sum(map(len, shown)))
 
     ingestor.ingest(path, EVENTS, source="s", name="a", progress=peek)
-    assert seen == [0, 0, 0]
-    assert len(_events(db)) == 5
+    assert seen == [0, 0, 0, 0]
+    assert len(_events(db)) == 6
+    assert [c["identifier"] for c in records(db, "contacts")] == ["u", "v"]
+
+
+def test_contact_updates_of_an_unfinished_file_are_not_visible(
+    tmp_path: Path, db: Database
+) -> None:
+    """A contacts file's upserts are applied when it ends, in file order: later rows win."""
+    Ingestor(db).ingest(_file(tmp_path, "a.csv", "identifier,plan\nu,free\n"), CONTACTS,
+                        source="s", name="a")  # fmt: skip
+    text = "identifier,plan,seats\n" + "u,pro,1\nu,max,\nw,free,2\n" * 2
+    ingestor = Ingestor(db, batch_records=2, commit_seconds=0)
+    seen: list[object] = []
+
+    def peek(_records: int) -> None:
+        seen.append({c["identifier"]: c["attributes"] for c in _contacts(db)})
+
+    ingestor.ingest(_file(tmp_path, "b.csv", text), CONTACTS, source="s", name="b",
+                    progress=peek)  # fmt: skip
+    assert seen == [{"u": {"plan": "free"}}] * 3
+    assert {c["identifier"]: c["attributes"] for c in _contacts(db)} == {
+        "u": {"plan": "max", "seats": 1},
+        "w": {"plan": "free", "seats": 2},
+    }
 
 
 def test_dry_run_stores_nothing_but_counts_exactly(tmp_path: Path, db: Database) -> None:

@@ -38,18 +38,17 @@ class SQLiteSink:
             f" coalesce(nullif(?, {NO_TIMESTAMP}), {int(now)}), nullif(?, ''), ?)",
             events,
         )
+        # Contact upserts wait for the file's end (see finish).
         if batch.contacts is not None:
             conn.executemany(
-                "INSERT INTO contacts(identifier, attributes) VALUES (?, ?)"
-                " ON CONFLICT(identifier) DO UPDATE"
-                " SET attributes = json_patch(attributes, excluded.attributes)"
-                " WHERE excluded.attributes <> '{}'",
+                "INSERT INTO pending_contacts(file_id, identifier, attributes)"
+                f" VALUES ({int(file_id)}, ?, ?)",
                 batch.contacts,
             )
         elif batch.new_identifiers:  # an events file: each contact must exist
             conn.execute(
-                "INSERT INTO contacts(identifier, attributes)"
-                " SELECT value, '{}' FROM carray(?) WHERE true ON CONFLICT DO NOTHING",
+                "INSERT INTO pending_contacts(file_id, identifier, attributes)"
+                f" SELECT {int(file_id)}, value, '{{}}' FROM carray(?)",
                 (apsw.carray(batch.new_identifiers),),
             )
         conn.executemany(
@@ -59,6 +58,21 @@ class SQLiteSink:
         valid = batch.records - len(batch.rejects)
         rows = valid - duplicates if kind == "events" else valid
         self.ledger.advance(file_id, batch.records, rows, len(batch.rejects), duplicates)
+
+    def finish(self, file_id: int) -> None:
+        """Apply the file's contact upserts, in file order (later rows win), inside the
+        transaction that records its final entry."""
+        conn = self.db.conn
+        assert conn.in_transaction, "finish() belongs in the final entry's transaction"
+        conn.execute(
+            "INSERT INTO contacts(identifier, attributes)"
+            " SELECT identifier, attributes FROM pending_contacts WHERE file_id = ?"
+            " ORDER BY seq ON CONFLICT(identifier) DO UPDATE"
+            " SET attributes = json_patch(attributes, excluded.attributes)"
+            " WHERE excluded.attributes <> '{}';"
+            "DELETE FROM pending_contacts WHERE file_id = ?",
+            (file_id, file_id),
+        )
 
     def _first_use_of_keys(self, batch: Batch, now: int) -> tuple[Iterable[Any], int]:
         """The batch's events less those whose key was accepted in the last 24 hours (in

@@ -97,6 +97,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX files_by_sha256 ON files(sha256, status);
     CREATE INDEX files_by_source_path ON files(source, path);
     """,
+    # 4: contact upserts wait here, in order, until their file's final entry applies them:
+    # rows, contacts and the ledger entry become visible together (CONTRACT §5).
+    """
+    CREATE TABLE pending_contacts(
+        seq INTEGER PRIMARY KEY,              -- the order they are applied in
+        file_id INTEGER NOT NULL,
+        identifier TEXT NOT NULL,
+        attributes TEXT NOT NULL              -- JSON object to merge; '{}': create if missing
+    );
+    """,
 )
 
 
