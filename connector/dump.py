@@ -1,8 +1,8 @@
 """``connector dump``: the store as JSON Lines, exactly in the shapes of CONTRACT §3.
 
 Events and rejects of a file still being ingested (or failed part-way) are not shown: they
-appear with its final ledger entry. Contact upserts and accepted keys are committed batch by
-batch (see the README's deviations).
+appear with its final ledger entry, which also applies its contact upserts (see the
+README's guarantees).
 """
 
 from __future__ import annotations

@@ -14,12 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import apsw
 import structlog
 
 from connector import crashpoints
 from connector.csvrules.reader import Inspector, inspect_file
 from connector.csvrules.rules import FileRules
-from connector.errors import FileRejected, Interrupted
+from connector.errors import FileRejected, Interrupted, TransientError
 from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
 from connector.sinks.sqlite import SQLiteSink
 from connector.store.db import Database
@@ -134,13 +135,15 @@ class Ingestor:
                 job.resume_at(entry.cursor)
                 job.header()
             self._store(entry.id, rules.kind, job, progress)
-        except BaseException:
+            crashpoints.reached("before_finish")
+            with self.db.transaction():  # its contacts, and with them its rows, show
+                self.sink.finish(entry.id)
+                entry = self.ledger.finish(entry.id, self.clock())
+        except BaseException as exc:
             self.ledger.fail(entry.id, self.clock())
+            if isinstance(exc, apsw.BusyError):  # another writer held the store too long
+                raise TransientError(f"the store stayed busy: {exc}") from exc
             raise
-        crashpoints.reached("before_finish")
-        with self.db.transaction():  # its contacts, and with them its rows, become visible
-            self.sink.finish(entry.id)
-            entry = self.ledger.finish(entry.id, self.clock())
         crashpoints.reached("after_finish")
         # Crash after finish: the file is complete; its bytes are now a known duplicate.
         return Outcome(entry)

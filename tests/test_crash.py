@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -167,3 +168,27 @@ def test_two_runs_with_the_same_bytes_at_once_store_them_once(tmp_path: Path, co
     assert all(run.returncode == 0 for run in runs)
     assert sorted(out.split(": ")[1].split(" ")[0] for out in outputs) == ["duplicate", "ingested"]
     _assert_exactly_once(config, expected)
+
+
+@pytest.mark.parametrize("step", ["after_commit:3", "before_finish"])
+def test_a_contacts_file_killed_mid_way_shows_nothing_then_merges_once(
+    tmp_path: Path, config: Path, step: str
+) -> None:
+    """A contacts file killed part-way shows none of its upserts; the re-run applies all of
+    them, in file order (later rows win), and leaves none waiting."""
+    data = tmp_path / "contacts.csv"
+    with data.open("w") as f:
+        f.write("identifier,plan,seats\n")
+        for i in range(ROWS):  # 100 contacts, each updated 30 times; the last row wins
+            f.write(f"user{i % 100}@example.com,plan{i},{i if i % 3 else ''}\n")
+    crashed = _connector(config, "import", str(data), "--kind", "contacts", crash=step)
+    assert crashed.returncode == -signal.SIGKILL
+    assert _dump(config, "contacts") == []
+    rerun = _connector(config, "import", str(data), "--kind", "contacts")
+    assert rerun.returncode == 0, rerun.stderr
+    contacts = {c["identifier"]: c["attributes"] for c in _dump(config, "contacts")}
+    assert len(contacts) == 100
+    # its last row (2907) has no seats: the one before (2807) keeps them
+    assert contacts["user7@example.com"] == {"plan": "plan2907", "seats": 2807}
+    with sqlite3.connect(tmp_path / "store" / "c.db") as db:
+        assert db.execute("SELECT count(*) FROM pending_contacts").fetchone() == (0,)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from connector.csvrules.rules import FileRules
 from connector.dump import records
 from connector.ingest import Ingestor
 from connector.store.db import MIGRATIONS, Database
+from connector.store.ledger import Arrival
 
 EVENTS = FileRules(kind="events")
 CONTACTS = FileRules(kind="contacts")
@@ -196,3 +199,25 @@ def test_many_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
     assert [p.returncode for p in procs] == [0] * 8, errors
     with Database(store) as db:
         assert db.query("PRAGMA user_version")[0][0] == len(MIGRATIONS)
+
+
+def test_a_second_writer_waits_for_the_first_rather_than_failing(tmp_path: Path) -> None:
+    """Two connections (two sources polled at once): a ledger step that reads, then writes,
+    waits while the other commits, instead of being refused (BEGIN IMMEDIATE)."""
+    path = tmp_path / "store" / "c.db"
+    with Database(path) as first, Database(path) as second:
+        holding = threading.Event()
+
+        def hold() -> None:
+            with first.transaction():
+                first.conn.execute("INSERT INTO rejects(file_id, line, reason) VALUES (0, 1, 'x')")
+                holding.set()
+                time.sleep(0.5)
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        holding.wait()
+        arrival = Arrival("s", "/a.csv", "ab" * 32, 3, "events")
+        entry = Ingestor(second).ledger.begin(arrival, 1_764_000_000.0)
+        thread.join()
+        assert entry.status == "ingesting"

@@ -46,9 +46,11 @@ class SQLiteSink:
                 batch.contacts,
             )
         elif batch.new_identifiers:  # an events file: each contact must exist
+            # Only those not stored yet (contacts are never deleted): usually few.
             conn.execute(
                 "INSERT INTO pending_contacts(file_id, identifier, attributes)"
-                f" SELECT {int(file_id)}, value, '{{}}' FROM carray(?)",
+                f" SELECT {int(file_id)}, value, '{{}}' FROM carray(?)"
+                " WHERE NOT EXISTS (SELECT 1 FROM contacts WHERE identifier = value)",
                 (apsw.carray(batch.new_identifiers),),
             )
         conn.executemany(

@@ -106,8 +106,15 @@ MIGRATIONS: tuple[str, ...] = (
         identifier TEXT NOT NULL,
         attributes TEXT NOT NULL              -- JSON object to merge; '{}': create if missing
     );
+    CREATE INDEX pending_contacts_by_file ON pending_contacts(file_id);
     """,
 )
+
+
+# How long a writer waits for another (each source polls on its own connection, and an
+# `import` may run beside the daemon). Transactions last about a commit interval, except a
+# file's final one, which applies all its contact upserts: a minute covers millions.
+BUSY_TIMEOUT_MS = 60_000
 
 
 class Database:
@@ -122,11 +129,11 @@ class Database:
         try:
             if readonly:
                 self.conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
-                self.conn.set_busy_timeout(10_000)
+                self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
                 return
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = apsw.Connection(str(path))
-            self.conn.set_busy_timeout(10_000)
+            self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
             # Turning a new file to WAL needs it alone, and SQLite answers "locked" at once
             # rather than waiting when another process is creating it too.
             for attempt in Retrying(
@@ -168,34 +175,54 @@ class Database:
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return list(self.conn.execute(sql, params))
 
-    def transaction(self) -> apsw.Connection:
-        """``with db.transaction():`` commits on success and rolls back on any exception;
-        nested inside ``rolled_back()`` it commits only into that outer transaction."""
-        return self.conn
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """``with db.transaction():`` commits on success and rolls back on any exception.
+        It takes the write lock at once (BEGIN IMMEDIATE): a transaction that reads, then
+        writes, would otherwise be refused at once, not made to wait, should another
+        connection commit in between. Nested in another transaction, it is a savepoint."""
+        if self.conn.in_transaction:
+            with self.conn:
+                yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
     @contextmanager
     def grouped(self, seconds: float) -> Iterator[Callable[[], bool]]:
         """Group many small transactions into fewer commits: call ``tick()`` after each
         unit of work; it commits (and says so) once ``seconds`` have passed since the last
-        commit. On an exception, everything since the last commit is rolled back."""
+        commit. On an exception, everything since the last commit is rolled back. Nested
+        in another transaction (a dry run), its commits are savepoints released into it."""
         conn = self.conn
-        conn.execute("SAVEPOINT grouped")
+        if conn.in_transaction:
+            begin, commit = "SAVEPOINT grouped", "RELEASE grouped"
+            rollback = "ROLLBACK TO grouped; RELEASE grouped"
+        else:  # the write lock at once, as in transaction()
+            begin, commit, rollback = "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"
+        conn.execute(begin)
         last = time.monotonic()
 
         def tick() -> bool:
             nonlocal last
             if time.monotonic() - last < seconds:
                 return False
-            conn.execute("RELEASE grouped; SAVEPOINT grouped")
+            conn.execute(commit)
+            conn.execute(begin)
             last = time.monotonic()
             return True
 
         try:
             yield tick
         except BaseException:
-            conn.execute("ROLLBACK TO grouped; RELEASE grouped")
+            conn.execute(rollback)
             raise
-        conn.execute("RELEASE grouped")
+        conn.execute(commit)
 
     @contextmanager
     def rolled_back(self) -> Iterator[None]:
