@@ -69,7 +69,7 @@ class PathsConfig(_Model):
 
 
 class IngestConfig(_Model):
-    batch_records: int = Field(default=20_000, ge=1, le=1_000_000)
+    batch_records: int = Field(default=10_000, ge=1, le=1_000_000)
     commit_interval: Duration = "1s"  # a crash redoes at most this much work
 
 

@@ -26,7 +26,7 @@ from connector.sinks.sqlite import SQLiteSink
 from connector.store.db import Database
 from connector.store.ledger import Arrival, Entry, Ledger
 
-BATCH_RECORDS = 20_000
+BATCH_RECORDS = 10_000  # measured: as fast as 20,000 and a third less memory
 COMMIT_SECONDS = 1.0
 Clock = Callable[[], float]
 Progress = Callable[[int], None]  # called with the records done so far
