@@ -72,10 +72,13 @@ class Ingestor:
         progress: Progress | None = None,
         mtime: float | None = None,
         job: ParseJob | None = None,
+        before_final: Callable[[], None] = lambda: None,
     ) -> Outcome:
         """Ingest ``path`` (recorded as ``name`` from ``source``, listed with ``mtime``).
         ``inspector`` is given when the bytes were already inspected (a download), and
-        ``job`` when their parse began earlier (following the download)."""
+        ``job`` when their parse began earlier (following the download).
+        ``before_final()`` runs before the file's final entry is written, whatever it is:
+        the daemon waits there for its archive copy, made meanwhile."""
         log = structlog.get_logger().bind(source=source, file=name)
         started = time.monotonic()
         size = path.stat().st_size
@@ -88,7 +91,9 @@ class Ingestor:
             # Crash before here: nothing was recorded; a re-run starts from scratch.
             arrival = Arrival(source, name, sha256, size, rules.kind, mtime)
             with self.ledger.claim(sha256):  # another run with these bytes waits for us
-                outcome = self._ingest(path, rules, job, inspector, log, progress, arrival)
+                outcome = self._ingest(
+                    path, rules, job, inspector, log, progress, arrival, before_final
+                )
         if outcome.entry.status == "ingested":
             elapsed = max(time.monotonic() - started, 1e-9)
             log.info(
@@ -110,8 +115,10 @@ class Ingestor:
         log: structlog.typing.FilteringBoundLogger,
         progress: Progress | None,
         arrival: Arrival,
+        before_final: Callable[[], None],
     ) -> Outcome:
         if self.ledger.ingested(inspector.hexdigest()) is not None:
+            before_final()
             entry = self.ledger.record(arrival, "duplicate", self.clock())
             log.info("file_duplicate")
             return Outcome(entry)
@@ -121,6 +128,7 @@ class Ingestor:
                 raise FileRejected(reason)
             job.header()
         except FileRejected as exc:
+            before_final()
             entry = self.ledger.record(arrival, "rejected", self.clock(), exc.reason)
             log.warning("file_rejected", reason=exc.reason)
             return Outcome(entry, exc.reason)
@@ -135,6 +143,7 @@ class Ingestor:
                 job.resume_at(entry.cursor)
                 job.header()
             self._store(entry.id, rules.kind, job, progress)
+            before_final()
             crashpoints.reached("before_finish")
             with self.db.transaction():  # its contacts, and with them its rows, show
                 self.sink.finish(entry.id)

@@ -1,8 +1,9 @@
 """One poll of one source, the steps in order:
 
 list → select and readiness → skip files already decided (by path, size and mtime,
-unread) → download (SHA-256 on the way) → ledger, CSV rules and store (``Ingestor``) →
-local archive → remote ``after`` action → ledger marks the file completed.
+unread) → download (SHA-256 on the way; a large file's parse follows it) → ledger, CSV
+rules and store (``Ingestor``), with the local archive copy made meanwhile and awaited
+before the file's final entry → remote ``after`` action → ledger marks the file completed.
 
 Beside each step: what a crash right there leaves, and why the next poll is still right.
 This module holds no protocol details; adapters and steps are called through small APIs.
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -174,18 +176,26 @@ class Poller:
             crashpoints.reached("after_download")
             # Crash here: the staged copy is complete but unknown to the ledger; the next
             # poll downloads it again (same staging name) and ingests it once.
-            try:
+            sha256 = staged.inspector.hexdigest()
+            copying = stack.enter_context(ThreadPoolExecutor(1, "archive"))
+            copied = copying.submit(archive, staged.path, sha256, self.config.paths.archive)
+
+            def archived() -> None:
+                # The local copy is made while the rows are written, and awaited before
+                # the file's final entry: a file the ledger has decided is archived.
                 try:
-                    archive(staged.path, staged.inspector.hexdigest(), self.config.paths.archive)
+                    copied.result()
                 except OSError as exc:
-                    known = replace(arrival, sha256=staged.inspector.hexdigest())
-                    self.ingestor.ledger.note_failure(known, self.ingestor.clock())
                     raise TransientError(f"cannot archive {path}: {exc.strerror}") from exc
                 crashpoints.reached("after_archive")
-                # Crash here: the archive is written (idempotent, by checksum); as above.
+                # Crash here: the archive is written (idempotent, by checksum); the ledger
+                # has no final entry, so the next poll fetches and ingests the file again.
+
+            try:
                 outcome = self.ingestor.ingest(
                     staged.path, candidate.rules, source=self.source.name, name=path,
                     inspector=staged.inspector, mtime=file.mtime, job=parses[0],
+                    before_final=archived,
                 )  # fmt: skip
             finally:
                 staged.path.unlink(missing_ok=True)  # on failure the next poll fetches it anew

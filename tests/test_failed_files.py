@@ -123,3 +123,23 @@ def test_a_store_of_schema_2_is_upgraded_keeping_its_files(tmp_path: Path) -> No
             "INSERT INTO files(source, path, sha256, size, kind, status, started_at)"
             " VALUES ('s', '/b.csv', NULL, 1, 'events', 'failed', 'now')"
         )
+
+
+def test_a_file_that_cannot_be_archived_is_not_decided(poller: Poller) -> None:
+    """The archive copy is made while the rows are written and awaited before the final
+    entry: when it fails, the file is `failed` (nothing shown), and the next try ends it."""
+    Flaky.broken = False
+    archive = poller.config.paths.archive
+    archive.write_text("a file where the archive folder should be")
+    summary = poller.poll()
+    assert [cause for cause in summary.failed.values()] == [
+        f"cannot archive {next(iter(summary.failed))}: File exists"
+    ]
+    (entry,) = _files(poller)
+    assert entry["status"] == "failed"
+    assert list(records(poller.ingestor.db, "events")) == []
+    archive.unlink()
+    poller.poll()
+    (entry,) = _files(poller)
+    assert (entry["status"], entry["rows"]) == ("ingested", ROWS - 5)
+    assert (archive / f"{entry['sha256']}.csv.gz").exists()
