@@ -221,3 +221,21 @@ def test_a_second_writer_waits_for_the_first_rather_than_failing(tmp_path: Path)
         entry = Ingestor(second).ledger.begin(arrival, 1_764_000_000.0)
         thread.join()
         assert entry.status == "ingesting"
+
+
+def test_an_events_file_queues_only_contacts_not_stored_yet(tmp_path: Path, db: Database) -> None:
+    """Events of known contacts add nothing to apply at the file's end: only new ones wait."""
+    Ingestor(db).ingest(_file(tmp_path, "a.csv", "identifier,plan\nu,free\nv,pro\n"), CONTACTS,
+                        source="s", name="a")  # fmt: skip
+    waiting: list[int] = []
+
+    def peek(_records: int) -> None:
+        waiting.append(db.query("SELECT count(*) FROM pending_contacts")[0][0])
+
+    text = "identifier,name\n" + "u,buy\nv,buy\nw,buy\n" * 4
+    Ingestor(db, batch_records=3, commit_seconds=0).ingest(
+        _file(tmp_path, "b.csv", text), EVENTS, source="s", name="b", progress=peek
+    )
+    assert waiting == [1, 1, 1, 1]  # w, once
+    assert [c["identifier"] for c in _contacts(db)] == ["u", "v", "w"]
+    assert _contacts(db)[0]["attributes"] == {"plan": "free"}
