@@ -18,12 +18,13 @@ STEPS = (
     "after_start",  # the ledger has an 'ingesting' entry
     "after_deliver",  # a batch is written but maybe not committed
     "after_commit",  # a group of batches is committed with its cursor
+    "after_archive",  # (daemon) the local gzip copy is written; no final entry yet
     "before_finish",  # every batch is committed; the entry is still 'ingesting'
     "after_finish",  # the entry is 'ingested'
-    "after_archive",  # the local gzip copy is written; the remote file is untouched
     "after_remote_action",  # moved or deleted remotely; the ledger not yet told
 )
-IMPORT_STEPS = STEPS[3:9]  # the steps a `connector import` passes
+# The steps a `connector import` passes.
+IMPORT_STEPS = tuple(s for s in STEPS[3:10] if s != "after_archive")
 _seen: dict[str, int] = {}
 
 

@@ -22,6 +22,10 @@ class TransientError(ConnectorError):
     """Worth retrying later: a network hiccup, a busy server, a file still changing."""
 
 
+class StoreBusy(TransientError):
+    """Another writer held the store longer than we wait: the file is tried again later."""
+
+
 class FileRejected(ConnectorError):
     """The file as a whole is refused; the reason is recorded and the file set aside."""
 

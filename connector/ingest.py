@@ -14,13 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import apsw
 import structlog
 
 from connector import crashpoints
 from connector.csvrules.reader import Inspector, inspect_file
 from connector.csvrules.rules import FileRules
-from connector.errors import FileRejected, Interrupted, TransientError
+from connector.errors import FileRejected, Interrupted, StoreBusy
 from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
 from connector.sinks.sqlite import SQLiteSink
 from connector.store.db import Database
@@ -149,9 +148,8 @@ class Ingestor:
                 self.sink.finish(entry.id)
                 entry = self.ledger.finish(entry.id, self.clock())
         except BaseException as exc:
-            self.ledger.fail(entry.id, self.clock())
-            if isinstance(exc, apsw.BusyError):  # another writer held the store too long
-                raise TransientError(f"the store stayed busy: {exc}") from exc
+            if not isinstance(exc, StoreBusy):  # (busy, it would wait as long again)
+                self.ledger.fail(entry.id, self.clock())
             raise
         crashpoints.reached("after_finish")
         # Crash after finish: the file is complete; its bytes are now a known duplicate.
@@ -159,16 +157,17 @@ class Ingestor:
 
     def _store(self, entry_id: int, kind: str, job: ParseJob, progress: Progress | None) -> None:
         records = 0
-        with self.db.grouped(self.commit_seconds) as tick:
-            for batch in job.batches():
-                if self.stop():
+        with self.db.grouped(self.commit_seconds) as group:
+            for batch in job.batches():  # (waiting here for the parser holds no lock
+                if self.stop():  # once the group has been committed)
                     break  # leaving the block commits what is done; the cursor keeps it
+                group.begin()
                 self.sink.deliver(entry_id, kind, batch, int(self.clock()))
                 crashpoints.reached("after_deliver")
                 # Crash here: batches up to the last commit are durable with their cursor;
                 # those after it are redone on resume (commits are grouped by time: an
                 # fsync per batch would cost more than the batch).
-                if tick():
+                if group.tick():
                     crashpoints.reached("after_commit")
                 records += batch.records
                 if progress is not None:

@@ -7,8 +7,9 @@ order, in one transaction, so a crash mid-upgrade leaves the previous version in
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import apsw
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from connector.errors import FatalError
+from connector.errors import FatalError, StoreBusy
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema.
@@ -111,10 +112,41 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-# How long a writer waits for another (each source polls on its own connection, and an
-# `import` may run beside the daemon). Transactions last about a commit interval, except a
-# file's final one, which applies all its contact upserts: a minute covers millions.
+# How long a writer waits for another process's (an `import` beside the daemon).
+# Transactions last about a commit interval, except a file's final one, which applies all
+# its contact upserts: a minute covers millions.
 BUSY_TIMEOUT_MS = 60_000
+
+
+class _Turns:
+    """First come, first served among this process's connections to one store (each
+    source polls on its own): every write transaction waits its turn here. SQLite's own
+    busy wait polls in sleeps of up to 100 ms, so a thread that commits and at once begins
+    again (a large file, batch after batch) would otherwise starve the others."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._next = self._serving = 0
+
+    def take(self) -> None:
+        with self._changed:
+            ticket = self._next
+            self._next += 1
+            self._changed.wait_for(lambda: self._serving == ticket)
+
+    def give_back(self) -> None:
+        with self._changed:
+            self._serving += 1
+            self._changed.notify_all()
+
+
+_turns: dict[Path, _Turns] = {}
+_turns_lock = threading.Lock()
+
+
+def _turns_of(path: Path) -> _Turns:
+    with _turns_lock:
+        return _turns.setdefault(path.resolve(), _Turns())
 
 
 class Database:
@@ -126,6 +158,7 @@ class Database:
         """``readonly`` opens an existing store as it is: no folder, file or migration is
         made (for `check`, which must change nothing)."""
         self.path = path
+        self._turns = _turns_of(path)
         try:
             if readonly:
                 self.conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
@@ -178,60 +211,65 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """``with db.transaction():`` commits on success and rolls back on any exception.
-        It takes the write lock at once (BEGIN IMMEDIATE): a transaction that reads, then
-        writes, would otherwise be refused at once, not made to wait, should another
-        connection commit in between. Nested in another transaction, it is a savepoint."""
+        It takes the write lock at once (see ``_begin``). Nested in another transaction,
+        it is a savepoint."""
         if self.conn.in_transaction:
             with self.conn:
                 yield
             return
-        self.conn.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             yield
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._end(commit=False)
             raise
-        self.conn.execute("COMMIT")
+        self._end(commit=True)
+
+    def _begin(self) -> None:
+        """Our turn among this process's writers, then BEGIN IMMEDIATE: the write lock at
+        once, since a transaction that reads, then writes, would be refused outright (not
+        made to wait) should another connection commit in between. StoreBusy if another
+        process keeps the store past BUSY_TIMEOUT_MS."""
+        self._turns.take()
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            self._turns.give_back()
+            if isinstance(exc, apsw.BusyError):
+                raise StoreBusy(f"the store {self.path} stayed locked by another writer") from exc
+            raise
+
+    def _end(self, *, commit: bool) -> None:
+        try:
+            if commit:
+                self.conn.execute("COMMIT")
+        finally:
+            # SQLite may have rolled back by itself (an I/O error, say): only what is open.
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self._turns.give_back()
 
     @contextmanager
-    def grouped(self, seconds: float) -> Iterator[Callable[[], bool]]:
-        """Group many small transactions into fewer commits: call ``tick()`` after each
-        unit of work; it commits (and says so) once ``seconds`` have passed since the last
-        commit. On an exception, everything since the last commit is rolled back. Nested
-        in another transaction (a dry run), its commits are savepoints released into it."""
-        conn = self.conn
-        if conn.in_transaction:
-            begin, commit = "SAVEPOINT grouped", "RELEASE grouped"
-            rollback = "ROLLBACK TO grouped; RELEASE grouped"
-        else:  # the write lock at once, as in transaction()
-            begin, commit, rollback = "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"
-        conn.execute(begin)
-        last = time.monotonic()
-
-        def tick() -> bool:
-            nonlocal last
-            if time.monotonic() - last < seconds:
-                return False
-            conn.execute(commit)
-            conn.execute(begin)
-            last = time.monotonic()
-            return True
-
+    def grouped(self, seconds: float) -> Iterator[Group]:
+        """Many small units of work in fewer commits (see ``Group``). On an exception,
+        everything since the last commit is rolled back. Nested in another transaction (a
+        dry run), its commits are savepoints released into it."""
+        group = Group(self, seconds, nested=self.conn.in_transaction)
         try:
-            yield tick
+            yield group
         except BaseException:
-            conn.execute(rollback)
+            group.close(commit=False)
             raise
-        conn.execute(commit)
+        group.close(commit=True)
 
     @contextmanager
     def rolled_back(self) -> Iterator[None]:
         """Everything inside runs for real and is then undone: the ``--dry-run``."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             yield
         finally:
-            self.conn.execute("ROLLBACK")
+            self._end(commit=False)
 
     def close(self) -> None:
         self.conn.close()
@@ -241,3 +279,43 @@ class Database:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Group:
+    """Units of work (a file's batches) committed together at most every ``seconds``:
+    ``begin()`` before a unit writes, ``tick()`` after it. The write lock is taken by
+    ``begin`` and let go by the commit in ``tick``: waiting for the next unit (the parser)
+    after a commit holds nothing, and no group holds the store much longer than
+    ``seconds``."""
+
+    def __init__(self, db: Database, seconds: float, *, nested: bool) -> None:
+        self._db, self._seconds, self._nested = db, seconds, nested
+        self._open = False
+        self._since = 0.0
+
+    def begin(self) -> None:
+        if self._open:
+            return
+        if self._nested:
+            self._db.conn.execute("SAVEPOINT grouped")
+        else:
+            self._db._begin()
+        self._open, self._since = True, time.monotonic()
+
+    def tick(self) -> bool:
+        """Commit if the group has been open ``seconds``; say whether it did."""
+        if not self._open or time.monotonic() - self._since < self._seconds:
+            return False
+        self.close(commit=True)
+        return True
+
+    def close(self, *, commit: bool) -> None:
+        if not self._open:
+            return
+        self._open = False
+        if not self._nested:
+            self._db._end(commit=commit)
+        elif commit:
+            self._db.conn.execute("RELEASE grouped")
+        else:
+            self._db.conn.execute("ROLLBACK TO grouped; RELEASE grouped")
