@@ -10,11 +10,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import apsw
 import orjson
 import pytest
 
 from connector.csvrules.rules import FileRules
 from connector.dump import records
+from connector.errors import StoreBusy
 from connector.ingest import Ingestor
 from connector.store.db import MIGRATIONS, Database
 from connector.store.ledger import Arrival
@@ -239,3 +241,58 @@ def test_an_events_file_queues_only_contacts_not_stored_yet(tmp_path: Path, db: 
     assert waiting == [1, 1, 1, 1]  # w, once
     assert [c["identifier"] for c in _contacts(db)] == ["u", "v", "w"]
     assert _contacts(db)[0]["attributes"] == {"plan": "free"}
+
+
+def test_a_long_file_does_not_starve_another_writer_of_this_process(tmp_path: Path) -> None:
+    """Writers of one process take turns: while one commits group after group, another
+    one's transaction gets in at the next commit, not after the whole file."""
+    path = tmp_path / "store" / "c.db"
+    with Database(path) as busy, Database(path) as other:
+        started, done = threading.Event(), threading.Event()
+
+        def long_file() -> None:
+            with busy.grouped(0.02) as group:
+                while not done.is_set():
+                    group.begin()
+                    busy.conn.execute(
+                        "INSERT INTO rejects(file_id, line, reason) VALUES (0, 1, 'x')"
+                    )
+                    started.set()
+                    group.tick()
+
+        thread = threading.Thread(target=long_file)
+        thread.start()
+        try:
+            assert started.wait(10)
+            waited = time.monotonic()
+            with other.transaction():
+                other.conn.execute("INSERT INTO rejects(file_id, line, reason) VALUES (1, 1, 'y')")
+            assert time.monotonic() - waited < 2
+        finally:
+            done.set()
+            thread.join()
+
+
+def test_a_store_locked_by_another_process_too_long_is_transient(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("connector.store.db.BUSY_TIMEOUT_MS", 100)
+    path = tmp_path / "store" / "c.db"
+    Database(path).close()  # created
+    holder = apsw.Connection(str(path))  # as another process would: no turns shared
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with (
+            Database(path) as db,
+            pytest.raises(StoreBusy, match="locked by another writer"),
+            db.transaction(),
+        ):
+            pass
+        with Database(path) as db:  # and nothing is left half-done: the next one works
+            holder.execute("ROLLBACK")
+            with db.transaction():
+                db.conn.execute("INSERT INTO rejects(file_id, line, reason) VALUES (0, 1, 'x')")
+    finally:
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+        holder.close()
