@@ -19,6 +19,7 @@ from typing import Any
 import apsw
 import structlog
 
+from connector.errors import StoreBusy
 from connector.store.db import Database
 
 _COLUMNS = "id, source, path, sha256, size, kind, status, rows, rejected, duplicates, cursor"
@@ -140,7 +141,7 @@ class Ledger:
                     " WHERE id = ? AND status = 'ingesting'",
                     (iso(now), entry_id),
                 )
-        except apsw.Error as exc:
+        except (apsw.Error, StoreBusy) as exc:
             structlog.get_logger().warning("ledger_unwritable", entry=entry_id, cause=str(exc))
 
     def note_failure(self, arrival: Arrival, now: float) -> None:
@@ -158,7 +159,7 @@ class Ledger:
                 if not self.db.conn.changes():
                     self._supersede(arrival)
                     self._insert(arrival, "failed", now, finished=True)
-        except apsw.Error as exc:
+        except (apsw.Error, StoreBusy) as exc:
             structlog.get_logger().warning("ledger_unwritable", file=arrival.path,
                                            cause=str(exc))  # fmt: skip
 
