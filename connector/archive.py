@@ -16,6 +16,7 @@ def archive(staged: Path, sha256: str, folder: Path) -> Path:
     """Copy ``staged`` to ``folder/<sha256>.csv.gz`` unless it is already there."""
     target = folder / f"{sha256}.csv.gz"
     if target.exists():
+        os.utime(target)  # these bytes came again: `archive_keep` counts from now
         return target
     folder.mkdir(parents=True, exist_ok=True)
     # A name of its own (two sources may archive the same bytes at once). Crash while
@@ -59,6 +60,6 @@ def prune(folder: Path, keep_seconds: float, now: float | None = None) -> int:
 
 def prune_logged(folder: Path, keep_seconds: float) -> None:
     """``prune``, logged; shaped as a scheduler job (returns None: no backoff)."""
-    removed = prune(folder, keep_seconds) if folder.is_dir() else 0
+    removed = prune(folder, keep_seconds)  # (a missing folder globs to nothing)
     if removed:
         structlog.get_logger().info("archive_pruned", removed=removed, folder=str(folder))

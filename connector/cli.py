@@ -113,7 +113,7 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
         rules = {p: dataclasses.replace(r, event_name=args.event_name) for p, r in rules.items()}
     status = EXIT_OK
     with Database(config.store.path) as db:
-        ingestor = _ingestor(db, config)
+        ingestor = Ingestor.configured(db, config.ingest)
         scope = db.rolled_back() if args.dry_run else contextlib.nullcontext()
         with scope:
             for path in args.paths:
@@ -125,14 +125,6 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
                 if outcome.entry.status == "rejected":
                     status = EXIT_REJECTED
     return status
-
-
-def _ingestor(db: Database, config: Config) -> Ingestor:
-    return Ingestor(
-        db,
-        batch_records=config.ingest.batch_records,
-        commit_seconds=parse_duration(config.ingest.commit_interval),
-    )
 
 
 def cmd_once(args: argparse.Namespace, config: Config) -> int:
@@ -148,8 +140,7 @@ def cmd_once(args: argparse.Namespace, config: Config) -> int:
     if config.paths.archive_keep is not None:
         prune_logged(config.paths.archive, parse_duration(config.paths.archive_keep))
     with Database(config.store.path) as db:
-        ingestor = _ingestor(db, config)
-        ingestor.stop = stopping.is_set
+        ingestor = Ingestor.configured(db, config.ingest, stop=stopping.is_set)
         for source in config.sources:
             if stopping.is_set():
                 break

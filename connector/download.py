@@ -26,7 +26,7 @@ from tenacity import (
 )
 
 from connector import crashpoints
-from connector.csvrules.reader import CHUNK, Inspector
+from connector.csvrules.reader import Inspector
 from connector.errors import Interrupted, TransientError
 from connector.sources.base import RemoteFile, Source
 
@@ -87,8 +87,7 @@ def download(
         with part.open("ab+") as out:
             # Crash while downloading: the .part stays; the next poll resumes it from here.
             out.seek(0)
-            while chunk := out.read(CHUNK):
-                inspector.feed(chunk)
+            inspector.feed_from(out)
             if inspector.size > file.size:
                 out.truncate(0)
                 inspector = Inspector(encoding)

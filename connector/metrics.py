@@ -75,10 +75,6 @@ class Metrics:
                 self._failures[source] = 0
                 self.failures.labels(source).set(0)
 
-    def poll_started(self, source: str) -> None:
-        """A poll begins; only makes sure the source's series exist (it may be new)."""
-        self._ensure(source)
-
     def poll_finished(self, source: str, seconds: float, ok: bool) -> None:
         self.poll_duration.labels(source).observe(seconds)
         with self._lock:

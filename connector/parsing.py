@@ -54,7 +54,7 @@ def _fallocate() -> Any:
 _FALLOCATE = _fallocate()
 
 
-def release(fd: int, offset: int, length: int) -> None:
+def _release(fd: int, offset: int, length: int) -> None:
     """Give back the disk (and page cache) of a spool range already read, so that the spool
     holds the batches not yet read, not the whole file's. Where the system cannot (another
     OS, a file system without holes), the spool keeps its blocks until it is closed."""
@@ -169,7 +169,7 @@ class ParseJob:
             assert self._spool is not None
             _, offset, length = message
             data = os.pread(self._spool.fileno(), length, offset)
-            release(self._spool.fileno(), offset, length)
+            _release(self._spool.fileno(), offset, length)
             yield pickle.loads(data)
 
     def _receive(self) -> tuple[Any, ...]:

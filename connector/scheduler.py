@@ -89,10 +89,6 @@ class Scheduler:
         if self._scheduler.running:
             self._scheduler.modify_job(name, next_run_time=when)
 
-    @property
-    def running(self) -> bool:
-        return bool(self._scheduler.running)
-
     def start(self) -> None:
         self._scheduler.start()
 

@@ -75,12 +75,7 @@ class Service:
         # A connection per source: polls of different sources run in parallel threads,
         # and an SQLite connection carries one transaction at a time.
         db = stack.enter_context(Database(self.config.store.path))
-        ingestor = Ingestor(
-            db,
-            batch_records=self.config.ingest.batch_records,
-            commit_seconds=parse_duration(self.config.ingest.commit_interval),
-            stop=self.stopping.is_set,
-        )
+        ingestor = Ingestor.configured(db, self.config.ingest, stop=self.stopping.is_set)
         poller = Poller(self.config, source, ingestor, sleep=self.stopping.wait)
         interval = parse_duration(source.interval) if source.interval else None
         scheduler.add(
@@ -95,7 +90,6 @@ class Service:
         """One scheduled poll; returns a backoff delay after a failure."""
         name = poller.source.name
         started = time.monotonic()
-        self.metrics.poll_started(name)
         try:
             summary = poller.poll(stop=self.stopping.is_set)
         except Interrupted:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -18,3 +19,13 @@ def _fresh_structlog() -> Iterator[None]:
     test must not inherit that, or it would miss debug events it captures."""
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_ftp_capabilities() -> Iterator[None]:
+    """What FTP servers lack is remembered per host and port for the process; test servers
+    come and go on reused ports, so each test starts knowing nothing."""
+    yield
+    ftp = sys.modules.get("connector.sources.ftp")
+    if ftp is not None:
+        ftp._capabilities.clear()

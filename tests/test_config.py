@@ -175,3 +175,10 @@ def test_encoding_must_be_a_text_codec(codec: str) -> None:
     assert any(p.startswith("sources[0].encoding: ") for p in _problems(
         {"sources": [_source(encoding=codec)]}
     ))  # fmt: skip
+
+
+@pytest.mark.parametrize("url", ["ftp:///outbox", "ftps://:21/x", "sftp:///home/x"])
+def test_a_network_url_without_a_host_is_refused(url: str) -> None:
+    """Rather than connecting to localhost by accident."""
+    problems = _problems({"sources": [_source(url=url, allow_plaintext=True)]})
+    assert any(p.startswith("sources[0].url: ") and "names its host" in p for p in problems)

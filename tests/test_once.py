@@ -194,3 +194,16 @@ def test_crash_between_pipeline_steps(tmp_path: Path, step: str) -> None:
     assert crash_then_rerun(config, step) == list(range(2, 1002))
     assert [p.name for p in (tmp_path / "inbox").iterdir()] == ["processed"]
     assert not list((tmp_path / "staging").rglob("*.part"))
+
+
+def test_bytes_that_arrive_again_renew_their_archive_copy(tmp_path: Path) -> None:
+    """archive_keep counts from the last arrival of the bytes, not the first."""
+    from connector.archive import archive, prune
+
+    staged = tmp_path / "f.csv"
+    staged.write_text(CONTACTS)
+    copy = archive(staged, "a" * 64, tmp_path / "archive")
+    os.utime(copy, (time.time() - 2 * 86400,) * 2)
+    assert archive(staged, "a" * 64, tmp_path / "archive") == copy
+    assert prune(tmp_path / "archive", 86400) == 0 and copy.exists()
+    assert gzip.decompress(copy.read_bytes()) == CONTACTS.encode()

@@ -190,12 +190,16 @@ def test_links_to_files_are_listed_links_to_folders_are_not(
 
 
 def test_without_mlsd_the_listing_falls_back_to_list_once(tmp_path: Path) -> None:
-    """A server answering 500 to MLSD is listed with LIST and MDTM, and not asked MLSD again."""
+    """A server answering 500 to MLSD is listed with LIST and MDTM, and not asked MLSD again,
+    also by the source opened for the next poll."""
     with _NoMLSDServer(tmp_path / "root") as server:
         (server.root / "a.csv").write_bytes(b"x" * 10)
         os.utime(server.root / "a.csv", (1_700_000_042, 1_700_000_042))
-        with structlog.testing.capture_logs() as logs, _source(server) as source:
-            first, second = source.list(), source.list()
+        with structlog.testing.capture_logs() as logs:
+            with _source(server) as source:
+                first = source.list()
+            with _source(server) as source:  # the next poll
+                second = source.list()
     assert first == second == [RemoteFile("a.csv", 10, 1_700_000_042)]  # to the second
     assert [e["event"] for e in logs].count("mlsd_refused") == 1
 

@@ -109,6 +109,11 @@ class Inspector:
             chunk, self._pending = self._strip_bom(self._pending), None
         self._decode(chunk, final=False)
 
+    def feed_from(self, stream: BinaryIO) -> None:
+        """``feed`` the rest of an open file."""
+        while chunk := stream.read(CHUNK):
+            self.feed(chunk)
+
     def finish(self) -> None:
         """Call at end of input; afterwards ``error`` says why the file cannot be decoded."""
         if self._pending is not None:
@@ -161,8 +166,7 @@ class Inspector:
 def inspect_file(path: Path, encoding: str) -> Inspector:
     inspector = Inspector(encoding)
     with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            inspector.feed(chunk)
+        inspector.feed_from(f)
     inspector.finish()
     return inspector
 

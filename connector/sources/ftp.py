@@ -18,6 +18,7 @@ import socket
 import ssl
 import sys
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from types import TracebackType
@@ -109,6 +110,15 @@ class _FTPSClient(_FTPClient, ftplib.FTP_TLS):
         return conn, size
 
 
+@dataclass
+class _Capabilities:
+    mlsd: bool = True
+    mdtm: bool = True
+
+
+_capabilities: dict[tuple[str, int], _Capabilities] = {}
+
+
 class FTPSource:
     """A folder on an FTP or FTPS server; see the Source protocol for the contract."""
 
@@ -126,9 +136,9 @@ class FTPSource:
         self._timeout = parse_duration(config.timeout)
         self._context = _tls_context(config) if config.scheme == "ftps" else None
         self._ftp: ftplib.FTP | None = None
-        # What the server lacks, learnt once per source rather than asked at every poll.
-        self._has_mlsd = True
-        self._has_mdtm = True
+        # What the server lacks, learnt once per server for this process: a source is
+        # opened anew for each poll, which must not ask again.
+        self._can = _capabilities.setdefault((self._host, self._port), _Capabilities())
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -244,13 +254,13 @@ class FTPSource:
 
     def list(self) -> list[RemoteFile]:
         with self._guard(f"list {self._folder}"):
-            if self._has_mlsd:
+            if self._can.mlsd:
                 try:
                     return self._list_mlsd()
                 except ftplib.error_perm as exc:
                     if str(exc)[:3] not in _UNSUPPORTED:
                         raise
-                    self._has_mlsd = False
+                    self._can.mlsd = False
                     structlog.get_logger().info(
                         "mlsd_refused", source=self.name, reply=str(exc), fallback="LIST"
                     )
@@ -406,13 +416,13 @@ class FTPSource:
 
     def _mdtm(self, name: str) -> float | None:
         """A file's UTC modification time, or None if the server cannot say."""
-        if not self._has_mdtm:
+        if not self._can.mdtm:
             return None
         try:
             reply = self._session().sendcmd(f"MDTM {name}")
         except ftplib.error_perm as exc:
             if str(exc)[:3] in _UNSUPPORTED:
-                self._has_mdtm = False
+                self._can.mdtm = False
             return None  # 550: gone since the listing; its listed time will do
         code, _, stamp = reply.partition(" ")
         try:

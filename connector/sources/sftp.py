@@ -44,9 +44,6 @@ __all__ = ["SFTPSource"]
 
 _JOIN_SECONDS = 5.0
 
-# The keys known_hosts has for a host, and every revoked key. (Named out here: inside
-# SFTPSource, "list" is the method.)
-
 # Failures after which the SFTP stream cannot be trusted: the session is dropped.
 _BROKEN = (TimeoutError, ConnectionError, EOFError, paramiko.SSHException, paramiko.SFTPError)
 
@@ -142,7 +139,7 @@ class SFTPSource:
             return files
 
     def read(self, name: str, offset: int = 0) -> Generator[bytes, None, None]:
-        """The file from ``offset`` to its end, in chunks of up to 1 MiB.
+        """The file from ``offset`` to its end, in chunks of about 1 MiB.
 
         The end is where the server says EOF, not the size stat() gave: a file that grew
         since is read to its new end, so the bytes yielded are the bytes hashed."""
