@@ -34,6 +34,17 @@ class Remote:
     connect: Callable[[], AbstractContextManager[Source]]
 
 
+def use_fully(source: Source, name: str) -> TransientError:
+    """List, read and complete ``name`` (a 4-byte ``a,b\\n`` file), then read it again once
+    it is gone: every step a secret could leak from. Returns the error of the last read."""
+    assert [f.name for f in source.list()] == [name]
+    assert b"".join(source.read(name)) == b"a,b\n"
+    source.complete(name, "move:done")
+    with pytest.raises(TransientError) as gone:
+        b"".join(source.read(name))
+    return gone.value
+
+
 def _put(remote: Remote, name: str, data: bytes, mtime: float | None = None) -> Path:
     path = remote.root / name
     path.write_bytes(data)

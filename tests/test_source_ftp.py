@@ -28,7 +28,7 @@ from connector.testing import (
     make_untrusted_tls_files,
     make_wrong_hostname_tls_files,
 )
-from tests.source_contract import Remote, SourceContract
+from tests.source_contract import Remote, SourceContract, use_fully
 
 SENTINEL = "pw-SENTINEL-5f0c9e"  # a password that must never be seen anywhere
 
@@ -152,12 +152,7 @@ def test_password_never_reaches_logs_or_errors(tmp_path: Path) -> None:
     ):
         (root / "a.csv").write_bytes(b"a,b\n")
         with _source(server) as source:
-            assert [f.name for f in source.list()] == ["a.csv"]
-            assert b"".join(source.read("a.csv")) == b"a,b\n"
-            source.complete("a.csv", "move:done")
-            with pytest.raises(TransientError) as gone:
-                b"".join(source.read("a.csv"))
-            errors.append(gone.value)
+            errors.append(use_fully(source, "a.csv"))
         with pytest.raises(SourceRefused) as caught, FTPSource(_config(server), SENTINEL + "x"):
             pass
         errors.append(caught.value)

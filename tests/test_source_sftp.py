@@ -34,7 +34,7 @@ from connector.sources.base import CHUNK, SourceRefused
 from connector.sources.known_hosts import known_keys
 from connector.sources.sftp import SFTPSource
 from connector.testing import EmbeddedSFTPServer, Fault, make_ssh_key, new_ed25519_key
-from tests.source_contract import Remote, SourceContract
+from tests.source_contract import Remote, SourceContract, use_fully
 
 if TYPE_CHECKING:
     from connector.testing.plugin import FaultProxyFactory
@@ -408,12 +408,7 @@ def test_password_never_reaches_logs_or_errors(
     (server.root / "a.csv").write_bytes(b"a,b\n")
     with structlog.testing.capture_logs() as logs:
         with _source(server, tmp_path) as source:
-            assert [f.name for f in source.list()] == ["a.csv"]
-            assert b"".join(source.read("a.csv")) == b"a,b\n"
-            source.complete("a.csv", "move:done")
-            with pytest.raises(TransientError) as gone:
-                b"".join(source.read("a.csv"))
-            errors.append(gone.value)
+            errors.append(use_fully(source, "a.csv"))
         with (
             pytest.raises(SourceRefused) as refused,
             _source(server, tmp_path, password=SENTINEL + "x"),
