@@ -1,5 +1,8 @@
 """``connector check``: the config is valid, every source answers, and what a poll would
-do with each listed file. Changes nothing: no download, no ledger entry, no remote action."""
+do with each listed file. Changes nothing: no download, no ledger entry, no remote action.
+
+Readiness is estimated from the server's modification time: a poll instead watches a file
+stay unchanged for min_age (it does not trust the server's clock), which one look cannot."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from contextlib import ExitStack
 
 from connector.config import Config, SourceConfig, parse_duration
 from connector.errors import TransientError
+from connector.pipeline import FINAL_OK
 from connector.selection import select
 from connector.sources.base import SourceRefused
 from connector.sources.registry import open_source
@@ -22,13 +26,15 @@ def check_source(source: SourceConfig, ledger: Ledger | None, now: float) -> lis
     chosen = select(listing, source)
     known = ledger.known(source.name) if ledger is not None else {}
     min_age = parse_duration(source.min_age)
-    base = source.remote_path.rstrip("/") + "/"
     lines = [f"{source.name}: connected, {len(listing)} file(s) listed, {len(chosen)} match"]
     for candidate in chosen:
         file = candidate.file
-        seen = known.get(base + file.name)
+        seen = known.get(source.path_of(file.name))
         if seen is not None and (seen.size, seen.mtime) == (file.size, file.mtime):
             verdict = "skip: already " + seen.status
+            if not seen.completed:
+                action = source.after if seen.status in FINAL_OK else source.error_dir
+                verdict += f" (its remote action, {action}, is redone at the next poll)"
         elif now - file.mtime < min_age:
             age = now - file.mtime
             verdict = f"not ready yet: modified {age:.0f}s ago (min_age {source.min_age})"

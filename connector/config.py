@@ -186,6 +186,10 @@ class SourceConfig(_Model):
     def remote_path(self) -> str:
         return unquote(urlsplit(self.url).path) or "/"
 
+    def path_of(self, name: str) -> str:
+        """A listed file's path on the source, as the ledger records it."""
+        return self.remote_path.rstrip("/") + "/" + name
+
     def rules_for(self, kind: Kind, file_name: str) -> FileRules:
         """The CSV rules for ``file_name``: the first entry of ``kind`` whose pattern matches,
         else the first entry of that kind, else the defaults with this source's settings."""

@@ -89,7 +89,7 @@ class Poller:
         self.log = structlog.get_logger().bind(source=source.name)
 
     def path_of(self, name: str) -> str:
-        return self.source.remote_path.rstrip("/") + "/" + name
+        return self.source.path_of(name)
 
     def poll(self, stop: Callable[[], bool] = lambda: False) -> PollSummary:
         """List, take every ready file, and wait (once, within this poll) for files that

@@ -211,3 +211,21 @@ def test_run_speaks_sd_notify(tmp_path: Path) -> None:
             while heard[-1] != "STOPPING=1":
                 heard.append(listener.recv(4096).decode())
     assert code == 0, err
+
+
+def test_check_says_which_files_are_known_and_which_not_ready(tmp_path: Path) -> None:
+    """After a `once`: its file is skipped as known; a file modified just now, under a
+    min_age of an hour, is not ready yet."""
+    config = drop_config(
+        tmp_path, min_age="0s", after="leave",
+        files=[{"kind": "events", "pattern": "*.csv", "event_name": "visit"}],
+    )  # fmt: skip
+    (tmp_path / "inbox" / "old.csv").write_text("identifier\nu1\n")
+    once = subprocess.run(_connector(config, "once"), capture_output=True, text=True, check=False)
+    assert once.returncode == 0, once.stderr
+    config.write_text(config.read_text().replace('min_age = "0s"', 'min_age = "1h"'))
+    (tmp_path / "inbox" / "new.csv").write_text("identifier\nu2\n")
+    out = subprocess.run(_connector(config, "check"), capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    assert "old.csv (14 bytes): skip: already ingested" in out
+    assert "new.csv (14 bytes): not ready yet: modified 0s ago (min_age 1h)" in out
