@@ -10,8 +10,10 @@ crash near the end and hold a write lock for its whole duration.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
@@ -19,8 +21,10 @@ import structlog
 from connector import crashpoints
 from connector.config import IngestConfig, parse_duration
 from connector.csvrules.reader import Inspector, inspect_file
+from connector.csvrules.records import Batch
 from connector.csvrules.rules import FileRules
-from connector.errors import FileRejected, Interrupted, StoreBusy
+from connector.download import FileChanged, Staged
+from connector.errors import FatalError, FileRejected, Interrupted, StoreBusy
 from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
 from connector.sinks import Sink
 from connector.sinks.sqlite import SQLiteSink
@@ -82,29 +86,114 @@ class Ingestor:
         inspector: Inspector | None = None,
         progress: Progress | None = None,
         mtime: float | None = None,
-        job: ParseJob | None = None,
         before_final: Callable[[], None] = lambda: None,
     ) -> Outcome:
         """Ingest ``path`` (recorded as ``name`` from ``source``, listed with ``mtime``).
-        ``inspector`` is given when the bytes were already inspected (a download), and
-        ``job`` when their parse began earlier (following the download).
+        ``inspector`` is given when the bytes were already inspected (a download).
         ``before_final()`` runs before the file's final entry is written, whatever it is:
         the daemon waits there for its archive copy, made meanwhile."""
         log = structlog.get_logger().bind(source=source, file=name)
         started = time.monotonic()
-        size = path.stat().st_size
-        job = job or self.parse_job(path, rules)
-        with job:  # a large file is already being parsed while we hash it
+        with self.parse_job(path, rules) as job:  # a large file is parsed while we hash it
             inspector = inspector or inspect_file(path, rules.encoding)
             sha256 = inspector.hexdigest()
+            arrival = Arrival(source, name, sha256, path.stat().st_size, rules.kind, mtime)
             log = log.bind(sha256=sha256)
             crashpoints.reached("after_inspect")
             # Crash before here: nothing was recorded; a re-run starts from scratch.
-            arrival = Arrival(source, name, sha256, size, rules.kind, mtime)
-            with self.ledger.claim(sha256):  # another run with these bytes waits for us
-                outcome = self._ingest(
-                    path, rules, job, inspector, log, progress, arrival, before_final
-                )
+            with self.ledger.claim(sha256):  # another run with these bytes waits
+                outcome = self._decided(path, rules, job, inspector, log, progress, arrival,
+                                        before_final)  # fmt: skip
+        return self._reported(outcome, log, started)
+
+    def ingest_arriving(
+        self,
+        rules: FileRules,
+        *,
+        arrival: Arrival,
+        job: ParseJob,
+        fetched: Future[Staged],
+        before_final: Callable[[], None] = lambda: None,
+    ) -> Outcome:
+        """Ingest a file while it downloads (``fetched``; ``arrival`` without a checksum
+        yet), as ``job`` parses the bytes that have arrived. Its batches are stored
+        provisionally — under an entry known by place and listing, their idempotency keys
+        not claimed — until the checksum decides: the rows are kept, or taken back if the
+        bytes are a duplicate, rejected whole, or those of another unfinished entry."""
+        log = structlog.get_logger().bind(source=arrival.source, file=arrival.path)
+        started = time.monotonic()
+        with self.ledger.claim_place(arrival.source, arrival.path), job:
+            with self.db.transaction():  # older bytes of this place, never to be decided
+                for stale in self.ledger.stale(arrival):
+                    self._take_back(stale)
+                entry = self.ledger.begin(arrival, self.clock())
+            crashpoints.reached("after_start")
+            # Crash from here until decided: the provisional entry keeps its cursor; the
+            # next poll resumes the download and the entry (same place and listing).
+            with self._failing(entry.id):
+                try:
+                    outcome = self._provisional(entry, arrival, rules, job, fetched, log,
+                                                before_final)  # fmt: skip
+                except FileChanged:  # the bytes stored are not the file's: taken back
+                    with self.db.transaction():
+                        self._take_back(entry.id)
+                    raise
+        return self._reported(outcome, log, started)
+
+    def _provisional(
+        self,
+        entry: Entry,
+        place: Arrival,
+        rules: FileRules,
+        job: ParseJob,
+        fetched: Future[Staged],
+        log: structlog.typing.FilteringBoundLogger,
+        before_final: Callable[[], None],
+    ) -> Outcome:
+        if entry.cursor:
+            log.info("file_resumed", cursor=entry.cursor)
+            job.resume_at(entry.cursor)
+        batches, broken = None, None
+        try:
+            job.header()
+            batches = job.batches()
+            self._store(entry.id, rules.kind, batches, None, provisional=True,
+                        until=fetched.done)  # fmt: skip
+        except (FileRejected, FatalError) as exc:
+            broken = exc  # undecodable bytes stop the parser: the checksum decides first
+        staged = fetched.result()  # (a download error is raised here)
+        sha256 = staged.inspector.hexdigest()
+        arrival = replace(place, sha256=sha256)
+        log = log.bind(sha256=sha256)
+        with self.ledger.claim(sha256):
+            if (
+                isinstance(broken, FileRejected)
+                or staged.inspector.error is not None
+                or self.ledger.ingested(sha256) is not None
+                or self.ledger.unfinished(arrival) is not None
+            ):  # decided as any file would be, once what was stored is taken back
+                with self.db.transaction():
+                    self._take_back(entry.id)
+                with self.parse_job(staged.path, rules) as again:
+                    return self._decided(staged.path, rules, again, staged.inspector, log,
+                                         None, arrival, before_final)  # fmt: skip
+            if broken is not None:
+                raise broken
+            assert batches is not None
+            with self.db.transaction():
+                dropped = self.sink.decide(entry.id, int(self.clock()))
+                self.ledger.decide(entry.id, sha256, dropped)
+            crashpoints.reached("after_decide")
+            # Crash from here on: the entry has its checksum; a re-run resumes it by that.
+            return Outcome(self._complete(entry.id, rules.kind, batches, None, before_final))
+
+    def _take_back(self, entry_id: int) -> None:
+        self.sink.discard(entry_id)
+        self.ledger.forget(entry_id)
+
+    def _reported(
+        self, outcome: Outcome, log: structlog.typing.FilteringBoundLogger, started: float
+    ) -> Outcome:
         if outcome.entry.status == "ingested":
             elapsed = max(time.monotonic() - started, 1e-9)
             log.info(
@@ -113,11 +202,11 @@ class Ingestor:
                 rejected=outcome.entry.rejected,
                 duplicates=outcome.entry.duplicates,
                 seconds=round(elapsed, 3),
-                mb_per_s=round(size / elapsed / 1e6, 1),
+                mb_per_s=round(outcome.entry.size / elapsed / 1e6, 1),
             )
         return outcome
 
-    def _ingest(
+    def _decided(
         self,
         path: Path,
         rules: FileRules,
@@ -128,7 +217,10 @@ class Ingestor:
         arrival: Arrival,
         before_final: Callable[[], None],
     ) -> Outcome:
-        if self.ledger.ingested(inspector.hexdigest()) is not None:
+        """The file's fate, its checksum known: duplicate, rejected, or ingested. Call
+        with the checksum claimed."""
+        assert arrival.sha256 is not None
+        if self.ledger.ingested(arrival.sha256) is not None:
             before_final()
             entry = self.ledger.record(arrival, "duplicate", self.clock())
             log.info("file_duplicate")
@@ -145,36 +237,66 @@ class Ingestor:
             return Outcome(entry, exc.reason)
         entry = self.ledger.begin(arrival, self.clock())
         crashpoints.reached("after_start")
-        # Crash from here on: the entry stays 'ingesting' with its cursor; a re-run finds
-        # it by checksum, skips the committed records and goes on. An error or a stop
-        # leaves it 'failed', resumed the same way.
-        try:
+        # Crash from here on: the entry stays 'ingesting' with its cursor; a re-run
+        # finds it by checksum, skips the committed records and goes on. An error or a
+        # stop leaves it 'failed', resumed the same way.
+        with self._failing(entry.id):
             if entry.cursor:
                 log.info("file_resumed", cursor=entry.cursor)
                 job.resume_at(entry.cursor)
                 job.header()
-            self._store(entry.id, rules.kind, job, progress)
-            before_final()
-            crashpoints.reached("before_finish")
-            with self.db.transaction():  # its contacts, and with them its rows, show
-                self.sink.finish(entry.id)
-                entry = self.ledger.finish(entry.id, self.clock())
+            return Outcome(
+                self._complete(entry.id, rules.kind, job.batches(), progress, before_final)
+            )
+
+    @contextmanager
+    def _failing(self, entry_id: int) -> Iterator[None]:
+        """An error or a stop leaves the entry ``failed``, resumed by a later run (unless
+        the store is busy: it would wait as long again; ``ingesting`` resumes the same)."""
+        try:
+            yield
         except BaseException as exc:
-            if not isinstance(exc, StoreBusy):  # (busy, it would wait as long again)
-                self.ledger.fail(entry.id, self.clock())
+            if not isinstance(exc, StoreBusy):
+                self.ledger.fail(entry_id, self.clock())
             raise
+
+    def _complete(
+        self,
+        entry_id: int,
+        kind: str,
+        batches: Iterator[Batch],
+        progress: Progress | None,
+        before_final: Callable[[], None],
+    ) -> Entry:
+        self._store(entry_id, kind, batches, progress)
+        before_final()
+        crashpoints.reached("before_finish")
+        with self.db.transaction():  # its contacts, and with them its rows, show
+            self.sink.finish(entry_id)
+            entry = self.ledger.finish(entry_id, self.clock())
         crashpoints.reached("after_finish")
         # Crash after finish: the file is complete; its bytes are now a known duplicate.
-        return Outcome(entry)
+        return entry
 
-    def _store(self, entry_id: int, kind: str, job: ParseJob, progress: Progress | None) -> None:
+    def _store(
+        self,
+        entry_id: int,
+        kind: str,
+        batches: Iterator[Batch],
+        progress: Progress | None,
+        *,
+        provisional: bool = False,
+        until: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Deliver ``batches`` until they end, or ``until()`` (asked after each batch)."""
         records = 0
         with self.db.grouped(self.commit_seconds) as group:
-            for batch in job.batches():  # (waiting here for the parser holds no lock
+            for batch in batches:  # (waiting here for the parser holds no lock
                 if self.stop():  # once the group has been committed)
                     break  # leaving the block commits what is done; the cursor keeps it
                 group.begin()
-                self.sink.deliver(entry_id, kind, batch, int(self.clock()))
+                self.sink.deliver(entry_id, kind, batch, int(self.clock()),
+                                  provisional=provisional)  # fmt: skip
                 crashpoints.reached("after_deliver")
                 # Crash here: batches up to the last commit are durable with their cursor;
                 # those after it are redone on resume (commits are grouped by time: an
@@ -184,5 +306,7 @@ class Ingestor:
                 records += batch.records
                 if progress is not None:
                     progress(records)
+                if until():
+                    break
         if self.stop():
             raise Interrupted("stopped mid-file; the next run resumes it")

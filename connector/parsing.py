@@ -172,6 +172,13 @@ class ParseJob:
             _release(self._spool.fileno(), offset, length)
             yield pickle.loads(data)
 
+    def abandon(self) -> None:
+        """From another thread: the bytes being followed will not all come (the download
+        failed), so stop the child; its reader sees it end."""
+        child = self._child
+        if child is not None:
+            child.kill()
+
     def _receive(self) -> tuple[Any, ...]:
         assert self._child is not None
         assert self._child.stdout is not None

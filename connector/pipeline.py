@@ -11,9 +11,10 @@ This module holds no protocol details; adapters and steps are called through sma
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +24,10 @@ import structlog
 from connector import crashpoints
 from connector.archive import archive
 from connector.config import Config, SourceConfig, parse_duration
-from connector.download import FileChanged, download
+from connector.download import FileChanged, Staged, download
 from connector.errors import TransientError
 from connector.ingest import Ingestor
-from connector.parsing import ParseJob
+from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
 from connector.selection import Candidate, Readiness, select
 from connector.sources.base import Source
 from connector.sources.registry import open_source
@@ -44,6 +45,11 @@ class PollSummary:
     completed: list[str] = field(default_factory=list)  # known files whose action was redone
     pending: list[str] = field(default_factory=list)  # not ready yet (still changing)
     failed: dict[str, str] = field(default_factory=dict)  # path → why (left for a later poll)
+
+
+def _unlink(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 class _Connection:
@@ -148,62 +154,84 @@ class Poller:
         return ready[: self.source.max_files], wait, not_ready
 
     def _take(self, connection: _Connection, candidate: Candidate, summary: PollSummary) -> None:
-        file = candidate.file
+        file, rules = candidate.file, candidate.rules
         path = self.path_of(file.name)
-        log = self.log.bind(file=path)
-        staging = self.config.paths.staging / self.source.name
-        with ExitStack() as stack:
-            parses: list[ParseJob] = []
+        arrival = Arrival(self.source.name, path, None, file.size, rules.kind, file.mtime)
+        staged: list[Path] = []
+        copies: list[Future[Path]] = []
+        jobs: list[ParseJob] = []
+        begun, abandoned = threading.Event(), threading.Event()
+        with ExitStack() as stack:  # (left in reverse: the parse, the download, the copy)
+            stack.callback(_unlink, staged)  # (on failure too: the next poll fetches anew)
+            copying = stack.enter_context(ThreadPoolExecutor(1, "archive"))
+            fetching = stack.enter_context(ThreadPoolExecutor(1, "download"))
+            stack.callback(abandoned.set)  # however we leave, the download stops
 
             def follow(part: Path) -> None:
-                # Parsing starts while the bytes arrive; nothing is stored before the
-                # checksum is known, so this only saves time.
-                job = self.ingestor.parse_job(part, candidate.rules, growing_to=file.size)
-                parses.append(stack.enter_context(job))
+                # A large file is parsed, and stored, as its bytes arrive (Ingestor's
+                # ingest_arriving); below that size a parse process costs more than it saves.
+                if file.size >= PARALLEL_MIN_BYTES:
+                    job = self.ingestor.parse_job(part, rules, growing_to=file.size)
+                    jobs.append(stack.enter_context(job))
+                begun.set()
 
-            arrival = Arrival(self.source.name, path, None, file.size, candidate.rules.kind,
-                              file.mtime)  # fmt: skip
-            try:
-                staged = download(
-                    self.source.name, connection.get, file, staging, candidate.rules.encoding,
-                    stop=self._stop, sleep=self.sleep, label=path, on_part=follow,
-                )  # fmt: skip
-            except FileChanged:
-                raise  # still being written: not a failure, the file is simply not ready
-            except TransientError:
-                self.ingestor.ledger.note_failure(arrival, self.ingestor.clock())
-                raise
-            crashpoints.reached("after_download")
-            # Crash here: the staged copy is complete but unknown to the ledger; the next
-            # poll downloads it again (same staging name) and ingests it once.
-            sha256 = staged.inspector.hexdigest()
-            copying = stack.enter_context(ThreadPoolExecutor(1, "archive"))
-            copied = copying.submit(archive, staged.path, sha256, self.config.paths.archive)
+            def fetch() -> Staged:
+                try:
+                    done = download(
+                        self.source.name, connection.get, file, self.config.paths.staging
+                        / self.source.name, rules.encoding, label=path, on_part=follow,
+                        stop=lambda: self._stop() or abandoned.is_set(), sleep=self.sleep,
+                    )  # fmt: skip
+                except BaseException:
+                    for job in jobs:  # its reader must not wait for bytes that will not come
+                        job.abandon()
+                    raise
+                finally:
+                    begun.set()
+                staged.append(done.path)
+                crashpoints.reached("after_download")
+                # Crash here: the staged copy is complete but unknown to the ledger (unless
+                # rows were stored as it arrived: a provisional entry); the next poll
+                # downloads it again (same staging name) and ingests it once.
+                copies.append(copying.submit(
+                    archive, done.path, done.inspector.hexdigest(), self.config.paths.archive
+                ))  # fmt: skip
+                return done
 
             def archived() -> None:
                 # The local copy is made while the rows are written, and awaited before
                 # the file's final entry: a file the ledger has decided is archived.
                 try:
-                    copied.result()
+                    copies[0].result()
                 except OSError as exc:
                     raise TransientError(f"cannot archive {path}: {exc.strerror}") from exc
                 crashpoints.reached("after_archive")
                 # Crash here: the archive is written (idempotent, by checksum); the ledger
                 # has no final entry, so the next poll fetches and ingests the file again.
 
-            try:
+            fetched = fetching.submit(fetch)
+            begun.wait()
+            if jobs:
+                outcome = self.ingestor.ingest_arriving(
+                    rules, arrival=arrival, job=jobs[0], fetched=fetched, before_final=archived
+                )
+            else:
+                try:
+                    done = fetched.result()
+                except FileChanged:
+                    raise  # still being written: not a failure, the file is simply not ready
+                except TransientError:
+                    self.ingestor.ledger.note_failure(arrival, self.ingestor.clock())
+                    raise
                 outcome = self.ingestor.ingest(
-                    staged.path, candidate.rules, source=self.source.name, name=path,
-                    inspector=staged.inspector, mtime=file.mtime, job=parses[0],
-                    before_final=archived,
+                    done.path, rules, source=self.source.name, name=path,
+                    inspector=done.inspector, mtime=file.mtime, before_final=archived,
                 )  # fmt: skip
-            finally:
-                staged.path.unlink(missing_ok=True)  # on failure the next poll fetches it anew
         summary.taken[path] = outcome.entry
         # Crash here: rows and ledger entry are committed; the next poll knows the file by
         # path, size and mtime, skips it unread and does the remote action below.
         self._complete(connection, candidate, outcome.entry.status)
-        log.debug("file_done", status=outcome.entry.status)
+        self.log.debug("file_done", file=path, status=outcome.entry.status)
 
     def _failed(self, summary: PollSummary, candidate: Candidate, exc: TransientError) -> None:
         path = self.path_of(candidate.file.name)

@@ -10,10 +10,25 @@ from connector.csvrules.records import Batch
 class Sink(Protocol):
     """Receives a file's batches inside the store's transactions (see ``Ingestor``): a
     batch in the group of commits that moves the file's cursor, ``finish`` in the
-    transaction that writes its final ledger entry."""
+    transaction that writes its final ledger entry.
 
-    def deliver(self, file_id: int, kind: str, batch: Batch, now: int) -> None:
-        """Store one batch (events, keys, contact upserts, rejects) and advance the cursor."""
+    A daemon delivers a large file while it downloads, before its checksum says whether
+    its bytes are new: those batches are ``provisional``, then ``decide``d or taken back
+    (``discard``). Only a sink that can take rows back in that transaction can do this."""
+
+    def deliver(
+        self, file_id: int, kind: str, batch: Batch, now: int, *, provisional: bool = False
+    ) -> None:
+        """Store one batch (events, keys, contact upserts, rejects) and advance the cursor;
+        ``provisional``: without claiming its idempotency keys yet."""
+        ...
+
+    def decide(self, file_id: int, now: int) -> int:
+        """Claim the keys of what was delivered provisionally; the events dropped for it."""
+        ...
+
+    def discard(self, file_id: int) -> None:
+        """Take back what was delivered provisionally."""
         ...
 
     def finish(self, file_id: int) -> None:

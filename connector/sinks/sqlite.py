@@ -4,7 +4,7 @@ ledger's cursor are written in the caller's transaction — all of it is stored,
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import compress
 from typing import Any
 
@@ -15,22 +15,32 @@ from connector.csvrules.rules import KEY_WINDOW_SECONDS, NO_TIMESTAMP
 from connector.store.db import Database
 from connector.store.ledger import Ledger
 
+_DECIDE_CHUNK = 10_000  # keyed events read back at a time
+
 
 class SQLiteSink:
     def __init__(self, db: Database, ledger: Ledger) -> None:
         self.db = db
         self.ledger = ledger
 
-    def deliver(self, file_id: int, kind: str, batch: Batch, now: int) -> None:
+    def deliver(self, file_id: int, kind: str, batch: Batch, now: int, *,
+                provisional: bool = False) -> None:  # fmt: skip
         """Store one batch and advance the file's cursor, inside the caller's transaction
         (``Database.grouped``, which rolls back all of it on an error). Not idempotent by
         itself: the cursor is what keeps a resumed file from delivering a batch twice.
+        ``provisional``: the file's checksum is not known yet, so its idempotency keys are
+        not claimed (``decide`` does it, or ``discard`` takes the rows back).
 
         No savepoint of its own: a nested one makes SQLite keep a copy of every page it
         changes, for nothing, as any error fails the whole group."""
         conn = self.db.conn
         assert conn.in_transaction, "deliver() belongs in a transaction"
-        events, duplicates = self._first_use_of_keys(batch, now)
+        events: Iterable[Any]
+        if provisional:
+            events, duplicates = batch.event_rows(), 0
+        else:
+            events, duplicates = self._first_use_of_keys(batch, now)
+        before = conn.total_changes()
         # file_id and now are integers of ours: as literals they save a bind per row.
         conn.executemany(
             "INSERT INTO events(file_id, line, identifier, name, timestamp,"
@@ -38,6 +48,8 @@ class SQLiteSink:
             f" coalesce(nullif(?, {NO_TIMESTAMP}), {int(now)}), nullif(?, ''), ?)",
             events,
         )
+        inserted = conn.total_changes() - before  # (one executemany: consecutive ids)
+        first_event = conn.last_insert_rowid() - inserted + 1 if inserted else None
         # Contact upserts wait for the file's end (see finish).
         if batch.contacts is not None:
             conn.executemany(
@@ -59,7 +71,53 @@ class SQLiteSink:
         )
         valid = batch.records - len(batch.rejects)
         rows = valid - duplicates if kind == "events" else valid
-        self.ledger.advance(file_id, batch.records, rows, len(batch.rejects), duplicates)
+        self.ledger.advance(
+            file_id, batch.records, rows, len(batch.rejects), duplicates, first_event
+        )
+
+    def decide(self, file_id: int, now: int) -> int:
+        """Claim the idempotency keys of the events a file delivered provisionally, in file
+        order, as ``deliver`` would have; drop the events whose key was taken (by another
+        file, or earlier in this one). Returns how many were dropped."""
+        conn = self.db.conn
+        assert conn.in_transaction, "decide() belongs in a transaction"
+        dropped = 0
+        for rows in self._keyed_events(file_id):
+            kept = self._first_uses([key for _, key in rows], now)
+            if kept is not None:
+                gone = [event for (event, _), keep in zip(rows, kept, strict=True) if not keep]
+                conn.execute("DELETE FROM events WHERE id IN carray(?)", (apsw.carray(gone),))
+                dropped += len(gone)
+        return dropped
+
+    def _keyed_events(self, file_id: int) -> Iterator[list[tuple[int, str]]]:
+        """A file's events that carry a key, as (id, key) in file order, a chunk at a time
+        (memory stays flat). By id from its first event: events has no index by file."""
+        first = self.ledger.get(file_id).first_event
+        if first is None:
+            return
+        after = first - 1
+        while rows := list(
+            self.db.conn.execute(
+                "SELECT id, idempotency_key FROM events WHERE id > ? AND file_id = ?"
+                " AND idempotency_key IS NOT NULL ORDER BY id LIMIT ?",
+                (after, file_id, _DECIDE_CHUNK),
+            )
+        ):
+            yield rows
+            after = rows[-1][0]
+
+    def discard(self, file_id: int) -> None:
+        """Take back everything a file delivered provisionally (no key was claimed)."""
+        conn = self.db.conn
+        assert conn.in_transaction, "discard() belongs in a transaction"
+        first = self.ledger.get(file_id).first_event
+        if first is not None:  # (by id from there, as above)
+            conn.execute("DELETE FROM events WHERE id >= ? AND file_id = ?", (first, file_id))
+        conn.execute(
+            "DELETE FROM rejects WHERE file_id = ?; DELETE FROM pending_contacts WHERE file_id = ?",
+            (file_id, file_id),
+        )
 
     def finish(self, file_id: int) -> None:
         """Apply the file's contact upserts, in file order (later rows win), inside the
@@ -86,10 +144,17 @@ class SQLiteSink:
         first use of a key is the one recorded and a later one finds it recent."""
         if batch.keys is None or not batch.events:
             return batch.event_rows(), 0
-        keys = batch.keys.split("\0")
+        kept = self._first_uses(batch.keys.split("\0"), now)
+        if kept is None:
+            return batch.event_rows(), 0
+        return compress(batch.event_rows(), kept), kept.count(False)
+
+    def _first_uses(self, keys: Sequence[str], now: int) -> list[bool] | None:
+        """Record the keys of these events (in order, '' for none) as accepted now where
+        they are new or expired; which events to keep, or None for all of them."""
         present = tuple(k for k in keys if k)
         if not present:
-            return batch.event_rows(), 0
+            return None
         recorded = {
             key
             for (key,) in self.db.conn.execute(
@@ -101,9 +166,9 @@ class SQLiteSink:
             )
         }
         if len(recorded) == len(present):  # the usual case: every key is new
-            return batch.event_rows(), 0
-        mask = []
+            return None
+        kept = []
         for key in keys:  # the first use of a recorded key is kept, and events without one
-            mask.append(not key or key in recorded)
+            kept.append(not key or key in recorded)
             recorded.discard(key)
-        return compress(batch.event_rows(), mask), mask.count(False)
+        return kept

@@ -109,6 +109,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX pending_contacts_by_file ON pending_contacts(file_id);
     """,
+    # 5: what a file delivered before its checksum was known is decided, or taken back,
+    # once it is. Its events are found from its first one: an index of events by file
+    # would slow every insert.
+    """
+    ALTER TABLE files ADD COLUMN first_event INTEGER;
+    CREATE INDEX rejects_by_file ON rejects(file_id);
+    """,
 )
 
 

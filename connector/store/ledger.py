@@ -2,7 +2,9 @@
 
 A file's identity is the SHA-256 of its bytes. An ``ingesting`` entry is a file in hand,
 with a cursor (records committed so far) that moves in the same transaction as its rows, so
-a crash leaves an entry that a re-run resumes rather than starts over. A ``failed`` entry
+a crash leaves an entry that a re-run resumes rather than starts over. While a download is
+still arriving, its entry has no checksum yet (provisional): it is known by its place and
+listing until ``decide`` gives it one, or ``forget`` takes it back. A ``failed`` entry
 is one whose ingestion stopped on an error or a stop request (resumed the same way), or a
 note that a file could not be fetched (replaced by whatever the next try decides).
 """
@@ -10,8 +12,9 @@ note that a file could not be fetched (replaced by whatever the next try decides
 from __future__ import annotations
 
 import fcntl
+import hashlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +25,10 @@ import structlog
 from connector.errors import StoreBusy
 from connector.store.db import Database
 
-_COLUMNS = "id, source, path, sha256, size, kind, status, rows, rejected, duplicates, cursor"
+_COLUMNS = (
+    "id, source, path, sha256, size, kind, status, rows, rejected, duplicates, cursor, first_event"
+)
+_UNFINISHED = "status IN ('ingesting', 'failed')"
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class Entry:
     rejected: int
     duplicates: int
     cursor: int
+    first_event: int | None  # the id of its first stored event (events has no file index)
 
 
 def iso(moment: float) -> str:
@@ -70,16 +77,26 @@ class Ledger:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    @contextmanager
-    def claim(self, sha256: str) -> Iterator[None]:
+    def claim(self, sha256: str) -> AbstractContextManager[None]:
         """Hold the right to decide what becomes of these bytes: two runs (a daemon and an
-        `import`, two sources receiving the same file) must not both ingest them. A lock
-        file beside the store, taken with flock: the kernel drops it if we die, so a crash
-        never leaves it held. 4096 slots by checksum keep the folder small; two different
-        files sharing a slot only wait for each other."""
+        `import`, two sources receiving the same file) must not both ingest them."""
+        return self._hold(sha256[:3])
+
+    def claim_place(self, source: str, path: str) -> AbstractContextManager[None]:
+        """Hold the right to write for this place before its bytes are known (two daemons
+        given the same source must not both fill its provisional entry). Taken before any
+        ``claim``, never after: no two runs can wait for each other."""
+        place = hashlib.sha256(f"{source}\0{path}".encode("utf-8", "surrogateescape"))
+        return self._hold("p" + place.hexdigest()[:3])
+
+    @contextmanager
+    def _hold(self, slot_name: str) -> Iterator[None]:
+        """A lock file beside the store, taken with flock: the kernel drops it if we die,
+        so a crash never leaves it held. 4096 slots (of each kind) keep the folder small;
+        two claims sharing a slot only wait for each other."""
         folder = self.db.path.parent / ".locks"
         folder.mkdir(exist_ok=True)
-        with (folder / sha256[:3]).open("a") as slot:
+        with (folder / slot_name).open("a") as slot:
             fcntl.flock(slot, fcntl.LOCK_EX)
             try:
                 yield
@@ -99,14 +116,36 @@ class Ledger:
         """The entry under which these bytes were ingested, if they were."""
         return self._one("sha256 = ? AND status = 'ingested' ORDER BY id", (sha256,))
 
+    def unfinished(self, arrival: Arrival) -> Entry | None:
+        """The entry a run left unfinished (died, failed or stopped) for these bytes: by
+        checksum; or, their checksum not known yet, the provisional one of this listing."""
+        a = arrival
+        if a.sha256 is not None:
+            return self._one(f"sha256 = ? AND {_UNFINISHED} ORDER BY id", (a.sha256,))
+        return self._one(
+            f"source = ? AND path = ? AND size = ? AND mtime IS ? AND sha256 IS NULL"
+            f" AND {_UNFINISHED} ORDER BY id",
+            (a.source, a.path, a.size, a.mtime),
+        )
+
+    def stale(self, arrival: Arrival) -> list[int]:
+        """Provisional entries of this place for another listing: bytes since replaced,
+        that will never get a checksum (their rows are to be taken back)."""
+        a = arrival
+        rows = self.db.query(
+            f"SELECT id FROM files WHERE source = ? AND path = ? AND sha256 IS NULL"
+            f" AND {_UNFINISHED} AND NOT (size = ? AND mtime IS ?)",
+            (a.source, a.path, a.size, a.mtime),
+        )
+        return [row[0] for row in rows]
+
     def begin(self, arrival: Arrival, now: float) -> Entry:
-        """The ``ingesting`` entry of these bytes: the one a run left unfinished (died,
-        failed or stopped: resumed from its cursor, now recorded as this arrival), else a
-        new one. Committed at once, so that a crash leaves a trace."""
+        """The ``ingesting`` entry of these bytes (or, without a checksum, the provisional
+        one of this listing): the one a run left ``unfinished``, resumed from its cursor and
+        now recorded as this arrival, else a new one. Committed at once, so that a crash
+        leaves a trace."""
         with self.db.transaction():
-            entry = self._one(
-                "sha256 = ? AND status IN ('ingesting', 'failed') ORDER BY id", (arrival.sha256,)
-            )
+            entry = self.unfinished(arrival)
             if entry is None:
                 self._supersede(arrival)
                 entry_id = self._insert(arrival, "ingesting", now, finished=False)
@@ -173,13 +212,29 @@ class Ledger:
         )  # fmt: skip
         return self.db.conn.last_insert_rowid()
 
-    def advance(self, entry_id: int, records: int, rows: int, rejected: int, dups: int) -> None:
+    def advance(
+        self, entry_id: int, records: int, rows: int, rejected: int, dups: int,
+        first_event: int | None,
+    ) -> None:  # fmt: skip
         """Move the cursor; call inside the transaction that stores the batch."""
         self.db.conn.execute(
             "UPDATE files SET cursor = cursor + ?, rows = rows + ?, rejected = rejected + ?,"
-            " duplicates = duplicates + ? WHERE id = ?",
-            (records, rows, rejected, dups, entry_id),
+            " duplicates = duplicates + ?, first_event = coalesce(first_event, ?) WHERE id = ?",
+            (records, rows, rejected, dups, first_event, entry_id),
         )
+
+    def decide(self, entry_id: int, sha256: str, dropped: int) -> None:
+        """A provisional entry gets its checksum; ``dropped`` of its rows turned out to be
+        duplicates. Call inside the transaction that decides its rows (``Sink.decide``)."""
+        self.db.conn.execute(
+            "UPDATE files SET sha256 = ?, rows = rows - ?, duplicates = duplicates + ?"
+            " WHERE id = ? AND sha256 IS NULL",
+            (sha256, dropped, dropped, entry_id),
+        )
+
+    def forget(self, entry_id: int) -> None:
+        """Drop an entry; call inside the transaction that takes back its rows."""
+        self.db.conn.execute("DELETE FROM files WHERE id = ?", (entry_id,))
 
     def finish(self, entry_id: int, now: float) -> Entry:
         with self.db.transaction():
