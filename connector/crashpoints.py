@@ -15,7 +15,8 @@ STEPS = (
     "mid_download",  # a chunk of the file is in its staging .part
     "after_download",  # the file is staged; the ledger has not seen it
     "after_inspect",  # the file is hashed; nothing recorded yet
-    "after_start",  # the ledger has an 'ingesting' entry
+    "after_start",  # the ledger has an 'ingesting' entry (provisional: no checksum yet)
+    "after_decide",  # (daemon, large file) the provisional rows are kept; checksum recorded
     "after_deliver",  # a batch is written but maybe not committed
     "after_commit",  # a group of batches is committed with its cursor
     "after_archive",  # (daemon) the local gzip copy is written; no final entry yet
@@ -24,7 +25,7 @@ STEPS = (
     "after_remote_action",  # moved or deleted remotely; the ledger not yet told
 )
 # The steps a `connector import` passes.
-IMPORT_STEPS = tuple(s for s in STEPS[3:10] if s != "after_archive")
+IMPORT_STEPS = tuple(s for s in STEPS[3:11] if s not in ("after_decide", "after_archive"))
 _seen: dict[str, int] = {}
 
 

@@ -122,6 +122,12 @@ class Ingestor:
         bytes are a duplicate, rejected whole, or those of another unfinished entry."""
         log = structlog.get_logger().bind(source=arrival.source, file=arrival.path)
         started = time.monotonic()
+
+        def ended(download: Future[Staged]) -> None:
+            if download.exception() is not None:
+                job.abandon()  # the parse must not wait for bytes that will not come
+
+        fetched.add_done_callback(ended)
         with self.ledger.claim_place(arrival.source, arrival.path), job:
             with self.db.transaction():  # older bytes of this place, never to be decided
                 for stale in self.ledger.stale(arrival):

@@ -182,10 +182,6 @@ class Poller:
                         / self.source.name, rules.encoding, label=path, on_part=follow,
                         stop=lambda: self._stop() or abandoned.is_set(), sleep=self.sleep,
                     )  # fmt: skip
-                except BaseException:
-                    for job in jobs:  # its reader must not wait for bytes that will not come
-                        job.abandon()
-                    raise
                 finally:
                     begun.set()
                 staged.append(done.path)

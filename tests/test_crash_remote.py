@@ -70,10 +70,13 @@ def test_crash_then_rerun_over_the_network(
     assert not list((tmp_path / "staging").rglob("*.part"))
 
 
-@pytest.mark.parametrize("step", ["mid_download:3", "after_deliver:40"])
+@pytest.mark.parametrize(
+    "step", ["mid_download:3", "after_start", "after_commit:3", "after_decide", "after_deliver:40"]
+)
 def test_crash_while_a_large_file_is_parsed_as_it_downloads(tmp_path: Path, step: str) -> None:
-    """Over 8 MiB, a parser process follows the download and spools ahead: killing the
-    daemon there leaves no process behind (the run would wait for its output) and the
+    """Over 8 MiB, a parser process follows the download and its rows are stored as they
+    arrive, under a provisional entry until the checksum decides: killing the daemon at any
+    of those steps leaves no process behind (the run would wait for its output) and the
     restart stores each row once."""
     rows = 100_000
     with EmbeddedSFTPServer(tmp_path / "server") as sftp:

@@ -4,6 +4,7 @@ ledger's cursor are written in the caller's transaction — all of it is stored,
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import compress
 from typing import Any
@@ -86,7 +87,8 @@ class SQLiteSink:
             kept = self._first_uses([key for _, key in rows], now)
             if kept is not None:
                 gone = [event for (event, _), keep in zip(rows, kept, strict=True) if not keep]
-                conn.execute("DELETE FROM events WHERE id IN carray(?)", (apsw.carray(gone),))
+                ids = apsw.carray(array("q", gone))  # (int64: a tuple is taken as text)
+                conn.execute("DELETE FROM events WHERE id IN carray(?)", (ids,))
                 dropped += len(gone)
         return dropped
 

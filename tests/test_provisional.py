@@ -1,0 +1,303 @@
+"""A large file stored while it downloads (Ingestor.ingest_arriving): its rows wait under a
+provisional entry, their idempotency keys unclaimed, until the checksum decides. Whatever the
+checksum says, the store must end as if the file had been ingested after its download.
+
+The download is a stand-in thread writing a real `.part` at the test's pace: it can hold the
+last bytes back until the writer has stored every batch provisionally, so that the decision
+has all of them to settle; the parse is the real child process following the file."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import apsw
+import pytest
+
+from connector.csvrules.reader import Inspector
+from connector.csvrules.rules import FileRules
+from connector.download import FileChanged, Staged
+from connector.dump import records
+from connector.errors import TransientError
+from connector.ingest import Ingestor, Outcome
+from connector.parsing import PARALLEL_MIN_BYTES
+from connector.store.db import Database
+from connector.store.ledger import Arrival
+
+EVENTS = FileRules(kind="events")
+CONTACTS = FileRules(kind="contacts")
+ROWS = 90_000
+BATCH = 10_000
+PAD = "x" * 80  # makes ROWS rows a file large enough for the parser process
+
+
+def _events_text(keys: Callable[[int], str] = lambda i: f"k{i}") -> str:
+    rows = "".join(f"u{i % 97},buy,{keys(i)},{PAD}\n" for i in range(ROWS))
+    return "identifier,name,idempotencyKey,pad\n" + rows
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    with Database(tmp_path / "store" / "c.db") as database:
+        yield database
+
+
+class Download:
+    """A download stand-in: writes ``data`` to ``part`` and, once ``held_until()`` says so,
+    its last ``held`` bytes; then renames it as download() does. ``failure``: raised instead
+    of sending the held bytes."""
+
+    def __init__(self, folder: Path, data: bytes, *, held: int = 1) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.part = folder / "file.part"
+        self.part.touch()
+        self.data, self.held = data, held
+        self.failure: BaseException | None = None
+        self.held_until: Callable[[], bool] = lambda: True
+
+    def __call__(self) -> Staged:
+        inspector = Inspector("utf-8")
+        cut = len(self.data) - self.held
+        with self.part.open("ab") as out:
+            out.write(self.data[:cut])
+            out.flush()
+            inspector.feed(self.data[:cut])
+            deadline = time.monotonic() + 30
+            while not self.held_until():
+                assert time.monotonic() < deadline, "the writer never got that far"
+                time.sleep(0.01)
+            if self.failure is not None:
+                raise self.failure
+            out.write(self.data[cut:])
+            inspector.feed(self.data[cut:])
+        inspector.finish()
+        done = self.part.with_suffix(".csv")
+        os.replace(self.part, done)
+        return Staged(done, inspector)
+
+
+def _arriving(
+    ingestor: Ingestor,
+    download: Download,
+    rules: FileRules = EVENTS,
+) -> Outcome:
+    size = len(download.data)
+    assert size >= PARALLEL_MIN_BYTES  # the path under test: a parser process follows
+    arrival = Arrival("src", "big.csv", None, size, rules.kind, 1.0)
+    with ThreadPoolExecutor(1) as pool:
+        job = ingestor.parse_job(download.part, rules, growing_to=size).__enter__()
+        fetched: Future[Staged] = pool.submit(download)
+        try:
+            return ingestor.ingest_arriving(rules, arrival=arrival, job=job, fetched=fetched)
+        finally:
+            job.close()
+
+
+def _stored_provisionally(db_path: Path, records_: int) -> Callable[[], bool]:
+    """True once a provisional entry has committed ``records_`` records (a reader of its own,
+    as the writer's connection is busy)."""
+
+    def done() -> bool:
+        with apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY) as conn:
+            rows = conn.execute("SELECT max(cursor) FROM files WHERE sha256 IS NULL").fetchall()
+        return bool(rows) and (rows[0][0] or 0) >= records_
+
+    return done
+
+
+def _ingestor(db: Database) -> Ingestor:
+    # Commit every batch, so the test can see the provisional cursor move.
+    return Ingestor(db, clock=lambda: 1_764_000_000.0, batch_records=BATCH, commit_seconds=0)
+
+
+def _all_provisional(db: Database, data: bytes, tmp_path: Path) -> Download:
+    """A download whose last byte waits until every batch the parser could make without it
+    has been stored provisionally (the last one follows, after the decision or not)."""
+    download = Download(tmp_path / "staging", data)
+    download.held_until = _stored_provisionally(db.path, ROWS - BATCH)
+    return download
+
+
+def _events(db: Database) -> list[tuple[object, ...]]:
+    return [(e["line"], e["identifier"], e["idempotencyKey"]) for e in records(db, "events")]
+
+
+def test_keys_are_decided_as_an_import_would(tmp_path: Path, db: Database) -> None:
+    """Keys claimed at the decision, in file order: one accepted by an earlier file within
+    24 h drops its event, a key repeated in the file keeps its first use only."""
+
+    def keys(i: int) -> str:
+        return {5: "seen", 7: "twice", 50_000: "twice", 60_000: ""}.get(i, f"k{i}")
+
+    data = _events_text(keys).encode()
+    earlier = tmp_path / "earlier.csv"
+    earlier.write_text("identifier,name,idempotencyKey\nz,buy,seen\n")
+    twin = Path(tmp_path / "twin")
+    with Database(twin / "c.db") as reference:  # the same files, imported one after the other
+        _ingestor(reference).ingest(earlier, EVENTS, source="src", name="earlier.csv")
+        big = tmp_path / "big.csv"
+        big.write_bytes(data)
+        expected = _ingestor(reference).ingest(big, EVENTS, source="src", name="big.csv")
+        wanted = _events(reference)
+    ingestor = _ingestor(db)
+    ingestor.ingest(earlier, EVENTS, source="src", name="earlier.csv")
+
+    outcome = _arriving(ingestor, _all_provisional(db, data, tmp_path))
+
+    assert outcome.entry.status == "ingested"
+    assert (outcome.entry.rows, outcome.entry.duplicates) == (ROWS - 2, 2)
+    assert (expected.entry.rows, expected.entry.duplicates) == (ROWS - 2, 2)
+    assert outcome.entry.sha256 == expected.entry.sha256
+    assert _events(db) == wanted
+
+
+def test_a_duplicate_is_taken_back_whole(tmp_path: Path, db: Database) -> None:
+    """The same bytes under another name: every row stored while downloading is removed,
+    and the file is recorded once, as a duplicate."""
+    data = _events_text().encode()
+    first = tmp_path / "first.csv"
+    first.write_bytes(data)
+    ingestor = _ingestor(db)
+    ingestor.ingest(first, EVENTS, source="src", name="first.csv")
+    before = db.query("SELECT count(*) FROM events")[0][0]
+
+    outcome = _arriving(ingestor, _all_provisional(db, data, tmp_path))
+
+    assert outcome.entry.status == "duplicate"
+    assert db.query("SELECT count(*) FROM events")[0][0] == before == ROWS
+    statuses = db.query("SELECT path, status FROM files ORDER BY id")
+    assert statuses == [("first.csv", "ingested"), ("big.csv", "duplicate")]
+
+
+def test_a_contacts_duplicate_leaves_no_pending_update(tmp_path: Path, db: Database) -> None:
+    rows = "".join(f"c{i},{PAD}-{i:010d}\n" for i in range(ROWS))
+    data = ("identifier,plan\n" + rows).encode()
+    first = tmp_path / "first.csv"
+    first.write_bytes(data)
+    ingestor = _ingestor(db)
+    ingestor.ingest(first, CONTACTS, source="src", name="first.csv")
+
+    outcome = _arriving(ingestor, _all_provisional(db, data, tmp_path), CONTACTS)
+
+    assert outcome.entry.status == "duplicate"
+    assert db.query("SELECT count(*) FROM pending_contacts") == [(0,)]
+    assert db.query("SELECT count(*) FROM contacts") == [(ROWS,)]
+
+
+def test_bytes_undecodable_near_the_end_reject_the_file_and_its_rows(
+    tmp_path: Path, db: Database
+) -> None:
+    """The parser stops on the bad bytes, the checksum's decision rejects the file whole:
+    none of its rows stay, and the reason names the line."""
+    data = _events_text().encode() + b"u1,buy,bad,\xff\n"
+    ingestor = _ingestor(db)
+
+    outcome = _arriving(ingestor, _all_provisional(db, data, tmp_path))
+
+    assert outcome.entry.status == "rejected"
+    assert outcome.reason is not None and outcome.reason.startswith(f"line {ROWS + 2}:")
+    assert db.query("SELECT count(*) FROM events") == [(0,)]
+    assert db.query("SELECT count(*) FROM rejects") == [(1,)]  # the file's reason only
+
+
+def test_a_failed_download_keeps_what_was_stored_and_the_next_try_resumes(
+    tmp_path: Path, db: Database
+) -> None:
+    data = _events_text().encode()
+    ingestor = _ingestor(db)
+    broken = _all_provisional(db, data, tmp_path)
+    broken.failure = TransientError("connection reset")
+
+    with pytest.raises(TransientError, match="connection reset"):
+        _arriving(ingestor, broken)
+    [(status, sha256, cursor)] = db.query("SELECT status, sha256, cursor FROM files")
+    assert (status, sha256) == ("failed", None) and 0 < cursor < ROWS
+
+    again = Download(tmp_path / "staging2", data)
+    outcome = _arriving(ingestor, again)
+
+    assert outcome.entry.status == "ingested" and outcome.entry.rows == ROWS
+    assert [line for line, _, _ in _events(db)] == list(range(2, ROWS + 2))
+    assert db.query("SELECT count(*) FROM files") == [(1,)]
+
+
+def test_a_file_that_changed_while_downloading_is_taken_back(tmp_path: Path, db: Database) -> None:
+    data = _events_text().encode()
+    ingestor = _ingestor(db)
+    changing = _all_provisional(db, data, tmp_path)
+    changing.failure = FileChanged("big.csv grew while downloading")
+
+    with pytest.raises(FileChanged):
+        _arriving(ingestor, changing)
+
+    assert db.query("SELECT count(*) FROM files") == [(0,)]
+    assert db.query("SELECT count(*) FROM events") == [(0,)]
+
+
+def test_rows_of_an_earlier_listing_are_taken_back(tmp_path: Path, db: Database) -> None:
+    """A provisional entry left by a failed try is resumed only for the same listing: the
+    file listed with another size gets a new entry, and the old rows go."""
+    data = _events_text().encode()
+    ingestor = _ingestor(db)
+    broken = _all_provisional(db, data, tmp_path)
+    broken.failure = TransientError("connection reset")
+    with pytest.raises(TransientError):
+        _arriving(ingestor, broken)
+
+    longer = data + b"u1,buy,last,\n"
+    outcome = _arriving(ingestor, Download(tmp_path / "staging2", longer))
+
+    assert outcome.entry.rows == ROWS + 1
+    assert db.query("SELECT count(*) FROM events") == [(ROWS + 1,)]
+    assert db.query("SELECT count(*) FROM files") == [(1,)]
+
+
+def test_bytes_another_entry_began_are_resumed_there(tmp_path: Path, db: Database) -> None:
+    """The same bytes were partly ingested under another name (a stop): the provisional
+    rows are taken back and that entry is resumed, so each row is stored once."""
+    data = _events_text().encode()
+    local = tmp_path / "local.csv"
+    local.write_bytes(data)
+    batches = 0
+
+    def stop() -> bool:
+        nonlocal batches
+        batches += 1
+        return batches > 3
+
+    stopping = Ingestor(db, batch_records=BATCH, commit_seconds=0, stop=stop)
+    with pytest.raises(Exception, match="stopped mid-file"):
+        stopping.ingest(local, EVENTS, source="import", name="local.csv")
+    [(earlier, cursor)] = db.query("SELECT id, cursor FROM files")
+    assert 0 < cursor < ROWS
+
+    outcome = _arriving(_ingestor(db), _all_provisional(db, data, tmp_path))
+
+    assert outcome.entry.id == earlier and outcome.entry.status == "ingested"
+    assert outcome.entry.rows == ROWS
+    assert db.query("SELECT count(*) FROM events") == [(ROWS,)]
+    assert db.query("SELECT source, path FROM files") == [("src", "big.csv")]
+
+
+def test_two_runs_of_one_place_take_turns(tmp_path: Path, db: Database) -> None:
+    """Two daemons given the same source (a mistake) must not fill one provisional entry
+    together: the place is claimed, and the second finds the file a duplicate."""
+    data = _events_text().encode()
+    results: list[str] = []
+
+    def run(folder: str) -> None:
+        with Database(db.path) as own:
+            download = Download(tmp_path / folder, data)
+            results.append(_arriving(_ingestor(own), download).entry.status)
+
+    threads = [threading.Thread(target=run, args=(f"staging{i}",)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(results) == ["duplicate", "ingested"]
+    assert db.query("SELECT count(*) FROM events") == [(ROWS,)]
