@@ -1,6 +1,7 @@
 """One local file through the ledger, the CSV rules and the store, exactly once.
 
-Used by ``connector import`` and by the daemon for each downloaded file. Commits happen per
+Used by ``connector import`` and by the daemon for each downloaded file (a large one while
+it downloads: ``ingest_arriving``). Commits happen per
 batch, with the ledger's cursor in the same transaction: a crash loses at most the batch in
 hand, and a re-run resumes after the last committed one. One transaction for a whole file
 would also be exactly-once, but a 5-million-row file would then redo all its work after a

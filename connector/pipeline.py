@@ -1,9 +1,10 @@
 """One poll of one source, the steps in order:
 
 list → select and readiness → skip files already decided (by path, size and mtime,
-unread) → download (SHA-256 on the way; a large file's parse follows it) → ledger, CSV
-rules and store (``Ingestor``), with the local archive copy made meanwhile and awaited
-before the file's final entry → remote ``after`` action → ledger marks the file completed.
+unread) → download (SHA-256 on the way) → ledger, CSV rules and store (``Ingestor``), with
+the local archive copy made meanwhile and awaited before the file's final entry → remote
+``after`` action → ledger marks the file completed. A large file is parsed and stored as
+it downloads, provisionally until its checksum decides (``Ingestor.ingest_arriving``).
 
 Beside each step: what a crash right there leaves, and why the next poll is still right.
 This module holds no protocol details; adapters and steps are called through small APIs.
