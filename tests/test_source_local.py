@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+import tempfile
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +32,55 @@ class TestLocalContract(SourceContract):
         root = tmp_path / "inbox"
         root.mkdir()
         return Remote(root=root, connect=lambda: LocalSource(local_config(root)))
+
+
+SHM = Path("/dev/shm")
+
+
+@pytest.mark.skipif(
+    not SHM.is_dir() or SHM.stat().st_dev == Path(__file__).stat().st_dev,
+    reason="needs a folder on another file system (/dev/shm)",
+)
+def test_move_to_another_file_system_copies_then_removes(tmp_path: Path) -> None:
+    """A move folder on another file system (a mount): hard links fail there with EXDEV,
+    so the file is copied — with its modification time — and the original removed."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.csv").write_text("a,b\n")
+    os.utime(inbox / "a.csv", (1_700_000_000, 1_700_000_000))
+    elsewhere = Path(tempfile.mkdtemp(dir=SHM))
+    try:
+        (inbox / "done").symlink_to(elsewhere, target_is_directory=True)
+        (elsewhere / "a.csv").write_text("someone else's\n")
+        with LocalSource(local_config(inbox)) as source:
+            moved = source.complete("a.csv", "move:done")
+        assert moved is not None and Path(moved).parent == inbox / "done"
+        assert Path(moved).read_text() == "a,b\n"
+        assert Path(moved).stat().st_mtime == 1_700_000_000
+        assert (elsewhere / "a.csv").read_text() == "someone else's\n"  # not overwritten
+        assert sorted(p.name for p in elsewhere.iterdir()) == sorted(["a.csv", Path(moved).name])
+        assert not (inbox / "a.csv").exists()
+    finally:
+        shutil.rmtree(elsewhere)
+
+
+def test_move_where_hard_links_are_refused_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FAT and some SMB mounts refuse hard links (EPERM): the file is renamed instead.
+    (Such a mount cannot be made here, hence the patched link.)"""
+
+    def refuse(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "link", refuse)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.csv").write_text("a,b\n")
+    with LocalSource(local_config(inbox)) as source:
+        moved = source.complete("a.csv", "move:done")
+    assert moved == str(inbox / "done" / "a.csv")
+    assert Path(moved).read_text() == "a,b\n" and not (inbox / "a.csv").exists()
 
 
 def test_a_missing_folder_is_transient(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import stat
 from collections.abc import Generator
 from pathlib import Path
@@ -65,10 +67,34 @@ class LocalSource:
             target_dir = self.folder / action.removeprefix("move:")
             target_dir.mkdir(parents=True, exist_ok=True)
             target = target_dir / clash_free_name(name, lambda n: (target_dir / n).exists())
-            # link + unlink: unlike rename, link fails rather than overwrite a file that
-            # appeared since the check
-            os.link(path, target)
-            path.unlink()
+            _move(path, target)
             return str(target)
         except OSError as exc:
             raise TransientError(f"cannot {action} {name}: {exc.strerror}") from exc
+
+
+def _move(path: Path, target: Path) -> None:
+    """Move a file to a free name. Link, then unlink: unlike a rename, a link fails rather
+    than overwrite a file that appeared there since the name was chosen. A file system
+    without hard links (FAT, some SMB or FUSE mounts) gets a rename, with the small race
+    that FTP has; a folder on another file system, a copy (hidden and synced until
+    complete, so a crash leaves no half file under the name) renamed into place, with
+    that race too."""
+    try:
+        os.link(path, target)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            hidden = target.with_name(f".{target.name}.part")
+            with path.open("rb") as source, hidden.open("wb") as copy:
+                shutil.copyfileobj(source, copy, CHUNK)
+                os.fsync(copy.fileno())
+            shutil.copystat(path, hidden)
+            os.rename(hidden, target)
+        elif exc.errno in (errno.EPERM, errno.EOPNOTSUPP):
+            if target.exists():
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST)) from exc
+            os.rename(path, target)
+            return
+        else:
+            raise
+    path.unlink()
