@@ -70,6 +70,7 @@ def download(
     sleep: Callable[[float], object] = time.sleep,
     label: str | None = None,
     on_part: Callable[[Path], object] = lambda part: None,
+    received: Callable[[int], object] = lambda size: None,
 ) -> Staged:
     """Fetch ``file`` into ``staging``. ``connect(broken)`` returns a usable source; after
     a failed attempt ``broken`` is True and it should reconnect. Raises TransientError
@@ -77,7 +78,8 @@ def download(
     ``sleep`` waits between attempts (the service's wakes up on a stop request).
     ``label`` names the file in logs (its remote path). ``on_part(path)`` is called once
     the partial file holds only bytes of this file, before more are appended: a reader
-    may follow it from then on (its bytes never change, only grow)."""
+    may follow it from then on (its bytes never change, only grow). ``received(size)`` is
+    told of each piece that arrives."""
     log = structlog.get_logger().bind(source=source_name, file=label or file.name)
     staging.mkdir(parents=True, exist_ok=True)
     stem = staging / staging_name(source_name, file)
@@ -111,6 +113,7 @@ def download(
                             raise FileChanged(f"{file.name} grew while downloading")
                         out.write(chunk)
                         inspector.feed(chunk)
+                        received(len(chunk))
                         crashpoints.reached("mid_download")
                     if inspector.size != file.size:
                         raise FileChanged(f"{file.name} shrank while downloading")

@@ -75,7 +75,9 @@ class Metrics:
                 self._failures[source] = 0
                 self.failures.labels(source).set(0)
 
-    def poll_finished(self, source: str, seconds: float, ok: bool) -> None:
+    def poll_finished(self, source: str, seconds: float, ok: bool) -> int:
+        """Returns the source's failed polls in a row (0 after a success): the service
+        backs off by it, so the count exists once, here."""
         self.poll_duration.labels(source).observe(seconds)
         with self._lock:
             count = 0 if ok else self._failures.get(source, 0) + 1
@@ -83,18 +85,21 @@ class Metrics:
             self.failures.labels(source).set(count)
             if ok:
                 self.last_success.labels(source).set(self.clock())
+        return count
+
+    def received(self, source: str, size: int) -> None:
+        """Bytes downloaded, as they arrive (files that fail or turn out duplicates too)."""
+        self.downloaded.labels(source).inc(size)
 
     def file_finished(
-        self, source: str, kind: str, status: str,
-        rows: int, rejected: int, duplicates: int, size: int,
-    ) -> None:  # fmt: skip
+        self, source: str, kind: str, status: str, rows: int, rejected: int, duplicates: int
+    ) -> None:
         """A file decided (one ledger entry): ``rows`` stored, ``rejected``, ``duplicates``."""
         self.files.labels(source, status).inc()
         # inc(0) still creates the series, so rate() works from the first file of a kind.
         self.rows.labels(kind, "stored").inc(rows)
         self.rows.labels(kind, "rejected").inc(rejected)
         self.rows.labels(kind, "duplicate").inc(duplicates)
-        self.downloaded.labels(source).inc(size)
 
     def scheduler_running(self, running: bool) -> None:
         with self._lock:

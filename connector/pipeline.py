@@ -85,12 +85,15 @@ class Poller:
         *,
         sleep: Callable[[float], object] = time.sleep,
         opener: Callable[[SourceConfig], Source] = open_source,
+        received: Callable[[int], object] = lambda size: None,
     ) -> None:
+        """``received(size)`` counts the bytes downloaded as they arrive (for metrics)."""
         self.config = config
         self.source = source
         self.ingestor = ingestor
         self.sleep = sleep
         self.opener = opener
+        self.received = received
         self.readiness = Readiness(parse_duration(source.min_age))
         self._stop: Callable[[], bool] = lambda: False
         self.log = structlog.get_logger().bind(source=source.name)
@@ -182,6 +185,7 @@ class Poller:
                         self.source.name, connection.get, file, self.config.paths.staging
                         / self.source.name, rules.encoding, label=path, on_part=follow,
                         stop=lambda: self._stop() or abandoned.is_set(), sleep=self.sleep,
+                        received=self.received,
                     )  # fmt: skip
                 finally:
                     begun.set()

@@ -33,9 +33,8 @@ class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.stopping = threading.Event()
-        self.failures: dict[str, int] = {s.name: 0 for s in config.sources}
         self.metrics = Metrics(config.metrics.max_missed_polls)
-        self.metrics.register_sources(self.failures)
+        self.metrics.register_sources(s.name for s in config.sources)
         self.log = structlog.get_logger()
 
     def run(self) -> int:
@@ -76,7 +75,8 @@ class Service:
         # and an SQLite connection carries one transaction at a time.
         db = stack.enter_context(Database(self.config.store.path))
         ingestor = Ingestor.configured(db, self.config.ingest, stop=self.stopping.is_set)
-        poller = Poller(self.config, source, ingestor, sleep=self.stopping.wait)
+        poller = Poller(self.config, source, ingestor, sleep=self.stopping.wait,
+                        received=partial(self.metrics.received, source.name))  # fmt: skip
         interval = parse_duration(source.interval) if source.interval else None
         scheduler.add(
             source.name, partial(self._poll, poller), interval=interval, cron=source.cron,
@@ -95,25 +95,22 @@ class Service:
         except Interrupted:
             return None
         except Exception as exc:  # the service loop is an error boundary: log, back off
-            self.metrics.poll_finished(name, time.monotonic() - started, ok=False)
+            failures = self.metrics.poll_finished(name, time.monotonic() - started, ok=False)
             if not isinstance(exc, TransientError | SourceRefused):
                 self.log.exception("poll_crashed", source=name)
-            self.failures[name] += 1
-            delay = backoff_delay(self.failures[name])
+            delay = backoff_delay(failures)
             retry_at = datetime.now(UTC) + timedelta(seconds=delay)
             self.log.warning(
-                "poll_failed", source=name, cause=str(exc), failures=self.failures[name],
+                "poll_failed", source=name, cause=str(exc), failures=failures,
                 next_retry=retry_at.isoformat(timespec="seconds"),
             )  # fmt: skip
             return delay
-        self.failures[name] = 0
         seconds = time.monotonic() - started
         self.metrics.poll_finished(name, seconds, ok=True)
         for entry in summary.taken.values():
             self.metrics.file_finished(
-                name, entry.kind, entry.status, entry.rows, entry.rejected, entry.duplicates,
-                entry.size,
-            )  # fmt: skip
+                name, entry.kind, entry.status, entry.rows, entry.rejected, entry.duplicates
+            )
         self.log.info(
             "poll_done", source=name, taken=len(summary.taken), pending=len(summary.pending),
             seconds=round(seconds, 3),

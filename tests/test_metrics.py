@@ -53,14 +53,13 @@ def test_registered_sources_start_at_zero(metrics: Metrics) -> None:
         assert value(metrics, "connector_poll_duration_seconds_count", source=source) == 0
 
 
-def test_file_finished_moves_file_row_and_byte_counters(metrics: Metrics) -> None:
-    """file_finished counts the file by status, its rows by kind and outcome, and its bytes."""
-    metrics.file_finished(
-        "alpha", "contacts", "ingested", rows=10, rejected=2, duplicates=1, size=500
-    )
-    metrics.file_finished(
-        "alpha", "contacts", "duplicate", rows=0, rejected=0, duplicates=0, size=70
-    )
+def test_file_finished_moves_file_and_row_counters(metrics: Metrics) -> None:
+    """file_finished counts the file by status, its rows by kind and outcome; the bytes are
+    counted as they arrive."""
+    metrics.file_finished("alpha", "contacts", "ingested", rows=10, rejected=2, duplicates=1)
+    metrics.file_finished("alpha", "contacts", "duplicate", rows=0, rejected=0, duplicates=0)
+    metrics.received("alpha", 500)
+    metrics.received("alpha", 70)
     assert value(metrics, "connector_files_total", source="alpha", status="ingested") == 1
     assert value(metrics, "connector_files_total", source="alpha", status="duplicate") == 1
     assert value(metrics, "connector_rows_total", kind="contacts", outcome="stored") == 10
@@ -71,11 +70,11 @@ def test_file_finished_moves_file_row_and_byte_counters(metrics: Metrics) -> Non
 
 def test_poll_finished_tracks_duration_failures_and_last_success(metrics: Metrics) -> None:
     """Failures count up in a row, a success resets them and stamps the clock's time."""
-    metrics.poll_finished("alpha", 0.2, ok=False)
-    metrics.poll_finished("alpha", 0.3, ok=False)
+    assert metrics.poll_finished("alpha", 0.2, ok=False) == 1
+    assert metrics.poll_finished("alpha", 0.3, ok=False) == 2
     assert value(metrics, "connector_consecutive_poll_failures", source="alpha") == 2
     assert value(metrics, LAST_SUCCESS, source="alpha") == 0
-    metrics.poll_finished("alpha", 40.0, ok=True)
+    assert metrics.poll_finished("alpha", 40.0, ok=True) == 0
     assert value(metrics, "connector_consecutive_poll_failures", source="alpha") == 0
     assert value(metrics, LAST_SUCCESS, source="alpha") == 1_700_000_000.0
     assert value(metrics, "connector_poll_duration_seconds_count", source="alpha") == 3
@@ -86,14 +85,15 @@ def test_poll_finished_tracks_duration_failures_and_last_success(metrics: Metric
 def test_instances_do_not_share_a_registry() -> None:
     """Two Metrics side by side neither clash on names nor see each other's counts."""
     first, second = Metrics(), Metrics()
-    first.file_finished("a", "events", "ingested", rows=1, rejected=0, duplicates=0, size=1)
+    first.file_finished("a", "events", "ingested", rows=1, rejected=0, duplicates=0)
     assert value(first, "connector_files_total", source="a", status="ingested") == 1
     assert value(second, "connector_files_total", source="a", status="ingested") is None
 
 
 def test_metrics_endpoint_serves_labelled_series(metrics: Metrics, server: MetricsServer) -> None:
     """GET /metrics on a real socket returns the text exposition with the labelled series."""
-    metrics.file_finished("alpha", "events", "ingested", rows=3, rejected=0, duplicates=0, size=9)
+    metrics.file_finished("alpha", "events", "ingested", rows=3, rejected=0, duplicates=0)
+    metrics.received("alpha", 9)
     metrics.poll_finished("beta", 1.5, ok=False)
     status, content_type, body = get(server, "/metrics")
     assert status == 200

@@ -162,7 +162,8 @@ def test_bad_config_exit_status(tmp_path: Path, command: str) -> None:
 
 
 def test_run_serves_metrics_and_health(tmp_path: Path) -> None:
-    """With [metrics] listen, /healthz says 200 while running and /metrics counts files."""
+    """With [metrics] listen, /healthz says 200 while running and /metrics counts files
+    and the bytes downloaded."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -184,14 +185,15 @@ def test_run_serves_metrics_and_health(tmp_path: Path) -> None:
         assert wait_until(lambda: get("/healthz")[0] == 200, 10)
         assert wait_until(lambda: 'connector_files_total{source="drop",status="ingested"} 1.0'
                           in get("/metrics")[1], 10)  # fmt: skip
+        assert 'connector_downloaded_bytes_total{source="drop"} 14.0' in get("/metrics")[1]
     finally:
         code, _, err = _stop(proc)
     assert code == 0, err
 
 
 def test_run_speaks_sd_notify(tmp_path: Path) -> None:
-    """Under systemd (NOTIFY_SOCKET set) `run` says READY=1 once started, STOPPING=1 on
-    SIGTERM, and pings WATCHDOG=1 when asked to."""
+    """Under systemd (NOTIFY_SOCKET set) `run` says READY=1 once started, a STATUS line
+    after each poll, STOPPING=1 on SIGTERM, and pings WATCHDOG=1 when asked to."""
     config = _config(tmp_path)
     with tempfile.TemporaryDirectory(dir="/tmp") as short:  # AF_UNIX paths are short
         address = str(Path(short) / "notify")
@@ -203,9 +205,10 @@ def test_run_speaks_sd_notify(tmp_path: Path) -> None:
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
             try:
                 heard = [listener.recv(4096).decode()]
-                while "WATCHDOG=1" not in heard:
+                while "WATCHDOG=1" not in heard or not any(h.startswith("STATUS=") for h in heard):
                     heard.append(listener.recv(4096).decode())
                 assert heard[0] == "READY=1"
+                assert "STATUS=last poll: drop, 0 file(s) taken" in heard
             finally:
                 code, _, err = _stop(proc)
             while heard[-1] != "STOPPING=1":
