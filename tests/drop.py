@@ -50,15 +50,18 @@ def crash_then_rerun(config: Path, step: str, timeout: float = 60.0) -> list[int
                              check=False)  # fmt: skip
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     env.pop("CONNECTOR_CRASH_AT")
-    events = _first_poll_then_stop([*argv, "run"], env, timeout)
+    events = [line["event"] for line in first_poll_then_stop([*argv, "run"], env, timeout)]
     assert "poll_done" in events, events
     dump = subprocess.run([*argv, "dump", "events"], capture_output=True, text=True, check=True)
     return sorted(json.loads(line)["line"] for line in dump.stdout.splitlines())
 
 
-def _first_poll_then_stop(argv: list[str], env: dict[str, str], timeout: float) -> list[str]:
-    """Run the daemon until its first poll ends, SIGTERM it, expect exit 0; its log events."""
-    events: list[str] = []
+def first_poll_then_stop(
+    argv: list[str], env: dict[str, str], timeout: float = 60.0
+) -> list[dict[str, Any]]:
+    """Run the daemon until its first poll ends, SIGTERM it, expect exit 0; its log lines
+    (a line that is not JSON, a traceback say, as its "event")."""
+    events: list[dict[str, Any]] = []
     with subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True) as daemon:  # fmt: skip
         watchdog = threading.Timer(timeout, daemon.kill)  # a daemon that never polls fails
@@ -66,9 +69,9 @@ def _first_poll_then_stop(argv: list[str], env: dict[str, str], timeout: float) 
         try:
             assert daemon.stderr is not None
             for line in daemon.stderr:
-                event = json.loads(line).get("event", "") if line.startswith("{") else line
+                event = json.loads(line) if line.startswith("{") else {"event": line}
                 events.append(event)
-                if event in ("poll_done", "poll_failed", "poll_crashed"):
+                if event["event"] in ("poll_done", "poll_failed", "poll_crashed"):
                     break
             daemon.send_signal(signal.SIGTERM)
             daemon.stderr.read()

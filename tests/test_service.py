@@ -12,12 +12,13 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from connector.scheduler import backoff_delay
-from tests.drop import drop_config
+from tests.drop import drop_config, first_poll_then_stop
 from tests.source_contract import wait_until
 
 
@@ -232,3 +233,27 @@ def test_check_says_which_files_are_known_and_which_not_ready(tmp_path: Path) ->
                          check=True).stdout  # fmt: skip
     assert "old.csv (14 bytes): skip: already ingested" in out
     assert "new.csv (14 bytes): not ready yet: modified 0s ago (min_age 1h)" in out
+
+
+def test_log_lines_are_json_events_with_their_context(tmp_path: Path) -> None:
+    """Off a TTY each log line is a JSON object: one `file_ingested` per file with its
+    source, path, checksum, counts and speed; a failing poll says `poll_failed` with the
+    cause and the next retry time."""
+    config = _config(tmp_path)
+    (tmp_path / "inbox" / "a.csv").write_text("identifier,timestamp\nu1,1700000000\nu2,soon\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "CONNECTOR_CRASH_AT")}
+
+    lines = first_poll_then_stop(_connector(config, "run"), env)
+    assert all({"event", "level", "timestamp"} <= line.keys() for line in lines), lines
+    [ingested] = [line for line in lines if line["event"] == "file_ingested"]
+    assert ingested["source"] == "drop" and ingested["file"].endswith("/inbox/a.csv")
+    assert len(ingested["sha256"]) == 64
+    assert (ingested["rows"], ingested["rejected"], ingested["duplicates"]) == (1, 1, 0)
+    assert {"seconds", "mb_per_s"} <= ingested.keys()
+
+    os.rename(tmp_path / "inbox", tmp_path / "gone")  # the next run cannot list it
+    lines = first_poll_then_stop(_connector(config, "run"), env)
+    [failed] = [line for line in lines if line["event"] == "poll_failed"]
+    assert failed["source"] == "drop" and failed["level"] == "warning"
+    assert "does not exist" in failed["cause"] and failed["failures"] == 1
+    assert datetime.fromisoformat(failed["next_retry"]) > datetime.now(UTC)

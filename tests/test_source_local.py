@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from connector.config import SourceConfig
 from connector.errors import TransientError
@@ -81,6 +82,15 @@ def test_move_where_hard_links_are_refused_renames(
         moved = source.complete("a.csv", "move:done")
     assert moved == str(inbox / "done" / "a.csv")
     assert Path(moved).read_text() == "a,b\n" and not (inbox / "a.csv").exists()
+
+
+def test_a_folder_that_cannot_be_watched_is_left_to_the_polls(tmp_path: Path) -> None:
+    """A missing folder (an unmounted share) must not stop the daemon from starting: the
+    watch says why it is not watching, and the scheduled polls go on."""
+    with capture_logs() as logs, FolderWatch(tmp_path / "nope", lambda: None) as watch:
+        assert not watch.watching
+    [warning] = [log for log in logs if log["event"] == "watch_unavailable"]
+    assert warning["folder"] == str(tmp_path / "nope") and warning["cause"]
 
 
 def test_a_missing_folder_is_transient(tmp_path: Path) -> None:

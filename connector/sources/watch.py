@@ -9,6 +9,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
@@ -32,19 +33,32 @@ class _Handler(FileSystemEventHandler):
 
 
 class FolderWatch:
-    """Calls ``on_change()`` (from the observer's thread) when a file may be ready."""
+    """Calls ``on_change()`` (from the observer's thread) when a file may be ready.
+
+    A folder that cannot be watched (not there yet, an unmounted share, the system's
+    inotify limit reached) is logged once and left to the scheduled polls: a watch only
+    speeds things up, and the polls report the folder's problems as they go."""
 
     def __init__(self, folder: Path, on_change: Callable[[], None]) -> None:
         self.folder = folder
         self._observer = Observer()
         self._observer.schedule(_Handler(on_change), str(folder), recursive=False)
+        self.watching = False
 
     def __enter__(self) -> Self:
-        self._observer.start()
+        try:
+            self._observer.start()
+        except OSError as exc:
+            structlog.get_logger().warning(
+                "watch_unavailable", folder=str(self.folder), cause=exc.strerror or str(exc)
+            )
+        else:
+            self.watching = True
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._observer.stop()
-        self._observer.join(timeout=5)
+        if self.watching:
+            self._observer.stop()
+            self._observer.join(timeout=5)
