@@ -84,6 +84,10 @@ def download(
     staging.mkdir(parents=True, exist_ok=True)
     stem = staging / staging_name(source_name, file)
     part, done = stem.with_suffix(".part"), stem.with_suffix(".csv")
+    if done.exists() and not part.exists():
+        # A crash after the download, before its file was done with: it is resumed (the
+        # rows stored from it, if any, came from these bytes), not fetched again.
+        os.replace(done, part)
     inspector = Inspector(encoding)
     try:
         with part.open("ab+") as out:

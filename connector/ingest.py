@@ -34,6 +34,7 @@ from connector.store.ledger import Arrival, Entry, Ledger
 
 # The defaults of `[ingest]`, for runs without a config file (import with --store, tests).
 _DEFAULTS = IngestConfig()
+IDLE_SECONDS = 0.05  # a wait for the next batch longer than this commits what is done first
 Clock = Callable[[], float]
 Progress = Callable[[int], None]  # called with the records done so far
 
@@ -114,13 +115,15 @@ class Ingestor:
         arrival: Arrival,
         job: ParseJob,
         fetched: Future[Staged],
+        staged_before: int,
         before_final: Callable[[], None] = lambda: None,
     ) -> Outcome:
         """Ingest a file while it downloads (``fetched``; ``arrival`` without a checksum
         yet), as ``job`` parses the bytes that have arrived. Its batches are stored
         provisionally — under an entry known by place and listing, their idempotency keys
         not claimed — until the checksum decides: the rows are kept, or taken back if the
-        bytes are a duplicate, rejected whole, or those of another unfinished entry."""
+        bytes are a duplicate, rejected whole, or those of another unfinished entry.
+        ``staged_before``: the bytes already staged when the download began (a resume)."""
         log = structlog.get_logger().bind(source=arrival.source, file=arrival.path)
         started = time.monotonic()
 
@@ -130,13 +133,25 @@ class Ingestor:
 
         fetched.add_done_callback(ended)
         with self.ledger.claim_place(arrival.source, arrival.path), job:
-            with self.db.transaction():  # older bytes of this place, never to be decided
-                for stale in self.ledger.stale(arrival):
-                    self._take_back(stale)
+            if self.ledger.decided_unfinished(arrival):
+                # Its bytes were decided before a crash or a stop: resumed by checksum.
+                job.close()
+                staged = fetched.result()
+                return self.ingest(
+                    staged.path, rules, source=arrival.source, name=arrival.path,
+                    inspector=staged.inspector, mtime=arrival.mtime, before_final=before_final,
+                )  # fmt: skip
+            self.forget_stale(arrival)
+            with self.db.transaction():
                 entry = self.ledger.begin(arrival, self.clock())
+                if entry.cursor and not staged_before:
+                    # Its rows came from staged bytes since lost: they cannot be trusted
+                    # to be this download's (same listing, yet maybe other bytes).
+                    self._take_back(entry.id)
+                    entry = self.ledger.begin(arrival, self.clock())
             crashpoints.reached("after_start")
             # Crash from here until decided: the provisional entry keeps its cursor; the
-            # next poll resumes the download and the entry (same place and listing).
+            # next poll resumes the download (its staged bytes) and the entry with it.
             with self._failing(entry.id):
                 try:
                     outcome = self._provisional(entry, arrival, rules, job, fetched, log,
@@ -157,17 +172,19 @@ class Ingestor:
         log: structlog.typing.FilteringBoundLogger,
         before_final: Callable[[], None],
     ) -> Outcome:
-        if entry.cursor:
-            log.info("file_resumed", cursor=entry.cursor)
-            job.resume_at(entry.cursor)
         batches, broken = None, None
         try:
+            if entry.cursor:
+                log.info("file_resumed", cursor=entry.cursor)
+                job.resume_at(entry.cursor)
             job.header()
             batches = job.batches()
-            self._store(entry.id, rules.kind, batches, None, provisional=True,
+            self._store(entry.id, rules.kind, job, batches, None, provisional=True,
                         until=fetched.done)  # fmt: skip
         except (FileRejected, FatalError) as exc:
-            broken = exc  # undecodable bytes stop the parser: the checksum decides first
+            # Undecodable bytes stop the parser, and a failed download the parse (see
+            # ``ended``): the download's outcome and the checksum say which it is.
+            broken = exc
         staged = fetched.result()  # (a download error is raised here)
         sha256 = staged.inspector.hexdigest()
         arrival = replace(place, sha256=sha256)
@@ -188,11 +205,19 @@ class Ingestor:
                 raise broken
             assert batches is not None
             with self.db.transaction():
-                dropped = self.sink.decide(entry.id, int(self.clock()))
-                self.ledger.decide(entry.id, sha256, dropped)
+                self.sink.decide(entry.id, rules.kind, int(self.clock()))
+                self.ledger.decide(entry.id, sha256)
             crashpoints.reached("after_decide")
             # Crash from here on: the entry has its checksum; a re-run resumes it by that.
-            return Outcome(self._complete(entry.id, rules.kind, batches, None, before_final))
+            return Outcome(self._complete(entry.id, rules.kind, job, batches, None, before_final))
+
+    def forget_stale(self, arrival: Arrival) -> None:
+        """Take back the provisional rows of this place's older listings: those bytes were
+        replaced (or shrank below the provisional size) and will never be decided."""
+        if self.ledger.stale(arrival):  # (a read first: there usually are none)
+            with self.db.transaction():
+                for entry_id in self.ledger.stale(arrival):
+                    self._take_back(entry_id)
 
     def _take_back(self, entry_id: int) -> None:
         self.sink.discard(entry_id)
@@ -252,9 +277,8 @@ class Ingestor:
                 log.info("file_resumed", cursor=entry.cursor)
                 job.resume_at(entry.cursor)
                 job.header()
-            return Outcome(
-                self._complete(entry.id, rules.kind, job.batches(), progress, before_final)
-            )
+            return Outcome(self._complete(entry.id, rules.kind, job, job.batches(), progress,
+                                          before_final))  # fmt: skip
 
     @contextmanager
     def _failing(self, entry_id: int) -> Iterator[None]:
@@ -271,11 +295,12 @@ class Ingestor:
         self,
         entry_id: int,
         kind: str,
+        job: ParseJob,
         batches: Iterator[Batch],
         progress: Progress | None,
         before_final: Callable[[], None],
     ) -> Entry:
-        self._store(entry_id, kind, batches, progress)
+        self._store(entry_id, kind, job, batches, progress)
         before_final()
         crashpoints.reached("before_finish")
         with self.db.transaction():  # its contacts, and with them its rows, show
@@ -289,13 +314,15 @@ class Ingestor:
         self,
         entry_id: int,
         kind: str,
+        job: ParseJob,
         batches: Iterator[Batch],
         progress: Progress | None,
         *,
         provisional: bool = False,
         until: Callable[[], bool] = lambda: False,
     ) -> None:
-        """Deliver ``batches`` until they end, or ``until()`` (asked after each batch)."""
+        """Deliver ``job``'s ``batches`` until they end, or ``until()`` (asked after each
+        batch)."""
         records = 0
         with self.db.grouped(self.commit_seconds) as group:
             for batch in batches:  # (waiting here for the parser holds no lock
@@ -308,7 +335,9 @@ class Ingestor:
                 # Crash here: batches up to the last commit are durable with their cursor;
                 # those after it are redone on resume (commits are grouped by time: an
                 # fsync per batch would cost more than the batch).
-                if group.tick():
+                # A parse that keeps us waiting (for a download, say) must not keep the
+                # store from other writers meanwhile: what is done is committed first.
+                if group.tick() or (job.idle(IDLE_SECONDS) and group.commit()):
                     crashpoints.reached("after_commit")
                 records += batch.records
                 if progress is not None:

@@ -20,11 +20,13 @@ import contextlib
 import ctypes
 import os
 import pickle
+import select
 import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +104,9 @@ class ParseJob:
         self._spool: IO[bytes] | None = None
         self._local: FileParser | None = None
         self._raw: ScannedFile | None = None
+        # abandon() comes from another thread: no child may start after it.
+        self._abandoning = threading.Lock()
+        self._abandoned = False
 
     def __enter__(self) -> ParseJob:
         if self._fd is None:  # entered once, however many owners pass it on
@@ -130,12 +135,16 @@ class ParseJob:
             self._rules, self._size, self._growing_to is not None, self._skip,
             self._batch_records, self._fd, self._spool.fileno(), os.getpid(),
         )  # fmt: skip
-        self._child = subprocess.Popen(
-            [sys.executable, "-m", "connector.parsing"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            pass_fds=(job.source_fd, job.spool_fd),
-        )
+        with self._abandoning:
+            if self._abandoned:
+                raise FatalError(f"the parse of {self._path} was abandoned")
+            self._child = subprocess.Popen(
+                [sys.executable, "-m", "connector.parsing"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                bufsize=0,  # unbuffered: `idle` asks the pipe itself whether a message waits
+                pass_fds=(job.source_fd, job.spool_fd),
+            )
         assert self._child.stdin is not None
         with self._child.stdin:
             self._child.stdin.write(pickle.dumps(job))
@@ -174,20 +183,30 @@ class ParseJob:
 
     def abandon(self) -> None:
         """From another thread: the bytes being followed will not all come (the download
-        failed), so stop the child; its reader sees it end."""
-        child = self._child
-        if child is not None:
-            child.kill()
+        failed), so stop the child, and any started later; its reader sees it end."""
+        with self._abandoning:
+            self._abandoned = True
+            if self._child is not None:
+                self._child.kill()
+
+    def idle(self, seconds: float) -> bool:
+        """Whether the next batch is still not announced after ``seconds`` (a parse waiting
+        for a download, say): a writer commits rather than hold the store meanwhile."""
+        if self._child is None:
+            return False
+        assert self._child.stdout is not None
+        readable, _, _ = select.select([self._child.stdout], [], [], seconds)
+        return not readable
 
     def _receive(self) -> tuple[Any, ...]:
         assert self._child is not None
         assert self._child.stdout is not None
         pipe = self._child.stdout
-        head = pipe.read(_FRAME.size)
+        head = _read_exactly(pipe, _FRAME.size)
         if len(head) < _FRAME.size:
             code = self._child.wait()
             raise FatalError(f"the parser process of {self._path} died (exit {code})")
-        message: tuple[Any, ...] = pickle.loads(pipe.read(_FRAME.unpack(head)[0]))
+        message: tuple[Any, ...] = pickle.loads(_read_exactly(pipe, _FRAME.unpack(head)[0]))
         if message[0] == "error":
             raise FatalError(f"parsing {self._path} failed: {message[1]}")
         return message
@@ -212,6 +231,14 @@ class ParseJob:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _read_exactly(pipe: IO[bytes], size: int) -> bytes:
+    """``size`` bytes from an unbuffered pipe (fewer only at its end)."""
+    data = b""
+    while len(data) < size and (piece := pipe.read(size - len(data))):
+        data += piece
+    return data
 
 
 def _serve(job: _Job, out: IO[bytes]) -> None:

@@ -164,6 +164,7 @@ class Poller:
         staged: list[Path] = []
         copies: list[Future[Path]] = []
         jobs: list[ParseJob] = []
+        staged_before: list[int] = []  # bytes already staged when the download began
         begun, abandoned = threading.Event(), threading.Event()
         with ExitStack() as stack:  # (left in reverse: the parse, the download, the copy)
             stack.callback(_unlink, staged)  # (on failure too: the next poll fetches anew)
@@ -177,6 +178,7 @@ class Poller:
                 if file.size >= PARALLEL_MIN_BYTES:
                     job = self.ingestor.parse_job(part, rules, growing_to=file.size)
                     jobs.append(stack.enter_context(job))
+                    staged_before.append(part.stat().st_size)
                 begun.set()
 
             def fetch() -> Staged:
@@ -214,8 +216,9 @@ class Poller:
             begun.wait()
             if jobs:
                 outcome = self.ingestor.ingest_arriving(
-                    rules, arrival=arrival, job=jobs[0], fetched=fetched, before_final=archived
-                )
+                    rules, arrival=arrival, job=jobs[0], fetched=fetched,
+                    staged_before=staged_before[0], before_final=archived,
+                )  # fmt: skip
             else:
                 try:
                     done = fetched.result()
@@ -224,6 +227,7 @@ class Poller:
                 except TransientError:
                     self.ingestor.ledger.note_failure(arrival, self.ingestor.clock())
                     raise
+                self.ingestor.forget_stale(arrival)  # (the file was large when last seen)
                 outcome = self.ingestor.ingest(
                     done.path, rules, source=self.source.name, name=path,
                     inspector=done.inspector, mtime=file.mtime, before_final=archived,

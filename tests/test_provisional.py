@@ -12,17 +12,18 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import apsw
 import pytest
+from structlog.testing import capture_logs
 
 from connector.csvrules.reader import Inspector
 from connector.csvrules.rules import FileRules
 from connector.download import FileChanged, Staged
 from connector.dump import records
-from connector.errors import TransientError
+from connector.errors import Interrupted, TransientError
 from connector.ingest import Ingestor, Outcome
 from connector.parsing import PARALLEL_MIN_BYTES
 from connector.store.db import Database
@@ -47,33 +48,37 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 
 class Download:
-    """A download stand-in: writes ``data`` to ``part`` and, once ``held_until()`` says so,
-    its last ``held`` bytes; then renames it as download() does. ``failure``: raised instead
-    of sending the held bytes."""
+    """A download stand-in, into ``folder/file.part`` (resumed from what it holds, as
+    download() does): writes ``data`` up to ``cut`` (default: all but the last byte), then,
+    once ``held_until()`` says so, the rest — or raises ``failure`` instead."""
 
-    def __init__(self, folder: Path, data: bytes, *, held: int = 1) -> None:
+    def __init__(self, folder: Path, data: bytes, *, cut: int | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.part = folder / "file.part"
         self.part.touch()
-        self.data, self.held = data, held
+        self.staged_before = self.part.stat().st_size
+        self.data, self.cut = data, len(data) - 1 if cut is None else cut
         self.failure: BaseException | None = None
         self.held_until: Callable[[], bool] = lambda: True
 
     def __call__(self) -> Staged:
         inspector = Inspector("utf-8")
-        cut = len(self.data) - self.held
-        with self.part.open("ab") as out:
-            out.write(self.data[:cut])
+        with self.part.open("ab+") as out:
+            out.seek(0)
+            inspector.feed_from(out)
+            first = self.data[inspector.size : self.cut]
+            out.write(first)
             out.flush()
-            inspector.feed(self.data[:cut])
+            inspector.feed(first)
             deadline = time.monotonic() + 30
             while not self.held_until():
                 assert time.monotonic() < deadline, "the writer never got that far"
                 time.sleep(0.01)
             if self.failure is not None:
                 raise self.failure
-            out.write(self.data[cut:])
-            inspector.feed(self.data[cut:])
+            rest = self.data[inspector.size :]
+            out.write(rest)
+            inspector.feed(rest)
         inspector.finish()
         done = self.part.with_suffix(".csv")
         os.replace(self.part, done)
@@ -84,15 +89,23 @@ def _arriving(
     ingestor: Ingestor,
     download: Download,
     rules: FileRules = EVENTS,
+    *,
+    ended_first: bool = False,
 ) -> Outcome:
+    """``ended_first``: the download is over (or failed) before the ingestor begins."""
     size = len(download.data)
     assert size >= PARALLEL_MIN_BYTES  # the path under test: a parser process follows
     arrival = Arrival("src", "big.csv", None, size, rules.kind, 1.0)
     with ThreadPoolExecutor(1) as pool:
         job = ingestor.parse_job(download.part, rules, growing_to=size).__enter__()
         fetched: Future[Staged] = pool.submit(download)
+        if ended_first:
+            wait([fetched])
         try:
-            return ingestor.ingest_arriving(rules, arrival=arrival, job=job, fetched=fetched)
+            return ingestor.ingest_arriving(
+                rules, arrival=arrival, job=job, fetched=fetched,
+                staged_before=download.staged_before,
+            )  # fmt: skip
         finally:
             job.close()
 
@@ -107,6 +120,15 @@ def _stored_provisionally(db_path: Path, records_: int) -> Callable[[], bool]:
         return bool(rows) and (rows[0][0] or 0) >= records_
 
     return done
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _ingestor(db: Database) -> Ingestor:
@@ -217,12 +239,98 @@ def test_a_failed_download_keeps_what_was_stored_and_the_next_try_resumes(
     [(status, sha256, cursor)] = db.query("SELECT status, sha256, cursor FROM files")
     assert (status, sha256) == ("failed", None) and 0 < cursor < ROWS
 
-    again = Download(tmp_path / "staging2", data)
-    outcome = _arriving(ingestor, again)
+    again = Download(tmp_path / "staging", data)  # resumed from the staged bytes
+    with capture_logs() as logs:
+        outcome = _arriving(ingestor, again)
 
     assert outcome.entry.status == "ingested" and outcome.entry.rows == ROWS
     assert [line for line, _, _ in _events(db)] == list(range(2, ROWS + 2))
     assert db.query("SELECT count(*) FROM files") == [(1,)]
+    assert [log["cursor"] for log in logs if log["event"] == "file_resumed"] == [cursor]
+
+
+def test_rows_whose_staged_bytes_were_lost_are_taken_back(tmp_path: Path, db: Database) -> None:
+    """The entry is resumed only with the staged bytes its rows came from: if they are
+    gone (staging wiped), a same-listing file may hold other bytes, so it starts over."""
+    data = _events_text().encode()
+    ingestor = _ingestor(db)
+    broken = _all_provisional(db, data, tmp_path)
+    broken.failure = TransientError("connection reset")
+    with pytest.raises(TransientError):
+        _arriving(ingestor, broken)
+    broken.part.unlink()
+
+    with capture_logs() as logs:
+        outcome = _arriving(ingestor, Download(tmp_path / "staging", data))
+
+    assert outcome.entry.rows == ROWS and not [g for g in logs if g["event"] == "file_resumed"]
+    assert db.query("SELECT count(*) FROM events") == [(ROWS,)]
+    assert db.query("SELECT count(*) FROM files") == [(1,)]
+
+
+def test_a_download_failing_at_once_on_a_resume_does_not_hang(tmp_path: Path, db: Database) -> None:
+    """The parse of a resumed entry starts after the download may already have failed:
+    it must not follow bytes that will never come (the poll, and a SIGTERM, would wait)."""
+    data = _events_text().encode()
+    ingestor = _ingestor(db)
+    broken = _all_provisional(db, data, tmp_path)
+    broken.failure = TransientError("connection reset")
+    with pytest.raises(TransientError):
+        _arriving(ingestor, broken)
+
+    again = Download(tmp_path / "staging", data, cut=0)
+    again.failure = TransientError("refused at once")
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="refused at once"):
+        _arriving(ingestor, again, ended_first=True)
+    assert time.monotonic() - started < 10
+    [(status, cursor)] = db.query("SELECT status, cursor FROM files")
+    assert status == "failed" and cursor > 0
+
+
+def test_waiting_for_bytes_holds_no_write_lock(tmp_path: Path, db: Database) -> None:
+    """While the download stalls, what was stored is committed: another writer (an import,
+    another source) is not kept waiting for the network."""
+    data = _events_text().encode()
+    ingestor = Ingestor(db, clock=lambda: 1_764_000_000.0, batch_records=BATCH)  # 1 s commits
+    stalled = Download(tmp_path / "staging", data, cut=len(data) // 3)
+    release = threading.Event()
+    stalled.held_until = release.is_set
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(_arriving, ingestor, stalled)
+        try:
+            assert _wait_for(_stored_provisionally(db.path, BATCH))
+            other = apsw.Connection(str(db.path))
+            other.set_busy_timeout(3000)
+            other.execute("BEGIN IMMEDIATE")  # BusyError if the lock were held
+            other.execute("ROLLBACK")
+            other.close()
+        finally:
+            release.set()
+        assert running.result(60).entry.rows == ROWS
+
+
+def test_bytes_decided_before_a_stop_are_resumed_by_checksum(tmp_path: Path, db: Database) -> None:
+    """Stopped after the decision, the entry has its checksum: the next try of the same
+    listing waits for the bytes and resumes it, rather than store them all again."""
+    data = _events_text().encode()
+
+    def decided() -> bool:
+        return bool(db.query("SELECT 1 FROM files WHERE sha256 IS NOT NULL"))
+
+    stopping = Ingestor(db, batch_records=BATCH, commit_seconds=0, stop=decided)
+    with pytest.raises(Interrupted):
+        _arriving(stopping, _all_provisional(db, data, tmp_path))
+    [(status, cursor)] = db.query("SELECT status, cursor FROM files")
+    assert status == "failed" and cursor > 0
+
+    with capture_logs() as logs:
+        outcome = _arriving(_ingestor(db), Download(tmp_path / "staging", data))
+
+    assert outcome.entry.rows == ROWS
+    [resumed] = [log for log in logs if log["event"] == "file_resumed"]
+    assert resumed["cursor"] == cursor and "sha256" in resumed  # by checksum
+    assert db.query("SELECT count(*) FROM events") == [(ROWS,)]
 
 
 def test_a_file_that_changed_while_downloading_is_taken_back(tmp_path: Path, db: Database) -> None:

@@ -23,8 +23,9 @@ class Sink(Protocol):
         ``provisional``: without claiming its idempotency keys yet."""
         ...
 
-    def decide(self, file_id: int, now: int) -> int:
-        """Claim the keys of what was delivered provisionally; the events dropped for it."""
+    def decide(self, file_id: int, kind: str, now: int) -> None:
+        """Claim the keys of what was delivered provisionally (events whose key is taken
+        are dropped and counted as duplicates)."""
         ...
 
     def discard(self, file_id: int) -> None:

@@ -19,6 +19,12 @@ from connector.store.ledger import Ledger
 _DECIDE_CHUNK = 10_000  # keyed events read back at a time
 
 
+def _rows(kind: str, valid: int, duplicates: int) -> int:
+    """The ledger's `rows` for valid records: an events file's stored events (less those
+    dropped for their key), a contacts file's contacts (its events are extra)."""
+    return valid - duplicates if kind == "events" else valid
+
+
 class SQLiteSink:
     def __init__(self, db: Database, ledger: Ledger) -> None:
         self.db = db
@@ -71,15 +77,15 @@ class SQLiteSink:
             batch.rejects,
         )
         valid = batch.records - len(batch.rejects)
-        rows = valid - duplicates if kind == "events" else valid
         self.ledger.advance(
-            file_id, batch.records, rows, len(batch.rejects), duplicates, first_event
-        )
+            file_id, batch.records, _rows(kind, valid, duplicates), len(batch.rejects),
+            duplicates, first_event,
+        )  # fmt: skip
 
-    def decide(self, file_id: int, now: int) -> int:
+    def decide(self, file_id: int, kind: str, now: int) -> None:
         """Claim the idempotency keys of the events a file delivered provisionally, in file
-        order, as ``deliver`` would have; drop the events whose key was taken (by another
-        file, or earlier in this one). Returns how many were dropped."""
+        order, as ``deliver`` would have at this moment; drop the events whose key was taken
+        (by another file, or earlier in this one), and count them as duplicates."""
         conn = self.db.conn
         assert conn.in_transaction, "decide() belongs in a transaction"
         dropped = 0
@@ -90,7 +96,7 @@ class SQLiteSink:
                 ids = apsw.carray(array("q", gone))  # (int64: a tuple is taken as text)
                 conn.execute("DELETE FROM events WHERE id IN carray(?)", (ids,))
                 dropped += len(gone)
-        return dropped
+        self.ledger.advance(file_id, 0, _rows(kind, 0, dropped), 0, dropped, None)
 
     def _keyed_events(self, file_id: int) -> Iterator[list[tuple[int, str]]]:
         """A file's events that carry a key, as (id, key) in file order, a chunk at a time

@@ -313,6 +313,12 @@ class Group:
         """Commit if the group has been open ``seconds``; say whether it did."""
         if not self._open or time.monotonic() - self._since < self._seconds:
             return False
+        return self.commit()
+
+    def commit(self) -> bool:
+        """Commit now (before a wait that must not hold the store); say whether it did."""
+        if not self._open:
+            return False
         self.close(commit=True)
         return True
 

@@ -128,6 +128,18 @@ class Ledger:
             (a.source, a.path, a.size, a.mtime),
         )
 
+    def decided_unfinished(self, arrival: Arrival) -> bool:
+        """Whether this listing of this place has an unfinished entry with a checksum (a
+        run stopped or died after deciding its bytes): it is resumed by that checksum."""
+        a = arrival
+        return bool(
+            self.db.query(
+                f"SELECT 1 FROM files WHERE source = ? AND path = ? AND size = ?"
+                f" AND mtime IS ? AND sha256 IS NOT NULL AND {_UNFINISHED} LIMIT 1",
+                (a.source, a.path, a.size, a.mtime),
+            )
+        )
+
     def stale(self, arrival: Arrival) -> list[int]:
         """Provisional entries of this place for another listing: bytes since replaced,
         that will never get a checksum (their rows are to be taken back)."""
@@ -216,20 +228,19 @@ class Ledger:
         self, entry_id: int, records: int, rows: int, rejected: int, dups: int,
         first_event: int | None,
     ) -> None:  # fmt: skip
-        """Move the cursor; call inside the transaction that stores the batch."""
+        """Move the cursor and the counts (``rows`` may be negative: events dropped when a
+        provisional file is decided); call inside the transaction that stores the batch."""
         self.db.conn.execute(
             "UPDATE files SET cursor = cursor + ?, rows = rows + ?, rejected = rejected + ?,"
             " duplicates = duplicates + ?, first_event = coalesce(first_event, ?) WHERE id = ?",
             (records, rows, rejected, dups, first_event, entry_id),
         )
 
-    def decide(self, entry_id: int, sha256: str, dropped: int) -> None:
-        """A provisional entry gets its checksum; ``dropped`` of its rows turned out to be
-        duplicates. Call inside the transaction that decides its rows (``Sink.decide``)."""
+    def decide(self, entry_id: int, sha256: str) -> None:
+        """A provisional entry gets its checksum. Call inside the transaction that decides
+        its rows (``Sink.decide``)."""
         self.db.conn.execute(
-            "UPDATE files SET sha256 = ?, rows = rows - ?, duplicates = duplicates + ?"
-            " WHERE id = ? AND sha256 IS NULL",
-            (sha256, dropped, dropped, entry_id),
+            "UPDATE files SET sha256 = ? WHERE id = ? AND sha256 IS NULL", (sha256, entry_id)
         )
 
     def forget(self, entry_id: int) -> None:
