@@ -13,8 +13,8 @@ password over a pipe.
 1. Many small files: `--small-files` files of 100 events rows each (cut, in order, from
    bench/gen_events.py's output, so every file has distinct bytes); one source with
    `min_age = "0s"`, `max_files` = the count; one `Poller.poll()` takes them all. It runs in a
-   fresh child process (RSS from wait4); files/s is over the poll alone, the child's wall time
-   (start-up, imports, store creation) is shown beside it.
+   fresh child process (peak RSS sampled: import_bench.PeakRss); files/s is over the poll
+   alone, the child's wall time (start-up, imports, store creation) is shown beside it.
 2. Idle poll: the same folder with `--idle-files` files, all already decided. The files of
    step 1 are known because step 1 ingested them; the files added to reach the count are
    written to the ledger directly (Ledger.record as `ingested`, then `completed`, with the size
@@ -42,7 +42,6 @@ import json
 import multiprocessing
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -54,7 +53,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-# The existing benchmark's helpers: the cached generator output, child timing with wait4.
+# The existing benchmark's helpers: the cached generator output, timing a child and its peak RSS.
 from import_bench import (
     MB,
     OUT,
@@ -63,7 +62,6 @@ from import_bench import (
     connector_script,
     connector_stored,
     events_file,
-    maxrss_mb,
     measure,
 )
 
@@ -641,9 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'check':<50} {'measured':>16}  {'target':<16} verdict")
     for check in checks:
         print(check.line())
-    floor = maxrss_mb(resource.getrusage(resource.RUSAGE_SELF))
-    print(f"(peak RSS includes up to {floor:.1f} MB inherited from this bench process at spawn;"
-          f" {load()} at the end: other work on the machine slows every figure)")  # fmt: skip
+    print(f"({load()} at the end: other work on the machine slows every figure)")
     return 0
 
 

@@ -243,11 +243,6 @@ def report(results: dict[str, list[Result]], rows: int, size: int) -> None:
             f" {size / MB / run.seconds:>7.1f} {run.rss_mb:>12.1f}  {stored}{note}"
         )
 
-    # Linux folds the spawning process's peak RSS into the child's ru_maxrss at exec (vfork
-    # shares its memory until then), so no child can show less than this bench's own peak.
-    floor = maxrss_mb(resource.getrusage(resource.RUSAGE_SELF))
-    print(f"(peak RSS includes up to {floor:.1f} MB inherited from this bench process at spawn)")
-
     a = best.get("a")
     ran_a = "a" in results
     # A run of (a) that failed or stored too few rows passes nothing: its speed means nothing.
