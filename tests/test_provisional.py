@@ -144,6 +144,15 @@ def _all_provisional(db: Database, data: bytes, tmp_path: Path) -> Download:
     return download
 
 
+def _a_download_fails(ingestor: Ingestor, data: bytes, tmp_path: Path) -> Download:
+    """A first try whose download fails after every batch it allows was stored."""
+    broken = _all_provisional(ingestor.db, data, tmp_path)
+    broken.failure = TransientError("connection reset")
+    with pytest.raises(TransientError, match="connection reset"):
+        _arriving(ingestor, broken)
+    return broken
+
+
 def _events(db: Database) -> list[tuple[object, ...]]:
     return [(e["line"], e["identifier"], e["idempotencyKey"]) for e in records(db, "events")]
 
@@ -231,11 +240,7 @@ def test_a_failed_download_keeps_what_was_stored_and_the_next_try_resumes(
 ) -> None:
     data = _events_text().encode()
     ingestor = _ingestor(db)
-    broken = _all_provisional(db, data, tmp_path)
-    broken.failure = TransientError("connection reset")
-
-    with pytest.raises(TransientError, match="connection reset"):
-        _arriving(ingestor, broken)
+    _a_download_fails(ingestor, data, tmp_path)
     [(status, sha256, cursor)] = db.query("SELECT status, sha256, cursor FROM files")
     assert (status, sha256) == ("failed", None) and 0 < cursor < ROWS
 
@@ -254,11 +259,7 @@ def test_rows_whose_staged_bytes_were_lost_are_taken_back(tmp_path: Path, db: Da
     gone (staging wiped), a same-listing file may hold other bytes, so it starts over."""
     data = _events_text().encode()
     ingestor = _ingestor(db)
-    broken = _all_provisional(db, data, tmp_path)
-    broken.failure = TransientError("connection reset")
-    with pytest.raises(TransientError):
-        _arriving(ingestor, broken)
-    broken.part.unlink()
+    _a_download_fails(ingestor, data, tmp_path).part.unlink()
 
     with capture_logs() as logs:
         outcome = _arriving(ingestor, Download(tmp_path / "staging", data))
@@ -273,10 +274,7 @@ def test_a_download_failing_at_once_on_a_resume_does_not_hang(tmp_path: Path, db
     it must not follow bytes that will never come (the poll, and a SIGTERM, would wait)."""
     data = _events_text().encode()
     ingestor = _ingestor(db)
-    broken = _all_provisional(db, data, tmp_path)
-    broken.failure = TransientError("connection reset")
-    with pytest.raises(TransientError):
-        _arriving(ingestor, broken)
+    _a_download_fails(ingestor, data, tmp_path)
 
     again = Download(tmp_path / "staging", data, cut=0)
     again.failure = TransientError("refused at once")
@@ -351,10 +349,7 @@ def test_rows_of_an_earlier_listing_are_taken_back(tmp_path: Path, db: Database)
     file listed with another size gets a new entry, and the old rows go."""
     data = _events_text().encode()
     ingestor = _ingestor(db)
-    broken = _all_provisional(db, data, tmp_path)
-    broken.failure = TransientError("connection reset")
-    with pytest.raises(TransientError):
-        _arriving(ingestor, broken)
+    _a_download_fails(ingestor, data, tmp_path)
 
     longer = data + b"u1,buy,last,\n"
     outcome = _arriving(ingestor, Download(tmp_path / "staging2", longer))
