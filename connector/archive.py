@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
-import structlog
 from isal import isal_zlib
 
 
@@ -20,7 +18,8 @@ def archive(staged: Path, sha256: str, folder: Path) -> Path:
         return target
     folder.mkdir(parents=True, exist_ok=True)
     # A name of its own (two sources may archive the same bytes at once). Crash while
-    # writing: the .part remains, unused; the next copy of these bytes has a new one.
+    # writing: the .part remains, unused (housekeeping removes it a day later); the next
+    # copy of these bytes has a new one.
     with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{sha256}.", suffix=".part",
                                      delete=False) as out:  # fmt: skip
         partial = Path(out.name)
@@ -45,21 +44,3 @@ def archive(staged: Path, sha256: str, folder: Path) -> Path:
     finally:
         os.close(folder_fd)
     return target
-
-
-def prune(folder: Path, keep_seconds: float, now: float | None = None) -> int:
-    """Remove archived copies older than ``keep_seconds``; returns how many."""
-    cutoff = (now if now is not None else time.time()) - keep_seconds
-    removed = 0
-    for path in folder.glob("*.csv.gz"):
-        if path.stat().st_mtime < cutoff:
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-def prune_logged(folder: Path, keep_seconds: float) -> None:
-    """``prune``, logged; shaped as a scheduler job (returns None: no backoff)."""
-    removed = prune(folder, keep_seconds)  # (a missing folder globs to nothing)
-    if removed:
-        structlog.get_logger().info("archive_pruned", removed=removed, folder=str(folder))

@@ -18,7 +18,7 @@ import apsw
 import structlog
 
 from connector import logs
-from connector.config import Config, load_config, parse_duration
+from connector.config import Config, load_config
 from connector.csvrules.rules import FileRules, Kind
 from connector.dump import TABLES, dump
 from connector.errors import ConfigError, ConnectorError, Interrupted, TransientError
@@ -128,7 +128,7 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_once(args: argparse.Namespace, config: Config) -> int:
-    from connector.archive import prune_logged
+    from connector.housekeeping import sweep_logged
     from connector.pipeline import Poller
     from connector.sources.base import SourceRefused
 
@@ -137,8 +137,7 @@ def cmd_once(args: argparse.Namespace, config: Config) -> int:
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # as `run` does: stop cleanly, resumably
         signal.signal(sig, lambda *_: stopping.set())
-    if config.paths.archive_keep is not None:
-        prune_logged(config.paths.archive, parse_duration(config.paths.archive_keep))
+    sweep_logged(config.paths)
     with Database(config.store.path) as db:
         ingestor = Ingestor.configured(db, config.ingest, stop=stopping.is_set)
         for source in config.sources:

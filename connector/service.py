@@ -14,9 +14,9 @@ from types import FrameType
 
 import structlog
 
-from connector.archive import prune_logged
 from connector.config import Config, SourceConfig, parse_duration
 from connector.errors import Interrupted, TransientError
+from connector.housekeeping import sweep_logged
 from connector.ingest import Ingestor
 from connector.metrics import Metrics
 from connector.notify import notify, watchdog_interval
@@ -46,7 +46,7 @@ class Service:
             scheduler = Scheduler(workers=len(self.config.sources) + 1)
             for source in self.config.sources:
                 self._schedule(stack, scheduler, source)
-            self._schedule_pruning(scheduler)
+            scheduler.add("housekeeping", lambda: sweep_logged(self.config.paths), interval=3600)
             notify("READY=1")  # before the first poll can send a STATUS line
             scheduler.start()
             self.metrics.scheduler_running(True)
@@ -60,12 +60,6 @@ class Service:
             self.log.info("service_stopping")
         self.log.info("service_stopped")
         return 0
-
-    def _schedule_pruning(self, scheduler: Scheduler) -> None:
-        keep = self.config.paths.archive_keep
-        if keep is not None:
-            folder, seconds = self.config.paths.archive, parse_duration(keep)
-            scheduler.add("archive-pruning", lambda: prune_logged(folder, seconds), interval=3600)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping.set()

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from connector.cli import main
+from connector.config import PathsConfig
+from connector.housekeeping import sweep
 from tests.drop import crash_then_rerun, drop_config
 
 CONTACTS = "email,plan\nada@example.com,pro\nbad,free\n"
@@ -169,6 +171,25 @@ def test_archive_keeps_copies_for_archive_keep(tmp_path: Path) -> None:
     assert not old.exists() and new.exists()
 
 
+def test_housekeeping_removes_what_crashes_abandoned_a_day_ago(tmp_path: Path) -> None:
+    """Archive copies never finished and staged downloads left for a day go, whether or not
+    archive_keep is set; fresh ones (maybe in use) and finished copies stay."""
+    archive, staging = tmp_path / "archive", tmp_path / "staging" / "drop"
+    archive.mkdir()
+    staging.mkdir(parents=True)
+    day_ago = time.time() - 86400 - 60
+    old = [archive / f".{'a' * 64}.x1.part", staging / "d1.part", staging / "d2.csv"]
+    fresh = [archive / f".{'b' * 64}.x2.part", staging / "d3.part", archive / f"{'c' * 64}.csv.gz"]
+    for path in [*old, *fresh]:
+        path.write_bytes(b"x")
+    for path in [*old, fresh[-1]]:
+        os.utime(path, (day_ago, day_ago))
+
+    paths = PathsConfig(staging=tmp_path / "staging", archive=archive)
+    assert sweep(paths) == {"archived": 0, "abandoned": 3}
+    assert [path.exists() for path in old + fresh] == [False] * 3 + [True] * 3
+
+
 def test_an_unreachable_source_exits_1_and_names_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -198,12 +219,14 @@ def test_crash_between_pipeline_steps(tmp_path: Path, step: str) -> None:
 
 def test_bytes_that_arrive_again_renew_their_archive_copy(tmp_path: Path) -> None:
     """archive_keep counts from the last arrival of the bytes, not the first."""
-    from connector.archive import archive, prune
+    from connector.archive import archive
 
     staged = tmp_path / "f.csv"
     staged.write_text(CONTACTS)
     copy = archive(staged, "a" * 64, tmp_path / "archive")
     os.utime(copy, (time.time() - 2 * 86400,) * 2)
     assert archive(staged, "a" * 64, tmp_path / "archive") == copy
-    assert prune(tmp_path / "archive", 86400) == 0 and copy.exists()
+    paths = PathsConfig(staging=tmp_path / "staging", archive=tmp_path / "archive",
+                        archive_keep="1d")  # fmt: skip
+    assert sweep(paths) == {"archived": 0, "abandoned": 0} and copy.exists()
     assert gzip.decompress(copy.read_bytes()) == CONTACTS.encode()

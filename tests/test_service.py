@@ -55,12 +55,18 @@ def _stop(proc: subprocess.Popen[str], within: float = 10.0) -> tuple[int, float
 
 
 def test_run_ingests_at_start_and_on_new_files_then_stops_cleanly(tmp_path: Path) -> None:
-    """Files present are taken at start, a new one at once (watchdog), SIGTERM exits 0."""
+    """Files present are taken at start, a new one at once (watchdog), SIGTERM exits 0;
+    housekeeping runs at start too (a download abandoned a day ago goes)."""
     config = _config(tmp_path)
     (tmp_path / "inbox" / "a.csv").write_text("identifier\nu1\n")
+    abandoned = tmp_path / "staging" / "gone" / "0123.part"
+    abandoned.parent.mkdir(parents=True)
+    abandoned.write_bytes(b"x")
+    os.utime(abandoned, (time.time() - 2 * 86400,) * 2)
     proc = _start(config)
     try:
         assert wait_until(lambda: (tmp_path / "inbox" / "processed" / "a.csv").exists(), 20)
+        assert wait_until(lambda: not abandoned.exists(), 10)
         (tmp_path / "inbox" / "b.csv").write_text("identifier\nu2\n")
         # the interval is an hour: only the folder watch can explain a prompt pickup
         assert wait_until(lambda: (tmp_path / "inbox" / "processed" / "b.csv").exists(), 20)

@@ -1,0 +1,56 @@
+"""What the daemon made and no longer needs: archive copies past `paths.archive_keep`, and
+temporary files that a crash or a changed file abandoned. Run hourly by `run` and at the
+start of each `once`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import structlog
+
+from connector.config import PathsConfig, parse_duration
+
+# A temporary untouched this long is abandoned: one in use changes every second (a download
+# or an archive copy being written), and a download left for a day is not worth resuming.
+ABANDONED_SECONDS = 24 * 3600
+
+
+def _remove_older(paths: Iterable[Path], cutoff: float) -> int:
+    removed = 0
+    for path in paths:
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # (gone meanwhile: a download finished, say)
+            continue
+    return removed
+
+
+def sweep(paths: PathsConfig, now: float | None = None) -> dict[str, int]:
+    """Remove what is no longer needed; how many files of each kind went.
+
+    - ``archived``: copies older than ``archive_keep`` (when set), counted from the last
+      arrival of their bytes;
+    - ``abandoned``: archive copies never finished (``.<sha256>.*.part``) and staged
+      downloads (complete or not) untouched for a day. A provisional entry whose staged
+      bytes are gone is not resumed but started over (see the README's guarantees)."""
+    now = time.time() if now is None else now
+    removed = {"archived": 0, "abandoned": 0}
+    if paths.archive_keep is not None:
+        cutoff = now - parse_duration(paths.archive_keep)
+        removed["archived"] = _remove_older(paths.archive.glob("*.csv.gz"), cutoff)
+    removed["abandoned"] = _remove_older(
+        [*paths.archive.glob(".*.part"), *paths.staging.glob("*/*")], now - ABANDONED_SECONDS
+    )
+    return removed
+
+
+def sweep_logged(paths: PathsConfig) -> None:
+    """``sweep``, logged when it removed anything; shaped as a scheduler job (returns None:
+    no backoff)."""
+    removed = sweep(paths)  # (a missing folder globs to nothing)
+    if any(removed.values()):
+        structlog.get_logger().info("housekeeping", **removed)
