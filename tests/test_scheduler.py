@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from itertools import pairwise
 
 from connector.scheduler import Scheduler
 from tests.source_contract import wait_until
@@ -64,3 +65,23 @@ def test_a_failing_poll_waits_its_backoff() -> None:
         assert len(healthy) >= 2  # the healthy source kept its own schedule meanwhile
     finally:
         scheduler.stop()
+
+
+def test_jitter_spreads_the_polls_of_a_source() -> None:
+    """With a jitter, each run comes up to that much after its interval: sources on the
+    same schedule do not hit their servers in step."""
+    runs: list[float] = []
+
+    def poll() -> float | None:
+        runs.append(time.monotonic())
+        return None
+
+    scheduler = Scheduler(workers=1)
+    scheduler.add("s", poll, interval=0.1, jitter=0.3)
+    scheduler.start()
+    try:
+        assert wait_until(lambda: len(runs) >= 8, 10)
+    finally:
+        scheduler.stop()
+    gaps = [later - earlier for earlier, later in pairwise(runs)]
+    assert max(gaps) - min(gaps) > 0.05, gaps  # 8 draws from 0-0.3 s are never that close
