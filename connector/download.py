@@ -91,6 +91,7 @@ def download(
     inspector = Inspector(encoding)
     try:
         with part.open("ab+") as out:
+            os.utime(out.fileno())  # in use: housekeeping removes only untouched ones
             # Crash while downloading: the .part stays; the next poll resumes it from here.
             out.seek(0)
             inspector.feed_from(out)
@@ -129,6 +130,6 @@ def download(
     inspector.finish()
     os.replace(part, done)
     # Crash after the rename: the staged file is complete; the ledger has not seen it, so
-    # the next poll downloads again (into the same name) and ingests it once.
+    # the next poll takes it again: the staged file is reused (re-hashed, not fetched).
     log.info("file_downloaded", size=file.size, sha256=inspector.hexdigest())
     return Staged(done, inspector)

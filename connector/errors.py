@@ -26,6 +26,10 @@ class StoreBusy(TransientError):
     """Another writer held the store longer than we wait: the file is tried again later."""
 
 
+class PlaceBusy(TransientError):
+    """Another run (a second process given the same source) has this file in hand."""
+
+
 class FileRejected(ConnectorError):
     """The file as a whole is refused; the reason is recorded and the file set aside."""
 

@@ -4,6 +4,7 @@ start of each `once`."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,9 +13,13 @@ import structlog
 
 from connector.config import PathsConfig, parse_duration
 
-# A temporary untouched this long is abandoned: one in use changes every second (a download
-# or an archive copy being written), and a download left for a day is not worth resuming.
+# A temporary untouched this long is abandoned: one in use is written to (a download, an
+# archive copy) or was touched when taken up again (a resumed download), and a download
+# left for a day is not worth resuming.
 ABANDONED_SECONDS = 24 * 3600
+# Only names we make are removed, whatever else lives in those folders.
+_STAGED = re.compile(r"[0-9a-f]{40}\.(part|csv)")  # download.staging_name
+_ARCHIVING = re.compile(r"\.[0-9a-f]{64}\..+\.part")  # archive.archive's temporaries
 
 
 def _remove_older(paths: Iterable[Path], cutoff: float) -> int:
@@ -26,7 +31,14 @@ def _remove_older(paths: Iterable[Path], cutoff: float) -> int:
                 removed += 1
         except FileNotFoundError:  # (gone meanwhile: a download finished, say)
             continue
+        except OSError as exc:  # one file we may not remove does not stop the rest
+            structlog.get_logger().warning("housekeeping_failed", file=str(path),
+                                           cause=exc.strerror)  # fmt: skip
     return removed
+
+
+def _named(paths: Iterable[Path], pattern: re.Pattern[str]) -> list[Path]:
+    return [path for path in paths if pattern.fullmatch(path.name)]
 
 
 def sweep(paths: PathsConfig, now: float | None = None) -> dict[str, int]:
@@ -42,9 +54,11 @@ def sweep(paths: PathsConfig, now: float | None = None) -> dict[str, int]:
     if paths.archive_keep is not None:
         cutoff = now - parse_duration(paths.archive_keep)
         removed["archived"] = _remove_older(paths.archive.glob("*.csv.gz"), cutoff)
-    removed["abandoned"] = _remove_older(
-        [*paths.archive.glob(".*.part"), *paths.staging.glob("*/*")], now - ABANDONED_SECONDS
-    )
+    temporaries = [
+        *_named(paths.archive.glob(".*.part"), _ARCHIVING),
+        *_named(paths.staging.glob("*/*"), _STAGED),
+    ]
+    removed["abandoned"] = _remove_older(temporaries, now - ABANDONED_SECONDS)
     return removed
 
 

@@ -123,7 +123,8 @@ class Ingestor:
         provisionally — under an entry known by place and listing, their idempotency keys
         not claimed — until the checksum decides: the rows are kept, or taken back if the
         bytes are a duplicate, rejected whole, or those of another unfinished entry.
-        ``staged_before``: the bytes already staged when the download began (a resume)."""
+        ``staged_before``: the bytes already staged when the download began (a resume).
+        Call with the place claimed (``Ledger.claim_place``), for the whole download."""
         log = structlog.get_logger().bind(source=arrival.source, file=arrival.path)
         started = time.monotonic()
 
@@ -132,7 +133,7 @@ class Ingestor:
                 job.abandon()  # the parse must not wait for bytes that will not come
 
         fetched.add_done_callback(ended)
-        with self.ledger.claim_place(arrival.source, arrival.path), job:
+        with job:
             if self.ledger.decided_unfinished(arrival):
                 # Its bytes were decided before a crash or a stop: resumed by checksum.
                 job.close()
@@ -213,7 +214,8 @@ class Ingestor:
 
     def forget_stale(self, arrival: Arrival) -> None:
         """Take back the provisional rows of this place's older listings: those bytes were
-        replaced (or shrank below the provisional size) and will never be decided."""
+        replaced (or shrank below the provisional size) and will never be decided. Call
+        with the place claimed."""
         if self.ledger.stale(arrival):  # (a read first: there usually are none)
             with self.db.transaction():
                 for entry_id in self.ledger.stale(arrival):

@@ -147,7 +147,9 @@ class ParseJob:
             )
         assert self._child.stdin is not None
         with self._child.stdin:
-            self._child.stdin.write(pickle.dumps(job))
+            stdin, data = self._child.stdin, memoryview(pickle.dumps(job))
+            while data:  # (unbuffered: a write may take part of it)
+                data = data[stdin.write(data) or 0 :]
 
     def resume_at(self, skip: int) -> None:
         """Start after ``skip`` records (a resumed file); call before ``header``."""
@@ -215,13 +217,14 @@ class ParseJob:
         if self._raw is not None:
             self._raw.close()
             self._raw = self._local = None
-        if self._child is not None:
-            if self._child.poll() is None:
-                self._child.kill()
-            assert self._child.stdout is not None
-            self._child.stdout.close()
-            self._child.wait()
-            self._child = None
+        with self._abandoning:  # (abandon() may be looking at it from another thread)
+            child, self._child = self._child, None
+        if child is not None:
+            if child.poll() is None:
+                child.kill()
+            assert child.stdout is not None
+            child.stdout.close()
+            child.wait()
         if self._spool is not None:
             self._spool.close()
             self._spool = None

@@ -26,7 +26,7 @@ from connector import crashpoints
 from connector.archive import archive
 from connector.config import Config, SourceConfig, parse_duration
 from connector.download import FileChanged, Staged, download
-from connector.errors import TransientError
+from connector.errors import PlaceBusy, TransientError
 from connector.ingest import Ingestor
 from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
 from connector.selection import Candidate, Readiness, select
@@ -118,6 +118,8 @@ class Poller:
                         return summary
                     try:
                         self._take(connection, candidate, summary)
+                    except PlaceBusy:  # another process is taking it: not our failure
+                        self.log.info("file_busy", file=self.path_of(candidate.file.name))
                     except TransientError as exc:  # this file only: the others go on
                         self._failed(summary, candidate, exc)
                 summary.pending = [c.file.name for c in pending]
@@ -166,7 +168,10 @@ class Poller:
         jobs: list[ParseJob] = []
         staged_before: list[int] = []  # bytes already staged when the download began
         begun, abandoned = threading.Event(), threading.Event()
-        with ExitStack() as stack:  # (left in reverse: the parse, the download, the copy)
+        with ExitStack() as stack:  # (left in reverse: the parse, the download, the copy...)
+            # ... and last, the place: nobody else downloads, stages or stores this file
+            # meanwhile (PlaceBusy: another process has it in hand; this poll skips it).
+            stack.enter_context(self.ingestor.ledger.claim_place(arrival.source, path, wait=False))
             stack.callback(_unlink, staged)  # (on failure too: the next poll fetches anew)
             copying = stack.enter_context(ThreadPoolExecutor(1, "archive"))
             fetching = stack.enter_context(ThreadPoolExecutor(1, "download"))
@@ -194,8 +199,8 @@ class Poller:
                 staged.append(done.path)
                 crashpoints.reached("after_download")
                 # Crash here: the staged copy is complete but unknown to the ledger (unless
-                # rows were stored as it arrived: a provisional entry); the next poll
-                # downloads it again (same staging name) and ingests it once.
+                # rows were stored as it arrived: a provisional entry); the next poll reuses
+                # it (same staging name: re-hashed, not fetched) and ingests it once.
                 copies.append(copying.submit(
                     archive, done.path, done.inspector.hexdigest(), self.config.paths.archive
                 ))  # fmt: skip
@@ -210,7 +215,8 @@ class Poller:
                     raise TransientError(f"cannot archive {path}: {exc.strerror}") from exc
                 crashpoints.reached("after_archive")
                 # Crash here: the archive is written (idempotent, by checksum); the ledger
-                # has no final entry, so the next poll fetches and ingests the file again.
+                # has no final entry, so the next poll takes the file again (its staged
+                # copy reused) and resumes it from the last commit.
 
             fetched = fetching.submit(fetch)
             begun.wait()

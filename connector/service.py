@@ -46,7 +46,9 @@ class Service:
             scheduler = Scheduler(workers=len(self.config.sources) + 1)
             for source in self.config.sources:
                 self._schedule(stack, scheduler, source)
-            scheduler.add("housekeeping", lambda: sweep_logged(self.config.paths), interval=3600)
+            # (an id no source can take: names are letters, digits, "_", "." and "-")
+            scheduler.add("(housekeeping)", lambda: sweep_logged(self.config.paths),
+                          interval=3600)  # fmt: skip
             notify("READY=1")  # before the first poll can send a STATUS line
             scheduler.start()
             self.metrics.scheduler_running(True)

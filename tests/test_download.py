@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,6 +96,22 @@ def test_a_partial_file_from_a_crash_is_resumed(inbox: Path, tmp_path: Path) -> 
     staged = download("s", lambda _: steady, file, tmp_path / "st", "latin-1")
     assert steady.offsets == [400_000]
     assert staged.inspector.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_a_complete_staged_file_from_a_crash_is_reused_and_touched(
+    inbox: Path, tmp_path: Path
+) -> None:
+    """A staged file left complete by a crash (a day ago, say) is re-hashed, not fetched
+    again, and touched: housekeeping removes only staged files nobody uses."""
+    data = os.urandom(1_000_000)
+    file = _remote(inbox, "a.csv", data)
+    source = Flaky(inbox, cut=0, failures=0)
+    first = download("s", lambda _: source, file, tmp_path / "st", "latin-1")
+    os.utime(first.path, (1_000_000_000, 1_000_000_000))
+    again = download("s", lambda _: source, file, tmp_path / "st", "latin-1")
+    assert again.path == first.path and source.offsets == [0, len(data)]  # nothing re-sent
+    assert again.inspector.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert again.path.stat().st_mtime > time.time() - 60
 
 
 def test_a_file_that_grows_is_not_taken(inbox: Path, tmp_path: Path) -> None:

@@ -178,16 +178,18 @@ def test_housekeeping_removes_what_crashes_abandoned_a_day_ago(tmp_path: Path) -
     archive.mkdir()
     staging.mkdir(parents=True)
     day_ago = time.time() - 86400 - 60
-    old = [archive / f".{'a' * 64}.x1.part", staging / "d1.part", staging / "d2.csv"]
-    fresh = [archive / f".{'b' * 64}.x2.part", staging / "d3.part", archive / f"{'c' * 64}.csv.gz"]
-    for path in [*old, *fresh]:
+    old = [archive / f".{'a' * 64}.x1.part", staging / f"{'d' * 40}.part",
+           staging / f"{'e' * 40}.csv"]  # fmt: skip
+    fresh = [archive / f".{'b' * 64}.x2.part", staging / f"{'f' * 40}.part"]
+    kept = [archive / f"{'c' * 64}.csv.gz", staging / "notes.txt"]  # not temporaries of ours
+    for path in [*old, *fresh, *kept]:
         path.write_bytes(b"x")
-    for path in [*old, fresh[-1]]:
+    for path in [*old, *kept]:
         os.utime(path, (day_ago, day_ago))
 
     paths = PathsConfig(staging=tmp_path / "staging", archive=archive)
     assert sweep(paths) == {"archived": 0, "abandoned": 3}
-    assert [path.exists() for path in old + fresh] == [False] * 3 + [True] * 3
+    assert [path.exists() for path in old + fresh + kept] == [False] * 3 + [True] * 4
 
 
 def test_an_unreachable_source_exits_1_and_names_it(

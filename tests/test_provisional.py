@@ -19,6 +19,7 @@ import apsw
 import pytest
 from structlog.testing import capture_logs
 
+from connector.config import Config
 from connector.csvrules.reader import Inspector
 from connector.csvrules.rules import FileRules
 from connector.download import FileChanged, Staged
@@ -26,8 +27,9 @@ from connector.dump import records
 from connector.errors import Interrupted, TransientError
 from connector.ingest import Ingestor, Outcome
 from connector.parsing import PARALLEL_MIN_BYTES
+from connector.pipeline import Poller
 from connector.store.db import Database
-from connector.store.ledger import Arrival
+from connector.store.ledger import Arrival, Ledger
 
 EVENTS = FileRules(kind="events")
 CONTACTS = FileRules(kind="contacts")
@@ -102,10 +104,11 @@ def _arriving(
         if ended_first:
             wait([fetched])
         try:
-            return ingestor.ingest_arriving(
-                rules, arrival=arrival, job=job, fetched=fetched,
-                staged_before=download.staged_before,
-            )  # fmt: skip
+            with ingestor.ledger.claim_place(arrival.source, arrival.path):  # as Poller does
+                return ingestor.ingest_arriving(
+                    rules, arrival=arrival, job=job, fetched=fetched,
+                    staged_before=download.staged_before,
+                )  # fmt: skip
         finally:
             job.close()
 
@@ -386,21 +389,27 @@ def test_bytes_another_entry_began_are_resumed_there(tmp_path: Path, db: Databas
     assert db.query("SELECT source, path FROM files") == [("src", "big.csv")]
 
 
-def test_two_runs_of_one_place_take_turns(tmp_path: Path, db: Database) -> None:
-    """Two daemons given the same source (a mistake) must not fill one provisional entry
-    together: the place is claimed, and the second finds the file a duplicate."""
-    data = _events_text().encode()
-    results: list[str] = []
+def test_a_file_another_run_has_in_hand_is_skipped(tmp_path: Path) -> None:
+    """Two processes given one source (a `once` run by hand beside the service) must not
+    both stage and store one file: the second skips it for this poll (`file_busy`), and
+    takes it, or finds it known, at the next."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "big.csv").write_text(_events_text())
+    config = Config.model_validate(
+        {"store": {"path": str(tmp_path / "store" / "c.db")},
+         "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
+         "sources": [{"name": "src", "url": f"file://{inbox}", "min_age": "0s",
+                      "files": [{"kind": "events", "pattern": "*.csv"}]}]}
+    )  # fmt: skip
+    source = config.sources[0]
+    with Database(config.store.path) as db, Database(config.store.path) as other:
+        poller = Poller(config, source, _ingestor(db))
+        with Ledger(other).claim_place("src", source.path_of("big.csv")), capture_logs() as logs:
+            summary = poller.poll()
+        assert not summary.taken and not summary.failed
+        assert [log["event"] for log in logs if log["event"] == "file_busy"] == ["file_busy"]
+        assert not list((tmp_path / "staging").rglob("*.*"))  # nothing staged meanwhile
 
-    def run(folder: str) -> None:
-        with Database(db.path) as own:
-            download = Download(tmp_path / folder, data)
-            results.append(_arriving(_ingestor(own), download).entry.status)
-
-    threads = [threading.Thread(target=run, args=(f"staging{i}",)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert sorted(results) == ["duplicate", "ingested"]
-    assert db.query("SELECT count(*) FROM events") == [(ROWS,)]
+        assert poller.poll().taken[source.path_of("big.csv")].rows == ROWS
+        assert db.query("SELECT count(*) FROM events") == [(ROWS,)]

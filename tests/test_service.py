@@ -59,7 +59,7 @@ def test_run_ingests_at_start_and_on_new_files_then_stops_cleanly(tmp_path: Path
     housekeeping runs at start too (a download abandoned a day ago goes)."""
     config = _config(tmp_path)
     (tmp_path / "inbox" / "a.csv").write_text("identifier\nu1\n")
-    abandoned = tmp_path / "staging" / "gone" / "0123.part"
+    abandoned = tmp_path / "staging" / "gone" / f"{'0' * 40}.part"
     abandoned.parent.mkdir(parents=True)
     abandoned.write_bytes(b"x")
     os.utime(abandoned, (time.time() - 2 * 86400,) * 2)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Generator
 from pathlib import Path
 from types import TracebackType
@@ -73,28 +75,45 @@ class LocalSource:
             raise TransientError(f"cannot {action} {name}: {exc.strerror}") from exc
 
 
+_NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS)  # FAT, some SMB and FUSE mounts
+
+
 def _move(path: Path, target: Path) -> None:
-    """Move a file to a free name. Link, then unlink: unlike a rename, a link fails rather
-    than overwrite a file that appeared there since the name was chosen. A file system
-    without hard links (FAT, some SMB or FUSE mounts) gets a rename, with the small race
-    that FTP has; a folder on another file system, a copy (hidden and synced until
-    complete, so a crash leaves no half file under the name) renamed into place, with
-    that race too."""
+    """Move a file to a free name, never over a file that appeared there since the name was
+    chosen. A folder on another file system gets a copy, hidden (a name of its own) and
+    synced until complete, so that a crash or a full disk leaves no half file under the
+    name; then the original goes."""
+    try:
+        _place(path, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        hidden = Path(name)
+        try:
+            with path.open("rb") as source, os.fdopen(fd, "wb") as copy:
+                shutil.copyfileobj(source, copy, CHUNK)
+                os.fsync(copy.fileno())
+            with contextlib.suppress(OSError):  # (times are a courtesy some mounts refuse)
+                shutil.copystat(path, hidden)
+            _place(hidden, target)
+        except BaseException:
+            hidden.unlink(missing_ok=True)
+            raise
+        path.unlink()
+
+
+def _place(path: Path, target: Path) -> None:
+    """Rename within one file system, never over a file: link, then unlink (a link fails
+    rather than overwrite). Where hard links are refused, a rename after a check, with the
+    small race that FTP has."""
     try:
         os.link(path, target)
     except OSError as exc:
-        if exc.errno == errno.EXDEV:
-            hidden = target.with_name(f".{target.name}.part")
-            with path.open("rb") as source, hidden.open("wb") as copy:
-                shutil.copyfileobj(source, copy, CHUNK)
-                os.fsync(copy.fileno())
-            shutil.copystat(path, hidden)
-            os.rename(hidden, target)
-        elif exc.errno in (errno.EPERM, errno.EOPNOTSUPP):
-            if target.exists():
-                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST)) from exc
-            os.rename(path, target)
-            return
-        else:
+        if exc.errno not in _NO_HARD_LINKS:
             raise
+        if target.exists():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST)) from exc
+        os.rename(path, target)
+        return
     path.unlink()

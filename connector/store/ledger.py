@@ -22,7 +22,7 @@ from typing import Any
 import apsw
 import structlog
 
-from connector.errors import StoreBusy
+from connector.errors import PlaceBusy, StoreBusy
 from connector.store.db import Database
 
 _COLUMNS = (
@@ -82,22 +82,29 @@ class Ledger:
         `import`, two sources receiving the same file) must not both ingest them."""
         return self._hold(sha256[:3])
 
-    def claim_place(self, source: str, path: str) -> AbstractContextManager[None]:
-        """Hold the right to write for this place before its bytes are known (two daemons
-        given the same source must not both fill its provisional entry). Taken before any
-        ``claim``, never after: no two runs can wait for each other."""
+    def claim_place(
+        self, source: str, path: str, *, wait: bool = True
+    ) -> AbstractContextManager[None]:
+        """Hold the right to take the file at this place: its staged download, and its
+        provisional entry while its bytes are not known. Two processes given one source
+        (a `once` run by hand beside the service) must not both append to one staged file
+        or fill one entry. Taken before any ``claim``, never after, so that no two runs
+        wait for each other. ``wait=False``: PlaceBusy at once if another holds it."""
         place = hashlib.sha256(f"{source}\0{path}".encode("utf-8", "surrogateescape"))
-        return self._hold("p" + place.hexdigest()[:3])
+        return self._hold("p" + place.hexdigest()[:3], wait=wait)
 
     @contextmanager
-    def _hold(self, slot_name: str) -> Iterator[None]:
+    def _hold(self, slot_name: str, *, wait: bool = True) -> Iterator[None]:
         """A lock file beside the store, taken with flock: the kernel drops it if we die,
         so a crash never leaves it held. 4096 slots (of each kind) keep the folder small;
-        two claims sharing a slot only wait for each other."""
+        two claims sharing a slot only wait for each other (or, not waiting, are busy)."""
         folder = self.db.path.parent / ".locks"
         folder.mkdir(exist_ok=True)
         with (folder / slot_name).open("a") as slot:
-            fcntl.flock(slot, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(slot, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise PlaceBusy("in hand in another run") from None
             try:
                 yield
             finally:
