@@ -210,7 +210,8 @@ class Ingestor:
                 self.ledger.decide(entry.id, sha256)
             crashpoints.reached("after_decide")
             # Crash from here on: the entry has its checksum; a re-run resumes it by that.
-            return Outcome(self._complete(entry.id, rules.kind, job, batches, None, before_final))
+            self._store(entry.id, rules.kind, job, batches, None)
+            return Outcome(self._finish(entry.id, before_final))
 
     def forget_stale(self, arrival: Arrival) -> None:
         """Take back the provisional rows of this place's older listings: those bytes were
@@ -279,8 +280,8 @@ class Ingestor:
                 log.info("file_resumed", cursor=entry.cursor)
                 job.resume_at(entry.cursor)
                 job.header()
-            return Outcome(self._complete(entry.id, rules.kind, job, job.batches(), progress,
-                                          before_final))  # fmt: skip
+            self._store(entry.id, rules.kind, job, job.batches(), progress)
+            return Outcome(self._finish(entry.id, before_final))
 
     @contextmanager
     def _failing(self, entry_id: int) -> Iterator[None]:
@@ -293,16 +294,8 @@ class Ingestor:
                 self.ledger.fail(entry_id, self.clock())
             raise
 
-    def _complete(
-        self,
-        entry_id: int,
-        kind: str,
-        job: ParseJob,
-        batches: Iterator[Batch],
-        progress: Progress | None,
-        before_final: Callable[[], None],
-    ) -> Entry:
-        self._store(entry_id, kind, job, batches, progress)
+    def _finish(self, entry_id: int, before_final: Callable[[], None]) -> Entry:
+        """The final entry of a file whose batches are all stored."""
         before_final()
         crashpoints.reached("before_finish")
         with self.db.transaction():  # its contacts, and with them its rows, show
