@@ -96,13 +96,13 @@ def _serve(root: str, known_hosts: str, pipe: Connection, link: float | None) ->
     paced = {"since": 0.0, "sent": 0}  # the link's schedule: bytes sent since a moment
 
     def pace(size: int) -> None:
-        """Sleep until ``size`` more bytes fit the link (a pause over a second restarts
-        the schedule: an idle link has no credit)."""
+        """Sleep until ``size`` more bytes fit the link. A client that falls behind gets no
+        credit for it: the schedule starts again from now (an idle link stores nothing)."""
         if link is None:
             return
         with lock:
             now = time.monotonic()
-            if now - (paced["since"] + paced["sent"] / link) > 1.0:
+            if now > paced["since"] + paced["sent"] / link:
                 paced["since"], paced["sent"] = now, 0
             paced["sent"] += size
             due = paced["since"] + paced["sent"] / link

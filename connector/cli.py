@@ -161,6 +161,8 @@ def cmd_once(args: argparse.Namespace, config: Config) -> int:
                 text += f"; {len(summary.completed)} earlier file(s) completed"
             if summary.pending:
                 text += f"; {len(summary.pending)} not ready yet"
+            if summary.busy:
+                text += f"; {len(summary.busy)} in hand in another run, skipped"
             if summary.failed:
                 text += f"; {len(summary.failed)} failed, retried next time: " + "; ".join(
                     f"{path}: {why}" for path, why in summary.failed.items()

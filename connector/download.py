@@ -128,7 +128,10 @@ def download(
         part.unlink(missing_ok=True)  # a changed file gets a new staging name: this is waste
         raise
     inspector.finish()
-    os.replace(part, done)
+    try:
+        os.replace(part, done)
+    except FileNotFoundError as exc:  # removed meanwhile (by hand, or housekeeping's race)
+        raise TransientError(f"the staged copy of {file.name} was removed meanwhile") from exc
     # Crash after the rename: the staged file is complete; the ledger has not seen it, so
     # the next poll takes it again: the staged file is reused (re-hashed, not fetched).
     log.info("file_downloaded", size=file.size, sha256=inspector.hexdigest())

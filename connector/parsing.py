@@ -146,10 +146,15 @@ class ParseJob:
                 pass_fds=(job.source_fd, job.spool_fd),
             )
         assert self._child.stdin is not None
-        with self._child.stdin:
-            stdin, data = self._child.stdin, memoryview(pickle.dumps(job))
-            while data:  # (unbuffered: a write may take part of it)
-                data = data[stdin.write(data) or 0 :]
+        try:
+            with self._child.stdin:
+                stdin, data = self._child.stdin, memoryview(pickle.dumps(job))
+                while data:  # (unbuffered: a write may take part of it)
+                    data = data[stdin.write(data) or 0 :]
+        except BrokenPipeError:
+            if self._abandoned:  # killed by abandon() as it started
+                raise FatalError(f"the parse of {self._path} was abandoned") from None
+            raise
 
     def resume_at(self, skip: int) -> None:
         """Start after ``skip`` records (a resumed file); call before ``header``."""

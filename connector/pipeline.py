@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -32,7 +33,7 @@ from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
 from connector.selection import Candidate, Readiness, select
 from connector.sources.base import Source
 from connector.sources.registry import open_source
-from connector.store.ledger import Arrival, Entry
+from connector.store.ledger import Arrival, Entry, Known
 
 FINAL_OK = ("ingested", "duplicate")
 
@@ -45,6 +46,7 @@ class PollSummary:
     taken: dict[str, Entry] = field(default_factory=dict)  # path → its ledger entry
     completed: list[str] = field(default_factory=list)  # known files whose action was redone
     pending: list[str] = field(default_factory=list)  # not ready yet (still changing)
+    busy: list[str] = field(default_factory=list)  # in hand in another run: skipped
     failed: dict[str, str] = field(default_factory=dict)  # path → why (left for a later poll)
 
 
@@ -116,12 +118,7 @@ class Poller:
                 for candidate in ready:
                     if stop():
                         return summary
-                    try:
-                        self._take(connection, candidate, summary)
-                    except PlaceBusy:  # another process is taking it: not our failure
-                        self.log.info("file_busy", file=self.path_of(candidate.file.name))
-                    except TransientError as exc:  # this file only: the others go on
-                        self._failed(summary, candidate, exc)
+                    self._claimed(candidate, summary, partial(self._take, connection, candidate))
                 summary.pending = [c.file.name for c in pending]
                 if wait is None or round_ or stop():
                     break
@@ -149,17 +146,46 @@ class Poller:
             elif not seen.completed:
                 # Decided before, but the remote action did not happen (a crash, or the
                 # server refused it): do it now, without reading the file again.
-                try:
-                    self._complete(connection, candidate, seen.status)
-                    summary.completed.append(candidate.file.name)
-                except TransientError as exc:  # this file only: the poll goes on
-                    self._failed(summary, candidate, exc)
+                self._claimed(candidate, summary, partial(self._redo, connection, candidate))
         ready, wait = self.readiness.split(fresh)
         taken = {id(c) for c in ready}  # by identity: comparing dataclasses is O(n²) here
         not_ready = [c for c in fresh if id(c) not in taken]
         return ready[: self.source.max_files], wait, not_ready
 
+    def _claimed(
+        self, candidate: Candidate, summary: PollSummary, act: Callable[[PollSummary], None]
+    ) -> None:
+        """``act`` on a listed file while no other run touches it: its download, staging,
+        store and remote action (two processes may be given one source: a `once` run by
+        hand beside the service). Busy: another run has it, skipped for this poll. A
+        TransientError fails this file only: the others go on."""
+        path = self.path_of(candidate.file.name)
+        try:
+            with self.ingestor.ledger.claim_place(self.source.name, path, wait=False):
+                act(summary)
+        except PlaceBusy as exc:
+            summary.busy.append(path)
+            self.log.info("file_busy", file=path, cause=str(exc))
+        except TransientError as exc:
+            self._failed(summary, candidate, exc)
+
+    def _decided(self, candidate: Candidate) -> Known | None:
+        """The ledger's decision on this listing, read again under the claim: the run that
+        held it before us may have decided the file since we listed it."""
+        path = self.path_of(candidate.file.name)
+        seen = self.ingestor.ledger.known(self.source.name, path).get(path)
+        listed = (candidate.file.size, candidate.file.mtime)
+        return seen if seen is not None and (seen.size, seen.mtime) == listed else None
+
+    def _redo(self, connection: _Connection, candidate: Candidate, summary: PollSummary) -> None:
+        seen = self._decided(candidate)
+        if seen is not None and not seen.completed:
+            self._complete(connection, candidate, seen.status)
+            summary.completed.append(candidate.file.name)
+
     def _take(self, connection: _Connection, candidate: Candidate, summary: PollSummary) -> None:
+        if self._decided(candidate) is not None:
+            return  # taken by another run since we listed it
         file, rules = candidate.file, candidate.rules
         path = self.path_of(file.name)
         arrival = Arrival(self.source.name, path, None, file.size, rules.kind, file.mtime)
@@ -168,10 +194,7 @@ class Poller:
         jobs: list[ParseJob] = []
         staged_before: list[int] = []  # bytes already staged when the download began
         begun, abandoned = threading.Event(), threading.Event()
-        with ExitStack() as stack:  # (left in reverse: the parse, the download, the copy...)
-            # ... and last, the place: nobody else downloads, stages or stores this file
-            # meanwhile (PlaceBusy: another process has it in hand; this poll skips it).
-            stack.enter_context(self.ingestor.ledger.claim_place(arrival.source, path, wait=False))
+        with ExitStack() as stack:  # (left in reverse: the parse, the download, the copy)
             stack.callback(_unlink, staged)  # (on failure too: the next poll fetches anew)
             copying = stack.enter_context(ThreadPoolExecutor(1, "archive"))
             fetching = stack.enter_context(ThreadPoolExecutor(1, "download"))

@@ -8,6 +8,7 @@ has all of them to settle; the parse is the real child process following the fil
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -24,7 +25,7 @@ from connector.csvrules.reader import Inspector
 from connector.csvrules.rules import FileRules
 from connector.download import FileChanged, Staged
 from connector.dump import records
-from connector.errors import Interrupted, TransientError
+from connector.errors import Interrupted, PlaceBusy, TransientError
 from connector.ingest import Ingestor, Outcome
 from connector.parsing import PARALLEL_MIN_BYTES
 from connector.pipeline import Poller
@@ -408,8 +409,67 @@ def test_a_file_another_run_has_in_hand_is_skipped(tmp_path: Path) -> None:
         with Ledger(other).claim_place("src", source.path_of("big.csv")), capture_logs() as logs:
             summary = poller.poll()
         assert not summary.taken and not summary.failed
-        assert [log["event"] for log in logs if log["event"] == "file_busy"] == ["file_busy"]
+        assert summary.busy == [source.path_of("big.csv")]
+        [busy] = [log for log in logs if log["event"] == "file_busy"]
+        assert busy["cause"] == "in hand in another run"
         assert not list((tmp_path / "staging").rglob("*.*"))  # nothing staged meanwhile
 
         assert poller.poll().taken[source.path_of("big.csv")].rows == ROWS
         assert db.query("SELECT count(*) FROM events") == [(ROWS,)]
+
+
+def test_a_file_decided_by_another_run_since_the_listing_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that listed the folder before another run decided a file, and won its claim
+    after, reads the ledger again: it neither takes the file a second time (a second entry,
+    a `duplicate`) nor redoes its remote action."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.csv").write_text("identifier,name\nu1,buy\n")
+    config = Config.model_validate(
+        {"store": {"path": str(tmp_path / "store" / "c.db")},
+         "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
+         "sources": [{"name": "src", "url": f"file://{inbox}", "min_age": "0s",
+                      "after": "leave", "files": [{"kind": "events", "pattern": "*.csv"}]}]}
+    )  # fmt: skip
+    source = config.sources[0]
+    with Database(config.store.path) as first, Database(config.store.path) as second:
+        assert list(Poller(config, source, _ingestor(first)).poll().taken) == [
+            source.path_of("a.csv")
+        ]
+        late = Poller(config, source, _ingestor(second))
+        ledger = late.ingestor.ledger
+        as_listed_before = {}  # what the ledger said when the late run listed the folder
+        real_known = ledger.known
+        monkeypatch.setattr(
+            ledger,
+            "known",
+            lambda src, path=None: real_known(src, path) if path else as_listed_before,
+        )
+        summary = late.poll()
+        assert not summary.taken and not summary.failed and not summary.completed
+        assert first.query("SELECT path, status FROM files") == [
+            (source.path_of("a.csv"), "ingested")
+        ]
+        assert not list((tmp_path / "staging").rglob("*.*"))
+
+
+def test_a_lock_slot_shared_with_another_file_says_so(db: Database) -> None:
+    """Place locks share 4096 slots: a file whose slot another file of this run holds is
+    skipped for the poll, and the log says why (not "another run")."""
+
+    def slot(path: str) -> str:
+        return hashlib.sha256(f"src\0{path}".encode()).hexdigest()[:3]
+
+    other = next(
+        p for p in (f"/in/f{i}.csv" for i in range(1, 100_000)) if slot(p) == slot("/in/a.csv")
+    )
+    ledger = Ledger(db)
+    with ledger.claim_place("src", "/in/a.csv"):
+        with pytest.raises(PlaceBusy, match="another file of this run"):
+            ledger.claim_place("src", other, wait=False).__enter__()
+        with pytest.raises(PlaceBusy, match="in hand in another run"):
+            ledger.claim_place("src", "/in/a.csv", wait=False).__enter__()
+    with ledger.claim_place("src", other, wait=False):  # let go: free again
+        pass

@@ -91,7 +91,7 @@ def _move(path: Path, target: Path) -> None:
         fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         hidden = Path(name)
         try:
-            with path.open("rb") as source, os.fdopen(fd, "wb") as copy:
+            with os.fdopen(fd, "wb") as copy, path.open("rb") as source:
                 shutil.copyfileobj(source, copy, CHUNK)
                 os.fsync(copy.fileno())
             with contextlib.suppress(OSError):  # (times are a courtesy some mounts refuse)

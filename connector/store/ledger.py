@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import apsw
@@ -29,6 +32,10 @@ _COLUMNS = (
     "id, source, path, sha256, size, kind, status, rows, rejected, duplicates, cursor, first_event"
 )
 _UNFINISHED = "status IN ('ingesting', 'failed')"
+# The lock slots this process holds, and for what, to say why a claim is busy: another
+# process has the file, or (4096 slots) another file of ours shares its slot for a while.
+_held_here: Counter[tuple[Path, str]] = Counter()
+_held_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ class Ledger:
     def claim(self, sha256: str) -> AbstractContextManager[None]:
         """Hold the right to decide what becomes of these bytes: two runs (a daemon and an
         `import`, two sources receiving the same file) must not both ingest them."""
-        return self._hold(sha256[:3])
+        return self._hold(sha256[:3], sha256)
 
     def claim_place(
         self, source: str, path: str, *, wait: bool = True
@@ -90,24 +97,37 @@ class Ledger:
         (a `once` run by hand beside the service) must not both append to one staged file
         or fill one entry. Taken before any ``claim``, never after, so that no two runs
         wait for each other. ``wait=False``: PlaceBusy at once if another holds it."""
-        place = hashlib.sha256(f"{source}\0{path}".encode("utf-8", "surrogateescape"))
-        return self._hold("p" + place.hexdigest()[:3], wait=wait)
+        place = hashlib.sha256(f"{source}\0{path}".encode("utf-8", "surrogateescape")).hexdigest()
+        return self._hold("p" + place[:3], place, wait=wait)
 
     @contextmanager
-    def _hold(self, slot_name: str, *, wait: bool = True) -> Iterator[None]:
+    def _hold(self, slot_name: str, key: str, *, wait: bool = True) -> Iterator[None]:
         """A lock file beside the store, taken with flock: the kernel drops it if we die,
         so a crash never leaves it held. 4096 slots (of each kind) keep the folder small;
-        two claims sharing a slot only wait for each other (or, not waiting, are busy)."""
+        two claims sharing a slot only wait for each other (or, not waiting, are busy).
+        ``key``: what is claimed (to tell a busy place from a shared slot)."""
         folder = self.db.path.parent / ".locks"
         folder.mkdir(exist_ok=True)
-        with (folder / slot_name).open("a") as slot:
+        path = (folder / slot_name).resolve()
+        with path.open("a") as slot:
             try:
                 fcntl.flock(slot, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
-                raise PlaceBusy("in hand in another run") from None
+                with _held_lock:
+                    shared = any(n and p == path and k != key for (p, k), n in _held_here.items())
+                raise PlaceBusy(
+                    "its lock slot is held for another file of this run" if shared
+                    else "in hand in another run"
+                ) from None  # fmt: skip
+            with _held_lock:
+                _held_here[path, key] += 1
             try:
                 yield
             finally:
+                with _held_lock:
+                    _held_here[path, key] -= 1
+                    if not _held_here[path, key]:
+                        del _held_here[path, key]
                 fcntl.flock(slot, fcntl.LOCK_UN)
 
     def _one(self, where: str, params: tuple[Any, ...]) -> Entry | None:
@@ -274,12 +294,14 @@ class Ledger:
                 )
         return self.get(entry_id)
 
-    def known(self, source: str) -> dict[str, Known]:
-        """Files of ``source`` already decided, by path: a poll skips them unread."""
+    def known(self, source: str, path: str | None = None) -> dict[str, Known]:
+        """Files of ``source`` (or only ``path``) already decided, by path: a poll skips
+        them unread. (The latest decision of a path counts.)"""
         rows = self.db.query(
             "SELECT path, size, mtime, status, completed_at IS NOT NULL FROM files"
-            " WHERE source = ? AND status IN ('ingested', 'duplicate', 'rejected') ORDER BY id",
-            (source,),
+            " WHERE source = ? AND path = coalesce(?, path)"
+            " AND status IN ('ingested', 'duplicate', 'rejected') ORDER BY id",
+            (source, path),
         )
         return {row[0]: Known(row[1], row[2], row[3], bool(row[4])) for row in rows}
 
