@@ -297,11 +297,13 @@ class Ledger:
     def known(self, source: str, path: str | None = None) -> dict[str, Known]:
         """Files of ``source`` (or only ``path``) already decided, by path: a poll skips
         them unread. (The latest decision of a path counts.)"""
+        where, params = ("source = ?", (source,)) if path is None else (
+            "source = ? AND path = ?", (source, path)  # (by the index, not a scan)
+        )  # fmt: skip
         rows = self.db.query(
             "SELECT path, size, mtime, status, completed_at IS NOT NULL FROM files"
-            " WHERE source = ? AND path = coalesce(?, path)"
-            " AND status IN ('ingested', 'duplicate', 'rejected') ORDER BY id",
-            (source, path),
+            f" WHERE {where} AND status IN ('ingested', 'duplicate', 'rejected') ORDER BY id",
+            params,
         )
         return {row[0]: Known(row[1], row[2], row[3], bool(row[4])) for row in rows}
 
