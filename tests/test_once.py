@@ -15,6 +15,8 @@ import pytest
 from connector.cli import main
 from connector.config import PathsConfig
 from connector.housekeeping import sweep
+from connector.store.db import Database
+from connector.store.ledger import Ledger
 from tests.drop import crash_then_rerun, drop_config
 
 CONTACTS = "email,plan\nada@example.com,pro\nbad,free\n"
@@ -190,6 +192,20 @@ def test_housekeeping_removes_what_crashes_abandoned_a_day_ago(tmp_path: Path) -
     paths = PathsConfig(staging=tmp_path / "staging", archive=archive)
     assert sweep(paths) == {"archived": 0, "abandoned": 3}
     assert [path.exists() for path in old + fresh + kept] == [False] * 3 + [True] * 4
+
+
+def test_once_says_which_files_another_run_has_in_hand(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A `once` beside a running service skips the file the service is taking, says so,
+    and exits 0: the file is not its failure."""
+    config = _config(tmp_path)
+    (tmp_path / "inbox" / "events_1.csv").write_text(EVENTS)
+    inbox_file = str(tmp_path / "inbox" / "events_1.csv")
+    with Database(tmp_path / "store" / "c.db") as db, Ledger(db).claim_place("drop", inbox_file):
+        assert main(["--config", str(config), "once"]) == 0
+    assert "drop: nothing new; 1 in hand in another run, skipped" in capsys.readouterr().out
+    assert (tmp_path / "inbox" / "events_1.csv").exists()
 
 
 def test_an_unreachable_source_exits_1_and_names_it(
