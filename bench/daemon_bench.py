@@ -96,13 +96,14 @@ def _serve(root: str, known_hosts: str, pipe: Connection, link: float | None) ->
     paced = {"since": 0.0, "sent": 0}  # the link's schedule: bytes sent since a moment
 
     def pace(size: int) -> None:
-        """Sleep until ``size`` more bytes fit the link. A client that falls behind gets no
-        credit for it: the schedule starts again from now (an idle link stores nothing)."""
+        """Sleep until ``size`` more bytes fit the link. A link idle for longer than a
+        socket buffer's worth (256 KB) stores no credit: the schedule starts again from
+        now. (Shorter slips are the server's own work between reads, and are made up.)"""
         if link is None:
             return
         with lock:
             now = time.monotonic()
-            if now > paced["since"] + paced["sent"] / link:
+            if now > paced["since"] + (paced["sent"] + (256 << 10)) / link:
                 paced["since"], paced["sent"] = now, 0
             paced["sent"] += size
             due = paced["since"] + paced["sent"] / link

@@ -46,7 +46,7 @@ class PollSummary:
     taken: dict[str, Entry] = field(default_factory=dict)  # path → its ledger entry
     completed: list[str] = field(default_factory=list)  # known files whose action was redone
     pending: list[str] = field(default_factory=list)  # not ready yet (still changing)
-    busy: list[str] = field(default_factory=list)  # in hand in another run: skipped
+    busy: dict[str, str] = field(default_factory=dict)  # path → why skipped (another run...)
     failed: dict[str, str] = field(default_factory=dict)  # path → why (left for a later poll)
 
 
@@ -163,8 +163,9 @@ class Poller:
         try:
             with self.ingestor.ledger.claim_place(self.source.name, path, wait=False):
                 act(summary)
+            summary.busy.pop(path, None)  # (busy in the poll's first round, not now)
         except PlaceBusy as exc:
-            summary.busy.append(path)
+            summary.busy[path] = str(exc)
             self.log.info("file_busy", file=path, cause=str(exc))
         except TransientError as exc:
             self._failed(summary, candidate, exc)
@@ -184,8 +185,9 @@ class Poller:
             summary.completed.append(candidate.file.name)
 
     def _take(self, connection: _Connection, candidate: Candidate, summary: PollSummary) -> None:
-        if self._decided(candidate) is not None:
-            return  # taken by another run since we listed it
+        if self._decided(candidate) is not None:  # taken by another run since we listed it
+            self.log.debug("file_decided_meanwhile", file=self.path_of(candidate.file.name))
+            return
         file, rules = candidate.file, candidate.rules
         path = self.path_of(file.name)
         arrival = Arrival(self.source.name, path, None, file.size, rules.kind, file.mtime)

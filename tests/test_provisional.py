@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from pathlib import Path
 
 import apsw
@@ -409,9 +410,9 @@ def test_a_file_another_run_has_in_hand_is_skipped(tmp_path: Path) -> None:
         with Ledger(other).claim_place("src", source.path_of("big.csv")), capture_logs() as logs:
             summary = poller.poll()
         assert not summary.taken and not summary.failed
-        assert summary.busy == [source.path_of("big.csv")]
+        assert list(summary.busy) == [source.path_of("big.csv")]
         [busy] = [log for log in logs if log["event"] == "file_busy"]
-        assert busy["cause"] == "in hand in another run"
+        assert busy["cause"].startswith("in hand in another run")
         assert not list((tmp_path / "staging").rglob("*.*"))  # nothing staged meanwhile
 
         assert poller.poll().taken[source.path_of("big.csv")].rows == ROWS
@@ -473,3 +474,36 @@ def test_a_lock_slot_shared_with_another_file_says_so(db: Database) -> None:
             ledger.claim_place("src", "/in/a.csv", wait=False).__enter__()
     with ledger.claim_place("src", other, wait=False):  # let go: free again
         pass
+
+
+def test_a_file_busy_in_a_polls_first_round_and_taken_in_its_second_is_not_busy(
+    tmp_path: Path,
+) -> None:
+    """A poll that waits for a file still settling lists twice: a file busy in the first
+    round and taken in the second is reported taken, not busy (and never twice)."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.csv").write_text("identifier,name\nu1,buy\n")
+    config = Config.model_validate(
+        {"store": {"path": str(tmp_path / "store" / "c.db")},
+         "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
+         "sources": [{"name": "src", "url": f"file://{inbox}", "min_age": "0.2s",
+                      "after": "leave", "files": [{"kind": "events", "pattern": "*.csv"}]}]}
+    )  # fmt: skip
+    source = config.sources[0]
+    a, b = source.path_of("a.csv"), source.path_of("b.csv")
+    holding = ExitStack()
+
+    def sleep(seconds: float) -> None:  # between a poll's two rounds
+        if (inbox / "b.csv").exists():
+            holding.close()  # the other run is done with a before our second round
+        time.sleep(seconds)
+
+    with Database(config.store.path) as db, Database(config.store.path) as other:
+        holding.enter_context(Ledger(other).claim_place("src", a))
+        poller = Poller(config, source, _ingestor(db), sleep=sleep)
+        first = poller.poll()  # a: first seen, ready in the second round, busy
+        assert list(first.busy) == [a] and not first.taken
+        (inbox / "b.csv").write_text("identifier,name\nu2,buy\n")  # new: a second round
+        summary = poller.poll()  # a: busy in the first round, taken in the second
+    assert sorted(summary.taken) == [a, b] and summary.busy == {}

@@ -83,6 +83,16 @@ def iso(moment: float) -> str:
 class Ledger:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._lock_folder: Path | None = None
+
+    def _locks(self) -> Path:
+        """The folder of lock files beside the store, made on first use (never by `check`,
+        which claims nothing)."""
+        if self._lock_folder is None:
+            folder = (self.db.path.parent / ".locks").resolve()
+            folder.mkdir(exist_ok=True)
+            self._lock_folder = folder
+        return self._lock_folder
 
     def claim(self, sha256: str) -> AbstractContextManager[None]:
         """Hold the right to decide what becomes of these bytes: two runs (a daemon and an
@@ -106,9 +116,7 @@ class Ledger:
         so a crash never leaves it held. 4096 slots (of each kind) keep the folder small;
         two claims sharing a slot only wait for each other (or, not waiting, are busy).
         ``key``: what is claimed (to tell a busy place from a shared slot)."""
-        folder = self.db.path.parent / ".locks"
-        folder.mkdir(exist_ok=True)
-        path = (folder / slot_name).resolve()
+        path = self._locks() / slot_name
         with path.open("a") as slot:
             try:
                 fcntl.flock(slot, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -117,7 +125,7 @@ class Ledger:
                     shared = any(n and p == path and k != key for (p, k), n in _held_here.items())
                 raise PlaceBusy(
                     "its lock slot is held for another file of this run" if shared
-                    else "in hand in another run"
+                    else "in hand in another run (or a file sharing its lock slot)"
                 ) from None  # fmt: skip
             with _held_lock:
                 _held_here[path, key] += 1
