@@ -391,19 +391,23 @@ def test_bytes_another_entry_began_are_resumed_there(tmp_path: Path, db: Databas
     assert db.query("SELECT source, path FROM files") == [("src", "big.csv")]
 
 
+def _polled(tmp_path: Path, *, min_age: str) -> Config:
+    """A config with one `file://` source "src" on ``tmp_path/inbox`` (made), after = leave."""
+    (tmp_path / "inbox").mkdir()
+    return Config.model_validate(
+        {"store": {"path": str(tmp_path / "store" / "c.db")},
+         "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
+         "sources": [{"name": "src", "url": f"file://{tmp_path / 'inbox'}", "min_age": min_age,
+                      "after": "leave", "files": [{"kind": "events", "pattern": "*.csv"}]}]}
+    )  # fmt: skip
+
+
 def test_a_file_another_run_has_in_hand_is_skipped(tmp_path: Path) -> None:
     """Two processes given one source (a `once` run by hand beside the service) must not
     both stage and store one file: the second skips it for this poll (`file_busy`), and
     takes it, or finds it known, at the next."""
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    (inbox / "big.csv").write_text(_events_text())
-    config = Config.model_validate(
-        {"store": {"path": str(tmp_path / "store" / "c.db")},
-         "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
-         "sources": [{"name": "src", "url": f"file://{inbox}", "min_age": "0s",
-                      "files": [{"kind": "events", "pattern": "*.csv"}]}]}
-    )  # fmt: skip
+    config = _polled(tmp_path, min_age="0s")
+    (tmp_path / "inbox" / "big.csv").write_text(_events_text())
     source = config.sources[0]
     with Database(config.store.path) as db, Database(config.store.path) as other:
         poller = Poller(config, source, _ingestor(db))
@@ -425,15 +429,8 @@ def test_a_file_decided_by_another_run_since_the_listing_is_left_alone(
     """A run that listed the folder before another run decided a file, and won its claim
     after, reads the ledger again: it neither takes the file a second time (a second entry,
     a `duplicate`) nor redoes its remote action."""
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    (inbox / "a.csv").write_text("identifier,name\nu1,buy\n")
-    config = Config.model_validate(
-        {"store": {"path": str(tmp_path / "store" / "c.db")},
-         "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
-         "sources": [{"name": "src", "url": f"file://{inbox}", "min_age": "0s",
-                      "after": "leave", "files": [{"kind": "events", "pattern": "*.csv"}]}]}
-    )  # fmt: skip
+    config = _polled(tmp_path, min_age="0s")
+    (tmp_path / "inbox" / "a.csv").write_text("identifier,name\nu1,buy\n")
     source = config.sources[0]
     with Database(config.store.path) as first, Database(config.store.path) as second:
         assert list(Poller(config, source, _ingestor(first)).poll().taken) == [
@@ -481,15 +478,9 @@ def test_a_file_busy_in_a_polls_first_round_and_taken_in_its_second_is_not_busy(
 ) -> None:
     """A poll that waits for a file still settling lists twice: a file busy in the first
     round and taken in the second is reported taken, not busy (and never twice)."""
+    config = _polled(tmp_path, min_age="0.2s")
     inbox = tmp_path / "inbox"
-    inbox.mkdir()
     (inbox / "a.csv").write_text("identifier,name\nu1,buy\n")
-    config = Config.model_validate(
-        {"store": {"path": str(tmp_path / "store" / "c.db")},
-         "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
-         "sources": [{"name": "src", "url": f"file://{inbox}", "min_age": "0.2s",
-                      "after": "leave", "files": [{"kind": "events", "pattern": "*.csv"}]}]}
-    )  # fmt: skip
     source = config.sources[0]
     a, b = source.path_of("a.csv"), source.path_of("b.csv")
     holding = ExitStack()
