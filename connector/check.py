@@ -11,7 +11,6 @@ from contextlib import ExitStack
 
 from connector.config import Config, SourceConfig, parse_duration
 from connector.errors import TransientError
-from connector.pipeline import FINAL_OK
 from connector.selection import select
 from connector.sources.base import SourceRefused
 from connector.sources.registry import open_source
@@ -30,10 +29,10 @@ def check_source(source: SourceConfig, ledger: Ledger | None, now: float) -> lis
     for candidate in chosen:
         file = candidate.file
         seen = known.get(source.path_of(file.name))
-        if seen is not None and (seen.size, seen.mtime) == (file.size, file.mtime):
+        if seen is not None and seen.matches(file):
             verdict = "skip: already " + seen.status
             if not seen.completed:
-                action = source.after if seen.status in FINAL_OK else source.error_dir
+                action = source.action_for(seen.status)
                 verdict += f" (its remote action, {action}, is redone at the next poll)"
         elif now - file.mtime < min_age:
             age = now - file.mtime

@@ -190,6 +190,11 @@ class SourceConfig(_Model):
         """A listed file's path on the source, as the ledger records it."""
         return self.remote_path.rstrip("/") + "/" + name
 
+    def action_for(self, status: str) -> str:
+        """The remote action for a file decided with ``status``: `after` for one ingested
+        (or a duplicate), `error_dir` for one rejected whole."""
+        return self.after if status in ("ingested", "duplicate") else self.error_dir
+
     def rules_for(self, kind: Kind, file_name: str) -> FileRules:
         """The CSV rules for ``file_name``: the first entry of ``kind`` whose pattern matches,
         else the first entry of that kind, else the defaults with this source's settings."""

@@ -25,7 +25,8 @@ STEPS = (
     "after_remote_action",  # moved or deleted remotely; the ledger not yet told
 )
 # The steps a `connector import` passes.
-IMPORT_STEPS = tuple(s for s in STEPS[3:11] if s not in ("after_decide", "after_archive"))
+IMPORT_STEPS = ("after_inspect", "after_start", "after_deliver", "after_commit",
+                "before_finish", "after_finish")  # fmt: skip
 _seen: dict[str, int] = {}
 
 

@@ -1,9 +1,10 @@
 """One local file through the ledger, the CSV rules and the store, exactly once.
 
 Used by ``connector import`` and by the daemon for each downloaded file (a large one while
-it downloads: ``ingest_arriving``). Commits happen per
-batch, with the ledger's cursor in the same transaction: a crash loses at most the batch in
-hand, and a re-run resumes after the last committed one. One transaction for a whole file
+it downloads: ``ingest_arriving``). Batches are committed in groups, at most every
+`[ingest].commit_interval` (sooner when the parse keeps us waiting), with the ledger's cursor
+in the same transaction: a crash loses at most that interval's batches, and a re-run resumes
+after the last commit. One transaction for a whole file
 would also be exactly-once, but a 5-million-row file would then redo all its work after a
 crash near the end and hold a write lock for its whole duration.
 """
@@ -115,7 +116,7 @@ class Ingestor:
         arrival: Arrival,
         job: ParseJob,
         fetched: Future[Staged],
-        staged_before: int,
+        resumed: bool,
         before_final: Callable[[], None] = lambda: None,
     ) -> Outcome:
         """Ingest a file while it downloads (``fetched``; ``arrival`` without a checksum
@@ -123,7 +124,7 @@ class Ingestor:
         provisionally — under an entry known by place and listing, their idempotency keys
         not claimed — until the checksum decides: the rows are kept, or taken back if the
         bytes are a duplicate, rejected whole, or those of another unfinished entry.
-        ``staged_before``: the bytes already staged when the download began (a resume).
+        ``resumed``: the download went on from bytes already staged (by an earlier try).
         Call with the place claimed (``Ledger.claim_place``), for the whole download."""
         log = structlog.get_logger().bind(source=arrival.source, file=arrival.path)
         started = time.monotonic()
@@ -145,7 +146,7 @@ class Ingestor:
             self.forget_stale(arrival)
             with self.db.transaction():
                 entry = self.ledger.begin(arrival, self.clock())
-                if entry.cursor and not staged_before:
+                if entry.cursor and not resumed:
                     # Its rows came from staged bytes since lost: they cannot be trusted
                     # to be this download's (same listing, yet maybe other bytes).
                     self._take_back(entry.id)
@@ -217,9 +218,10 @@ class Ingestor:
         """Take back the provisional rows of this place's older listings: those bytes were
         replaced (or shrank below the provisional size) and will never be decided. Call
         with the place claimed."""
-        if self.ledger.stale(arrival):  # (a read first: there usually are none)
+        stale = self.ledger.stale(arrival)  # (a read first: there usually are none)
+        if stale:  # (the place is ours: nobody adds to them meanwhile)
             with self.db.transaction():
-                for entry_id in self.ledger.stale(arrival):
+                for entry_id in stale:
                     self._take_back(entry_id)
 
     def _take_back(self, entry_id: int) -> None:

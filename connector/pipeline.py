@@ -35,8 +35,6 @@ from connector.sources.base import Source
 from connector.sources.registry import open_source
 from connector.store.ledger import Arrival, Entry, Known
 
-FINAL_OK = ("ingested", "duplicate")
-
 
 @dataclass
 class PollSummary:
@@ -138,10 +136,7 @@ class Poller:
         fresh = []
         for candidate in candidates:
             seen = known.get(self.path_of(candidate.file.name))
-            if seen is None or (seen.size, seen.mtime) != (
-                candidate.file.size,
-                candidate.file.mtime,
-            ):
+            if seen is None or not seen.matches(candidate.file):
                 fresh.append(candidate)
             elif not seen.completed:
                 # Decided before, but the remote action did not happen (a crash, or the
@@ -173,10 +168,8 @@ class Poller:
     def _decided(self, candidate: Candidate) -> Known | None:
         """The ledger's decision on this listing, read again under the claim: the run that
         held it before us may have decided the file since we listed it."""
-        path = self.path_of(candidate.file.name)
-        seen = self.ingestor.ledger.known(self.source.name, path).get(path)
-        listed = (candidate.file.size, candidate.file.mtime)
-        return seen if seen is not None and (seen.size, seen.mtime) == listed else None
+        seen = self.ingestor.ledger.known_at(self.source.name, self.path_of(candidate.file.name))
+        return seen if seen is not None and seen.matches(candidate.file) else None
 
     def _redo(self, connection: _Connection, candidate: Candidate, summary: PollSummary) -> None:
         seen = self._decided(candidate)
@@ -193,8 +186,7 @@ class Poller:
         arrival = Arrival(self.source.name, path, None, file.size, rules.kind, file.mtime)
         staged: list[Path] = []
         copies: list[Future[Path]] = []
-        jobs: list[ParseJob] = []
-        staged_before: list[int] = []  # bytes already staged when the download began
+        followed: list[tuple[ParseJob, bool]] = []  # the parse, and whether it resumes bytes
         begun, abandoned = threading.Event(), threading.Event()
         with ExitStack() as stack:  # (left in reverse: the parse, the download, the copy)
             stack.callback(_unlink, staged)  # (on failure too: the next poll fetches anew)
@@ -207,8 +199,7 @@ class Poller:
                 # ingest_arriving); below that size a parse process costs more than it saves.
                 if file.size >= PARALLEL_MIN_BYTES:
                     job = self.ingestor.parse_job(part, rules, growing_to=file.size)
-                    jobs.append(stack.enter_context(job))
-                    staged_before.append(part.stat().st_size)
+                    followed.append((stack.enter_context(job), part.stat().st_size > 0))
                 begun.set()
 
             def fetch() -> Staged:
@@ -245,10 +236,11 @@ class Poller:
 
             fetched = fetching.submit(fetch)
             begun.wait()
-            if jobs:
+            if followed:
+                job, resumed = followed[0]
                 outcome = self.ingestor.ingest_arriving(
-                    rules, arrival=arrival, job=jobs[0], fetched=fetched,
-                    staged_before=staged_before[0], before_final=archived,
+                    rules, arrival=arrival, job=job, fetched=fetched, resumed=resumed,
+                    before_final=archived,
                 )  # fmt: skip
             else:
                 try:
@@ -276,7 +268,7 @@ class Poller:
 
     def _complete(self, connection: _Connection, candidate: Candidate, status: str) -> None:
         """The remote action — only ever after the file's commit returned."""
-        action = self.source.after if status in FINAL_OK else self.source.error_dir
+        action = self.source.action_for(status)
         remote = connection.get()
         moved = remote.complete(candidate.file.name, action)
         if candidate.marker is not None:

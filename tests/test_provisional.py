@@ -60,7 +60,7 @@ class Download:
         folder.mkdir(parents=True, exist_ok=True)
         self.part = folder / "file.part"
         self.part.touch()
-        self.staged_before = self.part.stat().st_size
+        self.resumes = self.part.stat().st_size > 0  # bytes already staged by a first try
         self.data, self.cut = data, len(data) - 1 if cut is None else cut
         self.failure: BaseException | None = None
         self.held_until: Callable[[], bool] = lambda: True
@@ -109,7 +109,7 @@ def _arriving(
             with ingestor.ledger.claim_place(arrival.source, arrival.path):  # as Poller does
                 return ingestor.ingest_arriving(
                     rules, arrival=arrival, job=job, fetched=fetched,
-                    staged_before=download.staged_before,
+                    resumed=download.resumes,
                 )  # fmt: skip
         finally:
             job.close()
@@ -437,14 +437,8 @@ def test_a_file_decided_by_another_run_since_the_listing_is_left_alone(
             source.path_of("a.csv")
         ]
         late = Poller(config, source, _ingestor(second))
-        ledger = late.ingestor.ledger
-        as_listed_before = {}  # what the ledger said when the late run listed the folder
-        real_known = ledger.known
-        monkeypatch.setattr(
-            ledger,
-            "known",
-            lambda src, path=None: real_known(src, path) if path else as_listed_before,
-        )
+        # What the ledger said when the late run listed the folder: nothing decided yet.
+        monkeypatch.setattr(late.ingestor.ledger, "known", lambda source: {})
         summary = late.poll()
         assert not summary.taken and not summary.failed and not summary.completed
         assert first.query("SELECT path, status FROM files") == [

@@ -26,6 +26,7 @@ import apsw
 import structlog
 
 from connector.errors import PlaceBusy, StoreBusy
+from connector.sources.base import RemoteFile
 from connector.store.db import Database
 
 _COLUMNS = (
@@ -58,6 +59,10 @@ class Known:
     mtime: float | None
     status: str
     completed: bool  # its `after` (or error_dir) action was done
+
+    def matches(self, file: RemoteFile) -> bool:
+        """Whether ``file`` is listed as it was when decided (else it has changed)."""
+        return (self.size, self.mtime) == (file.size, file.mtime)
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ class Ledger:
                 fcntl.flock(slot, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 with _held_lock:
-                    shared = any(n and p == path and k != key for (p, k), n in _held_here.items())
+                    shared = any(p == path and k != key for p, k in _held_here)
                 raise PlaceBusy(
                     "its lock slot is held for another file of this run" if shared
                     else "in hand in another run (or a file sharing its lock slot)"
@@ -302,12 +307,16 @@ class Ledger:
                 )
         return self.get(entry_id)
 
-    def known(self, source: str, path: str | None = None) -> dict[str, Known]:
-        """Files of ``source`` (or only ``path``) already decided, by path: a poll skips
-        them unread. (The latest decision of a path counts.)"""
-        where, params = ("source = ?", (source,)) if path is None else (
-            "source = ? AND path = ?", (source, path)  # (by the index, not a scan)
-        )  # fmt: skip
+    def known(self, source: str) -> dict[str, Known]:
+        """Files of ``source`` already decided, by path: a poll skips them unread. (The
+        latest decision of a path counts.)"""
+        return self._known("source = ?", (source,))
+
+    def known_at(self, source: str, path: str) -> Known | None:
+        """The latest decision on one path (by the index: no scan of the source's)."""
+        return self._known("source = ? AND path = ?", (source, path)).get(path)
+
+    def _known(self, where: str, params: tuple[Any, ...]) -> dict[str, Known]:
         rows = self.db.query(
             "SELECT path, size, mtime, status, completed_at IS NOT NULL FROM files"
             f" WHERE {where} AND status IN ('ingested', 'duplicate', 'rejected') ORDER BY id",
