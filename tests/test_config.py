@@ -32,6 +32,7 @@ def test_defaults_without_sources() -> None:
     config = parse_config({})
     assert config.store.path == Path("var/connector.db")
     assert config.sources == ()
+    assert (config.ingest.batch_records, config.ingest.commit_interval) == (10_000, "1s")
 
 
 def test_every_problem_is_reported_with_its_key(tmp_path: Path) -> None:

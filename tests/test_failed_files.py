@@ -9,8 +9,10 @@ from typing import Any
 
 import apsw
 import pytest
+from structlog.testing import capture_logs
 
 from connector.config import Config, SourceConfig
+from connector.csvrules.rules import FileRules
 from connector.dump import records
 from connector.errors import Interrupted, TransientError
 from connector.ingest import Ingestor
@@ -59,8 +61,12 @@ def _files(poller: Poller) -> list[dict[str, Any]]:
 
 def test_a_file_that_cannot_be_fetched_is_failed_until_it_can(poller: Poller) -> None:
     for _ in range(2):  # a second failed poll does not add a second entry
-        summary = poller.poll()
+        with capture_logs() as logs:
+            summary = poller.poll()
         assert [path.rsplit("/", 1)[1] for path in summary.failed] == ["events.csv"]
+        [failed] = [log for log in logs if log["event"] == "file_failed"]
+        assert failed["log_level"] == "warning" and failed["file"].endswith("/events.csv")
+        assert failed["cause"].endswith("connection reset (test)")
         (entry,) = _files(poller)
         assert (entry["status"], entry["sha256"], entry["rows"]) == ("failed", None, 0)
         assert entry["size"] > 0 and entry["processed_at"]
@@ -143,3 +149,66 @@ def test_a_file_that_cannot_be_archived_is_not_decided(poller: Poller) -> None:
     (entry,) = _files(poller)
     assert (entry["status"], entry["rows"]) == ("ingested", ROWS - 5)
     assert (archive / f"{entry['sha256']}.csv.gz").exists()
+
+
+def test_a_store_busy_too_long_fails_the_file_only_and_the_next_poll_takes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holding the store past the wait (an `import` applying a million
+    contacts, say): the file fails this poll, the poll goes on, and the next one takes it."""
+    monkeypatch.setattr("connector.store.db.BUSY_TIMEOUT_MS", 200)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "events.csv").write_text("identifier,n\nu1,1\nu2,2\n")
+    config = Config.model_validate({
+        "store": {"path": str(tmp_path / "store" / "c.db")},
+        "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
+    })  # fmt: skip
+    source = SourceConfig.model_validate({
+        "name": "s", "url": f"file://{inbox}", "min_age": "0s",
+        "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}],
+    })  # fmt: skip
+    with Database(config.store.path) as db:
+        poller = Poller(config, source, Ingestor(db), sleep=lambda _: None)
+        other = apsw.Connection(str(config.store.path))
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            summary = poller.poll()
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert [cause for cause in summary.failed.values()] == [
+            f"the store {config.store.path} stayed locked by another writer"
+        ]
+        assert not summary.taken
+        taken = poller.poll().taken
+        assert [(e.status, e.rows) for e in taken.values()] == [("ingested", 2)]
+        assert len(list(records(db, "events"))) == 2
+
+
+def test_a_part_done_entry_stays_when_other_bytes_take_its_name(tmp_path: Path) -> None:
+    """A file stopped part-way keeps its entry (and its accepted keys) when other bytes
+    arrive under its name: the same bytes, sent again, still resume it."""
+    first, other = tmp_path / "first.csv", tmp_path / "other.csv"
+    first.write_text("identifier,name\n" + "".join(f"u{i},buy\n" for i in range(ROWS)))
+    other.write_text("identifier,name\nv1,buy\n")
+    events = FileRules(kind="events")
+    with Database(tmp_path / "store" / "c.db") as db:
+        batches = iter(range(100))
+        stopping = Ingestor(db, batch_records=1_000, commit_seconds=0,
+                            stop=lambda: next(batches) >= 2)  # fmt: skip
+        with pytest.raises(Interrupted):
+            stopping.ingest(first, events, source="s", name="/in/x.csv")
+        [(cursor,)] = db.query("SELECT cursor FROM files WHERE status = 'failed'")
+        assert 0 < cursor < ROWS
+
+        Ingestor(db).ingest(other, events, source="s", name="/in/x.csv")
+        assert db.query("SELECT status, cursor FROM files ORDER BY id") == [
+            ("failed", cursor),
+            ("ingested", 1),
+        ]
+        with capture_logs() as logs:
+            again = Ingestor(db).ingest(first, events, source="s", name="/in/x.csv")
+        assert [log["cursor"] for log in logs if log["event"] == "file_resumed"] == [cursor]
+        assert again.entry.rows == ROWS
+        assert len(list(records(db, "events"))) == ROWS + 1

@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from connector.cli import main
 from connector.config import PathsConfig
-from connector.housekeeping import sweep
+from connector.housekeeping import sweep, sweep_logged
 from connector.store.db import Database
 from connector.store.ledger import Ledger
 from tests.drop import crash_then_rerun, drop_config
@@ -192,6 +193,11 @@ def test_housekeeping_removes_what_crashes_abandoned_a_day_ago(tmp_path: Path) -
     paths = PathsConfig(staging=tmp_path / "staging", archive=archive)
     assert sweep(paths) == {"archived": 0, "abandoned": 3}
     assert [path.exists() for path in old + fresh + kept] == [False] * 3 + [True] * 4
+    old[1].write_bytes(b"x")
+    os.utime(old[1], (day_ago, day_ago))
+    with capture_logs() as logs:
+        sweep_logged(paths)
+    assert [(log["event"], log["abandoned"]) for log in logs] == [("housekeeping", 1)]
 
 
 def test_once_says_which_files_another_run_has_in_hand(

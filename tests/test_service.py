@@ -15,6 +15,7 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
+import apsw
 import pytest
 
 from connector.scheduler import backoff_delay
@@ -239,6 +240,11 @@ def test_check_says_which_files_are_known_and_which_not_ready(tmp_path: Path) ->
                          check=True).stdout  # fmt: skip
     assert "old.csv (14 bytes): skip: already ingested" in out
     assert "new.csv (14 bytes): not ready yet: modified 0s ago (min_age 1h)" in out
+    with apsw.Connection(str(tmp_path / "store" / "c.db")) as store:  # as if killed before it
+        store.execute("UPDATE files SET completed_at = NULL")
+    out = subprocess.run(_connector(config, "check"), capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    assert "skip: already ingested (its remote action, leave, is redone at the next poll)" in out
 
 
 def test_log_lines_are_json_events_with_their_context(tmp_path: Path) -> None:
