@@ -34,6 +34,19 @@ class Flaky(LocalSource):
         yield from super().read(name, offset)
 
 
+def _configs(tmp_path: Path) -> tuple[Config, SourceConfig]:
+    """The store and paths under ``tmp_path``, and a source "s" on ``tmp_path/inbox``."""
+    config = Config.model_validate({
+        "store": {"path": str(tmp_path / "store" / "c.db")},
+        "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
+    })  # fmt: skip
+    source = SourceConfig.model_validate({
+        "name": "s", "url": f"file://{tmp_path / 'inbox'}", "min_age": "0s",
+        "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}],
+    })  # fmt: skip
+    return config, source
+
+
 @pytest.fixture
 def poller(tmp_path: Path) -> Iterator[Poller]:
     inbox = tmp_path / "inbox"
@@ -41,14 +54,7 @@ def poller(tmp_path: Path) -> Iterator[Poller]:
     (inbox / "events.csv").write_text(  # a bad row (no identifier) in every 1,000
         "identifier,n\n" + "".join(f"{'' if i % 1000 == 7 else f'u{i}'},{i}\n" for i in range(ROWS))
     )
-    config = Config.model_validate({
-        "store": {"path": str(tmp_path / "store" / "c.db")},
-        "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
-    })  # fmt: skip
-    source = SourceConfig.model_validate({
-        "name": "s", "url": f"file://{inbox}", "min_age": "0s",
-        "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}],
-    })  # fmt: skip
+    config, source = _configs(tmp_path)
     Flaky.broken = True
     with Database(config.store.path) as db:
         yield Poller(config, source, Ingestor(db, batch_records=1_000), sleep=lambda _: None,
@@ -160,14 +166,7 @@ def test_a_store_busy_too_long_fails_the_file_only_and_the_next_poll_takes_it(
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "events.csv").write_text("identifier,n\nu1,1\nu2,2\n")
-    config = Config.model_validate({
-        "store": {"path": str(tmp_path / "store" / "c.db")},
-        "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
-    })  # fmt: skip
-    source = SourceConfig.model_validate({
-        "name": "s", "url": f"file://{inbox}", "min_age": "0s",
-        "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}],
-    })  # fmt: skip
+    config, source = _configs(tmp_path)
     with Database(config.store.path) as db:
         poller = Poller(config, source, Ingestor(db), sleep=lambda _: None)
         other = apsw.Connection(str(config.store.path))
