@@ -18,19 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from tenacity import (
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from connector import crashpoints
 from connector.csvrules.reader import Inspector
 from connector.errors import Interrupted, TransientError
+from connector.retries import ATTEMPTS, MAX_WAIT, retrying
 from connector.sources.base import RemoteFile, Source
-
-ATTEMPTS = 5
 
 
 class FileChanged(TransientError):
@@ -40,10 +33,6 @@ class FileChanged(TransientError):
 def _worth_retrying(exc: BaseException) -> bool:
     # A changing file is left for a later poll rather than chased now.
     return isinstance(exc, TransientError) and not isinstance(exc, FileChanged)
-
-
-def _wait(sleep: Callable[[float], object], seconds: float) -> None:
-    sleep(seconds)  # (tenacity wants a sleep returning None; the service's returns a flag)
 
 
 @dataclass(frozen=True)
@@ -65,7 +54,7 @@ def download(
     encoding: str,
     *,
     attempts: int = ATTEMPTS,
-    max_wait: float = 30.0,
+    max_wait: float = MAX_WAIT,
     stop: Callable[[], bool] = lambda: False,
     sleep: Callable[[float], object] = time.sleep,
     label: str | None = None,
@@ -99,14 +88,9 @@ def download(
                 out.truncate(0)
                 inspector = Inspector(encoding)
             on_part(part)
-            retrying = Retrying(
-                stop=stop_after_attempt(attempts),
-                wait=wait_exponential_jitter(multiplier=0.2, max=max_wait, jitter=0.2),
-                retry=retry_if_exception(_worth_retrying),
-                sleep=lambda seconds: _wait(sleep, seconds),
-                reraise=True,
-            )
-            for attempt in retrying:
+            for attempt in retrying(
+                sleep, attempts=attempts, max_wait=max_wait, worth=_worth_retrying
+            ):
                 with attempt:
                     retry = attempt.retry_state.attempt_number > 1
                     if retry:
