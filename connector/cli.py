@@ -112,17 +112,28 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
     if args.event_name:
         rules = {p: dataclasses.replace(r, event_name=args.event_name) for p, r in rules.items()}
     status = EXIT_OK
+    log = structlog.get_logger()
     with Database(config.store.path) as db:
         ingestor = Ingestor.configured(db, config.ingest)
         scope = db.rolled_back() if args.dry_run else contextlib.nullcontext()
         with scope:
             for path in args.paths:
-                with _progress_bar(path) as progress:
-                    outcome = ingestor.ingest(
-                        path, rules[path], source=IMPORT_SOURCE, name=str(path), progress=progress
-                    )
+                try:
+                    with _progress_bar(path) as progress:
+                        outcome = ingestor.ingest(
+                            path, rules[path], source=IMPORT_SOURCE, name=str(path),
+                            progress=progress,
+                        )  # fmt: skip
+                except (ConnectorError, apsw.Error):
+                    raise  # the error boundary in main() says it in one line
+                except Exception as exc:  # a defect with this file: the next files go on
+                    cause = f"unexpected {type(exc).__name__}: {exc}"
+                    log.error("file_failed", file=str(path), cause=cause, exc_info=True)
+                    print(f"{path}: failed — {cause}", flush=True)
+                    status = EXIT_FAILED
+                    continue
                 print(_summary(path, outcome, args.dry_run), flush=True)
-                if outcome.entry.status == "rejected":
+                if outcome.entry.status == "rejected" and status == EXIT_OK:
                     status = EXIT_REJECTED
     return status
 
@@ -150,9 +161,11 @@ def cmd_once(args: argparse.Namespace, config: Config) -> int:
             except Interrupted:
                 print(f"{source.name}: stopped; the file in hand resumes next time", flush=True)
                 break
-            except (TransientError, SourceRefused) as exc:
-                log.warning("poll_failed", source=source.name, cause=str(exc))
-                print(f"{source.name}: could not be polled: {exc}", flush=True)
+            except Exception as exc:  # one source's failure never keeps the next unpolled
+                expected = isinstance(exc, TransientError | SourceRefused)
+                cause = str(exc) if expected else f"unexpected {type(exc).__name__}: {exc}"
+                log.warning("poll_failed", source=source.name, cause=cause, exc_info=not expected)
+                print(f"{source.name}: could not be polled: {cause}", flush=True)
                 status = EXIT_FAILED
                 continue
             taken = Counter(entry.status for entry in summary.taken.values())

@@ -120,6 +120,7 @@ class SourceConfig(_Model):
     timeout: Duration = "30s"  # connect, and inactivity during a transfer
     after: str = "leave"
     error_dir: str = "move:rejected"  # where files rejected whole go: same forms as `after`
+    max_tries: int = Field(default=5, ge=1)  # failed tries in a row before a file is set aside
     identifier: str = Field(default="identifier", min_length=1)
     delimiter: str | None = Field(default=None, min_length=1, max_length=1)
     encoding: str = "utf-8"

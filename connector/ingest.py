@@ -224,6 +224,16 @@ class Ingestor:
                 for entry_id in stale:
                     self._take_back(entry_id)
 
+    def set_aside(self, arrival: Arrival, reason: str) -> Entry:
+        """Record a file that failed too often as ``rejected`` with ``reason`` (a
+        quarantine), taking back what was stored of it as it arrived. Call with the place
+        claimed. Entries that know their checksum stay resumable: the same bytes, sent
+        again, go on from them."""
+        with self.db.transaction():
+            for entry_id in self.ledger.provisional(arrival.source, arrival.path):
+                self._take_back(entry_id)
+            return self.ledger.record(arrival, "rejected", self.clock(), reason)
+
     def _take_back(self, entry_id: int) -> None:
         self.sink.discard(entry_id)
         self.ledger.forget(entry_id)

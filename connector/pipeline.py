@@ -18,7 +18,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import structlog
@@ -27,13 +26,24 @@ from connector import crashpoints
 from connector.archive import archive
 from connector.config import Config, SourceConfig, parse_duration
 from connector.download import FileChanged, Staged, download
-from connector.errors import PlaceBusy, TransientError
+from connector.errors import (
+    ConnectorError,
+    Interrupted,
+    PlaceBusy,
+    StoreBusy,
+    TransientError,
+)
 from connector.ingest import Ingestor
 from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
+from connector.retries import retrying
 from connector.selection import Candidate, Readiness, select
-from connector.sources.base import Source
+from connector.sources.base import RemoteFile, Source, SourceRefused
 from connector.sources.registry import open_source
 from connector.store.ledger import Arrival, Entry, Known
+
+# Errors that end the poll rather than fail one file: a stop, a source that refuses us, a
+# claim held elsewhere (reported as busy).
+_NOT_THE_FILES = (Interrupted, SourceRefused, PlaceBusy)
 
 
 @dataclass
@@ -116,7 +126,7 @@ class Poller:
                 for candidate in ready:
                     if stop():
                         return summary
-                    self._claimed(candidate, summary, partial(self._take, connection, candidate))
+                    self._claimed(connection, candidate, summary, self._take)
                 summary.pending = [c.file.name for c in pending]
                 if wait is None or round_ or stop():
                     break
@@ -129,8 +139,7 @@ class Poller:
         self, connection: _Connection, summary: PollSummary
     ) -> tuple[list[Candidate], float | None, list[Candidate]]:
         """(ready, seconds until the next pending one may be, pending)."""
-        remote = connection.get()
-        candidates = select(remote.list(), self.source)
+        candidates = select(self._listed(connection), self.source)
         crashpoints.reached("after_list")
         known = self.ingestor.ledger.known(self.source.name)
         fresh = []
@@ -141,29 +150,48 @@ class Poller:
             elif not seen.completed:
                 # Decided before, but the remote action did not happen (a crash, or the
                 # server refused it): do it now, without reading the file again.
-                self._claimed(candidate, summary, partial(self._redo, connection, candidate))
+                self._claimed(connection, candidate, summary, self._redo)
         ready, wait = self.readiness.split(fresh)
         taken = {id(c) for c in ready}  # by identity: comparing dataclasses is O(n²) here
         not_ready = [c for c in fresh if id(c) not in taken]
         return ready[: self.source.max_files], wait, not_ready
 
+    def _listed(self, connection: _Connection) -> list[RemoteFile]:
+        """The folder's files; a reset while connecting or listing is retried as a download
+        is (same policy), on a new connection."""
+        for attempt in retrying(self.sleep):
+            with attempt:
+                return connection.get(broken=attempt.retry_state.attempt_number > 1).list()
+        raise AssertionError("unreachable: the last attempt's error is raised")
+
     def _claimed(
-        self, candidate: Candidate, summary: PollSummary, act: Callable[[PollSummary], None]
+        self,
+        connection: _Connection,
+        candidate: Candidate,
+        summary: PollSummary,
+        act: Callable[[_Connection, Candidate, PollSummary], None],
     ) -> None:
         """``act`` on a listed file while no other run touches it: its download, staging,
         store and remote action (two processes may be given one source: a `once` run by
-        hand beside the service). Busy: another run has it, skipped for this poll. A
-        TransientError fails this file only: the others go on."""
+        hand beside the service). Busy: another run has it, skipped for this poll.
+
+        This is the poll's error boundary for one file: whatever goes wrong with it (a
+        network fault, a bug, bytes that crash a library) fails this file only, and the
+        poll goes on with the next. What concerns the whole source or store (refused
+        credentials, a stop, a store that cannot be written) still ends the poll."""
         path = self.path_of(candidate.file.name)
         try:
             with self.ingestor.ledger.claim_place(self.source.name, path, wait=False):
-                act(summary)
+                try:
+                    act(connection, candidate, summary)
+                except _NOT_THE_FILES:
+                    raise
+                except Exception as exc:  # the boundary: see the docstring
+                    self._failed(connection, candidate, summary, exc)
             summary.busy.pop(path, None)  # (busy in the poll's first round, not now)
         except PlaceBusy as exc:
             summary.busy[path] = str(exc)
             self.log.info("file_busy", file=path, cause=str(exc))
-        except TransientError as exc:
-            self._failed(summary, candidate, exc)
 
     def _decided(self, candidate: Candidate) -> Known | None:
         """The ledger's decision on this listing, read again under the claim: the run that
@@ -183,7 +211,7 @@ class Poller:
             return
         file, rules = candidate.file, candidate.rules
         path = self.path_of(file.name)
-        arrival = Arrival(self.source.name, path, None, file.size, rules.kind, file.mtime)
+        arrival = self._arrival(candidate)
         staged: list[Path] = []
         copies: list[Future[Path]] = []
         followed: list[tuple[ParseJob, bool]] = []  # the parse, and whether it resumes bytes
@@ -261,10 +289,54 @@ class Poller:
         self._complete(connection, candidate, outcome.entry.status)
         self.log.debug("file_done", file=path, status=outcome.entry.status)
 
-    def _failed(self, summary: PollSummary, candidate: Candidate, exc: TransientError) -> None:
+    def _failed(
+        self, connection: _Connection, candidate: Candidate, summary: PollSummary, exc: Exception
+    ) -> None:
+        """One file's take failed: it is left for a later poll, and set aside once its
+        listing has failed ``max_tries`` times in a row. A file still being written or a
+        busy store is no fault of the file's: those tries do not count, nor do those of a
+        file already decided (only its remote action is left to redo)."""
         path = self.path_of(candidate.file.name)
-        summary.failed[path] = str(exc)
-        self.log.warning("file_failed", file=path, cause=str(exc))
+        expected = isinstance(exc, ConnectorError)
+        cause = str(exc) if expected else f"unexpected {type(exc).__name__}: {exc}"
+        summary.failed[path] = cause
+        # An unexpected error is logged with its traceback: it is a defect to report.
+        self.log.warning("file_failed", file=path, cause=cause, exc_info=not expected)
+        if isinstance(exc, FileChanged | StoreBusy) or self._decided(candidate) is not None:
+            return
+        tries = self.ingestor.ledger.tried(self._arrival(candidate), cause)
+        if tries >= self.source.max_tries:
+            self._quarantine(connection, candidate, summary, tries, cause)
+
+    def _quarantine(
+        self,
+        connection: _Connection,
+        candidate: Candidate,
+        summary: PollSummary,
+        tries: int,
+        cause: str,
+    ) -> None:
+        """Set a file that keeps failing aside: recorded ``rejected`` with the reason, and
+        sent where files rejected whole go (``error_dir``), so that it blocks nothing and
+        is not retried for ever. Sending it there again counts as the file again."""
+        path = self.path_of(candidate.file.name)
+        reason = f"set aside after {tries} failed tries in a row; the last: {cause}"
+        entry = self.ingestor.set_aside(self._arrival(candidate), reason)
+        del summary.failed[path]
+        summary.taken[path] = entry
+        self.log.error("file_quarantined", file=path, tries=tries, cause=cause)
+        # Crash here, or the remote action fails: the entry is decided and not completed,
+        # so the next poll redoes the action, as for any rejected file.
+        try:
+            self._complete(connection, candidate, entry.status)
+        except (TransientError, SourceRefused) as exc:
+            self.log.warning("file_action_failed", file=path, cause=str(exc))
+
+    def _arrival(self, candidate: Candidate) -> Arrival:
+        """The ledger's view of a listed file, before its bytes are read."""
+        file = candidate.file
+        return Arrival(self.source.name, self.path_of(file.name), None, file.size,
+                       candidate.rules.kind, file.mtime)  # fmt: skip
 
     def _complete(self, connection: _Connection, candidate: Candidate, status: str) -> None:
         """The remote action — only ever after the file's commit returned."""

@@ -16,6 +16,8 @@ from structlog.testing import capture_logs
 from connector.cli import main
 from connector.config import PathsConfig
 from connector.housekeeping import sweep, sweep_logged
+from connector.sources.base import RemoteFile
+from connector.sources.local import LocalSource
 from connector.store.db import Database
 from connector.store.ledger import Ledger
 from tests.drop import crash_then_rerun, drop_config
@@ -254,3 +256,31 @@ def test_bytes_that_arrive_again_renew_their_archive_copy(tmp_path: Path) -> Non
                         archive_keep="1d")  # fmt: skip
     assert sweep(paths) == {"archived": 0, "abandoned": 0} and copy.exists()
     assert gzip.decompress(copy.read_bytes()) == CONTACTS.encode()
+
+
+def test_an_unexpected_error_listing_one_source_leaves_the_others_polled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A defect met while listing one source fails that source (status 1, one line) and
+    the sources after it are still polled."""
+    config = _config(tmp_path)
+    second = tmp_path / "second"
+    second.mkdir()
+    (second / "events_1.csv").write_text(EVENTS)
+    text = config.read_text()
+    later = text[text.index("[[sources]]") :].replace('name = "drop"', 'name = "later"')
+    config.write_text(text + later.replace(str(tmp_path / "inbox"), str(second)))
+    listing = LocalSource.list
+
+    def broken(self: LocalSource) -> list[RemoteFile]:
+        if self.folder == tmp_path / "inbox":
+            raise RuntimeError("a library tripped over this listing")
+        return listing(self)
+
+    monkeypatch.setattr(LocalSource, "list", broken)
+    assert main(["--config", str(config), "once"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "drop: could not be polled: unexpected RuntimeError: a library tripped over this listing",
+        "later: 1 ingested",
+    ]

@@ -116,6 +116,19 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE files ADD COLUMN first_event INTEGER;
     CREATE INDEX rejects_by_file ON rejects(file_id);
     """,
+    # 6: failed tries of a listed file in a row, so that one failing the same way again
+    # and again is set aside (quarantined) rather than retried for ever.
+    """
+    CREATE TABLE tries(
+        source TEXT NOT NULL,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,                -- the listing tried: a new one starts again
+        mtime REAL,
+        tries INTEGER NOT NULL,
+        cause TEXT NOT NULL,                  -- the last failure's
+        PRIMARY KEY (source, path)
+    ) WITHOUT ROWID;
+    """,
 )
 
 

@@ -332,3 +332,37 @@ class Ledger:
                 " AND completed_at IS NULL",
                 (iso(now), source, path),
             )
+            self.db.conn.execute("DELETE FROM tries WHERE source = ? AND path = ?", (source, path))
+
+    def tried(self, arrival: Arrival, cause: str) -> int:
+        """Note a failed try of this listing; returns how many tries of it failed in a row
+        (a new listing of the path starts again at 1). Best effort, like ``note_failure``:
+        0 when the store cannot note it, so that a store fault never sets a file aside."""
+        a = arrival
+        try:
+            with self.db.transaction():
+                self.db.conn.execute(
+                    "INSERT INTO tries(source, path, size, mtime, tries, cause)"
+                    " VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT(source, path) DO UPDATE SET"
+                    " tries = CASE WHEN size = excluded.size AND mtime IS excluded.mtime"
+                    " THEN tries + 1 ELSE 1 END,"
+                    " size = excluded.size, mtime = excluded.mtime, cause = excluded.cause",
+                    (a.source, a.path, a.size, a.mtime, cause),
+                )
+                rows = self.db.query(
+                    "SELECT tries FROM tries WHERE source = ? AND path = ?", (a.source, a.path)
+                )
+        except (apsw.Error, StoreBusy) as exc:
+            structlog.get_logger().warning("ledger_unwritable", file=a.path, cause=str(exc))
+            return 0
+        return int(rows[0][0])
+
+    def provisional(self, source: str, path: str) -> list[int]:
+        """The entries of this place still without a checksum and not final: rows stored
+        as its bytes arrived, that no decision will ever keep once the file is set aside."""
+        rows = self.db.query(
+            f"SELECT id FROM files WHERE source = ? AND path = ? AND sha256 IS NULL"
+            f" AND {_UNFINISHED}",
+            (source, path),
+        )
+        return [row[0] for row in rows]

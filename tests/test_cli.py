@@ -1,0 +1,40 @@
+"""The command line's boundaries: a defect met with one file of `import` fails that file
+(exit 1), and the files after it are still imported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.cli import main
+from connector.ingest import Ingestor, Outcome
+
+
+def test_an_unexpected_error_with_one_imported_file_fails_it_and_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`import a b`: a defect with `a` prints one line for it (no traceback on stdout),
+    `b` is still ingested, and the exit status is 1."""
+    config = tmp_path / "c.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "c.db"}"\n')
+    bad, good = tmp_path / "bad.csv", tmp_path / "good.csv"
+    for path in (bad, good):
+        path.write_text(f"identifier,n\n{path.stem},1\n")
+    ingest = Ingestor.ingest
+
+    def tripping(self: Ingestor, path: Path, *args: Any, **kwargs: Any) -> Outcome:
+        if path == bad:
+            raise RuntimeError("a library tripped over these bytes")
+        return ingest(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Ingestor, "ingest", tripping)
+    argv = ["--config", str(config), "import", str(bad), str(good), "--kind", "events"]
+    assert main([*argv, "--event-name", "e"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        lines[0] == f"{bad}: failed — unexpected RuntimeError: a library tripped over these bytes"
+    )
+    assert lines[1].startswith(f"{good}: ingested — 1 rows stored")
+    assert len(lines) == 2

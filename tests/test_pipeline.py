@@ -1,0 +1,203 @@
+"""The poll's error boundary for one file: whatever goes wrong while a file is taken fails
+that file only, the poll goes on, and a file that keeps failing is set aside (quarantined)
+after `max_tries` tries in a row, so that it neither blocks its source nor is retried for
+ever. Connecting and listing are retried as downloads are."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from connector.config import Config, SourceConfig
+from connector.dump import records
+from connector.errors import TransientError
+from connector.ingest import Ingestor
+from connector.parsing import PARALLEL_MIN_BYTES
+from connector.pipeline import Poller
+from connector.sources.local import LocalSource
+from connector.store.db import Database
+from connector.testing import EmbeddedSFTPServer, Fault
+
+if TYPE_CHECKING:
+    from connector.testing.plugin import FaultProxyFactory
+
+POISON = "events_poison.csv"
+GOOD = "identifier,n\nu1,1\nu2,2\n"
+
+
+class Poisoned(LocalSource):
+    """A local folder where reading one file fails after ``good_bytes``, as a defect would
+    (not an error of ours), or as a network fault would with ``transient`` set."""
+
+    transient = False
+    good_bytes = 0
+    stall = 0.0  # seconds before the failure, as a slow link's: the parse catches up
+
+    def read(self, name: str, offset: int = 0) -> Iterator[bytes]:
+        if name != POISON:
+            yield from super().read(name, offset)
+            return
+        sent = offset
+        for chunk in super().read(name, offset):
+            if sent + len(chunk) > Poisoned.good_bytes:
+                break
+            sent += len(chunk)
+            yield chunk
+        else:
+            return
+        time.sleep(Poisoned.stall)
+        if Poisoned.transient:
+            raise TransientError("connection reset (test)")
+        raise RuntimeError("a library tripped over these bytes")
+
+
+def _configs(tmp_path: Path, **source: Any) -> tuple[Config, SourceConfig]:
+    config = Config.model_validate({
+        "store": {"path": str(tmp_path / "store" / "c.db")},
+        "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
+    })  # fmt: skip
+    settings = {
+        "name": "s", "url": f"file://{tmp_path / 'inbox'}", "min_age": "0s", "max_tries": 3,
+        "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}],
+    }  # fmt: skip
+    return config, SourceConfig.model_validate(settings | source)
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    (folder / POISON).write_text(GOOD.replace("u", "p"))
+    Poisoned.transient, Poisoned.good_bytes, Poisoned.stall = False, 0, 0.0
+    return folder
+
+
+@pytest.fixture
+def poller(tmp_path: Path, inbox: Path) -> Iterator[Poller]:
+    config, source = _configs(tmp_path)
+    with Database(config.store.path) as db:
+        yield Poller(config, source, Ingestor(db), sleep=lambda _: None, opener=Poisoned)
+
+
+def _statuses(poller: Poller) -> dict[str, str]:
+    return {f["path"].rsplit("/", 1)[1]: f["status"] for f in records(poller.ingestor.db, "files")}
+
+
+def test_an_unexpected_error_fails_that_file_only_with_its_traceback_logged(
+    poller: Poller, inbox: Path
+) -> None:
+    """A defect met while taking one file fails it (cause and traceback in the log), and
+    the poll goes on with the other files."""
+    (inbox / "events_good.csv").write_text(GOOD)
+    with capture_logs() as logs:
+        summary = poller.poll()
+    assert [p.rsplit("/", 1)[1] for p in summary.taken] == ["events_good.csv"]
+    [cause] = summary.failed.values()
+    assert cause == "unexpected RuntimeError: a library tripped over these bytes"
+    [failed] = [log for log in logs if log["event"] == "file_failed"]
+    assert failed["exc_info"] is True and failed["file"].endswith(POISON)
+    assert _statuses(poller) == {"events_good.csv": "ingested"}
+
+
+def test_a_file_failing_max_tries_in_a_row_is_set_aside(poller: Poller, inbox: Path) -> None:
+    """After `max_tries` failed tries of the same listing the file is recorded rejected,
+    with the count and the last cause, and moved where files rejected whole go; later
+    polls no longer touch it, and new files are still taken."""
+    for _ in range(2):
+        assert list(poller.poll().failed) == [str(inbox / POISON)]
+        assert (inbox / POISON).exists()
+    with capture_logs() as logs:
+        summary = poller.poll()
+    assert summary.failed == {}
+    assert [e.status for e in summary.taken.values()] == ["rejected"]
+    assert [log["tries"] for log in logs if log["event"] == "file_quarantined"] == [3]
+    assert not (inbox / POISON).exists() and (inbox / "rejected" / POISON).exists()
+    [reject] = records(poller.ingestor.db, "rejects")
+    assert reject["line"] is None and reject["reason"] == (
+        "set aside after 3 failed tries in a row; the last: unexpected RuntimeError:"
+        " a library tripped over these bytes"
+    )
+    (inbox / "events_good.csv").write_text(GOOD)
+    summary = poller.poll()
+    assert [p.rsplit("/", 1)[1] for p in summary.taken] == ["events_good.csv"]
+    assert summary.failed == {}
+    assert _statuses(poller) == {POISON: "rejected", "events_good.csv": "ingested"}
+
+
+def test_network_faults_count_and_a_new_listing_starts_again(poller: Poller, inbox: Path) -> None:
+    """Transient faults that keep hitting one file count as tries too, but a file sent
+    again (a new size or mtime) starts from one try; a success clears the count."""
+    Poisoned.transient = True
+    for _ in range(2):
+        poller.poll()
+    (inbox / POISON).write_text(GOOD.replace("u", "q"))  # re-sent: another listing
+    for _ in range(2):
+        [cause] = poller.poll().failed.values()
+        assert cause.endswith("connection reset (test)")
+    assert (inbox / POISON).exists()
+    Poisoned.good_bytes = 1 << 20  # the next try gets every byte
+    assert [e.status for e in poller.poll().taken.values()] == ["ingested"]
+    assert poller.ingestor.db.query("SELECT count(*) FROM tries") == [(0,)]
+
+
+def test_a_failing_remote_action_never_sets_a_decided_file_aside(tmp_path: Path) -> None:
+    """A file already ingested whose move keeps failing stays ingested: only its remote
+    action is redone, however often it fails."""
+    config, source = _configs(tmp_path, after="move:done", max_tries=1)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "done").write_text("a file where the move folder should be")
+    (inbox / "events_1.csv").write_text(GOOD)
+    with Database(config.store.path) as db:
+        poller = Poller(config, source, Ingestor(db), sleep=lambda _: None)
+        for _ in range(3):
+            assert list(poller.poll().failed) == [str(inbox / "events_1.csv")]
+        assert _statuses(poller) == {"events_1.csv": "ingested"}
+        assert db.query("SELECT count(*) FROM tries") == [(0,)]
+
+
+def test_a_large_file_set_aside_takes_back_what_it_stored(tmp_path: Path, inbox: Path) -> None:
+    """A large file stores rows as it downloads; once it is set aside, none of them stay
+    (nothing of a file that never got a checksum is kept), and its reason is recorded."""
+    rows = "".join(f"p{i},{i}\n" for i in range(PARALLEL_MIN_BYTES // 8))
+    (inbox / POISON).write_text("identifier,n\n" + rows)
+    Poisoned.transient, Poisoned.good_bytes, Poisoned.stall = True, PARALLEL_MIN_BYTES // 2, 0.2
+    config, source = _configs(tmp_path, max_tries=2)
+    with Database(config.store.path) as db:
+        poller = Poller(config, source, Ingestor(db, batch_records=1_000, commit_seconds=0),
+                        sleep=lambda _: None, opener=Poisoned)  # fmt: skip
+        poller.poll()
+        [(stored,)] = db.query("SELECT count(*) FROM events")
+        assert stored > 0  # provisional rows, not shown
+        assert [e.status for e in poller.poll().taken.values()] == ["rejected"]
+        assert db.query("SELECT count(*) FROM events") == [(0,)]
+        assert [f["status"] for f in records(db, "files")] == ["rejected"]
+
+
+def test_a_reset_while_connecting_is_retried_like_a_download(
+    sftp_server: EmbeddedSFTPServer,
+    tmp_path: Path,
+    fault_proxy: FaultProxyFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connection reset during the SSH handshake of a poll's first connection is
+    retried with the download's policy: the poll lists and takes the file."""
+    sftp_server.root.joinpath("events_1.csv").write_text(GOOD)
+    proxy = fault_proxy(sftp_server, Fault(reset_after=500))
+    monkeypatch.setenv("SFTP_TEST_PASSWORD", sftp_server.password)
+    config, _ = _configs(tmp_path)
+    source = SourceConfig.model_validate({
+        "name": "s", "url": f"sftp://{sftp_server.user}@127.0.0.1:{proxy.port}/",
+        "password_env": "SFTP_TEST_PASSWORD", "timeout": "5s", "min_age": "0s",
+        "known_hosts": str(sftp_server.write_known_hosts(tmp_path / "kh", port=proxy.port)),
+        "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}],
+    })  # fmt: skip
+    with Database(config.store.path) as db:
+        summary = Poller(config, source, Ingestor(db), sleep=lambda _: None).poll()
+    assert proxy.faults_applied == 1
+    assert [e.status for e in summary.taken.values()] == ["ingested"]
