@@ -7,9 +7,13 @@ one would make a second instance (every test makes one) fail on duplicate names.
 
 from __future__ import annotations
 
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import suppress
+from dataclasses import dataclass
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -23,6 +27,11 @@ from connector.errors import ConfigError
 
 # From a local folder listed in milliseconds to a slow FTPS server sending many files.
 POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+# Each connection holds a thread and a descriptor: one that stays silent this long is dropped,
+# and only so many are open at a time (see _Server). Prometheus and health probes need one.
+IDLE_TIMEOUT = 5.0
+MAX_CONNECTIONS = 16
 
 
 class Metrics:
@@ -129,11 +138,29 @@ class _Handler(BaseHTTPRequestHandler):
     """GET /metrics and /healthz. The metrics come in as an argument, the way
     ``SimpleHTTPRequestHandler`` takes ``directory``, because the handler is made per request."""
 
-    def __init__(self, *args: Any, metrics: Metrics, **kwargs: Any) -> None:
+    server: _Server
+    raw_requestline: bytes  # set by the base class before parse_request
+
+    def __init__(self, *args: Any, metrics: Metrics, idle_timeout: float, **kwargs: Any) -> None:
         self.metrics = metrics
+        self.idle_timeout = idle_timeout
         super().__init__(*args, **kwargs)  # handles the request: set attributes before
 
+    def setup(self) -> None:
+        super().setup()
+        # Every read and write: a client that stops sending or reading is dropped.
+        self.connection.settimeout(self.idle_timeout)
+
+    def parse_request(self) -> bool:
+        if not self.raw_requestline.endswith(b"\n"):
+            # The client closed in the middle of its request line: answering would only fail.
+            self.close_connection = True
+            self.log_error("request cut short: %r", self.raw_requestline[:80])
+            return False
+        return super().parse_request()
+
     def do_GET(self) -> None:
+        self.server.replying(self.connection)
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             # Prometheus asks for OpenMetrics in Accept; plain text for everyone else.
@@ -156,17 +183,131 @@ class _Handler(BaseHTTPRequestHandler):
         # A scrape every 15 s would flood stderr; keep it for whoever turns on debug.
         structlog.get_logger().debug("metrics_request_served", line=format % args)
 
+    def log_error(self, format: str, *args: Any) -> None:
+        # Timed out, malformed or cut short: the client's trouble, routine for port scanners
+        # and probes that gave up, so debug like the access log.
+        _client_failed(self.client_address, format % args)
+
+
+def _client_failed(client: Any, cause: str) -> None:
+    structlog.get_logger().debug("metrics_client_failed", client=_peer(client), cause=cause)
+
+
+def _peer(address: Any) -> str:
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+
+
+@dataclass
+class _Connection:
+    thread: threading.Thread
+    peer: Any
+    # "reading" until the request is in; "replying" after; "dropped" once shut down for a newer one.
+    state: str = "reading"
+
+
+class _Server(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` with its connections counted: at most ``max_connections`` at a
+    time, each in its thread. Past that, a new connection pushes out the oldest one that has
+    not sent its request yet (a health probe sends its request at once, so idle connections
+    piling up cannot starve it); if every one is being answered, the new one is closed."""
+
+    daemon_threads = True
+    request_queue_size = 64  # a burst of connections waits in the kernel's queue, unrefused
+
+    def __init__(self, address: tuple[str, int], handler: Callable[..., _Handler],
+                 *, max_connections: int, join_timeout: float) -> None:  # fmt: skip
+        self.max_connections = max_connections
+        self.join_timeout = join_timeout
+        self._lock = threading.Lock()
+        self._open: dict[socket.socket, _Connection] = {}  # oldest first
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(
+            target=self.process_request_thread, args=(request, client_address),
+            name="metrics-client", daemon=True,
+        )  # fmt: skip
+        dropped = None
+        with self._lock:
+            live = sum(c.state != "dropped" for c in self._open.values())
+            if live >= self.max_connections:
+                dropped = self._drop_oldest_reading()
+            admitted = live < self.max_connections or dropped is not None
+            if admitted:
+                self._open[request] = _Connection(thread, client_address)
+        if dropped is not None:
+            _client_failed(dropped, "dropped for a newer connection before its request")
+        if not admitted:
+            structlog.get_logger().warning(
+                "metrics_client_refused", client=_peer(client_address),
+                cause=f"all {self.max_connections} connections are being answered",
+            )  # fmt: skip
+            self.shutdown_request(request)
+            return
+        thread.start()
+
+    def _drop_oldest_reading(self) -> Any:
+        """With the lock held: shut down the oldest connection still waiting for its
+        request (its thread wakes on end-of-file and closes it) and return its address;
+        None if there is none."""
+        for sock, connection in self._open.items():
+            if connection.state == "reading":
+                connection.state = "dropped"
+                # The lock keeps its thread from closing it meanwhile (shutdown_request), so
+                # the descriptor cannot have been reused by another socket.
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                return connection.peer
+        return None
+
+    def replying(self, request: socket.socket) -> None:
+        """The request is in: the connection can no longer be dropped for a newer one."""
+        with self._lock:
+            connection = self._open.get(request)
+            if connection is not None and connection.state == "reading":
+                connection.state = "replying"
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            self._open.pop(request, None)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Instead of socketserver's traceback on stderr: one event.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # reset, broken pipe, timed out: the client's doing
+            _client_failed(client_address, str(exc) or type(exc).__name__)
+        else:
+            structlog.get_logger().exception(
+                "metrics_request_crashed", client=_peer(client_address)
+            )
+
+    def server_close(self) -> None:
+        """Close the listening socket, then every connection, and wait for their threads."""
+        super().server_close()
+        with self._lock:
+            for sock in self._open:
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            threads = [c.thread for c in self._open.values()]
+        for thread in threads:  # woken by the shutdown: a bound only against the unforeseen
+            thread.join(self.join_timeout)
+
 
 class MetricsServer:
-    """The HTTP endpoint, on stdlib ``ThreadingHTTPServer`` in a daemon thread.
+    """The HTTP endpoint, on stdlib ``ThreadingHTTPServer`` in a daemon thread (see _Server).
     prometheus_client's ``start_http_server`` serves its registry only (no ``/healthz``), and
     a wsgiref server answers one request at a time: a stuck scraper would block health checks."""
 
-    def __init__(self, metrics: Metrics, listen: str) -> None:
+    def __init__(
+        self, metrics: Metrics, listen: str, *, idle_timeout: float = IDLE_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:  # fmt: skip
         host, _, port = listen.rpartition(":")
-        handler = partial(_Handler, metrics=metrics)
+        handler = partial(_Handler, metrics=metrics, idle_timeout=idle_timeout)
         try:
-            self._server = ThreadingHTTPServer((host, int(port)), handler)
+            self._server = _Server((host, int(port)), handler, max_connections=max_connections,
+                                   join_timeout=idle_timeout)  # fmt: skip
         except (OSError, OverflowError) as exc:  # taken, not ours, > 65535: fix the config
             raise ConfigError([f"metrics.listen: cannot listen on {listen}: {exc}"]) from None
         self.host = host
@@ -188,7 +329,7 @@ class MetricsServer:
         self.close()
 
     def close(self) -> None:
-        """Stop serving, join the thread and close the socket. Safe to call twice."""
+        """Stop serving, join the threads and close the sockets. Safe to call twice."""
         if self._thread.is_alive():
             self._server.shutdown()  # returns once serve_forever has left its loop
             self._thread.join()

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import http.client
+import os
+import select
 import socket
-from collections.abc import Iterator
+import struct
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 from structlog.testing import capture_logs
 
 from connector.errors import ConfigError
-from connector.metrics import Metrics, MetricsServer
+from connector.metrics import MAX_CONNECTIONS, Metrics, MetricsServer
+from tests.source_contract import wait_until
 
 
 def get(server: MetricsServer, path: str) -> tuple[int, str, str]:
@@ -157,3 +166,162 @@ def test_address_in_use_is_a_config_error(metrics: Metrics, server: MetricsServe
     """A port that cannot be bound is reported as metrics.listen, at start-up."""
     with pytest.raises(ConfigError, match=r"metrics\.listen: cannot listen on 127\.0\.0\.1:"):
         metrics.serve(f"127.0.0.1:{server.port}")
+
+
+# -- connections: idle clients, a bound, clients that leave ---------------------------------
+
+
+def server_side_sockets(port: int) -> int:
+    """Descriptors this process holds for connections accepted on ``port`` (the listening
+    socket and the clients' own ends excluded), from /proc: what the server really keeps."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        if local_port == port and fields[3] != "0A":  # 0A: LISTEN
+            inodes.add(fields[9])
+    links = (os.readlink(fd) for fd in Path("/proc/self/fd").iterdir() if fd.exists())
+    return sum(link.startswith("socket:[") and link[8:-1] in inodes for link in links)
+
+
+def client_threads() -> int:
+    return sum(t.name == "metrics-client" for t in threading.enumerate())
+
+
+def replying(server: MetricsServer) -> int:
+    """Connections whose request is in and whose reply is under way."""
+    with server._server._lock:
+        return sum(c.state == "replying" for c in server._server._open.values())
+
+
+def closed_by_server(client: socket.socket) -> bool:
+    """True once the server has closed ``client``'s connection (end of file, or a reset)."""
+    if not select.select([client], [], [], 0)[0]:
+        return False
+    try:
+        return client.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_idle_connections_do_not_starve_healthz(metrics: Metrics) -> None:
+    """59 idle connections (the incident, under a 64-descriptor limit): the server keeps
+    16, the newest, dropping older ones before their request; /healthz still answers at
+    once, and descriptors and threads stay at 16."""
+    assert MAX_CONNECTIONS == 16
+    clients: list[socket.socket] = []
+    # A long idle timeout: the bound alone must keep things in hand here.
+    with MetricsServer(metrics, "127.0.0.1:0", idle_timeout=60) as server:
+        try:
+            for _ in range(59):
+                clients.append(socket.create_connection(("127.0.0.1", server.port), timeout=2))
+            assert wait_until(lambda: sum(map(closed_by_server, clients[:43])) == 43)
+            assert wait_until(lambda: server_side_sockets(server.port) == 16)
+            assert not any(map(closed_by_server, clients[43:]))
+            assert wait_until(lambda: client_threads() == 16)
+            started = time.monotonic()
+            assert get(server, "/healthz")[0] == 503  # answered: the scheduler is not running
+            assert time.monotonic() - started < 0.5
+            assert wait_until(lambda: server_side_sockets(server.port) <= 16)
+            assert wait_until(lambda: client_threads() <= 16)
+        finally:
+            for client in clients:
+                client.close()
+    assert client_threads() == 0
+
+
+def test_idle_clients_time_out_with_one_line(metrics: Metrics) -> None:
+    """A client that sends nothing, or half a request, is closed after idle_timeout, with
+    one debug line each; a prompt client is served meanwhile."""
+    with (
+        capture_logs() as logs,
+        MetricsServer(metrics, "127.0.0.1:0", idle_timeout=0.3) as server,
+        socket.create_connection(("127.0.0.1", server.port)) as silent,
+        socket.create_connection(("127.0.0.1", server.port)) as halting,
+    ):
+        halting.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        assert get(server, "/healthz")[0] == 503
+        started = time.monotonic()
+        assert wait_until(lambda: closed_by_server(silent) and closed_by_server(halting), 3)
+        assert time.monotonic() - started < 2
+        server.close()  # its threads joined: no event can come after
+    failed = [e for e in logs if e["event"] == "metrics_client_failed"]
+    assert len(failed) == 2, logs
+    assert all(e["log_level"] == "debug" and "timed out" in e["cause"] for e in failed)
+
+
+def test_a_client_leaving_mid_request_logs_one_line_and_no_traceback(
+    metrics: Metrics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A client that hangs up within its request line, or resets the connection within its
+    headers: one metrics_client_failed line each, nothing on stderr."""
+    with capture_logs() as logs, metrics.serve("127.0.0.1:0") as server:
+        with socket.create_connection(("127.0.0.1", server.port)) as client:
+            client.sendall(b"GET /metr")
+        with socket.create_connection(("127.0.0.1", server.port)) as client:
+            client.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            # SO_LINGER 0: close() sends a reset, as a client killed mid-request may.
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        assert wait_until(lambda: sum(e["event"] == "metrics_client_failed" for e in logs) == 2)
+        server.close()
+    causes = sorted(e["cause"] for e in logs)
+    assert [e["event"] for e in logs] == ["metrics_client_failed"] * 2, logs
+    assert "Connection reset by peer" in causes[0]
+    assert causes[1] == "request cut short: b'GET /metr'"
+    assert capsys.readouterr().err == ""
+
+
+def test_new_connection_is_refused_while_all_are_answered(metrics: Metrics) -> None:
+    """When every connection is in the middle of its reply, a new one is closed at once
+    with a warning, and the replies go on."""
+    with (
+        capture_logs() as logs,
+        MetricsServer(metrics, "127.0.0.1:0", max_connections=1) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=2) as first,
+    ):
+        with metrics._lock:  # /healthz waits for it: the first connection stays in its reply
+            first.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            assert wait_until(lambda: replying(server) == 1)
+            with socket.create_connection(("127.0.0.1", server.port), timeout=2) as second:
+                second.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                assert second.recv(100) == b""
+        assert first.recv(100).startswith(b"HTTP/1.0 503")
+    [refused] = [e for e in logs if e["event"] == "metrics_client_refused"]
+    assert refused["log_level"] == "warning"
+    assert refused["cause"] == "all 1 connections are being answered"
+
+
+def test_close_ends_open_connections_at_once(metrics: Metrics) -> None:
+    """Closing the server with idle clients connected returns without waiting for their
+    timeout, and leaves no connection thread behind."""
+    with (
+        MetricsServer(metrics, "127.0.0.1:0", idle_timeout=60) as server,
+        socket.create_connection(("127.0.0.1", server.port)) as idle,
+    ):
+        assert wait_until(lambda: client_threads() == 1)
+        started = time.monotonic()
+        server.close()
+        assert time.monotonic() - started < 1
+        assert client_threads() == 0
+        assert closed_by_server(idle)
+
+
+class _Broken(Collector):
+    def collect(self) -> Iterable[Metric]:
+        raise RuntimeError("collector failed")
+
+
+def test_a_crash_while_answering_is_logged_with_its_traceback(
+    metrics: Metrics, server: MetricsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fault of ours (a collector raising) is an error event with the exception, not a
+    client failure at debug, and nothing raw on stderr; the server keeps serving."""
+    metrics.registry.register(_Broken())
+    with capture_logs() as logs:
+        with pytest.raises(http.client.RemoteDisconnected):
+            get(server, "/metrics")
+        assert wait_until(lambda: any(e["event"] == "metrics_request_crashed" for e in logs))
+    [crashed] = [e for e in logs if e["event"] == "metrics_request_crashed"]
+    assert crashed["log_level"] == "error" and crashed["exc_info"] is True
+    assert capsys.readouterr().err == ""
+    assert get(server, "/healthz")[0] == 503
