@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import fnmatch
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -13,9 +14,32 @@ import structlog
 from connector.config import SourceConfig
 from connector.csvrules.rules import FileRules
 from connector.sources.base import RemoteFile
-from connector.sources.naming import hostile, temporary
+from connector.sources.naming import hostile, shown, temporary
 
 MARKER_SUFFIX = ".done"
+# Hostile names warned about, per source: a name stays on the server until someone removes
+# it, and a warning at every poll would bury the log. Bounded (oldest forgotten first), as
+# whoever writes to the server can make any number of names.
+_WARNED_MAX = 10_000
+_warned: dict[str, dict[str, None]] = {}
+_warned_lock = threading.Lock()  # sources are polled on several threads
+
+
+def _first_warning(source: str, name: str) -> bool:
+    """True the first time ``name`` is seen for ``source`` in this process."""
+    with _warned_lock:
+        names = _warned.setdefault(source, {})
+        if name in names:
+            return False
+        if len(names) >= _WARNED_MAX:
+            del names[next(iter(names))]
+        names[name] = None
+        return True
+
+
+def refused(files: Iterable[RemoteFile]) -> list[tuple[RemoteFile, str]]:
+    """The listed files whose names are never taken, each with the reason."""
+    return [(f, reason) for f in files if (reason := hostile(f.name)) is not None]
 
 
 @dataclass(frozen=True)
@@ -36,7 +60,8 @@ def select(files: Iterable[RemoteFile], source: SourceConfig) -> list[Candidate]
     for file in listed:
         reason = hostile(file.name)
         if reason is not None:
-            log.warning("file_skipped", file=repr(file.name), reason=reason)
+            if _first_warning(source.name, file.name):
+                log.warning("file_skipped", file=shown(file.name), reason=reason)
             continue
         if temporary(file.name):
             continue

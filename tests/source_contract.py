@@ -5,6 +5,7 @@ provides the ``remote`` fixture."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from connector.config import Config, SourceConfig
 from connector.dump import records
@@ -22,6 +24,7 @@ from connector.errors import TransientError
 from connector.ingest import Ingestor
 from connector.pipeline import Poller, PollSummary
 from connector.sources.base import Source
+from connector.sources.naming import MAX_NAME_BYTES
 from connector.store.db import Database
 
 
@@ -45,8 +48,30 @@ def use_fully(source: Source, name: str) -> TransientError:
     return gone.value
 
 
-def _put(remote: Remote, name: str, data: bytes, mtime: float | None = None) -> Path:
-    path = remote.root / name
+# Names no poll may take, as bytes on the server: how the warning shows each, and why.
+HOSTILE_NAMES = {
+    b"events_\xff.csv": (r"events_\xff.csv", "not valid UTF-8"),  # Latin-1, say
+    b"events_\x1b]0;PWNED\x07.csv": (  # sets a terminal's title
+        r"events_\x1b]0;PWNED\x07.csv",
+        "a control character",
+    ),
+    "events_\u009b31m.csv".encode(): (r"events_\u009b31m.csv", "a control character"),  # CSI
+    b"events_\x7f.csv": (r"events_\x7f.csv", "a control character"),  # DEL
+}
+# Names that look odd but are fine: taken like any other.
+LONGEST = "events_" + "x" * (MAX_NAME_BYTES - len("events_.csv")) + ".csv"
+ODD_BUT_FINE = ["events_a..b.csv", "events_..csv", LONGEST]
+_sources = itertools.count()
+
+
+def _fresh_source_name() -> str:
+    """A source name no earlier poll in this process used: hostile names are warned about
+    once per source and name for the life of the process."""
+    return f"contract-{os.getpid()}-{next(_sources)}"
+
+
+def _put(remote: Remote, name: str | bytes, data: bytes, mtime: float | None = None) -> Path:
+    path = remote.root / os.fsdecode(name)
     path.write_bytes(data)
     if mtime is not None:
         os.utime(path, (mtime, mtime))
@@ -189,6 +214,56 @@ class SourceContract:
         assert sorted(p.name for p in (remote.root / "done").iterdir()) == [
             "events_1.csv", "events_1.csv.done"
         ]  # fmt: skip
+
+    def test_hostile_names_are_skipped_once_warned_and_the_others_taken(
+        self, remote: Remote, tmp_path: Path
+    ) -> None:
+        """A name that is not UTF-8 or holds a control character (C0, DEL, C1) is skipped,
+        warned about once (escaped), not at every poll; the files beside it are taken."""
+        for i, name in enumerate(HOSTILE_NAMES):
+            _put(remote, name, b"identifier\nh\n", mtime=1_700_000_000 + i)
+        for i, name in enumerate(ODD_BUT_FINE):
+            _put(remote, name, b"identifier\nu%d\n" % i, mtime=1_700_000_100 + i)
+        with capture_logs() as first:
+            poller, summary = _poll(
+                remote, tmp_path, name=_fresh_source_name(), after="move:processed"
+            )
+        assert _taken(summary) == ODD_BUT_FINE
+        for i, name in enumerate(HOSTILE_NAMES):  # a new hostile file, moments later
+            _put(remote, name, b"identifier\nh\nh2\n", mtime=1_700_000_200 + i)
+        with capture_logs() as second:
+            _, summary = _poll(remote, tmp_path, poller=poller)
+        poller.ingestor.db.close()
+        assert summary.taken == {}
+        warnings = [e for e in first if e["event"] == "file_skipped"]
+        assert sorted((w["file"], w["reason"]) for w in warnings) == sorted(HOSTILE_NAMES.values())
+        assert all(w["log_level"] == "warning" for w in warnings)
+        assert [e for e in second if e["event"] == "file_skipped"] == []
+        left = sorted(os.fsencode(p.name) for p in remote.root.iterdir() if p.is_file())
+        assert left == sorted(HOSTILE_NAMES)  # untouched
+        assert sorted(p.name for p in (remote.root / "processed").iterdir()) == sorted(ODD_BUT_FINE)
+
+    def test_a_name_at_the_length_limit_moves_past_a_clash(
+        self, remote: Remote, tmp_path: Path
+    ) -> None:
+        """A 255-byte name whose move clashes is moved under a shortened name (the stamp
+        fits, the extension stays, no character is cut in half), once and for all."""
+        name = "events_" + "é" * 122 + ".csv"  # 7 + 244 + 4 bytes
+        assert len(name.encode()) == MAX_NAME_BYTES
+        (remote.root / "processed").mkdir()
+        _put(remote, f"processed/{name}", b"an earlier file")
+        _put(remote, name, b"identifier\nu1\n")
+        poller, summary = _poll(remote, tmp_path, after="move:processed")
+        _, again = _poll(remote, tmp_path, poller=poller)
+        poller.ingestor.db.close()
+        assert _taken(summary) == [name] and again.taken == {}
+        assert not (remote.root / name).exists()
+        assert (remote.root / "processed" / name).read_bytes() == b"an earlier file"
+        [moved] = [p.name for p in (remote.root / "processed").iterdir() if p.name != name]
+        assert (remote.root / "processed" / moved).read_bytes() == b"identifier\nu1\n"
+        assert len(os.fsencode(moved)) <= MAX_NAME_BYTES
+        assert os.fsencode(moved).decode("utf-8")  # strict: no half character
+        assert re.fullmatch(r"events_é+\.\d{8}T\d{6}Z\.csv", moved)
 
     def test_list_gives_names_sizes_and_mtimes(self, remote: Remote) -> None:
         """Regular files of the folder, with size and UTC modification time; no folders."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from connector.config import SourceConfig
-from connector.selection import Candidate, Readiness, select
+from connector.selection import Candidate, Readiness, refused, select
 from connector.sources.base import RemoteFile
 
 
@@ -24,6 +26,14 @@ def _source(**settings: Any) -> SourceConfig:
             **settings,
         }
     )
+
+
+_fresh = itertools.count()
+
+
+def _fresh_name() -> str:
+    """A source name no other test used: skipped names are warned about once per process."""
+    return f"acme-{next(_fresh)}"
 
 
 def _names(candidates: list[Candidate]) -> list[str]:
@@ -56,8 +66,35 @@ def test_temporary_and_hostile_names_are_skipped() -> None:
         "contacts_\n.csv", "contacts_ok.csv",
     )]  # fmt: skip
     with capture_logs() as logs:
-        assert _names(select(files, _source())) == ["contacts_ok.csv"]
+        assert _names(select(files, _source(name=_fresh_name()))) == ["contacts_ok.csv"]
     assert [entry["event"] for entry in logs] == ["file_skipped", "file_skipped"]
+
+
+def test_a_skipped_name_is_warned_about_once_per_source() -> None:
+    """The same hostile name at every poll is warned about once per source, escaped; a new
+    hostile name, or the same name on another source, is warned about in its turn."""
+    odd = os.fsdecode(b"contacts_\xff.csv")
+    ansi = "contacts_\x1b[2J.csv"
+    acme, other = _source(name=_fresh_name()), _source(name=_fresh_name())
+    with capture_logs() as logs:
+        for _ in range(3):
+            assert select([RemoteFile(odd, 1, 1), RemoteFile("contacts_1.csv", 1, 2)], acme)
+        select([RemoteFile(odd, 1, 1), RemoteFile(ansi, 1, 1)], acme)
+        select([RemoteFile(odd, 1, 1)], other)
+    assert [(e["source"], e["file"], e["reason"]) for e in logs] == [
+        (acme.name, r"contacts_\xff.csv", "not valid UTF-8"),
+        (acme.name, r"contacts_\x1b[2J.csv", "a control character"),
+        (other.name, r"contacts_\xff.csv", "not valid UTF-8"),
+    ]
+
+
+def test_refused_names_each_skipped_file_with_its_reason() -> None:
+    """What check reports as skipped: every hostile name, matching a pattern or not."""
+    files = [RemoteFile("a\x07.txt", 1, 1), RemoteFile("contacts_1.csv", 1, 1),
+             RemoteFile("contacts_\x7f.csv", 1, 1)]  # fmt: skip
+    assert [(f.name, why) for f, why in refused(files)] == [
+        ("a\x07.txt", "a control character"), ("contacts_\x7f.csv", "a control character")
+    ]  # fmt: skip
 
 
 def test_marker_mode_takes_a_file_once_its_marker_exists() -> None:
@@ -111,3 +148,14 @@ def test_forgotten_when_no_longer_listed() -> None:
     clock.now += 40
     readiness.split([])
     assert readiness.split([_candidate(1, 1)])[0] == []
+
+
+def test_the_memory_of_warned_names_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever writes to the server can make any number of hostile names: past the bound,
+    the oldest is forgotten (and would be warned about again), so memory stays bounded."""
+    monkeypatch.setattr("connector.selection._WARNED_MAX", 2)
+    acme = _source(name=_fresh_name())
+    with capture_logs() as logs:
+        for name in ("a\x07", "b\x07", "c\x07", "c\x07", "a\x07"):
+            select([RemoteFile(name, 1, 1)], acme)
+    assert [e["file"] for e in logs] == [r"a\x07", r"b\x07", r"c\x07", r"a\x07"]

@@ -184,6 +184,17 @@ def test_links_to_files_are_listed_links_to_folders_are_not(
     ]
 
 
+def test_a_name_with_a_line_break_is_listed_whole(tmp_path: Path) -> None:
+    """A name holding a line break comes over MLSD as two lines: it is listed as one name
+    (which selection refuses), not as a file named after its first line."""
+    with EmbeddedFTPServer(tmp_path / "root") as server:
+        (server.root / "a.csv\nb.csv").write_bytes(b"x")
+        (server.root / "c.csv").write_bytes(b"yz")
+        with _source(server) as source:
+            files = {f.name: f.size for f in source.list()}
+    assert files == {"a.csv\nb.csv": 1, "c.csv": 2}
+
+
 def test_without_mlsd_the_listing_falls_back_to_list_once(tmp_path: Path) -> None:
     """A server answering 500 to MLSD is listed with LIST and MDTM, and not asked MLSD again,
     also by the source opened for the next poll."""

@@ -351,8 +351,7 @@ class FTPSource:
 
     def _list_mlsd(self) -> builtins.list[RemoteFile]:
         files = []
-        for line in self._lines("MLSD"):
-            facts_text, _, name = line.partition(" ")
+        for facts_text, name in _mlsd_entries(self._lines("MLSD")):
             facts = {}
             for fact in facts_text.split(";"):
                 key, equals, value = fact.partition("=")
@@ -367,6 +366,10 @@ class FTPSource:
                 mtime: float | None = _utc(facts["modify"])
             except (KeyError, ValueError):
                 size, mtime = -1, None  # a fact left out: ask for this file's directly
+            if any(c in name for c in "\r\n\0"):
+                # No FTP command can name it: listed as it is, for selection to refuse.
+                files.append(RemoteFile(name, max(size, 0), mtime or 0.0))
+                continue
             if size < 0:
                 found = self._size(name)
                 if found is None:
@@ -464,6 +467,23 @@ def _utc(stamp: str) -> float:
     whole, _, fraction = stamp.partition(".")
     seconds = datetime.strptime(whole, "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp()
     return seconds + (float(f"0.{fraction}") if fraction else 0.0)
+
+
+def _mlsd_entries(lines: builtins.list[str]) -> Iterator[tuple[str, str]]:
+    """(facts, name) for each MLSD entry. A name holding a line break comes as two lines
+    (servers send names raw): a line without facts (no ``=`` before its first space) is
+    the rest of the name before it, rather than a file of its own."""
+    entry: tuple[str, str] | None = None
+    for line in lines:
+        facts, space, name = line.partition(" ")
+        if entry is not None and (not space or "=" not in facts):
+            entry = (entry[0], f"{entry[1]}\n{line}")
+            continue
+        if entry is not None:
+            yield entry
+        entry = (facts, name)
+    if entry is not None:
+        yield entry
 
 
 def _parse_ls_line(line: str, now: datetime) -> RemoteFile | None:

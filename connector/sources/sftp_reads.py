@@ -120,9 +120,23 @@ def _status_error(code: int, text: str) -> OSError:
     return kinds.get(code, OSError)(text)
 
 
+def _name(msg: Any) -> str:
+    """A file name from a reply. Names are bytes to SFTP v3; paramiko decodes them as strict
+    UTF-8, so that one name in Latin-1 would fail the whole listing. surrogateescape keeps
+    it as it came (as Python decodes local names), for naming.hostile to refuse."""
+    name: str = msg.get_binary().decode("utf-8", "surrogateescape")
+    return name
+
+
+def _text(msg: Any) -> str:
+    """A status message from the server: for people, so a byte that is not UTF-8 is replaced."""
+    text: str = msg.get_binary().decode("utf-8", "replace")
+    return text
+
+
 def list_folder(sftp: Any, path: str) -> list[Any]:
     """The entries of a folder but ``.`` and ``..``, as paramiko's SFTPAttributes (with
-    ``filename``), with READDIRs pipelined."""
+    ``filename``, decoded as ``_name`` says), with READDIRs pipelined."""
     kind, msg = sftp._request(CMD_OPENDIR, path)
     if kind != CMD_HANDLE:
         raise paramiko.SFTPError("expected a handle")
@@ -137,11 +151,11 @@ def list_folder(sftp: Any, path: str) -> list[Any]:
                 code = msg.get_int()
                 if code == SFTP_EOF:
                     break
-                raise _status_error(code, msg.get_text())
+                raise _status_error(code, _text(msg))
             if kind != CMD_NAME:
                 raise paramiko.SFTPError(f"unexpected reply {kind} to a READDIR")
             for _ in range(msg.get_int()):
-                name, long_name = msg.get_text(), msg.get_text()
+                name, long_name = _name(msg), msg.get_binary().decode("utf-8", "replace")
                 if name not in (".", ".."):
                     entries.append(paramiko.SFTPAttributes._from_msg(msg, name, long_name))
                 else:
@@ -183,7 +197,7 @@ def download(sftp: Any, handle: bytes, offset: int, size: int) -> Generator[byte
         num, at, length = pending.popleft()
         kind, msg = _reply(sftp, replies, num)
         if kind == CMD_STATUS:
-            code, text = msg.get_int(), msg.get_text()
+            code, text = msg.get_int(), _text(msg)
             if code == SFTP_EOF:
                 break
             raise OSError(f"server error: {text}")

@@ -78,6 +78,23 @@ class _Handle(paramiko.SFTPHandle):
         return int(paramiko.SFTP_OK)
 
 
+class _Listed(paramiko.SFTPAttributes):
+    """A folder entry named by the bytes on disk, as OpenSSH's server names it: paramiko
+    would encode a str name as strict UTF-8, and fail on one that is not."""
+
+    filename: bytes | str
+
+    def asbytes(self) -> bytes:
+        # The "long name" (an `ls -l` line) paramiko sends beside the name, ending in it.
+        name = self.filename
+        self.filename = ""
+        try:
+            line = str(self)
+        finally:
+            self.filename = name
+        return line.encode() + os.fsencode(name)
+
+
 class RootedSFTP(paramiko.SFTPServerInterface):
     """SFTP operations on the server's root folder, which clients see as `/`."""
 
@@ -119,7 +136,7 @@ class RootedSFTP(paramiko.SFTPServerInterface):
             for entry in names:
                 # lstat, as OpenSSH's sftp-server does for READDIR.
                 stat = entry.stat(follow_symlinks=False)
-                entries.append(paramiko.SFTPAttributes.from_stat(stat, entry.name))
+                entries.append(_Listed.from_stat(stat, os.fsencode(entry.name)))
         return entries
 
     @_sftp_errors

@@ -246,6 +246,10 @@ class EmbeddedFTPServer:
             # pyftpdlib waits 3 s before answering a wrong password, to slow
             # down guessing; tests of bad credentials should not wait.
             "auth_failed_timeout": 0,
+            # Names byte for byte, as vsftpd and ProFTPD send them: pyftpdlib would
+            # otherwise replace bytes that are not UTF-8, and a client could never be
+            # tested against such a name.
+            "unicode_errors": "surrogateescape",
         }
         base: type[Any] = FTPHandler
         if self._tls_files is not None:
