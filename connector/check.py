@@ -2,7 +2,9 @@
 do with each listed file. Changes nothing: no download, no ledger entry, no remote action.
 
 Readiness is estimated from the server's modification time: a poll instead watches a file
-stay unchanged for min_age (it does not trust the server's clock), which one look cannot."""
+stay unchanged for min_age (it does not trust the server's clock), which one look cannot.
+
+Every name is printed through ``shown``: a server's names reach the operator's terminal."""
 
 from __future__ import annotations
 
@@ -10,22 +12,25 @@ import time
 from contextlib import ExitStack
 
 from connector.config import Config, SourceConfig, parse_duration
-from connector.errors import TransientError
-from connector.selection import select
-from connector.sources.base import SourceRefused
+from connector.errors import ConnectorError
+from connector.secrets import source_password
+from connector.selection import refused, select
+from connector.sources.naming import shown
 from connector.sources.registry import open_source
 from connector.store.db import Database
 from connector.store.ledger import Ledger
 
 
 def check_source(source: SourceConfig, ledger: Ledger | None, now: float) -> list[str]:
-    """Lines describing the source; raises TransientError or SourceRefused."""
+    """Lines describing the source; raises what connecting or listing raised."""
     with open_source(source) as remote:
         listing = remote.list()
     chosen = select(listing, source)
     known = ledger.known(source.name) if ledger is not None else {}
     min_age = parse_duration(source.min_age)
     lines = [f"{source.name}: connected, {len(listing)} file(s) listed, {len(chosen)} match"]
+    for file, reason in refused(listing):
+        lines.append(f"  {shown(file.name)}: skipped: {reason}")
     for candidate in chosen:
         file = candidate.file
         seen = known.get(source.path_of(file.name))
@@ -39,11 +44,13 @@ def check_source(source: SourceConfig, ledger: Ledger | None, now: float) -> lis
             verdict = f"not ready yet: modified {age:.0f}s ago (min_age {source.min_age})"
         else:
             verdict = f"would take as {candidate.rules.kind}"
-        lines.append(f"  {file.name} ({file.size} bytes): {verdict}")
+        lines.append(f"  {shown(file.name)} ({file.size} bytes): {verdict}")
     return lines
 
 
 def check(config: Config) -> tuple[bool, list[str]]:
+    """(all sources good, the lines to print). One source failing, for whatever reason, is
+    its own line: the sources after it are still checked."""
     ok, lines = True, [f"config: valid, {len(config.sources)} source(s)"]
     with ExitStack() as stack:
         ledger = None
@@ -52,7 +59,23 @@ def check(config: Config) -> tuple[bool, list[str]]:
         for source in config.sources:
             try:
                 lines += check_source(source, ledger, time.time())
-            except (TransientError, SourceRefused) as exc:
+            except ConnectorError as exc:
                 ok = False
-                lines.append(f"{source.name}: FAILED: {exc}")
+                lines.append(f"{source.name}: FAILED: {shown(str(exc))}")
+            except Exception as exc:
+                # A fault of ours or of a library, not the source's: still one line (the
+                # operator sees which source and what), and the next sources are checked.
+                ok = False
+                cause = shown(_redacted(str(exc), source)) or "no detail"
+                lines.append(f"{source.name}: FAILED: unexpected {type(exc).__name__}: {cause}")
     return ok, lines
+
+
+def _redacted(text: str, source: SourceConfig) -> str:
+    """``text`` without the source's password: an error no adapter translated may quote
+    anything it was given."""
+    try:
+        password = source_password(source)
+    except ConnectorError:
+        return text
+    return text.replace(password, "***") if password else text

@@ -1,0 +1,134 @@
+"""`connector check`: names shown safely, and one source failing in any way leaves the
+others checked."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import pytest
+
+from connector.check import check
+from connector.cli import main
+from connector.config import Config, SourceConfig, load_config
+from connector.sources.base import RemoteFile, Source
+from connector.sources.local import LocalSource
+from connector.sources.registry import open_source
+
+SENTINEL = "pw-SENTINEL-31c8aa"  # a password that must never be shown
+
+
+def _config_file(tmp_path: Path, names: list[str], **extra: str) -> Path:
+    """A config with a file:// source per name, each on a folder of its own."""
+    lines = [
+        "[store]", f'path = "{tmp_path}/store/c.db"',
+        "[paths]", f'staging = "{tmp_path}/staging"', f'archive = "{tmp_path}/archive"',
+    ]  # fmt: skip
+    for name in names:
+        (tmp_path / name).mkdir()
+        lines += ["[[sources]]", f'name = "{name}"', f'url = "file://{tmp_path / name}"']
+        lines += [f'{key} = "{value}"' for key, value in extra.items()]
+        lines += ["[[sources.files]]", 'kind = "contacts"', 'pattern = "contacts_*.csv"']
+    path = tmp_path / "connector.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _config(tmp_path: Path, names: list[str], **extra: str) -> Config:
+    return load_config(_config_file(tmp_path, names, **extra))
+
+
+def test_check_says_which_names_are_skipped_and_shows_every_name_escaped(
+    tmp_path: Path,
+) -> None:
+    """A name that is not UTF-8 or holds a terminal escape is listed as skipped, with its
+    reason; no name reaches the terminal raw, a taken one included."""
+    config = _config(tmp_path, ["acme"])
+    inbox = os.fsencode(tmp_path / "acme")
+    names = [b"contacts_\xff.csv", b"ev_\x1b]0;PWNED\x07.csv", b"contacts_1.csv",
+             "contacts_\u202egnp.csv".encode()]  # fmt: skip
+    for age, name in enumerate(reversed(names)):
+        path = os.path.join(inbox, name)
+        with open(path, "wb") as f:
+            f.write(b"identifier\nu1\n")
+        os.utime(path, (1_700_000_000 - age, 1_700_000_000 - age))
+    ok, lines = check(config)
+    assert ok
+    assert lines[1] == "acme: connected, 4 file(s) listed, 2 match"
+    assert sorted(lines[2:4]) == [  # in the folder's order
+        r"  contacts_\xff.csv: skipped: not valid UTF-8",
+        r"  ev_\x1b]0;PWNED\x07.csv: skipped: a control character",
+    ]
+    assert lines[4:] == [  # oldest first
+        "  contacts_1.csv (14 bytes): would take as contacts",
+        r"  contacts_\u202egnp.csv (14 bytes): would take as contacts",
+    ]
+    assert all(line.isprintable() for line in lines)
+
+
+class _ListingFails:
+    """A real local source whose listing then fails as no adapter expects: the failure
+    this guards against (a name no one could encode) came from a library, unannounced."""
+
+    def __init__(self, config: SourceConfig, error: BaseException) -> None:
+        self.inner = LocalSource(config)
+        self.error = error
+
+    def __enter__(self) -> Self:
+        self.inner.__enter__()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.inner.__exit__(kind, exc, tb)
+
+    def list(self) -> list[RemoteFile]:
+        self.inner.list()
+        raise self.error
+
+
+def _failing(middle: BaseException) -> object:
+    def opener(config: SourceConfig) -> Source | _ListingFails:
+        return _ListingFails(config, middle) if config.name == "middle" else open_source(config)
+
+    return opener
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (UnicodeEncodeError("utf-8", "contacts_\udcff.csv", 9, 10, "surrogates not allowed"),
+         r"UnicodeEncodeError: 'utf-8' codec can't encode character '\\udcff' in position 9: "
+         "surrogates not allowed"),
+        (RuntimeError("first line\nsecond line"), r"RuntimeError: first line\nsecond line"),
+        (RuntimeError(f"server said {SENTINEL}"), "RuntimeError: server said ***"),
+        (RuntimeError(), "RuntimeError: no detail"),
+    ],
+)  # fmt: skip
+def test_an_unexpected_error_fails_its_source_only(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    error: BaseException,
+    shown: str,
+) -> None:
+    """Any exception while checking one source is that source's one FAILED line (no
+    traceback, no password); the sources after it are still checked; check exits 1."""
+    monkeypatch.setenv("CHECK_TEST_PASSWORD", SENTINEL)
+    config = _config_file(tmp_path, ["first", "middle", "last"], password_env="CHECK_TEST_PASSWORD")
+    (tmp_path / "last" / "contacts_1.csv").write_text("identifier\nu1\n")
+    os.utime(tmp_path / "last" / "contacts_1.csv", (1_700_000_000, 1_700_000_000))
+    monkeypatch.setattr("connector.check.open_source", _failing(error))
+    assert main(["--config", str(config), "check"]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "config: valid, 3 source(s)",
+        "first: connected, 0 file(s) listed, 0 match",
+        f"middle: FAILED: unexpected {shown}",
+        "last: connected, 1 file(s) listed, 1 match",
+        "  contacts_1.csv (14 bytes): would take as contacts",
+    ]
+    assert "Traceback" not in err and SENTINEL not in out + err
