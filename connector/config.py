@@ -112,6 +112,8 @@ class SourceConfig(_Model):
     host_key: str | None = Field(default=None, pattern=r"^SHA256:[A-Za-z0-9+/]{43}=?$")
     ca_file: Path | None = None
     allow_plaintext: bool = False
+    # sftp: also accept CBC ciphers, 3DES, SHA-1/MD5 MACs and weaker key exchanges (old servers)
+    sftp_legacy_algorithms: bool = False
     interval: Duration | None = None
     cron: str | None = None
     min_age: Duration = "30s"

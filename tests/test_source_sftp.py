@@ -278,6 +278,103 @@ def test_pin_and_known_hosts_must_both_agree(server: EmbeddedSFTPServer, tmp_pat
     assert server.auth_attempts == 0
 
 
+# -- algorithms ----------------------------------------------------------------------------
+
+# What an old server offers, one kind at a time (the rest as paramiko's default). A MAC is
+# only used with a cipher that is not AEAD (not GCM), but paramiko agrees on one anyway.
+LEGACY_ONLY = {
+    "cbc ciphers": ({"ciphers": ["aes128-cbc", "aes256-cbc", "3des-cbc"]},
+                    "only legacy ciphers (aes128-cbc, aes256-cbc, 3des-cbc)"),
+    "sha1 and md5 macs": ({"ciphers": ["aes128-ctr"], "digests": ["hmac-sha1", "hmac-md5"]},
+                          "only legacy MACs (hmac-sha1, hmac-md5)"),
+    "small dh groups": ({"kex": ["diffie-hellman-group14-sha256"]},
+                        "only legacy key exchanges (diffie-hellman-group14-sha256)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("offer", LEGACY_ONLY.values(), ids=LEGACY_ONLY.keys())
+def test_a_server_with_only_legacy_algorithms_is_refused_by_default(
+    tmp_path: Path, offer: tuple[dict[str, list[str]], str]
+) -> None:
+    """A server offering only CBC ciphers, SHA-1/MD5 MACs or small DH groups is refused,
+    naming what it offers and the setting that accepts it; no credential is sent."""
+    algorithms, offered = offer
+    with EmbeddedSFTPServer(tmp_path / "root", password=SENTINEL, algorithms=algorithms) as server:
+        message = _refusal(server, tmp_path)
+        assert server.auth_attempts == 0
+    assert message == (
+        f"source acme: 127.0.0.1:{server.port}: the server offers {offered}: set "
+        "sftp_legacy_algorithms = true on this source to accept them"
+    )
+
+
+def test_legacy_algorithms_are_refused_together(tmp_path: Path) -> None:
+    """A server that is old in every way is told so at once, kind by kind."""
+    algorithms = {
+        "kex": ["diffie-hellman-group14-sha256"],
+        "ciphers": ["aes128-cbc", "3des-cbc"],
+        "digests": ["hmac-sha1"],
+    }
+    with EmbeddedSFTPServer(tmp_path / "root", password=SENTINEL, algorithms=algorithms) as server:
+        message = _refusal(server, tmp_path)
+    assert message == (
+        f"source acme: 127.0.0.1:{server.port}: the server offers only legacy key exchanges "
+        "(diffie-hellman-group14-sha256); only legacy ciphers (aes128-cbc, 3des-cbc); only "
+        "legacy MACs (hmac-sha1): set sftp_legacy_algorithms = true on this source to accept "
+        "them"
+    )
+
+
+@pytest.mark.parametrize("offer", LEGACY_ONLY.values(), ids=LEGACY_ONLY.keys())
+def test_sftp_legacy_algorithms_accepts_an_old_server(
+    tmp_path: Path, offer: tuple[dict[str, list[str]], str]
+) -> None:
+    """With sftp_legacy_algorithms = true the same server is used, on what it offers."""
+    algorithms, _ = offer
+    with EmbeddedSFTPServer(tmp_path / "root", password=SENTINEL, algorithms=algorithms) as server:
+        (server.root / "a.csv").write_bytes(b"a,b\n")
+        with (
+            structlog.testing.capture_logs() as logs,
+            _source(server, tmp_path, sftp_legacy_algorithms=True) as source,
+        ):
+            assert b"".join(source.read("a.csv")) == b"a,b\n"
+    [negotiated] = [e for e in logs if e["event"] == "sftp_negotiated"]
+    agreed = {"ciphers": negotiated["cipher"], "digests": negotiated["mac"],
+              "kex": negotiated["kex"]}  # fmt: skip
+    for kind, names in algorithms.items():
+        assert agreed[kind] == names[0]
+
+
+def test_the_negotiated_algorithms_are_logged_at_debug(
+    server: EmbeddedSFTPServer, tmp_path: Path
+) -> None:
+    """A modern server: the session's cipher, MAC, key exchange and host key type are
+    logged at debug level, all of them modern."""
+    with structlog.testing.capture_logs() as logs, _source(server, tmp_path):
+        pass
+    [negotiated] = [e for e in logs if e["event"] == "sftp_negotiated"]
+    assert negotiated["log_level"] == "debug"
+    assert negotiated["cipher"] == "aes256-gcm@openssh.com"
+    assert negotiated["mac"] == "implicit (AEAD)"
+    assert negotiated["kex"] in ("mlkem768x25519-sha256", "curve25519-sha256@libssh.org")
+    assert negotiated["host_key_type"] == "ssh-ed25519"
+
+
+def test_a_modern_server_without_gcm_gets_ctr_and_an_etm_mac(tmp_path: Path) -> None:
+    """Without GCM, CTR is chosen with an encrypt-then-MAC SHA-2 MAC."""
+    algorithms = {"ciphers": ["aes128-cbc", "aes128-ctr"]}
+    with (
+        EmbeddedSFTPServer(tmp_path / "root", password=SENTINEL, algorithms=algorithms) as server,
+        structlog.testing.capture_logs() as logs,
+        _source(server, tmp_path),
+    ):
+        pass
+    [negotiated] = [e for e in logs if e["event"] == "sftp_negotiated"]
+    assert (negotiated["cipher"], negotiated["mac"]) == (
+        "aes128-ctr", "hmac-sha2-256-etm@openssh.com"
+    )  # fmt: skip
+
+
 # -- credentials -------------------------------------------------------------------------
 
 
@@ -452,6 +549,22 @@ def test_links_to_files_are_listed_links_to_folders_are_not(
     with _source(server, tmp_path) as source:
         files = {f.name: f.size for f in source.list()}
     assert files == {"real.csv": 5, "link.csv": 5}
+
+
+def test_names_that_are_not_utf8_are_listed_for_selection_to_refuse(
+    server: EmbeddedSFTPServer, tmp_path: Path
+) -> None:
+    """A name in Latin-1 (a file, or a link not followed) is listed as it came, not a
+    failed listing; the files beside it are listed and read as usual."""
+    root = os.fsencode(server.root)
+    with open(os.path.join(root, b"caf\xe9.csv"), "wb") as f:
+        f.write(b"123")
+    (server.root / "ok.csv").write_bytes(b"a,b\n")
+    os.symlink(b"ok.csv", os.path.join(root, b"l\xefnk.csv"))
+    with _source(server, tmp_path) as source:
+        files = {f.name: f.size for f in source.list()}
+        assert b"".join(source.read("ok.csv")) == b"a,b\n"
+    assert files == {os.fsdecode(b"caf\xe9.csv"): 3, "ok.csv": 4, os.fsdecode(b"l\xefnk.csv"): 0}
 
 
 def test_a_folder_of_many_replies_is_listed_whole(

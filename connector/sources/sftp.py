@@ -32,20 +32,30 @@ from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
 import paramiko
+import structlog
 
 from connector.config import SourceConfig, parse_duration
 from connector.errors import ConfigError, TransientError
 from connector.sources.base import RemoteFile, SourceRefused
 from connector.sources.known_hosts import KnownKeys, fingerprint, known_keys
-from connector.sources.naming import clash_free_name
+from connector.sources.naming import clash_free_name, hostile
+from connector.sources.sftp_algorithms import Transport, negotiated, refusal, restrict
 from connector.sources.sftp_reads import close_handle, download, list_folder, open_for_read
 
 __all__ = ["SFTPSource"]
 
 _JOIN_SECONDS = 5.0
 
-# Failures after which the SFTP stream cannot be trusted: the session is dropped.
-_BROKEN = (TimeoutError, ConnectionError, EOFError, paramiko.SSHException, paramiko.SFTPError)
+# Failures after which the SFTP stream cannot be trusted: the session is dropped. (paramiko
+# decodes some of a server's text as strict UTF-8: a UnicodeError is the server's, too.)
+_BROKEN = (
+    TimeoutError,
+    ConnectionError,
+    EOFError,
+    UnicodeError,
+    paramiko.SSHException,
+    paramiko.SFTPError,
+)
 
 
 # paramiko logs each failure it meets (at ERROR, some with a traceback) before raising it;
@@ -92,6 +102,7 @@ class SFTPSource:
         self._key_file = config.key_file
         self._known_hosts = config.known_hosts
         self._pin = config.host_key.rstrip("=") if config.host_key else None
+        self._legacy = config.sftp_legacy_algorithms
         self._password = password  # a connector.secrets.Secret: its repr shows nothing
         self._clock = clock
         self._transport: Any = None
@@ -122,7 +133,13 @@ class SFTPSource:
             files = []
             for entry in list_folder(sftp, self._folder):
                 attrs = entry
-                if attrs.st_mode is not None and stat.S_ISLNK(attrs.st_mode):
+                link = attrs.st_mode is not None and stat.S_ISLNK(attrs.st_mode)
+                if link and hostile(entry.filename) is not None:
+                    # Not followed: a request cannot name it safely (paramiko sends names
+                    # as strict UTF-8). Listed as it is, for selection to refuse.
+                    files.append(RemoteFile(entry.filename, 0, float(attrs.st_mtime or 0)))
+                    continue
+                if link:
                     try:
                         attrs = sftp.stat(self._path(entry.filename))
                     except FileNotFoundError:
@@ -195,7 +212,7 @@ class SFTPSource:
         with self._failures(doing):
             sock = socket.create_connection((self._host, self._port), timeout=self._timeout)
         try:
-            self._transport = transport = paramiko.Transport(sock)
+            self._transport = transport = Transport(sock)
         except BaseException:
             sock.close()
             raise
@@ -206,16 +223,28 @@ class SFTPSource:
                 transport.banner_timeout = self._timeout
                 transport.handshake_timeout = self._timeout
                 transport.auth_timeout = self._timeout
+                restrict(transport, legacy=self._legacy)
                 self._prefer_known_key_types(transport)
-                transport.start_client(timeout=self._timeout)
-                if not transport.is_active() or not transport.initial_kex_done:
-                    raise TimeoutError  # start_client returns quietly when it times out
+                self._start(transport)
                 self._check_host_key(transport.get_remote_server_key())
                 self._authenticate(transport, key, key_is_encrypted)
                 self._sftp = self._open_sftp(transport)
         except BaseException:
             self._drop()
             raise
+
+    def _start(self, transport: Any) -> None:
+        """The SSH handshake: key exchange on algorithms both sides accept."""
+        try:
+            transport.start_client(timeout=self._timeout)
+        except paramiko.IncompatiblePeer as exc:
+            reason = refusal(transport, legacy=self._legacy) or str(exc)
+            raise SourceRefused(f"source {self.name}: {self._where}: {reason}") from None
+        if not transport.is_active() or not transport.initial_kex_done:
+            raise TimeoutError  # start_client returns quietly when it times out
+        structlog.get_logger().debug(
+            "sftp_negotiated", source=self.name, host=self._where, **negotiated(transport)
+        )
 
     def _check_host_key(self, offered: Any) -> None:
         """Refuse a server whose key is not the one we know: before any credential is sent."""

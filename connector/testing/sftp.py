@@ -24,7 +24,7 @@ import secrets
 import socket
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,9 @@ class EmbeddedSFTPServer:
     `authorized_keys` (see `authorize`). `auth_attempts` counts every
     credential the server checked: a password, a signed key, and a key
     offered without signature (OpenSSH clients probe keys that way first).
+    `algorithms` restricts what the server offers, by paramiko's
+    `SecurityOptions` attribute (`{"ciphers": ["aes128-cbc"]}`): an old
+    server, to test a client's policy against.
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class EmbeddedSFTPServer:
         user: str = "ingest",
         password: str | None = None,
         authorized_keys: Iterable[paramiko.PKey] = (),
+        algorithms: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         if root is None:
@@ -107,6 +111,7 @@ class EmbeddedSFTPServer:
         self.user = user
         self.password = password if password is not None else secrets.token_urlsafe(12)
         self.authorized_keys: list[paramiko.PKey] = list(authorized_keys)
+        self.algorithms = dict(algorithms or {})
         self.host_key: paramiko.PKey = new_ed25519_key()
         self._lock = threading.Lock()
         self._auth_attempts = 0
@@ -195,6 +200,9 @@ class EmbeddedSFTPServer:
         transport.name = f"{self._thread_name}-transport"
         transport.set_log_channel(f"{_LOG_CHANNEL}.transport")
         transport.add_server_key(self.host_key)
+        options = transport.get_security_options()
+        for attribute, names in self.algorithms.items():
+            setattr(options, attribute, tuple(names))
         transport.set_subsystem_handler("sftp", _SFTPSubsystem, RootedSFTP)
         with self._lock:
             self._transports.append(transport)
