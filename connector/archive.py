@@ -1,5 +1,9 @@
 """Local copies of processed files: gzip, named by SHA-256, written atomically. The same
-bytes are archived once, however many times and names they arrive under."""
+bytes are archived once, however many times and names they arrive under.
+
+Copies hold customer data: 0600 in a 0700 folder, whatever the umask. A local fault (a full
+disk, a file where the folder should be) is a StorageError naming the path: the file in
+hand fails, and is tried again later."""
 
 from __future__ import annotations
 
@@ -9,17 +13,26 @@ from pathlib import Path
 
 from isal import isal_zlib
 
+from connector.localfs import faults, make_folder
+
 
 def archive(staged: Path, sha256: str, folder: Path) -> Path:
     """Copy ``staged`` to ``folder/<sha256>.csv.gz`` unless it is already there."""
     target = folder / f"{sha256}.csv.gz"
+    make_folder(folder, "archive")
+    with faults("archive", target):
+        return _copy(staged, sha256, target)
+
+
+def _copy(staged: Path, sha256: str, target: Path) -> Path:
+    folder = target.parent
     if target.exists():
         os.utime(target)  # these bytes came again: `archive_keep` counts from now
         return target
-    folder.mkdir(parents=True, exist_ok=True)
     # A name of its own (two sources may archive the same bytes at once). Crash while
     # writing: the .part remains, unused (housekeeping removes it a day later); the next
     # copy of these bytes has a new one.
+    # (mkstemp makes it 0600 whatever the umask; the rename keeps that mode)
     with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{sha256}.", suffix=".part",
                                      delete=False) as out:  # fmt: skip
         partial = Path(out.name)

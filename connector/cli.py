@@ -223,14 +223,29 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure(args.log_level)
+    # Everything this process writes holds customer data or secrets: private whatever the
+    # umask it was started with (a stricter one is kept). Our own files also get explicit
+    # modes; this covers the rest (the demo's files, what a library makes). Put back on
+    # return: tests call main() in-process.
+    umask = os.umask(0o077)
+    os.umask(umask | 0o077)
+    try:
+        return _run(args)
+    finally:
+        os.umask(umask)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The error boundary: what the user must know is one line on stderr, never a
+    traceback (a traceback is left for a defect of ours)."""
     try:
         config = Config() if args.command == "demo" else load_config(args.config)
         return COMMANDS[args.command](args, config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"connector: config: {problem}", file=sys.stderr)
-        return EXIT_FAILED if args.command == "check" else EXIT_CONFIG  # CONTRACT §1
-    except ConnectorError as exc:
+        return EXIT_CONFIG  # on every command, check included (CONTRACT §1)
+    except ConnectorError as exc:  # a store or a folder of ours: "store PATH: the disk is full"
         print(f"connector: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except apsw.BusyError:

@@ -6,22 +6,31 @@ Staging names are never built from remote names: a file is staged as
 ``.csv`` when complete. Because the name depends on the listed size and mtime, a partial
 file left by a crash is resumed only for the very same listing; it is re-hashed from disk
 first, since a hash state cannot be saved.
+
+Staged files hold customer data: 0600 in a 0700 folder, whatever the umask. A local fault
+(a full disk, a read-only folder) is a StorageError naming the staged path: it is not
+retried here (the network is not at fault), and the next poll resumes from the bytes on
+disk.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import structlog
 
 from connector import crashpoints
 from connector.csvrules.reader import Inspector
-from connector.errors import Interrupted, TransientError
+from connector.errors import Interrupted, StorageError, TransientError
+from connector.localfs import cause, faults, make_folder, open_private
 from connector.retries import ATTEMPTS, MAX_WAIT, retrying
 from connector.sources.base import RemoteFile, Source
 
@@ -31,14 +40,26 @@ class FileChanged(TransientError):
 
 
 def _worth_retrying(exc: BaseException) -> bool:
-    # A changing file is left for a later poll rather than chased now.
-    return isinstance(exc, TransientError) and not isinstance(exc, FileChanged)
+    # A changing file is left for a later poll rather than chased now; a local fault is
+    # not the connection's, and a retry would append after bytes that may be half-written.
+    return isinstance(exc, TransientError) and not isinstance(exc, FileChanged | StorageError)
 
 
 @dataclass(frozen=True)
 class Staged:
     path: Path
     inspector: Inspector
+
+
+def _write_all(out: io.FileIO, chunk: bytes) -> None:
+    """An unbuffered write may take part of a chunk (a disk filling up): the rest follows,
+    or the error that stopped it is raised."""
+    view = memoryview(chunk)
+    while view:
+        written = out.write(view)
+        if not written:  # (a file says why rather than take nothing; no endless loop)
+            raise OSError(errno.EIO, "a write took no bytes")
+        view = view[written:]
 
 
 def staging_name(source: str, file: RemoteFile) -> str:
@@ -70,23 +91,28 @@ def download(
     may follow it from then on (its bytes never change, only grow). ``received(size)`` is
     told of each piece that arrives."""
     log = structlog.get_logger().bind(source=source_name, file=label or file.name)
-    staging.mkdir(parents=True, exist_ok=True)
+    make_folder(staging, "staging")
     stem = staging / staging_name(source_name, file)
     part, done = stem.with_suffix(".part"), stem.with_suffix(".csv")
-    if done.exists() and not part.exists():
-        # A crash after the download, before its file was done with: it is resumed (the
-        # rows stored from it, if any, came from these bytes), not fetched again.
-        os.replace(done, part)
+    local = partial(faults, "staging", part)  # around each local step, not the source's
+    with local():
+        if done.exists() and not part.exists():
+            # A crash after the download, before its file was done with: it is resumed
+            # (the rows stored from it, if any, came from these bytes), not fetched again.
+            os.replace(done, part)
+        # Unbuffered: a write that fails leaves nothing pending for close to fail on.
+        out = open(open_private(part, os.O_RDWR | os.O_APPEND), "rb+", buffering=0)  # noqa: SIM115
     inspector = Inspector(encoding)
     try:
-        with part.open("ab+") as out:
-            os.utime(out.fileno())  # in use: housekeeping removes only untouched ones
-            # Crash while downloading: the .part stays; the next poll resumes it from here.
-            out.seek(0)
-            inspector.feed_from(out)
-            if inspector.size > file.size:
-                out.truncate(0)
-                inspector = Inspector(encoding)
+        with out:
+            with local():
+                os.utime(out.fileno())  # in use: housekeeping removes only untouched ones
+                # Crash while downloading: the .part stays; the next poll resumes it here.
+                out.seek(0)
+                inspector.feed_from(out)
+                if inspector.size > file.size:
+                    out.truncate(0)
+                    inspector = Inspector(encoding)
             on_part(part)
             for attempt in retrying(
                 sleep, attempts=attempts, max_wait=max_wait, worth=_worth_retrying
@@ -100,14 +126,15 @@ def download(
                             raise Interrupted("stopped mid-download; the .part is resumed later")
                         if inspector.size + len(chunk) > file.size:
                             raise FileChanged(f"{file.name} grew while downloading")
-                        out.write(chunk)
+                        with local():
+                            _write_all(out, chunk)
                         inspector.feed(chunk)
                         received(len(chunk))
                         crashpoints.reached("mid_download")
                     if inspector.size != file.size:
                         raise FileChanged(f"{file.name} shrank while downloading")
-            out.flush()
-            os.fsync(out.fileno())
+            with local():
+                os.fsync(out.fileno())
     except FileChanged:
         part.unlink(missing_ok=True)  # a changed file gets a new staging name: this is waste
         raise
@@ -116,6 +143,8 @@ def download(
         os.replace(part, done)
     except FileNotFoundError as exc:  # removed meanwhile (by hand, or housekeeping's race)
         raise TransientError(f"the staged copy of {file.name} was removed meanwhile") from exc
+    except OSError as exc:
+        raise StorageError("staging", part, cause(exc)) from exc
     # Crash after the rename: the staged file is complete; the ledger has not seen it, so
     # the next poll takes it again: the staged file is reused (re-hashed, not fetched).
     log.info("file_downloaded", size=file.size, sha256=inspector.hexdigest())

@@ -75,7 +75,7 @@ _SHAPES: dict[Table, Callable[[tuple[Any, ...]], dict[str, Any]]] = {
 
 def records(db: Database, table: Table) -> Iterator[dict[str, Any]]:
     shape = _SHAPES[table]
-    for row in db.conn.execute(_QUERIES[table]):
+    for row in db.rows(_QUERIES[table]):  # (a damaged store is a StoreError, not a traceback)
         yield shape(row)
 
 

@@ -22,6 +22,25 @@ class TransientError(ConnectorError):
     """Worth retrying later: a network hiccup, a busy server, a file still changing."""
 
 
+class StorageError(TransientError):
+    """A file or folder of ours on the local disk (the store, staging, the archive, the lock
+    folder) cannot be made, read or written: a full disk, a read-only file system, missing
+    permissions, a file where a folder should be, a damaged store. No fault of the file in
+    hand: it fails and is tried again later, and the daemon goes on; a command stops with
+    this one line, naming the path and the cause."""
+
+    def __init__(self, what: str, path: object, cause: str) -> None:
+        self.path, self.cause = str(path), cause
+        super().__init__(f"{what} {path}: {cause}")
+
+
+class StoreError(StorageError):
+    """The store (its SQLite file) cannot be opened, read or written."""
+
+    def __init__(self, path: object, cause: str) -> None:
+        super().__init__("store", path, cause)
+
+
 class StoreBusy(TransientError):
     """Another writer held the store longer than we wait: the file is tried again later."""
 

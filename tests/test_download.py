@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from connector.download import FileChanged, download
-from connector.errors import TransientError
+from connector.errors import StorageError, TransientError
 from connector.sources.base import RemoteFile
 from connector.sources.local import LocalSource
+from tests.mounts import grow, small_disk
 from tests.test_source_local import local_config
 
 
@@ -122,3 +123,38 @@ def test_a_file_that_grows_is_not_taken(inbox: Path, tmp_path: Path) -> None:
     with pytest.raises(FileChanged):
         download("s", lambda _: source, file, tmp_path / "st", "utf-8")
     assert not list((tmp_path / "st").glob("*.csv"))
+
+
+def test_staging_under_a_file_is_one_line_naming_it(inbox: Path, tmp_path: Path) -> None:
+    """A file where the staging folder should be: a StorageError (transient: the file is
+    tried again later) naming the folder and the file in the way; nothing is fetched."""
+    blocker = tmp_path / "staging"
+    blocker.write_text("not a folder")
+    file = _remote(inbox, "a.csv", b"identifier\nu1\n")
+    source = Flaky(inbox, cut=0, failures=0)
+    with pytest.raises(StorageError) as info:
+        download("s", lambda _: source, file, blocker / "s", "utf-8")
+    assert str(info.value) == f"staging {blocker / 's'}: {blocker} is not a folder"
+    assert isinstance(info.value, TransientError) and source.offsets == []
+
+
+def test_a_full_staging_disk_fails_at_once_and_the_next_try_resumes_from_disk(
+    inbox: Path, tmp_path: Path
+) -> None:
+    """A write that fills the disk is not retried (the network is not at fault, and a retry
+    would append after a half-written chunk): the download fails naming the staged file;
+    the next one re-reads what reached the disk and fetches only the rest."""
+    data = os.urandom(3_000_000)
+    file = _remote(inbox, "a.csv", data)
+    source = Flaky(inbox, cut=0, failures=0)
+    with small_disk(tmp_path / "st") as disk:
+        with pytest.raises(StorageError, match=r"^staging .*\.part: the disk is full$"):
+            download("s", lambda _: source, file, disk, "latin-1", max_wait=0.01)
+        (part,) = disk.glob("*.part")
+        kept = part.stat().st_size
+        assert source.offsets == [0] and 0 < kept < len(data)
+        grow(disk)
+        staged = download("s", lambda _: source, file, disk, "latin-1")
+        assert staged.path.read_bytes() == data
+    assert source.offsets == [0, kept]
+    assert staged.inspector.hexdigest() == hashlib.sha256(data).hexdigest()

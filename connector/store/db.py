@@ -3,10 +3,16 @@ idempotency keys and the files ledger, so that all of them change in one transac
 
 The schema is versioned with ``PRAGMA user_version``; pending migrations run once, in
 order, in one transaction, so a crash mid-upgrade leaves the previous version intact.
+
+SQLite's errors are translated here alone (``Database._faults``): a store kept locked by
+another process is StoreBusy; a full disk, a read-only file system, missing permissions or
+a damaged file is StoreError, one line naming the store and the cause. Both are transient:
+the file in hand fails and is taken up again later, from its last commit.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +23,8 @@ from typing import Any
 import apsw
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from connector.errors import FatalError, StoreBusy
+from connector.errors import FatalError, StoreBusy, StoreError
+from connector.localfs import cause, errno_cause, make_folder, open_private
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema.
@@ -137,6 +144,15 @@ MIGRATIONS: tuple[str, ...] = (
 # its contact upserts: a minute covers millions.
 BUSY_TIMEOUT_MS = 60_000
 
+# SQLite's answers that describe the store's file or disk, not a defect of ours: told as
+# StoreError. Others (a constraint, SQL that does not parse) are bugs and stay as they are.
+_FAULTS = (
+    apsw.FullError, apsw.CorruptError, apsw.NotADBError, apsw.CantOpenError,
+    apsw.ReadOnlyError, apsw.IOError, apsw.PermissionsError, apsw.NoLFSError,
+    apsw.ProtocolError,
+)  # fmt: skip
+_BUSY = (apsw.BusyError, apsw.LockedError)
+
 
 class _Turns:
     """First come, first served among this process's connections to one store (each
@@ -169,6 +185,36 @@ def _turns_of(path: Path) -> _Turns:
         return _turns.setdefault(path.resolve(), _Turns())
 
 
+def _unusable(path: Path, *, readonly: bool) -> str | None:
+    """What about the file system keeps SQLite from using ``path``, if anything."""
+    try:
+        if path.is_dir():
+            return "is a folder, not a file"
+        for level in path.parents:
+            if level.exists():
+                if not level.is_dir():
+                    return f"{level} is not a folder"
+                break
+        folder = path.parent
+        if not folder.exists():
+            return f"its folder {folder} does not exist"
+        if readonly and not path.exists():
+            return "no such file"
+        # Even a reader needs the folder writable, for the -shm file of a WAL store.
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "the file system is read-only"
+        access = os.R_OK | (0 if readonly else os.W_OK)
+        if not os.access(folder, os.X_OK | access) or (
+            path.exists() and not os.access(path, access)
+        ):
+            return "permission denied"
+        if os.statvfs(folder).f_bavail == 0:
+            return "the disk is full"
+    except OSError as exc:  # (a folder on the way we may not even look into)
+        return cause(exc)
+    return None
+
+
 class Database:
     """An open store. Durability: WAL with ``synchronous=FULL``, so a commit that returned
     survives power loss, not just a crash of this process — the remote side may delete a
@@ -176,15 +222,24 @@ class Database:
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         """``readonly`` opens an existing store as it is: no folder, file or migration is
-        made (for `check`, which must change nothing)."""
+        made (for `check`, which must change nothing). A store that cannot be opened is a
+        StoreError naming the path and the cause."""
         self.path = path
+        self._readonly = readonly
         self._turns = _turns_of(path)
-        try:
+        with self._faults():
             if readonly:
                 self.conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
                 self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
                 return
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_folder(path.parent, "store folder")
+            # Customer data: the file is made 0600 before SQLite opens it, whatever the
+            # umask; SQLite gives its -wal and -shm files the mode of the main file.
+            if not path.exists():
+                try:
+                    os.close(open_private(path, os.O_RDWR))
+                except OSError as exc:
+                    raise StoreError(path, cause(exc)) from exc
             self.conn = apsw.Connection(str(path))
             self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
             # Turning a new file to WAL needs it alone, and SQLite answers "locked" at once
@@ -192,7 +247,7 @@ class Database:
             for attempt in Retrying(
                 stop=stop_after_delay(10),
                 wait=wait_fixed(0.05),
-                retry=retry_if_exception_type(apsw.BusyError),
+                retry=retry_if_exception_type(StoreBusy),
                 reraise=True,
             ):
                 with attempt:
@@ -204,8 +259,34 @@ class Database:
             for pragma in ("synchronous=FULL", "cache_size=-16000"):
                 self.conn.execute(f"PRAGMA {pragma}")
             self._migrate()
-        except (apsw.Error, OSError) as exc:
-            raise FatalError(f"store {path}: {exc}") from exc
+
+    @contextmanager
+    def _faults(self) -> Iterator[None]:
+        """The one place where SQLite's errors become ours: a busy store StoreBusy, a
+        file or disk fault StoreError."""
+        try:
+            yield
+        except _BUSY as exc:
+            raise StoreBusy(f"the store {self.path} stayed locked by another writer") from exc
+        except _FAULTS as exc:
+            raise StoreError(self.path, self._cause(exc)) from exc
+
+    def _cause(self, exc: apsw.Error) -> str:
+        """Why SQLite failed, in the user's terms. SQLite's own words for an open that
+        failed are vague ("unable to open database file", even with a read-only file
+        system or a file where a folder should be), so the file system is asked first."""
+        if isinstance(exc, apsw.FullError):
+            return "the disk is full"
+        if isinstance(exc, apsw.CorruptError):
+            return "the file is damaged (database disk image is malformed)"
+        if isinstance(exc, apsw.NotADBError):
+            return "the file is not an SQLite database"
+        found = _unusable(self.path, readonly=self._readonly)
+        if found is not None:
+            return found
+        conn = getattr(self, "conn", None)  # (none yet if the open itself failed)
+        number = conn.system_errno if conn is not None else 0
+        return errno_cause(number) if number else str(exc)
 
     def _migrate(self) -> None:
         if self.query("PRAGMA user_version")[0][0] == len(MIGRATIONS):
@@ -221,29 +302,37 @@ class Database:
                 self.conn.execute(script)
                 self.conn.execute(f"PRAGMA user_version={number}")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # (SQLite rolls back by itself on a full disk)
+                self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        return list(self.conn.execute(sql, params))
+        with self._faults():
+            return list(self.conn.execute(sql, params))
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+        """The rows of a query as they come: a table of any size in flat memory."""
+        with self._faults():
+            yield from self.conn.execute(sql, params)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """``with db.transaction():`` commits on success and rolls back on any exception.
         It takes the write lock at once (see ``_begin``). Nested in another transaction,
         it is a savepoint."""
-        if self.conn.in_transaction:
-            with self.conn:
+        with self._faults():
+            if self.conn.in_transaction:
+                with self.conn:
+                    yield
+                return
+            self._begin()
+            try:
                 yield
-            return
-        self._begin()
-        try:
-            yield
-        except BaseException:
-            self._end(commit=False)
-            raise
-        self._end(commit=True)
+            except BaseException:
+                self._end(commit=False)
+                raise
+            self._end(commit=True)
 
     def _begin(self) -> None:
         """Our turn among this process's writers, then BEGIN IMMEDIATE: the write lock at
@@ -252,11 +341,10 @@ class Database:
         process keeps the store past BUSY_TIMEOUT_MS."""
         self._turns.take()
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except BaseException as exc:
+            with self._faults():
+                self.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
             self._turns.give_back()
-            if isinstance(exc, apsw.BusyError):
-                raise StoreBusy(f"the store {self.path} stayed locked by another writer") from exc
             raise
 
     def _end(self, *, commit: bool) -> None:
@@ -274,25 +362,28 @@ class Database:
         """Many small units of work in fewer commits (see ``Group``). On an exception,
         everything since the last commit is rolled back. Nested in another transaction (a
         dry run), its commits are savepoints released into it."""
-        group = Group(self, seconds, nested=self.conn.in_transaction)
-        try:
-            yield group
-        except BaseException:
-            group.close(commit=False)
-            raise
-        group.close(commit=True)
+        with self._faults():
+            group = Group(self, seconds, nested=self.conn.in_transaction)
+            try:
+                yield group
+            except BaseException:
+                group.close(commit=False)
+                raise
+            group.close(commit=True)
 
     @contextmanager
     def rolled_back(self) -> Iterator[None]:
         """Everything inside runs for real and is then undone: the ``--dry-run``."""
-        self._begin()
-        try:
-            yield
-        finally:
-            self._end(commit=False)
+        with self._faults():
+            self._begin()
+            try:
+                yield
+            finally:
+                self._end(commit=False)
 
     def close(self) -> None:
-        self.conn.close()
+        with self._faults():
+            self.conn.close()
 
     def __enter__(self) -> Database:
         return self

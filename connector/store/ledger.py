@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ import apsw
 import structlog
 
 from connector.errors import PlaceBusy, StoreBusy
+from connector.localfs import faults, make_folder, open_private
 from connector.sources.base import RemoteFile
 from connector.store.db import Database
 
@@ -95,7 +97,7 @@ class Ledger:
         which claims nothing)."""
         if self._lock_folder is None:
             folder = (self.db.path.parent / ".locks").resolve()
-            folder.mkdir(exist_ok=True)
+            make_folder(folder, "lock folder")  # 0700, like every folder of ours
             self._lock_folder = folder
         return self._lock_folder
 
@@ -122,7 +124,11 @@ class Ledger:
         two claims sharing a slot only wait for each other (or, not waiting, are busy).
         ``key``: what is claimed (to tell a busy place from a shared slot)."""
         path = self._locks() / slot_name
-        with path.open("a") as slot:
+        with faults("lock file", path):
+            # 0600 whatever the umask; read-only: flock needs no more, and a store whose
+            # disk turned read-only is then what the error names
+            fd = open_private(path, os.O_RDONLY)
+        with open(fd, "rb", buffering=0) as slot:
             try:
                 fcntl.flock(slot, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
