@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import codecs
 import fnmatch
+import math
 import os
+import posixpath
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -34,6 +36,8 @@ SCHEMES = ("sftp", "ftps", "ftp", "file")
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# No duration is longer, whatever its key: beyond, a date computed from it overflows.
+LONGEST = "36500d"
 
 
 def parse_duration(text: str) -> float:
@@ -42,16 +46,41 @@ def parse_duration(text: str) -> float:
     compact = text.replace(" ", "")
     parts = _DURATION.findall(compact)
     if not parts or "".join(n + u for n, u in parts) != compact:
-        raise ValueError(f"not a duration: {text!r} (use e.g. '30s', '5m', '1h30m')")
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+        raise ValueError(f"not a duration: {_shown(text)} (use e.g. '30s', '5m', '1h30m')")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if not math.isfinite(seconds):  # ("1" and 400 zeros: a float says infinity)
+        raise ValueError(f"not a duration: {_shown(text)} is too long")
+    return seconds
 
 
-def _duration(value: str) -> str:
-    parse_duration(value)
-    return value
+def _shown(text: str) -> str:
+    """``text`` quoted for a message, cut if long (a typo may be a pasted page)."""
+    return repr(text if len(text) <= 40 else text[:40] + "…")
 
 
-Duration = Annotated[str, AfterValidator(_duration)]
+def _within(longest: str, *, zero: bool = True) -> AfterValidator:
+    """A duration at most ``longest`` (a sane bound for its key), and not 0 unless
+    ``zero``: a value that would overflow a date or a timer is refused at start-up."""
+    most = parse_duration(longest)
+
+    def check(value: str) -> str:
+        seconds = parse_duration(value)
+        if seconds > most:
+            raise ValueError(f"{_shown(value)} is too long (at most {longest})")
+        if seconds == 0 and not zero:
+            raise ValueError(f"{_shown(value)}: must be longer than 0s")
+        return value
+
+    return AfterValidator(check)
+
+
+Duration = Annotated[str, _within(LONGEST)]
+Interval = Annotated[str, _within("366d", zero=False)]  # a poll at least once a year
+Timeout = Annotated[str, _within("1h", zero=False)]  # 0 would fail every connection
+MinAge = Annotated[str, _within("1d")]  # (0: take files at once; `once` waits this long)
+# A commit group holds the store's write lock this long; other writers wait 60 s at most.
+CommitInterval = Annotated[str, _within("30s")]
+Keep = Annotated[str, _within(LONGEST, zero=False)]  # 0 would remove every copy at once
 
 
 class _Model(BaseModel):
@@ -65,13 +94,13 @@ class StoreConfig(_Model):
 class PathsConfig(_Model):
     staging: Path = Path("var/staging")
     archive: Path = Path("var/archive")
-    archive_keep: Duration | None = None  # e.g. "30d"; unset: archived copies are kept
+    archive_keep: Keep | None = None  # e.g. "30d"; unset: archived copies are kept
 
 
 class IngestConfig(_Model):
     # 10,000 measured as fast as 20,000 with a third less memory (README, Benchmarks).
     batch_records: int = Field(default=10_000, ge=1, le=1_000_000)
-    commit_interval: Duration = "1s"  # a crash redoes at most this much work
+    commit_interval: CommitInterval = "1s"  # a crash redoes at most this much work
 
 
 class MetricsConfig(_Model):
@@ -114,12 +143,12 @@ class SourceConfig(_Model):
     allow_plaintext: bool = False
     # sftp: also accept CBC ciphers, 3DES, SHA-1/MD5 MACs and weaker key exchanges (old servers)
     sftp_legacy_algorithms: bool = False
-    interval: Duration | None = None
+    interval: Interval | None = None
     cron: str | None = None
-    min_age: Duration = "30s"
+    min_age: MinAge = "30s"
     ready: Literal["stable", "marker"] = "stable"  # marker: take X.csv once X.csv.done exists
     max_files: int = Field(default=100, ge=1)  # files taken per poll, oldest first
-    timeout: Duration = "30s"  # connect, and inactivity during a transfer
+    timeout: Timeout = "30s"  # connect, and inactivity during a transfer
     after: str = "leave"
     error_dir: str = "move:rejected"  # where files rejected whole go: same forms as `after`
     max_tries: int = Field(default=5, ge=1)  # failed tries in a row before a file is set aside
@@ -136,6 +165,8 @@ class SourceConfig(_Model):
             raise ValueError(f"scheme {scheme!r} is not one of {', '.join(SCHEMES)}")
         if scheme != "file" and not urlsplit(value).hostname:
             raise ValueError(f"a {scheme}:// URL names its host: {scheme}://user@host/folder")
+        if scheme == "file":
+            _check_file_url(urlsplit(value))
         if urlsplit(value).password is not None:
             raise ValueError("a password in the URL is refused; use password_env or password_file")
         return value
@@ -154,9 +185,29 @@ class SourceConfig(_Model):
     @field_validator("after", "error_dir")
     @classmethod
     def _known_action(cls, value: str) -> str:
-        if value in ("leave", "delete") or (value.startswith("move:") and len(value) > 5):
+        if value in ("leave", "delete"):
             return value
-        raise ValueError("must be 'leave', 'delete' or 'move:<remote folder>'")
+        if not value.startswith("move:") or len(value) == 5:
+            raise ValueError("must be 'leave', 'delete' or 'move:<remote folder>'")
+        # A relative folder is inside the source's folder; one elsewhere is named whole.
+        parts = [p for p in value.removeprefix("move:").split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise ValueError(
+                f"{value!r}: '..' is refused in a move folder (a relative folder is taken"
+                " inside the source's folder; name a folder elsewhere by its absolute path)"
+            )
+        if not parts and not value.startswith("move:/"):
+            raise ValueError(f"{value!r} is the source's own folder: its files would come back")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _runnable_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from connector.scheduler import validate_cron  # APScheduler: only for a cron
+
+            validate_cron(value)
+        return value
 
     @field_validator("delimiter")
     @classmethod
@@ -177,6 +228,12 @@ class SourceConfig(_Model):
             problems.append("ftp:// sends the password in clear; use ftps:// or allow_plaintext")
         if scheme == "sftp" and self.known_hosts is None and self.host_key is None:
             problems.append("an sftp source needs known_hosts or host_key to check the server")
+        for key in ("after", "error_dir"):
+            folder = getattr(self, key).removeprefix("move:")
+            if folder.startswith("/") and posixpath.normpath(folder) == posixpath.normpath(
+                self.remote_path
+            ):
+                problems.append(f"{key}: move:{folder} is the source's own folder")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -237,6 +294,20 @@ class Config(_Model):
         return next((s for s in self.sources if s.name == name), None)
 
 
+def _check_file_url(parts: SplitResult) -> None:
+    """A file:// URL is a local folder: ``file:///absolute/folder``, or ``file:relative``
+    from the working directory. ``file://in`` would name a host, "in", and the folder /."""
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(
+            f"a file URL names no host, and this one names {parts.netloc!r}: write"
+            " file:///absolute/folder (three slashes) or file:relative/folder"
+        )
+    if not parts.path:
+        raise ValueError("names no folder: write file:///absolute/folder or file:relative/folder")
+    if parts.query or parts.fragment:
+        raise ValueError("'?' and '#' would end the folder's name: write them %3F and %23")
+
+
 def _key(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -268,10 +339,45 @@ def _check_files(config: Config) -> list[str]:
                 problems.append(
                     f"sources[{i}].password_file: readable by group or others; chmod 600 {path}"
                 )
+            elif key == "known_hosts" and not _holds_lines(path):
+                problems.append(
+                    f"sources[{i}].known_hosts: file is empty (no host key): {path}; add the"
+                    " server's key, e.g. ssh-keyscan -p PORT HOST >> " + str(path)
+                )
         if source.password_env is not None and source.password_env not in os.environ:
             problems.append(
                 f"sources[{i}].password_env: environment variable {source.password_env} is not set"
             )
+    return problems
+
+
+def _holds_lines(path: Path) -> bool:
+    """Whether a known_hosts file has a line besides blanks and comments (one that is
+    unreadable is said so by the SFTP source, which reads it at each connection)."""
+    try:
+        text = path.read_bytes()
+    except OSError:
+        return True
+    return any(line.strip() and not line.strip().startswith(b"#") for line in text.splitlines())
+
+
+def _check_folders(config: Config) -> list[str]:
+    """Our folders must be folders: a file in the way (``staging = "/etc/passwd"``) is a
+    mistake in the config, said at start-up (other faults of theirs are met at work)."""
+    problems = []
+    folders = {"store.path": config.store.path.parent, "paths.staging": config.paths.staging,
+               "paths.archive": config.paths.archive}  # fmt: skip
+    try:
+        for key, folder in folders.items():
+            for level in (folder, *folder.parents):
+                if level.exists():
+                    if not level.is_dir():
+                        problems.append(f"{key}: {level} is not a folder")
+                    break
+        if config.store.path.is_dir():
+            problems.append(f"store.path: {config.store.path} is a folder; name the store's file")
+    except OSError:  # (a folder we may not look into: the store or the download says so)
+        pass
     return problems
 
 
@@ -281,7 +387,7 @@ def parse_config(data: Mapping[str, Any]) -> Config:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError([f"{_key(e['loc'])}: {_message(e)}" for e in exc.errors()]) from None
-    problems = _check_files(config)
+    problems = _check_files(config) + _check_folders(config)
     if problems:
         raise ConfigError(problems)
     return config
@@ -301,6 +407,9 @@ def load_config(path: Path | None) -> Config:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{path}: line {line}: not UTF-8 text; TOML is UTF-8"]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     return parse_config(data)

@@ -23,6 +23,18 @@ BACKOFF_CAP = 15 * 60.0
 DEFAULT_INTERVAL = 300.0
 
 
+def validate_cron(expression: str) -> None:
+    """Refuse (ValueError, saying why) a cron expression that ``Scheduler.add`` could not
+    run: not five fields, a value out of range, or a date that never comes (Feb 30). For
+    the config, so that `check` and every command see it at start-up, not `run` alone."""
+    try:
+        trigger = CronTrigger.from_crontab(expression, timezone=UTC)
+    except ValueError as exc:
+        raise ValueError(f"not a cron expression ({exc}); e.g. '*/5 * * * *'") from None
+    if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+        raise ValueError(f"{expression!r} never fires")
+
+
 def backoff_delay(failures: int, start: float = BACKOFF_START, cap: float = BACKOFF_CAP) -> float:
     """Seconds before retrying a source after ``failures`` consecutive failed polls."""
     return float(min(cap, start * 2 ** max(0, failures - 1)))

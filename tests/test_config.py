@@ -183,3 +183,184 @@ def test_a_network_url_without_a_host_is_refused(url: str) -> None:
     """Rather than connecting to localhost by accident."""
     problems = _problems({"sources": [_source(url=url, allow_plaintext=True)]})
     assert any(p.startswith("sources[0].url: ") and "names its host" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("cron", "why"),
+    [
+        ("garbage", "Wrong number of fields"),
+        ("61 25 * * *", "maximum value"),
+        ("*/0 * * * *", "Increment must be higher than 0"),
+        ("* * * * * *", "Wrong number of fields"),
+        ("0 0 30 2 *", "never fires"),
+    ],
+)
+def test_a_cron_the_scheduler_cannot_run_is_refused(cron: str, why: str) -> None:
+    """Checked by the scheduler's own parser at start-up, not met by `run` alone."""
+    (problem,) = _problems({"sources": [_source(cron=cron)]})
+    assert problem.startswith("sources[0].cron: ") and why in problem
+
+
+@pytest.mark.parametrize("cron", ["*/5 * * * *", "0 6 * * mon-fri", "30 2 29 2 *"])
+def test_a_runnable_cron_is_kept(cron: str) -> None:
+    """Ranges, steps, names, and a date that comes only in leap years are all fine."""
+    assert parse_config({"sources": [_source(cron=cron)]}).sources[0].cron == cron
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "why"),
+    [
+        ("interval", "99999999999999h", "'99999999999999h' is too long (at most 366d)"),
+        ("interval", "367d", "'367d' is too long (at most 366d)"),
+        ("interval", "0s", "'0s': must be longer than 0s"),
+        ("interval", "0m0s", "'0m0s': must be longer than 0s"),
+        ("interval", "9" * 400 + "s", f"not a duration: '{'9' * 40}…' is too long"),
+        ("timeout", "0s", "'0s': must be longer than 0s"),
+        ("timeout", "2h", "'2h' is too long (at most 1h)"),
+        ("min_age", "2d", "'2d' is too long (at most 1d)"),
+    ],
+)
+def test_a_source_duration_out_of_its_bounds_is_refused(key: str, value: str, why: str) -> None:
+    """Zero where it would mean "the default" or "fail at once", and values that would
+    overflow a timer (systemd would restart a `run` that crashes on them every 5 s)."""
+    assert _problems({"sources": [_source(**{key: value})]}) == [f"sources[0].{key}: {why}"]
+
+
+def test_durations_that_may_be_zero_or_must_not() -> None:
+    """min_age 0 takes files at once and commit_interval 0 commits every batch: kept;
+    archive_keep 0 would remove every copy as soon as it is made: refused."""
+    config = parse_config({
+        "ingest": {"commit_interval": "0s"}, "sources": [_source(min_age="0s")],
+    })  # fmt: skip
+    assert (config.sources[0].min_age, config.ingest.commit_interval) == ("0s", "0s")
+    assert _problems({"paths": {"archive_keep": "0d"}, "ingest": {"commit_interval": "31s"}}) == [
+        "paths.archive_keep: '0d': must be longer than 0s",
+        "ingest.commit_interval: '31s' is too long (at most 30s)",
+    ]
+
+
+def test_cli_check_refuses_a_bad_cron_with_78(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check` says what `run` would have crashed on, in one line, and exits 78."""
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[[sources]]\nname = "d"\nurl = "file:///tmp"\ncron = "61 25 * * *"\n'
+        '[[sources.files]]\nkind = "events"\npattern = "*.csv"\n'
+    )
+    assert main(["--config", str(config), "check"]) == 78
+    err = capsys.readouterr().err
+    assert err.startswith("connector: config: sources[0].cron: not a cron expression (")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("url", ["file://in", "file://in/sub", "file://server/share"])
+def test_a_file_url_naming_a_host_is_refused(url: str) -> None:
+    """`file://in` names the host "in" and the folder /: said, with the forms that work."""
+    (problem,) = _problems({"sources": [_source(url=url)]})
+    assert problem.startswith("sources[0].url: a file URL names no host, and this one names")
+    assert "file:///absolute/folder (three slashes) or file:relative/folder" in problem
+
+
+@pytest.mark.parametrize(
+    ("url", "folder"),
+    [("file:///srv/in", "/srv/in"), ("file://localhost/srv/in", "/srv/in"),
+     ("file:in", "in"), ("file:drop/in%20box", "drop/in box")],
+)  # fmt: skip
+def test_file_urls_name_a_folder_absolute_or_relative(url: str, folder: str) -> None:
+    """Three slashes for an absolute folder (or localhost), none for one relative to the
+    working directory, like every other path in the config."""
+    assert parse_config({"sources": [_source(url=url)]}).sources[0].remote_path == folder
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("file:", "names no folder"), ("file://", "names no folder"),
+    ("file:///in#1", "'?' and '#'"), ("file:///in?x", "'?' and '#'"),
+])  # fmt: skip
+def test_a_file_url_that_would_lose_part_of_its_folder_is_refused(url: str, why: str) -> None:
+    """An empty path would poll /, and a '#' or '?' would cut the folder's name short."""
+    (problem,) = _problems({"sources": [_source(url=url)]})
+    assert problem.startswith("sources[0].url: ") and why in problem
+
+
+def test_a_relative_file_url_is_polled_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`file:inbox` is the folder inbox where the connector runs."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "e.csv").write_text("identifier,name\nu1,buy\n")
+    (tmp_path / "c.toml").write_text(
+        '[[sources]]\nname = "d"\nurl = "file:inbox"\nmin_age = "0s"\n'
+        '[[sources.files]]\nkind = "events"\npattern = "*.csv"\n'
+    )
+    assert main(["--config", "c.toml", "once"]) == 0
+    assert "d: 1 ingested" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("after", "move:../../escaped"), ("error_dir", "move:a/../../b"), ("after", "move:..")],
+)
+def test_a_move_folder_climbing_out_with_dotdot_is_refused(key: str, value: str) -> None:
+    """A relative move folder stays inside the source's folder; one elsewhere is written
+    as an absolute path, so that where files go is plain from the config."""
+    (problem,) = _problems({"sources": [_source(**{key: value})]})
+    assert problem.startswith(f"sources[0].{key}: {value!r}: '..' is refused in a move folder")
+
+
+@pytest.mark.parametrize("value", ["move:.", "move:./", "move:/outbox", "move:/outbox/./"])
+def test_moving_files_into_their_own_folder_is_refused(value: str) -> None:
+    """They would be listed again, as new names, at every poll."""
+    (problem,) = _problems({"sources": [_source(after=value)]})
+    assert problem.startswith("sources[0]") and "the source's own folder" in problem
+
+
+@pytest.mark.parametrize("value", ["move:processed", "move:done/2026", "move:/archive/acme"])
+def test_move_folders_inside_or_named_absolutely_are_kept(value: str) -> None:
+    """Inside the source's folder, or elsewhere by an absolute path (on the server; for a
+    file:// source, on this machine, another file system included)."""
+    assert parse_config({"sources": [_source(after=value, error_dir=value)]}).sources[0].after
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# no keys yet\n"])
+def test_an_empty_known_hosts_file_is_said_to_be_empty(tmp_path: Path, text: str) -> None:
+    """Not "file not found", nor a refused key at each poll: empty, and how to fill it."""
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(text)
+    source = _source(url="sftp://u@h/x", known_hosts=str(known_hosts), host_key=None)
+    source.pop("host_key")
+    assert _problems({"sources": [source]}) == [
+        f"sources[0].known_hosts: file is empty (no host key): {known_hosts}; add the server's"
+        f" key, e.g. ssh-keyscan -p PORT HOST >> {known_hosts}"
+    ]
+
+
+def test_a_config_that_is_not_utf8_is_one_line_and_78(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file saved in Latin-1 (or UTF-16) is named, with the line of the first bad byte."""
+    config = tmp_path / "c.toml"
+    config.write_bytes('[store]\npath = "café.db"\n'.encode("latin-1"))
+    assert main(["--config", str(config), "dump", "files"]) == 78
+    assert capsys.readouterr().err == (
+        f"connector: config: {config}: line 2: not UTF-8 text; TOML is UTF-8\n"
+    )
+
+
+def test_a_file_where_one_of_our_folders_should_be_is_refused(tmp_path: Path) -> None:
+    """`staging = "/etc/passwd"` and the like are said at start-up, naming the key."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    problems = _problems({
+        "store": {"path": str(blocker / "c.db")},
+        "paths": {"staging": str(blocker), "archive": str(blocker / "sub" / "archive")},
+    })  # fmt: skip
+    assert problems == [
+        f"store.path: {blocker} is not a folder",
+        f"paths.staging: {blocker} is not a folder",
+        f"paths.archive: {blocker} is not a folder",
+    ]
+    assert _problems({"store": {"path": str(tmp_path)}}) == [
+        f"store.path: {tmp_path} is a folder; name the store's file"
+    ]
