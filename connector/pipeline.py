@@ -30,6 +30,7 @@ from connector.errors import (
     ConnectorError,
     Interrupted,
     PlaceBusy,
+    StorageError,
     StoreBusy,
     TransientError,
 )
@@ -44,6 +45,9 @@ from connector.store.ledger import Arrival, Entry, Known
 # Errors that end the poll rather than fail one file: a stop, a source that refuses us, a
 # claim held elsewhere (reported as busy).
 _NOT_THE_FILES = (Interrupted, SourceRefused, PlaceBusy)
+# Failures that say nothing of the file: it is still being written, or the store or our
+# disk is in trouble. They fail the file for this poll without counting as a try.
+_NOT_A_TRY = (FileChanged, StoreBusy, StorageError)
 
 
 @dataclass
@@ -293,16 +297,16 @@ class Poller:
         self, connection: _Connection, candidate: Candidate, summary: PollSummary, exc: Exception
     ) -> None:
         """One file's take failed: it is left for a later poll, and set aside once its
-        listing has failed ``max_tries`` times in a row. A file still being written or a
-        busy store is no fault of the file's: those tries do not count, nor do those of a
-        file already decided (only its remote action is left to redo)."""
+        listing has failed ``max_tries`` times in a row. A file still being written, a busy
+        store or a local disk fault is no fault of the file's: those tries do not count,
+        nor do those of a file already decided (only its remote action is left to redo)."""
         path = self.path_of(candidate.file.name)
         expected = isinstance(exc, ConnectorError)
         cause = str(exc) if expected else f"unexpected {type(exc).__name__}: {exc}"
         summary.failed[path] = cause
         # An unexpected error is logged with its traceback: it is a defect to report.
         self.log.warning("file_failed", file=path, cause=cause, exc_info=not expected)
-        if isinstance(exc, FileChanged | StoreBusy) or self._decided(candidate) is not None:
+        if isinstance(exc, _NOT_A_TRY) or self._decided(candidate) is not None:
             return
         tries = self.ingestor.ledger.tried(self._arrival(candidate), cause)
         if tries >= self.source.max_tries:

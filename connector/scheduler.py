@@ -23,12 +23,46 @@ BACKOFF_CAP = 15 * 60.0
 DEFAULT_INTERVAL = 300.0
 
 
+# crontab(5) counts weekdays from Sunday (0, and 7 too); APScheduler from Monday (0). Days
+# given by number are therefore handed over by name, which both read alike.
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _weekday_names(field: str) -> str:
+    """A crontab day-of-week field with its numbers as day names (`1-5` → `mon,...,fri`);
+    ranges are spelled out, since a range may wrap past Saturday in names (`0-6`)."""
+    if not any(c.isdigit() for c in field):
+        return field  # `*`, names: the same in both
+    days: list[str] = []
+    for part in field.split(","):
+        span, _, step = part.partition("/")
+        first, _, last = span.partition("-")
+        if span == "*":
+            first, last = "0", "6"
+        elif not last:
+            last = "7" if step else first  # `1/2`: from Monday on, every other day
+        if not (first.isdigit() and last.isdigit() and (not step or step.isdigit())):
+            raise ValueError(f"day of week {part!r}: use numbers 0-7 or names, not both")
+        low, high = int(first), int(last)
+        if high > 7 or low > high or step == "0":
+            raise ValueError(f"day of week {part!r} is out of range (0-7, Sunday is 0 or 7)")
+        days += [_WEEKDAYS[day % 7] for day in range(low, high + 1, int(step or 1))]
+    return ",".join(dict.fromkeys(days))
+
+
+def cron_trigger(expression: str) -> CronTrigger:
+    fields = expression.split()
+    if len(fields) == 5:
+        fields[4] = _weekday_names(fields[4])
+    return CronTrigger.from_crontab(" ".join(fields), timezone=UTC)
+
+
 def validate_cron(expression: str) -> None:
     """Refuse (ValueError, saying why) a cron expression that ``Scheduler.add`` could not
     run: not five fields, a value out of range, or a date that never comes (Feb 30). For
     the config, so that `check` and every command see it at start-up, not `run` alone."""
     try:
-        trigger = CronTrigger.from_crontab(expression, timezone=UTC)
+        trigger = cron_trigger(expression)
     except ValueError as exc:
         raise ValueError(f"not a cron expression ({exc}); e.g. '*/5 * * * *'") from None
     if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
@@ -66,7 +100,7 @@ class Scheduler:
         when all went well, else the seconds to wait before the next try (a backoff)."""
         trigger: BaseTrigger
         if cron is not None:
-            trigger = CronTrigger.from_crontab(cron, timezone=UTC)
+            trigger = cron_trigger(cron)
         else:
             trigger = IntervalTrigger(seconds=interval or DEFAULT_INTERVAL, jitter=jitter or None)
         self._scheduler.add_job(

@@ -144,9 +144,7 @@ def test_a_file_that_cannot_be_archived_is_not_decided(poller: Poller) -> None:
     archive = poller.config.paths.archive
     archive.write_text("a file where the archive folder should be")
     summary = poller.poll()
-    assert [cause for cause in summary.failed.values()] == [
-        f"cannot archive {next(iter(summary.failed))}: File exists"
-    ]
+    assert [cause for cause in summary.failed.values()] == [f"archive {archive}: not a folder"]
     (entry,) = _files(poller)
     assert entry["status"] == "failed"
     assert list(records(poller.ingestor.db, "events")) == []

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
-from connector.scheduler import Scheduler
+import pytest
+
+from connector.scheduler import Scheduler, cron_trigger, validate_cron
 from tests.source_contract import wait_until
 
 
@@ -85,3 +88,36 @@ def test_jitter_spreads_the_polls_of_a_source() -> None:
         scheduler.stop()
     gaps = [later - earlier for earlier, later in pairwise(runs)]
     assert max(gaps) - min(gaps) > 0.05, gaps  # 8 draws from 0-0.3 s are never that close
+
+
+@pytest.mark.parametrize(
+    ("expression", "weekdays"),
+    [
+        ("0 9 * * 1-5", {"Mon", "Tue", "Wed", "Thu", "Fri"}),
+        ("0 9 * * 0", {"Sun"}),
+        ("0 9 * * 7", {"Sun"}),
+        ("0 9 * * 5-7", {"Fri", "Sat", "Sun"}),
+        ("0 9 * * 0-6", {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"}),
+        ("0 9 * * */2", {"Sun", "Tue", "Thu", "Sat"}),
+        ("0 9 * * 1,3", {"Mon", "Wed"}),
+        ("0 9 * * mon-fri", {"Mon", "Tue", "Wed", "Thu", "Fri"}),
+    ],
+)
+def test_cron_weekday_numbers_count_from_sunday_as_crontab_does(
+    expression: str, weekdays: set[str]
+) -> None:
+    """Day-of-week numbers mean what crontab(5) says (0 and 7 are Sunday), not
+    APScheduler's Monday-first numbering."""
+    trigger, moment = cron_trigger(expression), datetime(2026, 12, 6, tzinfo=UTC)
+    fired = set()
+    for _ in range(14):
+        moment = trigger.get_next_fire_time(None, moment + timedelta(seconds=1))
+        fired.add(moment.strftime("%a"))
+    assert fired == weekdays
+
+
+@pytest.mark.parametrize("expression", ["0 9 * * 8", "0 9 * * 5-1", "0 9 * * 1-fri", "0 9 * * */0"])
+def test_a_weekday_out_of_range_is_refused_saying_so(expression: str) -> None:
+    """A day of week crontab would not accept is a config error naming the field."""
+    with pytest.raises(ValueError, match="day of week"):
+        validate_cron(expression)

@@ -23,10 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import apsw
 import structlog
 
-from connector.errors import PlaceBusy, StoreBusy
+from connector.errors import PlaceBusy, StoreBusy, StoreError
 from connector.localfs import faults, make_folder, open_private
 from connector.sources.base import RemoteFile
 from connector.store.db import Database
@@ -238,7 +237,7 @@ class Ledger:
                     " WHERE id = ? AND status = 'ingesting'",
                     (iso(now), entry_id),
                 )
-        except (apsw.Error, StoreBusy) as exc:
+        except (StoreError, StoreBusy) as exc:
             structlog.get_logger().warning("ledger_unwritable", entry=entry_id, cause=str(exc))
 
     def note_failure(self, arrival: Arrival, now: float) -> None:
@@ -256,7 +255,7 @@ class Ledger:
                 if not self.db.conn.changes():
                     self._supersede(arrival)
                     self._insert(arrival, "failed", now, finished=True)
-        except (apsw.Error, StoreBusy) as exc:
+        except (StoreError, StoreBusy) as exc:
             structlog.get_logger().warning("ledger_unwritable", file=arrival.path,
                                            cause=str(exc))  # fmt: skip
 
@@ -358,7 +357,7 @@ class Ledger:
                 rows = self.db.query(
                     "SELECT tries FROM tries WHERE source = ? AND path = ?", (a.source, a.path)
                 )
-        except (apsw.Error, StoreBusy) as exc:
+        except (StoreError, StoreBusy) as exc:
             structlog.get_logger().warning("ledger_unwritable", file=a.path, cause=str(exc))
             return 0
         return int(rows[0][0])
