@@ -41,8 +41,7 @@ def json_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
 
 
 def test_a_library_record_is_one_json_event(capsys: pytest.CaptureFixture[str]) -> None:
-    """A record on the apscheduler logger comes out as one JSON line with its text, level,
-    logger name and timestamp, like structlog's own events."""
+    """A record on the apscheduler logger is one JSON line: its text, level, logger, time."""
     logs.configure("info")
     logging.getLogger("apscheduler.scheduler").warning(
         'Execution of job "%s" skipped: maximum number of running instances reached (%d)',
@@ -59,8 +58,7 @@ def test_a_library_record_is_one_json_event(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_apschedulers_own_skip_warning_is_json(capsys: pytest.CaptureFixture[str]) -> None:
-    """The real scheduler, a poll longer than its interval: APScheduler's "skipped" warning
-    is a JSON event, and its per-run INFO lines are not printed at all."""
+    """A poll outlasting its interval: APScheduler's "skipped" warning is JSON, no INFO."""
     logs.configure("info")
     scheduler = Scheduler(workers=1)
     scheduler.add("slow", lambda: time.sleep(0.6), interval=0.05)
@@ -90,8 +88,7 @@ def test_apschedulers_own_skip_warning_is_json(capsys: pytest.CaptureFixture[str
 def test_library_chatter_shows_only_at_debug(
     capsys: pytest.CaptureFixture[str], logger: str, level: int
 ) -> None:
-    """Routine library records (paramiko's steps, a job run; paramiko's client failures,
-    which the poll reports itself) are dropped at info and shown at debug."""
+    """Routine library records are dropped at info and shown at debug."""
     logs.configure("info")
     logging.getLogger(logger).log(level, "Connected (version 2.0)")
     logging.getLogger("some.other.library").info("worth a line")
@@ -103,8 +100,7 @@ def test_library_chatter_shows_only_at_debug(
 
 
 def test_exceptions_are_in_the_json_log_in_full(capsys: pytest.CaptureFixture[str]) -> None:
-    """log.exception() and a library's exc_info=True put the whole traceback in
-    "exception", not a bare "exc_info": true."""
+    """log.exception() and a library's exc_info put the whole traceback in "exception"."""
     logs.configure("info")
 
     def crash() -> None:
@@ -127,7 +123,7 @@ def test_exceptions_are_in_the_json_log_in_full(capsys: pytest.CaptureFixture[st
 
 
 def test_python_warnings_become_events(capsys: pytest.CaptureFixture[str]) -> None:
-    """A warnings.warn() that is displayed (not an error) is a JSON event, not raw text."""
+    """A displayed warnings.warn() is a JSON event, not raw text."""
     logs.configure("info")
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -138,8 +134,7 @@ def test_python_warnings_become_events(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_json_lines_are_printable_ascii(capsys: pytest.CaptureFixture[str]) -> None:
-    """C0, DEL and C1 in values, events and tracebacks are escaped in the JSON line (safe
-    on a terminal) and decode back to the original text."""
+    """C0, DEL and C1 are escaped in JSON lines (printable ASCII) and decode back intact."""
     logs.configure("info")
     structlog.get_logger().info("file_rejected", file=HOSTILE, names=[HOSTILE])
     logging.getLogger("pyftpdlib").warning("odd name %s", HOSTILE)
@@ -179,9 +174,7 @@ def read_terminal(master: int) -> str:
 
 
 def test_console_escapes_control_characters() -> None:
-    """On a terminal, no control character of a value, an event, a library record or a
-    traceback reaches it raw: what remains are the renderer's own colour codes and line
-    ends; the hostile text is shown escaped."""
+    """On a terminal, values, events, library records and tracebacks show controls escaped."""
     with stderr_on_a_terminal() as terminal:
         logs.configure("info")
         log = structlog.get_logger()
@@ -206,7 +199,7 @@ def test_console_escapes_control_characters() -> None:
 
 
 def test_console_leaves_ordinary_values_alone() -> None:
-    """escape_controls changes nothing printable: the renderer's usual output stays."""
+    """escape_controls leaves printable values as they are."""
     event = {"event": "file_ingested", "file": "/inbox/a b.csv", "rows": 3, "ok": True,
              "names": ["x"], "exception": "Traceback …\n  line\nValueError: x"}  # fmt: skip
     assert logs.escape_controls(None, "info", dict(event)) == event

@@ -205,9 +205,9 @@ def closed_by_server(client: socket.socket) -> bool:
 
 
 def test_idle_connections_do_not_starve_healthz(metrics: Metrics) -> None:
-    """59 idle connections (the incident, under a 64-descriptor limit): the server keeps
-    16, the newest, dropping older ones before their request; /healthz still answers at
-    once, and descriptors and threads stay at 16."""
+    """59 idle connections: 16 kept, /healthz answers at once, fds and threads stay 16."""
+    # The incident: 59 idle connections under a 64-descriptor limit. The newest 16 are kept,
+    # older ones dropped before their request.
     assert MAX_CONNECTIONS == 16
     clients: list[socket.socket] = []
     # A long idle timeout: the bound alone must keep things in hand here.
@@ -231,8 +231,7 @@ def test_idle_connections_do_not_starve_healthz(metrics: Metrics) -> None:
 
 
 def test_idle_clients_time_out_with_one_line(metrics: Metrics) -> None:
-    """A client that sends nothing, or half a request, is closed after idle_timeout, with
-    one debug line each; a prompt client is served meanwhile."""
+    """Silent and half-request clients are closed after idle_timeout, one debug line each."""
     with (
         capture_logs() as logs,
         MetricsServer(metrics, "127.0.0.1:0", idle_timeout=0.3) as server,
@@ -253,8 +252,7 @@ def test_idle_clients_time_out_with_one_line(metrics: Metrics) -> None:
 def test_a_client_leaving_mid_request_logs_one_line_and_no_traceback(
     metrics: Metrics, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A client that hangs up within its request line, or resets the connection within its
-    headers: one metrics_client_failed line each, nothing on stderr."""
+    """A client leaving mid-request: one metrics_client_failed line, nothing on stderr."""
     with capture_logs() as logs, metrics.serve("127.0.0.1:0") as server:
         with socket.create_connection(("127.0.0.1", server.port)) as client:
             client.sendall(b"GET /metr")
@@ -272,8 +270,7 @@ def test_a_client_leaving_mid_request_logs_one_line_and_no_traceback(
 
 
 def test_new_connection_is_refused_while_all_are_answered(metrics: Metrics) -> None:
-    """When every connection is in the middle of its reply, a new one is closed at once
-    with a warning, and the replies go on."""
+    """With every connection mid-reply, a new one is closed at once, with a warning."""
     with (
         capture_logs() as logs,
         MetricsServer(metrics, "127.0.0.1:0", max_connections=1) as server,
@@ -292,8 +289,7 @@ def test_new_connection_is_refused_while_all_are_answered(metrics: Metrics) -> N
 
 
 def test_close_ends_open_connections_at_once(metrics: Metrics) -> None:
-    """Closing the server with idle clients connected returns without waiting for their
-    timeout, and leaves no connection thread behind."""
+    """close() ends idle connections at once and leaves no connection thread behind."""
     with (
         MetricsServer(metrics, "127.0.0.1:0", idle_timeout=60) as server,
         socket.create_connection(("127.0.0.1", server.port)) as idle,
@@ -314,8 +310,7 @@ class _Broken(Collector):
 def test_a_crash_while_answering_is_logged_with_its_traceback(
     metrics: Metrics, server: MetricsServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A fault of ours (a collector raising) is an error event with the exception, not a
-    client failure at debug, and nothing raw on stderr; the server keeps serving."""
+    """A fault of ours (a collector raising) is an error event with its exception."""
     metrics.registry.register(_Broken())
     with capture_logs() as logs:
         with pytest.raises(http.client.RemoteDisconnected):
