@@ -6,12 +6,14 @@ failing at any point, against the embedded paramiko server on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import logging
 import os
 import re
 import socket
+import struct
 import threading
 import time
 import traceback
@@ -373,6 +375,139 @@ def test_a_modern_server_without_gcm_gets_ctr_and_an_etm_mac(tmp_path: Path) -> 
     assert (negotiated["cipher"], negotiated["mac"]) == (
         "aes128-ctr", "hmac-sha2-256-etm@openssh.com"
     )  # fmt: skip
+
+
+# -- host key types ----------------------------------------------------------------------
+
+
+def _default_key_types() -> tuple[str, ...]:
+    """The host key types this paramiko offers unless told otherwise."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        return tuple(paramiko.Transport(ours).get_security_options().key_types)
+
+
+# Older paramiko releases offer (and serve) RSA over SHA-1; recent ones have no such type.
+SHA1_RSA = "ssh-rsa" in _default_key_types()
+
+
+def _packet(payload: bytes) -> bytes:
+    """An SSH binary packet before any key exchange: no MAC, padded to 8 bytes."""
+    padding = 8 - (5 + len(payload)) % 8
+    padding += 8 if padding < 4 else 0
+    return struct.pack(">IB", 1 + len(payload) + padding, padding) + payload + bytes(padding)
+
+
+class _OldSSHServer:
+    """An old server on loopback, as far as the client's first question: its version line
+    and a KEXINIT offering only ``key_types``, then silence until the client hangs up.
+    (The embedded server is paramiko, which a recent release can no longer make offer
+    ssh-rsa or ssh-dss.)"""
+
+    def __init__(self, key_types: list[str]) -> None:
+        kexinit = paramiko.Message()
+        kexinit.add_byte(bytes([20]))  # SSH_MSG_KEXINIT
+        kexinit.add_bytes(os.urandom(16))
+        kexinit.add_list(["curve25519-sha256", "curve25519-sha256@libssh.org"])
+        kexinit.add_list(key_types)
+        for names in (["aes128-ctr"], ["hmac-sha2-256"], ["none"], []):  # each way
+            kexinit.add_list(names)
+            kexinit.add_list(names)
+        kexinit.add_boolean(False)
+        kexinit.add_int(0)
+        self._hello = b"SSH-2.0-OpenSSH_5.3\r\n" + _packet(kexinit.asbytes())
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(5)
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(
+            target=self._serve, name=f"connector-testing-oldssh-{self.port}"
+        )
+
+    def __enter__(self) -> _OldSSHServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._thread.join()
+        self._listener.close()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError), self._listener.accept()[0] as conn:
+            conn.settimeout(5)
+            conn.sendall(self._hello)
+            while conn.recv(1 << 16):
+                pass
+
+    def refusal(self, **options: Any) -> str:
+        """What SourceRefused says when a source with these settings connects."""
+        config = SourceConfig.model_validate(
+            {
+                "name": "acme",
+                "url": f"sftp://ingest@127.0.0.1:{self.port}/",
+                "timeout": "5s",
+                "host_key": new_ed25519_key().fingerprint,  # never reached
+                "files": [{"kind": "contacts", "pattern": "*.csv"}],
+            }
+            | options
+        )
+        with pytest.raises(SourceRefused) as caught, SFTPSource(config, SENTINEL):
+            pass
+        return str(caught.value)
+
+
+@pytest.mark.parametrize("offered", [None, ["rsa-sha2-256"]], ids=["default", "sha256-only"])
+def test_an_rsa_host_key_is_used_over_sha2(tmp_path: Path, offered: list[str] | None) -> None:
+    """A server with only an RSA host key is used over SHA-2 (SHA-512 if offered), not SHA-1."""
+    algorithms = {"key_types": offered} if offered else None
+    with EmbeddedSFTPServer(tmp_path / "root", password=SENTINEL, algorithms=algorithms) as server:
+        server.host_key = paramiko.RSAKey.generate(2048)
+        with structlog.testing.capture_logs() as logs, _source(server, tmp_path) as source:
+            assert source.list() == []
+    [negotiated] = [e for e in logs if e["event"] == "sftp_negotiated"]
+    assert negotiated["host_key_type"] == (offered or ["rsa-sha2-512"])[0]
+
+
+def test_a_server_offering_only_sha1_host_keys_is_refused_by_default() -> None:
+    """Only ssh-rsa and ssh-dss host keys: refused, naming them (and the setting if it helps)."""
+    with _OldSSHServer(["ssh-rsa", "ssh-dss"]) as server:
+        message = server.refusal()
+    where = f"source acme: 127.0.0.1:{server.port}: "
+    if SHA1_RSA:
+        assert message == (
+            f"{where}the server offers only legacy host key types (ssh-rsa, ssh-dss): set "
+            "sftp_legacy_algorithms = true on this source to accept them"
+        )
+    else:
+        assert message == f"{where}no host key type in common (the server offers ssh-rsa, ssh-dss)"
+
+
+@pytest.mark.skipif(SHA1_RSA, reason="this paramiko still has ssh-rsa: see the next test")
+def test_sha1_host_keys_are_refused_with_legacy_where_paramiko_has_none() -> None:
+    """The legacy setting cannot bring back host key types paramiko lacks: it is not named."""
+    with _OldSSHServer(["ssh-rsa", "ssh-dss"]) as server:
+        message = server.refusal(sftp_legacy_algorithms=True)
+    assert message == (
+        f"source acme: 127.0.0.1:{server.port}: no host key type in common (the server offers "
+        "ssh-rsa, ssh-dss)"
+    )
+
+
+@pytest.mark.skipif(not SHA1_RSA, reason="this paramiko cannot serve or accept ssh-rsa")
+def test_sftp_legacy_algorithms_accepts_an_ssh_rsa_host_key(tmp_path: Path) -> None:
+    """A server offering only ssh-rsa is refused before any credential; legacy accepts it."""
+    algorithms = {"key_types": ["ssh-rsa"]}
+    with EmbeddedSFTPServer(tmp_path / "root", password=SENTINEL, algorithms=algorithms) as server:
+        server.host_key = paramiko.RSAKey.generate(2048)
+        (server.root / "a.csv").write_bytes(b"a,b\n")
+        assert "only legacy host key types (ssh-rsa)" in _refusal(server, tmp_path)
+        assert server.auth_attempts == 0
+        with (
+            structlog.testing.capture_logs() as logs,
+            _source(server, tmp_path, sftp_legacy_algorithms=True) as source,
+        ):
+            assert b"".join(source.read("a.csv")) == b"a,b\n"
+    [negotiated] = [e for e in logs if e["event"] == "sftp_negotiated"]
+    assert negotiated["host_key_type"] == "ssh-rsa"
 
 
 # -- credentials -------------------------------------------------------------------------

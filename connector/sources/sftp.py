@@ -369,7 +369,8 @@ class SFTPSource:
         wanted = []
         for key in known:
             kind = key.get_name()
-            wanted += ["rsa-sha2-512", "rsa-sha2-256"] if kind == "ssh-rsa" else [kind]
+            # An RSA key is signed over SHA-2, or (legacy only: else not offered) SHA-1.
+            wanted += ["rsa-sha2-512", "rsa-sha2-256", kind] if kind == "ssh-rsa" else [kind]
         options = transport.get_security_options()
         offered = list(options.key_types)
         first = [k for k in offered if k in wanted]

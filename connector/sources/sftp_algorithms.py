@@ -2,11 +2,13 @@
 
 By default only modern algorithms are offered, best first: AES-GCM, then AES-CTR with an
 SHA-2 MAC (encrypt-then-MAC first); key exchange over Curve25519 (with ML-KEM where
-paramiko has it), NIST curves, or a 4096-bit or larger Diffie-Hellman group. CBC modes,
-3DES, arcfour, MD5 and SHA-1 MACs, and smaller or server-chosen Diffie-Hellman groups are
-left out; ``sftp_legacy_algorithms = true`` on a source adds back whatever else paramiko
-supports, after the modern ones. (paramiko has no chacha20-poly1305: it is not listed.)
-Host key types are paramiko's, all modern already.
+paramiko has it), NIST curves, or a 4096-bit or larger Diffie-Hellman group; host keys
+signed with Ed25519, ECDSA, or RSA over SHA-2 (``rsa-sha2-512``, ``rsa-sha2-256``). CBC
+modes, 3DES, arcfour, MD5 and SHA-1 MACs, smaller or server-chosen Diffie-Hellman groups,
+and ``ssh-rsa`` (RSA over SHA-1) and ``ssh-dss`` host keys are left out, even where
+paramiko offers them by default (older releases do); ``sftp_legacy_algorithms = true`` on a
+source adds back whatever else paramiko supports, after the modern ones. (paramiko has no
+chacha20-poly1305: it is not listed.)
 
 paramiko keeps only what was agreed, not what the server offered; ``Transport`` records the
 offer so that a refusal can name it.
@@ -65,13 +67,27 @@ _MODERN: dict[str, tuple[str, str, tuple[str, ...]]] = {
             "hmac-sha2-512",
         ),
     ),
+    "key_types": (
+        "host key type",
+        "server_key_algo_list",
+        (
+            "ssh-ed25519",
+            "ecdsa-sha2-nistp256",
+            "ecdsa-sha2-nistp384",
+            "ecdsa-sha2-nistp521",
+            "rsa-sha2-512",
+            "rsa-sha2-256",
+        ),
+    ),
 }
 
 
 class Transport(paramiko.Transport):
-    """paramiko's Transport, keeping the server's KEXINIT lists in ``offered``."""
+    """paramiko's Transport, keeping the server's KEXINIT lists in ``offered``, and in
+    ``supported`` what paramiko offered before ``restrict``."""
 
     offered: dict[str, list[str]] | None = None
+    supported: dict[str, tuple[str, ...]] | None = None
 
     def _parse_kex_init(self, m: Any) -> None:
         # Read from a copy: paramiko parses ``m`` itself right after.
@@ -84,8 +100,9 @@ def restrict(transport: Any, *, legacy: bool) -> None:
     """Offer the modern algorithms paramiko has, best first; with ``legacy``, paramiko's
     others after them."""
     options = transport.get_security_options()
+    transport.supported = {attribute: tuple(getattr(options, attribute)) for attribute in _MODERN}
     for attribute, (_, _, modern) in _MODERN.items():
-        supported = tuple(getattr(options, attribute))
+        supported = transport.supported[attribute]
         chosen = [name for name in modern if name in supported]
         if legacy:
             chosen += [name for name in supported if name not in chosen]
@@ -100,17 +117,19 @@ def refusal(transport: Any, *, legacy: bool) -> str | None:
     if not offered:
         return None
     options = transport.get_security_options()
-    kinds = [(word, field, getattr(options, attr)) for attr, (word, field, _) in _MODERN.items()]
-    kinds.append(("host key type", "server_key_algo_list", options.key_types))
+    supported = getattr(transport, "supported", None) or {}
     legacy_only, none_at_all = [], []
-    for word, field, ours in kinds:
+    for attribute, (word, field, _) in _MODERN.items():
         # (ext-info-s and kex-strict-s-v00@openssh.com only announce extensions.)
         theirs = [n for n in offered.get(field, []) if n and not n.startswith(("ext-", "kex-"))]
-        if any(name in theirs for name in ours):
+        # (paramiko takes a host key certificate for each host key type it is given.)
+        plain = {name.removesuffix("-cert-v01@openssh.com") for name in theirs}
+        if any(name in plain for name in getattr(options, attribute)):
             continue
         listed = ", ".join(theirs) or "none"
-        # Host key types are the same either way: no setting would help.
-        if legacy or word == "host key type":
+        # The setting is named only where it would help: paramiko must have one of them
+        # (a recent one has no ssh-rsa, and none has chacha20-poly1305).
+        if legacy or not any(name in plain for name in supported.get(attribute, ())):
             none_at_all.append(f"no {word} in common (the server offers {listed})")
         else:
             legacy_only.append(f"only legacy {word}s ({listed})")
