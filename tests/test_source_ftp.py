@@ -21,7 +21,8 @@ import structlog
 from connector.config import SourceConfig
 from connector.errors import TransientError
 from connector.sources.base import CHUNK, RemoteFile, SourceRefused
-from connector.sources.ftp import FTPSource, _parse_ls_line, _utc
+from connector.sources.ftp import FTPSource
+from connector.sources.ftp_listing import listing_lines, mlsd_entries, parse_ls_line, utc
 from connector.testing import (
     EmbeddedFTPServer,
     Fault,
@@ -40,6 +41,23 @@ class _NoMLSDServer(EmbeddedFTPServer):
         handler = super()._handler_class()
         commands = {k: v for k, v in handler.proto_cmds.items() if k not in ("MLSD", "MLST")}
         return type(handler.__name__, (handler,), {"proto_cmds": commands})
+
+
+class _FactlessFoldersServer(EmbeddedFTPServer):
+    """Lists folders with no facts at all (RFC 3659 lets a server leave out any): their MLSD
+    entries are a space and a name. Entries come in name order."""
+
+    def _handler_class(self) -> type[Any]:
+        handler = super()._handler_class()
+        base = handler.abstracted_fs
+
+        def format_mlsx(fs: Any, basedir: str, listing: list[str], *args: Any) -> Iterator[bytes]:
+            for line in base.format_mlsx(fs, basedir, sorted(listing), *args):
+                facts, space, name = line.partition(b" ")
+                yield space + name if b"type=dir;" in facts else line
+
+        filesystem = type("FactlessFolders", (base,), {"format_mlsx": format_mlsx})
+        return type(handler.__name__, (handler,), {"abstracted_fs": filesystem})
 
 
 def _config(server: EmbeddedFTPServer, *, url: str | None = None, **options: Any) -> SourceConfig:
@@ -195,6 +213,97 @@ def test_a_name_with_a_line_break_is_listed_whole(tmp_path: Path) -> None:
     assert files == {"a.csv\nb.csv": 1, "c.csv": 2}
 
 
+def test_an_entry_without_facts_is_an_entry(tmp_path: Path) -> None:
+    """An MLSD entry with no facts (" name") is an entry: the name listed before it is whole."""
+    with _FactlessFoldersServer(tmp_path / "root") as server:
+        (server.root / "a.csv").write_bytes(b"x")
+        (server.root / "b").mkdir()
+        (server.root / "c.csv").write_bytes(b"yz")
+        with _source(server) as source:
+            files = {f.name: f.size for f in source.list()}
+    assert files == {"a.csv": 1, "c.csv": 2}
+
+
+@pytest.mark.parametrize(
+    ("server_class", "forged"),
+    [
+        (EmbeddedFTPServer, "x\ntype=file;size=1;modify=20231114221320; contacts_1.csv"),
+        (_NoMLSDServer, "x\n-rw-r--r--   1 owner group 1 Nov 14 22:13 contacts_1.csv"),
+    ],
+    ids=["mlsd", "list"],
+)
+def test_a_name_with_a_line_break_cannot_forge_an_entry(
+    server_class: type[EmbeddedFTPServer], forged: str, tmp_path: Path
+) -> None:
+    """A name holding LF, then what reads as another file's entry, lists no such file."""
+    # The server ends lines with CRLF, so the LF is the name's: MLSD lists the name whole,
+    # for selection to refuse; LIST, whose line is then no `ls -l` line, leaves it out.
+    with server_class(tmp_path / "root") as server:
+        (server.root / forged).write_bytes(b"abc")
+        (server.root / "c.csv").write_bytes(b"yz")
+        with _source(server) as source:
+            files = {f.name: f.size for f in source.list()}
+    expected = {"c.csv": 2} | ({forged: 3} if server_class is EmbeddedFTPServer else {})
+    assert files == expected
+
+
+def test_an_entry_forged_with_cr_lf_fails_alone(tmp_path: Path) -> None:
+    """An entry forged with CR LF names no file: reading it fails alone, the session goes on."""
+    # No listing can tell such a name from two entries (see ftp_listing): the entries it
+    # makes fail as a file removed since the listing does.
+    with EmbeddedFTPServer(tmp_path / "root") as server:
+        (server.root / "x\r\ntype=file;size=1;modify=20231114221320; contacts_1.csv").touch()
+        # Facts left out are asked of the server, which knows no such file: not listed.
+        (server.root / "y\r\ntype=file; ghost.csv").touch()
+        (server.root / "c.csv").write_bytes(b"yz")
+        with _source(server) as source:
+            assert {f.name: f.size for f in source.list()} == {
+                "x": 0, "y": 0, "contacts_1.csv": 1, "c.csv": 2
+            }  # fmt: skip
+            for phantom in ("contacts_1.csv", "x"):
+                with pytest.raises(TransientError, match=f"^source acme: RETR {phantom}: 550 "):
+                    b"".join(source.read(phantom))
+            assert b"".join(source.read("c.csv")) == b"yz"
+        assert server.auth_attempts == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"type=file;size=1; a.csv\r\n type=file;size=2; b.csv\r\n",
+         [({"type": "file", "size": "1"}, "a.csv"), ({}, "type=file;size=2; b.csv")]),
+        (b"type=file;size=3; x\ntype=file;size=1; a.csv\r\ntype=file;size=2; c.csv\r\n",
+         [({"type": "file", "size": "3"}, "x\ntype=file;size=1; a.csv"),
+          ({"type": "file", "size": "2"}, "c.csv")]),
+        (b"type=file; x\r\nno facts here\r\ntype=file; c.csv\r\n",
+         [({"type": "file"}, "x\r\nno facts here"), ({"type": "file"}, "c.csv")]),
+        (b"Type=OS.unix=slink:/t;X.odd=; l.csv\r\n",
+         [({"type": "OS.unix=slink:/t", "x.odd": ""}, "l.csv")]),
+        (b"orphan\r\ntype=file; a b.csv\r\n", [({"type": "file"}, "a b.csv")]),
+        (b"type=file;size=1 a.csv\r\ntype=file;size=1;b.csv\r\n", []),  # not RFC 3659
+        # Without CRLF, a line break is LF: a name holding one is read back whole only
+        # when what follows is no entry; otherwise no client can tell (see ftp_listing).
+        (b"type=file; a\nb\ntype=file; c.csv", [({"type": "file"}, "a\nb"),
+                                                 ({"type": "file"}, "c.csv")]),
+        (b"type=file; x\ntype=file; a.csv\n", [({"type": "file"}, "x"),
+                                                ({"type": "file"}, "a.csv")]),
+    ],
+    ids=["no-facts", "lf-in-name", "crlf-in-name", "odd-facts", "orphan", "not-facts",
+         "lf-only", "lf-only-forged"],
+)  # fmt: skip
+def test_mlsd_entries(data: bytes, expected: list[tuple[dict[str, str], str]]) -> None:
+    """A line is an entry if RFC 3659 facts, a space, a name; else it continues the last name."""
+    assert list(mlsd_entries(*listing_lines(data, "utf-8"))) == expected
+
+
+def test_a_long_near_entry_is_read_quickly() -> None:
+    """Megabyte-long MLSD lines that are almost entries are read in linear time."""
+    lines = ["a=b;" * (1 << 18) + "x", "a" * (1 << 20), "=;" * (1 << 19), ";" * (1 << 20)]
+    started = time.process_time()
+    assert list(mlsd_entries(lines, "\r\n")) == []
+    assert time.process_time() - started < 1.5  # backtracking would take hours
+
+
 def test_without_mlsd_the_listing_falls_back_to_list_once(tmp_path: Path) -> None:
     """A server answering 500 to MLSD is listed with LIST and MDTM, and not asked MLSD again,
     also by the source opened for the next poll."""
@@ -231,16 +340,16 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 )  # fmt: skip
 def test_ls_lines(line: str, expected: RemoteFile | None) -> None:
     """LIST lines give a file's name (spaces kept), size and minute; links have size -1."""
-    assert _parse_ls_line(line, NOW) == expected
+    assert parse_ls_line(line, NOW) == expected
 
 
 def test_mlsd_times_are_utc_with_optional_fraction() -> None:
     """MLSD/MDTM time values are UTC, with or without milliseconds; garbage is refused."""
-    assert _utc("20231114221320") == 1_700_000_000
-    assert _utc("20231114221320.250") == 1_700_000_000.25
+    assert utc("20231114221320") == 1_700_000_000
+    assert utc("20231114221320.250") == 1_700_000_000.25
     for bad in ("2023111422132", "20231114221320.", "2023111422132x"):
         with pytest.raises(ValueError, match="not a time value"):
-            _utc(bad)
+            utc(bad)
 
 
 # -- transfers -----------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import builtins  # FTPSource.list hides the builtin in annotations
 import contextlib
 import ftplib
 import posixpath
-import re
 import socket
 import ssl
 import sys
@@ -30,20 +29,10 @@ import structlog
 from connector.config import SourceConfig, parse_duration
 from connector.errors import ConfigError, ConnectorError, TransientError
 from connector.sources.base import CHUNK, RemoteFile, SourceRefused
+from connector.sources.ftp_listing import listing_lines, mlsd_entries, parse_ls_line, utc
 from connector.sources.naming import clash_free_name
 
 _UNSUPPORTED = ("500", "502")  # command not understood / not implemented
-_TIME_VAL = re.compile(r"[0-9]{14}(?:\.[0-9]+)?")  # RFC 3659: 14DIGIT [ "." 1*DIGIT ]
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-# An `ls -l` line, as nearly every server without MLSD answers LIST:
-# -rw-r--r--   1 owner group   1234 Nov 14 22:13 name   (or "Nov 14  2023" when older)
-_LS_LINE = re.compile(
-    r"(?P<kind>[-dlbcps])\S{9}\S*\s+\d+\s+"
-    r"(?:\S+\s+){1,2}"  # owner and group; some servers leave the group out
-    r"(?P<size>\d+)\s+"
-    r"(?P<month>[A-Za-z]{3})\s+(?P<day>\d{1,2})\s+(?P<when>\d{1,2}:\d{2}|\d{4}) "
-    r"(?P<name>.+)"
-)
 
 
 class _FTPClient(ftplib.FTP):
@@ -334,8 +323,8 @@ class FTPSource:
         except (ftplib.Error, OSError, EOFError):
             self._drop()
 
-    def _lines(self, command: str) -> builtins.list[str]:
-        """The text a listing command sends over a data connection, line by line."""
+    def _lines(self, command: str) -> tuple[builtins.list[str], str]:
+        """The lines a listing command sends over a data connection, and their line break."""
         ftp = self._session()
         conn = ftp.transfercmd(command)
         data = bytearray()
@@ -346,24 +335,18 @@ class FTPSource:
         finally:
             conn.close()
         ftp.voidresp()
-        lines = (raw.removesuffix(b"\r") for raw in bytes(data).split(b"\n"))
-        return [line.decode(ftp.encoding, "surrogateescape") for line in lines if line]
+        return listing_lines(bytes(data), ftp.encoding)
 
     def _list_mlsd(self) -> builtins.list[RemoteFile]:
         files = []
-        for facts_text, name in _mlsd_entries(self._lines("MLSD")):
-            facts = {}
-            for fact in facts_text.split(";"):
-                key, equals, value = fact.partition("=")
-                if equals:
-                    facts[key.lower()] = value
+        for facts, name in mlsd_entries(*self._lines("MLSD")):
             kind = facts.get("type", "").lower()
             link = kind.startswith(("os.unix=slink", "os.unix=symlink"))
             if (kind != "file" and not link) or not name:
                 continue  # folders, the folder itself ("cdir") and its parent ("pdir")
             try:
                 size = -1 if link else int(facts["size"])
-                mtime: float | None = _utc(facts["modify"])
+                mtime: float | None = utc(facts["modify"])
             except (KeyError, ValueError):
                 size, mtime = -1, None  # a fact left out: ask for this file's directly
             if any(c in name for c in "\r\n\0"):
@@ -385,8 +368,9 @@ class FTPSource:
         minute at best, so MDTM (UTC, to the second) gives each file's time when it can."""
         files = []
         now = datetime.now(UTC)
-        for line in self._lines("LIST"):
-            entry = _parse_ls_line(line, now)
+        lines, _ = self._lines("LIST")
+        for line in lines:
+            entry = parse_ls_line(line, now)
             if entry is None:
                 continue  # "total 12", folders, devices, lines in another format
             if any(c in entry.name for c in "\r\n\0"):
@@ -429,7 +413,7 @@ class FTPSource:
             return None  # 550: gone since the listing; its listed time will do
         code, _, stamp = reply.partition(" ")
         try:
-            return _utc(stamp.strip()) if code == "213" else None
+            return utc(stamp.strip()) if code == "213" else None
         except ValueError:
             return None
 
@@ -458,54 +442,3 @@ def _end_tls(conn: socket.socket) -> None:
     if isinstance(conn, ssl.SSLSocket):
         with contextlib.suppress(OSError):
             conn.unwrap()
-
-
-def _utc(stamp: str) -> float:
-    """MLSD's and MDTM's ``YYYYMMDDHHMMSS[.sss]`` (UTC) → Unix seconds."""
-    if not _TIME_VAL.fullmatch(stamp):
-        raise ValueError(f"not a time value: {stamp!r}")
-    whole, _, fraction = stamp.partition(".")
-    seconds = datetime.strptime(whole, "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp()
-    return seconds + (float(f"0.{fraction}") if fraction else 0.0)
-
-
-def _mlsd_entries(lines: builtins.list[str]) -> Iterator[tuple[str, str]]:
-    """(facts, name) for each MLSD entry. A name holding a line break comes as two lines
-    (servers send names raw): a line without facts (no ``=`` before its first space) is
-    the rest of the name before it, rather than a file of its own."""
-    entry: tuple[str, str] | None = None
-    for line in lines:
-        facts, space, name = line.partition(" ")
-        if entry is not None and (not space or "=" not in facts):
-            entry = (entry[0], f"{entry[1]}\n{line}")
-            continue
-        if entry is not None:
-            yield entry
-        entry = (facts, name)
-    if entry is not None:
-        yield entry
-
-
-def _parse_ls_line(line: str, now: datetime) -> RemoteFile | None:
-    """A regular file (or, with size -1, a link) from an ``ls -l`` line; None otherwise.
-    The time is read as UTC: LIST says nothing of its time zone."""
-    match = _LS_LINE.fullmatch(line)
-    if match is None or match["kind"] not in "-l" or match["month"].lower() not in _MONTHS:
-        return None
-    name, size = match["name"], int(match["size"])
-    if match["kind"] == "l":
-        name, size = name.split(" -> ", 1)[0], -1
-    month, day, when = _MONTHS.index(match["month"].lower()) + 1, int(match["day"]), match["when"]
-    try:
-        if ":" in when:
-            # No year: ls shows the time for the last six months, so this year's date
-            # unless that lies ahead (a day of slack for time zones).
-            hour, minute = (int(part) for part in when.split(":"))
-            stamp = datetime(now.year, month, day, hour, minute, tzinfo=UTC)
-            if stamp.timestamp() > now.timestamp() + 86_400:
-                stamp = datetime(now.year - 1, month, day, hour, minute, tzinfo=UTC)
-        else:
-            stamp = datetime(int(when), month, day, tzinfo=UTC)
-    except ValueError:
-        return None  # 29 February in a year without one: not a line we understand
-    return RemoteFile(name, size, stamp.timestamp())
