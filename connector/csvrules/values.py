@@ -4,10 +4,17 @@ Work is done per column rather than per cell because columns are regular: a colu
 booleans or plan names has few distinct values (typed once each), and a column of numbers
 is recognised by one regular-expression pass over its joined text. Only irregular columns
 fall back to typing cell by cell, with the same function, so every path gives the same answer.
+
+Every regular expression here sees customer text, so each is written to match a text in one
+way only. A pattern with several ways to match the same text (a domain that may be split at
+any of its dots) makes a failed match retry every combination: quadratic time in one cell,
+exponential over a column. Numbers are converted only once their length shows they fit
+(``int()`` refuses more than 4,300 digits).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -18,6 +25,8 @@ from connector.csvrules.rules import MAX_KEY, MAX_TIMESTAMP, NO_TIMESTAMP
 Value = str | int | float | bool
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# A sign and 19 digits at most: a longer integer is out of the 64-bit range whatever its digits.
+_INT64_CHARS = 20
 # [0-9], not \d: only ASCII digits are numbers (\d would accept Arabic-Indic digits).
 _INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+")
@@ -56,12 +65,15 @@ def type_cell(text: str) -> Value | None:
         flag = _BOOLS.get(text.lower())
         if flag is not None:
             return flag
-    if _INT.fullmatch(text):
+    if len(text) <= _INT64_CHARS and _INT.fullmatch(text):
         number = int(text)
         return number if INT64_MIN <= number <= INT64_MAX else text
     if _DECIMAL.fullmatch(text):
+        # The nearest 64-bit float (float() reads any length in linear time; a decimal too
+        # small for a float reads as 0.0). One too large for it would be inf, which JSON
+        # cannot hold: such a decimal stays a string, as an integer out of range does.
         real = float(text)
-        return real if real not in (float("inf"), float("-inf")) else text
+        return real if math.isfinite(real) else text
     return text
 
 
@@ -147,7 +159,10 @@ def json_members(name: str, cells: Sequence[str]) -> list[str]:
 
 # --- reserved contact attributes (rule 6) -------------------------------------------
 
-_EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@.][^\s@]*")
+# local@domain, the domain holding a dot followed by a character other than a dot, after
+# its first character. The plain form, `[^\s@]+\.[^\s@.][^\s@]*`, could put that dot at any
+# of several dots (backtracking tries them all); here it is the first such dot, one way only.
+_EMAIL = re.compile(r"[^\s@]+@[^\s@][^\s@.]*\.+[^\s@.][^\s@]*")
 _PHONE = re.compile(r"[1-9][0-9]{5,14}")
 _EXTERNAL_ID = re.compile(r"[A-Za-z0-9_\-./]{1,64}")
 _LANGUAGE = re.compile(r"[a-z]{2}")
@@ -200,7 +215,8 @@ RESERVED_CHECKS: dict[str, Callable[[Value], str | None]] = {
 
 
 # Whole-column forms of the string checks, for the common all-valid column; "\n" never
-# matches inside them, so a multi-line cell cannot pass as several valid lines.
+# matches inside them, so a multi-line cell cannot pass as several valid lines, and each
+# line matches in one way only, so a failed match takes time linear in the column.
 _STRING_COLUMN_CHECKS = {
     name: re.compile(f"(?:(?:{pattern.pattern})?\n)*")
     for name, pattern in (
@@ -244,30 +260,41 @@ _ISO = re.compile(
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Plain integer seconds (or empty), ten digits at most: the common case, checked in one pass.
 _SECONDS_COLUMN = re.compile(r"(?:(?:0|[1-9][0-9]{0,9})?\n)*")
+_DATE_FIRST = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ].*)?")
+_SHOWN = 40  # characters of a cell quoted in a reason
+
+
+def _shown(text: str) -> str:
+    """A cell as quoted in a reason: a long one (a megabyte, say) cut short."""
+    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}… ({len(text):,} characters)"
 
 
 def parse_timestamp(text: str) -> int:
     """A timestamp cell → Unix seconds; ValueError says why it is not one."""
     if _INT.fullmatch(text) or _DECIMAL.fullmatch(text):
-        seconds = int(text.partition(".")[0])  # truncation, exact for any length
+        whole = text.partition(".")[0]  # truncation, exact for any length
+        # (not converted past 64 bits: out of range whatever the digits)
+        seconds = int(whole) if len(whole) <= _INT64_CHARS else INT64_MAX
         if 0 <= seconds <= MAX_TIMESTAMP:
             return seconds
         if seconds > MAX_TIMESTAMP and seconds // 1000 <= MAX_TIMESTAMP:
-            raise ValueError(f"timestamp {text} is out of range; milliseconds? use seconds")
-        raise ValueError(f"timestamp {text} is out of range 0..{MAX_TIMESTAMP}")
+            raise ValueError(f"timestamp {_shown(text)} is out of range; milliseconds? use seconds")
+        raise ValueError(f"timestamp {_shown(text)} is out of range 0..{MAX_TIMESTAMP}")
     if _ISO.fullmatch(text):
         try:
             moment = datetime.fromisoformat(text.upper().replace(",", ".").replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(f"timestamp {text!r} is not a valid date-time") from None
+            raise ValueError(f"timestamp {_shown(text)!r} is not a valid date-time") from None
         seconds = (moment - _EPOCH) // timedelta(seconds=1)
         if 0 <= seconds <= MAX_TIMESTAMP:
             return seconds
-        raise ValueError(f"timestamp {text!r} is out of range 0..{MAX_TIMESTAMP}")
-    if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ].*)?", text):
-        raise ValueError(f"timestamp {text!r} needs a time with a UTC offset (e.g. Z or +02:00)")
+        raise ValueError(f"timestamp {_shown(text)!r} is out of range 0..{MAX_TIMESTAMP}")
+    if _DATE_FIRST.fullmatch(text):
+        raise ValueError(
+            f"timestamp {_shown(text)!r} needs a time with a UTC offset (e.g. Z or +02:00)"
+        )
     raise ValueError(
-        f"timestamp {text!r} is neither Unix seconds nor an ISO 8601 date-time with offset"
+        f"timestamp {_shown(text)!r} is neither Unix seconds nor an ISO 8601 date-time with offset"
     )
 
 
