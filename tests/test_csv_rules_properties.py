@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import tempfile
 import time
@@ -284,3 +285,116 @@ def test_the_plain_path_reads_as_the_csv_module_does(
     rules = FileRules(kind="events", event_name="e")
     data = text.encode()
     assert _parsed(data, rules, plain=True) == _parsed(data, rules, plain=False)
+
+
+# --- any cell in any column: stored as the rules type it, or rejected with a reason -------
+
+ROLES = [
+    "identifier", "name", "timestamp", "idempotencyKey", "email", "phone", "externalId",
+    "unsubscribed", "smsCapable", "language", "createdAt", "v",
+]  # fmt: skip
+# Cells at the rules' edges: digit runs past 64 bits, a float's range and int()'s 4,300
+# digits; near-miss addresses; date-times; long keys; NUL.
+edge_text = st.one_of(
+    st.builds(
+        lambda sign, length, end: sign + "9" * length + end,
+        st.sampled_from(["", "-"]),
+        st.sampled_from([1, 10, 13, 19, 20, 309, 4301, 5000]),
+        st.sampled_from(["", ".5", "." + "0" * 400]),
+    ),
+    st.sampled_from(["a@b.co", "a@b", "a@" + ".a" * 3000, "a b@c.d", "32478112233", "0478112233",
+                     "ext-1/a_b.c", "x" * 65, "en", "EN", "2023-10-02T13:08:41Z",
+                     "2023-10-02T13:08:41.9999999+02:00", "2023-10-02", "k" * 129, "a\x00b",
+                     "1696252121000", "-0", "TRUE"]),
+)  # fmt: skip
+any_cell = st.one_of(cell_text, edge_text)
+
+
+def _expected(kind: str, role: str, cell: str) -> tuple[bool, Any]:
+    """Whether the row holding ``cell`` is stored, and the value then stored, by the
+    per-cell rules (themselves held to the contract's words in test_values.py)."""
+    from connector.csvrules.rules import MAX_KEY, NO_TIMESTAMP
+    from connector.csvrules.values import (
+        RESERVED_CHECKS,
+        STRING_ATTRIBUTES,
+        parse_timestamp,
+        type_cell,
+    )
+
+    if "\x00" in cell:
+        return False, None
+    if role == "identifier" or (kind == "events" and role == "name"):
+        return cell.strip() != "", cell
+    if kind == "events" and role == "timestamp":
+        try:
+            return True, parse_timestamp(cell) if cell else NO_TIMESTAMP
+        except ValueError:
+            return False, None
+    if kind == "events" and role == "idempotencyKey":
+        return len(cell) <= MAX_KEY, cell
+    if cell == "":
+        return True, golden.ABSENT
+    value = cell if kind == "contacts" and role in STRING_ATTRIBUTES else type_cell(cell)
+    if kind == "contacts" and role in RESERVED_CHECKS:
+        return RESERVED_CHECKS[role](value) is None, value  # type: ignore[arg-type]
+    return True, value
+
+
+def _stored(kind: str, batches: list[Any]) -> dict[str, dict[str, Any]]:
+    """What the batches store, by identifier: an event's fields and data, or a contact's
+    attributes."""
+    stored = {}
+    for batch in batches:
+        if kind == "events":
+            for _, identifier, name, stamp, key, data in batch.event_rows():
+                fields = {"name": name, "timestamp": stamp, "idempotencyKey": key}
+                stored[identifier] = {**fields, **json.loads(data)}
+        else:
+            stored.update((i, json.loads(a)) for i, a in batch.contacts or [])
+    return stored
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(["events", "contacts"]),
+    role=st.sampled_from(ROLES),
+    cells=st.lists(any_cell, min_size=1, max_size=6),
+)
+def test_any_cell_in_any_column_is_stored_typed_or_rejected(
+    kind: str, role: str, cells: list[str]
+) -> None:
+    """Any text, in any column of a contacts or events file, is stored as the rules type
+    it or rejects its row with a reason; the file is never refused for it, nothing raises."""
+    from connector.csvrules.reader import open_scanned
+    from connector.csvrules.records import FileParser
+    from connector.csvrules.rules import FileRules
+
+    header = ["identifier", "name"] + ([role] if role not in ("identifier", "name") else [])
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    writer.writerow(header)
+    starts = []
+    for i, cell in enumerate(cells):
+        row = {"identifier": f"u{i}", "name": "buy", role: cell}
+        starts.append(golden.count_line_breaks(buffer.getvalue()) + 1)
+        writer.writerow([row[name] for name in header])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "f.csv"
+        path.write_bytes(buffer.getvalue().encode())
+        with open_scanned(path) as raw:
+            batches = list(FileParser(raw, FileRules(kind=kind)).batches(4))  # type: ignore[arg-type]
+    rejects = dict(r for b in batches for r in b.rejects)
+    assert all(isinstance(reason, str) and reason for reason in rejects.values())
+    stored = _stored(kind, batches)
+    for i, (cell, line) in enumerate(zip(cells, starts, strict=True)):
+        keep, value = _expected(kind, role, cell)
+        assert (line not in rejects) == keep, (cell[:80], rejects.get(line))
+        if role == "identifier":
+            continue  # (rows may share an identifier: checked as a whole below)
+        if keep:
+            got = stored[f"u{i}"].get(role, golden.ABSENT)
+            assert golden.strict(got) == golden.strict(value), (cell[:80], got)
+        else:
+            assert f"u{i}" not in stored
+    if role == "identifier":
+        assert set(stored) == {c for c in cells if _expected(kind, role, c)[0]}
