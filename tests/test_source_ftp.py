@@ -43,6 +43,18 @@ class _NoMLSDServer(EmbeddedFTPServer):
         return type(handler.__name__, (handler,), {"proto_cmds": commands})
 
 
+class _GarbledSizeServer(_NoMLSDServer):
+    """Answers SIZE with a reply that holds no number (a hostile or broken server)."""
+
+    def _handler_class(self) -> type[Any]:
+        handler = super()._handler_class()
+
+        def ftp_SIZE(self: Any, path: str) -> None:  # noqa: N802 (pyftpdlib's naming)
+            self.respond("213 " + "9" * 5_000 + "x")
+
+        return type(handler.__name__, (handler,), {"ftp_SIZE": ftp_SIZE})
+
+
 class _FactlessFoldersServer(EmbeddedFTPServer):
     """Lists folders with no facts at all (RFC 3659 lets a server leave out any): their MLSD
     entries are a space and a name. Entries come in name order."""
@@ -432,3 +444,14 @@ def test_no_socket_is_left_open(tmp_path: Path) -> None:
             pass
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_size_reply_without_a_number_is_transient_and_names_the_file(tmp_path: Path) -> None:
+    """A link listed by LIST is sized with SIZE; a reply that holds no number fails the
+    listing with one clear line (retried later), not a ValueError from int()."""
+    with _GarbledSizeServer(tmp_path / "root") as server:
+        (server.root / "a.csv").write_bytes(b"x" * 10)
+        (server.root / "l.csv").symlink_to(server.root / "a.csv")
+        with _source(server) as source, pytest.raises(TransientError) as caught:
+            source.list()
+    assert str(caught.value) == "source acme: SIZE 'l.csv': the server's reply is not a size"

@@ -390,6 +390,10 @@ class FTPSource:
         """The size of a file, or None for a folder or nothing there (550)."""
         try:
             return self._session().size(path)
+        except ValueError as exc:  # (ftplib's int() of a reply that holds no size)
+            raise TransientError(
+                f"source {self.name}: SIZE {path!r}: the server's reply is not a size"
+            ) from exc
         except ftplib.error_perm as exc:
             if str(exc)[:3] in _UNSUPPORTED:
                 raise SourceRefused(
