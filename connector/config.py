@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from connector.csvrules.rules import FileRules, Kind
+from connector.csvrules.rules import MAX_COLUMNS, MAX_FIELD, MAX_RECORD, FileRules, Kind
 from connector.errors import ConfigError
 
 DEFAULT_PATH = Path("config/connector.toml")
@@ -101,6 +101,11 @@ class IngestConfig(_Model):
     # 10,000 measured as fast as 20,000 with a third less memory (README, Benchmarks).
     batch_records: int = Field(default=10_000, ge=1, le=1_000_000)
     commit_interval: CommitInterval = "1s"  # a crash redoes at most this much work
+    # Bounds that keep a file of any shape in bounded memory (README, The CSV rules): a
+    # longer record is rejected, a wider header rejects the file. The defaults keep each
+    # process under 200 MB whatever the file; memory grows with them.
+    max_record_chars: int = Field(default=MAX_RECORD, ge=MAX_FIELD, le=16 << 20)
+    max_columns: int = Field(default=MAX_COLUMNS, ge=1, le=100_000)
 
 
 class MetricsConfig(_Model):

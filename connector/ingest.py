@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
@@ -24,7 +24,7 @@ from connector import crashpoints
 from connector.config import IngestConfig, parse_duration
 from connector.csvrules.reader import Inspector, inspect_file
 from connector.csvrules.records import Batch
-from connector.csvrules.rules import FileRules
+from connector.csvrules.rules import FileRules, Limits
 from connector.download import FileChanged, Staged
 from connector.errors import FatalError, FileRejected, Interrupted, StoreBusy
 from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
@@ -55,6 +55,7 @@ class Ingestor:
     batch_records: int = _DEFAULTS.batch_records
     commit_seconds: float = parse_duration(_DEFAULTS.commit_interval)
     stop: Callable[[], bool] = lambda: False  # checked between batches
+    limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def configured(
@@ -64,6 +65,7 @@ class Ingestor:
         return cls(
             db, batch_records=config.batch_records,
             commit_seconds=parse_duration(config.commit_interval), stop=stop,
+            limits=Limits(config.max_record_chars, config.max_columns),
         )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -76,7 +78,7 @@ class Ingestor:
         size = growing_to if growing_to is not None else path.stat().st_size
         return ParseJob(
             path, rules, batch_records=self.batch_records, in_child=size >= PARALLEL_MIN_BYTES,
-            spool_dir=self.db.path.parent, growing_to=growing_to,
+            spool_dir=self.db.path.parent, growing_to=growing_to, limits=self.limits,
         )  # fmt: skip
 
     def ingest(
@@ -347,6 +349,7 @@ class Ingestor:
                 if group.tick() or (job.idle(IDLE_SECONDS) and group.commit()):
                     crashpoints.reached("after_commit")
                 records += batch.records
+                del batch  # (not kept while the next one is read: a record may be megabytes)
                 if progress is not None:
                     progress(records)
                 if until():

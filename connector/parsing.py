@@ -34,7 +34,7 @@ from typing import IO, Any
 
 from connector.csvrules.reader import ScannedFile
 from connector.csvrules.records import Batch, FileParser
-from connector.csvrules.rules import FileRules
+from connector.csvrules.rules import FileRules, Limits
 from connector.errors import FatalError, FileRejected
 
 # Below this a child process costs more (about 0.1 s to start) than it saves.
@@ -74,6 +74,7 @@ class _Job:
     source_fd: int
     spool_fd: int
     parent: int  # our pid: the child waits for a download only while we live
+    limits: Limits
 
 
 class ParseJob:
@@ -89,11 +90,13 @@ class ParseJob:
         in_child: bool,
         spool_dir: Path,
         growing_to: int | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """``growing_to``: the file is still being written and will hold this many bytes
         (a download in progress): the parser follows it."""
         self._path = path
         self._rules = rules
+        self._limits = limits or Limits()
         self._batch_records = batch_records
         self._in_child = in_child
         self._spool_dir = spool_dir
@@ -133,7 +136,7 @@ class ParseJob:
         self._spool = tempfile.TemporaryFile(dir=self._spool_dir)  # noqa: SIM115
         job = _Job(
             self._rules, self._size, self._growing_to is not None, self._skip,
-            self._batch_records, self._fd, self._spool.fileno(), os.getpid(),
+            self._batch_records, self._fd, self._spool.fileno(), os.getpid(), self._limits,
         )  # fmt: skip
         with self._abandoning:
             if self._abandoned:
@@ -171,7 +174,7 @@ class ParseJob:
             assert self._fd is not None
             growing = self._growing_to is not None
             self._raw = ScannedFile(self._fd, self._size, growing=growing)
-            self._local = FileParser(self._raw, self._rules)
+            self._local = FileParser(self._raw, self._rules, self._limits)
             return
         message = self._receive()
         if message[0] == "rejected":
@@ -182,11 +185,14 @@ class ParseJob:
             yield from self._local.batches(self._batch_records, self._skip)
             return
         while (message := self._receive())[0] == "batch":
-            assert self._spool is not None
-            _, offset, length = message
-            data = os.pread(self._spool.fileno(), length, offset)
-            _release(self._spool.fileno(), offset, length)
-            yield pickle.loads(data)
+            yield self._read_batch(*message[1:])  # (nothing of it held here meanwhile)
+
+    def _read_batch(self, offset: int, length: int) -> Batch:
+        assert self._spool is not None
+        data = os.pread(self._spool.fileno(), length, offset)
+        _release(self._spool.fileno(), offset, length)
+        batch: Batch = pickle.loads(data)
+        return batch
 
     def abandon(self) -> None:
         """From another thread: the bytes being followed will not all come (the download
@@ -260,7 +266,7 @@ def _serve(job: _Job, out: IO[bytes]) -> None:
             job.source_fd, job.size, growing=job.growing, alive=lambda: os.getppid() == job.parent
         )
         try:
-            parser = FileParser(raw, job.rules)
+            parser = FileParser(raw, job.rules, job.limits)
         except FileRejected as exc:
             announce("rejected", exc.reason)
             return
@@ -273,6 +279,7 @@ def _serve(job: _Job, out: IO[bytes]) -> None:
                 written += os.write(job.spool_fd, data[written:])
             announce("batch", offset, len(data))
             offset += len(data)
+            del batch, data  # (not kept while the next one is made)
         announce("done")
     except BrokenPipeError:
         pass  # the parent is gone: nobody to tell

@@ -160,17 +160,17 @@ def test_a_scan_sees_each_byte_once_across_seeks(tmp_path: Path) -> None:
         assert raw.scan.has_nul
 
 
-def test_a_record_csv_cannot_read_is_rejected_and_the_rest_of_its_batch_read(
+def test_a_record_over_the_limit_is_rejected_and_the_records_after_it_read(
     tmp_path: Path,
 ) -> None:
-    """A field past csv's own limit (16 MiB) fails that record only: the records after
-    it in the same batch are read, at their own lines."""
+    """A quoted field longer than a record may be (17 MiB) fails that record only: the
+    records after it in the same batch are read, at their own lines."""
     path = tmp_path / "e.csv"
-    rows = ["u1,a,1,,1", 'u2,a,2,,"' + "x" * (17 << 20) + '"', "u3,a,3,,3", "u4,a,4,,4"]
+    rows = ["u1,a,1,,1", 'u2,a,2,,"' + "x\n" * (17 << 19) + '"', "u3,a,3,,3", "u4,a,4,,4"]
     path.write_text(HEADER + "\n".join(rows) + "\n")
     batches = _parse(path, in_child=False)
     rejects = [reject for batch in batches for reject in batch.rejects]
     events = [(row[0], row[1]) for batch in batches for row in batch.event_rows()]
-    assert [line for line, _ in rejects] == [3]
-    assert "unreadable record" in rejects[0][1]
-    assert events == [(2, "u1"), (4, "u3"), (5, "u4")]
+    assert rejects == [(3, "record over 4,194,304 characters")]
+    after = 3 + (17 << 19)  # the line of the rejected record's closing quote
+    assert events == [(2, "u1"), (after + 1, "u3"), (after + 2, "u4")]

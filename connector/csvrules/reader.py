@@ -5,11 +5,16 @@ Two passes over a file, both streaming:
 * ``Inspector`` is fed the raw bytes (while downloading, or from disk): SHA-256, size and
   strict decoding. A file that does not decode is rejected before any row is stored, which
   is only possible if the whole file is checked before the rows flow.
-* ``RecordReader`` then parses with the C ``csv`` module over a text stream in universal-
-  newline mode (so CR, LF and CRLF all end a line), in batches, with line numbers worked out
-  per batch rather than per record. It reads through a ``ScannedFile``, which learns on
-  the way which per-cell checks the bytes read so far make needless, and which can follow a
-  file still being downloaded.
+* ``RecordReader`` then parses: the text is decoded a block at a time and cut into lines
+  (CR, LF and CRLF all end one), which the C ``csv`` module reads in batches, with line
+  numbers worked out per batch rather than per record. It reads through a ``ScannedFile``,
+  which learns on the way which per-cell checks the bytes read so far make needless, and
+  which can follow a file still being downloaded.
+
+Memory is bounded whatever the file's shape: a batch holds at most ``BATCH_CHARS``
+characters and ``BATCH_DELIMITERS`` delimiters (each may become a field object), and a
+record over ``Limits.record_chars`` characters, or with too many delimiters for csv to
+split safely, is measured as csv would read it without being kept (``_measure``).
 """
 
 from __future__ import annotations
@@ -20,25 +25,38 @@ import hashlib
 import io
 import itertools
 import os
+import re
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import accumulate, repeat
 from pathlib import Path
 from typing import BinaryIO
 
-from connector.csvrules.rules import MAX_FIELD
+from connector.csvrules.rules import MAX_FIELD, Limits
 from connector.errors import FileRejected
 
 BOM = codecs.BOM_UTF8
 CHUNK = 256 << 10
-# Fields past this many characters make csv raise instead of growing without bound; up to
-# here the reader stays in step with the file and the row is rejected by the 1 MiB rule.
-csv.field_size_limit(16 * MAX_FIELD)
-# Fed after the file's last line: if the file ends inside a quoted field it lands in that
-# field, otherwise it is a record of its own. Either way we learn how the file ended
-# without a Python-level wrapper around every line.
-_SENTINEL = "\x00\x00connector-end-of-file\x00\x00"
+TEXT_BLOCK = 64 << 10  # bytes decoded at a time (16 to 256 KiB parse as fast)
+# A batch's lines hold at most this many characters (a longer record is a batch of its
+# own): 38,000 lines of 110 characters, so batch_records still sets the usual size.
+BATCH_CHARS = 4 << 20
+# ... and at most this many delimiters: csv makes a str object (about 60 bytes) per field.
+BATCH_DELIMITERS = 500_000
+# Records are bounded far below this; it only keeps csv's own limit out of the way.
+csv.field_size_limit(64 << 20)
+# Fed after a batch's last line: if the batch ends inside a quoted field it lands in that
+# field (the record goes on past the batch, or is unterminated at the end of the file),
+# otherwise it is a record of its own.
+_SENTINEL = "\x00\x00connector-end-of-batch\x00\x00"
+_UNTERMINATED = "unterminated quote: a quoted field is still open"
+_TAIL_LINES = 1024  # lines read at a time for a record that goes on past its batch
+# Characters str.splitlines also breaks at, which are not line ends for CSV.
+_OTHER_BREAKS = "\v\f\x1c\x1d\x1e"
+_OTHER_WIDE_BREAKS = "\x85\u2028\u2029"
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 
 
 def _line_breaks(text: str) -> int:
@@ -156,7 +174,10 @@ class Inspector:
             remaining = self.error_offset - self._skipped
             while remaining > 0 and (chunk := f.read(min(CHUNK, remaining))):
                 remaining -= len(chunk)
-                text = decoder.decode(chunk)
+                try:
+                    text = decoder.decode(chunk)
+                except UnicodeError:  # UTF-16 without a BOM, refused in any error mode
+                    break
                 if text:  # a CRLF split across chunks is one line break
                     line += _line_breaks(text) - (last_cr and text[0] == "\n")
                     last_cr = text[-1] == "\r"
@@ -247,14 +268,210 @@ def open_scanned(path: Path) -> ScannedFile:
 
 def sniff_delimiter(header: str) -> str:
     """``,`` or ``;``: whichever occurs more often outside quotes; a tie or neither → ``,``."""
-    counts = {",": 0, ";": 0}
-    quoted = False
-    for char in header:
-        if char == '"':
-            quoted = not quoted
-        elif not quoted and char in counts:
-            counts[char] += 1
-    return ";" if counts[";"] > counts[","] else ","
+    outside = header.split('"')[::2]  # (every quote toggles, as in a record's own reading)
+    commas = sum(map(str.count, outside, repeat(",")))
+    return ";" if sum(map(str.count, outside, repeat(";"))) > commas else ","
+
+
+def _split(text: str) -> list[str]:
+    """``text`` cut after each line end (CR, LF or CRLF, kept); the last piece may have
+    none. str.splitlines is fast but also breaks at a few other characters: then a regex."""
+    if any(c in text for c in _OTHER_BREAKS) or (
+        not text.isascii() and any(c in text for c in _OTHER_WIDE_BREAKS)
+    ):
+        return _LINE.findall(text)
+    return text.splitlines(True)
+
+
+class _Lines:
+    """The decoded text of a file as whole lines, ends kept, a block at a time.
+
+    A line never holds more than ``longest + 1`` characters: a longer one is given cut
+    there (the record is over the limit whatever follows), and what follows the cut is
+    then read as text (``text``), which the reader does at once."""
+
+    def __init__(self, raw: io.BufferedReader, encoding: str, longest: int) -> None:
+        self._raw = raw
+        self._decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+        self._longest = longest
+        self._lines: list[str] = []  # whole lines, those from _at on not taken yet
+        self._at = 0
+        self._partial: list[str] = []  # the start of a line whose end is not read yet
+        self._partial_size = 0
+        self._cr = ""  # a CR that ended the last block read: a LF may begin the next one
+        self._ended = False  # the raw bytes are all read
+
+    def _read(self) -> str | None:
+        """The next decoded text (a CR at its end held back), or None once all is read."""
+        if self._ended:
+            return None
+        data = self._raw.read1(TEXT_BLOCK)
+        text = self._cr + self._decoder.decode(data, final=not data)
+        if not data:
+            self._ended, self._cr = True, ""
+            return text
+        self._cr = "\r" if text.endswith("\r") else ""
+        return text[:-1] if self._cr else text
+
+    def _more(self) -> bool:
+        """Read a block into lines (or a line's start); False at the end of the file."""
+        text = self._read()
+        if text is None:
+            return False
+        self._add(text)
+        return True
+
+    def _add(self, text: str) -> None:
+        """Cut ``text``, which follows all the text added before, into lines."""
+        if self._at == len(self._lines):
+            self._lines, self._at = [], 0
+        if "\n" in text or "\r" in text:
+            pieces = _split(text)
+            if self._partial:
+                pieces[0] = "".join(self._partial) + pieces[0]
+                self._partial, self._partial_size = [], 0
+            rest = "" if pieces[-1].endswith(("\n", "\r")) else pieces.pop()
+            self._lines += pieces
+            if rest:
+                self._grow(rest)
+        elif text:
+            self._grow(text)
+        if self._ended and self._partial:  # the last line has no line end
+            self._lines.append("".join(self._partial))
+            self._partial, self._partial_size = [], 0
+
+    def _grow(self, text: str) -> None:
+        """``text`` goes on the line not ended yet; past ``longest`` it is cut."""
+        self._partial.append(text)
+        self._partial_size += len(text)
+        if self._partial_size > self._longest:
+            whole = "".join(self._partial)
+            self._lines.append(whole[: self._longest + 1])
+            rest = whole[self._longest + 1 :]
+            self._partial, self._partial_size = ([rest], len(rest)) if rest else ([], 0)
+
+    def take(self, count: int, budget: int) -> list[str]:
+        """Up to ``count`` lines holding at most ``budget`` characters in all (a longer
+        line comes alone); [] at the end of the file. Whole lists at a time: no Python
+        step per line."""
+        taken: list[str] = []
+        while len(taken) < count:
+            if self._at == len(self._lines):
+                if taken and self._partial_size > budget:
+                    break  # the next line cannot fit: it is not read whole meanwhile
+                if not self._more():
+                    break
+                continue
+            lines = self._lines[self._at : self._at + count - len(taken)]
+            sizes = list(accumulate(map(len, lines)))
+            fit = bisect_right(sizes, budget)
+            if fit < len(lines):
+                fit = fit or int(not taken)
+                taken += lines[:fit]
+                self._at += fit
+                break
+            taken += lines
+            self._at += len(lines)
+            budget -= sizes[-1]
+        if self._at == len(self._lines):  # (not kept here while the caller uses them)
+            self._lines, self._at = [], 0
+        return taken
+
+    def put_back(self, lines: list[str]) -> None:
+        """Lines taken but not used: they are taken again first."""
+        if lines:
+            self._lines = lines + self._lines[self._at :]
+            self._at = 0
+
+    def text(self) -> str:
+        """What follows the lines taken, as text (every CRLF whole); "" at the end."""
+        if self._at < len(self._lines) or self._partial:
+            parts = self._lines[self._at :] + self._partial
+            self._lines, self._at, self._partial, self._partial_size = [], 0, [], 0
+            return "".join(parts)
+        while (text := self._read()) is not None:
+            if text:
+                return text
+        return ""
+
+    def unread(self, text: str) -> None:
+        """Give back the end of the last ``text``: it is read again first, as lines."""
+        self._add(text)
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """A record as csv would read it, measured without keeping it all."""
+
+    text: str | None  # the record with its line end; None: over the limit, not kept
+    fields: int
+    lines: int  # physical lines it takes
+    open_quote: bool  # the file ends inside one of its quoted fields
+
+
+_START, _UNQUOTED, _QUOTED, _AFTER_QUOTE = range(4)
+
+
+def _measure(text: str, source: _Lines, delimiter: str, longest: int) -> _Measured:
+    """The record that ``text`` begins, then goes on in ``source``, read by csv's own rules
+    (lenient, ``""`` for a quote) at the speed of ``str.find``: where it ends, its fields
+    and lines, and its text if it holds at most ``longest`` characters. What follows it is
+    given back to ``source``. Memory stays flat however long the record is."""
+    kept: list[str] | None = []
+    size = fields = breaks = 0
+    state = _START
+    opener = delimiter + '"'  # a quote opens a quoted field only where a field starts
+    while text:
+        length = len(text)
+        end = -1  # where the record's line end is, once found
+        i = 0
+        line_end = opens = -2  # next ones at or after i, found lazily (-1: none left)
+        while i < length:
+            if state == _QUOTED:
+                j = text.find('"', i)
+                if j < 0:
+                    break
+                i, state = j + 1, _AFTER_QUOTE
+                continue
+            if state != _UNQUOTED:  # a field's start, or just after a quote in a quoted one
+                if text[i] == '"':  # (after a quote: "" is a quote, and the field goes on)
+                    i, state = i + 1, _QUOTED
+                    continue
+                state = _UNQUOTED  # ("ab"c reads as abc: text after the quote is plain)
+            if -1 < line_end < i or line_end == -2:
+                line_end = min((j for j in (text.find("\n", i), text.find("\r", i)) if j >= 0),
+                               default=-1)  # fmt: skip
+            if -1 < opens < i or opens == -2:
+                opens = text.find(opener, i)
+            stop = length if line_end < 0 else line_end
+            if 0 <= opens < stop:
+                fields += text.count(delimiter, i, opens + 1)
+                i, state = opens + 2, _QUOTED
+                continue
+            fields += text.count(delimiter, i, stop)
+            if line_end >= 0:
+                end = line_end
+            elif text.endswith(delimiter):
+                state = _START
+            break
+        cut = length if end < 0 else end + (2 if text.startswith("\r\n", end) else 1)
+        part = text[:cut] if cut < length else text
+        size += len(part)
+        breaks += part.count("\n")
+        if "\r" in part:  # (rare: a count is a full scan, the test is a memchr)
+            breaks += part.count("\r") - part.count("\r\n")
+        if kept is not None and size <= longest:
+            kept.append(part)
+        else:
+            kept = None  # over the limit: only measured from here
+        if end >= 0:
+            if cut < length:
+                source.unread(text[cut:])
+            return _Measured(None if kept is None else "".join(kept), fields + 1, breaks, False)
+        text = source.text()
+    return _Measured(
+        None if kept is None else "".join(kept), fields + 1, breaks + 1, state == _QUOTED
+    )
 
 
 @dataclass
@@ -279,23 +496,34 @@ class RecordBatch:
         )
 
 
+def too_wide(columns: int, limits: Limits) -> str | None:
+    """Why a header of ``columns`` columns is refused, if it is."""
+    if columns > limits.columns:
+        return f"{columns:,} columns, more than the {limits.columns:,} allowed"
+    return None
+
+
 class RecordReader:
     """The records of one decoded file, in batches. The first record is the header; once
     the caller sets ``width`` (the header's), plain batches take the fast path."""
 
     def __init__(
-        self, raw: BinaryIO, encoding: str, delimiter: str | None, scan: ByteScan | None = None
+        self,
+        raw: io.BufferedReader,
+        encoding: str,
+        delimiter: str | None,
+        scan: ByteScan | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """``scan`` of the bytes read so far, if one is kept: without it, no fast path."""
         if raw.read(len(BOM)) != BOM:
             raw.seek(0)
-        self._text = io.TextIOWrapper(raw, encoding=encoding, newline="")
-        # Decode larger pieces than the default 8 KiB: fewer reads and calls (measured best
-        # at 64 KiB; 256 KiB was slower).
-        self._text._CHUNK_SIZE = 64 << 10  # type: ignore[attr-defined]
+        self._raw = raw
+        self.limits = limits or Limits()
+        self._source = _Lines(raw, encoding, self.limits.record_chars)
         head = self._head_lines()
         self.delimiter = delimiter or sniff_delimiter("".join(head))
-        self._lines = itertools.chain(head, self._text, (_SENTINEL,))
+        self._source.put_back(head)
         self._scan = scan
         self.width: int | None = None
         self._next_line = 1
@@ -303,23 +531,72 @@ class RecordReader:
 
     def detach(self) -> None:
         """Give the byte stream back to its owner, e.g. when the file is refused whole."""
-        self._text.detach()
+        self._raw.detach()
 
     def _head_lines(self) -> list[str]:
-        """The lines up to the end of the first record, for sniffing; replayed to csv."""
+        """The lines up to the end of the first record (as far as a record may go), for
+        sniffing; given back to be read again."""
         head: list[str] = []
-        quotes = 0
-        for line in self._text:
+        quotes = size = 0
+        while taken := self._source.take(1, self.limits.record_chars):
+            line = taken[0]
             head.append(line)
             quotes += line.count('"')
-            if line.strip("\r\n") and quotes % 2 == 0:
+            size += len(line)
+            if (line.strip("\r\n") and quotes % 2 == 0) or size > self.limits.record_chars:
                 break
         return head
 
     def batches(self, size: int) -> Iterator[RecordBatch]:
         while not self.done:
-            chunk = list(itertools.islice(self._lines, size))
-            yield self._plain(chunk) or self._parsed(chunk, size)
+            yield self._batch(size)  # (no local keeps a batch's lines while it is used)
+
+    def _batch(self, size: int) -> RecordBatch:
+        longest = self.limits.record_chars
+        chunk = self._source.take(size, min(BATCH_CHARS, longest))
+        if not chunk:
+            self.done = True
+            return RecordBatch([], [], {})
+        if len(chunk[0]) > max(longest, 2):  # (then alone; a blank line is no record)
+            return self._one(*self._big(chunk[0]))
+        # A header is split by csv only if it cannot have more columns than allowed.
+        dense = BATCH_DELIMITERS if self.width is not None else self.limits.columns
+        counts = list(accumulate(map(str.count, chunk, repeat(self.delimiter))))
+        if counts[-1] > dense:
+            fit = bisect_right(counts, dense)
+            self._source.put_back(chunk[max(fit, 1) :])
+            if fit == 0:
+                return self._one(*self._big(chunk[0]))
+            del chunk[fit:]
+        return self._plain(chunk) or self._parsed(chunk)
+
+    def _one(self, row: list[str], fault: str | None, lines: int) -> RecordBatch:
+        """A batch of the one record starting at the next line, spanning ``lines``."""
+        line = self._next_line
+        self._next_line += lines
+        return RecordBatch([line], [row], {} if fault is None else {0: fault}, multiline=True)
+
+    def _big(self, text: str) -> tuple[list[str], str | None, int]:
+        """The record that ``text`` begins (too long, or with too many delimiters, for csv to
+        be given as is): its row, or the reason it is refused; and the lines it takes."""
+        longest = self.limits.record_chars
+        measured = _measure(text, self._source, self.delimiter, longest)
+        if measured.text is None:
+            fault: str | None = f"record over {longest:,} characters"
+        elif measured.open_quote:
+            fault = _UNTERMINATED
+        elif self.width is None:
+            fault = too_wide(measured.fields, self.limits)
+        elif measured.fields != self.width:
+            fault = f"expected {self.width} fields, got {measured.fields}"
+        else:
+            fault = None
+        if fault is not None or measured.text is None:
+            return [], fault, measured.lines
+        # Within the limits, and as wide as allowed: csv may split it.
+        reader = csv.reader(_split(measured.text), delimiter=self.delimiter, quotechar='"',
+                            strict=False)  # fmt: skip
+        return next(reader), None, measured.lines
 
     def _plain(self, chunk: list[str]) -> RecordBatch | None:
         """The records of ``chunk`` without the csv module, when that gives the same answer
@@ -330,80 +607,91 @@ class RecordReader:
         width = self.width
         if width is None or width < 2 or self._scan is None or self._scan.has_long_lines:
             return None
-        ends = bool(chunk) and chunk[-1] is _SENTINEL
-        lines = chunk[:-1] if ends else chunk
-        text = "".join(lines)
+        text = "".join(chunk)
         delimiter = self.delimiter
-        if not lines or '"' in text or set(map(str.count, lines, repeat(delimiter))) != {width - 1}:
+        if '"' in text or set(map(str.count, chunk, repeat(delimiter))) != {width - 1}:
             return None
         if "\r" in text:  # CR LF or CR alone: at line ends only, there being no quotes
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         cells = text.replace(delimiter, "\n").split("\n")
-        count = len(lines)
+        count = len(chunk)
         first = self._next_line
         self._next_line += count
-        self.done = ends
         columns = [cells[k : count * width : width] for k in range(width)]
         return RecordBatch(list(range(first, first + count)), [], {}, columns=columns)
 
-    def _parsed(self, chunk: list[str], size: int) -> RecordBatch:
-        """Up to ``size`` records by the csv module, from ``chunk`` on (a record may go on
-        past it)."""
-        reader = csv.reader(itertools.chain(chunk, self._lines), delimiter=self.delimiter,
+    def _parsed(self, chunk: list[str]) -> RecordBatch:
+        """The records that start in ``chunk``, by the csv module; the last one may go on
+        past it (then read on from the file, as far as a record may go)."""
+        reader = csv.reader(itertools.chain(chunk, (_SENTINEL,)), delimiter=self.delimiter,
                             quotechar='"', strict=False)  # fmt: skip
-        rows: list[list[str]] = []
-        append = rows.append
+        rows = list(reader)
         first = self._next_line
-        error = None
-        try:
-            for row in itertools.islice(reader, size):
-                append(row)
-            else:
-                if len(rows) < size:
-                    self.done = True
-        except csv.Error as exc:
-            error = str(exc)
         lines = self._lines_of(rows, first, reader.line_num)
-        multiline = self._next_line - first != len(rows)
         faults: dict[int, str] = {}
-        if error is not None:  # the failed record starts where the last good one ended
-            faults[len(rows)] = f"unreadable record: {error}"
-            lines.append(self._next_line)
-            rows.append([])
-            # The next record starts after the lines the failed one took; the chunk's
-            # lines csv has not reached are read again by the next batch.
-            self._next_line = first + reader.line_num
-            self._lines = itertools.chain(chunk[reader.line_num :], self._lines)
-        if rows and rows[-1] and _SENTINEL in rows[-1][-1]:
-            self._take_sentinel(rows, lines, faults)
+        last, start = rows.pop(), lines.pop()
+        # (a last line of just '"' takes the sentinel in as all its field: it starts earlier)
+        if last == [_SENTINEL] and start - first == len(chunk):  # it ends between records
+            self._next_line = start
+            multiline = start - first != len(rows)
+        else:  # it ends inside a quoted field (which took the sentinel in)
+            row, fault, taken = self._rest_of(chunk[start - first :])
+            if fault is not None:
+                faults[len(rows)] = fault
+            rows.append(row)
+            lines.append(start)
+            self._next_line = start + taken
+            multiline = True
         batch = _without_blank_lines(lines, rows, faults)
         batch.multiline = multiline
         return batch
 
+    def _rest_of(self, head: list[str]) -> tuple[list[str], str | None, int]:
+        """The record that ``head`` begins, read on from the file up to its end, or until
+        it is too long or has too many delimiters for csv (then measured: see ``_big``)."""
+        longest = self.limits.record_chars
+        dense = BATCH_DELIMITERS if self.width is not None else self.limits.columns
+        delimiter = self.delimiter
+        record = list(head)
+        size = sum(map(len, head))
+        delimiters = sum(map(str.count, head, repeat(delimiter)))
+        over = False
+
+        def more() -> Iterator[str]:
+            nonlocal size, delimiters, over
+            # Whole lists of lines at a time (what csv does not read is put back), so that
+            # a record of a million short lines costs no Python step per line.
+            while group := self._source.take(_TAIL_LINES, longest - size):
+                record.extend(group)
+                size += sum(map(len, group))
+                delimiters += sum(map(str.count, group, repeat(delimiter)))
+                if size > longest or delimiters > dense:  # (maybe in records after it)
+                    over = True  # csv is given no more: what it read is dropped
+                    return
+                yield from group
+            yield _SENTINEL  # the end of the file, inside a quoted field: it takes it in
+
+        reader = csv.reader(itertools.chain(head, more()), delimiter=delimiter, quotechar='"',
+                            strict=False)  # fmt: skip
+        row = next(reader)
+        if over:
+            return self._big("".join(record))
+        self._source.put_back(record[reader.line_num :])
+        if row and row[-1].endswith(_SENTINEL):
+            row[-1] = row[-1].removesuffix(_SENTINEL)
+            return row, _UNTERMINATED, reader.line_num
+        return row, None, reader.line_num
+
     def _lines_of(self, rows: list[list[str]], first: int, consumed: int) -> list[int]:
         """The line each row starts on, given the lines read for them."""
         if consumed == len(rows):  # one line each: the common case
-            self._next_line = first + len(rows)
-            return list(range(first, self._next_line))
+            return list(range(first, first + len(rows)))
         lines = []
         line = first
         for row in rows:
             lines.append(line)
             line += 1 + sum(_line_breaks(f) for f in row if "\n" in f or "\r" in f)
-        self._next_line = line
         return lines
-
-    def _take_sentinel(
-        self, rows: list[list[str]], lines: list[int], faults: dict[int, str]
-    ) -> None:
-        self.done = True
-        last = rows[-1]
-        if last == [_SENTINEL]:
-            rows.pop()
-            lines.pop()
-        elif last[-1].endswith(_SENTINEL):
-            last[-1] = last[-1].removesuffix(_SENTINEL)
-            faults.setdefault(len(rows) - 1, "unterminated quote: a quoted field is still open")
 
 
 def _without_blank_lines(
@@ -420,10 +708,12 @@ def _without_blank_lines(
 
 
 def read_header(reader: RecordReader) -> tuple[int, list[str]]:
-    """The header record (its line and names); FileRejected if the file has none."""
+    """The header record (its line and names); FileRejected if the file has none, or if it
+    is refused (too long, too wide)."""
     for batch in reader.batches(1):
         if batch.rows:
-            if batch.faults:
-                raise FileRejected(f"line {batch.lines[0]}: header: {batch.faults[0]}")
+            fault = batch.faults.get(0) or too_wide(len(batch.rows[0]), reader.limits)
+            if fault is not None:
+                raise FileRejected(f"line {batch.lines[0]}: header: {fault}")
             return batch.lines[0], batch.rows[0]
     raise FileRejected("no header: the file is empty or holds only blank lines")

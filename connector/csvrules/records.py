@@ -7,9 +7,11 @@ check order (fields, NUL, size, identifier, name, timestamp, key, reserved attri
 
 from __future__ import annotations
 
+import codecs
 import io
 import itertools
 import operator
+import re
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from connector.csvrules.reader import (
     ScannedFile,
     read_header,
 )
-from connector.csvrules.rules import MAX_FIELD, MAX_HEADER, NO_TIMESTAMP, FileRules
+from connector.csvrules.rules import MAX_FIELD, MAX_HEADER, NO_TIMESTAMP, FileRules, Limits
 from connector.csvrules.values import (
     RESERVED_CHECKS,
     STRING_ATTRIBUTES,
@@ -156,16 +158,21 @@ class FileParser:
     """One file through the shared CSV rules. Raises FileRejected from the constructor when
     the file is refused whole; afterwards every record becomes a stored row or a reject."""
 
-    def __init__(self, raw: ScannedFile, rules: FileRules) -> None:
+    def __init__(self, raw: ScannedFile, rules: FileRules, limits: Limits | None = None) -> None:
         """The scan of ``raw`` lets per-cell checks it rules out be skipped; its owner
         closes it."""
         self.rules = rules
         self._scan = raw.scan
         self._reader = RecordReader(
-            io.BufferedReader(raw, CHUNK), rules.encoding, rules.delimiter, raw.scan
+            io.BufferedReader(raw, CHUNK), rules.encoding, rules.delimiter, raw.scan, limits
         )
+        # UTF-8 makes a NUL only of a NUL byte (which the scan sees), and no lone surrogate;
+        # other codecs may: UTF-7 reads "+AAA-" as a NUL and "+2AA-" as U+D800.
+        self._any_text = codecs.lookup(rules.encoding).name != "utf-8"
         try:
             self.header_line, header = read_header(self._reader)
+            if self._any_text and any(map(_SURROGATE.search, header)):
+                raise FileRejected(f"header: a name is not valid {rules.encoding} text")
             self._layout = _layout(header, rules)
         except BaseException:
             self._reader.detach()  # the traceback must not keep a wrapper over `raw` alive
@@ -183,7 +190,12 @@ class FileParser:
             if skip:
                 records, skip = records.after(skip), 0
             if records.lines:
-                yield self._shape(records)
+                # Neither the cells nor the batch stay referenced here while the next batch
+                # is made: one record may be megabytes.
+                batch = self._shape(records)
+                del records
+                yield batch
+                del batch
 
     def _shape(self, records: RecordBatch) -> Batch:
         layout = self._layout
@@ -248,11 +260,16 @@ class FileParser:
                         rows[i] = [""] * width
             columns = list(zip(*rows, strict=True))
         # The scan has seen every byte of these records: its answers hold for them.
-        if self._scan.has_nul:
+        if self._scan.has_nul or self._any_text:
             for column in columns:
                 for i, cell in enumerate(column):
                     if "\x00" in cell:
                         faults.setdefault(i, "a cell holds a NUL character")
+        if self._any_text and _SURROGATE.search("".join(itertools.chain(*columns))):
+            for column in columns:
+                for i, cell in enumerate(column):
+                    if _SURROGATE.search(cell):
+                        faults.setdefault(i, f"a cell is not valid {self.rules.encoding} text")
         if (self._scan.has_long_lines or records.multiline) and max(
             map(len, itertools.chain.from_iterable(columns)), default=0
         ) > MAX_FIELD:
@@ -285,6 +302,9 @@ class FileParser:
 
 
 _T = TypeVar("_T")
+# A lone surrogate (UTF-7's "+2AA-", say) is text no store can hold, not being UTF-8: its
+# cell is refused as text that does not decode.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Past this many identifiers the memory of those already given is dropped, to keep memory
 # flat on huge files; the store then merely hears of some contacts again.
 _MENTIONED_CAP = 200_000

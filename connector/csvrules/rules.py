@@ -15,6 +15,15 @@ MAX_TIMESTAMP = 4_102_444_800  # 2100-01-01T00:00:00Z
 KEY_WINDOW_SECONDS = 24 * 3600
 NO_TIMESTAMP = -1  # an event without a timestamp: it takes the processing time
 
+# Our own bounds beyond the contract's (the `[ingest]` defaults), so that a file of any
+# shape is parsed in bounded memory. A record's characters count its line breaks. 4 MiB
+# still holds a few fields of the contract's 1 MiB; it is what keeps the worst record
+# (4-byte characters, copied on its way through typing, JSON, the spool and SQLite) under
+# 200 MB in each process. 10,000 columns is well beyond real exports (Excel stops at
+# 16,384) while a header, and every row split against it, stays small.
+MAX_RECORD = 4 << 20
+MAX_COLUMNS = 10_000
+
 
 @dataclass(frozen=True)
 class FileRules:
@@ -27,3 +36,12 @@ class FileRules:
     columns: dict[str, str] = field(default_factory=dict)
     event_name: str | None = None
     event_columns: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How large a record and how wide a header may be (`[ingest]`): a longer record is
+    rejected, a wider header rejects the file."""
+
+    record_chars: int = MAX_RECORD
+    columns: int = MAX_COLUMNS

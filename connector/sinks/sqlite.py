@@ -48,12 +48,15 @@ class SQLiteSink:
         else:
             events, duplicates = self._first_use_of_keys(batch, now)
         before = conn.total_changes()
-        # file_id and now are integers of ours: as literals they save a bind per row.
+        # file_id and now are integers of ours: as literals they save a bind per row. Not
+        # cached: a cached statement keeps its last row's values (up to a record's size)
+        # bound, one statement per distinct `now`.
         conn.executemany(
             "INSERT INTO events(file_id, line, identifier, name, timestamp,"
             f" idempotency_key, data) VALUES ({int(file_id)}, ?, ?, ?,"
             f" coalesce(nullif(?, {NO_TIMESTAMP}), {int(now)}), nullif(?, ''), ?)",
             events,
+            can_cache=False,
         )
         inserted = conn.total_changes() - before  # (one executemany: consecutive ids)
         first_event = conn.last_insert_rowid() - inserted + 1 if inserted else None
@@ -63,6 +66,7 @@ class SQLiteSink:
                 "INSERT INTO pending_contacts(file_id, identifier, attributes)"
                 f" VALUES ({int(file_id)}, ?, ?)",
                 batch.contacts,
+                can_cache=False,  # (as above)
             )
         elif batch.new_identifiers:  # an events file: each contact must exist
             # Only those not stored yet (contacts are never deleted): usually few.

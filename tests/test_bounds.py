@@ -1,0 +1,376 @@
+"""Bounded memory whatever a file's shape (`[ingest]` max_record_chars, max_columns): a
+record over the limit is rejected at its line and the records after it are read as usual,
+and a header too wide rejects the file.
+
+Peak memory is that of real `connector` processes, the parser child included, measured by a
+small process of their own: a child's peak counts the memory of the process it was forked
+from until it execs, which for pytest would be most of the figure."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from connector.cli import main
+from connector.csvrules.reader import (
+    _LINE,
+    _SENTINEL,
+    RecordReader,
+    _Lines,
+    _measure,
+    open_scanned,
+)
+from connector.csvrules.records import FileParser
+from connector.csvrules.rules import MAX_RECORD, FileRules, Limits
+from connector.dump import records
+from connector.errors import FileRejected
+from connector.store.db import Database
+from tests.drop import drop_config
+from tests.golden import toml_value
+
+BOUND_MB = 200  # the peak allowed to each process, whatever the file
+OVER = f"record over {MAX_RECORD:,} characters"
+MiB = 1 << 20
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB")
+
+_PEAK = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print(done.stdout + done.stderr[-2000:], end="")
+"""
+
+
+def _config(root: Path, **ingest: Any) -> Path:
+    lines = ["[store]", f"path = {toml_value(str(root / 'store' / 'c.db'))}"]
+    if ingest:
+        lines += ["[ingest]", *(f"{k} = {toml_value(v)}" for k, v in ingest.items())]
+    path = root / "c.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _peak(*argv: str) -> tuple[int, str, float]:
+    """Run ``python -m connector ARGV``: its exit status, its output, and the peak RSS in MB
+    of the process and of its parser child, whichever is larger."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK, sys.executable, "-m", "connector", *argv],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    first, output = done.stdout.split("\n", 1)
+    code, kib = map(int, first.split())
+    return code, output, kib * 1024 / 1e6
+
+
+def _import_peak(root: Path, path: Path, kind: str = "contacts") -> tuple[int, str, float]:
+    extra = ["--event-name", "e"] if kind == "events" else []
+    return _peak("--config", str(_config(root)), "import", str(path), "--kind", kind, *extra)
+
+
+def _write(path: Path, parts: Iterable[bytes]) -> Path:
+    """``path`` written from ``parts`` as they come (the test never holds a large file)."""
+    with path.open("wb") as out:
+        for part in parts:
+            out.write(part)
+    return path
+
+
+def _rejects(root: Path) -> list[tuple[int | None, str]]:
+    with Database(root / "store" / "c.db") as db:
+        return [(r["line"], r["reason"]) for r in records(db, "rejects")]
+
+
+def _count(root: Path, table: str) -> int:
+    with Database(root / "store" / "c.db") as db:
+        count: int = db.query(f"SELECT count(*) FROM {table}")[0][0]
+        return count
+
+
+def _hundred_fields_rows(end: bytes) -> Iterator[bytes]:
+    yield b"identifier," + b",".join(b"c%d" % i for i in range(1, 100)) + end
+    cell = b"," + b"x" * MiB
+    for row in range(3):
+        yield b"u%d" % row
+        yield from [cell] * 99
+        yield end
+
+
+@linux
+@pytest.mark.parametrize("end", [b"\n", b"\r"], ids=["LF", "CR"])
+def test_rows_of_a_hundred_one_mib_fields_are_rejected_in_bounded_memory(
+    tmp_path: Path, end: bytes
+) -> None:
+    """Three rows of 100 fields of 1 MiB (each field within its own limit) are each over
+    the record limit: rejected at their lines, in bounded memory (1.5 GB before)."""
+    path = _write(tmp_path / "wide.csv", _hundred_fields_rows(end))
+    code, output, peak = _import_peak(tmp_path, path)
+    assert code == 0, output
+    assert "0 rows stored, 3 rejected" in output
+    assert _rejects(tmp_path) == [(2, OVER), (3, OVER), (4, OVER)]
+    assert peak < BOUND_MB
+
+
+@linux
+def test_a_header_of_a_million_columns_rejects_the_file_in_bounded_memory(tmp_path: Path) -> None:
+    """A 9.7 MB header of 1.2 million names rejects the file, read in bounded memory."""
+    names = (b",".join(b"c%d" % i for i in range(start, start + 100_000)) + b"," for start
+             in range(0, 1_200_000, 100_000))  # fmt: skip
+    path = _write(tmp_path / "header.csv", [b"identifier,", *names, b"last\nu1,1\n"])
+    code, output, peak = _import_peak(tmp_path, path)
+    assert code == 2, output
+    assert _rejects(tmp_path) == [(None, f"line 1: header: {OVER}")]
+    assert peak < BOUND_MB
+
+
+@linux
+def test_an_unterminated_quoted_field_is_one_reject_in_bounded_memory(tmp_path: Path) -> None:
+    """A quoted field opened on line 2 and never closed (200 MB of lines to the end of the
+    file) is one record: one reject, found in bounded memory."""
+    lines = b"zzzzzzzzzz\n" * 100_000
+    path = _write(tmp_path / "open.csv", [b'identifier,a\nu1,1\nu2,"', *[lines] * 180])
+    code, output, peak = _import_peak(tmp_path, path)
+    assert code == 0, output
+    assert "1 rows stored, 1 rejected" in output
+    assert _rejects(tmp_path) == [(3, OVER)]
+    assert peak < BOUND_MB
+
+
+def _largest_rows(count: int) -> Iterator[bytes]:
+    """Rows just within the record limit, of 4-byte characters: the most memory a record
+    allowed can take (4 fields of 1,048,000 characters)."""
+    cell = b"," + "\U0001f600".encode() * 1_048_000
+    yield b"identifier,a,b,c,d\n"
+    for row in range(count):
+        yield b"u%d" % row
+        yield from [cell] * 4
+        yield b"\n"
+
+
+@linux
+@pytest.mark.parametrize("kind", ["contacts", "events"])
+def test_the_largest_records_allowed_are_stored_in_bounded_memory(
+    tmp_path: Path, kind: str
+) -> None:
+    """Records just within the limit, of 4-byte characters, are stored in bounded memory
+    in the parser child and in the writer."""
+    path = _write(tmp_path / "large.csv", _largest_rows(8))
+    code, output, peak = _import_peak(tmp_path, path, kind)
+    assert code == 0, output
+    assert "8 rows stored, 0 rejected" in output
+    assert peak < BOUND_MB
+
+
+@linux
+def test_rows_of_many_short_fields_are_rejected_in_bounded_memory(tmp_path: Path) -> None:
+    """Rows of hundreds of thousands of 2-character fields (a str object each, were they
+    all split), and one of 100 MB of them, are rejected in bounded memory."""
+    path = _write(tmp_path / "dense.csv", [
+        b"identifier,a\n", b"u" + b",ab" * 400_000 + b"\n", b"u" + b",ab" * 600_000 + b"\n",
+        b"u", *[b",ab" * MiB] * 33, b"\n", b"u,1\n",
+    ])  # fmt: skip
+    code, output, peak = _import_peak(tmp_path, path)
+    assert code == 0, output
+    assert _rejects(tmp_path) == [
+        (2, "expected 2 fields, got 400001"), (3, "expected 2 fields, got 600001"), (4, OVER)
+    ]  # fmt: skip
+    assert "1 rows stored, 3 rejected" in output
+    assert peak < BOUND_MB
+
+
+@linux
+def test_a_download_followed_by_its_parser_stays_in_bounded_memory(tmp_path: Path) -> None:
+    """The daemon's path (`once` here): the parser child follows the download; a row over
+    the limit and rows just within it stay in bounded memory all the same."""
+    config = drop_config(tmp_path, files=[{"kind": "contacts", "pattern": "*.csv"}],
+                         min_age="0s")  # fmt: skip
+    big = [b"u", *[b"," + b"x" * MiB] * 100, b"\n"]
+    rows = _largest_rows(3)
+    _write(tmp_path / "inbox" / "big.csv", [next(rows), *big, *rows])
+    code, output, peak = _peak("--config", str(config), "once")
+    assert code == 0, output
+    assert "drop: 1 ingested" in output
+    assert _rejects(tmp_path) == [(2, OVER)]
+    assert _count(tmp_path, "contacts") == 3
+    assert peak < BOUND_MB
+
+
+# --- what the limits do, in-process, with small limits ------------------------------------
+
+
+def _parsed(path: Path, rules: FileRules, limits: Limits) -> list[tuple[Any, ...]]:
+    """(line, identifier or reason) per record, in file order."""
+    with open_scanned(path) as raw:
+        seen: list[tuple[Any, ...]] = []
+        for batch in FileParser(raw, rules, limits).batches(3):
+            seen += [(line, reason) for line, reason in batch.rejects]
+            seen += [(row[0], row[1]) for row in batch.event_rows()]
+        return sorted(seen)
+
+
+def test_a_record_over_the_limit_is_rejected_and_the_records_after_it_read(
+    tmp_path: Path,
+) -> None:
+    """Over 64 characters, a record is rejected at its line, however it is long (one line,
+    quoted lines, CR or CRLF ends), and the next records are read at their lines."""
+    long = "x" * 70
+    path = tmp_path / "e.csv"
+    path.write_bytes(
+        f'identifier,a\r\nu1,1\r\nu2,{long}\r\nu3,3\nu4,"a\nb\r\n{long}\r\nc"\nu5,5\r'
+        f'u6,"{long}"\ru7,7\n\nu8,"short\nquote"\nu9,"{long}'.encode()
+    )
+    limits = Limits(record_chars=64)
+    over = "record over 64 characters"
+    assert _parsed(path, FileRules(kind="events", event_name="e"), limits) == [
+        (2, "u1"), (3, over), (4, "u3"), (5, over), (9, "u5"), (10, over), (11, "u7"),
+        (13, "u8"), (15, over),
+    ]  # fmt: skip
+
+
+def test_an_unterminated_quote_within_the_limit_says_so(tmp_path: Path) -> None:
+    """A quoted field still open at the end of the file, the record within the limit: the
+    reason is the open quote, after the records before it."""
+    path = tmp_path / "e.csv"
+    path.write_text('identifier,a\nu1,1\nu2,"open\nstill\n')
+    assert _parsed(path, FileRules(kind="events", event_name="e"), Limits(record_chars=64)) == [
+        (2, "u1"), (3, "unterminated quote: a quoted field is still open"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (",".join(f"c{i}" for i in range(10)), "11 columns, more than the 5 allowed"),
+        ("a,b,c,d,e", "6 columns, more than the 5 allowed"),
+        ('a,"b\n' + "c," * 40 + '"', "record over 64 characters"),
+    ],
+    ids=["measured", "split", "long"],
+)
+def test_a_header_wider_than_allowed_rejects_the_file(
+    tmp_path: Path, header: str, reason: str
+) -> None:
+    """More columns than allowed reject the file, whether the header had more delimiters
+    than allowed (measured, never split) or not (split, then counted); so does a header
+    over the record limit."""
+    path = tmp_path / "c.csv"
+    path.write_text(f"identifier,{header}\nu1\n")
+    with open_scanned(path) as raw, pytest.raises(FileRejected) as refused:
+        FileParser(raw, FileRules(kind="contacts"), Limits(record_chars=64, columns=5))
+    assert refused.value.reason == f"line 1: header: {reason}"
+
+
+def test_a_header_as_wide_as_allowed_is_read_whatever_its_quoted_delimiters(
+    tmp_path: Path,
+) -> None:
+    """Delimiters inside quoted names are no columns: a header of 5 columns whose names
+    hold more delimiters than that is read, its names kept."""
+    path = tmp_path / "c.csv"
+    path.write_text('identifier,"a,b,c",d,"e,f,g,h",i\nu1,1,2,3,4\n')
+    with open_scanned(path) as raw:
+        parser = FileParser(raw, FileRules(kind="contacts"), Limits(record_chars=64, columns=5))
+        [batch] = list(parser.batches(10))
+    assert batch.contacts == [("u1", '{"a,b,c":1,"d":2,"e,f,g,h":3,"i":4}')]
+
+
+def test_the_ingest_settings_reach_the_parser(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`[ingest] max_record_chars` and `max_columns` set the limits `import` parses with."""
+    config = _config(tmp_path, max_record_chars=MiB, max_columns=3)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("identifier,a\nu1," + "x" * MiB + "\nu2,2\n")
+    wide = tmp_path / "wide.csv"
+    wide.write_text("identifier,a,b,c\nu1,1,2,3\n")
+    assert main(["--config", str(config), "import", str(rows), "--kind", "contacts"]) == 0
+    assert main(["--config", str(config), "import", str(wide), "--kind", "contacts"]) == 2
+    assert "4 columns, more than the 3 allowed" in capsys.readouterr().out
+    assert _rejects(tmp_path) == [
+        (2, f"record over {MiB:,} characters"),
+        (None, "line 1: header: 4 columns, more than the 3 allowed"),
+    ]  # fmt: skip
+
+
+# Records of quotes, delimiters and line ends in every order, for the properties below.
+_csv_text = st.text(alphabet='a,"\n\r', max_size=60)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=_csv_text, cut=st.integers(min_value=1), longest=st.integers(1, 30))
+def test_a_record_is_measured_as_csv_reads_it(text: str, cut: int, longest: int) -> None:
+    """Measured without being kept (given in two parts, the second read from the file),
+    a record has the fields and lines csv reads, its text if short enough, and the text
+    after it is read next; or it is found open at the end of the file."""
+    lines = _LINE.findall(text)
+    assume(lines and lines[0].strip("\r\n"))  # a record starts here (blank lines are not)
+    cut = 1 + cut % len(text)
+    assume(text[cut - 1 : cut + 1] != "\r\n")  # (a CRLF is never given in two parts)
+    reader = csv.reader([*lines, _SENTINEL], strict=False)
+    row = next(reader)
+    source = _Lines(io.BufferedReader(io.BytesIO(text[cut:].encode())), "utf-8", 1000)
+
+    measured = _measure(text[:cut], source, ",", longest)
+
+    assert measured.fields == len(row)
+    assert measured.open_quote == row[-1].endswith(_SENTINEL)
+    record = "".join(lines[: reader.line_num])
+    if not measured.open_quote:
+        assert measured.lines == reader.line_num
+        assert measured.text == (record if len(record) <= longest else None)
+        assert "".join(iter(source.text, "")) == "".join(lines[reader.line_num :])
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_csv_text, longest=st.integers(2, 20), batch=st.integers(1, 4))
+def test_a_record_limit_rejects_exactly_the_records_over_it(
+    text: str, longest: int, batch: int
+) -> None:
+    """With a record limit, each record is read as without one, or rejected at its line
+    if its text (its line ends included) is longer than the limit."""
+
+    def read(limits: Limits) -> list[tuple[int, list[str], str | None]]:
+        raw = io.BufferedReader(io.BytesIO(text.encode()))
+        reader = RecordReader(raw, "utf-8", ",", None, limits)
+        return [
+            (line, row, records.faults.get(i))
+            for records in reader.batches(batch)
+            for i, (line, row) in enumerate(zip(records.lines, records.rows, strict=True))
+        ]
+
+    unlimited = read(Limits(record_chars=10_000, columns=10_000))
+    lines = _LINE.findall(text)
+    expected = []
+    for line, row, fault in unlimited:
+        spans = 1 + sum(f.count("\n") + f.count("\r") - f.count("\r\n") for f in row)
+        size = len("".join(lines[line - 1 : line - 1 + spans]))
+        if fault is not None:  # open to the end of the file
+            size = len("".join(lines[line - 1 :]))
+        over = size > longest
+        expected.append((line, [] if over else row, f"record over {longest} characters"
+                         if over else fault))  # fmt: skip
+    assert [(line, row) for line, row, _ in unlimited] == [
+        (line, row) for line, row in zip(*_csv_lines(lines), strict=True)
+    ]
+    assert read(Limits(record_chars=longest, columns=10_000)) == expected
+
+
+def _csv_lines(lines: list[str]) -> tuple[list[int], list[list[str]]]:
+    """What csv itself reads from these lines: the start line and fields of each record
+    (blank lines skipped), an open quote's sentinel taken off."""
+    reader = csv.reader([*lines, _SENTINEL], strict=False)
+    starts: list[int] = []
+    rows: list[list[str]] = []
+    line = 1
+    for row in reader:
+        if row and line <= len(lines):  # (not the sentinel's own record)
+            starts.append(line)
+            rows.append([f.removesuffix(_SENTINEL) for f in row])
+        line = reader.line_num + 1
+    return starts, rows
