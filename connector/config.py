@@ -106,6 +106,9 @@ class IngestConfig(_Model):
     # process under 200 MB whatever the file; memory grows with them.
     max_record_chars: int = Field(default=MAX_RECORD, ge=MAX_FIELD, le=16 << 20)
     max_columns: int = Field(default=MAX_COLUMNS, ge=1, le=100_000)
+    # A file with more rejected rows is rejected whole: it is the wrong file or the wrong
+    # settings (encoding, delimiter, kind), not a few bad rows.
+    max_rejects: int = Field(default=100_000, ge=0)
 
 
 class MetricsConfig(_Model):

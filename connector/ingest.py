@@ -40,6 +40,11 @@ Clock = Callable[[], float]
 Progress = Callable[[int], None]  # called with the records done so far
 
 
+class TooManyRejects(FileRejected):
+    """More rows of a file were rejected than `[ingest].max_rejects`: it is refused whole
+    (the wrong file, or the wrong settings), and what was stored of it is taken back."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     entry: Entry
@@ -56,6 +61,7 @@ class Ingestor:
     commit_seconds: float = parse_duration(_DEFAULTS.commit_interval)
     stop: Callable[[], bool] = lambda: False  # checked between batches
     limits: Limits = field(default_factory=Limits)
+    max_rejects: int = _DEFAULTS.max_rejects
 
     @classmethod
     def configured(
@@ -66,6 +72,7 @@ class Ingestor:
             db, batch_records=config.batch_records,
             commit_seconds=parse_duration(config.commit_interval), stop=stop,
             limits=Limits(config.max_record_chars, config.max_columns),
+            max_rejects=config.max_rejects,
         )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -187,8 +194,10 @@ class Ingestor:
                         until=fetched.done)  # fmt: skip
         except (FileRejected, FatalError) as exc:
             # Undecodable bytes stop the parser, and a failed download the parse (see
-            # ``ended``): the download's outcome and the checksum say which it is.
+            # ``ended``): the download's outcome and the checksum say which it is. Too
+            # many rejects stop it too, rather than let it read on while the rest arrives.
             broken = exc
+            job.close()
         staged = fetched.result()  # (a download error is raised here)
         sha256 = staged.inspector.hexdigest()
         arrival = replace(place, sha256=sha256)
@@ -213,7 +222,10 @@ class Ingestor:
                 self.ledger.decide(entry.id, sha256)
             crashpoints.reached("after_decide")
             # Crash from here on: the entry has its checksum; a re-run resumes it by that.
-            self._store(entry.id, rules.kind, job, batches, None)
+            try:
+                self._store(entry.id, rules.kind, job, batches, None)
+            except TooManyRejects as exc:
+                return self._refused(entry.id, arrival, exc.reason, log, before_final)
             return Outcome(self._finish(entry.id, before_final))
 
     def forget_stale(self, arrival: Arrival) -> None:
@@ -236,9 +248,30 @@ class Ingestor:
                 self._take_back(entry_id)
             return self.ledger.record(arrival, "rejected", self.clock(), reason)
 
-    def _take_back(self, entry_id: int) -> None:
-        self.sink.discard(entry_id)
+    def _take_back(self, entry_id: int, *, claimed: bool = False) -> None:
+        """Remove an entry and what it stored; ``claimed``: its idempotency keys were
+        claimed (its checksum was known), and are given back."""
+        self.sink.discard(entry_id, claimed=claimed)
         self.ledger.forget(entry_id)
+
+    def _refused(
+        self,
+        entry_id: int,
+        arrival: Arrival,
+        reason: str,
+        log: structlog.typing.FilteringBoundLogger,
+        before_final: Callable[[], None],
+    ) -> Outcome:
+        """A file refused whole once rows of it were stored (too many rejects): they are
+        taken back, its keys given back, in the transaction that records it rejected."""
+        before_final()
+        with self.db.transaction():
+            self._take_back(entry_id, claimed=True)
+            entry = self.ledger.record(arrival, "rejected", self.clock(), reason)
+        # Crash before that commit: the entry stays as it was, with its cursor; a re-run
+        # resumes it and reaches the same number of rejects.
+        log.warning("file_rejected", reason=reason)
+        return Outcome(entry, reason)
 
     def _reported(
         self, outcome: Outcome, log: structlog.typing.FilteringBoundLogger, started: float
@@ -294,7 +327,10 @@ class Ingestor:
                 log.info("file_resumed", cursor=entry.cursor)
                 job.resume_at(entry.cursor)
                 job.header()
-            self._store(entry.id, rules.kind, job, job.batches(), progress)
+            try:
+                self._store(entry.id, rules.kind, job, job.batches(), progress)
+            except TooManyRejects as exc:
+                return self._refused(entry.id, arrival, exc.reason, log, before_final)
             return Outcome(self._finish(entry.id, before_final))
 
     @contextmanager
@@ -331,12 +367,17 @@ class Ingestor:
         until: Callable[[], bool] = lambda: False,
     ) -> None:
         """Deliver ``job``'s ``batches`` until they end, or ``until()`` (asked after each
-        batch)."""
+        batch). TooManyRejects once the file's rejected rows pass `max_rejects`: the batch
+        that passes it is not stored, and nothing more is read."""
         records = 0
+        rejected = self.ledger.get(entry_id).rejected  # (a resumed file's count goes on)
         with self.db.grouped(self.commit_seconds) as group:
             for batch in batches:  # (waiting here for the parser holds no lock
                 if self.stop():  # once the group has been committed)
                     break  # leaving the block commits what is done; the cursor keeps it
+                rejected += len(batch.rejects)
+                if rejected > self.max_rejects:
+                    raise TooManyRejects(self._too_many(entry_id, batch))
                 group.begin()
                 self.sink.deliver(entry_id, kind, batch, int(self.clock()),
                                   provisional=provisional)  # fmt: skip
@@ -356,3 +397,12 @@ class Ingestor:
                     break
         if self.stop():
             raise Interrupted("stopped mid-file; the next run resumes it")
+
+    def _too_many(self, entry_id: int, batch: Batch) -> str:
+        """Why a file is refused for its rejects: how many, and the first (stored already,
+        or in this batch)."""
+        first = self.db.query(
+            "SELECT line, reason FROM rejects WHERE file_id = ? ORDER BY id LIMIT 1", (entry_id,)
+        )
+        line, reason = first[0] if first else batch.rejects[0]
+        return f"more than {self.max_rejects:,} rows rejected; first at line {line}: {reason}"

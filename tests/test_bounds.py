@@ -1,6 +1,7 @@
-"""Bounded memory whatever a file's shape (`[ingest]` max_record_chars, max_columns): a
-record over the limit is rejected at its line and the records after it are read as usual,
-and a header too wide rejects the file.
+"""Bounded memory and work whatever a file's shape (`[ingest]` max_record_chars, max_columns,
+max_rejects): a record over the limit is rejected at its line and the records after it are
+read as usual, a header too wide rejects the file, and a file with too many rejected rows is
+rejected whole with nothing of it left stored.
 
 Peak memory is that of real `connector` processes, the parser child included, measured by a
 small process of their own: a child's peak counts the memory of the process it was forked
@@ -10,9 +11,13 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,7 @@ from connector.cli import main
 from connector.csvrules.reader import (
     _LINE,
     _SENTINEL,
+    Inspector,
     RecordReader,
     _Lines,
     _measure,
@@ -31,9 +37,13 @@ from connector.csvrules.reader import (
 )
 from connector.csvrules.records import FileParser
 from connector.csvrules.rules import MAX_RECORD, FileRules, Limits
+from connector.download import Staged
 from connector.dump import records
 from connector.errors import FileRejected
+from connector.ingest import Ingestor
+from connector.parsing import PARALLEL_MIN_BYTES
 from connector.store.db import Database
+from connector.store.ledger import Arrival
 from tests.drop import drop_config
 from tests.golden import toml_value
 
@@ -374,3 +384,144 @@ def _csv_lines(lines: list[str]) -> tuple[list[int], list[list[str]]]:
             rows.append([f.removesuffix(_SENTINEL) for f in row])
         line = reader.line_num + 1
     return starts, rows
+
+
+# --- max_rejects -------------------------------------------------------------------------
+
+
+LATER = "timestamp 'later' is neither Unix seconds nor an ISO 8601 date-time with offset"
+
+
+def _bad_rows(count: int, first: int = 0) -> str:
+    """Events rows with a key, each rejected for its timestamp."""
+    return "".join(f"u{i},buy,later,k{i}\n" for i in range(first, first + count))
+
+
+def test_too_many_rejects_reject_the_file_whole_and_take_back_what_was_stored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Past max_rejects, the file is rejected whole (`import` exits 2) with the count and
+    the first reject; its batches already committed are taken back, its keys given back:
+    the same keys are then accepted from another file."""
+    config = _config(tmp_path, max_rejects=5, batch_records=2, commit_interval="0s")
+    good = "".join(f"u{i},buy,{1_700_000_000 + i},k{i}\n" for i in range(4))
+    path = tmp_path / "e.csv"
+    path.write_text("identifier,name,timestamp,idempotencyKey\n" + good + _bad_rows(6, 100))
+
+    assert main(["--config", str(config), "import", str(path), "--kind", "events"]) == 2
+    reason = f"more than 5 rows rejected; first at line 6: {LATER}"
+    output = capsys.readouterr().out
+    assert "e.csv: rejected — 0 rows stored, 0 rejected" in output
+    assert _rejects(tmp_path) == [(None, reason)]
+    for table in ("events", "pending_contacts", "idempotency_keys", "contacts"):
+        assert _count(tmp_path, table) == 0, table
+
+    again = tmp_path / "again.csv"
+    again.write_text("identifier,name,timestamp,idempotencyKey\n" + good)
+    assert main(["--config", str(config), "import", str(again), "--kind", "events"]) == 0
+    assert "4 rows stored, 0 rejected, 0 duplicates" in capsys.readouterr().out
+
+
+def test_a_large_file_of_bad_rows_is_rejected_once_past_the_default_cap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A large file (parsed in a child) of short bad lines: rejected past 100,000 rejects,
+    with nothing of it stored (before, every one of its 44 million rejects was)."""
+    config = _config(tmp_path)
+    path = _write(tmp_path / "bad.csv", [b"identifier,email\n", *[b"u,bad\n" * 500_000] * 4])
+    assert path.stat().st_size >= PARALLEL_MIN_BYTES
+    assert main(["--config", str(config), "import", str(path), "--kind", "contacts"]) == 2
+    assert _rejects(tmp_path) == [
+        (None, "more than 100,000 rows rejected; first at line 2: email is not an address"
+         " (local@domain.tld)")
+    ]  # fmt: skip
+    assert _count(tmp_path, "pending_contacts") == 0
+    assert "bad.csv: rejected" in capsys.readouterr().out
+
+
+def _parsers() -> list[int]:
+    """The parser child processes of this process."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read()
+        except (OSError, ValueError):
+            continue
+        if parent == os.getpid() and b"connector.parsing" in command:
+            found.append(int(entry))
+    return found
+
+
+@linux
+def test_a_download_with_too_many_rejects_stops_its_parse_before_it_ends(tmp_path: Path) -> None:
+    """Parsed as it downloads: past max_rejects the parser child is stopped while the bytes
+    still arrive, and once they have, the file is rejected whole with nothing stored."""
+    rows = "".join(f"u{i},buy,later,k{i},{'x' * 80}\n" for i in range(90_000))
+    data = ("identifier,name,timestamp,idempotencyKey,pad\n" + rows).encode()
+    assert len(data) >= PARALLEL_MIN_BYTES
+    part = tmp_path / "staging" / "big.part"
+    part.parent.mkdir()
+    part.write_bytes(data[:100])
+    stopped = threading.Event()
+
+    def download() -> Staged:  # all but the last byte, the rest once the parse has stopped
+        with part.open("ab") as out:
+            out.write(data[100:-1])
+            out.flush()
+            deadline = time.monotonic() + 30
+            while _parsers():
+                assert time.monotonic() < deadline, "the parse was never stopped"
+                time.sleep(0.01)
+            stopped.set()
+            out.write(data[-1:])
+        inspector = Inspector("utf-8")
+        inspector.feed(data)
+        inspector.finish()
+        return Staged(part, inspector)
+
+    rules = FileRules(kind="events", event_name="e")
+    with Database(tmp_path / "store" / "c.db") as db:
+        ingestor = Ingestor(db, batch_records=1_000, commit_seconds=0, max_rejects=1_000)
+        arrival = Arrival("src", "big.csv", None, len(data), "events", 1.0)
+        with (
+            ThreadPoolExecutor(1) as pool,
+            ingestor.parse_job(part, rules, growing_to=len(data)) as job,
+        ):
+            fetched: Future[Staged] = pool.submit(download)
+            with ingestor.ledger.claim_place(arrival.source, arrival.path):
+                outcome = ingestor.ingest_arriving(
+                    rules, arrival=arrival, job=job, fetched=fetched, resumed=False
+                )
+        assert stopped.is_set()
+        assert outcome.entry.status == "rejected"
+        assert outcome.reason == f"more than 1,000 rows rejected; first at line 2: {LATER}"
+        assert db.query("SELECT count(*) FROM events") == [(0,)]
+        assert db.query("SELECT count(*) FROM rejects") == [(1,)]  # the file's reason only
+        assert db.query("SELECT count(*) FROM files") == [(1,)]
+
+
+def test_the_daemon_rejects_a_file_with_too_many_rejects_and_sets_it_aside(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`once`: a large file whose good rows come first and too many bad ones last is
+    rejected whole, its stored rows and claimed keys taken back, the file moved to the
+    error folder."""
+    config = drop_config(
+        tmp_path, files=[{"kind": "events", "pattern": "*.csv", "event_name": "e"}],
+        min_age="0s", ingest={"max_rejects": 1_000, "batch_records": 5_000},
+    )  # fmt: skip
+    good = "".join(f"u{i},{1_700_000_000 + i},k{i},{'x' * 80}\n" for i in range(90_000))
+    text = "identifier,timestamp,idempotencyKey,pad\n" + good + "u,later,z,\n" * 1_001
+    assert len(text) >= PARALLEL_MIN_BYTES
+    (tmp_path / "inbox" / "big.csv").write_text(text)
+    assert main(["--config", str(config), "once"]) == 0
+    assert "drop: 1 rejected" in capsys.readouterr().out
+    assert _rejects(tmp_path) == [
+        (None, f"more than 1,000 rows rejected; first at line 90002: {LATER}")
+    ]
+    for table in ("events", "idempotency_keys", "pending_contacts"):
+        assert _count(tmp_path, table) == 0, table
+    assert (tmp_path / "inbox" / "rejected" / "big.csv").exists()

@@ -28,8 +28,9 @@ class Sink(Protocol):
         are dropped and counted as duplicates)."""
         ...
 
-    def discard(self, file_id: int) -> None:
-        """Take back what was delivered provisionally."""
+    def discard(self, file_id: int, *, claimed: bool = False) -> None:
+        """Take back what was delivered provisionally; ``claimed``: what was delivered
+        with its keys claimed (a file refused whole midway), the keys given back."""
         ...
 
     def finish(self, file_id: int) -> None:

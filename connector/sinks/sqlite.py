@@ -119,12 +119,20 @@ class SQLiteSink:
             yield rows
             after = rows[-1][0]
 
-    def discard(self, file_id: int) -> None:
-        """Take back everything a file delivered provisionally (no key was claimed)."""
+    def discard(self, file_id: int, *, claimed: bool = False) -> None:
+        """Take back everything a file delivered: provisionally (no key was claimed), or,
+        ``claimed``, with the keys of its events, which are given back (each stored event
+        with a key is the one that claimed it)."""
         conn = self.db.conn
         assert conn.in_transaction, "discard() belongs in a transaction"
         first = self.ledger.get(file_id).first_event
         if first is not None:  # (by id from there, as above)
+            if claimed:
+                conn.execute(
+                    "DELETE FROM idempotency_keys WHERE key IN (SELECT idempotency_key"
+                    " FROM events WHERE id >= ? AND file_id = ? AND idempotency_key NOT NULL)",
+                    (first, file_id),
+                )
             conn.execute("DELETE FROM events WHERE id >= ? AND file_id = ?", (first, file_id))
         conn.execute(
             "DELETE FROM rejects WHERE file_id = ?; DELETE FROM pending_contacts WHERE file_id = ?",
