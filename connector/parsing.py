@@ -9,9 +9,12 @@ waits for the parent to read: it can run ahead — through a file that is still 
 say — while the batches wait in the page cache, not in either process's memory. The spool
 is a temporary file without a name: a crash leaves nothing behind.
 
-If the parent dies, the child's next announcement fails on the closed pipe (or, following a
-download, it sees its parent gone) and it exits; if the child dies, the parent sees the pipe
-end without a final message and fails the file (it is retried, resuming).
+The child dies with its parent, whatever it is doing: on Linux the kernel kills it
+(``PR_SET_PDEATHSIG``); everywhere, a thread of its own waits for its stdin, which the
+parent holds open, to end. It runs in a process group of its own: a Ctrl-C or a SIGTERM
+sent to the parent's group is the parent's to handle (it commits, then stops the child),
+while a signal sent to the child itself ends it. If the child dies, the parent sees the
+pipe end without a final message and fails the file (it is retried, resuming).
 """
 
 from __future__ import annotations
@@ -141,19 +144,21 @@ class ParseJob:
         with self._abandoning:
             if self._abandoned:
                 raise FatalError(f"the parse of {self._path} was abandoned")
+            # Linux signals a child when the *thread* that started it ends: every owner
+            # of a ParseJob keeps its thread alive until the job is closed.
             self._child = subprocess.Popen(
-                [sys.executable, "-m", "connector.parsing"],
+                [sys.executable, "-m", "connector.parsing", str(job.parent)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 bufsize=0,  # unbuffered: `idle` asks the pipe itself whether a message waits
                 pass_fds=(job.source_fd, job.spool_fd),
+                process_group=0,  # group signals are ours to relay, in order
             )
         assert self._child.stdin is not None
-        try:
-            with self._child.stdin:
-                stdin, data = self._child.stdin, memoryview(pickle.dumps(job))
-                while data:  # (unbuffered: a write may take part of it)
-                    data = data[stdin.write(data) or 0 :]
+        try:  # stdin stays open: its end tells the child we are gone (closed in _stop)
+            stdin, data = self._child.stdin, memoryview(pickle.dumps(job))
+            while data:  # (unbuffered: a write may take part of it)
+                data = data[stdin.write(data) or 0 :]
         except BrokenPipeError:
             if self._abandoned:  # killed by abandon() as it started
                 raise FatalError(f"the parse of {self._path} was abandoned") from None
@@ -233,7 +238,9 @@ class ParseJob:
         if child is not None:
             if child.poll() is None:
                 child.kill()
-            assert child.stdout is not None
+            assert child.stdin is not None and child.stdout is not None
+            with contextlib.suppress(BrokenPipeError):  # (flushes nothing: unbuffered)
+                child.stdin.close()
             child.stdout.close()
             child.wait()
         if self._spool is not None:
@@ -288,9 +295,37 @@ def _serve(job: _Job, out: IO[bytes]) -> None:
             announce("error", f"{type(exc).__name__}: {exc}")
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """End this process as soon as ``parent`` (the pid that started it) is gone, whatever
+    it is doing meanwhile: a busy parse checks nothing."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != parent:  # it died before the line above: the kernel will not tell
+        os._exit(0)
+
+
+def _exit_at_end(fd: int) -> None:
+    """In a thread of its own (blocked in read, it needs no time of the busy one): the
+    parent holds our stdin open as long as it lives, so its end is the parent's. (Read
+    from the descriptor: a buffered stream's lock, held here, would stall the exit.)"""
+    while os.read(fd, 1 << 10):
+        pass
+    os._exit(0)
+
+
 if __name__ == "__main__":
-    # Stopping is the parent's call: Ctrl-C or a SIGTERM sent to the whole process group
-    # must not kill the parser under a parent that is committing and shutting down.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _serve(pickle.load(sys.stdin.buffer), sys.stdout.buffer)
+    # A signal sent to this process itself ends it, SIGINT too (quietly); the group's
+    # Ctrl-C or SIGTERM never reaches it (see ParseJob._spawn).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _die_with(int(sys.argv[1]))
+    try:
+        job = pickle.load(sys.stdin.buffer)
+    except EOFError:  # the parent went before it gave the job
+        os._exit(0)
+    threading.Thread(target=_exit_at_end, args=(sys.stdin.fileno(),), daemon=True).start()
+    _serve(job, sys.stdout.buffer)

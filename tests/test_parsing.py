@@ -174,3 +174,96 @@ def test_a_record_over_the_limit_is_rejected_and_the_records_after_it_read(
     assert rejects == [(3, "record over 4,194,304 characters")]
     after = 3 + (17 << 19)  # the line of the rejected record's closing quote
     assert events == [(2, "u1"), (after + 1, "u3"), (after + 2, "u4")]
+
+
+def _busy_import(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A real `connector import` whose parser child is busy: one record of 4 GB of NULs (a
+    sparse file: no disk used), which the child measures for many seconds while the parent
+    hashes the same bytes. The import process and its child's pid, once the child has run."""
+    path = tmp_path / "huge.csv"
+    with path.open("wb") as out:
+        out.write(b"identifier,a\nu1,")
+        out.truncate(4 << 30)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "c.db"}"\n')
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "connector", "--config", str(config), "import", str(path),
+         "--kind", "contacts"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        children = [pid for pid in _children(parent.pid) if _cpu_ticks(pid) > 20]
+        if children:
+            return parent, children[0]
+        time.sleep(0.02)
+    parent.kill()
+    parent.wait()
+    raise AssertionError("the parser child never got busy")
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _cpu_ticks(pid: int) -> int:
+    """User and system time ``pid`` has used, in clock ticks (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_busy_parser_child_dies_with_its_killed_parent(tmp_path: Path) -> None:
+    """SIGKILL to an import whose parser child is in the middle of a long record: the child
+    goes at once (it would otherwise scan on for many seconds); it runs in a process group
+    of its own, so the parent's group signals (Ctrl-C) are the parent's to relay."""
+    parent, child = _busy_import(tmp_path)
+    try:
+        assert os.getpgid(child) == child != os.getpgid(parent.pid)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        assert _gone_within(child, 5)
+    finally:
+        parent.kill()
+        parent.wait()
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_sent_to_a_busy_parser_child_ends_it(tmp_path: Path) -> None:
+    """SIGTERM sent to the parser child itself ends it, busy or not (its parent then fails
+    the file, to be retried)."""
+    parent, child = _busy_import(tmp_path)
+    try:
+        os.kill(child, signal.SIGTERM)
+        assert _gone_within(child, 5)
+    finally:
+        parent.kill()
+        parent.wait()
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
