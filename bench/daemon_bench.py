@@ -234,7 +234,7 @@ def _worker(args: argparse.Namespace) -> int:
                         sha256 = hashlib.file_digest(f, "sha256").hexdigest()
                     arrival = Arrival(source.name, path, sha256, file.size, "events", file.mtime)
                     ingestor.ledger.record(arrival, "ingested", now)
-                    ingestor.ledger.completed(source.name, path, now)
+                    ingestor.ledger.completed(source.name, path, "leave", now)
                     recorded += 1
             result = {"recorded": recorded, "seconds": time.perf_counter() - started}
         else:

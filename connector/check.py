@@ -12,8 +12,7 @@ import time
 from contextlib import ExitStack
 
 from connector.config import Config, SourceConfig, parse_duration
-from connector.errors import ConnectorError
-from connector.secrets import source_password
+from connector.secrets import cause_of
 from connector.selection import refused, select
 from connector.sources.naming import shown
 from connector.sources.registry import open_source
@@ -59,23 +58,9 @@ def check(config: Config) -> tuple[bool, list[str]]:
         for source in config.sources:
             try:
                 lines += check_source(source, ledger, time.time())
-            except ConnectorError as exc:
-                ok = False
-                lines.append(f"{source.name}: FAILED: {shown(str(exc))}")
             except Exception as exc:
-                # A fault of ours or of a library, not the source's: still one line (the
-                # operator sees which source and what), and the next sources are checked.
+                # Whatever it is (ours, a library's, a defect), one line: the operator sees
+                # which source and why, and the sources after it are still checked.
                 ok = False
-                cause = shown(_redacted(str(exc), source)) or "no detail"
-                lines.append(f"{source.name}: FAILED: unexpected {type(exc).__name__}: {cause}")
+                lines.append(f"{source.name}: FAILED: {shown(cause_of(exc, source))}")
     return ok, lines
-
-
-def _redacted(text: str, source: SourceConfig) -> str:
-    """``text`` without the source's password: an error no adapter translated may quote
-    anything it was given."""
-    try:
-        password = source_password(source)
-    except ConnectorError:
-        return text
-    return text.replace(password, "***") if password else text

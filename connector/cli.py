@@ -14,15 +14,15 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import apsw
 import structlog
 
 from connector import logs
 from connector.config import Config, load_config
 from connector.csvrules.rules import FileRules, Kind
 from connector.dump import TABLES, dump
-from connector.errors import ConfigError, ConnectorError, Interrupted, TransientError
+from connector.errors import ConfigError, ConnectorError, Interrupted
 from connector.ingest import Ingestor, Outcome, Progress
+from connector.secrets import cause_of
 from connector.store.db import Database
 
 # Commands import what only they need when they run: `import` and `dump` start faster and
@@ -124,10 +124,10 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
                             path, rules[path], source=IMPORT_SOURCE, name=str(path),
                             progress=progress,
                         )  # fmt: skip
-                except (ConnectorError, apsw.Error):
+                except ConnectorError:
                     raise  # the error boundary in main() says it in one line
                 except Exception as exc:  # a defect with this file: the next files go on
-                    cause = f"unexpected {type(exc).__name__}: {exc}"
+                    cause = cause_of(exc)
                     log.error("file_failed", file=str(path), cause=cause, exc_info=True)
                     print(f"{path}: failed — {cause}", flush=True)
                     status = EXIT_FAILED
@@ -141,7 +141,6 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
 def cmd_once(args: argparse.Namespace, config: Config) -> int:
     from connector.housekeeping import sweep_logged
     from connector.pipeline import Poller
-    from connector.sources.base import SourceRefused
 
     status = EXIT_OK
     log = structlog.get_logger()
@@ -162,8 +161,8 @@ def cmd_once(args: argparse.Namespace, config: Config) -> int:
                 print(f"{source.name}: stopped; the file in hand resumes next time", flush=True)
                 break
             except Exception as exc:  # one source's failure never keeps the next unpolled
-                expected = isinstance(exc, TransientError | SourceRefused)
-                cause = str(exc) if expected else f"unexpected {type(exc).__name__}: {exc}"
+                expected = isinstance(exc, ConnectorError)
+                cause = cause_of(exc, source)
                 log.warning("poll_failed", source=source.name, cause=cause, exc_info=not expected)
                 print(f"{source.name}: could not be polled: {cause}", flush=True)
                 status = EXIT_FAILED
@@ -247,9 +246,6 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG  # on every command, check included (CONTRACT §1)
     except ConnectorError as exc:  # a store or a folder of ours: "store PATH: the disk is full"
         print(f"connector: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except apsw.BusyError:
-        print("connector: the store is busy: another process holds its lock", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

@@ -1,6 +1,9 @@
 """One exception hierarchy, arranged by how the caller must react.
 
-Only the CLI and the service loop catch these; the steps below them never swallow them.
+They are caught at three boundaries only: the CLI and the service loop (a command or a
+poll), and the poll's boundary for one file (``Poller._claimed``: the file fails, the poll
+goes on). The steps below never swallow them, except the ledger's best-effort notes of a
+failure, which log that they could not be written and keep the original error.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ class StorageError(TransientError):
     """A file or folder of ours on the local disk (the store, staging, the archive, the lock
     folder) cannot be made, read or written: a full disk, a read-only file system, missing
     permissions, a file where a folder should be, a damaged store. No fault of the file in
-    hand: it fails and is tried again later, and the daemon goes on; a command stops with
-    this one line, naming the path and the cause."""
+    hand, and every other file would meet it too: the poll ends (the daemon backs off and
+    tries again later; /healthz turns red past the missed polls), and a command stops
+    with this one line, naming the path and the cause."""
 
     def __init__(self, what: str, path: object, cause: str) -> None:
         self.path, self.cause = str(path), cause

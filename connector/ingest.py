@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -238,15 +238,24 @@ class Ingestor:
                 for entry_id in stale:
                     self._take_back(entry_id)
 
-    def set_aside(self, arrival: Arrival, reason: str) -> Entry:
+    def set_aside(self, arrival: Arrival, reason: str, *, done: str | None = None) -> Entry:
         """Record a file that failed too often as ``rejected`` with ``reason`` (a
-        quarantine), taking back what was stored of it as it arrived. Call with the place
-        claimed. Entries that know their checksum stay resumable: the same bytes, sent
-        again, go on from them."""
-        with self.db.transaction():
-            for entry_id in self.ledger.provisional(arrival.source, arrival.path):
-                self._take_back(entry_id)
-            return self.ledger.record(arrival, "rejected", self.clock(), reason)
+        quarantine; ``done``: with its remote action, as ``Ledger.record``). What was
+        stored of it, never to be shown, is taken back first, keys given back: rows stored
+        as it arrived, and bytes begun under this place (those under their checksum's
+        claim: another run may be resuming them from another place). Call with the place
+        claimed, outside a transaction."""
+        for entry in self.ledger.unfinished_at(arrival.source, arrival.path):
+            with ExitStack() as held:
+                if entry.sha256 is not None:
+                    held.enter_context(self.ledger.claim(entry.sha256))
+                with self.db.transaction():
+                    still = self.ledger.unfinished_at(arrival.source, arrival.path)
+                    if entry.id in {e.id for e in still}:  # (not finished meanwhile)
+                        self._take_back(entry.id, claimed=entry.sha256 is not None)
+        # Crash before here: some of it is taken back, the file is not recorded: the next
+        # poll tries it again (its tries are kept), and sets it aside again if it fails.
+        return self.ledger.record(arrival, "rejected", self.clock(), reason, done=done)
 
     def _take_back(self, entry_id: int, *, claimed: bool = False) -> None:
         """Remove an entry and what it stored; ``claimed``: its idempotency keys were

@@ -31,12 +31,12 @@ from connector.errors import (
     Interrupted,
     PlaceBusy,
     StorageError,
-    StoreBusy,
     TransientError,
 )
 from connector.ingest import Ingestor
 from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
 from connector.retries import retrying
+from connector.secrets import cause_of
 from connector.selection import Candidate, Readiness, select
 from connector.sources.base import RemoteFile, Source, SourceRefused
 from connector.sources.registry import open_source
@@ -44,10 +44,7 @@ from connector.store.ledger import Arrival, Entry, Known
 
 # Errors that end the poll rather than fail one file: a stop, a source that refuses us, a
 # claim held elsewhere (reported as busy).
-_NOT_THE_FILES = (Interrupted, SourceRefused, PlaceBusy)
-# Failures that say nothing of the file: it is still being written, or the store or our
-# disk is in trouble. They fail the file for this poll without counting as a try.
-_NOT_A_TRY = (FileChanged, StoreBusy, StorageError)
+_NOT_THE_FILES = (Interrupted, SourceRefused, PlaceBusy, StorageError)
 
 
 @dataclass
@@ -130,6 +127,8 @@ class Poller:
                 for candidate in ready:
                     if stop():
                         return summary
+                    if self.path_of(candidate.file.name) in summary.failed:
+                        continue  # (failed in the first round: once a poll is enough)
                     self._claimed(connection, candidate, summary, self._take)
                 summary.pending = [c.file.name for c in pending]
                 if wait is None or round_ or stop():
@@ -165,6 +164,8 @@ class Poller:
         is (same policy), on a new connection."""
         for attempt in retrying(self.sleep):
             with attempt:
+                if self._stop():  # (a host that never answers takes `timeout` an attempt)
+                    raise Interrupted("stopped while connecting")
                 return connection.get(broken=attempt.retry_state.attempt_number > 1).list()
         raise AssertionError("unreachable: the last attempt's error is raised")
 
@@ -181,8 +182,9 @@ class Poller:
 
         This is the poll's error boundary for one file: whatever goes wrong with it (a
         network fault, a bug, bytes that crash a library) fails this file only, and the
-        poll goes on with the next. What concerns the whole source or store (refused
-        credentials, a stop, a store that cannot be written) still ends the poll."""
+        poll goes on with the next. What concerns the whole source or our disk (refused
+        credentials, a stop, a store or staging folder that cannot be written) still ends
+        the poll: every other file would fail the same way."""
         path = self.path_of(candidate.file.name)
         try:
             with self.ingestor.ledger.claim_place(self.source.name, path, wait=False):
@@ -257,10 +259,7 @@ class Poller:
             def archived() -> None:
                 # The local copy is made while the rows are written, and awaited before
                 # the file's final entry: a file the ledger has decided is archived.
-                try:
-                    copies[0].result()
-                except OSError as exc:
-                    raise TransientError(f"cannot archive {path}: {exc.strerror}") from exc
+                copies[0].result()  # (its faults are StorageError already)
                 crashpoints.reached("after_archive")
                 # Crash here: the archive is written (idempotent, by checksum); the ledger
                 # has no final entry, so the next poll takes the file again (its staged
@@ -279,7 +278,7 @@ class Poller:
                     done = fetched.result()
                 except FileChanged:
                     raise  # still being written: not a failure, the file is simply not ready
-                except TransientError:
+                except Exception:
                     self.ingestor.ledger.note_failure(arrival, self.ingestor.clock())
                     raise
                 self.ingestor.forget_stale(arrival)  # (the file was large when last seen)
@@ -296,17 +295,19 @@ class Poller:
     def _failed(
         self, connection: _Connection, candidate: Candidate, summary: PollSummary, exc: Exception
     ) -> None:
-        """One file's take failed: it is left for a later poll, and set aside once its
-        listing has failed ``max_tries`` times in a row. A file still being written, a busy
-        store or a local disk fault is no fault of the file's: those tries do not count,
-        nor do those of a file already decided (only its remote action is left to redo)."""
+        """One file's take failed: it is noted in the ledger and left for a later poll.
+        Faults of the network, the server, the store or the disk (TransientError) say
+        nothing of the file, and neither does a failing remote action of a file already
+        decided: such a file is tried again at every poll. An error that is not expected
+        (a defect met with these bytes, a parse that died) counts: after ``max_tries`` of
+        them in a row on one listing, the file is set aside."""
         path = self.path_of(candidate.file.name)
-        expected = isinstance(exc, ConnectorError)
-        cause = str(exc) if expected else f"unexpected {type(exc).__name__}: {exc}"
+        cause = cause_of(exc, self.source)
         summary.failed[path] = cause
+        expected = isinstance(exc, ConnectorError)
         # An unexpected error is logged with its traceback: it is a defect to report.
         self.log.warning("file_failed", file=path, cause=cause, exc_info=not expected)
-        if isinstance(exc, _NOT_A_TRY) or self._decided(candidate) is not None:
+        if isinstance(exc, TransientError) or self._decided(candidate) is not None:
             return
         tries = self.ingestor.ledger.tried(self._arrival(candidate), cause)
         if tries >= self.source.max_tries:
@@ -321,16 +322,24 @@ class Poller:
         cause: str,
     ) -> None:
         """Set a file that keeps failing aside: recorded ``rejected`` with the reason, and
-        sent where files rejected whole go (``error_dir``), so that it blocks nothing and
-        is not retried for ever. Sending it there again counts as the file again."""
+        moved where files rejected whole go (``error_dir``), so that it blocks nothing and
+        is not tried for ever. With ``error_dir = "delete"`` it is left where it is
+        instead: bytes that were never ingested are not deleted on a defect's account.
+        Sent again (moved back, or touched), it is a new listing, tried afresh."""
         path = self.path_of(candidate.file.name)
         reason = f"set aside after {tries} failed tries in a row; the last: {cause}"
-        entry = self.ingestor.set_aside(self._arrival(candidate), reason)
+        left = self.source.error_dir == "delete"
+        with self.ingestor.db.transaction():  # (left: decided and done in one step)
+            entry = self.ingestor.set_aside(self._arrival(candidate), reason)
+            if left:
+                self._completed(candidate, "leave")
         del summary.failed[path]
         summary.taken[path] = entry
         self.log.error("file_quarantined", file=path, tries=tries, cause=cause)
-        # Crash here, or the remote action fails: the entry is decided and not completed,
-        # so the next poll redoes the action, as for any rejected file.
+        if left:
+            return
+        # Crash here, or the move fails: the entry is decided and not completed, so the
+        # next poll redoes the move, as for any rejected file.
         try:
             self._complete(connection, candidate, entry.status)
         except (TransientError, SourceRefused) as exc:
@@ -353,7 +362,10 @@ class Poller:
         # Crash here: the file is gone from the folder (moved or deleted), so no poll sees
         # it again; with `leave`, the next poll finds it known, not completed, and redoes
         # `leave` (nothing) before marking it.
-        self.ingestor.ledger.completed(self.source.name, self.path_of(candidate.file.name),
-                                       self.ingestor.clock())  # fmt: skip
+        self._completed(candidate, action)
         if moved is not None:
             self.log.info("file_archived", file=self.path_of(candidate.file.name), moved_to=moved)
+
+    def _completed(self, candidate: Candidate, action: str) -> None:
+        self.ingestor.ledger.completed(self.source.name, self.path_of(candidate.file.name),
+                                       action, self.ingestor.clock())  # fmt: skip

@@ -48,16 +48,16 @@ def _lines_stored(config: Path, capsys: pytest.CaptureFixture[str]) -> list[int]
 def test_a_disk_that_fills_mid_ingest_fails_the_file_and_the_next_run_stores_each_row_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], folder: str
 ) -> None:
-    """The store's, staging's or the archive's disk fills up during a `once`: the file
-    fails with the folder and the cause, the poll ends normally; with space again, the
-    next `once` resumes it and every row is stored exactly once."""
+    """The store's, staging's or the archive's disk fills up during a `once`: the poll
+    fails (every file would), naming the folder and the cause, exit 1; with space again,
+    the next `once` resumes the file and every row is stored exactly once."""
     config = _config(tmp_path)
     _events_csv(tmp_path / "inbox" / "events_1.csv")
     with small_disk(tmp_path / folder) as disk:
-        assert main(["--config", str(config), "once"]) == 0
+        assert main(["--config", str(config), "once"]) == 1
         out, err = capsys.readouterr()
-        assert "drop: nothing new; 1 failed" in out
-        assert f": {folder} {disk}/" in out and out.rstrip().endswith(": the disk is full")
+        assert out.startswith(f"drop: could not be polled: {folder} {disk}/")
+        assert out.rstrip().endswith(": the disk is full")
         assert "Traceback" not in err
         grow(disk)
         assert main(["--config", str(config), "once"]) == 0
@@ -65,21 +65,18 @@ def test_a_disk_that_fills_mid_ingest_fails_the_file_and_the_next_run_stores_eac
         assert _lines_stored(config, capsys) == list(range(2, ROWS + 2))
 
 
-def test_the_daemon_fails_the_file_not_the_poll_when_the_store_disk_is_full(
-    tmp_path: Path,
-) -> None:
-    """`connector run` on a full store disk logs the file as failed, with the store's path
-    and the cause, and its poll as done: no crash, no traceback, a clean stop."""
+def test_the_daemon_fails_the_poll_when_the_store_disk_is_full(tmp_path: Path) -> None:
+    """`connector run` on a full store disk logs its poll as failed, with the store's path
+    and the cause, and backs off (health turns red past the missed polls): no crash, no
+    traceback, a clean stop."""
     config = _config(tmp_path)
     _events_csv(tmp_path / "inbox" / "events_1.csv")
     with small_disk(tmp_path / "store"):
         argv = [sys.executable, "-m", "connector", "--config", str(config), "run"]
         events = first_poll_then_stop(argv, dict(os.environ))
-    failed = [e for e in events if e["event"] == "file_failed"]
-    assert [e["cause"] for e in failed] == [
-        f"store {tmp_path / 'store' / 'c.db'}: the disk is full"
-    ]
-    assert events[-1]["event"] == "poll_done"
+    assert events[-1]["event"] == "poll_failed"
+    assert events[-1]["cause"] == f"store {tmp_path / 'store' / 'c.db'}: the disk is full"
+    assert not [e for e in events if "exception" in e or e["event"] == "poll_crashed"]
 
 
 def test_import_on_a_full_disk_is_one_line_and_exit_1(

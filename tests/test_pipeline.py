@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from connector.config import Config, SourceConfig
 from connector.dump import records
-from connector.errors import TransientError
+from connector.errors import Interrupted, TransientError
 from connector.ingest import Ingestor
 from connector.parsing import PARALLEL_MIN_BYTES
 from connector.pipeline import Poller
@@ -101,7 +101,7 @@ def test_an_unexpected_error_fails_that_file_only_with_its_traceback_logged(
     assert cause == "unexpected RuntimeError: a library tripped over these bytes"
     [failed] = [log for log in logs if log["event"] == "file_failed"]
     assert failed["exc_info"] is True and failed["file"].endswith(POISON)
-    assert _statuses(poller) == {"events_good.csv": "ingested"}
+    assert _statuses(poller) == {"events_good.csv": "ingested", POISON: "failed"}
 
 
 def test_a_file_failing_max_tries_in_a_row_is_set_aside(poller: Poller, inbox: Path) -> None:
@@ -129,20 +129,74 @@ def test_a_file_failing_max_tries_in_a_row_is_set_aside(poller: Poller, inbox: P
     assert _statuses(poller) == {POISON: "rejected", "events_good.csv": "ingested"}
 
 
-def test_network_faults_count_and_a_new_listing_starts_again(poller: Poller, inbox: Path) -> None:
-    """Transient faults that keep hitting one file count as tries too, but a file sent
-    again (a new size or mtime) starts from one try; a success clears the count."""
+def test_network_faults_never_set_a_file_aside(poller: Poller) -> None:
+    """Faults of the network or the server say nothing of the file: it is tried again at
+    every poll, however many times, and never set aside; a success clears the count."""
     Poisoned.transient = True
+    for _ in range(5):
+        [cause] = poller.poll().failed.values()
+        assert cause.endswith("connection reset (test)")
+    assert _statuses(poller) == {POISON: "failed"}
+    assert poller.ingestor.db.query("SELECT count(*) FROM tries") == [(0,)]
+    Poisoned.good_bytes = 1 << 20  # the next try gets every byte
+    assert [e.status for e in poller.poll().taken.values()] == ["ingested"]
+
+
+def test_a_new_listing_starts_again_from_one_try(poller: Poller, inbox: Path) -> None:
+    """A file sent again (another size or mtime) is another listing: its tries start
+    again from one, and once it goes through the count is cleared."""
     for _ in range(2):
         poller.poll()
     (inbox / POISON).write_text(GOOD.replace("u", "q"))  # re-sent: another listing
-    for _ in range(2):
-        [cause] = poller.poll().failed.values()
-        assert cause.endswith("connection reset (test)")
+    for tries in (1, 2):
+        poller.poll()
+        assert poller.ingestor.db.query("SELECT tries FROM tries") == [(tries,)]
     assert (inbox / POISON).exists()
-    Poisoned.good_bytes = 1 << 20  # the next try gets every byte
+    Poisoned.good_bytes = 1 << 20
     assert [e.status for e in poller.poll().taken.values()] == ["ingested"]
     assert poller.ingestor.db.query("SELECT count(*) FROM tries") == [(0,)]
+
+
+def test_one_poll_counts_one_try_even_in_its_second_round(tmp_path: Path, inbox: Path) -> None:
+    """A poll that waits for a pending file lists again; a file that failed in its first
+    round is not tried a second time in the same poll."""
+    config, source = _configs(tmp_path, min_age="200ms")
+    with Database(config.store.path) as db:
+        poller = Poller(config, source, Ingestor(db), sleep=time.sleep, opener=Poisoned)
+        poller.poll()  # the poison is seen, waited for, tried: one try
+        (inbox / "events_new.csv").write_text(GOOD)  # pending: the poll will list again
+        with capture_logs() as logs:
+            summary = poller.poll()
+        assert [log["event"] for log in logs].count("file_failed") == 1
+        assert db.query("SELECT tries FROM tries") == [(2,)]
+        assert [p.rsplit("/", 1)[1] for p in summary.taken] == ["events_new.csv"]
+
+
+def test_a_file_set_aside_is_left_in_place_when_error_dir_deletes(tmp_path: Path) -> None:
+    """With `error_dir = "delete"` a file set aside is left where it is (bytes never
+    ingested are not deleted on a defect's account), and later polls skip it unread."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / POISON).write_text(GOOD)
+    config, source = _configs(tmp_path, max_tries=1, error_dir="delete")
+    with Database(config.store.path) as db:
+        poller = Poller(config, source, Ingestor(db), sleep=lambda _: None, opener=Poisoned)
+        assert [e.status for e in poller.poll().taken.values()] == ["rejected"]
+        assert (inbox / POISON).exists()
+        summary = poller.poll()
+        assert (summary.taken, summary.failed, summary.completed) == ({}, {}, [])
+        assert db.query("SELECT action FROM files") == [("leave",)]
+
+
+def test_a_file_moved_back_from_error_dir_is_taken_again(poller: Poller, inbox: Path) -> None:
+    """A move keeps the file's mtime: the same path, size and mtime listed again after
+    the connector moved the file away means someone moved it back, and it is taken."""
+    for _ in range(3):
+        poller.poll()
+    (inbox / "rejected" / POISON).rename(inbox / POISON)
+    Poisoned.good_bytes = 1 << 20  # the cause was fixed
+    assert [e.status for e in poller.poll().taken.values()] == ["ingested"]
+    assert [f["status"] for f in records(poller.ingestor.db, "files")] == ["rejected", "ingested"]
 
 
 def test_a_failing_remote_action_never_sets_a_decided_file_aside(tmp_path: Path) -> None:
@@ -166,7 +220,7 @@ def test_a_large_file_set_aside_takes_back_what_it_stored(tmp_path: Path, inbox:
     (nothing of a file that never got a checksum is kept), and its reason is recorded."""
     rows = "".join(f"p{i},{i}\n" for i in range(PARALLEL_MIN_BYTES // 8))
     (inbox / POISON).write_text("identifier,n\n" + rows)
-    Poisoned.transient, Poisoned.good_bytes, Poisoned.stall = True, PARALLEL_MIN_BYTES // 2, 0.2
+    Poisoned.good_bytes, Poisoned.stall = PARALLEL_MIN_BYTES // 2, 0.3
     config, source = _configs(tmp_path, max_tries=2)
     with Database(config.store.path) as db:
         poller = Poller(config, source, Ingestor(db, batch_records=1_000, commit_seconds=0),
@@ -177,6 +231,46 @@ def test_a_large_file_set_aside_takes_back_what_it_stored(tmp_path: Path, inbox:
         assert [e.status for e in poller.poll().taken.values()] == ["rejected"]
         assert db.query("SELECT count(*) FROM events") == [(0,)]
         assert [f["status"] for f in records(db, "files")] == ["rejected"]
+
+
+def test_a_file_set_aside_gives_back_the_keys_it_took(tmp_path: Path) -> None:
+    """A file whose ingestion keeps failing after some batches were committed (its
+    checksum known, its keys accepted) is set aside with none of it kept: its keys are
+    given back, so another file may use them."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    rows = "".join(f"u{i},{i},k{i}\n" for i in range(3_000))
+    (inbox / "events_1.csv").write_text("identifier,n,idempotencyKey\n" + rows)
+    config, source = _configs(tmp_path, max_tries=2)
+    with Database(config.store.path) as db:
+        batches = iter(range(1_000_000))
+
+        def defect() -> bool:  # checked between batches: the third one meets a defect
+            if next(batches) % 3 == 2:
+                raise RuntimeError("a defect met in the third batch")
+            return False
+
+        ingestor = Ingestor(db, batch_records=500, commit_seconds=0, stop=defect)
+        poller = Poller(config, source, ingestor, sleep=lambda _: None)
+        poller.poll()
+        assert db.query("SELECT count(*) > 0 FROM idempotency_keys") == [(1,)]
+        [entry] = poller.poll().taken.values()
+        assert entry.status == "rejected"
+        assert db.query("SELECT count(*) FROM idempotency_keys") == [(0,)]
+        assert db.query("SELECT count(*) FROM events") == [(0,)]
+        assert [f["status"] for f in records(db, "files")] == ["rejected"]
+
+
+def test_listing_retries_stop_when_a_stop_is_asked(tmp_path: Path) -> None:
+    """A stop asked while a source cannot be reached ends the poll at once (Interrupted),
+    rather than after every connection attempt."""
+    config, source = _configs(tmp_path)  # (its folder does not exist: listing fails)
+    attempts: list[float] = []
+    with Database(config.store.path) as db:
+        poller = Poller(config, source, Ingestor(db), sleep=attempts.append)
+        with pytest.raises(Interrupted):
+            poller.poll(stop=lambda: len(attempts) >= 1)
+    assert len(attempts) == 1  # one wait, then the stop was seen
 
 
 def test_a_reset_while_connecting_is_retried_like_a_download(

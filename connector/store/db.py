@@ -124,8 +124,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX rejects_by_file ON rejects(file_id);
     """,
     # 6: failed tries of a listed file in a row, so that one failing the same way again
-    # and again is set aside (quarantined) rather than retried for ever.
+    # and again is set aside (quarantined) rather than retried for ever; and the remote
+    # action done, so that a file moved away and then back is taken again.
     """
+    ALTER TABLE files ADD COLUMN action TEXT;  -- NULL: not done, or done before v6
     CREATE TABLE tries(
         source TEXT NOT NULL,
         path TEXT NOT NULL,
@@ -151,7 +153,7 @@ _FAULTS = (
     apsw.ReadOnlyError, apsw.IOError, apsw.PermissionsError, apsw.NoLFSError,
     apsw.ProtocolError,
 )  # fmt: skip
-_BUSY = (apsw.BusyError, apsw.LockedError)
+_BUSY = apsw.BusyError  # (LockedError is a conflict within one connection: a defect)
 
 
 class _Turns:

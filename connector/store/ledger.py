@@ -60,10 +60,12 @@ class Known:
     mtime: float | None
     status: str
     completed: bool  # its `after` (or error_dir) action was done
+    sent_away: bool = False  # that action moved or deleted it: listed again, it came back
 
     def matches(self, file: RemoteFile) -> bool:
-        """Whether ``file`` is listed as it was when decided (else it has changed)."""
-        return (self.size, self.mtime) == (file.size, file.mtime)
+        """Whether ``file`` is the listing decided: else it has changed, or it was moved
+        away or deleted and is listed again (moved back by hand: to be taken again)."""
+        return not self.sent_away and (self.size, self.mtime) == (file.size, file.mtime)
 
 
 @dataclass(frozen=True)
@@ -300,8 +302,12 @@ class Ledger:
             )
         return self.get(entry_id)
 
-    def record(self, arrival: Arrival, status: str, now: float, reason: str | None = None) -> Entry:
-        """A final entry in one step: ``duplicate``, or ``rejected`` with its reason."""
+    def record(
+        self, arrival: Arrival, status: str, now: float, reason: str | None = None,
+        *, done: str | None = None,
+    ) -> Entry:  # fmt: skip
+        """A final entry in one step: ``duplicate``, or ``rejected`` with its reason;
+        ``done``: its remote action too, already done (nothing to do for ``leave``)."""
         with self.db.transaction():
             self._supersede(arrival)
             entry_id = self._insert(arrival, status, now, finished=True)
@@ -309,6 +315,11 @@ class Ledger:
                 self.db.conn.execute(
                     "INSERT INTO rejects(file_id, line, reason) VALUES (?, NULL, ?)",
                     (entry_id, reason),
+                )
+            if done is not None:
+                self.db.conn.execute(
+                    "UPDATE files SET completed_at = ?, action = ? WHERE id = ?",
+                    (iso(now), done, entry_id),
                 )
         return self.get(entry_id)
 
@@ -323,19 +334,22 @@ class Ledger:
 
     def _known(self, where: str, params: tuple[Any, ...]) -> dict[str, Known]:
         rows = self.db.query(
-            "SELECT path, size, mtime, status, completed_at IS NOT NULL FROM files"
+            "SELECT path, size, mtime, status, completed_at IS NOT NULL,"
+            " coalesce(action, 'leave') <> 'leave' FROM files"
             f" WHERE {where} AND status IN ('ingested', 'duplicate', 'rejected') ORDER BY id",
             params,
         )
-        return {row[0]: Known(row[1], row[2], row[3], bool(row[4])) for row in rows}
+        return {row[0]: Known(row[1], row[2], row[3], bool(row[4]), bool(row[5])) for row in rows}
 
-    def completed(self, source: str, path: str, now: float) -> None:
-        """The remote action for this file is done: later polls need not touch it again."""
+    def completed(self, source: str, path: str, action: str, now: float) -> None:
+        """The remote ``action`` for this file is done: later polls need not touch it
+        again, unless it moved or deleted the file and the same listing shows up again
+        (moved back by hand, say: it is then taken again)."""
         with self.db.transaction():
             self.db.conn.execute(
-                "UPDATE files SET completed_at = ? WHERE source = ? AND path = ?"
+                "UPDATE files SET completed_at = ?, action = ? WHERE source = ? AND path = ?"
                 " AND completed_at IS NULL",
-                (iso(now), source, path),
+                (iso(now), action, source, path),
             )
             self.db.conn.execute("DELETE FROM tries WHERE source = ? AND path = ?", (source, path))
 
@@ -362,12 +376,11 @@ class Ledger:
             return 0
         return int(rows[0][0])
 
-    def provisional(self, source: str, path: str) -> list[int]:
-        """The entries of this place still without a checksum and not final: rows stored
-        as its bytes arrived, that no decision will ever keep once the file is set aside."""
+    def unfinished_at(self, source: str, path: str) -> list[Entry]:
+        """The entries of this place that are not final: rows stored as its bytes
+        arrived (no checksum yet), or bytes begun here and stopped, failed or died."""
         rows = self.db.query(
-            f"SELECT id FROM files WHERE source = ? AND path = ? AND sha256 IS NULL"
-            f" AND {_UNFINISHED}",
+            f"SELECT {_COLUMNS} FROM files WHERE source = ? AND path = ? AND {_UNFINISHED}",
             (source, path),
         )
-        return [row[0] for row in rows]
+        return [Entry(*row) for row in rows]
