@@ -3,12 +3,14 @@ batches either way, also while the file is still being written, and nothing left
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -176,10 +178,23 @@ def test_a_record_over_the_limit_is_rejected_and_the_records_after_it_read(
     assert events == [(2, "u1"), (after + 1, "u3"), (after + 2, "u4")]
 
 
-def _busy_import(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+@contextlib.contextmanager
+def _busy_import(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """A real `connector import` whose parser child is busy: one record of 4 GB of NULs (a
     sparse file: no disk used), which the child measures for many seconds while the parent
-    hashes the same bytes. The import process and its child's pid, once the child has run."""
+    hashes the same bytes. The import process and its child's pid, once the child has run;
+    both are killed on the way out, whatever the test did."""
+    parent, child = _started_busy_import(tmp_path)
+    try:
+        yield parent, child
+    finally:
+        parent.kill()
+        parent.wait()
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def _started_busy_import(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
     path = tmp_path / "huge.csv"
     with path.open("wb") as out:
         out.write(b"identifier,a\nu1,")
@@ -241,29 +256,17 @@ def test_a_busy_parser_child_dies_with_its_killed_parent(tmp_path: Path) -> None
     """SIGKILL to an import whose parser child is in the middle of a long record: the child
     goes at once (it would otherwise scan on for many seconds); it runs in a process group
     of its own, so the parent's group signals (Ctrl-C) are the parent's to relay."""
-    parent, child = _busy_import(tmp_path)
-    try:
+    with _busy_import(tmp_path) as (parent, child):
         assert os.getpgid(child) == child != os.getpgid(parent.pid)
         parent.send_signal(signal.SIGKILL)
         parent.wait()
         assert _gone_within(child, 5)
-    finally:
-        parent.kill()
-        parent.wait()
-        if _alive(child):
-            os.kill(child, signal.SIGKILL)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_sent_to_a_busy_parser_child_ends_it(tmp_path: Path) -> None:
     """SIGTERM sent to the parser child itself ends it, busy or not (its parent then fails
     the file, to be retried)."""
-    parent, child = _busy_import(tmp_path)
-    try:
+    with _busy_import(tmp_path) as (_, child):
         os.kill(child, signal.SIGTERM)
         assert _gone_within(child, 5)
-    finally:
-        parent.kill()
-        parent.wait()
-        if _alive(child):
-            os.kill(child, signal.SIGKILL)
