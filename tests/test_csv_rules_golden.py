@@ -305,11 +305,14 @@ def test_identifier_header_is_case_sensitive(h: Harness) -> None:
         ("events_empty_header_name.csv", "events"),
         ("events_duplicate_header.csv", "events"),
         ("events_long_header_name.csv", "events"),
+        ("contacts_nul_in_header_name.csv", "contacts"),
+        ("events_nul_in_header_name.csv", "events"),
     ],
 )
 def test_bad_header_rejects_file(h: Harness, name: str, kind: str) -> None:
-    """An empty, duplicate (after trimming) or over-255-character header name rejects the
-    file: exit 2, reject with line null, `files` status rejected, nothing stored."""
+    """An empty, duplicate (after trimming), over-255-character or NUL-holding header name
+    rejects the file: exit 2, reject with line null, `files` status rejected, nothing
+    stored."""
     p = h.stage(name)
     assert h.import_(p, kind=kind) == 2
     h.assert_file_rejected(p)

@@ -107,6 +107,8 @@ def _mapped_header(header: Sequence[str], rules: FileRules) -> tuple[list[str], 
     for name in names:
         if not name:
             raise FileRejected("header: a column has an empty name")
+        if "\0" in name:  # (a cell with NUL rejects its row; a name with one, the file)
+            raise FileRejected(f"header: column name {name[:40]!r} holds a NUL character")
         if len(name) > MAX_HEADER:
             raise FileRejected(f"header: column name over {MAX_HEADER} characters: {name[:40]}…")
     _no_duplicates(names, "")
