@@ -62,5 +62,5 @@ def check(config: Config) -> tuple[bool, list[str]]:
                 # Whatever it is (ours, a library's, a defect), one line: the operator sees
                 # which source and why, and the sources after it are still checked.
                 ok = False
-                lines.append(f"{source.name}: FAILED: {shown(cause_of(exc, source))}")
+                lines.append(f"{source.name}: FAILED: {shown(cause_of(exc))}")
     return ok, lines

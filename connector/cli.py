@@ -162,7 +162,7 @@ def cmd_once(args: argparse.Namespace, config: Config) -> int:
                 break
             except Exception as exc:  # one source's failure never keeps the next unpolled
                 expected = isinstance(exc, ConnectorError)
-                cause = cause_of(exc, source)
+                cause = cause_of(exc)
                 log.warning("poll_failed", source=source.name, cause=cause, exc_info=not expected)
                 print(f"{source.name}: could not be polled: {cause}", flush=True)
                 status = EXIT_FAILED

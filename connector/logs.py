@@ -16,6 +16,8 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from connector.redaction import scrub
+
 # Libraries' routine records, below these levels, show only with --log-level debug:
 # APScheduler logs every job run at INFO, paramiko every step of a connection, pyftpdlib
 # every command.
@@ -99,6 +101,15 @@ def escape_controls(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDi
     return event_dict
 
 
+def scrub_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """No password this process has read, in any value: a traceback or a library's message
+    may quote what it was given."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = scrub(value)
+    return event_dict
+
+
 def _json_dumps(obj: Any, **kwargs: Any) -> str:
     # JSON escapes C0 itself and, with ensure_ascii, everything past ASCII (C1 included);
     # DEL alone would stay raw. Escaped, a JSON line is printable ASCII, safe on a terminal
@@ -110,12 +121,12 @@ def configure(level: str = "info") -> None:
     threshold: int = logging.getLevelName(level.upper())
     tail: list[Processor]
     if sys.stderr.isatty():
-        tail = [structlog.processors.format_exc_info, escape_controls,
+        tail = [structlog.processors.format_exc_info, scrub_secrets, escape_controls,
                 structlog.dev.ConsoleRenderer()]  # fmt: skip
     else:
         # format_exc_info: a traceback as Python prints it, under "exception"; no locals
         # (dict_tracebacks can show them), which may hold a password.
-        tail = [structlog.processors.format_exc_info,
+        tail = [structlog.processors.format_exc_info, scrub_secrets,
                 structlog.processors.JSONRenderer(serializer=_json_dumps)]  # fmt: skip
     stamp: list[Processor] = [
         structlog.contextvars.merge_contextvars,

@@ -107,6 +107,9 @@ class Poller:
         self.received = received
         self.readiness = Readiness(parse_duration(source.min_age))
         self._stop: Callable[[], bool] = lambda: False
+        # Path → the ledger's latest entry for it when this poll listed it (None: none), to
+        # tell a file decided since (a newer entry) from one that came back after a move.
+        self._listed_as: dict[str, int | None] = {}
         self.log = structlog.get_logger().bind(source=source.name)
 
     def path_of(self, name: str) -> str:
@@ -118,6 +121,7 @@ class Poller:
         listed; a failing file is logged and left for the next poll. ``stop()`` is checked
         between files, batches and chunks: Interrupted leaves everything resumable."""
         self._stop = stop
+        self._listed_as = {}
         summary = PollSummary(self.source.name)
         connection = _Connection(self.source, self.opener)
         try:
@@ -142,14 +146,19 @@ class Poller:
         self, connection: _Connection, summary: PollSummary
     ) -> tuple[list[Candidate], float | None, list[Candidate]]:
         """(ready, seconds until the next pending one may be, pending)."""
+        # The ledger is read before the listing: an entry newer than this read is then a
+        # decision taken since the listing (another run's), never mistaken for the one
+        # that sent a file away before it came back.
+        known = self.ingestor.ledger.known(self.source.name)
         candidates = select(self._listed(connection), self.source)
         crashpoints.reached("after_list")
-        known = self.ingestor.ledger.known(self.source.name)
         fresh = []
         for candidate in candidates:
-            seen = known.get(self.path_of(candidate.file.name))
+            path = self.path_of(candidate.file.name)
+            seen = known.get(path)
             if seen is None or not seen.matches(candidate.file):
                 fresh.append(candidate)
+                self._listed_as[path] = seen.id if seen is not None else None
             elif not seen.completed:
                 # Decided before, but the remote action did not happen (a crash, or the
                 # server refused it): do it now, without reading the file again.
@@ -201,9 +210,16 @@ class Poller:
 
     def _decided(self, candidate: Candidate) -> Known | None:
         """The ledger's decision on this listing, read again under the claim: the run that
-        held it before us may have decided the file since we listed it."""
-        seen = self.ingestor.ledger.known_at(self.source.name, self.path_of(candidate.file.name))
-        return seen if seen is not None and seen.matches(candidate.file) else None
+        held it before us may have decided the file since we listed it (a newer entry). An
+        entry that had sent the file away before we listed it is no decision on it: the
+        file came back."""
+        path = self.path_of(candidate.file.name)
+        seen = self.ingestor.ledger.known_at(self.source.name, path)
+        if seen is None or not seen.same_listing(candidate.file):
+            return None
+        if seen.sent_away and seen.id == self._listed_as.get(path, seen.id):
+            return None
+        return seen
 
     def _redo(self, connection: _Connection, candidate: Candidate, summary: PollSummary) -> None:
         seen = self._decided(candidate)
@@ -302,7 +318,7 @@ class Poller:
         (a defect met with these bytes, a parse that died) counts: after ``max_tries`` of
         them in a row on one listing, the file is set aside."""
         path = self.path_of(candidate.file.name)
-        cause = cause_of(exc, self.source)
+        cause = cause_of(exc)
         summary.failed[path] = cause
         expected = isinstance(exc, ConnectorError)
         # An unexpected error is logged with its traceback: it is a defect to report.
@@ -329,10 +345,9 @@ class Poller:
         path = self.path_of(candidate.file.name)
         reason = f"set aside after {tries} failed tries in a row; the last: {cause}"
         left = self.source.error_dir == "delete"
-        with self.ingestor.db.transaction():  # (left: decided and done in one step)
-            entry = self.ingestor.set_aside(self._arrival(candidate), reason)
-            if left:
-                self._completed(candidate, "leave")
+        # (not in a transaction: set_aside takes checksum claims, which come before one)
+        entry = self.ingestor.set_aside(self._arrival(candidate), reason,
+                                        done="leave" if left else None)  # fmt: skip
         del summary.failed[path]
         summary.taken[path] = entry
         self.log.error("file_quarantined", file=path, tries=tries, cause=cause)
@@ -362,10 +377,7 @@ class Poller:
         # Crash here: the file is gone from the folder (moved or deleted), so no poll sees
         # it again; with `leave`, the next poll finds it known, not completed, and redoes
         # `leave` (nothing) before marking it.
-        self._completed(candidate, action)
-        if moved is not None:
-            self.log.info("file_archived", file=self.path_of(candidate.file.name), moved_to=moved)
-
-    def _completed(self, candidate: Candidate, action: str) -> None:
         self.ingestor.ledger.completed(self.source.name, self.path_of(candidate.file.name),
                                        action, self.ingestor.clock())  # fmt: skip
+        if moved is not None:
+            self.log.info("file_archived", file=self.path_of(candidate.file.name), moved_to=moved)

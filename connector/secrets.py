@@ -8,12 +8,18 @@ from pathlib import Path
 
 from connector.config import SourceConfig
 from connector.errors import ConfigError, ConnectorError
+from connector.redaction import remember, scrub
 
 _CAUSE_CHARS = 500  # an error's text in a log line, the ledger or a reject reason
 
 
 class Secret(str):
-    """A str whose repr never shows it, so it cannot leak through a log or a traceback."""
+    """A str whose repr never shows it, so it cannot leak through a log or a traceback;
+    made, it is remembered, so that no text this process lets out can quote it."""
+
+    def __new__(cls, value: str) -> Secret:
+        remember(value)
+        return super().__new__(cls, value)
 
     def __repr__(self) -> str:
         return "Secret('***')"
@@ -42,22 +48,11 @@ def source_password(source: SourceConfig) -> Secret | None:
         raise ConfigError([f"source {source.name}: cannot read {path}: {exc.strerror}"]) from None
 
 
-def redacted(text: str, source: SourceConfig) -> str:
-    """``text`` without the source's password: an error no adapter translated may quote
-    anything it was given."""
-    try:
-        password = source_password(source)
-    except ConnectorError:
-        return text
-    return text.replace(password, "***") if password else text
-
-
-def cause_of(exc: BaseException, source: SourceConfig | None = None) -> str:
+def cause_of(exc: BaseException) -> str:
     """One line saying why ``exc`` happened: our own errors' messages as they are (they
     never hold a secret); any other error (a defect, a library's) with its type, without
-    the source's password, and cut to a length a log line or reject reason can hold."""
+    any password, and cut to a length a log line or reject reason can hold."""
     if isinstance(exc, ConnectorError):
         return str(exc)
-    text = f"unexpected {type(exc).__name__}: {str(exc) or 'no detail'}"
-    text = redacted(text, source) if source is not None else text
+    text = scrub(f"unexpected {type(exc).__name__}: {str(exc) or 'no detail'}")
     return text if len(text) <= _CAUSE_CHARS else text[: _CAUSE_CHARS - 1] + "…"

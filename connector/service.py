@@ -15,14 +15,14 @@ from types import FrameType
 import structlog
 
 from connector.config import Config, SourceConfig, parse_duration
-from connector.errors import Interrupted, TransientError
+from connector.errors import ConnectorError, Interrupted
 from connector.housekeeping import sweep_logged
 from connector.ingest import Ingestor
 from connector.metrics import Metrics
 from connector.notify import notify, watchdog_interval
 from connector.pipeline import Poller
 from connector.scheduler import Scheduler, backoff_delay
-from connector.sources.base import SourceRefused
+from connector.secrets import cause_of
 from connector.sources.watch import FolderWatch
 from connector.store.db import Database
 
@@ -92,12 +92,12 @@ class Service:
             return None
         except Exception as exc:  # the service loop is an error boundary: log, back off
             failures = self.metrics.poll_finished(name, time.monotonic() - started, ok=False)
-            if not isinstance(exc, TransientError | SourceRefused):
+            if not isinstance(exc, ConnectorError):
                 self.log.exception("poll_crashed", source=name)
             delay = backoff_delay(failures)
             retry_at = datetime.now(UTC) + timedelta(seconds=delay)
             self.log.warning(
-                "poll_failed", source=name, cause=str(exc), failures=failures,
+                "poll_failed", source=name, cause=cause_of(exc), failures=failures,
                 next_retry=retry_at.isoformat(timespec="seconds"),
             )  # fmt: skip
             return delay

@@ -21,6 +21,7 @@ import structlog
 
 from connector import logs
 from connector.scheduler import Scheduler
+from connector.secrets import Secret
 from tests.source_contract import wait_until
 
 # A file name as a hostile server could send it: OSC "set window title", BEL, DEL, C1 CSI.
@@ -120,6 +121,26 @@ def test_exceptions_are_in_the_json_log_in_full(capsys: pytest.CaptureFixture[st
         assert event["level"] == "error"
     assert (ours["event"], ours["source"]) == ("poll_crashed", "drop")
     assert (library["event"], library["logger"]) == ("emitter died", "watchdog.observers")
+
+
+def test_no_password_read_by_this_process_reaches_the_log(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A password once read (a Secret) is masked in every value, tracebacks and library
+    records included, even where a library quotes it in its own message."""
+    logs.configure("info")
+    password = Secret("pw-SENTINEL-logs-93c1")
+    try:
+        raise RuntimeError(f"login refused for ingest:{password}@host")
+    except RuntimeError:
+        structlog.get_logger().exception("poll_crashed", cause=f"said {password}")
+        logging.getLogger("paramiko.transport").error("auth %s failed", password, exc_info=True)
+    err = capsys.readouterr().err
+    assert "SENTINEL" not in err
+    ours, library = (json.loads(line) for line in err.splitlines())
+    assert ours["cause"] == "said ***"
+    assert ours["exception"].endswith("RuntimeError: login refused for ingest:***@host")
+    assert library["event"] == "auth *** failed"
 
 
 def test_python_warnings_become_events(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,7 @@ ever. Connecting and listing are retried as downloads are."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +20,10 @@ from connector.errors import Interrupted, TransientError
 from connector.ingest import Ingestor
 from connector.parsing import PARALLEL_MIN_BYTES
 from connector.pipeline import Poller
+from connector.sources.base import RemoteFile
 from connector.sources.local import LocalSource
 from connector.store.db import Database
+from connector.store.ledger import Ledger
 from connector.testing import EmbeddedSFTPServer, Fault
 
 if TYPE_CHECKING:
@@ -82,6 +85,11 @@ def poller(tmp_path: Path, inbox: Path) -> Iterator[Poller]:
     config, source = _configs(tmp_path)
     with Database(config.store.path) as db:
         yield Poller(config, source, Ingestor(db), sleep=lambda _: None, opener=Poisoned)
+
+
+def records_of(config: Config) -> list[dict[str, Any]]:
+    with Database(config.store.path) as db:
+        return list(records(db, "files"))
 
 
 def _statuses(poller: Poller) -> dict[str, str]:
@@ -199,20 +207,92 @@ def test_a_file_moved_back_from_error_dir_is_taken_again(poller: Poller, inbox: 
     assert [f["status"] for f in records(poller.ingestor.db, "files")] == ["rejected", "ingested"]
 
 
+class BrokenMove(LocalSource):
+    """A local folder whose remote action fails as a defect would (not an error of ours)."""
+
+    def complete(self, name: str, action: str) -> str | None:
+        raise RuntimeError("a library tripped over the move")
+
+
 def test_a_failing_remote_action_never_sets_a_decided_file_aside(tmp_path: Path) -> None:
-    """A file already ingested whose move keeps failing stays ingested: only its remote
-    action is redone, however often it fails."""
+    """A file already ingested whose move keeps failing, even unexpectedly, stays
+    ingested: only its remote action is redone, however often it fails."""
     config, source = _configs(tmp_path, after="move:done", max_tries=1)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    (inbox / "done").write_text("a file where the move folder should be")
     (inbox / "events_1.csv").write_text(GOOD)
     with Database(config.store.path) as db:
-        poller = Poller(config, source, Ingestor(db), sleep=lambda _: None)
+        poller = Poller(config, source, Ingestor(db), sleep=lambda _: None, opener=BrokenMove)
         for _ in range(3):
-            assert list(poller.poll().failed) == [str(inbox / "events_1.csv")]
+            [cause] = poller.poll().failed.values()
+            assert cause == "unexpected RuntimeError: a library tripped over the move"
         assert _statuses(poller) == {"events_1.csv": "ingested"}
         assert db.query("SELECT count(*) FROM tries") == [(0,)]
+
+
+def test_a_file_another_run_decided_since_the_listing_is_left_alone(tmp_path: Path) -> None:
+    """Two runs given one source: a file the other run ingests and moves away after this
+    run listed it is skipped (decided meanwhile), not fetched from where it no longer is."""
+    config, source = _configs(tmp_path, after="move:done")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "events_1.csv").write_text(GOOD)
+    with Database(config.store.path) as db, Database(config.store.path) as other_db:
+        other = Poller(config, source, Ingestor(other_db), sleep=lambda _: None)
+
+        class Raced(LocalSource):
+            def list(self) -> list[RemoteFile]:
+                listing = super().list()
+                other.poll()  # the other run takes the file between our listing and take
+                return listing
+
+        poller = Poller(config, source, Ingestor(db), sleep=lambda _: None, opener=Raced)
+        with capture_logs() as logs:
+            summary = poller.poll()
+    assert (summary.taken, summary.failed) == ({}, {})
+    assert "file_decided_meanwhile" in [log["event"] for log in logs]
+    assert [f["status"] for f in records_of(config)] == ["ingested"]
+
+
+def test_a_checksum_claim_held_elsewhere_never_deadlocks_a_set_aside(
+    tmp_path: Path, inbox: Path
+) -> None:
+    """Setting aside a file whose bytes were begun under its place, while another writer of
+    this process holds their checksum claim (and will want the store next), waits for the
+    claim outside any transaction: both finish."""
+    (inbox / POISON).write_text("identifier,n\n" + "".join(f"u{i},{i}\n" for i in range(3_000)))
+    config, source = _configs(tmp_path, max_tries=2)
+    with Database(config.store.path) as db, Database(config.store.path) as other_db:
+        calls = iter(range(1_000_000))
+
+        def defect() -> bool:  # the second batch meets a defect, after the first commit
+            if next(calls) == 1:
+                raise RuntimeError("a defect met in the second batch")
+            return False
+
+        ingestor = Ingestor(db, batch_records=1_000, commit_seconds=0, stop=defect)
+        Poller(config, source, ingestor, sleep=lambda _: None).poll()  # bytes begun: try 1
+        [(sha256,)] = db.query("SELECT sha256 FROM files WHERE status = 'failed'")
+        holding, done = threading.Event(), threading.Event()
+
+        def writer() -> None:  # holds the claim, then wants the store's write lock
+            with Ledger(other_db).claim(sha256):
+                holding.set()
+                time.sleep(0.3)
+                with other_db.transaction():
+                    other_db.query("SELECT 1")
+            done.set()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        holding.wait(5)
+        # Try 2 fails before the bytes are read (no claim taken): the file is set aside.
+        poller = Poller(config, source, ingestor, sleep=lambda _: None, opener=Poisoned)
+        summary = poller.poll()
+        thread.join(10)
+        assert done.is_set() and not thread.is_alive()
+        assert [e.status for e in summary.taken.values()] == ["rejected"]
+        assert db.query("SELECT count(*) FROM events") == [(0,)]
 
 
 def test_a_large_file_set_aside_takes_back_what_it_stored(tmp_path: Path, inbox: Path) -> None:

@@ -56,16 +56,20 @@ class Arrival:
 class Known:
     """A file already decided, as the ledger remembers it by its place and listing."""
 
+    id: int
     size: int
     mtime: float | None
     status: str
     completed: bool  # its `after` (or error_dir) action was done
     sent_away: bool = False  # that action moved or deleted it: listed again, it came back
 
+    def same_listing(self, file: RemoteFile) -> bool:
+        return (self.size, self.mtime) == (file.size, file.mtime)
+
     def matches(self, file: RemoteFile) -> bool:
         """Whether ``file`` is the listing decided: else it has changed, or it was moved
         away or deleted and is listed again (moved back by hand: to be taken again)."""
-        return not self.sent_away and (self.size, self.mtime) == (file.size, file.mtime)
+        return not self.sent_away and self.same_listing(file)
 
 
 @dataclass(frozen=True)
@@ -334,12 +338,15 @@ class Ledger:
 
     def _known(self, where: str, params: tuple[Any, ...]) -> dict[str, Known]:
         rows = self.db.query(
-            "SELECT path, size, mtime, status, completed_at IS NOT NULL,"
+            "SELECT path, id, size, mtime, status, completed_at IS NOT NULL,"
             " coalesce(action, 'leave') <> 'leave' FROM files"
             f" WHERE {where} AND status IN ('ingested', 'duplicate', 'rejected') ORDER BY id",
             params,
         )
-        return {row[0]: Known(row[1], row[2], row[3], bool(row[4]), bool(row[5])) for row in rows}
+        return {
+            path: Known(entry_id, size, mtime, status, bool(done), bool(away))
+            for path, entry_id, size, mtime, status, done, away in rows
+        }
 
     def completed(self, source: str, path: str, action: str, now: float) -> None:
         """The remote ``action`` for this file is done: later polls need not touch it
