@@ -104,7 +104,7 @@ class IngestConfig(_Model):
     # Bounds that keep a file of any shape in bounded memory (README, The CSV rules): a
     # longer record is rejected, a wider header rejects the file. The defaults keep each
     # process under 200 MB whatever the file; memory grows with them.
-    max_record_chars: int = Field(default=MAX_RECORD, ge=MAX_FIELD, le=16 << 20)
+    max_record_chars: int = Field(default=MAX_RECORD, ge=2 * MAX_FIELD, le=16 << 20)
     max_columns: int = Field(default=MAX_COLUMNS, ge=1, le=100_000)
     # A file with more rejected rows is rejected whole: it is the wrong file or the wrong
     # settings (encoding, delimiter, kind), not a few bad rows.

@@ -294,16 +294,16 @@ def test_the_ingest_settings_reach_the_parser(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`[ingest] max_record_chars` and `max_columns` set the limits `import` parses with."""
-    config = _config(tmp_path, max_record_chars=MiB, max_columns=3)
-    rows = tmp_path / "rows.csv"
-    rows.write_text("identifier,a\nu1," + "x" * MiB + "\nu2,2\n")
+    config = _config(tmp_path, max_record_chars=2 * MiB, max_columns=3)
+    rows = tmp_path / "rows.csv"  # (two fields of the largest size a field may have)
+    rows.write_text("identifier,a,b\nu1," + "x" * MiB + "," + "y" * MiB + "\nu2,2,3\n")
     wide = tmp_path / "wide.csv"
     wide.write_text("identifier,a,b,c\nu1,1,2,3\n")
     assert main(["--config", str(config), "import", str(rows), "--kind", "contacts"]) == 0
     assert main(["--config", str(config), "import", str(wide), "--kind", "contacts"]) == 2
     assert "4 columns, more than the 3 allowed" in capsys.readouterr().out
     assert _rejects(tmp_path) == [
-        (2, f"record over {MiB:,} characters"),
+        (2, f"record over {2 * MiB:,} characters"),
         (None, "line 1: header: 4 columns, more than the 3 allowed"),
     ]  # fmt: skip
 
