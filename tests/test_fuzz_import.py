@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from connector.csvrules.reader import sniff_delimiter
+from connector.csvrules.records import _any_text
 from connector.csvrules.rules import MAX_FIELD, FileRules, Kind
 from connector.dump import TABLES, dump
 from connector.ingest import Ingestor, Outcome
@@ -338,7 +339,22 @@ def test_utf7_text_that_no_store_can_hold_rejects_its_row() -> None:
         (2, "a cell is not valid utf-7 text"), (3, "a cell is not valid utf-7 text"),
     ])  # fmt: skip
     status, rejects = _rejects(b"identifier,+2AA-\nu1,1\n", rules)
-    assert (status, rejects) == ("rejected", [(None, "header: a name is not valid utf-7 text")])
+    assert (status, rejects) == (
+        "rejected", [(None, "header: column name '\\ud800' is not valid utf-7 text")]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("encoding", "checked"),
+    [("utf-8", False), ("latin-1", False), ("cp1252", False), ("utf-7", True),
+     ("utf-16", True), ("shift_jis", True), ("unicode_escape", True)],
+)  # fmt: skip
+def test_cells_are_checked_one_by_one_only_where_the_codec_needs_it(
+    encoding: str, checked: bool
+) -> None:
+    """Only codecs that can decode to a NUL without a NUL byte, or to a lone surrogate,
+    have every cell searched for them."""
+    assert _any_text(encoding) is checked
 
 
 @pytest.mark.parametrize("before", ["u1,buy\n", "u1,buy\r", 'u1,"buy"\r\n', "u1,buy\n\n"])

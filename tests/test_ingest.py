@@ -243,6 +243,22 @@ def test_an_events_file_queues_only_contacts_not_stored_yet(tmp_path: Path, db: 
     assert _contacts(db)[0]["attributes"] == {"plan": "free"}
 
 
+def test_the_last_record_stored_is_not_kept_in_memory(tmp_path: Path, db: Database) -> None:
+    """Cached statements keep no record bound once a file is stored: huge records would
+    otherwise stay in the writer's memory while it waits for the next file."""
+    big = "x" * 900_000  # 2.7 MB a record
+    db.conn.release_memory()
+    before = apsw.memory_used()
+    for kind, rules, header in (("events", EVENTS, "identifier,name,idempotencyKey,a,b,c\n"),
+                                ("contacts", CONTACTS, "identifier,a,b,c\n")):  # fmt: skip
+        key = ",k" if kind == "events" else ""
+        rows = "".join(f"u{i}{',buy' if key else ''}{key}{i},{big},{big},{big}\n" for i in range(3))
+        path = _file(tmp_path, f"{kind}.csv", header + rows)
+        assert Ingestor(db).ingest(path, rules, source="s", name=kind).entry.rows == 3
+    db.conn.release_memory()  # (pages cached for the store are not the question)
+    assert apsw.memory_used() - before < 1_000_000
+
+
 def test_a_long_file_does_not_starve_another_writer_of_this_process(tmp_path: Path) -> None:
     """Writers of one process take turns: while one commits group after group, another
     one's transaction gets in at the next commit, not after the whole file."""

@@ -8,12 +8,14 @@ check order (fields, NUL, size, identifier, name, timestamp, key, reserved attri
 from __future__ import annotations
 
 import codecs
+import functools
 import io
 import itertools
 import operator
 import re
+import warnings
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from typing import Any, TypeVar
@@ -66,17 +68,29 @@ class Batch:
 
     def event_rows(self) -> Iterator[tuple[Any, ...]]:
         """(line, identifier, name, timestamp, key, data) per event, keys "" for none."""
+        return zip(*self._event_columns(), strict=True)
+
+    def stored_rows(self, file_id: int, now: int) -> Iterator[tuple[Any, ...]]:
+        """(file_id, line, identifier, name, timestamp, now, key, data) per event: the
+        store binds the file and the time too, to keep one SQL text for every file."""
+        line, identifier, name, stamp, key, data = self._event_columns()
+        count = self.events
+        return zip(
+            repeat(file_id, count), line, identifier, name, stamp, repeat(now, count), key, data,
+            strict=True,
+        )  # fmt: skip
+
+    def _event_columns(self) -> tuple[Iterable[Any], ...]:
         count = self.events
         if not count:
-            return iter(())
-        return zip(
+            return ((),) * 6
+        return (
             self.lines,
             self.identifiers.split("\0"),
             self.names.split("\0"),
             self.timestamps if self.timestamps is not None else repeat(NO_TIMESTAMP, count),
             self.keys.split("\0") if self.keys is not None else repeat("", count),
             self.data.split("\0"),
-            strict=True,
         )
 
 
@@ -109,6 +123,10 @@ def _mapped_header(header: Sequence[str], rules: FileRules) -> tuple[list[str], 
             raise FileRejected("header: a column has an empty name")
         if "\0" in name:  # (a cell with NUL rejects its row; a name with one, the file)
             raise FileRejected(f"header: column name {name[:40]!r} holds a NUL character")
+        if _SURROGATE.search(name):  # (repr shows it as an escape, which a store can hold)
+            raise FileRejected(
+                f"header: column name {name[:40]!r} is not valid {rules.encoding} text"
+            )
         if len(name) > MAX_HEADER:
             raise FileRejected(f"header: column name over {MAX_HEADER} characters: {name[:40]}…")
     _no_duplicates(names, "")
@@ -168,13 +186,9 @@ class FileParser:
         self._reader = RecordReader(
             io.BufferedReader(raw, CHUNK), rules.encoding, rules.delimiter, raw.scan, limits
         )
-        # UTF-8 makes a NUL only of a NUL byte (which the scan sees), and no lone surrogate;
-        # other codecs may: UTF-7 reads "+AAA-" as a NUL and "+2AA-" as U+D800.
-        self._any_text = codecs.lookup(rules.encoding).name != "utf-8"
+        self._any_text = _any_text(rules.encoding)
         try:
             self.header_line, header = read_header(self._reader)
-            if self._any_text and any(map(_SURROGATE.search, header)):
-                raise FileRejected(f"header: a name is not valid {rules.encoding} text")
             self._layout = _layout(header, rules)
         except BaseException:
             self._reader.detach()  # the traceback must not keep a wrapper over `raw` alive
@@ -311,6 +325,26 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # flat on huge files; the store then merely hears of some contacts again.
 _MENTIONED_CAP = 200_000
 _AFTER_FIRST = operator.itemgetter(slice(1, None))
+
+
+@functools.cache
+def _any_text(encoding: str) -> bool:
+    """Whether the codec may decode to a NUL without a NUL byte (which the scan sees), or to
+    a lone surrogate: UTF-7 reads "+AAA-" as a NUL and "+2AA-" as U+D800, "unicode_escape"
+    reads "\\0" as a NUL. Such codecs have their cells checked one by one.
+
+    UTF-8 cannot. Nor can a codec that maps each byte to one character on its own (latin-1,
+    cp1252, ...): probed by decoding every pair of bytes at once, which must read as the
+    bytes read one at a time, none but 0x00 giving a NUL and none a surrogate."""
+    if codecs.lookup(encoding).name == "utf-8":
+        return False
+    pairs = bytes(itertools.chain.from_iterable(itertools.product(range(256), repeat=2)))
+    with warnings.catch_warnings():  # ("unicode_escape" warns of its unknown escapes)
+        warnings.simplefilter("ignore")
+        alone = [bytes([b]).decode(encoding, "replace") for b in range(256)]
+        if any(len(c) != 1 or _SURROGATE.match(c) for c in alone) or "\0" in alone[1:]:
+            return True
+        return pairs.decode(encoding, "replace") != "".join(alone[b] for b in pairs)
 
 
 def _keeper(mask: list[bool] | None) -> Callable[[Sequence[_T]], Sequence[_T]]:

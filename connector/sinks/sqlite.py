@@ -4,6 +4,7 @@ ledger's cursor are written in the caller's transaction — all of it is stored,
 
 from __future__ import annotations
 
+import contextlib
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import compress
@@ -17,6 +18,43 @@ from connector.store.db import Database
 from connector.store.ledger import Ledger
 
 _DECIDE_CHUNK = 10_000  # keyed events read back at a time
+
+# Constant texts, so each is prepared once and cached (preparing one per row costs more than
+# the insert itself); the file id and the time are bound like the rest.
+_INSERT_EVENTS = (
+    "INSERT INTO events(file_id, line, identifier, name, timestamp, idempotency_key, data)"
+    f" VALUES (?, ?, ?, ?, coalesce(nullif(?, {NO_TIMESTAMP}), ?), nullif(?, ''), ?)"
+)
+_INSERT_PENDING = "INSERT INTO pending_contacts(file_id, identifier, attributes) VALUES (?, ?, ?)"
+_INSERT_MISSING = (
+    "INSERT INTO pending_contacts(file_id, identifier, attributes)"
+    " SELECT ?1, value, '{}' FROM carray(?2)"
+    " WHERE NOT EXISTS (SELECT 1 FROM contacts WHERE identifier = value)"
+)
+# Records every key that is new or expired (accepted before the cutoff, ?3), as accepted at
+# ?2, and returns those it recorded.
+_CLAIM_KEYS = (
+    "INSERT INTO idempotency_keys(key, accepted_at) SELECT value, ?2 FROM carray(?1) WHERE true"
+    " ON CONFLICT(key) DO UPDATE SET accepted_at = excluded.accepted_at"
+    " WHERE accepted_at <= ?3 RETURNING key"
+)
+
+
+def _abort(*_: object) -> bool:
+    return False
+
+
+def _unbind(conn: apsw.Connection, sql: str, width: int) -> None:
+    """Bind NULLs to the cached statement of ``sql``, without running it.
+
+    SQLite keeps a statement's last bindings until it is bound again, and apsw's cache keeps
+    the statement: the last row of a batch (a record may be megabytes) or a batch's keys
+    would stay in memory while the writer waits. A cursor's exec tracer that returns False
+    stops the statement after it is bound and before it runs."""
+    cursor = conn.cursor()
+    cursor.exec_trace = _abort
+    with contextlib.suppress(apsw.ExecTraceAbort):
+        cursor.execute(sql, (None,) * width)
 
 
 def _rows(kind: str, valid: int, duplicates: int) -> int:
@@ -44,42 +82,29 @@ class SQLiteSink:
         assert conn.in_transaction, "deliver() belongs in a transaction"
         events: Iterable[Any]
         if provisional:
-            events, duplicates = batch.event_rows(), 0
+            events, duplicates = batch.stored_rows(file_id, now), 0
         else:
-            events, duplicates = self._first_use_of_keys(batch, now)
+            events, duplicates = self._first_use_of_keys(file_id, batch, now)
         before = conn.total_changes()
-        # file_id and now are integers of ours: as literals they save a bind per row. Not
-        # cached: a cached statement keeps its last row's values (up to a record's size)
-        # bound, one statement per distinct `now`.
-        conn.executemany(
-            "INSERT INTO events(file_id, line, identifier, name, timestamp,"
-            f" idempotency_key, data) VALUES ({int(file_id)}, ?, ?, ?,"
-            f" coalesce(nullif(?, {NO_TIMESTAMP}), {int(now)}), nullif(?, ''), ?)",
-            events,
-            can_cache=False,
-        )
+        conn.executemany(_INSERT_EVENTS, events)
         inserted = conn.total_changes() - before  # (one executemany: consecutive ids)
         first_event = conn.last_insert_rowid() - inserted + 1 if inserted else None
+        _unbind(conn, _INSERT_EVENTS, 8)
         # Contact upserts wait for the file's end (see finish).
         if batch.contacts is not None:
             conn.executemany(
-                "INSERT INTO pending_contacts(file_id, identifier, attributes)"
-                f" VALUES ({int(file_id)}, ?, ?)",
-                batch.contacts,
-                can_cache=False,  # (as above)
+                _INSERT_PENDING, ((file_id, ident, attrs) for ident, attrs in batch.contacts)
             )
+            _unbind(conn, _INSERT_PENDING, 3)
         elif batch.new_identifiers:  # an events file: each contact must exist
             # Only those not stored yet (contacts are never deleted): usually few.
-            conn.execute(
-                "INSERT INTO pending_contacts(file_id, identifier, attributes)"
-                f" SELECT {int(file_id)}, value, '{{}}' FROM carray(?)"
-                " WHERE NOT EXISTS (SELECT 1 FROM contacts WHERE identifier = value)",
-                (apsw.carray(batch.new_identifiers),),
+            conn.execute(_INSERT_MISSING, (file_id, apsw.carray(batch.new_identifiers)))
+            _unbind(conn, _INSERT_MISSING, 2)
+        if batch.rejects:
+            conn.executemany(
+                "INSERT INTO rejects(file_id, line, reason) VALUES (?, ?, ?)",
+                ((file_id, line, reason) for line, reason in batch.rejects),
             )
-        conn.executemany(
-            f"INSERT INTO rejects(file_id, line, reason) VALUES ({int(file_id)}, ?, ?)",
-            batch.rejects,
-        )
         valid = batch.records - len(batch.rejects)
         self.ledger.advance(
             file_id, batch.records, _rows(kind, valid, duplicates), len(batch.rejects),
@@ -154,7 +179,7 @@ class SQLiteSink:
             (file_id, file_id),
         )
 
-    def _first_use_of_keys(self, batch: Batch, now: int) -> tuple[Iterable[Any], int]:
+    def _first_use_of_keys(self, file_id: int, batch: Batch, now: int) -> tuple[Iterable[Any], int]:
         """The batch's events less those whose key was accepted in the last 24 hours (in
         this batch too); the keys of the others are recorded as accepted now.
 
@@ -162,12 +187,13 @@ class SQLiteSink:
         it recorded (a statement per key costs ten times more): a key it does not return
         was accepted recently. Within the batch, SQLite takes the rows in order, so the
         first use of a key is the one recorded and a later one finds it recent."""
+        rows = batch.stored_rows(file_id, now)
         if batch.keys is None or not batch.events:
-            return batch.event_rows(), 0
+            return rows, 0
         kept = self._first_uses(batch.keys.split("\0"), now)
         if kept is None:
-            return batch.event_rows(), 0
-        return compress(batch.event_rows(), kept), kept.count(False)
+            return rows, 0
+        return compress(rows, kept), kept.count(False)
 
     def _first_uses(self, keys: Sequence[str], now: int) -> list[bool] | None:
         """Record the keys of these events (in order, '' for none) as accepted now where
@@ -175,16 +201,10 @@ class SQLiteSink:
         present = tuple(k for k in keys if k)
         if not present:
             return None
-        recorded = {
-            key
-            for (key,) in self.db.conn.execute(
-                "INSERT INTO idempotency_keys(key, accepted_at)"
-                f" SELECT value, {int(now)} FROM carray(?) WHERE true"
-                " ON CONFLICT(key) DO UPDATE SET accepted_at = excluded.accepted_at"
-                f" WHERE accepted_at <= {int(now - KEY_WINDOW_SECONDS)} RETURNING key",
-                (apsw.carray(present),),
-            )
-        }
+        conn = self.db.conn
+        bindings = (apsw.carray(present), now, now - KEY_WINDOW_SECONDS)
+        recorded = {key for (key,) in conn.execute(_CLAIM_KEYS, bindings)}
+        _unbind(conn, _CLAIM_KEYS, 3)
         if len(recorded) == len(present):  # the usual case: every key is new
             return None
         kept = []
