@@ -16,7 +16,7 @@ import pytest
 
 from connector.csvrules.rules import FileRules
 from connector.dump import records
-from connector.errors import StoreBusy
+from connector.errors import Interrupted, StoreBusy
 from connector.ingest import Ingestor
 from connector.store.db import MIGRATIONS, Database
 from connector.store.ledger import Arrival
@@ -312,3 +312,34 @@ def test_a_store_locked_by_another_process_too_long_is_transient(
         if holder.in_transaction:
             holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_a_file_refused_late_gives_back_only_its_own_key_claims(
+    tmp_path: Path, db: Database
+) -> None:
+    """A file stopped after claiming a key, then refused whole (past max_rejects) more than
+    24 hours later, gives back its own claims only: the key another file accepted again
+    once it had expired still holds within its window."""
+    clock = Clock()
+    header = "identifier,name,idempotencyKey\n"
+    first = _file(tmp_path, "a.csv", header + "u1,buy,K\nu2,buy,L\n" + ",buy,\n" * 6)
+    calls = iter(range(1_000))
+    stopping = Ingestor(db, clock=clock, batch_records=2, commit_seconds=0, max_rejects=3,
+                        stop=lambda: next(calls) >= 1)  # fmt: skip
+    with pytest.raises(Interrupted):
+        stopping.ingest(first, EVENTS, source="s", name="a")
+    assert db.query("SELECT key FROM idempotency_keys ORDER BY key") == [("K",), ("L",)]
+    clock.now += DAY + 1  # K expires; another file accepts it again
+    ingestor = Ingestor(db, clock=clock, batch_records=2, commit_seconds=0, max_rejects=3)
+    again = ingestor.ingest(_file(tmp_path, "b.csv", header + "v1,buy,K\n"), EVENTS,
+                            source="s", name="b")  # fmt: skip
+    assert (again.entry.rows, again.entry.duplicates) == (1, 0)
+    clock.now += 10
+    refused = ingestor.ingest(first, EVENTS, source="s", name="a")  # resumed: too many rejects
+    assert refused.entry.status == "rejected"
+    assert db.query("SELECT key FROM idempotency_keys") == [("K",)]  # b's claim, not a's L
+    clock.now += 10
+    third = ingestor.ingest(_file(tmp_path, "c.csv", header + "w1,buy,K\n"), EVENTS,
+                            source="s", name="c")  # fmt: skip
+    assert (third.entry.rows, third.entry.duplicates) == (0, 1)
+    assert [e["identifier"] for e in _events(db)] == ["v1"]

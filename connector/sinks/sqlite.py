@@ -32,11 +32,12 @@ _INSERT_MISSING = (
     " WHERE NOT EXISTS (SELECT 1 FROM contacts WHERE identifier = value)"
 )
 # Records every key that is new or expired (accepted before the cutoff, ?3), as accepted at
-# ?2, and returns those it recorded.
+# ?2 by file ?4, and returns those it recorded.
 _CLAIM_KEYS = (
-    "INSERT INTO idempotency_keys(key, accepted_at) SELECT value, ?2 FROM carray(?1) WHERE true"
-    " ON CONFLICT(key) DO UPDATE SET accepted_at = excluded.accepted_at"
-    " WHERE accepted_at <= ?3 RETURNING key"
+    "INSERT INTO idempotency_keys(key, accepted_at, file_id)"
+    " SELECT value, ?2, ?4 FROM carray(?1) WHERE true"
+    " ON CONFLICT(key) DO UPDATE SET accepted_at = excluded.accepted_at,"
+    " file_id = excluded.file_id WHERE accepted_at <= ?3 RETURNING key"
 )
 
 
@@ -119,7 +120,7 @@ class SQLiteSink:
         assert conn.in_transaction, "decide() belongs in a transaction"
         dropped = 0
         for rows in self._keyed_events(file_id):
-            kept = self._first_uses([key for _, key in rows], now)
+            kept = self._first_uses([key for _, key in rows], now, file_id)
             if kept is not None:
                 gone = [event for (event, _), keep in zip(rows, kept, strict=True) if not keep]
                 ids = apsw.carray(array("q", gone))  # (int64: a tuple is taken as text)
@@ -153,9 +154,11 @@ class SQLiteSink:
         first = self.ledger.get(file_id).first_event
         if first is not None:  # (by id from there, as above)
             if claimed:
+                # (this file's claims only: a key that expired since may be another's now)
                 conn.execute(
-                    "DELETE FROM idempotency_keys WHERE key IN (SELECT idempotency_key"
-                    " FROM events WHERE id >= ? AND file_id = ? AND idempotency_key NOT NULL)",
+                    "DELETE FROM idempotency_keys WHERE file_id IS ?2 AND key IN (SELECT"
+                    " idempotency_key FROM events WHERE id >= ?1 AND file_id = ?2"
+                    " AND idempotency_key NOT NULL)",
                     (first, file_id),
                 )
             conn.execute("DELETE FROM events WHERE id >= ? AND file_id = ?", (first, file_id))
@@ -190,21 +193,21 @@ class SQLiteSink:
         rows = batch.stored_rows(file_id, now)
         if batch.keys is None or not batch.events:
             return rows, 0
-        kept = self._first_uses(batch.keys.split("\0"), now)
+        kept = self._first_uses(batch.keys.split("\0"), now, file_id)
         if kept is None:
             return rows, 0
         return compress(rows, kept), kept.count(False)
 
-    def _first_uses(self, keys: Sequence[str], now: int) -> list[bool] | None:
-        """Record the keys of these events (in order, '' for none) as accepted now where
-        they are new or expired; which events to keep, or None for all of them."""
+    def _first_uses(self, keys: Sequence[str], now: int, file_id: int) -> list[bool] | None:
+        """Record the keys of these events (in order, '' for none) as accepted now by file
+        ``file_id`` where they are new or expired; which events to keep, or None for all."""
         present = tuple(k for k in keys if k)
         if not present:
             return None
         conn = self.db.conn
-        bindings = (apsw.carray(present), now, now - KEY_WINDOW_SECONDS)
+        bindings = (apsw.carray(present), now, now - KEY_WINDOW_SECONDS, file_id)
         recorded = {key for (key,) in conn.execute(_CLAIM_KEYS, bindings)}
-        _unbind(conn, _CLAIM_KEYS, 3)
+        _unbind(conn, _CLAIM_KEYS, 4)
         if len(recorded) == len(present):  # the usual case: every key is new
             return None
         kept = []

@@ -128,6 +128,9 @@ MIGRATIONS: tuple[str, ...] = (
     # action done, so that a file moved away and then back is taken again.
     """
     ALTER TABLE files ADD COLUMN action TEXT;  -- NULL: not done, or done before v6
+    -- The file that accepted a key, so that a file taken back gives back its own claims
+    -- only (NULL: accepted before v6).
+    ALTER TABLE idempotency_keys ADD COLUMN file_id INTEGER;
     CREATE TABLE tries(
         source TEXT NOT NULL,
         path TEXT NOT NULL,
