@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,18 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from connector.cli import main
+from connector.csvrules import reader as reader_module
 from connector.csvrules.reader import (
     _LINE,
     _SENTINEL,
+    _UNTERMINATED,
+    ByteScan,
     Inspector,
     RecordReader,
     _Lines,
     _measure,
     open_scanned,
+    sniff_delimiter,
 )
 from connector.csvrules.records import FileParser
 from connector.csvrules.rules import MAX_RECORD, FileRules, Limits
@@ -46,6 +51,7 @@ from connector.store.db import Database
 from connector.store.ledger import Arrival
 from tests.drop import drop_config
 from tests.golden import toml_value
+from tests.procs import children
 
 BOUND_MB = 200  # the peak allowed to each process, whatever the file
 OVER = f"record over {MAX_RECORD:,} characters"
@@ -120,7 +126,7 @@ def test_rows_of_a_hundred_one_mib_fields_are_rejected_in_bounded_memory(
     tmp_path: Path, end: bytes
 ) -> None:
     """Three rows of 100 fields of 1 MiB (each field within its own limit) are each over
-    the record limit: rejected at their lines, in bounded memory (1.5 GB before)."""
+    the record limit: rejected at their lines, in bounded memory (csv would need 1.5 GB)."""
     path = _write(tmp_path / "wide.csv", _hundred_fields_rows(end))
     code, output, peak = _import_peak(tmp_path, path)
     assert code == 0, output
@@ -151,6 +157,32 @@ def test_an_unterminated_quoted_field_is_one_reject_in_bounded_memory(tmp_path: 
     assert code == 0, output
     assert "1 rows stored, 1 rejected" in output
     assert _rejects(tmp_path) == [(3, OVER)]
+    assert peak < BOUND_MB
+
+
+# Records of millions of short lines: csv reads them a line at a time, a str object each.
+_SHORT_LINES = {
+    "rows": (b'identifier,a\nu1,"', "\U0001f600\n".encode(), 0),
+    "header": (b'identifier,"', "\U0001f600\n".encode(), 2),
+    "ascii": (b'identifier,a\nu1,"', b"a\n", 0),
+}
+
+
+@linux
+@pytest.mark.parametrize("shape", _SHORT_LINES)
+def test_a_record_of_millions_of_short_lines_is_rejected_in_bounded_memory(
+    tmp_path: Path, shape: str
+) -> None:
+    """A quoted field of 2.1 million 2-character lines, left open: over the limit, it is
+    rejected (a row, or the file if it is the header) in bounded memory, in the parser
+    child (4-byte characters, 10.5 MB) as in-process (ASCII, 4.2 MB)."""
+    head, line, code_wanted = _SHORT_LINES[shape]
+    path = _write(tmp_path / "lines.csv", [head, *[line * 100_000] * 21])
+    assert (path.stat().st_size >= PARALLEL_MIN_BYTES) == (shape != "ascii")
+    code, output, peak = _import_peak(tmp_path, path)
+    assert code == code_wanted, output
+    wanted = [(2, OVER)] if code_wanted == 0 else [(None, f"line 1: header: {OVER}")]
+    assert _rejects(tmp_path) == wanted
     assert peak < BOUND_MB
 
 
@@ -222,7 +254,8 @@ def _parsed(path: Path, rules: FileRules, limits: Limits) -> list[tuple[Any, ...
         seen: list[tuple[Any, ...]] = []
         for batch in FileParser(raw, rules, limits).batches(3):
             seen += [(line, reason) for line, reason in batch.rejects]
-            seen += [(row[0], row[1]) for row in batch.event_rows()]
+            if batch.events:
+                seen += zip(batch.lines, batch.identifiers.split("\0"), strict=True)
         return sorted(seen)
 
 
@@ -371,6 +404,127 @@ def test_a_record_limit_rejects_exactly_the_records_over_it(
     assert read(Limits(record_chars=longest, columns=10_000)) == expected
 
 
+def _read_all(
+    text: str, delimiter: str | None, limits: Limits, batch: int
+) -> tuple[str, list[tuple[int, list[str], str | None]]]:
+    """The reader's delimiter, and (line, row, fault) per record, read as FileParser reads:
+    the header alone, then batches of ``batch`` as wide as the header."""
+    data = text.encode()
+    scan = ByteScan()
+    scan.feed(data)
+    scan.finish()
+    reader = RecordReader(io.BufferedReader(io.BytesIO(data)), "utf-8", delimiter, scan, limits)
+    seen: list[tuple[int, list[str], str | None]] = []
+    for size in (1, batch):
+        for got in reader.batches(size):
+            rows = got.rows if got.columns is None else map(list, zip(*got.columns, strict=True))
+            seen += [
+                (line, row, got.faults.get(i))
+                for i, (line, row) in enumerate(zip(got.lines, rows, strict=True))
+            ]
+            if seen and reader.width is None:
+                if seen[0][2] is not None:  # the header refused: so is the file
+                    return reader.delimiter, seen
+                reader.width = len(seen[0][1])
+                break
+    return reader.delimiter, seen
+
+
+def _agrees_with_csv(
+    text: str, delimiter: str, read: list[tuple[int, list[str], str | None]], columns: int
+) -> None:
+    """``read`` holds the records csv reads from ``text``, at their lines; a record the
+    reader refuses is one csv reads open to the end, too wide for a header, or (a row) not
+    as wide as the header."""
+    lines = _LINE.findall(text)
+    reader = csv.reader([*lines, _SENTINEL], delimiter=delimiter, strict=False)
+    expected: list[tuple[int, list[str]]] = []
+    line = 1
+    for row in reader:
+        if row and line <= len(lines):  # (not the sentinel's own record)
+            expected.append((line, row))
+        line = reader.line_num + 1
+    if read and read[0][2] is not None:  # the header refused: nothing after it is read
+        expected = expected[:1]
+    assert [line for line, _, _ in read] == [line for line, _ in expected]
+    width = len(expected[0][1]) if expected else 0
+    for index, ((_, row, fault), (_, want)) in enumerate(zip(read, expected, strict=True)):
+        if want[-1].endswith(_SENTINEL):
+            assert (index, fault) == (len(expected) - 1, _UNTERMINATED)
+        elif fault is None:
+            assert row == want
+        elif index == 0:
+            assert fault == f"{len(want)} columns, more than the {columns} allowed"
+        else:
+            assert fault == f"expected {width} fields, got {len(want)}"
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    text=st.lists(
+        st.sampled_from(["a", ",", ",,,", ";", '"', "\n", "\r", "\r\n"]), max_size=60
+    ).map("".join),
+    sniff=st.booleans(),
+    columns=st.integers(1, 6),
+    batch=st.integers(1, 5),
+)
+def test_records_and_lines_are_csvs_whatever_the_reader_cuts(
+    text: str, sniff: bool, columns: int, batch: int
+) -> None:
+    """With the reader's batches, blocks and groups of lines made tiny, so that records
+    with too many delimiters, records going on past their batch and records given back
+    to be read again meet in every order, the records and lines are csv's own."""
+    limits = Limits(record_chars=10_000, columns=columns)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reader_module, "BATCH_DELIMITERS", 3)
+        patch.setattr(reader_module, "BATCH_CHARS", 16)
+        patch.setattr(reader_module, "TEXT_BLOCK", 7)
+        patch.setattr(reader_module, "_TAIL_LINES", 2)
+        delimiter, read = _read_all(text, None if sniff else ",", limits, batch)
+    head = ""  # what is sniffed: up to a line not blank after which every quote is closed
+    for line in _LINE.findall(text):
+        head += line
+        if line.strip("\r\n") and head.count('"') % 2 == 0:
+            break
+    assert delimiter == (sniff_delimiter(head) if sniff else ",")
+    _agrees_with_csv(text, delimiter, read, columns)
+
+
+def _written(header: list[str], rows: Iterable[list[str]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def test_an_events_file_with_a_line_break_in_a_header_name_is_read_as_csv_reads_it() -> None:
+    """A csv-written file whose header name holds a line break, and 3,000 rows of 12
+    columns: the header goes on past its first batch among rows with more delimiters
+    than a header may have; every row is read whole, at its line."""
+    header = ["identifier", "name", "timestamp", "Note\n(free text)"] + [f"c{i}" for i in
+              range(8)]  # fmt: skip
+    rows = [[f"u{i}", "buy", str(1_700_000_000 + i), f"n{i}", *"abcdefgh"] for i in range(3000)]
+    text = _written(header, rows)
+    delimiter, read = _read_all(text, None, Limits(), 1_000)
+    assert delimiter == ","
+    assert read == [(1, header, None)] + [(i + 3, row, None) for i, row in enumerate(rows)]
+
+
+def test_wide_rows_with_quoted_line_breaks_are_read_as_csv_reads_them() -> None:
+    """5,000 rows of 600 columns, a line break quoted in every 7th: a row going on past its
+    batch among rows with more delimiters than a batch may hold is read whole, at its
+    line, and so is every row after it. (Batches of 777 lines, 1 modulo the rows' 8-line
+    pattern: batches end on each of its lines.)"""
+    header = ["identifier", *(f"c{i}" for i in range(599))]
+    rows = [[f"u{i}", *(["x\ny"] if i % 7 == 0 else ["x"]), *["1"] * 598] for i in range(5000)]
+    lines = list(accumulate((2 if i % 7 == 0 else 1 for i in range(5000)), initial=2))
+    _, read = _read_all(_written(header, rows), ",", Limits(), 777)
+    assert read == [(1, header, None)] + [
+        (line, row, None) for line, row in zip(lines, rows, strict=False)
+    ]
+
+
 def _csv_lines(lines: list[str]) -> tuple[list[int], list[list[str]]]:
     """What csv itself reads from these lines: the start line and fields of each record
     (blank lines skipped), an open quote's sentinel taken off."""
@@ -426,7 +580,7 @@ def test_a_large_file_of_bad_rows_is_rejected_once_past_the_default_cap(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A large file (parsed in a child) of short bad lines: rejected past 100,000 rejects,
-    with nothing of it stored (before, every one of its 44 million rejects was)."""
+    with nothing of it stored, not one of its 2 million rejects included."""
     config = _config(tmp_path)
     path = _write(tmp_path / "bad.csv", [b"identifier,email\n", *[b"u,bad\n" * 500_000] * 4])
     assert path.stat().st_size >= PARALLEL_MIN_BYTES
@@ -437,22 +591,6 @@ def test_a_large_file_of_bad_rows_is_rejected_once_past_the_default_cap(
     ]  # fmt: skip
     assert _count(tmp_path, "pending_contacts") == 0
     assert "bad.csv: rejected" in capsys.readouterr().out
-
-
-def _parsers() -> list[int]:
-    """The parser child processes of this process."""
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                command = cmdline.read()
-        except (OSError, ValueError):
-            continue
-        if parent == os.getpid() and b"connector.parsing" in command:
-            found.append(int(entry))
-    return found
 
 
 @linux
@@ -472,7 +610,7 @@ def test_a_download_with_too_many_rejects_stops_its_parse_before_it_ends(tmp_pat
             out.write(data[100:-1])
             out.flush()
             deadline = time.monotonic() + 30
-            while _parsers():
+            while children(os.getpid(), b"connector.parsing"):
                 assert time.monotonic() < deadline, "the parse was never stopped"
                 time.sleep(0.01)
             stopped.set()
@@ -503,7 +641,7 @@ def test_a_download_with_too_many_rejects_stops_its_parse_before_it_ends(tmp_pat
         assert db.query("SELECT count(*) FROM files") == [(1,)]
 
 
-def test_the_daemon_rejects_a_file_with_too_many_rejects_and_sets_it_aside(
+def test_the_daemon_rejects_a_file_with_too_many_rejects_whole(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`once`: a large file whose good rows come first and too many bad ones last is

@@ -20,6 +20,7 @@ from connector.csvrules.records import Batch
 from connector.csvrules.rules import FileRules
 from connector.errors import FileRejected
 from connector.parsing import ParseJob
+from tests.procs import children
 
 EVENTS = FileRules(kind="events")
 HEADER = "identifier,name,timestamp,idempotencyKey,total\n"
@@ -111,6 +112,7 @@ import sys, time
 from pathlib import Path
 from connector.csvrules.rules import FileRules
 from connector.parsing import ParseJob
+from tests.procs import children
 path = Path(sys.argv[1])
 job = ParseJob(path, FileRules(kind="events"), batch_records=10, in_child=True,
                spool_dir=path.parent, growing_to=10**9)
@@ -208,28 +210,13 @@ def _started_busy_import(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        children = [pid for pid in _children(parent.pid) if _cpu_ticks(pid) > 20]
-        if children:
-            return parent, children[0]
+        busy = [pid for pid in children(parent.pid) if _cpu_ticks(pid) > 20]
+        if busy:
+            return parent, busy[0]
         time.sleep(0.02)
     parent.kill()
     parent.wait()
     raise AssertionError("the parser child never got busy")
-
-
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:  # gone meanwhile
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
 
 
 def _cpu_ticks(pid: int) -> int:

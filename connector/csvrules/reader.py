@@ -395,8 +395,20 @@ class _Lines:
         return ""
 
     def unread(self, text: str) -> None:
-        """Give back the end of the last ``text``: it is read again first, as lines."""
-        self._add(text)
+        """Give back the end of the last ``text`` (or of the lines it was joined from): it
+        is read again first, as lines, ahead of what is still buffered."""
+        pieces = _split(text)
+        rest = self._lines[self._at :]
+        if pieces and not pieces[-1].endswith(("\n", "\r")):  # a line whose end is not read
+            start = pieces.pop()
+            if rest:
+                rest[0] = start + rest[0]
+            elif self._partial or not self._ended:
+                self._partial.insert(0, start)
+                self._partial_size += len(start)
+            else:  # the file's last line, which has no line end
+                rest = [start]
+        self._lines, self._at = pieces + rest, 0
 
 
 @dataclass(frozen=True)
@@ -521,9 +533,12 @@ class RecordReader:
         self._raw = raw
         self.limits = limits or Limits()
         self._source = _Lines(raw, encoding, self.limits.record_chars)
-        head = self._head_lines()
-        self.delimiter = delimiter or sniff_delimiter("".join(head))
-        self._source.put_back(head)
+        if delimiter is None:  # the header is read for it, then read again from its start
+            start = raw.tell()
+            delimiter = self._sniff()
+            raw.seek(start)
+            self._source = _Lines(raw, encoding, self.limits.record_chars)
+        self.delimiter = delimiter
         self._scan = scan
         self.width: int | None = None
         self._next_line = 1
@@ -533,19 +548,31 @@ class RecordReader:
         """Give the byte stream back to its owner, e.g. when the file is refused whole."""
         self._raw.detach()
 
-    def _head_lines(self) -> list[str]:
-        """The lines up to the end of the first record (as far as a record may go), for
-        sniffing; given back to be read again."""
-        head: list[str] = []
-        quotes = size = 0
-        while taken := self._source.take(1, self.limits.record_chars):
-            line = taken[0]
-            head.append(line)
-            quotes += line.count('"')
-            size += len(line)
-            if (line.strip("\r\n") and quotes % 2 == 0) or size > self.limits.record_chars:
+    def _sniff(self) -> str:
+        """``sniff_delimiter`` of the lines up to the end of the first record (as far as a
+        record may go), read a group of lines at a time and not kept."""
+        longest = self.limits.record_chars
+        counts = {",": 0, ";": 0}
+        quoted = 0  # 1: the text so far ends inside quotes
+        size = 0
+        while group := self._source.take(_TAIL_LINES, longest - size):
+            end: int | None = None  # lines of the group up to the record's end
+            quotes = list(accumulate(map(str.count, group, repeat('"'))))
+            if not quoted or quotes[-1]:  # (else every line is inside the quotes)
+                for i, count in enumerate(quotes):
+                    if (quoted + count) % 2 == 0 and group[i].strip("\r\n"):
+                        end = i + 1
+                        break
+            text = "".join(group[:end])
+            for at in range(0, len(text), TEXT_BLOCK):  # (split makes a str per quote)
+                parts = text[at : at + TEXT_BLOCK].split('"')
+                for delimiter in counts:
+                    counts[delimiter] += sum(map(str.count, parts[quoted::2], repeat(delimiter)))
+                quoted ^= (len(parts) - 1) % 2
+            size += len(text)
+            if end is not None or size > longest:
                 break
-        return head
+        return ";" if counts[";"] > counts[","] else ","
 
     def batches(self, size: int) -> Iterator[RecordBatch]:
         while not self.done:
@@ -559,16 +586,20 @@ class RecordReader:
             return RecordBatch([], [], {})
         if len(chunk[0]) > max(longest, 2):  # (then alone; a blank line is no record)
             return self._one(*self._big(chunk[0]))
-        # A header is split by csv only if it cannot have more columns than allowed.
-        dense = BATCH_DELIMITERS if self.width is not None else self.limits.columns
         counts = list(accumulate(map(str.count, chunk, repeat(self.delimiter))))
-        if counts[-1] > dense:
-            fit = bisect_right(counts, dense)
+        if counts[-1] > self._dense:
+            fit = bisect_right(counts, self._dense)
             self._source.put_back(chunk[max(fit, 1) :])
             if fit == 0:
                 return self._one(*self._big(chunk[0]))
             del chunk[fit:]
         return self._plain(chunk) or self._parsed(chunk)
+
+    @property
+    def _dense(self) -> int:
+        """The most delimiters csv is given at a time. A header is split by csv only if it
+        cannot have more columns than allowed."""
+        return BATCH_DELIMITERS if self.width is not None else self.limits.columns
 
     def _one(self, row: list[str], fault: str | None, lines: int) -> RecordBatch:
         """A batch of the one record starting at the next line, spanning ``lines``."""
@@ -649,34 +680,39 @@ class RecordReader:
     def _rest_of(self, head: list[str]) -> tuple[list[str], str | None, int]:
         """The record that ``head`` begins, read on from the file up to its end, or until
         it is too long or has too many delimiters for csv (then measured: see ``_big``)."""
-        longest = self.limits.record_chars
-        dense = BATCH_DELIMITERS if self.width is not None else self.limits.columns
+        longest, dense = self.limits.record_chars, self._dense
         delimiter = self.delimiter
+        # The record's text: head's lines, then one string per group of lines csv has read
+        # (a str object per line costs some 50 bytes: 100 MB for 2 million short lines).
         record = list(head)
+        group: list[str] = []  # the lines taken last, whole
+        read = len(head)  # lines in record
         size = sum(map(len, head))
         delimiters = sum(map(str.count, head, repeat(delimiter)))
         over = False
 
         def more() -> Iterator[str]:
-            nonlocal size, delimiters, over
+            nonlocal group, read, size, delimiters, over
             # Whole lists of lines at a time (what csv does not read is put back), so that
             # a record of a million short lines costs no Python step per line.
             while group := self._source.take(_TAIL_LINES, longest - size):
-                record.extend(group)
                 size += sum(map(len, group))
                 delimiters += sum(map(str.count, group, repeat(delimiter)))
                 if size > longest or delimiters > dense:  # (maybe in records after it)
                     over = True  # csv is given no more: what it read is dropped
                     return
                 yield from group
+                record.append("".join(group))
+                read += len(group)
             yield _SENTINEL  # the end of the file, inside a quoted field: it takes it in
 
         reader = csv.reader(itertools.chain(head, more()), delimiter=delimiter, quotechar='"',
                             strict=False)  # fmt: skip
         row = next(reader)
         if over:
+            record += group
             return self._big("".join(record))
-        self._source.put_back(record[reader.line_num :])
+        self._source.put_back(group[reader.line_num - read :])
         if row and row[-1].endswith(_SENTINEL):
             row[-1] = row[-1].removesuffix(_SENTINEL)
             return row, _UNTERMINATED, reader.line_num
