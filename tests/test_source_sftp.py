@@ -7,6 +7,7 @@ failing at any point, against the embedded paramiko server on loopback."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import hashlib
 import logging
@@ -34,7 +35,7 @@ from connector.config import SourceConfig
 from connector.errors import ConfigError, TransientError
 from connector.sources.base import CHUNK, SourceRefused
 from connector.sources.known_hosts import known_keys
-from connector.sources.sftp import SFTPSource
+from connector.sources.sftp import SFTPSource, _dropped
 from connector.testing import EmbeddedSFTPServer, Fault, make_ssh_key, new_ed25519_key
 from tests.source_contract import Remote, SourceContract, use_fully
 
@@ -937,3 +938,20 @@ def test_no_socket_is_left_open(
         pass
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.parametrize(
+    ("error", "dropped"),
+    [
+        (OSError("Socket is closed"), True),  # paramiko's own, once its thread saw a reset
+        (paramiko.SSHException("Server connection dropped: "), True),
+        (EOFError(), False),  # (a connection lost already, by its type)
+        (OSError(errno.EBADF, "Bad file descriptor"), False),
+    ],
+)
+def test_paramikos_words_for_a_lost_connection_are_known(
+    error: BaseException, dropped: bool
+) -> None:
+    """A reset seen first by paramiko's transport thread surfaces in a read as its own
+    "Socket is closed": that is a lost connection too, whichever thread saw it first."""
+    assert _dropped(error) is dropped

@@ -476,11 +476,14 @@ def _timed_out(exc: BaseException) -> bool:
 
 
 def _dropped(exc: BaseException) -> bool:
-    """paramiko's words for a connection that went away under it."""
+    """paramiko's words for a connection that went away under it: an SSHException, or an
+    OSError of its own making, without an errno ("Socket is closed", when its transport
+    thread saw the reset before our read did)."""
     text = str(exc).lower()
-    return isinstance(exc, paramiko.SSHException) and (
-        "dropped" in text or "closed" in text or "eof" in text
+    theirs = isinstance(exc, paramiko.SSHException) or (
+        isinstance(exc, OSError) and exc.errno is None
     )
+    return theirs and ("dropped" in text or "closed" in text or "eof" in text)
 
 
 def _make_folders(sftp: Any, folder: str) -> None:
