@@ -131,8 +131,16 @@ def download(
                         inspector.feed(chunk)
                         received(len(chunk))
                         crashpoints.reached("mid_download")
-                    if inspector.size != file.size:
-                        raise FileChanged(f"{file.name} shrank while downloading")
+                    if inspector.size < file.size:
+                        # A transfer may end early without an error (a TLS stream cut
+                        # without its close_notify reads as a clean end): the bytes so far
+                        # are valid, the rest is read on from there. A file that truly
+                        # shrank ends short every time and fails this poll; the next
+                        # listing gives its new size.
+                        raise TransientError(
+                            f"{file.name}: the transfer ended at byte {inspector.size:,} of"
+                            f" {file.size:,}"
+                        )
             with local():
                 os.fsync(out.fileno())
     except FileChanged:

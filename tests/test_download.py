@@ -75,6 +75,33 @@ def test_a_broken_transfer_resumes_from_its_offset(inbox: Path, tmp_path: Path) 
     assert staged.inspector.hexdigest() == hashlib.sha256(data).hexdigest()
 
 
+class Short(LocalSource):
+    """A real folder whose first read ends early without an error, as a TLS stream cut
+    without its close_notify does."""
+
+    def __init__(self, folder: Path, cut: int) -> None:
+        super().__init__(local_config(folder))
+        self.cut, self.offsets = cut, []
+
+    def read(self, name: str, offset: int = 0) -> Iterator[bytes]:
+        self.offsets.append(offset)
+        data = b"".join(super().read(name, offset))
+        yield data[: self.cut] if len(self.offsets) == 1 else data
+
+
+def test_a_transfer_that_ends_early_without_an_error_is_read_on(
+    inbox: Path, tmp_path: Path
+) -> None:
+    """Fewer bytes than listed, with no error, is a transfer cut short: read on from there
+    (not taken for a file still being written, whose staged bytes would be thrown away)."""
+    data = os.urandom(2_000_000)
+    file = _remote(inbox, "a.csv", data)
+    short = Short(inbox, cut=700_000)
+    staged = download("s", lambda _: short, file, tmp_path / "st", "latin-1", max_wait=0.01)
+    assert short.offsets == [0, 700_000]
+    assert staged.inspector.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
 def test_retries_give_up_with_a_transient_error(inbox: Path, tmp_path: Path) -> None:
     """A source that keeps failing is left for the next poll, its partial file kept."""
     file = _remote(inbox, "a.csv", b"x" * 2_000_000)
