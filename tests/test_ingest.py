@@ -343,3 +343,22 @@ def test_a_file_refused_late_gives_back_only_its_own_key_claims(
                             source="s", name="c")  # fmt: skip
     assert (third.entry.rows, third.entry.duplicates) == (0, 1)
     assert [e["identifier"] for e in _events(db)] == ["v1"]
+
+
+def test_keys_accepted_before_their_file_was_recorded_are_given_back_by_text(
+    tmp_path: Path, db: Database
+) -> None:
+    """Keys a store accepted before it recorded the accepting file (a store upgraded from
+    schema v5) are given back by their text when that file is refused whole."""
+    header = "identifier,name,idempotencyKey\n"
+    first = _file(tmp_path, "a.csv", header + "u1,buy,K\nu2,buy,L\n" + ",buy,\n" * 6)
+    calls = iter(range(1_000))
+    stopping = Ingestor(db, batch_records=2, commit_seconds=0, max_rejects=3,
+                        stop=lambda: next(calls) >= 1)  # fmt: skip
+    with pytest.raises(Interrupted):
+        stopping.ingest(first, EVENTS, source="s", name="a")
+    with db.transaction():  # as the v6 migration leaves the keys of a v5 store
+        db.conn.execute("UPDATE idempotency_keys SET file_id = NULL")
+    ingestor = Ingestor(db, batch_records=2, commit_seconds=0, max_rejects=3)
+    assert ingestor.ingest(first, EVENTS, source="s", name="a").entry.status == "rejected"
+    assert db.query("SELECT count(*) FROM idempotency_keys") == [(0,)]

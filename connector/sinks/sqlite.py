@@ -154,9 +154,11 @@ class SQLiteSink:
         first = self.ledger.get(file_id).first_event
         if first is not None:  # (by id from there, as above)
             if claimed:
-                # (this file's claims only: a key that expired since may be another's now)
+                # (this file's claims only: a key that expired since may be another's now;
+                # a key accepted before its file was recorded with it goes by its text)
                 conn.execute(
-                    "DELETE FROM idempotency_keys WHERE file_id IS ?2 AND key IN (SELECT"
+                    "DELETE FROM idempotency_keys WHERE (file_id = ?2 OR file_id IS NULL)"
+                    " AND key IN (SELECT"
                     " idempotency_key FROM events WHERE id >= ?1 AND file_id = ?2"
                     " AND idempotency_key NOT NULL)",
                     (first, file_id),
