@@ -243,7 +243,7 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"connector: config: {problem}", file=sys.stderr)
-        return EXIT_CONFIG  # on every command, check included (CONTRACT §1)
+        return EXIT_CONFIG  # on every command, check included (README, Using it)
     except ConnectorError as exc:  # a store or a folder of ours: "store PATH: the disk is full"
         print(f"connector: {exc}", file=sys.stderr)
         return EXIT_FAILED

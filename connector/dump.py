@@ -1,4 +1,5 @@
-"""``connector dump``: the store as JSON Lines, exactly in the shapes of CONTRACT §3.
+"""``connector dump``: the store as JSON Lines, in the shapes of the README's "What the
+dumps show".
 
 Events and rejects of a file still being ingested (or failed part-way) are not shown: they
 appear with its final ledger entry, which also applies its contact upserts (see the

@@ -1,6 +1,6 @@
 """Helpers for the CSV-rules golden tests: drive the CLI in-process and read its dumps.
 
-Everything goes through the contract interface (CONTRACT.md §1 and §3): a config
+Everything goes through the user's interface (the commands and the dumps): a config
 written to a temp folder, ``connector import`` and ``connector dump``. Nothing here
 knows the implementation's modules beyond ``connector.cli.main``.
 """
@@ -52,8 +52,8 @@ DUMP_KEYS = {
     "files": FILE_KEYS,
 }
 
-MAX_FIELD = 1_048_576  # CONTRACT §4 rule 4: 1 MiB, counted in characters
-MAX_TIMESTAMP = 4_102_444_800  # CONTRACT §4 rule 8: 2100-01-01T00:00:00Z
+MAX_FIELD = 1_048_576  # CSV rules §4: 1 MiB, counted in characters
+MAX_TIMESTAMP = 4_102_444_800  # CSV rules §8: 2100-01-01T00:00:00Z
 
 # The default file entries of the `import` source: events get a fallback name, so
 # event files need no `name` column unless a test says otherwise.
@@ -64,7 +64,7 @@ DEFAULT_FILES: list[dict[str, Any]] = [
 
 
 class _Absent:
-    """Marks a property that must not be present (an empty cell, CONTRACT §4 rule 5)."""
+    """Marks a property that must not be present (an empty cell, CSV rules §5)."""
 
     def __repr__(self) -> str:
         return "ABSENT"
@@ -85,7 +85,7 @@ _DEC = re.compile(r"-?(0|[1-9][0-9]*)\.[0-9]+")
 
 
 def typed(text: str) -> Any:
-    """Reference implementation of CONTRACT §4 rule 5 for one non-reserved cell."""
+    """Reference implementation of CSV rules §5 for one non-reserved cell."""
     if text == "":
         return ABSENT
     if text.isascii() and text.lower() in ("true", "false"):
@@ -107,7 +107,7 @@ def strict(value: Any) -> Any:
 
 
 def count_line_breaks(text: str) -> int:
-    """Physical line breaks in text: CRLF, LF and CR each count once (CONTRACT §4)."""
+    """Physical line breaks in text: CRLF, LF and CR each count once (docs/csv-rules.md)."""
     return len(re.findall(r"\r\n|\r|\n", text))
 
 

@@ -1,10 +1,10 @@
-"""Golden tests for the shared CSV rules (CONTRACT §4), through the CLI in-process.
+"""Golden tests for the shared CSV rules (docs/csv-rules.md), through the CLI in-process.
 
 Each test imports one small file with `connector import` against a private store,
-then reads `connector dump ...` and compares whole records (CONTRACT §3). Cases that
-need exact bytes (BOM, CR line ends, CRLF in quotes, other encodings, invalid UTF-8,
-NUL, empty files) write those bytes from the test; the rest are fixtures in
-tests/data/ named after their case.
+then reads `connector dump ...` and compares whole records (README, What the dumps
+show). Cases that need exact bytes (BOM, CR line ends, CRLF in quotes, other
+encodings, invalid UTF-8, NUL, empty files) write those bytes from the test; the rest
+are fixtures in tests/data/ named after their case.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Properties of the shared CSV rules (CONTRACT §4), through the CLI in-process.
+"""Properties of the shared CSV rules (docs/csv-rules.md), through the CLI in-process.
 
 Each hypothesis example gets a fresh store in its own temp folder (function-scoped
 pytest fixtures are not reset between examples).

@@ -1,5 +1,5 @@
-"""Files that fail show in the ledger as ``failed`` (CONTRACT §3) until a later try decides
-them, and keep one entry per file throughout."""
+"""Files that fail show in the ledger as ``failed`` (README, What the dumps show) until a
+later try decides them, and keep one entry per file throughout."""
 
 from __future__ import annotations
 

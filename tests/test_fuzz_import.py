@@ -38,7 +38,7 @@ BUDGET = float(os.environ.get("CONNECTOR_FUZZ_SECONDS", "30"))
 KINDS: tuple[Kind, ...] = ("events", "contacts")
 ROUND = 50  # examples per hypothesis run; runs follow each other until the budget is spent
 
-# CONTRACT §3: the keys of each dump.
+# The keys of each dump (README, What the dumps show).
 DUMP_KEYS = {
     "events": {"identifier", "name", "timestamp", "idempotencyKey", "data", "source", "file",
                "sha256", "line"},

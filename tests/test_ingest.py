@@ -123,7 +123,7 @@ def test_rejected_bytes_may_be_sent_again(tmp_path: Path, db: Database) -> None:
 
 def test_rows_of_an_unfinished_file_are_not_visible(tmp_path: Path, db: Database) -> None:
     """Events, rejects and the contacts they create show up with their ledger entry, not
-    batch by batch, though each batch is committed (CONTRACT §5)."""
+    batch by batch, though each batch is committed (README, Guarantees)."""
     path = _file(tmp_path, "a.csv", "identifier,name\n" + "u,buy\nv,buy\n" * 3 + ",buy\n")
     ingestor = Ingestor(db, batch_records=2, commit_seconds=0)
     seen: list[int] = []

@@ -84,7 +84,7 @@ def test_json_members_agree_with_type_cell(column: list[str]) -> None:
     ],
 )  # fmt: skip
 def test_type_cell(text: str, expected: object) -> None:
-    """CONTRACT §4 rule 5, value by value (ASCII digits only: Arabic-Indic stays text)."""
+    """CSV rules §5, value by value (ASCII digits only: Arabic-Indic stays text)."""
     assert type_cell(text) == expected
     assert type(type_cell(text)) is type(expected)
 
@@ -197,11 +197,11 @@ def test_a_long_cell_is_cut_short_in_its_reason() -> None:
     )
 
 
-# --- the address check is the contract's pattern, without its backtracking ------------
+# --- the address check is the rules' pattern, without its backtracking ------------
 
-# CONTRACT §4 rule 6 as first written: it may split the domain at any of its dots, which
+# CSV rules §6 as the rules' words put it: it may split the domain at any of its dots, which
 # is what made a failed match slow; fine as a reference on short texts.
-_CONTRACT_EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@.][^\s@]*")
+_RULES_EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@.][^\s@]*")
 
 
 def test_email_check_accepts_exactly_the_contract_addresses() -> None:
@@ -211,7 +211,7 @@ def test_email_check_accepts_exactly_the_contract_addresses() -> None:
     for length in range(8):
         for letters in itertools.product("a.@ ", repeat=length):
             text = "".join(letters)
-            assert (check(text) is None) == bool(_CONTRACT_EMAIL.fullmatch(text)), text
+            assert (check(text) is None) == bool(_RULES_EMAIL.fullmatch(text)), text
 
 
 # --- any cell in any role: the rules' type or a reason, never an exception ----------------
@@ -273,7 +273,7 @@ hostile_columns = st.one_of(
 
 
 def _spec_type(text: str) -> object:
-    """CONTRACT §4 rule 5 for one cell, from the rule's words (a reference, not the code)."""
+    """CSV rules §5 for one cell, from the rule's words (a reference, not the code)."""
     if text == "":
         return None
     if text.isascii() and text.lower() in ("true", "false"):

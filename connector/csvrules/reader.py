@@ -1,4 +1,4 @@
-"""Bytes → records with the physical line each starts on (CONTRACT §4 rules 1-2).
+"""Bytes → records with the physical line each starts on (CSV rules §1-§2).
 
 Two passes over a file, both streaming:
 

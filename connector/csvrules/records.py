@@ -1,4 +1,4 @@
-"""Records → contacts, events and rejects (CONTRACT §4 rules 3-10), a batch at a time.
+"""Records → contacts, events and rejects (CSV rules §3-§10), a batch at a time.
 
 Each batch is checked column by column: every check adds ``row → reason`` to a fault table
 with ``setdefault``, so a row with several faults is rejected once, for the first fault in

@@ -7,7 +7,7 @@ from typing import Literal
 
 Kind = Literal["contacts", "events"]
 
-# CONTRACT §4 limits, counted in characters after decoding.
+# The CSV rules' limits (docs/csv-rules.md §3, §4), counted in characters after decoding.
 MAX_FIELD = 1_048_576
 MAX_HEADER = 255
 MAX_KEY = 128
@@ -27,7 +27,8 @@ MAX_COLUMNS = 10_000
 
 @dataclass(frozen=True)
 class FileRules:
-    """The per-file settings of CONTRACT §4, resolved from a source and its file entry."""
+    """The per-file settings of the CSV rules (docs/csv-rules.md), resolved from a source
+    and its file entry."""
 
     kind: Kind
     identifier: str = "identifier"

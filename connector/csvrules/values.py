@@ -1,4 +1,4 @@
-"""Typing and checking of cell values (CONTRACT §4 rules 5, 6 and 8), one column at a time.
+"""Typing and checking of cell values (CSV rules §5, §6 and §8), one column at a time.
 
 Work is done per column rather than per cell because columns are regular: a column of
 booleans or plan names has few distinct values (typed once each), and a column of numbers

@@ -66,7 +66,7 @@ def shown(name: str) -> str:
 
 
 def temporary(name: str) -> bool:
-    """Names of files still being written, by convention (CONTRACT §5)."""
+    """Names of files still being written, by convention (README, Guarantees)."""
     return name.startswith(".") or name.endswith(TEMPORARY_SUFFIXES)
 
 
