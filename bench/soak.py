@@ -50,11 +50,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from connector.store.db import CACHE_KIB
+
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
 MB = 1024 * 1024
-# connector/store/db.py's cache_size=-16000 (KiB), on the one connection of the one source.
-SQLITE_CACHE_MB = 16000 * 1024 / MB
+# The store's page cache, on the one connection of the one source.
+SQLITE_CACHE_MB = CACHE_KIB * 1024 / MB
 NOW = 1_767_000_000  # event timestamps: a fixed recent second
 
 

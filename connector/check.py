@@ -12,7 +12,7 @@ import time
 from contextlib import ExitStack
 
 from connector.config import Config, SourceConfig, parse_duration
-from connector.secrets import cause_of
+from connector.redaction import cause_of
 from connector.selection import refused, select
 from connector.sources.naming import shown
 from connector.sources.registry import open_source

@@ -22,7 +22,7 @@ from connector.csvrules.rules import FileRules, Kind
 from connector.dump import TABLES, dump
 from connector.errors import ConfigError, ConnectorError, Interrupted
 from connector.ingest import Ingestor, Outcome, Progress
-from connector.secrets import cause_of
+from connector.redaction import cause_of, logged_failure
 from connector.store.db import Database
 
 # Commands import what only they need when they run: `import` and `dump` start faster and
@@ -161,9 +161,7 @@ def cmd_once(args: argparse.Namespace, config: Config) -> int:
                 print(f"{source.name}: stopped; the file in hand resumes next time", flush=True)
                 break
             except Exception as exc:  # one source's failure never keeps the next unpolled
-                expected = isinstance(exc, ConnectorError)
-                cause = cause_of(exc)
-                log.warning("poll_failed", source=source.name, cause=cause, exc_info=not expected)
+                cause = logged_failure(log, "poll_failed", exc, source=source.name)
                 print(f"{source.name}: could not be polled: {cause}", flush=True)
                 status = EXIT_FAILED
                 continue

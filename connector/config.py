@@ -168,14 +168,15 @@ class SourceConfig(_Model):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        scheme = urlsplit(value).scheme
+        parts = urlsplit(value)
+        scheme = parts.scheme
         if scheme not in SCHEMES:
             raise ValueError(f"scheme {scheme!r} is not one of {', '.join(SCHEMES)}")
-        if scheme != "file" and not urlsplit(value).hostname:
+        if scheme != "file" and not parts.hostname:
             raise ValueError(f"a {scheme}:// URL names its host: {scheme}://user@host/folder")
         if scheme == "file":
-            _check_file_url(urlsplit(value))
-        if urlsplit(value).password is not None:
+            _check_file_url(parts)
+        if parts.password is not None:
             raise ValueError("a password in the URL is refused; use password_env or password_file")
         return value
 

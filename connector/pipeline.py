@@ -27,7 +27,6 @@ from connector.archive import archive
 from connector.config import Config, SourceConfig, parse_duration
 from connector.download import FileChanged, Staged, download
 from connector.errors import (
-    ConnectorError,
     Interrupted,
     PlaceBusy,
     StorageError,
@@ -35,15 +34,15 @@ from connector.errors import (
 )
 from connector.ingest import Ingestor
 from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
+from connector.redaction import logged_failure
 from connector.retries import retrying
-from connector.secrets import cause_of
 from connector.selection import Candidate, Readiness, select
 from connector.sources.base import RemoteFile, Source, SourceRefused
 from connector.sources.registry import open_source
 from connector.store.ledger import Arrival, Entry, Known
 
 # Errors that end the poll rather than fail one file: a stop, a source that refuses us, a
-# claim held elsewhere (reported as busy).
+# claim held elsewhere (reported as busy), our own disk or store (every file would meet it).
 _NOT_THE_FILES = (Interrupted, SourceRefused, PlaceBusy, StorageError)
 
 
@@ -312,17 +311,13 @@ class Poller:
         self, connection: _Connection, candidate: Candidate, summary: PollSummary, exc: Exception
     ) -> None:
         """One file's take failed: it is noted in the ledger and left for a later poll.
-        Faults of the network, the server, the store or the disk (TransientError) say
-        nothing of the file, and neither does a failing remote action of a file already
+        Faults of the network, the server or a busy store (TransientError) say nothing of
+        the file, and neither does a failing remote action of a file already
         decided: such a file is tried again at every poll. An error that is not expected
         (a defect met with these bytes, a parse that died) counts: after ``max_tries`` of
         them in a row on one listing, the file is set aside."""
         path = self.path_of(candidate.file.name)
-        cause = cause_of(exc)
-        summary.failed[path] = cause
-        expected = isinstance(exc, ConnectorError)
-        # An unexpected error is logged with its traceback: it is a defect to report.
-        self.log.warning("file_failed", file=path, cause=cause, exc_info=not expected)
+        summary.failed[path] = cause = logged_failure(self.log, "file_failed", exc, file=path)
         if isinstance(exc, TransientError) or self._decided(candidate) is not None:
             return
         tries = self.ingestor.ledger.tried(self._arrival(candidate), cause)

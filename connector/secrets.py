@@ -7,10 +7,8 @@ import os
 from pathlib import Path
 
 from connector.config import SourceConfig
-from connector.errors import ConfigError, ConnectorError
-from connector.redaction import remember, scrub
-
-_CAUSE_CHARS = 500  # an error's text in a log line, the ledger or a reject reason
+from connector.errors import ConfigError
+from connector.redaction import remember
 
 
 class Secret(str):
@@ -46,13 +44,3 @@ def source_password(source: SourceConfig) -> Secret | None:
         return Secret(path.read_text(encoding="utf-8").rstrip("\r\n"))
     except OSError as exc:
         raise ConfigError([f"source {source.name}: cannot read {path}: {exc.strerror}"]) from None
-
-
-def cause_of(exc: BaseException) -> str:
-    """One line saying why ``exc`` happened: our own errors' messages as they are (they
-    never hold a secret); any other error (a defect, a library's) with its type, without
-    any password, and cut to a length a log line or reject reason can hold."""
-    if isinstance(exc, ConnectorError):
-        return str(exc)
-    text = scrub(f"unexpected {type(exc).__name__}: {str(exc) or 'no detail'}")
-    return text if len(text) <= _CAUSE_CHARS else text[: _CAUSE_CHARS - 1] + "…"

@@ -57,13 +57,13 @@ def select(files: Iterable[RemoteFile], source: SourceConfig) -> list[Candidate]
     names = {f.name for f in listed}
     chosen = []
     rules = {id(e): source.rules_of(e.kind, e) for e in source.files}  # once, not per file
+    skipped = refused(listed)
+    for file, reason in skipped:
+        if _first_warning(source.name, file.name):
+            log.warning("file_skipped", file=shown(file.name), reason=reason)
+    unusable = {file.name for file, _ in skipped}
     for file in listed:
-        reason = hostile(file.name)
-        if reason is not None:
-            if _first_warning(source.name, file.name):
-                log.warning("file_skipped", file=shown(file.name), reason=reason)
-            continue
-        if temporary(file.name):
+        if file.name in unusable or temporary(file.name):
             continue
         marker = None
         if source.ready == "marker":

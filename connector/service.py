@@ -21,8 +21,8 @@ from connector.ingest import Ingestor
 from connector.metrics import Metrics
 from connector.notify import notify, watchdog_interval
 from connector.pipeline import Poller
+from connector.redaction import cause_of
 from connector.scheduler import Scheduler, backoff_delay
-from connector.secrets import cause_of
 from connector.sources.watch import FolderWatch
 from connector.store.db import Database
 

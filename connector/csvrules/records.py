@@ -67,7 +67,8 @@ class Batch:
     contacts: list[tuple[str, str]] | None = None  # contacts files: (identifier, attributes)
 
     def event_rows(self) -> Iterator[tuple[Any, ...]]:
-        """(line, identifier, name, timestamp, key, data) per event, keys "" for none."""
+        """(line, identifier, name, timestamp, key, data) per event, keys "" for none: the
+        batch as the rules made it, for reading (the sink stores ``stored_rows``)."""
         return zip(*self._event_columns(), strict=True)
 
     def stored_rows(self, file_id: int, now: int) -> Iterator[tuple[Any, ...]]:

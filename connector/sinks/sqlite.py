@@ -19,8 +19,9 @@ from connector.store.ledger import Ledger
 
 _DECIDE_CHUNK = 10_000  # keyed events read back at a time
 
-# Constant texts, so each is prepared once and cached (preparing one per row costs more than
-# the insert itself); the file id and the time are bound like the rest.
+# Constant texts, one for every file and moment, so the statement cache keeps each prepared
+# (literals in the text made a new statement per file and per second); the file id and the
+# time are bound like the rest.
 _INSERT_EVENTS = (
     "INSERT INTO events(file_id, line, identifier, name, timestamp, idempotency_key, data)"
     f" VALUES (?, ?, ?, ?, coalesce(nullif(?, {NO_TIMESTAMP}), ?), nullif(?, ''), ?)"

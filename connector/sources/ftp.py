@@ -30,7 +30,7 @@ from connector.config import SourceConfig, parse_duration
 from connector.errors import ConfigError, ConnectorError, TransientError
 from connector.sources.base import CHUNK, RemoteFile, SourceRefused
 from connector.sources.ftp_listing import listing_lines, mlsd_entries, parse_ls_line, utc
-from connector.sources.naming import clash_free_name
+from connector.sources.naming import clash_free_name, hostile
 
 _UNSUPPORTED = ("500", "502")  # command not understood / not implemented
 
@@ -349,8 +349,9 @@ class FTPSource:
                 mtime: float | None = utc(facts["modify"])
             except (KeyError, ValueError):
                 size, mtime = -1, None  # a fact left out: ask for this file's directly
-            if any(c in name for c in "\r\n\0"):
-                # No FTP command can name it: listed as it is, for selection to refuse.
+            if hostile(name) is not None:
+                # Selection refuses it: listed as it is, without a round trip to size or
+                # date it (no FTP command could name some of them anyway).
                 files.append(RemoteFile(name, max(size, 0), mtime or 0.0))
                 continue
             if size < 0:
@@ -373,9 +374,8 @@ class FTPSource:
             entry = parse_ls_line(line, now)
             if entry is None:
                 continue  # "total 12", folders, devices, lines in another format
-            if any(c in entry.name for c in "\r\n\0"):
-                if entry.size >= 0:  # no FTP command can name it; selection refuses it
-                    files.append(entry)
+            if hostile(entry.name) is not None:  # selection refuses it: no round trip
+                files.append(RemoteFile(entry.name, max(entry.size, 0), entry.mtime))
                 continue
             if entry.size < 0:  # a link: only a link to a file has a SIZE
                 size = self._size(entry.name)

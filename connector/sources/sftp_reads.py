@@ -129,7 +129,8 @@ def _name(msg: Any) -> str:
 
 
 def _text(msg: Any) -> str:
-    """A status message from the server: for people, so a byte that is not UTF-8 is replaced."""
+    """Text for people (a status message, a long listing line): a byte that is not UTF-8
+    is replaced."""
     text: str = msg.get_binary().decode("utf-8", "replace")
     return text
 
@@ -155,7 +156,7 @@ def list_folder(sftp: Any, path: str) -> list[Any]:
             if kind != CMD_NAME:
                 raise paramiko.SFTPError(f"unexpected reply {kind} to a READDIR")
             for _ in range(msg.get_int()):
-                name, long_name = _name(msg), msg.get_binary().decode("utf-8", "replace")
+                name, long_name = _name(msg), _text(msg)
                 if name not in (".", ".."):
                     entries.append(paramiko.SFTPAttributes._from_msg(msg, name, long_name))
                 else:
