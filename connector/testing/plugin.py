@@ -1,20 +1,27 @@
-"""pytest plugin: embedded FTP, FTPS and SFTP servers and a fault proxy.
+"""pytest plugin: embedded FTP, FTPS, SFTP and PostgreSQL servers, and a fault proxy.
 
 Enable it with `pytest_plugins = ["connector.testing.plugin"]` in a test
 module or conftest, or through the `pytest11` entry point when connector is
-installed. Every fixture is function-scoped: each test gets servers of its
-own with an empty root folder (under pytest's tmp_path_factory, so a failing
-test's files can be inspected), shut down when the test ends.
+installed. The file-server fixtures are function-scoped: each test gets
+servers of its own with an empty root folder (under pytest's
+tmp_path_factory, so a failing test's files can be inspected), shut down when
+the test ends. PostgreSQL takes most of a second to set up, so one server
+(`postgres_server`) serves the whole session, and each test gets a fresh
+database on it (`postgres_url`), dropped when the test ends. Tests that need
+PostgreSQL are skipped where its server programs are not installed.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Iterator
 from typing import Protocol
 
 import pytest
 
 from connector.testing.ftp import EmbeddedFTPServer
+from connector.testing.postgres import EmbeddedPostgres, PostgresUnavailable
 from connector.testing.proxy import Fault, FaultProxy
 from connector.testing.sftp import EmbeddedSFTPServer
 
@@ -23,6 +30,8 @@ __all__ = [
     "fault_proxy",
     "ftp_server",
     "ftps_server",
+    "postgres_server",
+    "postgres_url",
     "sftp_server",
 ]
 
@@ -82,3 +91,35 @@ def fault_proxy() -> Iterator[FaultProxyFactory]:
     yield make
     for proxy in proxies:
         proxy.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[EmbeddedPostgres]:
+    """One PostgreSQL server on loopback for the session; skips without PostgreSQL.
+
+    Shared: a test that needs to stop, restart or kill PostgreSQL starts an
+    `EmbeddedPostgres` of its own instead.
+    """
+    try:
+        server = EmbeddedPostgres()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(
+    postgres_server: EmbeddedPostgres, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """The libpq URL of an empty database of this test's own, dropped afterwards.
+
+    Named after the test (in ASCII: PostgreSQL cuts names at 63 bytes), to tell whose
+    database a leftover connection or a server log line belongs to.
+    """
+    test = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:40]
+    name = f"t_{test}_{secrets.token_hex(4)}"
+    url = postgres_server.create_database(name)
+    yield url
+    # Terminates the connections the test left open, then drops the database.
+    postgres_server.drop_database(name)
