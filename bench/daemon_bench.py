@@ -204,20 +204,20 @@ def _worker(args: argparse.Namespace) -> int:
     from connector.pipeline import Poller
     from connector.selection import select
     from connector.sources.registry import open_source
-    from connector.store.db import Database
     from connector.store.ledger import Arrival
+    from connector.store.sqlite import SQLiteStore
 
     logs.configure("info")  # as the CLI does by default: JSON lines to stderr (the log file)
     config = load_config(args.config)
     source = config.sources[0]
     result: dict[str, Any] = {}
-    with Database(config.store.path) as db:
+    with SQLiteStore(config.store.path) as db:
         ingestor = Ingestor(
             db,
             batch_records=config.ingest.batch_records,
             commit_seconds=parse_duration(config.ingest.commit_interval),
         )
-        poller = Poller(config, source, ingestor)
+        poller = Poller(config, source, ingestor.store, ingestor=ingestor)
         if args.worker == "record":
             started = time.perf_counter()
             known = ingestor.ledger.known(source.name)

@@ -50,7 +50,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from connector.store.db import CACHE_KIB
+from connector.store.sqlite.db import CACHE_KIB
 
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"

@@ -16,7 +16,7 @@ from connector.redaction import cause_of
 from connector.selection import refused, select
 from connector.sources.naming import shown
 from connector.sources.registry import open_source
-from connector.store.db import Database
+from connector.store import open_existing
 from connector.store.ledger import Ledger
 
 
@@ -52,9 +52,8 @@ def check(config: Config) -> tuple[bool, list[str]]:
     its own line: the sources after it are still checked."""
     ok, lines = True, [f"config: valid, {len(config.sources)} source(s)"]
     with ExitStack() as stack:
-        ledger = None
-        if config.store.path.exists():  # else nothing is known yet, and nothing is created
-            ledger = Ledger(stack.enter_context(Database(config.store.path, readonly=True)))
+        store = open_existing(config.store)  # (none yet: nothing is known, nothing made)
+        ledger = stack.enter_context(store).ledger if store is not None else None
         for source in config.sources:
             try:
                 lines += check_source(source, ledger, time.time())

@@ -19,11 +19,12 @@ import structlog
 from connector import logs
 from connector.config import Config, load_config
 from connector.csvrules.rules import FileRules, Kind
-from connector.dump import TABLES, dump
+from connector.dump import dump
 from connector.errors import ConfigError, ConnectorError, Interrupted
 from connector.ingest import Ingestor, Outcome, Progress
 from connector.redaction import cause_of, logged_failure
-from connector.store.db import Database
+from connector.store import open_store
+from connector.store.port import TABLES
 
 # Commands import what only they need when they run: `import` and `dump` start faster and
 # smaller without the scheduler, the metrics server and the transfer libraries.
@@ -113,9 +114,9 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
         rules = {p: dataclasses.replace(r, event_name=args.event_name) for p, r in rules.items()}
     status = EXIT_OK
     log = structlog.get_logger()
-    with Database(config.store.path) as db:
-        ingestor = Ingestor.configured(db, config.ingest)
-        scope = db.rolled_back() if args.dry_run else contextlib.nullcontext()
+    with open_store(config.store) as store:
+        ingestor = Ingestor.configured(store, config)
+        scope = store.rolled_back() if args.dry_run else contextlib.nullcontext()
         with scope:
             for path in args.paths:
                 try:
@@ -148,15 +149,14 @@ def cmd_once(args: argparse.Namespace, config: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):  # as `run` does: stop cleanly, resumably
         signal.signal(sig, lambda *_: stopping.set())
     sweep_logged(config.paths)
-    with Database(config.store.path) as db:
-        ingestor = Ingestor.configured(db, config.ingest, stop=stopping.is_set)
+    with open_store(config.store) as store:
+        ingestor = Ingestor.configured(store, config, stop=stopping.is_set)
         for source in config.sources:
             if stopping.is_set():
                 break
             try:
-                summary = Poller(config, source, ingestor, sleep=stopping.wait).poll(
-                    stop=stopping.is_set
-                )
+                poller = Poller(config, source, store, ingestor=ingestor, sleep=stopping.wait)
+                summary = poller.poll(stop=stopping.is_set)
             except Interrupted:
                 print(f"{source.name}: stopped; the file in hand resumes next time", flush=True)
                 break
@@ -196,8 +196,8 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_dump(args: argparse.Namespace, config: Config) -> int:
-    with Database(config.store.path) as db:
-        dump(db, args.table, sys.stdout.buffer)
+    with open_store(config.store) as store:
+        dump(store, args.table, sys.stdout.buffer)
     return EXIT_OK
 
 

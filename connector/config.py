@@ -87,8 +87,68 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
+DEFAULT_STORE = Path("var/connector.db")
+Lease = Annotated[str, _within("1h", zero=False)]
+
+
 class StoreConfig(_Model):
-    path: Path = Path("var/connector.db")
+    """Where the ledger and the rows live: ``path`` (an SQLite file, the default), or
+    ``url``: ``sqlite:///relative/file.db``, ``sqlite:////absolute/file.db``, or
+    ``postgresql://user@host:5432/database``. Once validated, ``path`` is the SQLite file
+    whichever way it was given, and None for PostgreSQL."""
+
+    url: str | None = None
+    path: Path | None = None
+    password_env: str | None = None  # PostgreSQL; or password_file, or libpq's own ways
+    password_file: Path | None = None
+    lease: Lease = "30s"  # how long a silent replica keeps its claims (PostgreSQL)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sqlite_path(cls, data: Any) -> Any:
+        """An SQLite URL is read into ``path``; neither key: the default file."""
+        if not isinstance(data, Mapping):
+            return data
+        url, path = data.get("url"), data.get("path")
+        if url is not None and path is not None:
+            raise ValueError("set url or path, not both")
+        if url is None:
+            return {**data, "path": path if path is not None else DEFAULT_STORE}
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is not None and parts.scheme == "sqlite" and _names_file(parts):
+            return {**data, "path": Path(unquote(parts.path[1:]))}
+        return data  # (anything wrong with the URL is said by _known_scheme, naming the key)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in STORE_SCHEMES:
+            raise ValueError(f"scheme {parts.scheme!r} is not one of sqlite, postgresql")
+        if parts.scheme == "sqlite" and not _names_file(parts):
+            raise ValueError(
+                "an SQLite URL names its file: sqlite:///relative/file.db or"
+                " sqlite:////absolute/file.db"
+            )
+        if parts.password is not None:
+            raise ValueError("a password in the URL is refused; use password_env or password_file")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> StoreConfig:
+        if self.password_env is not None and self.password_file is not None:
+            raise ValueError("set password_env or password_file, not both")
+        if self.path is not None and (self.password_env or self.password_file):
+            raise ValueError("an SQLite store takes no password")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        """The adapter's: ``sqlite`` or ``postgresql``."""
+        return "sqlite" if self.path is not None else "postgresql"
 
 
 class PathsConfig(_Model):
@@ -303,6 +363,11 @@ class Config(_Model):
         return next((s for s in self.sources if s.name == name), None)
 
 
+def _names_file(parts: SplitResult) -> bool:
+    """Whether an sqlite: URL names a file: three slashes, then its path."""
+    return not parts.netloc and parts.path.startswith("/") and len(parts.path) > 1
+
+
 def _check_file_url(parts: SplitResult) -> None:
     """A file:// URL is a local folder: ``file:///absolute/folder``, or ``file:relative``
     from the working directory. ``file://in`` would name a host, "in", and the folder /."""
@@ -357,6 +422,16 @@ def _check_files(config: Config) -> list[str]:
             problems.append(
                 f"sources[{i}].password_env: environment variable {source.password_env} is not set"
             )
+    store = config.store
+    if store.password_file is not None:
+        if not store.password_file.is_file():
+            problems.append(f"store.password_file: file not found: {store.password_file}")
+        elif store.password_file.stat().st_mode & 0o077:
+            problems.append(
+                f"store.password_file: readable by group or others; chmod 600 {store.password_file}"
+            )
+    if store.password_env is not None and store.password_env not in os.environ:
+        problems.append(f"store.password_env: environment variable {store.password_env} is not set")
     return problems
 
 
@@ -374,8 +449,10 @@ def _check_folders(config: Config) -> list[str]:
     """Our folders must be folders: a file in the way (``staging = "/etc/passwd"``) is a
     mistake in the config, said at start-up (other faults of theirs are met at work)."""
     problems = []
-    folders = {"store.path": config.store.path.parent, "paths.staging": config.paths.staging,
-               "paths.archive": config.paths.archive}  # fmt: skip
+    store = config.store.path  # (None: a PostgreSQL store, no local file)
+    folders = {"paths.staging": config.paths.staging, "paths.archive": config.paths.archive}
+    if store is not None:
+        folders = {"store.path": store.parent, **folders}
     try:
         for key, folder in folders.items():
             for level in (folder, *folder.parents):
@@ -383,8 +460,8 @@ def _check_folders(config: Config) -> list[str]:
                     if not level.is_dir():
                         problems.append(f"{key}: {level} is not a folder")
                     break
-        if config.store.path.is_dir():
-            problems.append(f"store.path: {config.store.path} is a folder; name the store's file")
+        if store is not None and store.is_dir():
+            problems.append(f"store.path: {store} is a folder; name the store's file")
     except OSError:  # (a folder we may not look into: the store or the download says so)
         pass
     return problems

@@ -15,9 +15,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from connector.config import load_config
-from connector.dump import records
 from connector.service import Service
-from connector.store.db import Database
+from connector.store import open_store
+from connector.store.port import Store
 from connector.testing import EmbeddedFTPServer, EmbeddedSFTPServer
 
 ROOT = Path("var/demo")
@@ -96,35 +96,28 @@ def _drop(folder: Path, name: str, text: str) -> None:
     (folder / name).write_text(text, encoding="utf-8")
 
 
-def _file_count(db_path: Path) -> int:
-    if not db_path.exists():
-        return 0
-    with Database(db_path) as db:
-        return len(list(records(db, "files")))
-
-
-def _wait_for(count: int, db_path: Path, service: Service, timeout: float = 60.0) -> bool:
+def _wait_for(count: int, store: Store, service: Service, timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not service.stopping.is_set():
-        if _file_count(db_path) >= count:
+        if sum(1 for _ in store.records("files")) >= count:
             return True
         time.sleep(0.2)
     return False
 
 
-def _script(service: Service, db_path: Path, acme: Path) -> None:
+def _script(service: Service, store: Store, acme: Path) -> None:
     """Runs beside the daemon: waits for the first files, drops one more, then stops it."""
-    if _wait_for(4, db_path, service):
+    if _wait_for(4, store, service):
         print("\n>>> a new file arrives on the SFTP server while the daemon runs\n", flush=True)
         _drop(acme, "purchases_2026-11-03.csv", LATE)
-        _wait_for(5, db_path, service)
+        _wait_for(5, store, service)
     service.stopping.set()  # what SIGTERM does
 
 
-def _table(db: Database) -> str:
+def _table(store: Store) -> str:
     head = f"{'source':8} {'file':40} {'status':10} {'rows':>5} {'rejected':>8} {'dups':>5}"
     lines = [head, "-" * len(head)]
-    for f in records(db, "files"):
+    for f in store.records("files"):
         lines.append(
             f"{f['source']:8} {f['path']!s:40} {f['status']:10} {f['rows']:>5}"
             f" {f['rejected']:>8} {f['duplicates']:>5}"
@@ -148,12 +141,10 @@ def run_demo() -> int:
         config = load_config(_write_config(sftp, ftps))
         print("\nThe daemon (`connector run`) starts; its logs follow.\n", flush=True)
         service = Service(config)
-        threading.Thread(
-            target=_script, args=(service, config.store.path, acme), daemon=True
-        ).start()
+        store = stack.enter_context(open_store(config.store))
+        threading.Thread(target=_script, args=(service, store, acme), daemon=True).start()
         service.run()
-        with Database(config.store.path) as db:
-            print("\n" + _table(db))
+        print("\n" + _table(store))
         moved = sorted(p.name for p in (acme / "processed").iterdir())
         print(f"\nacme (after = move:processed) moved to outbox/processed: {', '.join(moved)}")
         left = sorted(p.name for p in globex.iterdir())

@@ -21,17 +21,16 @@ from pathlib import Path
 import structlog
 
 from connector import crashpoints
-from connector.config import IngestConfig, parse_duration
+from connector.config import Config, IngestConfig, parse_duration
 from connector.csvrules.reader import Inspector, inspect_file
 from connector.csvrules.records import Batch
 from connector.csvrules.rules import FileRules, Limits
 from connector.download import FileChanged, Staged
 from connector.errors import FatalError, FileRejected, Interrupted, StoreBusy
+from connector.localfs import make_folder
 from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
-from connector.sinks import Sink
-from connector.sinks.sqlite import SQLiteSink
-from connector.store.db import Database
-from connector.store.ledger import Arrival, Entry, Ledger
+from connector.store.ledger import Arrival, Entry
+from connector.store.port import Store
 
 # The defaults of `[ingest]`, for runs without a config file (import with --store, tests).
 _DEFAULTS = IngestConfig()
@@ -55,29 +54,34 @@ class Outcome:
 class Ingestor:
     """Ingests local files into one store; ``clock`` gives the processing time."""
 
-    db: Database
+    store: Store
     clock: Clock = time.time
     batch_records: int = _DEFAULTS.batch_records
     commit_seconds: float = parse_duration(_DEFAULTS.commit_interval)
     stop: Callable[[], bool] = lambda: False  # checked between batches
     limits: Limits = field(default_factory=Limits)
     max_rejects: int = _DEFAULTS.max_rejects
+    # Where a parse in a child process spools its batches (a private file, unlinked at
+    # once); None: the system's temporary folder.
+    spool_dir: Path | None = None
 
     @classmethod
     def configured(
-        cls, db: Database, config: IngestConfig, stop: Callable[[], bool] = lambda: False
+        cls, store: Store, config: Config, stop: Callable[[], bool] = lambda: False
     ) -> Ingestor:
-        """An Ingestor with the `[ingest]` settings of a config."""
+        """An Ingestor with the `[ingest]` settings of a config, spooling under staging."""
+        ingest = config.ingest
+        make_folder(config.paths.staging, "staging folder")
         return cls(
-            db, batch_records=config.batch_records,
-            commit_seconds=parse_duration(config.commit_interval), stop=stop,
-            limits=Limits(config.max_record_chars, config.max_columns),
-            max_rejects=config.max_rejects,
+            store, batch_records=ingest.batch_records,
+            commit_seconds=parse_duration(ingest.commit_interval), stop=stop,
+            limits=Limits(ingest.max_record_chars, ingest.max_columns),
+            max_rejects=ingest.max_rejects, spool_dir=config.paths.staging,
         )  # fmt: skip
 
     def __post_init__(self) -> None:
-        self.ledger = Ledger(self.db)
-        self.sink: Sink = SQLiteSink(self.db, self.ledger)
+        self.ledger = self.store.ledger
+        self.sink = self.store.sink
 
     def parse_job(self, path: Path, rules: FileRules, *, growing_to: int | None = None) -> ParseJob:
         """The parse of ``path`` (in a child process if it is large); ``growing_to``: the
@@ -85,7 +89,7 @@ class Ingestor:
         size = growing_to if growing_to is not None else path.stat().st_size
         return ParseJob(
             path, rules, batch_records=self.batch_records, in_child=size >= PARALLEL_MIN_BYTES,
-            spool_dir=self.db.path.parent, growing_to=growing_to, limits=self.limits,
+            spool_dir=self.spool_dir, growing_to=growing_to, limits=self.limits,
         )  # fmt: skip
 
     def ingest(
@@ -113,7 +117,7 @@ class Ingestor:
             log = log.bind(sha256=sha256)
             crashpoints.reached("after_inspect")
             # Crash before here: nothing was recorded; a re-run starts from scratch.
-            with self.ledger.claim(sha256):  # another run with these bytes waits
+            with self.store.claim(sha256):  # another run with these bytes waits
                 outcome = self._decided(path, rules, job, inspector, log, progress, arrival,
                                         before_final)  # fmt: skip
         return self._reported(outcome, log, started)
@@ -153,12 +157,12 @@ class Ingestor:
                     inspector=staged.inspector, mtime=arrival.mtime, before_final=before_final,
                 )  # fmt: skip
             self.forget_stale(arrival)
-            with self.db.transaction():
+            with self.store.transaction():
                 entry = self.ledger.begin(arrival, self.clock())
                 if entry.cursor and not resumed:
                     # Its rows came from staged bytes since lost: they cannot be trusted
                     # to be this download's (same listing, yet maybe other bytes).
-                    self._take_back(entry.id)
+                    self._take_back(entry)
                     entry = self.ledger.begin(arrival, self.clock())
             crashpoints.reached("after_start")
             # Crash from here until decided: the provisional entry keeps its cursor; the
@@ -168,8 +172,8 @@ class Ingestor:
                     outcome = self._provisional(entry, arrival, rules, job, fetched, log,
                                                 before_final)  # fmt: skip
                 except FileChanged:  # the bytes stored are not the file's: taken back
-                    with self.db.transaction():
-                        self._take_back(entry.id)
+                    with self.store.transaction():
+                        self._take_back(self.ledger.get(entry.id))
                     raise
         return self._reported(outcome, log, started)
 
@@ -202,23 +206,25 @@ class Ingestor:
         sha256 = staged.inspector.hexdigest()
         arrival = replace(place, sha256=sha256)
         log = log.bind(sha256=sha256)
-        with self.ledger.claim(sha256):
+        with self.store.claim(sha256):
             if (
                 isinstance(broken, FileRejected)
                 or staged.inspector.error is not None
                 or self.ledger.ingested(sha256) is not None
                 or self.ledger.unfinished(arrival) is not None
             ):  # decided as any file would be, once what was stored is taken back
-                with self.db.transaction():
-                    self._take_back(entry.id)
+                with self.store.transaction():
+                    self._take_back(self.ledger.get(entry.id))
                 with self.parse_job(staged.path, rules) as again:
                     return self._decided(staged.path, rules, again, staged.inspector, log,
                                          None, arrival, before_final)  # fmt: skip
             if broken is not None:
                 raise broken
             assert batches is not None
-            with self.db.transaction():
-                self.sink.decide(entry.id, rules.kind, int(self.clock()))
+            with self.store.transaction():
+                first_event = self.ledger.get(entry.id).first_event
+                dropped = self.sink.decide(entry.id, rules.kind, first_event, int(self.clock()))
+                self.ledger.advance(entry.id, 0, 0, dropped)
                 self.ledger.decide(entry.id, sha256)
             crashpoints.reached("after_decide")
             # Crash from here on: the entry has its checksum; a re-run resumes it by that.
@@ -234,9 +240,9 @@ class Ingestor:
         with the place claimed."""
         stale = self.ledger.stale(arrival)  # (a read first: there usually are none)
         if stale:  # (the place is ours: nobody adds to them meanwhile)
-            with self.db.transaction():
+            with self.store.transaction():
                 for entry_id in stale:
-                    self._take_back(entry_id)
+                    self._take_back(self.ledger.get(entry_id))
 
     def set_aside(self, arrival: Arrival, reason: str, *, done: str | None = None) -> Entry:
         """Record a file that failed too often as ``rejected`` with ``reason`` (a
@@ -248,20 +254,22 @@ class Ingestor:
         for entry in self.ledger.unfinished_at(arrival.source, arrival.path):
             with ExitStack() as held:
                 if entry.sha256 is not None:
-                    held.enter_context(self.ledger.claim(entry.sha256))
-                with self.db.transaction():
+                    held.enter_context(self.store.claim(entry.sha256))
+                with self.store.transaction():
                     still = self.ledger.unfinished_at(arrival.source, arrival.path)
-                    if entry.id in {e.id for e in still}:  # (not finished meanwhile)
-                        self._take_back(entry.id, claimed=entry.sha256 is not None)
+                    for current in still:
+                        if current.id == entry.id:  # (not finished meanwhile)
+                            self._take_back(current, claimed=entry.sha256 is not None)
         # Crash before here: some of it is taken back, the file is not recorded: the next
         # poll tries it again (its tries are kept), and sets it aside again if it fails.
         return self.ledger.record(arrival, "rejected", self.clock(), reason, done=done)
 
-    def _take_back(self, entry_id: int, *, claimed: bool = False) -> None:
+    def _take_back(self, entry: Entry, *, claimed: bool = False) -> None:
         """Remove an entry and what it stored; ``claimed``: its idempotency keys were
-        claimed (its checksum was known), and are given back."""
-        self.sink.discard(entry_id, claimed=claimed)
-        self.ledger.forget(entry_id)
+        claimed (its checksum was known), and are given back. ``entry`` as read in the
+        caller's transaction."""
+        self.sink.discard(entry.id, entry.first_event, claimed=claimed)
+        self.ledger.forget(entry.id)
 
     def _refused(
         self,
@@ -274,8 +282,8 @@ class Ingestor:
         """A file refused whole once rows of it were stored (too many rejects): they are
         taken back, its keys given back, in the transaction that records it rejected."""
         before_final()
-        with self.db.transaction():
-            self._take_back(entry_id, claimed=True)
+        with self.store.transaction():
+            self._take_back(self.ledger.get(entry_id), claimed=True)
             entry = self.ledger.record(arrival, "rejected", self.clock(), reason)
         # Crash before that commit: the entry stays as it was, with its cursor; a re-run
         # resumes it and reaches the same number of rejects.
@@ -357,7 +365,7 @@ class Ingestor:
         """The final entry of a file whose batches are all stored."""
         before_final()
         crashpoints.reached("before_finish")
-        with self.db.transaction():  # its contacts, and with them its rows, show
+        with self.store.transaction():  # its contacts, and with them its rows, show
             self.sink.finish(entry_id)
             entry = self.ledger.finish(entry_id, self.clock())
         crashpoints.reached("after_finish")
@@ -380,7 +388,7 @@ class Ingestor:
         that passes it is not stored, and nothing more is read."""
         records = 0
         rejected = self.ledger.get(entry_id).rejected  # (a resumed file's count goes on)
-        with self.db.grouped(self.commit_seconds) as group:
+        with self.store.grouped(self.commit_seconds) as group:
             for batch in batches:  # (waiting here for the parser holds no lock
                 if self.stop():  # once the group has been committed)
                     break  # leaving the block commits what is done; the cursor keeps it
@@ -388,8 +396,9 @@ class Ingestor:
                 if rejected > self.max_rejects:
                     raise TooManyRejects(self._too_many(entry_id, batch))
                 group.begin()
-                self.sink.deliver(entry_id, kind, batch, int(self.clock()),
-                                  provisional=provisional)  # fmt: skip
+                delivered = self.sink.deliver(entry_id, kind, batch, int(self.clock()),
+                                              provisional=provisional)  # fmt: skip
+                self.ledger.advance(entry_id, batch.records, len(batch.rejects), delivered)
                 crashpoints.reached("after_deliver")
                 # Crash here: batches up to the last commit are durable with their cursor;
                 # those after it are redone on resume (commits are grouped by time: an
@@ -410,8 +419,5 @@ class Ingestor:
     def _too_many(self, entry_id: int, batch: Batch) -> str:
         """Why a file is refused for its rejects: how many, and the first (stored already,
         or in this batch)."""
-        first = self.db.query(
-            "SELECT line, reason FROM rejects WHERE file_id = ? ORDER BY id LIMIT 1", (entry_id,)
-        )
-        line, reason = first[0] if first else batch.rejects[0]
+        line, reason = self.ledger.first_reject(entry_id) or batch.rejects[0]
         return f"more than {self.max_rejects:,} rows rejected; first at line {line}: {reason}"

@@ -91,7 +91,7 @@ class ParseJob:
         *,
         batch_records: int,
         in_child: bool,
-        spool_dir: Path,
+        spool_dir: Path | None,
         growing_to: int | None = None,
         limits: Limits | None = None,
     ) -> None:

@@ -40,6 +40,7 @@ from connector.selection import Candidate, Readiness, select
 from connector.sources.base import RemoteFile, Source, SourceRefused
 from connector.sources.registry import open_source
 from connector.store.ledger import Arrival, Entry, Known
+from connector.store.port import Store
 
 # Errors that end the poll rather than fail one file: a stop, a source that refuses us, a
 # claim held elsewhere (reported as busy), our own disk or store (every file would meet it).
@@ -91,16 +92,20 @@ class Poller:
         self,
         config: Config,
         source: SourceConfig,
-        ingestor: Ingestor,
+        store: Store,
         *,
+        ingestor: Ingestor | None = None,
         sleep: Callable[[float], object] = time.sleep,
         opener: Callable[[SourceConfig], Source] = open_source,
         received: Callable[[int], object] = lambda size: None,
     ) -> None:
-        """``received(size)`` counts the bytes downloaded as they arrive (for metrics)."""
+        """``ingestor``: one of ``store`` (default: with the config's `[ingest]`);
+        ``received(size)`` counts the bytes downloaded as they arrive (for metrics)."""
         self.config = config
         self.source = source
-        self.ingestor = ingestor
+        self.store = store
+        self.ledger = store.ledger
+        self.ingestor = ingestor or Ingestor.configured(store, config)
         self.sleep = sleep
         self.opener = opener
         self.received = received
@@ -148,7 +153,7 @@ class Poller:
         # The ledger is read before the listing: an entry newer than this read is then a
         # decision taken since the listing (another run's), never mistaken for the one
         # that sent a file away before it came back.
-        known = self.ingestor.ledger.known(self.source.name)
+        known = self.ledger.known(self.source.name)
         candidates = select(self._listed(connection), self.source)
         crashpoints.reached("after_list")
         fresh = []
@@ -195,7 +200,7 @@ class Poller:
         the poll: every other file would fail the same way."""
         path = self.path_of(candidate.file.name)
         try:
-            with self.ingestor.ledger.claim_place(self.source.name, path, wait=False):
+            with self.store.claim_place(self.source.name, path, wait=False):
                 try:
                     act(connection, candidate, summary)
                 except _NOT_THE_FILES:
@@ -213,7 +218,7 @@ class Poller:
         entry that had sent the file away before we listed it is no decision on it: the
         file came back."""
         path = self.path_of(candidate.file.name)
-        seen = self.ingestor.ledger.known_at(self.source.name, path)
+        seen = self.ledger.known_at(self.source.name, path)
         if seen is None or not seen.same_listing(candidate.file):
             return None
         if seen.sent_away and seen.id == self._listed_as.get(path, seen.id):
@@ -294,7 +299,7 @@ class Poller:
                 except FileChanged:
                     raise  # still being written: not a failure, the file is simply not ready
                 except Exception:
-                    self.ingestor.ledger.note_failure(arrival, self.ingestor.clock())
+                    self.ledger.note_failure(arrival, self.ingestor.clock())
                     raise
                 self.ingestor.forget_stale(arrival)  # (the file was large when last seen)
                 outcome = self.ingestor.ingest(
@@ -320,7 +325,7 @@ class Poller:
         summary.failed[path] = cause = logged_failure(self.log, "file_failed", exc, file=path)
         if isinstance(exc, TransientError) or self._decided(candidate) is not None:
             return
-        tries = self.ingestor.ledger.tried(self._arrival(candidate), cause)
+        tries = self.ledger.tried(self._arrival(candidate), cause)
         if tries >= self.source.max_tries:
             self._quarantine(connection, candidate, summary, tries, cause)
 
@@ -372,7 +377,7 @@ class Poller:
         # Crash here: the file is gone from the folder (moved or deleted), so no poll sees
         # it again; with `leave`, the next poll finds it known, not completed, and redoes
         # `leave` (nothing) before marking it.
-        self.ingestor.ledger.completed(self.source.name, self.path_of(candidate.file.name),
-                                       action, self.ingestor.clock())  # fmt: skip
+        self.ledger.completed(self.source.name, self.path_of(candidate.file.name), action,
+                              self.ingestor.clock())  # fmt: skip
         if moved is not None:
             self.log.info("file_archived", file=self.path_of(candidate.file.name), moved_to=moved)

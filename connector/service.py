@@ -24,7 +24,8 @@ from connector.pipeline import Poller
 from connector.redaction import cause_of
 from connector.scheduler import Scheduler, backoff_delay
 from connector.sources.watch import FolderWatch
-from connector.store.db import Database
+from connector.store import open_store
+from connector.store.port import Store
 
 JITTER_SHARE, JITTER_CAP = 0.1, 30.0
 
@@ -43,9 +44,10 @@ class Service:
         with ExitStack() as stack:
             if self.config.metrics.listen:
                 stack.enter_context(self.metrics.serve(self.config.metrics.listen))
+            store = stack.enter_context(open_store(self.config.store))
             scheduler = Scheduler(workers=len(self.config.sources) + 1)
             for source in self.config.sources:
-                self._schedule(stack, scheduler, source)
+                self._schedule(stack, scheduler, store, source)
             # (an id no source can take: names are letters, digits, "_", "." and "-")
             scheduler.add("(housekeeping)", lambda: sweep_logged(self.config.paths),
                           interval=3600)  # fmt: skip
@@ -66,12 +68,11 @@ class Service:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping.set()
 
-    def _schedule(self, stack: ExitStack, scheduler: Scheduler, source: SourceConfig) -> None:
-        # A connection per source: polls of different sources run in parallel threads,
-        # and an SQLite connection carries one transaction at a time.
-        db = stack.enter_context(Database(self.config.store.path))
-        ingestor = Ingestor.configured(db, self.config.ingest, stop=self.stopping.is_set)
-        poller = Poller(self.config, source, ingestor, sleep=self.stopping.wait,
+    def _schedule(
+        self, stack: ExitStack, scheduler: Scheduler, store: Store, source: SourceConfig
+    ) -> None:
+        ingestor = Ingestor.configured(store, self.config, stop=self.stopping.is_set)
+        poller = Poller(self.config, source, store, ingestor=ingestor, sleep=self.stopping.wait,
                         received=partial(self.metrics.received, source.name))  # fmt: skip
         interval = parse_duration(source.interval) if source.interval else None
         scheduler.add(

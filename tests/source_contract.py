@@ -19,13 +19,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from connector.config import Config, SourceConfig
-from connector.dump import records
 from connector.errors import TransientError
 from connector.ingest import Ingestor
 from connector.pipeline import Poller, PollSummary
 from connector.sources.base import Source
 from connector.sources.naming import MAX_NAME_BYTES
-from connector.store.db import Database
+from connector.store.sqlite import SQLiteStore
 
 
 @dataclass
@@ -104,9 +103,14 @@ def _poll(
                 **settings,
             }
         )
-        ingestor = Ingestor(Database(config.store.path))
+        ingestor = Ingestor(SQLiteStore(config.store.path))
         poller = Poller(
-            config, source, ingestor, sleep=sleep, opener=opener or (lambda _: remote.connect())
+            config,
+            source,
+            ingestor.store,
+            ingestor=ingestor,
+            sleep=sleep,
+            opener=opener or (lambda _: remote.connect()),
         )
     return poller, poller.poll()
 
@@ -127,7 +131,7 @@ class SourceContract:
         _put(remote, "events_\r.csv", b"identifier\nd\n")
         poller, summary = _poll(remote, tmp_path)
         assert _taken(summary) == ["events_old.csv", "events_new.csv"]
-        poller.ingestor.db.close()
+        poller.store.close()
         assert sorted(p.name for p in (tmp_path / "staging").rglob("*") if p.is_file()) == []
 
     def test_poll_downloads_with_the_right_checksum(self, remote: Remote, tmp_path: Path) -> None:
@@ -136,7 +140,7 @@ class SourceContract:
         _put(remote, "events_1.csv", data)
         poller, summary = _poll(remote, tmp_path, after="delete")
         (entry,) = summary.taken.values()
-        poller.ingestor.db.close()
+        poller.store.close()
         assert entry.sha256 == hashlib.sha256(data).hexdigest()
         assert (entry.status, entry.rows) == ("ingested", 50_000)
         assert (tmp_path / "archive" / f"{entry.sha256}.csv.gz").exists()
@@ -174,8 +178,8 @@ class SourceContract:
 
         poller, summary = _poll(remote, tmp_path, opener=lambda _: BreaksOnce())
         (entry,) = summary.taken.values()
-        events = list(records(poller.ingestor.db, "events"))
-        poller.ingestor.db.close()
+        events = list(poller.store.records("events"))
+        poller.store.close()
         assert not breaks  # the transfer did break
         assert (entry.status, entry.rows, entry.sha256) == (
             "ingested", 60_000, hashlib.sha256(data).hexdigest()
@@ -199,7 +203,7 @@ class SourceContract:
         poller.sleep = time.sleep
         _, summary = _poll(remote, tmp_path, poller=poller)
         (entry,) = summary.taken.values()
-        poller.ingestor.db.close()
+        poller.store.close()
         assert entry.rows == 3  # a, and b twice
 
     def test_marker_mode(self, remote: Remote, tmp_path: Path) -> None:
@@ -209,7 +213,7 @@ class SourceContract:
         assert summary.taken == {}
         _put(remote, "events_1.csv.done", b"")
         _, summary = _poll(remote, tmp_path, poller=poller)
-        poller.ingestor.db.close()
+        poller.store.close()
         assert _taken(summary) == ["events_1.csv"]
         assert sorted(p.name for p in (remote.root / "done").iterdir()) == [
             "events_1.csv", "events_1.csv.done"
@@ -233,7 +237,7 @@ class SourceContract:
             _put(remote, name, b"identifier\nh\nh2\n", mtime=1_700_000_200 + i)
         with capture_logs() as second:
             _, summary = _poll(remote, tmp_path, poller=poller)
-        poller.ingestor.db.close()
+        poller.store.close()
         assert summary.taken == {}
         warnings = [e for e in first if e["event"] == "file_skipped"]
         assert sorted((w["file"], w["reason"]) for w in warnings) == sorted(HOSTILE_NAMES.values())
@@ -255,7 +259,7 @@ class SourceContract:
         _put(remote, name, b"identifier\nu1\n")
         poller, summary = _poll(remote, tmp_path, after="move:processed")
         _, again = _poll(remote, tmp_path, poller=poller)
-        poller.ingestor.db.close()
+        poller.store.close()
         assert _taken(summary) == [name] and again.taken == {}
         assert not (remote.root / name).exists()
         assert (remote.root / "processed" / name).read_bytes() == b"an earlier file"

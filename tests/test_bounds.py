@@ -43,12 +43,11 @@ from connector.csvrules.reader import (
 from connector.csvrules.records import FileParser
 from connector.csvrules.rules import MAX_RECORD, FileRules, Limits
 from connector.download import Staged
-from connector.dump import records
 from connector.errors import FileRejected
 from connector.ingest import Ingestor
 from connector.parsing import PARALLEL_MIN_BYTES
-from connector.store.db import Database
 from connector.store.ledger import Arrival
+from connector.store.sqlite import SQLiteStore
 from tests.drop import drop_config
 from tests.golden import toml_value
 from tests.procs import children
@@ -101,12 +100,12 @@ def _write(path: Path, parts: Iterable[bytes]) -> Path:
 
 
 def _rejects(root: Path) -> list[tuple[int | None, str]]:
-    with Database(root / "store" / "c.db") as db:
-        return [(r["line"], r["reason"]) for r in records(db, "rejects")]
+    with SQLiteStore(root / "store" / "c.db") as db:
+        return [(r["line"], r["reason"]) for r in db.records("rejects")]
 
 
 def _count(root: Path, table: str) -> int:
-    with Database(root / "store" / "c.db") as db:
+    with SQLiteStore(root / "store" / "c.db") as db:
         count: int = db.query(f"SELECT count(*) FROM {table}")[0][0]
         return count
 
@@ -621,7 +620,7 @@ def test_a_download_with_too_many_rejects_stops_its_parse_before_it_ends(tmp_pat
         return Staged(part, inspector)
 
     rules = FileRules(kind="events", event_name="e")
-    with Database(tmp_path / "store" / "c.db") as db:
+    with SQLiteStore(tmp_path / "store" / "c.db") as db:
         ingestor = Ingestor(db, batch_records=1_000, commit_seconds=0, max_rejects=1_000)
         arrival = Arrival("src", "big.csv", None, len(data), "events", 1.0)
         with (
@@ -629,7 +628,7 @@ def test_a_download_with_too_many_rejects_stops_its_parse_before_it_ends(tmp_pat
             ingestor.parse_job(part, rules, growing_to=len(data)) as job,
         ):
             fetched: Future[Staged] = pool.submit(download)
-            with ingestor.ledger.claim_place(arrival.source, arrival.path):
+            with ingestor.store.claim_place(arrival.source, arrival.path):
                 outcome = ingestor.ingest_arriving(
                     rules, arrival=arrival, job=job, fetched=fetched, resumed=False
                 )

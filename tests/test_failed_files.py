@@ -13,12 +13,12 @@ from structlog.testing import capture_logs
 
 from connector.config import Config, SourceConfig
 from connector.csvrules.rules import FileRules
-from connector.dump import records
 from connector.errors import Interrupted, StorageError, TransientError
 from connector.ingest import Ingestor
 from connector.pipeline import Poller
 from connector.sources.local import LocalSource
-from connector.store.db import MIGRATIONS, Database
+from connector.store.sqlite import SQLiteStore
+from connector.store.sqlite.db import MIGRATIONS
 
 ROWS = 5_000
 
@@ -56,13 +56,13 @@ def poller(tmp_path: Path) -> Iterator[Poller]:
     )
     config, source = _configs(tmp_path)
     Flaky.broken = True
-    with Database(config.store.path) as db:
-        yield Poller(config, source, Ingestor(db, batch_records=1_000), sleep=lambda _: None,
-                     opener=Flaky)  # fmt: skip
+    with SQLiteStore(config.store.path) as db:
+        ingestor = Ingestor(db, batch_records=1_000)
+        yield Poller(config, source, db, ingestor=ingestor, sleep=lambda _: None, opener=Flaky)
 
 
 def _files(poller: Poller) -> list[dict[str, Any]]:
-    return list(records(poller.ingestor.db, "files"))
+    return list(poller.store.records("files"))
 
 
 def test_a_file_that_cannot_be_fetched_is_failed_until_it_can(poller: Poller) -> None:
@@ -92,8 +92,8 @@ def test_a_file_stopped_mid_way_is_failed_then_resumed(poller: Poller) -> None:
     (entry,) = _files(poller)
     assert (entry["status"], entry["rows"], entry["rejected"]) == ("failed", 2_997, 3)
     # Its events and rejects are shown once it is ingested, together.
-    assert list(records(poller.ingestor.db, "events")) == []
-    assert list(records(poller.ingestor.db, "rejects")) == []
+    assert list(poller.store.records("events")) == []
+    assert list(poller.store.records("rejects")) == []
     poller.ingestor.stop = lambda: False
     Flaky.broken = True  # the next try fails to fetch it: still one entry
     poller.poll()
@@ -102,9 +102,9 @@ def test_a_file_stopped_mid_way_is_failed_then_resumed(poller: Poller) -> None:
     poller.poll()
     (entry,) = _files(poller)
     assert (entry["status"], entry["rows"], entry["rejected"]) == ("ingested", ROWS - 5, 5)
-    lines = [e["line"] for e in records(poller.ingestor.db, "events")]
+    lines = [e["line"] for e in poller.store.records("events")]
     assert sorted(lines) == [n + 2 for n in range(ROWS) if n % 1000 != 7]
-    assert [r["line"] for r in records(poller.ingestor.db, "rejects")] == [
+    assert [r["line"] for r in poller.store.records("rejects")] == [
         9,
         1009,
         2009,
@@ -125,13 +125,13 @@ def test_a_store_of_schema_2_is_upgraded_keeping_its_files(tmp_path: Path) -> No
         " 'ingested', 3, '2026-01-01T00:00:00Z', '2026-01-01T00:00:01Z', '2026-01-01T00:00:02Z')"
     )
     old.close()
-    with Database(path) as db:
+    with SQLiteStore(path) as db:
         assert db.query("PRAGMA user_version")[0][0] == len(MIGRATIONS)
-        assert [(f["path"], f["sha256"], f["rows"]) for f in records(db, "files")] == [
+        assert [(f["path"], f["sha256"], f["rows"]) for f in db.records("files")] == [
             ("/a.csv", "ab12", 3)
         ]
         assert db.query("SELECT completed_at FROM files") == [("2026-01-01T00:00:02Z",)]
-        db.conn.execute(
+        db.db.conn.execute(
             "INSERT INTO files(source, path, sha256, size, kind, status, started_at)"
             " VALUES ('s', '/b.csv', NULL, 1, 'events', 'failed', 'now')"
         )
@@ -148,7 +148,7 @@ def test_a_file_that_cannot_be_archived_is_not_decided(poller: Poller) -> None:
         poller.poll()
     (entry,) = _files(poller)
     assert entry["status"] == "failed"
-    assert list(records(poller.ingestor.db, "events")) == []
+    assert list(poller.store.records("events")) == []
     archive.unlink()
     poller.poll()
     (entry,) = _files(poller)
@@ -161,13 +161,13 @@ def test_a_store_busy_too_long_fails_the_file_only_and_the_next_poll_takes_it(
 ) -> None:
     """Another process holding the store past the wait (an `import` applying a million
     contacts, say): the file fails this poll, the poll goes on, and the next one takes it."""
-    monkeypatch.setattr("connector.store.db.BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr("connector.store.sqlite.db.BUSY_TIMEOUT_MS", 200)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "events.csv").write_text("identifier,n\nu1,1\nu2,2\n")
     config, source = _configs(tmp_path)
-    with Database(config.store.path) as db:
-        poller = Poller(config, source, Ingestor(db), sleep=lambda _: None)
+    with SQLiteStore(config.store.path) as db:
+        poller = Poller(config, source, db, sleep=lambda _: None)
         other = apsw.Connection(str(config.store.path))
         other.execute("BEGIN IMMEDIATE")
         try:
@@ -181,7 +181,7 @@ def test_a_store_busy_too_long_fails_the_file_only_and_the_next_poll_takes_it(
         assert not summary.taken
         taken = poller.poll().taken
         assert [(e.status, e.rows) for e in taken.values()] == [("ingested", 2)]
-        assert len(list(records(db, "events"))) == 2
+        assert len(list(db.records("events"))) == 2
 
 
 def test_a_part_done_entry_stays_when_other_bytes_take_its_name(tmp_path: Path) -> None:
@@ -191,7 +191,7 @@ def test_a_part_done_entry_stays_when_other_bytes_take_its_name(tmp_path: Path) 
     first.write_text("identifier,name\n" + "".join(f"u{i},buy\n" for i in range(ROWS)))
     other.write_text("identifier,name\nv1,buy\n")
     events = FileRules(kind="events")
-    with Database(tmp_path / "store" / "c.db") as db:
+    with SQLiteStore(tmp_path / "store" / "c.db") as db:
         batches = iter(range(100))
         stopping = Ingestor(db, batch_records=1_000, commit_seconds=0,
                             stop=lambda: next(batches) >= 2)  # fmt: skip
@@ -209,4 +209,4 @@ def test_a_part_done_entry_stays_when_other_bytes_take_its_name(tmp_path: Path) 
             again = Ingestor(db).ingest(first, events, source="s", name="/in/x.csv")
         assert [log["cursor"] for log in logs if log["event"] == "file_resumed"] == [cursor]
         assert again.entry.rows == ROWS
-        assert len(list(records(db, "events"))) == ROWS + 1
+        assert len(list(db.records("events"))) == ROWS + 1

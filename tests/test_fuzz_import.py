@@ -30,9 +30,10 @@ from structlog.testing import capture_logs
 from connector.csvrules.reader import sniff_delimiter
 from connector.csvrules.records import _any_text
 from connector.csvrules.rules import MAX_FIELD, FileRules, Kind
-from connector.dump import TABLES, dump
+from connector.dump import dump
 from connector.ingest import Ingestor, Outcome
-from connector.store.db import Database
+from connector.store.port import TABLES
+from connector.store.sqlite import SQLiteStore
 
 BUDGET = float(os.environ.get("CONNECTOR_FUZZ_SECONDS", "30"))
 KINDS: tuple[Kind, ...] = ("events", "contacts")
@@ -185,7 +186,7 @@ def _not_json(name: str) -> Any:
     raise AssertionError(f"{name} is not JSON")
 
 
-def _dumps(db: Database) -> dict[str, list[dict[str, Any]]]:
+def _dumps(db: SQLiteStore) -> dict[str, list[dict[str, Any]]]:
     """Each dump, written as `connector dump` writes it, read back as strict JSON."""
     tables: dict[str, list[dict[str, Any]]] = {}
     for table in TABLES:
@@ -210,7 +211,7 @@ def _ingest(data: bytes, rules: FileRules, batch: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "f.csv"
         path.write_bytes(data)
-        with Database(Path(folder) / "store" / "c.db") as db, capture_logs():
+        with SQLiteStore(Path(folder) / "store" / "c.db") as db, capture_logs():
             outcome = Ingestor(db, batch_records=batch).ingest(path, rules, source="s",
                                                                name="f.csv")  # fmt: skip
             _check(outcome, data, rules, _dumps(db))
@@ -289,7 +290,7 @@ def _rejects(data: bytes, rules: FileRules) -> tuple[str, list[tuple[int | None,
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "f.csv"
         path.write_bytes(data)
-        with Database(Path(folder) / "store" / "c.db") as db, capture_logs():
+        with SQLiteStore(Path(folder) / "store" / "c.db") as db, capture_logs():
             outcome = Ingestor(db, batch_records=2).ingest(path, rules, source="s", name="f")
             dumps = _dumps(db)
             _check(outcome, data, rules, dumps)

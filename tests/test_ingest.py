@@ -15,11 +15,11 @@ import orjson
 import pytest
 
 from connector.csvrules.rules import FileRules
-from connector.dump import records
 from connector.errors import Interrupted, StoreBusy
 from connector.ingest import Ingestor
-from connector.store.db import MIGRATIONS, Database
 from connector.store.ledger import Arrival
+from connector.store.sqlite import SQLiteStore
+from connector.store.sqlite.db import MIGRATIONS
 
 EVENTS = FileRules(kind="events")
 CONTACTS = FileRules(kind="contacts")
@@ -35,8 +35,8 @@ class Clock:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    with Database(tmp_path / "store" / "c.db") as database:
+def db(tmp_path: Path) -> Iterator[SQLiteStore]:
+    with SQLiteStore(tmp_path / "store" / "c.db") as database:
         yield database
 
 
@@ -46,16 +46,16 @@ def _file(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
-def _events(db: Database) -> list[dict[str, object]]:
-    return list(records(db, "events"))
+def _events(db: SQLiteStore) -> list[dict[str, object]]:
+    return list(db.records("events"))
 
 
-def _contacts(db: Database) -> list[dict[str, object]]:
+def _contacts(db: SQLiteStore) -> list[dict[str, object]]:
     """Contacts with their attributes as objects (the dump gives JSON text fragments)."""
-    return [orjson.loads(orjson.dumps(c)) for c in records(db, "contacts")]
+    return [orjson.loads(orjson.dumps(c)) for c in db.records("contacts")]
 
 
-def test_key_window_is_24_hours_of_processing_time(tmp_path: Path, db: Database) -> None:
+def test_key_window_is_24_hours_of_processing_time(tmp_path: Path, db: SQLiteStore) -> None:
     """A key accepted at T is a duplicate until T+24h (exclusive) and usable again after."""
     clock = Clock()
     ingestor = Ingestor(db, clock=clock)
@@ -70,7 +70,7 @@ def test_key_window_is_24_hours_of_processing_time(tmp_path: Path, db: Database)
     third = _file(tmp_path, "c.csv", header + "u3,buy,K\n")
     assert ingestor.ingest(third, EVENTS, source="s", name="c").entry.rows == 1
     assert [e["identifier"] for e in _events(db)] == ["u1", "u3"]
-    contacts = [c["identifier"] for c in records(db, "contacts")]
+    contacts = [c["identifier"] for c in db.records("contacts")]
     assert contacts == ["u1", "u2", "u3"]  # a duplicate event still creates its contact
 
 
@@ -78,17 +78,17 @@ def test_keys_hold_across_a_restart(tmp_path: Path) -> None:
     """Accepted keys live in the store: a new process sees them."""
     store = tmp_path / "c.db"
     header = "identifier,name,idempotencyKey\n"
-    with Database(store) as db:
+    with SQLiteStore(store) as db:
         Ingestor(db).ingest(_file(tmp_path, "a.csv", header + "u1,buy,K\n"), EVENTS,
                             source="s", name="a")  # fmt: skip
-    with Database(store) as db:
+    with SQLiteStore(store) as db:
         outcome = Ingestor(db).ingest(
             _file(tmp_path, "b.csv", header + "u2,buy,K\n"), EVENTS, source="t", name="b"
         )
     assert outcome.entry.duplicates == 1
 
 
-def test_processing_time_is_the_clock(tmp_path: Path, db: Database) -> None:
+def test_processing_time_is_the_clock(tmp_path: Path, db: SQLiteStore) -> None:
     """An event without a timestamp takes the processing time."""
     clock = Clock()
     path = _file(tmp_path, "a.csv", "identifier,name,timestamp\nu1,buy,\nu2,buy,5\n")
@@ -96,7 +96,7 @@ def test_processing_time_is_the_clock(tmp_path: Path, db: Database) -> None:
     assert [e["timestamp"] for e in _events(db)] == [int(clock.now), 5]
 
 
-def test_same_bytes_under_another_name_is_a_duplicate(tmp_path: Path, db: Database) -> None:
+def test_same_bytes_under_another_name_is_a_duplicate(tmp_path: Path, db: SQLiteStore) -> None:
     """File identity is the checksum: a renamed re-upload is recorded, not ingested."""
     text = "identifier,name\nu1,buy\n"
     ingestor = Ingestor(db)
@@ -104,13 +104,13 @@ def test_same_bytes_under_another_name_is_a_duplicate(tmp_path: Path, db: Databa
     again = ingestor.ingest(_file(tmp_path, "b.csv", text), EVENTS, source="other", name="b")
     assert again.entry.status == "duplicate"
     assert len(_events(db)) == 1
-    files = list(records(db, "files"))
+    files = list(db.records("files"))
     assert [(f["path"], f["status"], f["rows"]) for f in files] == [
         ("a", "ingested", 1), ("b", "duplicate", 0)
     ]  # fmt: skip
 
 
-def test_rejected_bytes_may_be_sent_again(tmp_path: Path, db: Database) -> None:
+def test_rejected_bytes_may_be_sent_again(tmp_path: Path, db: SQLiteStore) -> None:
     """A file refused whole (say, a wrong encoding setting) is processed again next time."""
     path = _file(tmp_path, "a.csv", "")
     path.write_bytes("identifier,name\nu1,caf\xe9\n".encode("latin-1"))
@@ -121,7 +121,7 @@ def test_rejected_bytes_may_be_sent_again(tmp_path: Path, db: Database) -> None:
     assert _events(db)[0]["name"] == "café"
 
 
-def test_rows_of_an_unfinished_file_are_not_visible(tmp_path: Path, db: Database) -> None:
+def test_rows_of_an_unfinished_file_are_not_visible(tmp_path: Path, db: SQLiteStore) -> None:
     """Events, rejects and the contacts they create show up with their ledger entry, not
     batch by batch, though each batch is committed (README, Guarantees)."""
     path = _file(tmp_path, "a.csv", "identifier,name\n" + "u,buy\nv,buy\n" * 3 + ",buy\n")
@@ -129,17 +129,17 @@ def test_rows_of_an_unfinished_file_are_not_visible(tmp_path: Path, db: Database
     seen: list[int] = []
 
     def peek(_records: int) -> None:
-        shown = [list(records(db, t)) for t in ("events", "rejects", "contacts", "files")]
+        shown = [list(db.records(t)) for t in ("events", "rejects", "contacts", "files")]
         seen.append(sum(map(len, shown)))
 
     ingestor.ingest(path, EVENTS, source="s", name="a", progress=peek)
     assert seen == [0, 0, 0, 0]
     assert len(_events(db)) == 6
-    assert [c["identifier"] for c in records(db, "contacts")] == ["u", "v"]
+    assert [c["identifier"] for c in db.records("contacts")] == ["u", "v"]
 
 
 def test_contact_updates_of_an_unfinished_file_are_not_visible(
-    tmp_path: Path, db: Database
+    tmp_path: Path, db: SQLiteStore
 ) -> None:
     """A contacts file's upserts are applied when it ends, in file order: later rows win."""
     Ingestor(db).ingest(_file(tmp_path, "a.csv", "identifier,plan\nu,free\n"), CONTACTS,
@@ -160,7 +160,7 @@ def test_contact_updates_of_an_unfinished_file_are_not_visible(
     }
 
 
-def test_dry_run_stores_nothing_but_counts_exactly(tmp_path: Path, db: Database) -> None:
+def test_dry_run_stores_nothing_but_counts_exactly(tmp_path: Path, db: SQLiteStore) -> None:
     """Inside rolled_back() the counts are real and nothing remains afterwards."""
     path = _file(tmp_path, "a.csv", "identifier,name,idempotencyKey\nu,buy,K\nv,buy,K\nw,,\n")
     with db.rolled_back():
@@ -168,10 +168,10 @@ def test_dry_run_stores_nothing_but_counts_exactly(tmp_path: Path, db: Database)
     entry = outcome.entry
     assert (entry.status, entry.rows, entry.rejected, entry.duplicates) == ("ingested", 1, 1, 1)
     for table in ("events", "contacts", "rejects", "files"):
-        assert list(records(db, table)) == []  # type: ignore[arg-type]
+        assert list(db.records(table)) == []  # type: ignore[arg-type]
 
 
-def test_utf16_without_bom_is_rejected_whole(tmp_path: Path, db: Database) -> None:
+def test_utf16_without_bom_is_rejected_whole(tmp_path: Path, db: SQLiteStore) -> None:
     """A codec that cannot even start (UTF-16 with no BOM) rejects the file, no traceback."""
     path = tmp_path / "a.csv"
     path.write_bytes("identifier,name\nu,buy\n".encode("utf-16-le") + b"\x00")
@@ -181,7 +181,7 @@ def test_utf16_without_bom_is_rejected_whole(tmp_path: Path, db: Database) -> No
     assert outcome.reason and "utf-16" in outcome.reason
 
 
-def test_a_bare_data_prefix_header_is_rejected(tmp_path: Path, db: Database) -> None:
+def test_a_bare_data_prefix_header_is_rejected(tmp_path: Path, db: SQLiteStore) -> None:
     """`data.` alone would name an empty property: the file is refused."""
     path = _file(tmp_path, "a.csv", "identifier,name,data.\nu,buy,x\n")
     outcome = Ingestor(db).ingest(path, EVENTS, source="s", name="a")
@@ -190,8 +190,10 @@ def test_a_bare_data_prefix_header_is_rejected(tmp_path: Path, db: Database) -> 
 
 def test_many_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
     """The schema is created once even when several processes open a new store together."""
-    code = "import sys; from pathlib import Path; from connector.store.db import Database; " \
-           "Database(Path(sys.argv[1])).close()"  # fmt: skip
+    code = (
+        "import sys; from pathlib import Path; from connector.store.sqlite import SQLiteStore;"
+        " SQLiteStore(Path(sys.argv[1])).close()"
+    )
     store = tmp_path / "new" / "c.db"
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(store)], stderr=subprocess.PIPE)
@@ -199,7 +201,7 @@ def test_many_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
     ]
     errors = [p.communicate(timeout=60)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 8, errors
-    with Database(store) as db:
+    with SQLiteStore(store) as db:
         assert db.query("PRAGMA user_version")[0][0] == len(MIGRATIONS)
 
 
@@ -207,12 +209,14 @@ def test_a_second_writer_waits_for_the_first_rather_than_failing(tmp_path: Path)
     """Two connections (two sources polled at once): a ledger step that reads, then writes,
     waits while the other commits, instead of being refused (BEGIN IMMEDIATE)."""
     path = tmp_path / "store" / "c.db"
-    with Database(path) as first, Database(path) as second:
+    with SQLiteStore(path) as first, SQLiteStore(path) as second:
         holding = threading.Event()
 
         def hold() -> None:
             with first.transaction():
-                first.conn.execute("INSERT INTO rejects(file_id, line, reason) VALUES (0, 1, 'x')")
+                first.db.conn.execute(
+                    "INSERT INTO rejects(file_id, line, reason) VALUES (0, 1, 'x')"
+                )
                 holding.set()
                 time.sleep(0.5)
 
@@ -225,7 +229,9 @@ def test_a_second_writer_waits_for_the_first_rather_than_failing(tmp_path: Path)
         assert entry.status == "ingesting"
 
 
-def test_an_events_file_queues_only_contacts_not_stored_yet(tmp_path: Path, db: Database) -> None:
+def test_an_events_file_queues_only_contacts_not_stored_yet(
+    tmp_path: Path, db: SQLiteStore
+) -> None:
     """Events of known contacts add nothing to apply at the file's end: only new ones wait."""
     Ingestor(db).ingest(_file(tmp_path, "a.csv", "identifier,plan\nu,free\nv,pro\n"), CONTACTS,
                         source="s", name="a")  # fmt: skip
@@ -243,11 +249,11 @@ def test_an_events_file_queues_only_contacts_not_stored_yet(tmp_path: Path, db: 
     assert _contacts(db)[0]["attributes"] == {"plan": "free"}
 
 
-def test_the_last_record_stored_is_not_kept_in_memory(tmp_path: Path, db: Database) -> None:
+def test_the_last_record_stored_is_not_kept_in_memory(tmp_path: Path, db: SQLiteStore) -> None:
     """Cached statements keep no record bound once a file is stored: huge records would
     otherwise stay in the writer's memory while it waits for the next file."""
     big = "x" * 900_000  # 2.7 MB a record
-    db.conn.release_memory()
+    db.db.conn.release_memory()
     before = apsw.memory_used()
     for kind, rules, header in (("events", EVENTS, "identifier,name,idempotencyKey,a,b,c\n"),
                                 ("contacts", CONTACTS, "identifier,a,b,c\n")):  # fmt: skip
@@ -255,7 +261,7 @@ def test_the_last_record_stored_is_not_kept_in_memory(tmp_path: Path, db: Databa
         rows = "".join(f"u{i}{',buy' if key else ''}{key}{i},{big},{big},{big}\n" for i in range(3))
         path = _file(tmp_path, f"{kind}.csv", header + rows)
         assert Ingestor(db).ingest(path, rules, source="s", name=kind).entry.rows == 3
-    db.conn.release_memory()  # (pages cached for the store are not the question)
+    db.db.conn.release_memory()  # (pages cached for the store are not the question)
     assert apsw.memory_used() - before < 1_000_000
 
 
@@ -263,14 +269,14 @@ def test_a_long_file_does_not_starve_another_writer_of_this_process(tmp_path: Pa
     """Writers of one process take turns: while one commits group after group, another
     one's transaction gets in at the next commit, not after the whole file."""
     path = tmp_path / "store" / "c.db"
-    with Database(path) as busy, Database(path) as other:
+    with SQLiteStore(path) as busy, SQLiteStore(path) as other:
         started, done = threading.Event(), threading.Event()
 
         def long_file() -> None:
             with busy.grouped(0.02) as group:
                 while not done.is_set():
                     group.begin()
-                    busy.conn.execute(
+                    busy.db.conn.execute(
                         "INSERT INTO rejects(file_id, line, reason) VALUES (0, 1, 'x')"
                     )
                     started.set()
@@ -282,7 +288,9 @@ def test_a_long_file_does_not_starve_another_writer_of_this_process(tmp_path: Pa
             assert started.wait(10)
             waited = time.monotonic()
             with other.transaction():
-                other.conn.execute("INSERT INTO rejects(file_id, line, reason) VALUES (1, 1, 'y')")
+                other.db.conn.execute(
+                    "INSERT INTO rejects(file_id, line, reason) VALUES (1, 1, 'y')"
+                )
             assert time.monotonic() - waited < 2
         finally:
             done.set()
@@ -292,22 +300,22 @@ def test_a_long_file_does_not_starve_another_writer_of_this_process(tmp_path: Pa
 def test_a_store_locked_by_another_process_too_long_is_transient(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("connector.store.db.BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr("connector.store.sqlite.db.BUSY_TIMEOUT_MS", 100)
     path = tmp_path / "store" / "c.db"
-    Database(path).close()  # created
+    SQLiteStore(path).close()  # created
     holder = apsw.Connection(str(path))  # as another process would: no turns shared
     holder.execute("BEGIN IMMEDIATE")
     try:
         with (
-            Database(path) as db,
+            SQLiteStore(path) as db,
             pytest.raises(StoreBusy, match="locked by another writer"),
             db.transaction(),
         ):
             pass
-        with Database(path) as db:  # and nothing is left half-done: the next one works
+        with SQLiteStore(path) as db:  # and nothing is left half-done: the next one works
             holder.execute("ROLLBACK")
             with db.transaction():
-                db.conn.execute("INSERT INTO rejects(file_id, line, reason) VALUES (0, 1, 'x')")
+                db.db.conn.execute("INSERT INTO rejects(file_id, line, reason) VALUES (0, 1, 'x')")
     finally:
         if holder.in_transaction:
             holder.execute("ROLLBACK")
@@ -315,7 +323,7 @@ def test_a_store_locked_by_another_process_too_long_is_transient(
 
 
 def test_a_file_refused_late_gives_back_only_its_own_key_claims(
-    tmp_path: Path, db: Database
+    tmp_path: Path, db: SQLiteStore
 ) -> None:
     """A file stopped after claiming a key, then refused whole (past max_rejects) more than
     24 hours later, gives back its own claims only: the key another file accepted again
@@ -346,7 +354,7 @@ def test_a_file_refused_late_gives_back_only_its_own_key_claims(
 
 
 def test_keys_accepted_before_their_file_was_recorded_are_given_back_by_text(
-    tmp_path: Path, db: Database
+    tmp_path: Path, db: SQLiteStore
 ) -> None:
     """Keys a store accepted before it recorded the accepting file (a store upgraded from
     schema v5) are given back by their text when that file is refused whole."""
@@ -358,7 +366,7 @@ def test_keys_accepted_before_their_file_was_recorded_are_given_back_by_text(
     with pytest.raises(Interrupted):
         stopping.ingest(first, EVENTS, source="s", name="a")
     with db.transaction():  # as the v6 migration leaves the keys of a v5 store
-        db.conn.execute("UPDATE idempotency_keys SET file_id = NULL")
+        db.db.conn.execute("UPDATE idempotency_keys SET file_id = NULL")
     ingestor = Ingestor(db, batch_records=2, commit_seconds=0, max_rejects=3)
     assert ingestor.ingest(first, EVENTS, source="s", name="a").entry.status == "rejected"
     assert db.query("SELECT count(*) FROM idempotency_keys") == [(0,)]

@@ -18,8 +18,7 @@ from connector.config import PathsConfig
 from connector.housekeeping import sweep, sweep_logged
 from connector.sources.base import RemoteFile
 from connector.sources.local import LocalSource
-from connector.store.db import Database
-from connector.store.ledger import Ledger
+from connector.store.sqlite import SQLiteStore
 from tests.drop import crash_then_rerun, drop_config
 
 CONTACTS = "email,plan\nada@example.com,pro\nbad,free\n"
@@ -210,7 +209,7 @@ def test_once_says_which_files_another_run_has_in_hand(
     config = _config(tmp_path)
     (tmp_path / "inbox" / "events_1.csv").write_text(EVENTS)
     inbox_file = str(tmp_path / "inbox" / "events_1.csv")
-    with Database(tmp_path / "store" / "c.db") as db, Ledger(db).claim_place("drop", inbox_file):
+    with SQLiteStore(tmp_path / "store" / "c.db") as db, db.claim_place("drop", inbox_file):
         assert main(["--config", str(config), "once"]) == 0
     assert "drop: nothing new; 1 in hand in another run, skipped" in capsys.readouterr().out
     assert (tmp_path / "inbox" / "events_1.csv").exists()

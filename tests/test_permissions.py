@@ -17,8 +17,7 @@ from connector.archive import archive
 from connector.cli import main
 from connector.download import download
 from connector.errors import TransientError
-from connector.store.db import Database
-from connector.store.ledger import Ledger
+from connector.store.sqlite import SQLiteStore
 from tests.drop import drop_config
 from tests.test_download import Flaky, _remote
 
@@ -83,8 +82,8 @@ def test_without_the_cli_every_file_is_still_made_private(tmp_path: Path) -> Non
     """The modes are set where each file is made, not only by the command line's umask:
     the store with its -wal and -shm (while open), a lock file, a staged .part left by a
     failed download, an archive copy, and each folder made on the way."""
-    with Database(tmp_path / "var" / "c.db") as db:
-        with Ledger(db).claim("0" * 64):
+    with SQLiteStore(tmp_path / "var" / "c.db") as db:
+        with db.claim("0" * 64):
             pass
         modes = _modes(tmp_path / "var")
     assert {"c.db", "c.db-wal", "c.db-shm", ".locks", ".locks/000"} <= modes.keys()

@@ -15,15 +15,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from connector.config import Config, SourceConfig
-from connector.dump import records
 from connector.errors import Interrupted, TransientError
 from connector.ingest import Ingestor
 from connector.parsing import PARALLEL_MIN_BYTES
 from connector.pipeline import Poller
 from connector.sources.base import RemoteFile
 from connector.sources.local import LocalSource
-from connector.store.db import Database
-from connector.store.ledger import Ledger
+from connector.store.sqlite import SQLiteStore
 from connector.testing import EmbeddedSFTPServer, Fault
 
 if TYPE_CHECKING:
@@ -83,17 +81,17 @@ def inbox(tmp_path: Path) -> Path:
 @pytest.fixture
 def poller(tmp_path: Path, inbox: Path) -> Iterator[Poller]:
     config, source = _configs(tmp_path)
-    with Database(config.store.path) as db:
-        yield Poller(config, source, Ingestor(db), sleep=lambda _: None, opener=Poisoned)
+    with SQLiteStore(config.store.path) as db:
+        yield Poller(config, source, db, sleep=lambda _: None, opener=Poisoned)
 
 
 def records_of(config: Config) -> list[dict[str, Any]]:
-    with Database(config.store.path) as db:
-        return list(records(db, "files"))
+    with SQLiteStore(config.store.path) as db:
+        return list(db.records("files"))
 
 
 def _statuses(poller: Poller) -> dict[str, str]:
-    return {f["path"].rsplit("/", 1)[1]: f["status"] for f in records(poller.ingestor.db, "files")}
+    return {f["path"].rsplit("/", 1)[1]: f["status"] for f in poller.store.records("files")}
 
 
 def test_an_unexpected_error_fails_that_file_only_with_its_traceback_logged(
@@ -125,7 +123,7 @@ def test_a_file_failing_max_tries_in_a_row_is_set_aside(poller: Poller, inbox: P
     assert [e.status for e in summary.taken.values()] == ["rejected"]
     assert [log["tries"] for log in logs if log["event"] == "file_quarantined"] == [3]
     assert not (inbox / POISON).exists() and (inbox / "rejected" / POISON).exists()
-    [reject] = records(poller.ingestor.db, "rejects")
+    [reject] = poller.store.records("rejects")
     assert reject["line"] is None and reject["reason"] == (
         "set aside after 3 failed tries in a row; the last: unexpected RuntimeError:"
         " a library tripped over these bytes"
@@ -145,7 +143,7 @@ def test_network_faults_never_set_a_file_aside(poller: Poller) -> None:
         [cause] = poller.poll().failed.values()
         assert cause.endswith("connection reset (test)")
     assert _statuses(poller) == {POISON: "failed"}
-    assert poller.ingestor.db.query("SELECT count(*) FROM tries") == [(0,)]
+    assert poller.store.query("SELECT count(*) FROM tries") == [(0,)]
     Poisoned.good_bytes = 1 << 20  # the next try gets every byte
     assert [e.status for e in poller.poll().taken.values()] == ["ingested"]
 
@@ -158,19 +156,19 @@ def test_a_new_listing_starts_again_from_one_try(poller: Poller, inbox: Path) ->
     (inbox / POISON).write_text(GOOD.replace("u", "q"))  # re-sent: another listing
     for tries in (1, 2):
         poller.poll()
-        assert poller.ingestor.db.query("SELECT tries FROM tries") == [(tries,)]
+        assert poller.store.query("SELECT tries FROM tries") == [(tries,)]
     assert (inbox / POISON).exists()
     Poisoned.good_bytes = 1 << 20
     assert [e.status for e in poller.poll().taken.values()] == ["ingested"]
-    assert poller.ingestor.db.query("SELECT count(*) FROM tries") == [(0,)]
+    assert poller.store.query("SELECT count(*) FROM tries") == [(0,)]
 
 
 def test_one_poll_counts_one_try_even_in_its_second_round(tmp_path: Path, inbox: Path) -> None:
     """A poll that waits for a pending file lists again; a file that failed in its first
     round is not tried a second time in the same poll."""
     config, source = _configs(tmp_path, min_age="200ms")
-    with Database(config.store.path) as db:
-        poller = Poller(config, source, Ingestor(db), sleep=time.sleep, opener=Poisoned)
+    with SQLiteStore(config.store.path) as db:
+        poller = Poller(config, source, db, sleep=time.sleep, opener=Poisoned)
         poller.poll()  # the poison is seen, waited for, tried: one try
         (inbox / "events_new.csv").write_text(GOOD)  # pending: the poll will list again
         with capture_logs() as logs:
@@ -187,8 +185,8 @@ def test_a_file_set_aside_is_left_in_place_when_error_dir_deletes(tmp_path: Path
     inbox.mkdir()
     (inbox / POISON).write_text(GOOD)
     config, source = _configs(tmp_path, max_tries=1, error_dir="delete")
-    with Database(config.store.path) as db:
-        poller = Poller(config, source, Ingestor(db), sleep=lambda _: None, opener=Poisoned)
+    with SQLiteStore(config.store.path) as db:
+        poller = Poller(config, source, db, sleep=lambda _: None, opener=Poisoned)
         assert [e.status for e in poller.poll().taken.values()] == ["rejected"]
         assert (inbox / POISON).exists()
         summary = poller.poll()
@@ -204,7 +202,7 @@ def test_a_file_moved_back_from_error_dir_is_taken_again(poller: Poller, inbox: 
     (inbox / "rejected" / POISON).rename(inbox / POISON)
     Poisoned.good_bytes = 1 << 20  # the cause was fixed
     assert [e.status for e in poller.poll().taken.values()] == ["ingested"]
-    assert [f["status"] for f in records(poller.ingestor.db, "files")] == ["rejected", "ingested"]
+    assert [f["status"] for f in poller.store.records("files")] == ["rejected", "ingested"]
 
 
 class BrokenMove(LocalSource):
@@ -221,8 +219,8 @@ def test_a_failing_remote_action_never_sets_a_decided_file_aside(tmp_path: Path)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "events_1.csv").write_text(GOOD)
-    with Database(config.store.path) as db:
-        poller = Poller(config, source, Ingestor(db), sleep=lambda _: None, opener=BrokenMove)
+    with SQLiteStore(config.store.path) as db:
+        poller = Poller(config, source, db, sleep=lambda _: None, opener=BrokenMove)
         for _ in range(3):
             [cause] = poller.poll().failed.values()
             assert cause == "unexpected RuntimeError: a library tripped over the move"
@@ -237,8 +235,8 @@ def test_a_file_another_run_decided_since_the_listing_is_left_alone(tmp_path: Pa
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "events_1.csv").write_text(GOOD)
-    with Database(config.store.path) as db, Database(config.store.path) as other_db:
-        other = Poller(config, source, Ingestor(other_db), sleep=lambda _: None)
+    with SQLiteStore(config.store.path) as db, SQLiteStore(config.store.path) as other_db:
+        other = Poller(config, source, other_db, ingestor=Ingestor(other_db), sleep=lambda _: None)
 
         class Raced(LocalSource):
             def list(self) -> list[RemoteFile]:
@@ -246,7 +244,7 @@ def test_a_file_another_run_decided_since_the_listing_is_left_alone(tmp_path: Pa
                 other.poll()  # the other run takes the file between our listing and take
                 return listing
 
-        poller = Poller(config, source, Ingestor(db), sleep=lambda _: None, opener=Raced)
+        poller = Poller(config, source, db, sleep=lambda _: None, opener=Raced)
         with capture_logs() as logs:
             summary = poller.poll()
     assert (summary.taken, summary.failed) == ({}, {})
@@ -262,7 +260,7 @@ def test_a_checksum_claim_held_elsewhere_never_deadlocks_a_set_aside(
     claim outside any transaction: both finish."""
     (inbox / POISON).write_text("identifier,n\n" + "".join(f"u{i},{i}\n" for i in range(3_000)))
     config, source = _configs(tmp_path, max_tries=2)
-    with Database(config.store.path) as db, Database(config.store.path) as other_db:
+    with SQLiteStore(config.store.path) as db, SQLiteStore(config.store.path) as other_db:
         calls = iter(range(1_000_000))
 
         def defect() -> bool:  # the second batch meets a defect, after the first commit
@@ -271,12 +269,14 @@ def test_a_checksum_claim_held_elsewhere_never_deadlocks_a_set_aside(
             return False
 
         ingestor = Ingestor(db, batch_records=1_000, commit_seconds=0, stop=defect)
-        Poller(config, source, ingestor, sleep=lambda _: None).poll()  # bytes begun: try 1
+        Poller(
+            config, source, ingestor.store, ingestor=ingestor, sleep=lambda _: None
+        ).poll()  # bytes begun: try 1
         [(sha256,)] = db.query("SELECT sha256 FROM files WHERE status = 'failed'")
         holding, done = threading.Event(), threading.Event()
 
         def writer() -> None:  # holds the claim, then wants the store's write lock
-            with Ledger(other_db).claim(sha256):
+            with other_db.claim(sha256):
                 holding.set()
                 time.sleep(0.3)
                 with other_db.transaction():
@@ -287,7 +287,9 @@ def test_a_checksum_claim_held_elsewhere_never_deadlocks_a_set_aside(
         thread.start()
         holding.wait(5)
         # Try 2 fails before the bytes are read (no claim taken): the file is set aside.
-        poller = Poller(config, source, ingestor, sleep=lambda _: None, opener=Poisoned)
+        poller = Poller(
+            config, source, ingestor.store, ingestor=ingestor, sleep=lambda _: None, opener=Poisoned
+        )
         summary = poller.poll()
         thread.join(10)
         assert done.is_set() and not thread.is_alive()
@@ -302,15 +304,15 @@ def test_a_large_file_set_aside_takes_back_what_it_stored(tmp_path: Path, inbox:
     (inbox / POISON).write_text("identifier,n\n" + rows)
     Poisoned.good_bytes, Poisoned.stall = PARALLEL_MIN_BYTES // 2, 0.3
     config, source = _configs(tmp_path, max_tries=2)
-    with Database(config.store.path) as db:
-        poller = Poller(config, source, Ingestor(db, batch_records=1_000, commit_seconds=0),
-                        sleep=lambda _: None, opener=Poisoned)  # fmt: skip
+    with SQLiteStore(config.store.path) as db:
+        ingestor = Ingestor(db, batch_records=1_000, commit_seconds=0)
+        poller = Poller(config, source, db, ingestor=ingestor, sleep=lambda _: 0, opener=Poisoned)
         poller.poll()
         [(stored,)] = db.query("SELECT count(*) FROM events")
         assert stored > 0  # provisional rows, not shown
         assert [e.status for e in poller.poll().taken.values()] == ["rejected"]
         assert db.query("SELECT count(*) FROM events") == [(0,)]
-        assert [f["status"] for f in records(db, "files")] == ["rejected"]
+        assert [f["status"] for f in db.records("files")] == ["rejected"]
 
 
 def test_a_file_set_aside_gives_back_the_keys_it_took(tmp_path: Path) -> None:
@@ -322,7 +324,7 @@ def test_a_file_set_aside_gives_back_the_keys_it_took(tmp_path: Path) -> None:
     rows = "".join(f"u{i},{i},k{i}\n" for i in range(3_000))
     (inbox / "events_1.csv").write_text("identifier,n,idempotencyKey\n" + rows)
     config, source = _configs(tmp_path, max_tries=2)
-    with Database(config.store.path) as db:
+    with SQLiteStore(config.store.path) as db:
         batches = iter(range(1_000_000))
 
         def defect() -> bool:  # checked between batches: the third one meets a defect
@@ -331,14 +333,14 @@ def test_a_file_set_aside_gives_back_the_keys_it_took(tmp_path: Path) -> None:
             return False
 
         ingestor = Ingestor(db, batch_records=500, commit_seconds=0, stop=defect)
-        poller = Poller(config, source, ingestor, sleep=lambda _: None)
+        poller = Poller(config, source, ingestor.store, ingestor=ingestor, sleep=lambda _: None)
         poller.poll()
         assert db.query("SELECT count(*) > 0 FROM idempotency_keys") == [(1,)]
         [entry] = poller.poll().taken.values()
         assert entry.status == "rejected"
         assert db.query("SELECT count(*) FROM idempotency_keys") == [(0,)]
         assert db.query("SELECT count(*) FROM events") == [(0,)]
-        assert [f["status"] for f in records(db, "files")] == ["rejected"]
+        assert [f["status"] for f in db.records("files")] == ["rejected"]
 
 
 def test_listing_retries_stop_when_a_stop_is_asked(tmp_path: Path) -> None:
@@ -346,8 +348,8 @@ def test_listing_retries_stop_when_a_stop_is_asked(tmp_path: Path) -> None:
     rather than after every connection attempt."""
     config, source = _configs(tmp_path)  # (its folder does not exist: listing fails)
     attempts: list[float] = []
-    with Database(config.store.path) as db:
-        poller = Poller(config, source, Ingestor(db), sleep=attempts.append)
+    with SQLiteStore(config.store.path) as db:
+        poller = Poller(config, source, db, sleep=attempts.append)
         with pytest.raises(Interrupted):
             poller.poll(stop=lambda: len(attempts) >= 1)
     assert len(attempts) == 1  # one wait, then the stop was seen
@@ -371,7 +373,7 @@ def test_a_reset_while_connecting_is_retried_like_a_download(
         "known_hosts": str(sftp_server.write_known_hosts(tmp_path / "kh", port=proxy.port)),
         "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}],
     })  # fmt: skip
-    with Database(config.store.path) as db:
-        summary = Poller(config, source, Ingestor(db), sleep=lambda _: None).poll()
+    with SQLiteStore(config.store.path) as db:
+        summary = Poller(config, source, db, sleep=lambda _: None).poll()
     assert proxy.faults_applied == 1
     assert [e.status for e in summary.taken.values()] == ["ingested"]

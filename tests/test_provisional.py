@@ -25,13 +25,12 @@ from connector.config import Config
 from connector.csvrules.reader import Inspector
 from connector.csvrules.rules import FileRules
 from connector.download import FileChanged, Staged
-from connector.dump import records
 from connector.errors import Interrupted, PlaceBusy, TransientError
 from connector.ingest import Ingestor, Outcome
 from connector.parsing import PARALLEL_MIN_BYTES
 from connector.pipeline import Poller
-from connector.store.db import Database
-from connector.store.ledger import Arrival, Ledger
+from connector.store.ledger import Arrival
+from connector.store.sqlite import SQLiteStore
 
 EVENTS = FileRules(kind="events")
 CONTACTS = FileRules(kind="contacts")
@@ -46,8 +45,8 @@ def _events_text(keys: Callable[[int], str] = lambda i: f"k{i}") -> str:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    with Database(tmp_path / "store" / "c.db") as database:
+def db(tmp_path: Path) -> Iterator[SQLiteStore]:
+    with SQLiteStore(tmp_path / "store" / "c.db") as database:
         yield database
 
 
@@ -106,7 +105,7 @@ def _arriving(
         if ended_first:
             wait([fetched])
         try:
-            with ingestor.ledger.claim_place(arrival.source, arrival.path):  # as Poller does
+            with ingestor.store.claim_place(arrival.source, arrival.path):  # as Poller does
                 return ingestor.ingest_arriving(
                     rules, arrival=arrival, job=job, fetched=fetched,
                     resumed=download.resumes,
@@ -136,33 +135,33 @@ def _wait_for(condition: Callable[[], bool], seconds: float = 30) -> bool:
     return True
 
 
-def _ingestor(db: Database) -> Ingestor:
+def _ingestor(db: SQLiteStore) -> Ingestor:
     # Commit every batch, so the test can see the provisional cursor move.
     return Ingestor(db, clock=lambda: 1_764_000_000.0, batch_records=BATCH, commit_seconds=0)
 
 
-def _all_provisional(db: Database, data: bytes, tmp_path: Path) -> Download:
+def _all_provisional(db: SQLiteStore, data: bytes, tmp_path: Path) -> Download:
     """A download whose last byte waits until every batch the parser could make without it
     has been stored provisionally (the last one follows, after the decision or not)."""
     download = Download(tmp_path / "staging", data)
-    download.held_until = _stored_provisionally(db.path, ROWS - BATCH)
+    download.held_until = _stored_provisionally(db.db.path, ROWS - BATCH)
     return download
 
 
 def _a_download_fails(ingestor: Ingestor, data: bytes, tmp_path: Path) -> Download:
     """A first try whose download fails after every batch it allows was stored."""
-    broken = _all_provisional(ingestor.db, data, tmp_path)
+    broken = _all_provisional(ingestor.store, data, tmp_path)
     broken.failure = TransientError("connection reset")
     with pytest.raises(TransientError, match="connection reset"):
         _arriving(ingestor, broken)
     return broken
 
 
-def _events(db: Database) -> list[tuple[object, ...]]:
-    return [(e["line"], e["identifier"], e["idempotencyKey"]) for e in records(db, "events")]
+def _events(db: SQLiteStore) -> list[tuple[object, ...]]:
+    return [(e["line"], e["identifier"], e["idempotencyKey"]) for e in db.records("events")]
 
 
-def test_keys_are_decided_as_an_import_would(tmp_path: Path, db: Database) -> None:
+def test_keys_are_decided_as_an_import_would(tmp_path: Path, db: SQLiteStore) -> None:
     """Keys claimed at the decision, in file order: one accepted by an earlier file within
     24 h drops its event, a key repeated in the file keeps its first use only."""
 
@@ -173,7 +172,7 @@ def test_keys_are_decided_as_an_import_would(tmp_path: Path, db: Database) -> No
     earlier = tmp_path / "earlier.csv"
     earlier.write_text("identifier,name,idempotencyKey\nz,buy,seen\n")
     twin = Path(tmp_path / "twin")
-    with Database(twin / "c.db") as reference:  # the same files, imported one after the other
+    with SQLiteStore(twin / "c.db") as reference:  # the same files, imported one after the other
         _ingestor(reference).ingest(earlier, EVENTS, source="src", name="earlier.csv")
         big = tmp_path / "big.csv"
         big.write_bytes(data)
@@ -191,7 +190,7 @@ def test_keys_are_decided_as_an_import_would(tmp_path: Path, db: Database) -> No
     assert _events(db) == wanted
 
 
-def test_a_duplicate_is_taken_back_whole(tmp_path: Path, db: Database) -> None:
+def test_a_duplicate_is_taken_back_whole(tmp_path: Path, db: SQLiteStore) -> None:
     """The same bytes under another name: every row stored while downloading is removed,
     and the file is recorded once, as a duplicate."""
     data = _events_text().encode()
@@ -209,7 +208,7 @@ def test_a_duplicate_is_taken_back_whole(tmp_path: Path, db: Database) -> None:
     assert statuses == [("first.csv", "ingested"), ("big.csv", "duplicate")]
 
 
-def test_a_contacts_duplicate_leaves_no_pending_update(tmp_path: Path, db: Database) -> None:
+def test_a_contacts_duplicate_leaves_no_pending_update(tmp_path: Path, db: SQLiteStore) -> None:
     rows = "".join(f"c{i},{PAD}-{i:010d}\n" for i in range(ROWS))
     data = ("identifier,plan\n" + rows).encode()
     first = tmp_path / "first.csv"
@@ -225,7 +224,7 @@ def test_a_contacts_duplicate_leaves_no_pending_update(tmp_path: Path, db: Datab
 
 
 def test_bytes_undecodable_near_the_end_reject_the_file_and_its_rows(
-    tmp_path: Path, db: Database
+    tmp_path: Path, db: SQLiteStore
 ) -> None:
     """The parser stops on the bad bytes, the checksum's decision rejects the file whole:
     none of its rows stay, and the reason names the line."""
@@ -241,7 +240,7 @@ def test_bytes_undecodable_near_the_end_reject_the_file_and_its_rows(
 
 
 def test_a_failed_download_keeps_what_was_stored_and_the_next_try_resumes(
-    tmp_path: Path, db: Database
+    tmp_path: Path, db: SQLiteStore
 ) -> None:
     data = _events_text().encode()
     ingestor = _ingestor(db)
@@ -259,7 +258,7 @@ def test_a_failed_download_keeps_what_was_stored_and_the_next_try_resumes(
     assert [log["cursor"] for log in logs if log["event"] == "file_resumed"] == [cursor]
 
 
-def test_rows_whose_staged_bytes_were_lost_are_taken_back(tmp_path: Path, db: Database) -> None:
+def test_rows_whose_staged_bytes_were_lost_are_taken_back(tmp_path: Path, db: SQLiteStore) -> None:
     """The entry is resumed only with the staged bytes its rows came from: if they are
     gone (staging wiped), a same-listing file may hold other bytes, so it starts over."""
     data = _events_text().encode()
@@ -274,7 +273,9 @@ def test_rows_whose_staged_bytes_were_lost_are_taken_back(tmp_path: Path, db: Da
     assert db.query("SELECT count(*) FROM files") == [(1,)]
 
 
-def test_a_download_failing_at_once_on_a_resume_does_not_hang(tmp_path: Path, db: Database) -> None:
+def test_a_download_failing_at_once_on_a_resume_does_not_hang(
+    tmp_path: Path, db: SQLiteStore
+) -> None:
     """The parse of a resumed entry starts after the download may already have failed:
     it must not follow bytes that will never come (the poll, and a SIGTERM, would wait)."""
     data = _events_text().encode()
@@ -291,7 +292,7 @@ def test_a_download_failing_at_once_on_a_resume_does_not_hang(tmp_path: Path, db
     assert status == "failed" and cursor > 0
 
 
-def test_waiting_for_bytes_holds_no_write_lock(tmp_path: Path, db: Database) -> None:
+def test_waiting_for_bytes_holds_no_write_lock(tmp_path: Path, db: SQLiteStore) -> None:
     """While the download stalls, what was stored is committed: another writer (an import,
     another source) is not kept waiting for the network."""
     data = _events_text().encode()
@@ -302,8 +303,8 @@ def test_waiting_for_bytes_holds_no_write_lock(tmp_path: Path, db: Database) -> 
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(_arriving, ingestor, stalled)
         try:
-            assert _wait_for(_stored_provisionally(db.path, BATCH))
-            other = apsw.Connection(str(db.path))
+            assert _wait_for(_stored_provisionally(db.db.path, BATCH))
+            other = apsw.Connection(str(db.db.path))
             other.set_busy_timeout(3000)
             other.execute("BEGIN IMMEDIATE")  # BusyError if the lock were held
             other.execute("ROLLBACK")
@@ -313,7 +314,9 @@ def test_waiting_for_bytes_holds_no_write_lock(tmp_path: Path, db: Database) -> 
         assert running.result(60).entry.rows == ROWS
 
 
-def test_bytes_decided_before_a_stop_are_resumed_by_checksum(tmp_path: Path, db: Database) -> None:
+def test_bytes_decided_before_a_stop_are_resumed_by_checksum(
+    tmp_path: Path, db: SQLiteStore
+) -> None:
     """Stopped after the decision, the entry has its checksum: the next try of the same
     listing waits for the bytes and resumes it, rather than store them all again."""
     data = _events_text().encode()
@@ -336,7 +339,9 @@ def test_bytes_decided_before_a_stop_are_resumed_by_checksum(tmp_path: Path, db:
     assert db.query("SELECT count(*) FROM events") == [(ROWS,)]
 
 
-def test_a_file_that_changed_while_downloading_is_taken_back(tmp_path: Path, db: Database) -> None:
+def test_a_file_that_changed_while_downloading_is_taken_back(
+    tmp_path: Path, db: SQLiteStore
+) -> None:
     data = _events_text().encode()
     ingestor = _ingestor(db)
     changing = _all_provisional(db, data, tmp_path)
@@ -349,7 +354,7 @@ def test_a_file_that_changed_while_downloading_is_taken_back(tmp_path: Path, db:
     assert db.query("SELECT count(*) FROM events") == [(0,)]
 
 
-def test_rows_of_an_earlier_listing_are_taken_back(tmp_path: Path, db: Database) -> None:
+def test_rows_of_an_earlier_listing_are_taken_back(tmp_path: Path, db: SQLiteStore) -> None:
     """A provisional entry left by a failed try is resumed only for the same listing: the
     file listed with another size gets a new entry, and the old rows go."""
     data = _events_text().encode()
@@ -364,7 +369,7 @@ def test_rows_of_an_earlier_listing_are_taken_back(tmp_path: Path, db: Database)
     assert db.query("SELECT count(*) FROM files") == [(1,)]
 
 
-def test_bytes_another_entry_began_are_resumed_there(tmp_path: Path, db: Database) -> None:
+def test_bytes_another_entry_began_are_resumed_there(tmp_path: Path, db: SQLiteStore) -> None:
     """The same bytes were partly ingested under another name (a stop): the provisional
     rows are taken back and that entry is resumed, so each row is stored once."""
     data = _events_text().encode()
@@ -409,9 +414,9 @@ def test_a_file_another_run_has_in_hand_is_skipped(tmp_path: Path) -> None:
     config = _polled(tmp_path, min_age="0s")
     (tmp_path / "inbox" / "big.csv").write_text(_events_text())
     source = config.sources[0]
-    with Database(config.store.path) as db, Database(config.store.path) as other:
-        poller = Poller(config, source, _ingestor(db))
-        with Ledger(other).claim_place("src", source.path_of("big.csv")), capture_logs() as logs:
+    with SQLiteStore(config.store.path) as db, SQLiteStore(config.store.path) as other:
+        poller = Poller(config, source, db, ingestor=_ingestor(db))
+        with other.claim_place("src", source.path_of("big.csv")), capture_logs() as logs:
             summary = poller.poll()
         assert not summary.taken and not summary.failed
         assert list(summary.busy) == [source.path_of("big.csv")]
@@ -432,11 +437,11 @@ def test_a_file_decided_by_another_run_since_the_listing_is_left_alone(
     config = _polled(tmp_path, min_age="0s")
     (tmp_path / "inbox" / "a.csv").write_text("identifier,name\nu1,buy\n")
     source = config.sources[0]
-    with Database(config.store.path) as first, Database(config.store.path) as second:
-        assert list(Poller(config, source, _ingestor(first)).poll().taken) == [
+    with SQLiteStore(config.store.path) as first, SQLiteStore(config.store.path) as second:
+        assert list(Poller(config, source, first, ingestor=_ingestor(first)).poll().taken) == [
             source.path_of("a.csv")
         ]
-        late = Poller(config, source, _ingestor(second))
+        late = Poller(config, source, second, ingestor=_ingestor(second))
         # What the ledger said when the late run listed the folder: nothing decided yet.
         monkeypatch.setattr(late.ingestor.ledger, "known", lambda source: {})
         summary = late.poll()
@@ -447,7 +452,7 @@ def test_a_file_decided_by_another_run_since_the_listing_is_left_alone(
         assert not list((tmp_path / "staging").rglob("*.*"))
 
 
-def test_a_lock_slot_shared_with_another_file_says_so(db: Database) -> None:
+def test_a_lock_slot_shared_with_another_file_says_so(db: SQLiteStore) -> None:
     """Place locks share 4096 slots: a file whose slot another file of this run holds is
     skipped for the poll, and the log says why (not "another run")."""
 
@@ -457,13 +462,12 @@ def test_a_lock_slot_shared_with_another_file_says_so(db: Database) -> None:
     other = next(
         p for p in (f"/in/f{i}.csv" for i in range(1, 100_000)) if slot(p) == slot("/in/a.csv")
     )
-    ledger = Ledger(db)
-    with ledger.claim_place("src", "/in/a.csv"):
+    with db.claim_place("src", "/in/a.csv"):
         with pytest.raises(PlaceBusy, match="another file of this run"):
-            ledger.claim_place("src", other, wait=False).__enter__()
+            db.claim_place("src", other, wait=False).__enter__()
         with pytest.raises(PlaceBusy, match="in hand in another run"):
-            ledger.claim_place("src", "/in/a.csv", wait=False).__enter__()
-    with ledger.claim_place("src", other, wait=False):  # let go: free again
+            db.claim_place("src", "/in/a.csv", wait=False).__enter__()
+    with db.claim_place("src", other, wait=False):  # let go: free again
         pass
 
 
@@ -484,9 +488,9 @@ def test_a_file_busy_in_a_polls_first_round_and_taken_in_its_second_is_not_busy(
             holding.close()  # the other run is done with a before our second round
         time.sleep(seconds)
 
-    with Database(config.store.path) as db, Database(config.store.path) as other:
-        holding.enter_context(Ledger(other).claim_place("src", a))
-        poller = Poller(config, source, _ingestor(db), sleep=sleep)
+    with SQLiteStore(config.store.path) as db, SQLiteStore(config.store.path) as other:
+        holding.enter_context(other.claim_place("src", a))
+        poller = Poller(config, source, db, ingestor=_ingestor(db), sleep=sleep)
         first = poller.poll()  # a: first seen, ready in the second round, busy
         assert list(first.busy) == [a] and not first.taken
         (inbox / "b.csv").write_text("identifier,name\nu2,buy\n")  # new: a second round

@@ -11,33 +11,21 @@ note that a file could not be fetched (replaced by whatever the next try decides
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import os
-import threading
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
-from connector.errors import PlaceBusy, StoreBusy, StoreError
-from connector.localfs import faults, make_folder, open_private
+from connector.errors import StorageError, StoreBusy
 from connector.sources.base import RemoteFile
-from connector.store.db import Database
 
 _COLUMNS = (
     "id, source, path, sha256, size, kind, status, rows, rejected, duplicates, cursor, first_event"
 )
 _UNFINISHED = "status IN ('ingesting', 'failed')"
-# The lock slots this process holds, and for what, to say why a claim is busy: another
-# process has the file, or (4096 slots) another file of ours shares its slot for a while.
-_held_here: Counter[tuple[Path, str]] = Counter()
-_held_lock = threading.Lock()
+_LISTING = "size = ? AND mtime IS NOT DISTINCT FROM ?"  # (mtime may be unknown: NULL)
 
 
 @dataclass(frozen=True)
@@ -88,71 +76,44 @@ class Entry:
     first_event: int | None  # the id of its first stored event (events has no file index)
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """What one batch added to its file: the ledger's counts move by this."""
+
+    rows: int  # records stored (an events file's events less those skipped for their key)
+    duplicates: int  # events skipped: their idempotency key was accepted within 24 hours
+    first_event: int | None  # the id of the batch's first stored event, if any
+
+
+def stored_rows(kind: str, valid: int, duplicates: int) -> int:
+    """The ledger's `rows` for valid records: an events file's stored events (less those
+    skipped for their key), a contacts file's contacts (its events are extra)."""
+    return valid - duplicates if kind == "events" else valid
+
+
 def iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class SQL(Protocol):
+    """What the ledger needs of an adapter: statements in the SQL that SQLite and
+    PostgreSQL share (``?`` placeholders), run in the calling thread's transaction."""
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """Run a statement; returns how many rows it changed."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+
+
 class Ledger:
-    def __init__(self, db: Database) -> None:
+    """The files ledger, one implementation for every adapter: its statements are written
+    in the SQL that both databases speak."""
+
+    def __init__(self, db: SQL) -> None:
         self.db = db
-        self._lock_folder: Path | None = None
-
-    def _locks(self) -> Path:
-        """The folder of lock files beside the store, made on first use (never by `check`,
-        which claims nothing)."""
-        if self._lock_folder is None:
-            folder = (self.db.path.parent / ".locks").resolve()
-            make_folder(folder, "lock folder")  # 0700, like every folder of ours
-            self._lock_folder = folder
-        return self._lock_folder
-
-    def claim(self, sha256: str) -> AbstractContextManager[None]:
-        """Hold the right to decide what becomes of these bytes: two runs (a daemon and an
-        `import`, two sources receiving the same file) must not both ingest them."""
-        return self._hold(sha256[:3], sha256)
-
-    def claim_place(
-        self, source: str, path: str, *, wait: bool = True
-    ) -> AbstractContextManager[None]:
-        """Hold the right to take the file at this place: its staged download, and its
-        provisional entry while its bytes are not known. Two processes given one source
-        (a `once` run by hand beside the service) must not both append to one staged file
-        or fill one entry. Taken before any ``claim``, never after, so that no two runs
-        wait for each other. ``wait=False``: PlaceBusy at once if another holds it."""
-        place = hashlib.sha256(f"{source}\0{path}".encode("utf-8", "surrogateescape")).hexdigest()
-        return self._hold("p" + place[:3], place, wait=wait)
-
-    @contextmanager
-    def _hold(self, slot_name: str, key: str, *, wait: bool = True) -> Iterator[None]:
-        """A lock file beside the store, taken with flock: the kernel drops it if we die,
-        so a crash never leaves it held. 4096 slots (of each kind) keep the folder small;
-        two claims sharing a slot only wait for each other (or, not waiting, are busy).
-        ``key``: what is claimed (to tell a busy place from a shared slot)."""
-        path = self._locks() / slot_name
-        with faults("lock file", path):
-            # 0600 whatever the umask; read-only: flock needs no more, and a store whose
-            # disk turned read-only is then what the error names
-            fd = open_private(path, os.O_RDONLY)
-        with open(fd, "rb", buffering=0) as slot:
-            try:
-                fcntl.flock(slot, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                with _held_lock:
-                    shared = any(p == path and k != key for p, k in _held_here)
-                raise PlaceBusy(
-                    "its lock slot is held for another file of this run" if shared
-                    else "in hand in another run (or a file sharing its lock slot)"
-                ) from None  # fmt: skip
-            with _held_lock:
-                _held_here[path, key] += 1
-            try:
-                yield
-            finally:
-                with _held_lock:
-                    _held_here[path, key] -= 1
-                    if not _held_here[path, key]:
-                        del _held_here[path, key]
-                fcntl.flock(slot, fcntl.LOCK_UN)
 
     def _one(self, where: str, params: tuple[Any, ...]) -> Entry | None:
         rows = self.db.query(f"SELECT {_COLUMNS} FROM files WHERE {where} LIMIT 1", params)
@@ -174,7 +135,7 @@ class Ledger:
         if a.sha256 is not None:
             return self._one(f"sha256 = ? AND {_UNFINISHED} ORDER BY id", (a.sha256,))
         return self._one(
-            f"source = ? AND path = ? AND size = ? AND mtime IS ? AND sha256 IS NULL"
+            f"source = ? AND path = ? AND {_LISTING} AND sha256 IS NULL"
             f" AND {_UNFINISHED} ORDER BY id",
             (a.source, a.path, a.size, a.mtime),
         )
@@ -185,8 +146,8 @@ class Ledger:
         a = arrival
         return bool(
             self.db.query(
-                f"SELECT 1 FROM files WHERE source = ? AND path = ? AND size = ?"
-                f" AND mtime IS ? AND sha256 IS NOT NULL AND {_UNFINISHED} LIMIT 1",
+                f"SELECT 1 FROM files WHERE source = ? AND path = ? AND {_LISTING}"
+                f" AND sha256 IS NOT NULL AND {_UNFINISHED} LIMIT 1",
                 (a.source, a.path, a.size, a.mtime),
             )
         )
@@ -197,7 +158,7 @@ class Ledger:
         a = arrival
         rows = self.db.query(
             f"SELECT id FROM files WHERE source = ? AND path = ? AND sha256 IS NULL"
-            f" AND {_UNFINISHED} AND NOT (size = ? AND mtime IS ?)",
+            f" AND {_UNFINISHED} AND NOT ({_LISTING})",
             (a.source, a.path, a.size, a.mtime),
         )
         return [row[0] for row in rows]
@@ -216,7 +177,7 @@ class Ledger:
                 entry_id = entry.id
                 self._supersede(arrival, keep=entry_id)
                 a = arrival
-                self.db.conn.execute(
+                self.db.execute(
                     "UPDATE files SET status = 'ingesting', source = ?, path = ?, size = ?,"
                     " mtime = ? WHERE id = ?",
                     (a.source, a.path, a.size, a.mtime, entry_id),
@@ -226,9 +187,9 @@ class Ledger:
     def _supersede(self, arrival: Arrival, keep: int | None = None) -> None:
         """Drop the notes of failed tries of this file that stored nothing: the decision
         being recorded replaces them (one entry per file)."""
-        self.db.conn.execute(
+        self.db.execute(
             "DELETE FROM files WHERE source = ? AND path = ? AND status = 'failed'"
-            " AND cursor = 0 AND id IS NOT ?",
+            " AND cursor = 0 AND id IS DISTINCT FROM ?",
             (arrival.source, arrival.path, keep),
         )
 
@@ -238,12 +199,12 @@ class Ledger:
         resumes just the same."""
         try:
             with self.db.transaction():
-                self.db.conn.execute(
+                self.db.execute(
                     "UPDATE files SET status = 'failed', processed_at = ?"
                     " WHERE id = ? AND status = 'ingesting'",
                     (iso(now), entry_id),
                 )
-        except (StoreError, StoreBusy) as exc:
+        except (StorageError, StoreBusy) as exc:
             structlog.get_logger().warning("ledger_unwritable", entry=entry_id, cause=str(exc))
 
     def note_failure(self, arrival: Arrival, now: float) -> None:
@@ -253,54 +214,53 @@ class Ledger:
         try:
             with self.db.transaction():
                 # A try that stored part of the file already says it failed: it is dated.
-                self.db.conn.execute(
+                dated = self.db.execute(
                     "UPDATE files SET processed_at = ? WHERE source = ? AND path = ?"
                     " AND status = 'failed' AND cursor > 0",
                     (iso(now), arrival.source, arrival.path),
                 )
-                if not self.db.conn.changes():
+                if not dated:
                     self._supersede(arrival)
                     self._insert(arrival, "failed", now, finished=True)
-        except (StoreError, StoreBusy) as exc:
+        except (StorageError, StoreBusy) as exc:
             structlog.get_logger().warning("ledger_unwritable", file=arrival.path,
                                            cause=str(exc))  # fmt: skip
 
     def _insert(self, arrival: Arrival, status: str, now: float, *, finished: bool) -> int:
         a = arrival
-        self.db.conn.execute(
+        rows = self.db.query(
             "INSERT INTO files(source, path, sha256, size, mtime, kind, status, started_at,"
-            " processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (a.source, a.path, a.sha256, a.size, a.mtime, a.kind, status, iso(now),
              iso(now) if finished else None),
         )  # fmt: skip
-        return self.db.conn.last_insert_rowid()
+        return int(rows[0][0])
 
-    def advance(
-        self, entry_id: int, records: int, rows: int, rejected: int, dups: int,
-        first_event: int | None,
-    ) -> None:  # fmt: skip
-        """Move the cursor and the counts (``rows`` may be negative: events dropped when a
-        provisional file is decided); call inside the transaction that stores the batch."""
-        self.db.conn.execute(
+    def advance(self, entry_id: int, records: int, rejected: int, delivered: Delivered) -> None:
+        """Move the cursor past ``records`` and the counts by what they ``delivered`` (its
+        ``rows`` may be negative: events dropped when a provisional file is decided); call
+        inside the transaction that stores them."""
+        d = delivered
+        self.db.execute(
             "UPDATE files SET cursor = cursor + ?, rows = rows + ?, rejected = rejected + ?,"
             " duplicates = duplicates + ?, first_event = coalesce(first_event, ?) WHERE id = ?",
-            (records, rows, rejected, dups, first_event, entry_id),
+            (records, d.rows, rejected, d.duplicates, d.first_event, entry_id),
         )
 
     def decide(self, entry_id: int, sha256: str) -> None:
         """A provisional entry gets its checksum. Call inside the transaction that decides
         its rows (``Sink.decide``)."""
-        self.db.conn.execute(
+        self.db.execute(
             "UPDATE files SET sha256 = ? WHERE id = ? AND sha256 IS NULL", (sha256, entry_id)
         )
 
     def forget(self, entry_id: int) -> None:
         """Drop an entry; call inside the transaction that takes back its rows."""
-        self.db.conn.execute("DELETE FROM files WHERE id = ?", (entry_id,))
+        self.db.execute("DELETE FROM files WHERE id = ?", (entry_id,))
 
     def finish(self, entry_id: int, now: float) -> Entry:
         with self.db.transaction():
-            self.db.conn.execute(
+            self.db.execute(
                 "UPDATE files SET status = 'ingested', processed_at = ? WHERE id = ?",
                 (iso(now), entry_id),
             )
@@ -316,12 +276,12 @@ class Ledger:
             self._supersede(arrival)
             entry_id = self._insert(arrival, status, now, finished=True)
             if reason is not None:
-                self.db.conn.execute(
+                self.db.execute(
                     "INSERT INTO rejects(file_id, line, reason) VALUES (?, NULL, ?)",
                     (entry_id, reason),
                 )
             if done is not None:
-                self.db.conn.execute(
+                self.db.execute(
                     "UPDATE files SET completed_at = ?, action = ? WHERE id = ?",
                     (iso(now), done, entry_id),
                 )
@@ -353,12 +313,12 @@ class Ledger:
         again, unless it moved or deleted the file and the same listing shows up again
         (moved back by hand, say: it is then taken again)."""
         with self.db.transaction():
-            self.db.conn.execute(
+            self.db.execute(
                 "UPDATE files SET completed_at = ?, action = ? WHERE source = ? AND path = ?"
                 " AND completed_at IS NULL",
                 (iso(now), action, source, path),
             )
-            self.db.conn.execute("DELETE FROM tries WHERE source = ? AND path = ?", (source, path))
+            self.db.execute("DELETE FROM tries WHERE source = ? AND path = ?", (source, path))
 
     def tried(self, arrival: Arrival, cause: str) -> int:
         """Note a failed try of this listing; returns how many tries of it failed in a row
@@ -367,18 +327,17 @@ class Ledger:
         a = arrival
         try:
             with self.db.transaction():
-                self.db.conn.execute(
+                rows = self.db.query(
                     "INSERT INTO tries(source, path, size, mtime, tries, cause)"
                     " VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT(source, path) DO UPDATE SET"
-                    " tries = CASE WHEN size = excluded.size AND mtime IS excluded.mtime"
-                    " THEN tries + 1 ELSE 1 END,"
-                    " size = excluded.size, mtime = excluded.mtime, cause = excluded.cause",
+                    " tries = CASE WHEN tries.size = excluded.size"
+                    " AND tries.mtime IS NOT DISTINCT FROM excluded.mtime"
+                    " THEN tries.tries + 1 ELSE 1 END,"
+                    " size = excluded.size, mtime = excluded.mtime, cause = excluded.cause"
+                    " RETURNING tries",
                     (a.source, a.path, a.size, a.mtime, cause),
                 )
-                rows = self.db.query(
-                    "SELECT tries FROM tries WHERE source = ? AND path = ?", (a.source, a.path)
-                )
-        except (StoreError, StoreBusy) as exc:
+        except (StorageError, StoreBusy) as exc:
             structlog.get_logger().warning("ledger_unwritable", file=a.path, cause=str(exc))
             return 0
         return int(rows[0][0])
@@ -391,3 +350,10 @@ class Ledger:
             (source, path),
         )
         return [Entry(*row) for row in rows]
+
+    def first_reject(self, entry_id: int) -> tuple[int | None, str] | None:
+        """The (line, reason) of the file's first stored reject, if it has one."""
+        rows = self.db.query(
+            "SELECT line, reason FROM rejects WHERE file_id = ? ORDER BY id LIMIT 1", (entry_id,)
+        )
+        return (rows[0][0], rows[0][1]) if rows else None

@@ -1,5 +1,5 @@
-"""The embedded SQLite store as a sink: a batch, its idempotency keys, its rejects and the
-ledger's cursor are written in the caller's transaction — all of it is stored, or none of it.
+"""The SQLite store's rows: a batch, its idempotency keys and its rejects are written in
+the caller's transaction, with the ledger's cursor — all of it is stored, or none of it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import apsw
 
 from connector.csvrules.records import Batch
 from connector.csvrules.rules import KEY_WINDOW_SECONDS, NO_TIMESTAMP
-from connector.store.db import Database
-from connector.store.ledger import Ledger
+from connector.store.ledger import Delivered, stored_rows
+from connector.store.sqlite.db import Database
 
 _DECIDE_CHUNK = 10_000  # keyed events read back at a time
 
@@ -59,22 +59,15 @@ def _unbind(conn: apsw.Connection, sql: str, width: int) -> None:
         cursor.execute(sql, (None,) * width)
 
 
-def _rows(kind: str, valid: int, duplicates: int) -> int:
-    """The ledger's `rows` for valid records: an events file's stored events (less those
-    dropped for their key), a contacts file's contacts (its events are extra)."""
-    return valid - duplicates if kind == "events" else valid
-
-
 class SQLiteSink:
-    def __init__(self, db: Database, ledger: Ledger) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.ledger = ledger
 
     def deliver(self, file_id: int, kind: str, batch: Batch, now: int, *,
-                provisional: bool = False) -> None:  # fmt: skip
-        """Store one batch and advance the file's cursor, inside the caller's transaction
-        (``Database.grouped``, which rolls back all of it on an error). Not idempotent by
-        itself: the cursor is what keeps a resumed file from delivering a batch twice.
+                provisional: bool = False) -> Delivered:  # fmt: skip
+        """Store one batch inside the caller's transaction (``Database.grouped``, which
+        rolls back all of it on an error). Not idempotent by itself: the ledger's cursor,
+        moved in the same transaction, keeps a resumed file from delivering it twice.
         ``provisional``: the file's checksum is not known yet, so its idempotency keys are
         not claimed (``decide`` does it, or ``discard`` takes the rows back).
 
@@ -108,34 +101,32 @@ class SQLiteSink:
                 ((file_id, line, reason) for line, reason in batch.rejects),
             )
         valid = batch.records - len(batch.rejects)
-        self.ledger.advance(
-            file_id, batch.records, _rows(kind, valid, duplicates), len(batch.rejects),
-            duplicates, first_event,
-        )  # fmt: skip
+        return Delivered(stored_rows(kind, valid, duplicates), duplicates, first_event)
 
-    def decide(self, file_id: int, kind: str, now: int) -> None:
+    def decide(self, file_id: int, kind: str, first_event: int | None, now: int) -> Delivered:
         """Claim the idempotency keys of the events a file delivered provisionally, in file
         order, as ``deliver`` would have at this moment; drop the events whose key was taken
         (by another file, or earlier in this one), and count them as duplicates."""
         conn = self.db.conn
         assert conn.in_transaction, "decide() belongs in a transaction"
         dropped = 0
-        for rows in self._keyed_events(file_id):
+        for rows in self._keyed_events(file_id, first_event):
             kept = self._first_uses([key for _, key in rows], now, file_id)
             if kept is not None:
                 gone = [event for (event, _), keep in zip(rows, kept, strict=True) if not keep]
                 ids = apsw.carray(array("q", gone))  # (int64: a tuple is taken as text)
                 conn.execute("DELETE FROM events WHERE id IN carray(?)", (ids,))
                 dropped += len(gone)
-        self.ledger.advance(file_id, 0, _rows(kind, 0, dropped), 0, dropped, None)
+        return Delivered(stored_rows(kind, 0, dropped), dropped, None)
 
-    def _keyed_events(self, file_id: int) -> Iterator[list[tuple[int, str]]]:
+    def _keyed_events(
+        self, file_id: int, first_event: int | None
+    ) -> Iterator[list[tuple[int, str]]]:
         """A file's events that carry a key, as (id, key) in file order, a chunk at a time
         (memory stays flat). By id from its first event: events has no index by file."""
-        first = self.ledger.get(file_id).first_event
-        if first is None:
+        if first_event is None:
             return
-        after = first - 1
+        after = first_event - 1
         while rows := list(
             self.db.conn.execute(
                 "SELECT id, idempotency_key FROM events WHERE id > ? AND file_id = ?"
@@ -146,14 +137,13 @@ class SQLiteSink:
             yield rows
             after = rows[-1][0]
 
-    def discard(self, file_id: int, *, claimed: bool = False) -> None:
+    def discard(self, file_id: int, first_event: int | None, *, claimed: bool = False) -> None:
         """Take back everything a file delivered: provisionally (no key was claimed), or,
         ``claimed``, with the keys of its events, which are given back (each stored event
         with a key is the one that claimed it)."""
         conn = self.db.conn
         assert conn.in_transaction, "discard() belongs in a transaction"
-        first = self.ledger.get(file_id).first_event
-        if first is not None:  # (by id from there, as above)
+        if first_event is not None:  # (by id from there, as above)
             if claimed:
                 # (this file's claims only: a key that expired since may be another's now;
                 # a key accepted before its file was recorded with it goes by its text)
@@ -162,9 +152,9 @@ class SQLiteSink:
                     " AND key IN (SELECT"
                     " idempotency_key FROM events WHERE id >= ?1 AND file_id = ?2"
                     " AND idempotency_key NOT NULL)",
-                    (first, file_id),
+                    (first_event, file_id),
                 )
-            conn.execute("DELETE FROM events WHERE id >= ? AND file_id = ?", (first, file_id))
+            conn.execute("DELETE FROM events WHERE id >= ? AND file_id = ?", (first_event, file_id))
         conn.execute(
             "DELETE FROM rejects WHERE file_id = ?; DELETE FROM pending_contacts WHERE file_id = ?",
             (file_id, file_id),

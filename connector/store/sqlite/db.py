@@ -224,9 +224,11 @@ def _unusable(path: Path, *, readonly: bool) -> str | None:
 
 
 class Database:
-    """An open store. Durability: WAL with ``synchronous=FULL``, so a commit that returned
-    survives power loss, not just a crash of this process — the remote side may delete a
-    file as soon as its commit returns."""
+    """An open store, shared by the threads of a process: each thread that uses it gets a
+    connection of its own (an SQLite connection carries one transaction at a time).
+    Durability: WAL with ``synchronous=FULL``, so a commit that returned survives power
+    loss, not just a crash of this process — the remote side may delete a file as soon as
+    its commit returns."""
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         """``readonly`` opens an existing store as it is: no folder, file or migration is
@@ -235,38 +237,59 @@ class Database:
         self.path = path
         self._readonly = readonly
         self._turns = _turns_of(path)
+        self._local = threading.local()
+        self._opened: list[apsw.Connection] = []
+        self._opened_lock = threading.Lock()
         with self._faults():
-            if readonly:
-                self.conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
-                self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-                return
-            make_folder(path.parent, "store folder")
-            # Customer data: the file is made 0600 before SQLite opens it, whatever the
-            # umask; SQLite gives its -wal and -shm files the mode of the main file.
-            if not path.exists():
-                try:
-                    os.close(open_private(path, os.O_RDWR))
-                except OSError as exc:
-                    raise StoreError(path, cause(exc)) from exc
-            self.conn = apsw.Connection(str(path))
-            self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-            # Turning a new file to WAL needs it alone, and SQLite answers "locked" at once
-            # rather than waiting when another process is creating it too.
-            for attempt in Retrying(
-                stop=stop_after_delay(10),
-                wait=wait_fixed(0.05),
-                retry=retry_if_exception_type(StoreBusy),
-                reraise=True,
-            ):
-                with attempt:
-                    self.query("PRAGMA journal_mode=WAL")
-            # temp_store stays FILE: a multi-row statement's undo journal holds a copy of
-            # every page it changes, which for the keys of a batch of a big file is most of
-            # their table (25 MB on 5M rows) — better in a temp file's page cache than in
-            # our memory. The page cache: 16 MB (measured: 8 MB made the writer 10% slower).
-            for pragma in ("synchronous=FULL", f"cache_size=-{CACHE_KIB}"):
-                self.conn.execute(f"PRAGMA {pragma}")
-            self._migrate()
+            if not readonly:
+                make_folder(path.parent, "store folder")
+                # Customer data: the file is made 0600 before SQLite opens it, whatever the
+                # umask; SQLite gives its -wal and -shm files the mode of the main file.
+                if not path.exists():
+                    try:
+                        os.close(open_private(path, os.O_RDWR))
+                    except OSError as exc:
+                        raise StoreError(path, cause(exc)) from exc
+            self.conn  # noqa: B018 (opens this thread's connection: faults show at once)
+            if not readonly:
+                self._migrate()
+
+    @property
+    def conn(self) -> apsw.Connection:
+        """This thread's connection, opened on first use."""
+        conn: apsw.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._faults():
+                conn = self._connect()
+            self._local.conn = conn
+            with self._opened_lock:
+                self._opened.append(conn)
+        return conn
+
+    def _connect(self) -> apsw.Connection:
+        if self._readonly:
+            conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READONLY)
+            conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+            return conn
+        conn = apsw.Connection(str(self.path))
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        # Turning a new file to WAL needs it alone, and SQLite answers "locked" at once
+        # rather than waiting when another process is creating it too.
+        for attempt in Retrying(
+            stop=stop_after_delay(10),
+            wait=wait_fixed(0.05),
+            retry=retry_if_exception_type(_BUSY),
+            reraise=True,
+        ):
+            with attempt:
+                conn.execute("PRAGMA journal_mode=WAL")
+        # temp_store stays FILE: a multi-row statement's undo journal holds a copy of
+        # every page it changes, which for the keys of a batch of a big file is most of
+        # their table (25 MB on 5M rows) — better in a temp file's page cache than in
+        # our memory. The page cache: 16 MB (measured: 8 MB made the writer 10% slower).
+        for pragma in ("synchronous=FULL", f"cache_size=-{CACHE_KIB}"):
+            conn.execute(f"PRAGMA {pragma}")
+        return conn
 
     @contextmanager
     def _faults(self) -> Iterator[None]:
@@ -292,7 +315,7 @@ class Database:
         found = _unusable(self.path, readonly=self._readonly)
         if found is not None:
             return found
-        conn = getattr(self, "conn", None)  # (none yet if the open itself failed)
+        conn = getattr(self._local, "conn", None)  # (none yet if the open itself failed)
         number = conn.system_errno if conn is not None else 0
         return errno_cause(number) if number else str(exc)
 
@@ -318,6 +341,13 @@ class Database:
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._faults():
             return list(self.conn.execute(sql, params))
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """Run one statement; returns how many rows it changed."""
+        conn = self.conn
+        with self._faults():
+            conn.execute(sql, params)
+            return conn.changes()
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
         """The rows of a query as they come: a table of any size in flat memory."""
@@ -390,8 +420,12 @@ class Database:
                 self._end(commit=False)
 
     def close(self) -> None:
+        """Close every thread's connection (call once the threads are done with it)."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
         with self._faults():
-            self.conn.close()
+            for conn in opened:
+                conn.close()
 
     def __enter__(self) -> Database:
         return self

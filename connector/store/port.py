@@ -1,0 +1,129 @@
+"""The Store port: everything the rest of the program asks of its storage.
+
+One store holds the files ledger, contacts, events, rejects and accepted idempotency keys,
+so that a file's rows and its ledger entry change in one transaction. Adapters (SQLite, the
+embedded default; PostgreSQL, shared by replicas) are chosen by `[store] url`
+(``connector.store.open_store``); nothing outside ``connector.store`` knows which database
+it talks to.
+
+A store is shared by the threads of a process (each source polls in its own): every thread
+works in transactions of its own, which the adapter keeps apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Literal, Protocol, Self
+
+from connector.csvrules.records import Batch
+from connector.store.ledger import Delivered, Ledger
+
+Table = Literal["contacts", "events", "rejects", "files"]
+TABLES: tuple[Table, ...] = ("contacts", "events", "rejects", "files")
+
+
+class Group(Protocol):
+    """Units of work (a file's batches) committed together at most every ``seconds``:
+    ``begin()`` before a unit writes, ``tick()`` after it. Between a commit and the next
+    ``begin`` nothing is held, so waiting for the parser keeps no other writer out."""
+
+    def begin(self) -> None: ...
+
+    def tick(self) -> bool:
+        """Commit if the group has been open ``seconds``; say whether it did."""
+        ...
+
+    def commit(self) -> bool:
+        """Commit now (before a wait that must not hold the store); say whether it did."""
+        ...
+
+
+class Sink(Protocol):
+    """A file's rows, written inside the caller's transaction: all of a batch, with the
+    ledger's cursor that the caller moves in the same transaction, or none of it.
+
+    A daemon stores a large file while it downloads, before its checksum says whether its
+    bytes are new: those batches are ``provisional`` (their keys not claimed), then
+    ``decide``d, or taken back (``discard``)."""
+
+    def deliver(
+        self, file_id: int, kind: str, batch: Batch, now: int, *, provisional: bool = False
+    ) -> Delivered:
+        """Store one batch: events (less those whose key was accepted within 24 hours,
+        unless ``provisional``), keys, contact upserts (applied by ``finish``), rejects."""
+        ...
+
+    def decide(self, file_id: int, kind: str, first_event: int | None, now: int) -> Delivered:
+        """Claim the keys of what was delivered provisionally, in file order, as
+        ``deliver`` would have now; the events whose key was taken are dropped (counted
+        as duplicates, and less stored rows)."""
+        ...
+
+    def discard(self, file_id: int, first_event: int | None, *, claimed: bool = False) -> None:
+        """Take back what the file delivered; ``claimed``: its keys were claimed (its
+        checksum was known), and are given back."""
+        ...
+
+    def finish(self, file_id: int) -> None:
+        """Apply the file's contact upserts, in file order, in the transaction of its final
+        ledger entry: its rows become visible with it."""
+        ...
+
+
+class Store(Protocol):
+    """An open store. Every adapter keeps the same guarantees: a commit that returned is
+    durable (the remote side may delete a file as soon as it returns); a claim held by a
+    process that died is given up; a store that cannot be reached, read or written is a
+    StorageError (transient: the file in hand fails and resumes later from its last
+    commit), one that stays locked past the wait is StoreBusy."""
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+    @property
+    def sink(self) -> Sink: ...
+
+    @property
+    def name(self) -> str:
+        """The store as messages name it (no secret)."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Commits on success, rolls back on any exception; nested, a savepoint."""
+        ...
+
+    def grouped(self, seconds: float) -> AbstractContextManager[Group]:
+        """Many small units of work in fewer commits; on an exception, everything since the
+        last commit is rolled back."""
+        ...
+
+    def rolled_back(self) -> AbstractContextManager[None]:
+        """Everything inside runs for real and is then undone: the ``--dry-run``."""
+        ...
+
+    def claim(self, sha256: str) -> AbstractContextManager[None]:
+        """Hold the right to decide what becomes of these bytes: two runs (a daemon and an
+        `import`, two sources receiving the same file) must not both ingest them. Waits
+        while another run holds it."""
+        ...
+
+    def claim_place(
+        self, source: str, path: str, *, wait: bool = True
+    ) -> AbstractContextManager[None]:
+        """Hold the right to take the file at this place: its staged download, its
+        provisional entry, its remote action. Taken before any ``claim``, never after, so
+        that no two runs wait for each other. ``wait=False``: PlaceBusy at once if another
+        run holds it."""
+        ...
+
+    def records(self, table: Table) -> Iterator[dict[str, Any]]:
+        """What ``connector dump`` prints: the table's records in the dump format, oldest
+        first, as they are read (a table of any size in flat memory)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...

@@ -1,0 +1,84 @@
+"""The records behind ``connector dump``, in its formats (README, "What the dumps show"),
+read the same way from every adapter.
+
+Events and rejects of a file still being ingested (or failed part-way) are not shown: they
+appear with its final ledger entry, which also applies its contact upserts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import orjson
+
+from connector.store.port import Table
+
+Shape = Callable[[tuple[Any, ...]], dict[str, Any]]
+
+
+def queries(json_text: Callable[[str], str]) -> dict[Table, str]:
+    """Each table's query; ``json_text(column)`` reads a JSON column as its text (so that
+    it is written out as it is, not parsed and dumped again)."""
+    return {
+        "contacts": (
+            f"SELECT identifier, {json_text('attributes')} FROM contacts ORDER BY identifier"
+        ),
+        "events": (
+            f"SELECT e.identifier, e.name, e.timestamp, e.idempotency_key, {json_text('e.data')},"
+            " f.source, f.path, f.sha256, e.line"
+            " FROM events e JOIN files f ON f.id = e.file_id"
+            " WHERE f.status = 'ingested' ORDER BY e.id"
+        ),
+        "rejects": (
+            "SELECT f.source, f.path, f.sha256, r.line, r.reason"
+            " FROM rejects r JOIN files f ON f.id = r.file_id"
+            " WHERE f.status IN ('ingested', 'rejected') ORDER BY r.id"
+        ),
+        "files": (
+            "SELECT source, path, sha256, size, status, rows, rejected, duplicates, processed_at"
+            " FROM files WHERE status <> 'ingesting' ORDER BY id"
+        ),
+    }
+
+
+def _contact(row: tuple[Any, ...]) -> dict[str, Any]:
+    return {"identifier": row[0], "attributes": orjson.Fragment(row[1])}
+
+
+def _event(row: tuple[Any, ...]) -> dict[str, Any]:
+    identifier, name, timestamp, key, data, source, path, sha256, line = row
+    return {
+        "identifier": identifier,
+        "name": name,
+        "timestamp": timestamp,
+        "idempotencyKey": key,
+        "data": orjson.Fragment(data),
+        "source": source,
+        "file": path,
+        "sha256": sha256,
+        "line": line,
+    }
+
+
+def _reject(row: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(("source", "file", "sha256", "line", "reason"), row, strict=True))
+
+
+def _file(row: tuple[Any, ...]) -> dict[str, Any]:
+    keys = ("source", "path", "sha256", "size", "status", "rows", "rejected", "duplicates")
+    return dict(zip((*keys, "processed_at"), row, strict=True))
+
+
+SHAPES: dict[Table, Shape] = {
+    "contacts": _contact,
+    "events": _event,
+    "rejects": _reject,
+    "files": _file,
+}
+
+
+def shaped(table: Table, rows: Iterable[tuple[Any, ...]]) -> Iterator[dict[str, Any]]:
+    shape = SHAPES[table]
+    for row in rows:
+        yield shape(row)
