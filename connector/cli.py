@@ -23,6 +23,7 @@ from connector.dump import dump
 from connector.errors import ConfigError, ConnectorError, Interrupted
 from connector.ingest import Ingestor, Outcome, Progress
 from connector.redaction import cause_of, logged_failure
+from connector.replica import name_as
 from connector.store import open_store
 from connector.store.port import TABLES
 
@@ -237,6 +238,7 @@ def _run(args: argparse.Namespace) -> int:
     traceback (a traceback is left for a defect of ours)."""
     try:
         config = Config() if args.command == "demo" else load_config(args.config)
+        name_as(config.store.replica)
         return COMMANDS[args.command](args, config)
     except ConfigError as exc:
         for problem in exc.problems:

@@ -103,6 +103,9 @@ class StoreConfig(_Model):
     password_env: str | None = None  # PostgreSQL; or password_file, or libpq's own ways
     password_file: Path | None = None
     lease: Lease = "30s"  # how long a silent replica keeps its claims (PostgreSQL)
+    # This process among those sharing the store, in logs, metrics and claims; default
+    # host:pid. Two processes must not share a name.
+    replica: str | None = Field(default=None, min_length=1, max_length=200)
 
     @model_validator(mode="before")
     @classmethod

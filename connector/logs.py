@@ -17,6 +17,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from connector.redaction import scrub
+from connector.replica import identity
 
 # Libraries' routine records, below these levels, show only with --log-level debug:
 # APScheduler logs every job run at INFO, paramiko every step of a connection, pyftpdlib
@@ -110,6 +111,12 @@ def scrub_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
     return event_dict
 
 
+def add_replica(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Which process said it, among the replicas that may share a store."""
+    event_dict.setdefault("replica", identity())
+    return event_dict
+
+
 def _json_dumps(obj: Any, **kwargs: Any) -> str:
     # JSON escapes C0 itself and, with ensure_ascii, everything past ASCII (C1 included);
     # DEL alone would stay raw. Escaped, a JSON line is printable ASCII, safe on a terminal
@@ -130,6 +137,7 @@ def configure(level: str = "info") -> None:
                 structlog.processors.JSONRenderer(serializer=_json_dumps)]  # fmt: skip
     stamp: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_replica,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

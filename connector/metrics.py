@@ -20,10 +20,11 @@ from types import TracebackType
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
 
 from connector.errors import ConfigError
+from connector.replica import identity
 
 # From a local folder listed in milliseconds to a slow FTPS server sending many files.
 POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -63,6 +64,9 @@ class Metrics:
             "connector_consecutive_poll_failures",
             "Polls failed in a row since the last success.", ["source"], registry=reg,
         )  # fmt: skip
+        # Which process this is among the replicas sharing a store (host:pid by default).
+        Info("connector_replica", "This process among those sharing the store.",
+             registry=reg).info({"replica": identity()})  # fmt: skip
         # Health is decided from these, not from the gauges: prometheus_client has no public
         # read API, and a lock keeps the count and its gauge in step across scheduler threads.
         self._lock = threading.Lock()

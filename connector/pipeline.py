@@ -35,6 +35,7 @@ from connector.errors import (
 from connector.ingest import Ingestor
 from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
 from connector.redaction import logged_failure
+from connector.replica import identity
 from connector.retries import retrying
 from connector.selection import Candidate, Readiness, select
 from connector.sources.base import RemoteFile, Source, SourceRefused
@@ -57,6 +58,14 @@ class PollSummary:
     pending: list[str] = field(default_factory=list)  # not ready yet (still changing)
     busy: dict[str, str] = field(default_factory=dict)  # path → why skipped (another run...)
     failed: dict[str, str] = field(default_factory=dict)  # path → why (left for a later poll)
+
+
+def _published(ready: list[Candidate]) -> list[RemoteFile]:
+    """The listing that other processes take ``ready`` files from: the files, and their
+    markers (``select`` takes a file in marker mode only beside its marker's name)."""
+    files = [c.file for c in ready]
+    files += [RemoteFile(c.marker, 0, c.file.mtime) for c in ready if c.marker is not None]
+    return files
 
 
 def _unlink(paths: list[Path]) -> None:
@@ -95,17 +104,23 @@ class Poller:
         store: Store,
         *,
         ingestor: Ingestor | None = None,
+        every: float = 0.0,
         sleep: Callable[[float], object] = time.sleep,
         opener: Callable[[SourceConfig], Source] = open_source,
         received: Callable[[int], object] = lambda size: None,
     ) -> None:
         """``ingestor``: one of ``store`` (default: with the config's `[ingest]`);
-        ``received(size)`` counts the bytes downloaded as they arrive (for metrics)."""
+        ``every``: list the source only if no process sharing the store listed it in the
+        last ``every`` seconds (else take files from what that listing found ready; 0:
+        list at every poll); ``received(size)`` counts the bytes downloaded as they arrive
+        (for metrics)."""
         self.config = config
         self.source = source
         self.store = store
         self.ledger = store.ledger
         self.ingestor = ingestor or Ingestor.configured(store, config)
+        self.every = every
+        self._polled = False  # a process lists at its first poll whoever listed last
         self.sleep = sleep
         self.opener = opener
         self.received = received
@@ -130,7 +145,7 @@ class Poller:
         connection = _Connection(self.source, self.opener)
         try:
             for round_ in range(2):
-                ready, wait, pending = self._ready(connection, summary)
+                ready, wait, pending = self._ready(connection, summary, listing=round_ > 0)
                 # Crash after listing: nothing has changed anywhere.
                 for candidate in ready:
                     if stop():
@@ -147,14 +162,24 @@ class Poller:
         return summary
 
     def _ready(
-        self, connection: _Connection, summary: PollSummary
+        self, connection: _Connection, summary: PollSummary, *, listing: bool
     ) -> tuple[list[Candidate], float | None, list[Candidate]]:
-        """(ready, seconds until the next pending one may be, pending)."""
+        """(ready, seconds until the next pending one may be, pending). ``listing``: this
+        poll lists the source whoever listed it last (its second round)."""
         # The ledger is read before the listing: an entry newer than this read is then a
         # decision taken since the listing (another run's), never mistaken for the one
         # that sent a file away before it came back.
         known = self.ledger.known(self.source.name)
-        candidates = select(self._listed(connection), self.source)
+        # Processes sharing the store and the source take turns listing it: when it is
+        # not our turn, we take files from what the turn's listing found ready. Our first
+        # poll lists: a process that died while listing (this one, restarted) published
+        # nothing, and the next turn would be a period away.
+        every, self._polled = (self.every if self._polled else 0.0), True
+        published = None if listing else self.store.listings.turn(
+            self.source.name, every, self.ingestor.clock(), identity()
+        )  # fmt: skip
+        listed = self._listed(connection) if published is None else published
+        candidates = select(listed, self.source)
         crashpoints.reached("after_list")
         fresh = []
         for candidate in candidates:
@@ -167,7 +192,10 @@ class Poller:
                 # Decided before, but the remote action did not happen (a crash, or the
                 # server refused it): do it now, without reading the file again.
                 self._claimed(connection, candidate, summary, self._redo)
+        if published is not None:  # ready as the listing process saw them
+            return fresh[: self.source.max_files], None, []
         ready, wait = self.readiness.split(fresh)
+        self.store.listings.publish(self.source.name, _published(ready))
         taken = {id(c) for c in ready}  # by identity: comparing dataclasses is O(n²) here
         not_ready = [c for c in fresh if id(c) not in taken]
         return ready[: self.source.max_files], wait, not_ready

@@ -69,6 +69,18 @@ def validate_cron(expression: str) -> None:
         raise ValueError(f"{expression!r} never fires")
 
 
+def period(interval: float | None, cron: str | None) -> float:
+    """Seconds between two polls of a source: its interval, or its cron's next gap."""
+    if cron is None:
+        return interval or DEFAULT_INTERVAL
+    trigger = cron_trigger(cron)
+    first = trigger.get_next_fire_time(None, datetime.now(UTC))
+    after = trigger.get_next_fire_time(first, first) if first is not None else None
+    if first is None or after is None:  # (validated: it fires; once more is not promised)
+        return DEFAULT_INTERVAL
+    return float((after - first).total_seconds())
+
+
 def backoff_delay(failures: int, start: float = BACKOFF_START, cap: float = BACKOFF_CAP) -> float:
     """Seconds before retrying a source after ``failures`` consecutive failed polls."""
     return float(min(cap, start * 2 ** max(0, failures - 1)))

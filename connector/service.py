@@ -22,12 +22,13 @@ from connector.metrics import Metrics
 from connector.notify import notify, watchdog_interval
 from connector.pipeline import Poller
 from connector.redaction import cause_of
-from connector.scheduler import Scheduler, backoff_delay
+from connector.scheduler import Scheduler, backoff_delay, period
 from connector.sources.watch import FolderWatch
 from connector.store import open_store
 from connector.store.port import Store
 
 JITTER_SHARE, JITTER_CAP = 0.1, 30.0
+LISTING_SHARE = 0.8
 
 
 class Service:
@@ -72,9 +73,15 @@ class Service:
         self, stack: ExitStack, scheduler: Scheduler, store: Store, source: SourceConfig
     ) -> None:
         ingestor = Ingestor.configured(store, self.config, stop=self.stopping.is_set)
-        poller = Poller(self.config, source, store, ingestor=ingestor, sleep=self.stopping.wait,
-                        received=partial(self.metrics.received, source.name))  # fmt: skip
         interval = parse_duration(source.interval) if source.interval else None
+        # Replicas take turns listing a source, about once a poll period between them all:
+        # a turn is taken only after 80% of it, which the jitter cannot undercut. A local
+        # folder is listed at every poll (its watch asks for polls): listing it loads no
+        # server, and it is this host's.
+        every = 0.0 if source.scheme == "file" else LISTING_SHARE * period(interval, source.cron)
+        poller = Poller(self.config, source, store, ingestor=ingestor, every=every,
+                        sleep=self.stopping.wait,
+                        received=partial(self.metrics.received, source.name))  # fmt: skip
         scheduler.add(
             source.name, partial(self._poll, poller), interval=interval, cron=source.cron,
             jitter=min(JITTER_CAP, (interval or 0) * JITTER_SHARE),

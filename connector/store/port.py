@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol, Self
 
 from connector.csvrules.records import Batch
 from connector.store.ledger import Delivered, Ledger
+from connector.store.listings import Listings
 
 Table = Literal["contacts", "events", "rejects", "files"]
 TABLES: tuple[Table, ...] = ("contacts", "events", "rejects", "files")
@@ -83,6 +84,11 @@ class Store(Protocol):
 
     @property
     def sink(self) -> Sink: ...
+
+    @property
+    def listings(self) -> Listings:
+        """Turns at listing a source shared with other processes."""
+        ...
 
     @property
     def name(self) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.store.ledger import Ledger
+from connector.store.listings import Listings
 from connector.store.port import Group, Table
 from connector.store.reports import queries, shaped
 from connector.store.sqlite.db import Database
@@ -24,6 +25,7 @@ class SQLiteStore:
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.db = Database(path, readonly=readonly)
         self.ledger = Ledger(self.db)
+        self.listings = Listings(self.db)
         self.sink = SQLiteSink(self.db)
         self._locks = FileLocks((path.parent / ".locks").resolve())
 

@@ -141,6 +141,15 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (source, path)
     ) WITHOUT ROWID;
     """,
+    # 7: processes sharing a source take turns listing it (connector.store.listings).
+    """
+    CREATE TABLE listings(
+        source TEXT PRIMARY KEY,
+        listed_at REAL NOT NULL,              -- Unix seconds, the lister's clock
+        listed_by TEXT NOT NULL,              -- the process (replica) whose turn it is
+        files TEXT NOT NULL                   -- JSON [[name, size, mtime], ...]: ready ones
+    ) WITHOUT ROWID;
+    """,
 )
 
 

@@ -1,0 +1,45 @@
+"""Listing turns: processes that share a store and a source (replicas) take turns listing
+it, rather than each listing it at every poll; the others take files from what the last
+listing published. The turn is a compare-and-set on the source's row, so one process wins
+however many ask at once; a process that dies mid-listing only delays the next turn.
+
+Written in the SQL both databases speak (see ``ledger.SQL``), with the callers' clocks:
+hosts kept in step by NTP differ by far less than a poll interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from connector.sources.base import RemoteFile
+from connector.store.ledger import SQL
+
+
+class Listings:
+    def __init__(self, db: SQL) -> None:
+        self.db = db
+
+    def turn(self, source: str, every: float, now: float, by: str) -> list[RemoteFile] | None:
+        """None when it is ``by``'s turn to list ``source`` (no listing in the last
+        ``every`` seconds; the turn is recorded at once); else the files the current
+        turn's listing published (none yet, if it is still listing)."""
+        with self.db.transaction():
+            won = self.db.query(
+                "INSERT INTO listings(source, listed_at, listed_by, files) VALUES (?, ?, ?, '[]')"
+                " ON CONFLICT(source) DO UPDATE SET listed_at = excluded.listed_at,"
+                " listed_by = excluded.listed_by WHERE listings.listed_at <= ? RETURNING source",
+                (source, now, by, now - every),
+            )
+            if won:
+                return None
+            rows = self.db.query("SELECT files FROM listings WHERE source = ?", (source,))
+        return [RemoteFile(name, size, mtime) for name, size, mtime in orjson.loads(rows[0][0])]
+
+    def publish(self, source: str, files: Sequence[RemoteFile]) -> None:
+        """What the turn's listing found ready to take (the other processes take from it
+        until the next turn)."""
+        text = orjson.dumps([(f.name, f.size, f.mtime) for f in files]).decode()
+        with self.db.transaction():
+            self.db.execute("UPDATE listings SET files = ? WHERE source = ?", (text, source))

@@ -1,0 +1,147 @@
+"""Processes sharing a store and a source take turns listing it: one lists about once a
+period, the others take files from what that listing found ready. Two store objects on one
+file stand for two processes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.config import Config, SourceConfig
+from connector.ingest import Ingestor
+from connector.pipeline import Poller
+from connector.sources.base import RemoteFile
+from connector.sources.local import LocalSource
+from connector.store.sqlite import SQLiteStore
+
+PERIOD = 60.0
+GOOD = "identifier,n\nu1,1\n"
+
+
+class Counted(LocalSource):
+    """A local folder that counts how often it is listed."""
+
+    listings = 0
+
+    def list(self) -> list[RemoteFile]:
+        Counted.listings += 1
+        return super().list()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_764_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    (tmp_path / "inbox").mkdir()
+    Counted.listings = 0
+    return tmp_path / "inbox"
+
+
+def _configs(tmp_path: Path, **source: Any) -> tuple[Config, SourceConfig]:
+    config = Config.model_validate({
+        "store": {"path": str(tmp_path / "store" / "c.db")},
+        "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
+    })  # fmt: skip
+    settings = {"name": "s", "url": f"file://{tmp_path / 'inbox'}", "min_age": "0s",
+                "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}]}  # fmt: skip
+    return config, SourceConfig.model_validate(settings | source)
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, inbox: Path) -> Iterator[tuple[Poller, Poller, Clock]]:
+    """Two processes' pollers of one source, on one clock."""
+    config, source = _configs(tmp_path)
+    clock = Clock()
+    with ExitStack() as stack:
+        pollers = []
+        for _ in range(2):
+            store = stack.enter_context(SQLiteStore(config.store.path))
+            pollers.append(Poller(config, source, store, ingestor=Ingestor(store, clock=clock),
+                                  every=PERIOD, sleep=lambda _: None, opener=Counted))  # fmt: skip
+        yield pollers[0], pollers[1], clock
+
+
+def _taken(poller: Poller) -> list[str]:
+    return sorted(path.rsplit("/", 1)[1] for path in poller.poll().taken)
+
+
+def test_a_process_lists_only_in_its_turn(replicas: tuple[Poller, Poller, Clock]) -> None:
+    first, second, clock = replicas
+    inbox = Path(first.source.remote_path)
+    (inbox / "a.csv").write_text(GOOD)
+    assert _taken(first) == ["a.csv"]
+    assert _taken(second) == []  # a process's first poll lists, whoever listed last
+    assert Counted.listings == 2
+    (inbox / "b.csv").write_text(GOOD.replace("u1", "u2"))
+    clock.now += PERIOD / 2
+    assert _taken(first) == []  # not its turn: what the last listing found, all decided
+    assert Counted.listings == 2
+    clock.now += PERIOD / 2
+    assert _taken(second) == ["b.csv"]  # a period on: its turn, the new file seen
+    assert Counted.listings == 3
+
+
+def test_files_another_process_listed_are_taken_unlisted(
+    replicas: tuple[Poller, Poller, Clock],
+) -> None:
+    """A file the listing process could not take (in hand elsewhere) is taken by another
+    process from the published listing, without listing the source again."""
+    first, second, clock = replicas
+    inbox = Path(first.source.remote_path)
+    assert _taken(second) == []  # its first poll (lists; nothing there yet)
+    (inbox / "a.csv").write_text(GOOD)
+    (inbox / "b.csv").write_text(GOOD.replace("u1", "u2"))
+    clock.now += PERIOD
+    with first.store.claim_place("s", first.path_of("b.csv")):  # a third process has b
+        assert _taken(first) == ["a.csv"]
+    listed = Counted.listings
+    assert _taken(second) == ["b.csv"]
+    assert Counted.listings == listed
+
+
+def test_markers_are_published_with_their_files(tmp_path: Path, inbox: Path) -> None:
+    config, source = _configs(tmp_path, ready="marker")
+    clock = Clock()
+    with SQLiteStore(config.store.path) as one, SQLiteStore(config.store.path) as two:
+        first, second = (
+            Poller(config, source, store, ingestor=Ingestor(store, clock=clock), every=PERIOD,
+                   sleep=lambda _: None, opener=Counted)
+            for store in (one, two)
+        )  # fmt: skip
+        assert _taken(second) == []
+        (inbox / "a.csv").write_text(GOOD)
+        (inbox / "a.csv.done").write_text("")
+        clock.now += PERIOD
+        with one.claim_place("s", first.path_of("a.csv")):
+            assert _taken(first) == []
+        assert _taken(second) == ["a.csv"]
+
+
+def test_one_turn_however_many_ask_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "store" / "c.db"
+    SQLiteStore(path).close()
+    start = threading.Barrier(4)
+    turns: list[bool] = []
+
+    def ask(name: str) -> None:
+        with SQLiteStore(path) as store:
+            start.wait()
+            turns.append(store.listings.turn("s", PERIOD, 1_764_000_000.0, name) is None)
+
+    threads = [threading.Thread(target=ask, args=(f"p{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(turns) == [False, False, False, True]
