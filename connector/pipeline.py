@@ -185,7 +185,12 @@ class Poller:
         for candidate in candidates:
             path = self.path_of(candidate.file.name)
             seen = known.get(path)
-            if seen is None or not seen.matches(candidate.file):
+            # A published listing may predate the ledger read: a file decided and sent
+            # away since it was made is gone, not back (the next listing sees it if it is).
+            if seen is None or not (
+                seen.matches(candidate.file) if published is None
+                else seen.same_listing(candidate.file)
+            ):  # fmt: skip
                 fresh.append(candidate)
                 self._listed_as[path] = seen.id if seen is not None else None
             elif not seen.completed:
