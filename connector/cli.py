@@ -63,8 +63,23 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("run", help="the daemon: poll every source on its schedule")
     commands.add_parser("once", help="poll every source once, ingest every ready file, exit")
     commands.add_parser("check", help="validate the config, connect to and list each source")
-    commands.add_parser("demo", help="ingest sample files end to end and print a summary")
+    demo = commands.add_parser("demo", help="ingest sample files end to end and print a summary")
+    demo.add_argument(
+        "--replicas", type=_positive, metavar="N",
+        help="N daemons sharing a throwaway PostgreSQL store instead (needs its server programs)",
+    )  # fmt: skip
     return parser
+
+
+def _positive(text: str) -> int:
+    """A count of at least 1 (argparse says which argument is wrong otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 16:
+        raise argparse.ArgumentTypeError(f"not a number from 1 to 16: {text!r}")
+    return value
 
 
 def _import_rules(config: Config, source_name: str | None, kind: Kind, path: Path) -> FileRules:
@@ -203,6 +218,10 @@ def cmd_dump(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    if args.replicas:
+        from connector.demo_replicas import run_replicas_demo
+
+        return run_replicas_demo(args.replicas)
     from connector.demo import run_demo  # the demo's sample data is only built when asked
 
     return run_demo()
