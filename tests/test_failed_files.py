@@ -18,7 +18,6 @@ from connector.ingest import Ingestor
 from connector.pipeline import Poller
 from connector.sources.local import LocalSource
 from connector.store.sqlite import SQLiteStore
-from connector.store.sqlite.db import MIGRATIONS
 
 ROWS = 5_000
 
@@ -63,78 +62,6 @@ def poller(tmp_path: Path) -> Iterator[Poller]:
 
 def _files(poller: Poller) -> list[dict[str, Any]]:
     return list(poller.store.records("files"))
-
-
-def test_a_file_that_cannot_be_fetched_is_failed_until_it_can(poller: Poller) -> None:
-    for _ in range(2):  # a second failed poll does not add a second entry
-        with capture_logs() as logs:
-            summary = poller.poll()
-        assert [path.rsplit("/", 1)[1] for path in summary.failed] == ["events.csv"]
-        [failed] = [log for log in logs if log["event"] == "file_failed"]
-        assert failed["log_level"] == "warning" and failed["file"].endswith("/events.csv")
-        assert failed["cause"].endswith("connection reset (test)")
-        (entry,) = _files(poller)
-        assert (entry["status"], entry["sha256"], entry["rows"]) == ("failed", None, 0)
-        assert entry["size"] > 0 and entry["processed_at"]
-    Flaky.broken = False
-    poller.poll()
-    (entry,) = _files(poller)
-    assert (entry["status"], entry["rows"]) == ("ingested", ROWS - 5)
-    assert entry["sha256"] is not None
-
-
-def test_a_file_stopped_mid_way_is_failed_then_resumed(poller: Poller) -> None:
-    Flaky.broken = False
-    batches = iter(range(3))  # the stop request comes after three batches
-    poller.ingestor.stop = lambda: next(batches, None) is None
-    with pytest.raises(Interrupted):
-        poller.poll(stop=lambda: False)
-    (entry,) = _files(poller)
-    assert (entry["status"], entry["rows"], entry["rejected"]) == ("failed", 2_997, 3)
-    # Its events and rejects are shown once it is ingested, together.
-    assert list(poller.store.records("events")) == []
-    assert list(poller.store.records("rejects")) == []
-    poller.ingestor.stop = lambda: False
-    Flaky.broken = True  # the next try fails to fetch it: still one entry
-    poller.poll()
-    assert [f["status"] for f in _files(poller)] == ["failed"]
-    Flaky.broken = False
-    poller.poll()
-    (entry,) = _files(poller)
-    assert (entry["status"], entry["rows"], entry["rejected"]) == ("ingested", ROWS - 5, 5)
-    lines = [e["line"] for e in poller.store.records("events")]
-    assert sorted(lines) == [n + 2 for n in range(ROWS) if n % 1000 != 7]
-    assert [r["line"] for r in poller.store.records("rejects")] == [
-        9,
-        1009,
-        2009,
-        3009,
-        4009,
-    ]
-
-
-def test_a_store_of_schema_2_is_upgraded_keeping_its_files(tmp_path: Path) -> None:
-    path = tmp_path / "c.db"
-    old = apsw.Connection(str(path))
-    for number, script in enumerate(MIGRATIONS[:2], start=1):
-        old.execute(script)
-        old.execute(f"PRAGMA user_version={number}")
-    old.execute(
-        "INSERT INTO files(source, path, sha256, size, kind, status, rows, started_at,"
-        " processed_at, completed_at) VALUES ('s', '/a.csv', 'ab12', 9, 'events',"
-        " 'ingested', 3, '2026-01-01T00:00:00Z', '2026-01-01T00:00:01Z', '2026-01-01T00:00:02Z')"
-    )
-    old.close()
-    with SQLiteStore(path) as db:
-        assert db.query("PRAGMA user_version")[0][0] == len(MIGRATIONS)
-        assert [(f["path"], f["sha256"], f["rows"]) for f in db.records("files")] == [
-            ("/a.csv", "ab12", 3)
-        ]
-        assert db.query("SELECT completed_at FROM files") == [("2026-01-01T00:00:02Z",)]
-        db.db.conn.execute(
-            "INSERT INTO files(source, path, sha256, size, kind, status, started_at)"
-            " VALUES ('s', '/b.csv', NULL, 1, 'events', 'failed', 'now')"
-        )
 
 
 def test_a_file_that_cannot_be_archived_is_not_decided(poller: Poller) -> None:
