@@ -18,9 +18,16 @@ def _sqlite(config: StoreConfig, readonly: bool) -> Store | None:
     return SQLiteStore(config.path, readonly=readonly)
 
 
+def _postgresql(config: StoreConfig, readonly: bool) -> Store | None:
+    from connector.store.postgres import PostgresStore
+
+    return PostgresStore.open(config, readonly=readonly)
+
+
 # Adapters by `StoreConfig.scheme`; each imported only when its store is opened.
 ADAPTERS: dict[str, Callable[[StoreConfig, bool], Store | None]] = {
     "sqlite": _sqlite,
+    "postgresql": _postgresql,
 }
 
 

@@ -1,0 +1,123 @@
+"""The PostgreSQL store: one database shared by replicas, on one host or several, that
+keep apart through leases in it (``leases``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+from connector.config import StoreConfig, parse_duration
+from connector.errors import ConfigError
+from connector.secrets import Secret
+from connector.store.ledger import Ledger
+from connector.store.listings import Listings
+from connector.store.port import Group, Table
+from connector.store.postgres.db import Database
+from connector.store.postgres.leases import ClaimLost, Leases
+from connector.store.postgres.schema import migrate, refuse_newer, version
+from connector.store.postgres.sink import PostgresSink
+from connector.store.reports import queries, shaped
+
+__all__ = ["ClaimLost", "PostgresStore"]
+
+_QUERIES = queries(lambda column: f"{column}::text")  # (jsonb as text: no parse, no dump)
+
+
+def password(config: StoreConfig) -> Secret | None:
+    """The store's password: ``password_env``, else ``password_file``; else None, and
+    libpq finds one its own way (PGPASSWORD, ~/.pgpass) if the server asks."""
+    if config.password_env is not None:
+        value = os.environ.get(config.password_env)
+        if value is None:
+            raise ConfigError(
+                [f"store.password_env: environment variable {config.password_env} is not set"]
+            )
+        return Secret(value)
+    if config.password_file is not None:
+        try:
+            return Secret(config.password_file.read_text(encoding="utf-8").rstrip("\r\n"))
+        except OSError as exc:
+            raise ConfigError(
+                [f"store.password_file: cannot read {config.password_file}: {exc.strerror}"]
+            ) from None
+    return None
+
+
+class PostgresStore:
+    """The Store port on a PostgreSQL database (see ``Database`` for its durability and
+    errors, ``leases`` for its claims)."""
+
+    def __init__(
+        self, url: str, *, password: Secret | None = None, lease: float = 30.0,
+        readonly: bool = False,
+    ) -> None:  # fmt: skip
+        """Connect, and create or migrate the schema (unless ``readonly``: nothing is
+        made, and every transaction is read-only). A store that cannot be reached is a
+        StoreError naming it and the cause."""
+        self.db = Database(url, password, readonly=readonly, idle_seconds=lease)
+        try:
+            self.db.conn  # noqa: B018 (opens this thread's connection: faults show at once)
+            if readonly:
+                refuse_newer(version(self.db))
+            else:
+                migrate(self.db)
+        except BaseException:
+            self.db.close()
+            raise
+        self.ledger = Ledger(self.db)
+        self.listings = Listings(self.db)
+        self.sink = PostgresSink(self.db)
+        self._leases = Leases(self.db, lease)
+        self.db.fence = self._leases.fence
+
+    @classmethod
+    def open(cls, config: StoreConfig, *, readonly: bool) -> PostgresStore | None:
+        """The store of ``config``; ``readonly``: as it is, or None if it has no schema
+        yet (``connector check`` changes nothing)."""
+        assert config.url is not None
+        store = cls(config.url, password=password(config), lease=parse_duration(config.lease),
+                    readonly=readonly)  # fmt: skip
+        if readonly and version(store.db) is None:
+            store.close()
+            return None
+        return store
+
+    @property
+    def name(self) -> str:
+        return self.db.name
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return self.db.transaction()
+
+    def grouped(self, seconds: float) -> AbstractContextManager[Group]:
+        return self.db.grouped(seconds)
+
+    def rolled_back(self) -> AbstractContextManager[None]:
+        return self.db.rolled_back()
+
+    def claim(self, sha256: str) -> AbstractContextManager[None]:
+        return self._leases.claim(sha256)
+
+    def claim_place(
+        self, source: str, path: str, *, wait: bool = True
+    ) -> AbstractContextManager[None]:
+        return self._leases.claim_place(source, path, wait=wait)
+
+    def records(self, table: Table) -> Iterator[dict[str, Any]]:
+        return shaped(table, self.db.rows(_QUERIES[table]))
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """SQL on this store (for tests and tools that inspect it)."""
+        return self.db.query(sql, params)
+
+    def close(self) -> None:
+        self._leases.close()
+        self.db.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

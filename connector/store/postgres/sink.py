@@ -1,0 +1,208 @@
+"""The PostgreSQL store's rows, with the semantics of SQLite's (``SQLiteSink``): a batch,
+its idempotency keys and its rejects are written in the caller's transaction, with the
+ledger's cursor — all of it is stored, or none of it.
+
+Rows go in with COPY, in its text format, each batch's columns escaped whole and joined
+into lines (a write per row costs more than the server's own work); keys and contacts in
+one set-based statement each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice, repeat
+
+from connector.csvrules.records import Batch
+from connector.csvrules.rules import KEY_WINDOW_SECONDS, NO_TIMESTAMP
+from connector.store.ledger import Delivered, stored_rows
+from connector.store.postgres.db import Connection, Database
+
+_COPY_LINES = 5_000  # lines sent per write: memory stays flat whatever the batch size
+_NULL = "\\N"
+
+_EVENTS = "events(file_id, line, identifier, name, timestamp, idempotency_key, data)"
+_PENDING = "pending_contacts(file_id, identifier, attributes)"
+_REJECTS = "rejects(file_id, line, reason)"
+# Each contact an events file names must exist: those not stored yet (contacts are never
+# deleted; usually few) are created when the file is final.
+_INSERT_MISSING = (
+    "INSERT INTO pending_contacts(file_id, identifier, attributes)"
+    " SELECT %s, i, '{}' FROM unnest(%b::text[]) AS i"
+    ' WHERE NOT EXISTS (SELECT 1 FROM contacts WHERE identifier = i COLLATE "C")'
+)
+# The keys of a file's events from `first` on, claimed in file order, as SQLite's row
+# order gives: every key that is new or expired (accepted at or before the cutoff) is
+# recorded as accepted now by this file, once (PostgreSQL changes a row once per
+# statement); its first event (the lowest id: COPY numbers rows in order) is kept, and any
+# other event with a key is dropped, being a duplicate (the key was accepted recently:
+# by another file, or earlier in this one). Read back from the stored events, the keys
+# never travel twice; in key order, so that two writers take the rows' locks in one
+# order. Returns how many events were dropped.
+_CLAIM_KEYS = """
+    WITH keyed AS MATERIALIZED (
+        SELECT id, idempotency_key AS key FROM events
+        WHERE id >= %(first)s AND file_id = %(file)s AND idempotency_key IS NOT NULL
+    ), claimed AS (
+        INSERT INTO idempotency_keys(key, accepted_at, file_id)
+        SELECT DISTINCT key, %(now)s::bigint, %(file)s::bigint FROM keyed ORDER BY key
+        ON CONFLICT (key) DO UPDATE SET accepted_at = excluded.accepted_at,
+            file_id = excluded.file_id WHERE idempotency_keys.accepted_at <= %(cutoff)s
+        RETURNING key
+    ), kept AS (
+        SELECT min(id) AS id FROM keyed WHERE key IN (SELECT key FROM claimed) GROUP BY key
+    ), dropped AS (
+        DELETE FROM events WHERE id IN (
+            SELECT id FROM keyed WHERE NOT EXISTS (SELECT FROM kept WHERE kept.id = keyed.id)
+        ) RETURNING 1
+    )
+    SELECT count(*) FROM dropped
+"""
+# A file's contact upserts, merged per contact in file order (a later row's attribute
+# wins), then merged into the stored contact: one row per contact, as PostgreSQL updates a
+# row once per statement. Attributes are flat objects without nulls (an empty cell is
+# absent, CSV cannot hold an object), so `||` merges exactly as SQLite's json_patch; an
+# upsert of '{}' only creates a missing contact. In identifier order, so that two files
+# finishing at once take their contacts' row locks in one order.
+_APPLY_CONTACTS = (
+    "INSERT INTO contacts(identifier, attributes)"
+    " SELECT p.identifier, coalesce(jsonb_object_agg(a.key, a.value ORDER BY p.seq)"
+    " FILTER (WHERE a.key IS NOT NULL), '{}')"
+    " FROM pending_contacts p LEFT JOIN LATERAL jsonb_each(p.attributes) a ON true"
+    " WHERE p.file_id = %s GROUP BY p.identifier ORDER BY p.identifier"
+    " ON CONFLICT (identifier) DO UPDATE SET attributes = contacts.attributes"
+    " || excluded.attributes WHERE excluded.attributes <> '{}'"
+)
+
+
+def _escaped(column: str) -> str:
+    """Text as COPY's text format reads it: a backslash, tab, line feed or carriage
+    return escaped (NUL never occurs: it rejects its row)."""
+    if "\\" in column:
+        column = column.replace("\\", "\\\\")
+    if "\t" in column:
+        column = column.replace("\t", "\\t")
+    if "\n" in column:
+        column = column.replace("\n", "\\n")
+    if "\r" in column:
+        column = column.replace("\r", "\\r")
+    return column
+
+
+def _copy(conn: Connection, table: str, lines: Iterable[Sequence[str]]) -> None:
+    """COPY rows of fields already in the text format into ``table``."""
+    with conn.cursor().copy(f"COPY {table} FROM STDIN") as copy:
+        rows = iter(lines)
+        while chunk := list(islice(rows, _COPY_LINES)):
+            copy.write("\n".join(map("\t".join, chunk)) + "\n")
+
+
+def _event_lines(file_id: int, batch: Batch, now: int) -> Iterator[tuple[str, ...]]:
+    """The batch's events as COPY lines: an event without a timestamp takes the
+    processing time, one without a key has NULL."""
+    count, now_text = batch.events, str(now)
+    stamps: Iterable[str] = (
+        repeat(now_text, count)
+        if batch.timestamps is None
+        else [now_text if t == NO_TIMESTAMP else str(t) for t in batch.timestamps]
+    )
+    keys: Iterable[str] = (
+        repeat(_NULL, count)
+        if batch.keys is None
+        else [k or _NULL for k in _escaped(batch.keys).split("\0")]
+    )
+    return zip(
+        repeat(str(file_id), count), map(str, batch.lines),
+        _escaped(batch.identifiers).split("\0"), _escaped(batch.names).split("\0"),
+        stamps, keys, _escaped(batch.data).split("\0"),
+        strict=True,
+    )  # fmt: skip
+
+
+class PostgresSink:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def deliver(self, file_id: int, kind: str, batch: Batch, now: int, *,
+                provisional: bool = False) -> Delivered:  # fmt: skip
+        """Store one batch inside the caller's transaction (which rolls back all of it on
+        an error). Not idempotent by itself: the ledger's cursor, moved in the same
+        transaction, keeps a resumed file from delivering it twice. ``provisional``: the
+        file's checksum is not known yet, so its keys are not claimed (``decide`` does it,
+        or ``discard`` takes the rows back)."""
+        assert self.db.in_transaction, "deliver() belongs in a transaction"
+        first_event = None
+        with self.db.streaming() as conn:
+            if batch.events:
+                # Every id the sequence gives after this one is larger: a lower bound of
+                # the batch's events (found by id from there: events has no file index).
+                first_event = conn.execute(
+                    "SELECT nextval(pg_get_serial_sequence('events', 'id'))"
+                ).fetchone()[0]  # type: ignore[index]
+                _copy(conn, _EVENTS, _event_lines(file_id, batch, now))
+            if batch.contacts:  # applied when the file is final (see finish)
+                identifiers, attributes = zip(*batch.contacts, strict=True)
+                names = _escaped("\0".join(identifiers)).split("\0")
+                objects = _escaped("\0".join(attributes)).split("\0")
+                _copy(conn, _PENDING, zip(repeat(str(file_id)), names, objects))
+            if batch.rejects:
+                _copy(conn, _REJECTS, ((str(file_id), str(line), _escaped(reason))
+                                       for line, reason in batch.rejects))  # fmt: skip
+        with self.db.faults():
+            if batch.contacts is None and batch.new_identifiers:
+                self.db.conn.execute(_INSERT_MISSING, (file_id, list(batch.new_identifiers)))
+        duplicates = 0
+        if not provisional and batch.keys is not None and first_event is not None:
+            duplicates = self._claim_keys(file_id, first_event, now)
+        valid = batch.records - len(batch.rejects)
+        # (a batch's first event may be a duplicate, dropped: still a lower bound)
+        return Delivered(stored_rows(kind, valid, duplicates), duplicates, first_event)
+
+    def decide(self, file_id: int, kind: str, first_event: int | None, now: int) -> Delivered:
+        """Claim the idempotency keys of the events a file delivered provisionally, in file
+        order, as ``deliver`` would have at this moment; drop the events whose key was taken
+        (by another file, or earlier in this one), and count them as duplicates."""
+        assert self.db.in_transaction, "decide() belongs in a transaction"
+        dropped = 0 if first_event is None else self._claim_keys(file_id, first_event, now)
+        return Delivered(stored_rows(kind, 0, dropped), dropped, None)
+
+    def _claim_keys(self, file_id: int, first: int, now: int) -> int:
+        """Claim the keys of the file's events from id ``first`` on (see _CLAIM_KEYS);
+        returns how many events were dropped as duplicates."""
+        params = {"first": first, "file": file_id, "now": now,
+                  "cutoff": now - KEY_WINDOW_SECONDS}  # fmt: skip
+        with self.db.faults():
+            row = self.db.conn.execute(_CLAIM_KEYS, params).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def discard(self, file_id: int, first_event: int | None, *, claimed: bool = False) -> None:
+        """Take back everything a file delivered: provisionally (no key was claimed), or,
+        ``claimed``, with the keys of its events, which are given back (each stored event
+        with a key is the one that claimed it)."""
+        assert self.db.in_transaction, "discard() belongs in a transaction"
+        with self.db.faults():
+            conn = self.db.conn
+            if first_event is not None:  # (by id from there, as above)
+                if claimed:
+                    # (this file's claims only: a key that expired since may be another's
+                    # now; a key accepted before its file was recorded goes by its text)
+                    conn.execute(
+                        "DELETE FROM idempotency_keys WHERE (file_id = %(file)s"
+                        " OR file_id IS NULL) AND key IN (SELECT idempotency_key FROM events"
+                        " WHERE id >= %(first)s AND file_id = %(file)s"
+                        " AND idempotency_key IS NOT NULL)",
+                        {"file": file_id, "first": first_event},
+                    )
+                conn.execute(
+                    "DELETE FROM events WHERE id >= %s AND file_id = %s", (first_event, file_id)
+                )
+            conn.execute("DELETE FROM rejects WHERE file_id = %s", (file_id,))
+            conn.execute("DELETE FROM pending_contacts WHERE file_id = %s", (file_id,))
+
+    def finish(self, file_id: int) -> None:
+        """Apply the file's contact upserts, in file order (later rows win), inside the
+        transaction that records its final entry."""
+        assert self.db.in_transaction, "finish() belongs in the final entry's transaction"
+        with self.db.faults():
+            self.db.conn.execute(_APPLY_CONTACTS, (file_id,))
+            self.db.conn.execute("DELETE FROM pending_contacts WHERE file_id = %s", (file_id,))
