@@ -273,6 +273,21 @@ def test_a_write_after_a_takeover_is_refused_and_stores_nothing(postgres_url: st
             pass
 
 
+def test_a_claim_lost_without_a_write_is_told_when_let_go(postgres_url: str) -> None:
+    """A run frozen past its lease, then stopped before it wrote again, still says what
+    it lost."""
+    with PostgresStore(postgres_url) as old, PostgresStore(postgres_url) as new:
+        with capture_logs() as logs:
+            with old.claim_place("s", "/in/a.csv"):
+                _expire(old)
+                with new.claim_place("s", "/in/a.csv", wait=False):
+                    pass
+            with old.claim_place("s", "/in/b.csv"):  # (one let go in time: nothing to say)
+                pass
+        lost = [e for e in logs if e["event"] == "claim_lost"]
+        assert [e["claim"] for e in lost] == ["place s:/in/a.csv"]
+
+
 def test_a_takeover_waits_for_the_holders_transaction(postgres_url: str) -> None:
     """A transaction begun while the claim held goes on to its commit, even if the lease
     runs out meanwhile: no other run takes the claim over before it ends."""

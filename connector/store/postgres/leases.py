@@ -47,6 +47,9 @@ _RENEW = (
     "UPDATE claims SET expires_at = clock_timestamp() + make_interval(secs => %s)"
     " WHERE token = ANY(%s) AND expires_at > clock_timestamp() RETURNING token"
 )
+_RELEASE = (
+    "DELETE FROM claims WHERE key = %s AND token = %s RETURNING expires_at > clock_timestamp()"
+)
 _FENCE = (
     "SELECT token FROM claims WHERE token = ANY(%s) AND expires_at > clock_timestamp()"
     " FOR KEY SHARE"
@@ -139,15 +142,18 @@ class Leases:
             time.sleep(POLL_SECONDS)
 
     def _release(self, claim: _Claim) -> None:
-        """Let a claim go (if it is still ours). Should the store not answer, its lease
-        ends it: the error that brought us here, if any, is the one to tell."""
+        """Let a claim go. One found taken over, or run out, was lost: said, should no
+        write have told it already (a run frozen, then stopped). Should the store not
+        answer, the lease ends it: the error that brought us here, if any, is the one to
+        tell."""
         try:
             with self._session() as conn:
-                conn.execute(
-                    "DELETE FROM claims WHERE key = %s AND token = %s", (claim.key, claim.token)
-                )
+                row = conn.execute(_RELEASE, (claim.key, claim.token)).fetchone()
         except StorageError as exc:
             self._log.warning("claim_not_released", claim=claim.what, cause=str(exc))
+            return
+        if row is None or not row[0]:
+            self._lost(claim)
 
     def fence(self, conn: Connection) -> None:
         """First thing in a transaction of this thread: its claims still hold, and stay
