@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -31,3 +32,15 @@ def _fresh_ftp_capabilities() -> Iterator[None]:
     ftp = sys.modules.get("connector.sources.ftp")
     if ftp is not None:
         ftp._capabilities.clear()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_table(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """The `[store]` table of a test's config, on each backend: an SQLite file under
+    tmp_path, or a fresh database of the session's PostgreSQL server (``postgres_url``, of
+    connector.testing.plugin: skipped without PostgreSQL). Its lease is short, so that a
+    run after a killed one waits little for the claims the dead one held. Narrow a test to
+    one backend with ``@pytest.mark.parametrize("store_table", ["sqlite"], indirect=True)``."""
+    if request.param == "sqlite":
+        return {"path": str(tmp_path / "store" / "c.db")}
+    return {"url": request.getfixturevalue("postgres_url"), "lease": "1s"}

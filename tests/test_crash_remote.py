@@ -1,21 +1,39 @@
 """The crash harness over a network source: the daemon (`connector run`) against the
-embedded SFTP and FTPS servers, SIGKILLed at each pipeline step, then started again."""
+embedded SFTP and FTPS servers, SIGKILLed at each pipeline step, then started again. On
+SQLite, every step over both servers; on PostgreSQL (``store_table``), to keep the run
+short, the daemon's own steps over SFTP (the store sees the same from either server), and a
+large file killed while its rows are stored as it arrives."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from connector.config import parse_duration
 from connector.parsing import PARALLEL_MIN_BYTES
 from connector.testing import EmbeddedFTPServer, EmbeddedSFTPServer
-from tests.drop import crash_then_rerun
+from tests.drop import first_poll_then_stop
 from tests.golden import toml_value
+
+pytest_plugins = ["connector.testing.plugin"]
 
 STEPS = ["after_list", "mid_download", "after_download", "after_commit:2", "after_finish",
          "after_remote_action"]  # fmt: skip
+# On PostgreSQL, the daemon's own steps (test_crash.py kills an import at each of its
+# steps): a file staged that the ledger has not seen, and one decided and moved whose move
+# the ledger has not recorded yet.
+POSTGRES_STEPS = ["after_download", "after_remote_action"]
 ROWS = 3000
+LARGE_STEPS = ["mid_download:3", "after_start", "after_commit:3", "after_decide",
+               "after_deliver:40"]  # fmt: skip
 
 
 @pytest.fixture(params=["sftp", "ftps"])
@@ -28,7 +46,34 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
             yield "ftps", ftps
 
 
-def _config(tmp_path: Path, kind: str, server: EmbeddedSFTPServer | EmbeddedFTPServer) -> Path:
+def _crash_then_rerun(config: Path, step: str, store_table: dict[str, str]) -> list[int]:
+    """The daemon (`connector run`) SIGKILLed at ``step``, then started again without the
+    hook and stopped with SIGTERM after its first poll: the event lines stored (as
+    ``tests.drop.crash_then_rerun``).
+
+    On PostgreSQL the restart comes once the killed daemon's lease is over: until then the
+    claims it held are still its own (CONTRACT §7), and the restarted daemon's first poll
+    would find the file in hand (`file_busy`) and leave it to a later poll."""
+    argv = [sys.executable, "-m", "connector", "--config", str(config)]
+    env = {**os.environ, "CONNECTOR_CRASH_AT": step}
+    crashed = subprocess.run([*argv, "run"], env=env, capture_output=True, timeout=60,
+                             check=False)  # fmt: skip
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    if "lease" in store_table:
+        time.sleep(parse_duration(store_table["lease"]) + 0.2)
+    env.pop("CONNECTOR_CRASH_AT")
+    events = [line["event"] for line in first_poll_then_stop([*argv, "run"], env, 60)]
+    assert "poll_done" in events, events
+    dump = subprocess.run([*argv, "dump", "events"], capture_output=True, text=True, check=True)
+    return sorted(json.loads(line)["line"] for line in dump.stdout.splitlines())
+
+
+def _config(
+    tmp_path: Path,
+    kind: str,
+    server: EmbeddedSFTPServer | EmbeddedFTPServer,
+    store_table: dict[str, str],
+) -> Path:
     secret = tmp_path / "password"
     secret.write_text(server.password)
     secret.chmod(0o600)
@@ -40,7 +85,7 @@ def _config(tmp_path: Path, kind: str, server: EmbeddedSFTPServer | EmbeddedFTPS
     source = {"name": kind, "url": server.url + "outbox", "password_file": str(secret),
               "min_age": "0s", "after": "move:processed", **trust}  # fmt: skip
     lines = [
-        "[store]", f"path = {toml_value(str(tmp_path / 'store' / 'c.db'))}",
+        "[store]", *(f"{k} = {toml_value(v)}" for k, v in store_table.items()),
         "[paths]", f"staging = {toml_value(str(tmp_path / 'staging'))}",
         f"archive = {toml_value(str(tmp_path / 'archive'))}",
         "[ingest]", "batch_records = 500", 'commit_interval = "0s"',
@@ -52,9 +97,19 @@ def _config(tmp_path: Path, kind: str, server: EmbeddedSFTPServer | EmbeddedFTPS
     return path
 
 
-@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize(
+    ("server", "store_table", "step"),
+    [
+        *((kind, "sqlite", step) for kind in ("sftp", "ftps") for step in STEPS),
+        *(("sftp", "postgresql", step) for step in POSTGRES_STEPS),
+    ],
+    indirect=["server", "store_table"],
+)
 def test_crash_then_rerun_over_the_network(
-    tmp_path: Path, server: tuple[str, EmbeddedSFTPServer | EmbeddedFTPServer], step: str
+    tmp_path: Path,
+    server: tuple[str, EmbeddedSFTPServer | EmbeddedFTPServer],
+    store_table: dict[str, str],
+    step: str,
 ) -> None:
     """Whatever step dies, the re-run leaves each row stored once and the file moved."""
     kind, remote = server
@@ -63,17 +118,24 @@ def test_crash_then_rerun_over_the_network(
     (outbox / "events.csv").write_text(
         "identifier,n\n" + "".join(f"u{i},{i}\n" for i in range(ROWS))
     )
-    config = _config(tmp_path, kind, remote)
-    assert crash_then_rerun(config, step) == list(range(2, ROWS + 2))
+    config = _config(tmp_path, kind, remote, store_table)
+    assert _crash_then_rerun(config, step, store_table) == list(range(2, ROWS + 2))
     assert sorted(p.name for p in outbox.iterdir()) == ["processed"]
     assert [p.name for p in (outbox / "processed").iterdir()] == ["events.csv"]
     assert not list((tmp_path / "staging").rglob("*.part"))
 
 
 @pytest.mark.parametrize(
-    "step", ["mid_download:3", "after_start", "after_commit:3", "after_decide", "after_deliver:40"]
+    ("store_table", "step"),
+    [
+        *(("sqlite", step) for step in LARGE_STEPS),
+        ("postgresql", "after_deliver:40"),  # rows stored provisionally, not decided
+    ],
+    indirect=["store_table"],
 )
-def test_crash_while_a_large_file_is_parsed_as_it_downloads(tmp_path: Path, step: str) -> None:
+def test_crash_while_a_large_file_is_parsed_as_it_downloads(
+    tmp_path: Path, store_table: dict[str, str], step: str
+) -> None:
     """Over 8 MiB, a parser process follows the download and its rows are stored as they
     arrive, under a provisional entry until the checksum decides: killing the daemon at any
     of those steps leaves no process behind (the run would wait for its output) and the
@@ -86,6 +148,6 @@ def test_crash_while_a_large_file_is_parsed_as_it_downloads(tmp_path: Path, step
             "identifier,n\n" + "".join(f"u{i},{i:080d}\n" for i in range(rows))
         )
         assert (outbox / "events.csv").stat().st_size > PARALLEL_MIN_BYTES
-        config = _config(tmp_path, "sftp", sftp)
-        assert crash_then_rerun(config, step) == list(range(2, rows + 2))
+        config = _config(tmp_path, "sftp", sftp, store_table)
+        assert _crash_then_rerun(config, step, store_table) == list(range(2, rows + 2))
     assert not list((tmp_path / "staging").rglob("*.part"))
