@@ -78,6 +78,10 @@ MIGRATIONS: tuple[str, ...] = (
         attributes jsonb NOT NULL             -- to merge; '{}': create if missing
     );
     CREATE INDEX pending_contacts_by_file ON pending_contacts(file_id);
+    -- Upserts of one contact merged in order: later rows win per attribute (`||`).
+    CREATE AGGREGATE merged_attributes(jsonb) (
+        SFUNC = jsonb_concat, STYPE = jsonb, INITCOND = '{}'
+    );
     CREATE TABLE tries(
         source text NOT NULL,
         path text NOT NULL,

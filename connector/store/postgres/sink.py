@@ -58,17 +58,16 @@ _CLAIM_KEYS = """
     SELECT count(*) FROM dropped
 """
 # A file's contact upserts, merged per contact in file order (a later row's attribute
-# wins), then merged into the stored contact: one row per contact, as PostgreSQL updates a
-# row once per statement. Attributes are flat objects without nulls (an empty cell is
-# absent, CSV cannot hold an object), so `||` merges exactly as SQLite's json_patch; an
-# upsert of '{}' only creates a missing contact. In identifier order, so that two files
-# finishing at once take their contacts' row locks in one order.
+# wins: see merged_attributes in the schema), then merged into the stored contact: one
+# row per contact, as PostgreSQL updates a row once per statement. Attributes are flat
+# objects without nulls (an empty cell is absent, CSV cannot hold an object), so `||`
+# merges exactly as SQLite's json_patch; an upsert of '{}' only creates a missing
+# contact. In identifier order, so that two files finishing at once take their contacts'
+# row locks in one order.
 _APPLY_CONTACTS = (
     "INSERT INTO contacts(identifier, attributes)"
-    " SELECT p.identifier, coalesce(jsonb_object_agg(a.key, a.value ORDER BY p.seq)"
-    " FILTER (WHERE a.key IS NOT NULL), '{}')"
-    " FROM pending_contacts p LEFT JOIN LATERAL jsonb_each(p.attributes) a ON true"
-    " WHERE p.file_id = %s GROUP BY p.identifier ORDER BY p.identifier"
+    " SELECT identifier, merged_attributes(attributes ORDER BY seq) FROM pending_contacts"
+    " WHERE file_id = %s GROUP BY identifier ORDER BY identifier"
     " ON CONFLICT (identifier) DO UPDATE SET attributes = contacts.attributes"
     " || excluded.attributes WHERE excluded.attributes <> '{}'"
 )
