@@ -95,14 +95,14 @@ BATCH = 3
 ARRIVING = FileRules(kind="events", delimiter=",")
 
 
-def _keyed_rows(keys: Callable[[int], str] = lambda i: f"k{i}", rows: int = ROWS) -> bytes:
-    return (KEYED + "".join(f"u{i % 5},buy,{keys(i)}\n" for i in range(rows))).encode()
+def _keyed_rows(keys: Callable[[int], str] = lambda i: f"k{i}") -> bytes:
+    return (KEYED + "".join(f"u{i % 5},buy,{keys(i)}\n" for i in range(ROWS))).encode()
 
 
 class Download:
     """A download stand-in into ``folder/big.part``: writes all but the last byte of
     ``data``, waits until ``held_until()`` says so (or ``release()``), then writes the
-    rest, or raises ``failure``."""
+    rest."""
 
     def __init__(self, folder: Path, data: bytes) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,6 @@ class Download:
         self.part.write_bytes(b"")
         self.data = data
         self.held_until: Callable[[], bool] = lambda: True
-        self.failure: BaseException | None = None
         self._released = threading.Event()
 
     def release(self) -> None:
@@ -125,8 +124,6 @@ class Download:
             while not (self._released.is_set() or self.held_until()):
                 assert time.monotonic() < deadline, "the writer never got that far"
                 time.sleep(0.005)
-            if self.failure is not None:
-                raise self.failure
             out.write(self.data[-1:])
         inspector.feed(self.data)
         inspector.finish()
