@@ -20,6 +20,7 @@ from connector.store.postgres.db import Connection, Database
 _COPY_LINES = 5_000  # lines sent per write: memory stays flat whatever the batch size
 _NULL = "\\N"
 
+_NEXT_EVENT = "SELECT nextval(pg_get_serial_sequence('events', 'id'))"
 _EVENTS = "events(file_id, line, identifier, name, timestamp, idempotency_key, data)"
 _PENDING = "pending_contacts(file_id, identifier, attributes)"
 _REJECTS = "rejects(file_id, line, reason)"
@@ -87,6 +88,12 @@ def _escaped(column: str) -> str:
     return column
 
 
+def _scalar(conn: Connection, sql: str, params: dict[str, int] | None = None) -> int:
+    row = conn.execute(sql, params).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def _copy(conn: Connection, table: str, lines: Iterable[Sequence[str]]) -> None:
     """COPY rows of fields already in the text format into ``table``."""
     with conn.cursor().copy(f"COPY {table} FROM STDIN") as copy:
@@ -134,9 +141,9 @@ class PostgresSink:
             if batch.events:
                 # Every id the sequence gives after this one is larger: a lower bound of
                 # the batch's events (found by id from there: events has no file index).
-                first_event = conn.execute(
-                    "SELECT nextval(pg_get_serial_sequence('events', 'id'))"
-                ).fetchone()[0]  # type: ignore[index]
+                first_event = _scalar(
+                    conn, "SELECT nextval(pg_get_serial_sequence('events', 'id'))"
+                )
                 _copy(conn, _EVENTS, _event_lines(file_id, batch, now))
             if batch.contacts:  # applied when the file is final (see finish)
                 identifiers, attributes = zip(*batch.contacts, strict=True)
@@ -170,9 +177,7 @@ class PostgresSink:
         params = {"first": first, "file": file_id, "now": now,
                   "cutoff": now - KEY_WINDOW_SECONDS}  # fmt: skip
         with self.db.faults():
-            row = self.db.conn.execute(_CLAIM_KEYS, params).fetchone()
-        assert row is not None
-        return int(row[0])
+            return _scalar(self.db.conn, _CLAIM_KEYS, params)
 
     def discard(self, file_id: int, first_event: int | None, *, claimed: bool = False) -> None:
         """Take back everything a file delivered: provisionally (no key was claimed), or,
@@ -182,14 +187,11 @@ class PostgresSink:
         with self.db.faults():
             conn = self.db.conn
             if first_event is not None:  # (by id from there, as above)
-                if claimed:
-                    # (this file's claims only: a key that expired since may be another's
-                    # now; a key accepted before its file was recorded goes by its text)
+                if claimed:  # (its own claims only: an expired key may be another's now)
                     conn.execute(
-                        "DELETE FROM idempotency_keys WHERE (file_id = %(file)s"
-                        " OR file_id IS NULL) AND key IN (SELECT idempotency_key FROM events"
-                        " WHERE id >= %(first)s AND file_id = %(file)s"
-                        " AND idempotency_key IS NOT NULL)",
+                        "DELETE FROM idempotency_keys WHERE file_id = %(file)s AND key IN"
+                        " (SELECT idempotency_key FROM events WHERE id >= %(first)s"
+                        " AND file_id = %(file)s AND idempotency_key IS NOT NULL)",
                         {"file": file_id, "first": first_event},
                     )
                 conn.execute(
