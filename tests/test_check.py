@@ -8,6 +8,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import apsw
 import pytest
 
 from connector.check import check
@@ -16,6 +17,7 @@ from connector.config import Config, SourceConfig, load_config
 from connector.sources.base import RemoteFile, Source
 from connector.sources.local import LocalSource
 from connector.sources.registry import open_source
+from connector.store.sqlite import SQLiteStore
 
 SENTINEL = "pw-SENTINEL-31c8aa"  # a password that must never be shown
 
@@ -132,3 +134,19 @@ def test_an_unexpected_error_fails_its_source_only(
         "  contacts_1.csv (14 bytes): would take as contacts",
     ]
     assert "Traceback" not in err and SENTINEL not in out + err
+
+
+@pytest.mark.parametrize(("version", "says"), [(99, "newer"), (5, "older")])
+def test_a_store_of_another_schema_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], version: int, says: str
+) -> None:
+    """`check` changes nothing, so it does not upgrade a store: it says so, and a newer one
+    is refused as every command refuses it."""
+    path = _config_file(tmp_path, ["acme"])
+    store = tmp_path / "store" / "c.db"
+    SQLiteStore(store).close()
+    with apsw.Connection(str(store)) as conn:
+        conn.execute(f"PRAGMA user_version={version}")
+    assert main(["--config", str(path), "check"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"is {says} than this connector's" in err

@@ -9,10 +9,12 @@ hosts kept in step by NTP differ by far less than a poll interval.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import orjson
 
+from connector.errors import StoreBusy
 from connector.sources.base import RemoteFile
 from connector.store.ledger import SQL
 
@@ -24,7 +26,14 @@ class Listings:
     def turn(self, source: str, every: float, now: float, by: str) -> list[RemoteFile] | None:
         """None when it is ``by``'s turn to list ``source`` (no listing in the last
         ``every`` seconds; the turn is recorded at once); else the files the current
-        turn's listing published (none yet, if it is still listing)."""
+        turn's listing published (none yet, if it is still listing). A store too busy to
+        say makes it our turn: an extra listing costs less than a missed poll."""
+        try:
+            return self._turn(source, every, now, by)
+        except StoreBusy:
+            return None
+
+    def _turn(self, source: str, every: float, now: float, by: str) -> list[RemoteFile] | None:
         with self.db.transaction():
             won = self.db.query(
                 "INSERT INTO listings(source, listed_at, listed_by, files) VALUES (?, ?, ?, '[]')"
@@ -41,5 +50,5 @@ class Listings:
         """What the turn's listing found ready to take (the other processes take from it
         until the next turn)."""
         text = orjson.dumps([(f.name, f.size, f.mtime) for f in files]).decode()
-        with self.db.transaction():
+        with contextlib.suppress(StoreBusy), self.db.transaction():  # (as for the turn)
             self.db.execute("UPDATE listings SET files = ? WHERE source = ?", (text, source))

@@ -259,8 +259,9 @@ class Database:
                         os.close(open_private(path, os.O_RDWR))
                     except OSError as exc:
                         raise StoreError(path, cause(exc)) from exc
-            self.conn  # noqa: B018 (opens this thread's connection: faults show at once)
-            if not readonly:
+            if readonly:
+                self._readable()
+            else:
                 self._migrate()
 
     @property
@@ -327,6 +328,18 @@ class Database:
         conn = getattr(self._local, "conn", None)  # (none yet if the open itself failed)
         number = conn.system_errno if conn is not None else 0
         return errno_cause(number) if number else str(exc)
+
+    def _readable(self) -> None:
+        """A store opened as it is must have this connector's schema: a newer one is not
+        understood, an older one is upgraded by the next command that may change it."""
+        version = self.query("PRAGMA user_version")[0][0]
+        if version > len(MIGRATIONS):
+            raise FatalError(f"the store's schema v{version} is newer than this connector's")
+        if version < len(MIGRATIONS):
+            raise FatalError(
+                f"the store's schema v{version} is older than this connector's"
+                f" (v{len(MIGRATIONS)}); any command but check upgrades it"
+            )
 
     def _migrate(self) -> None:
         if self.query("PRAGMA user_version")[0][0] == len(MIGRATIONS):
