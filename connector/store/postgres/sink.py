@@ -10,7 +10,7 @@ one set-based statement each.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice, repeat
+from itertools import compress, islice, repeat
 
 from connector.csvrules.records import Batch
 from connector.csvrules.rules import KEY_WINDOW_SECONDS, NO_TIMESTAMP
@@ -31,33 +31,25 @@ _INSERT_MISSING = (
     " SELECT %s, i, '{}' FROM unnest(%b::text[]) AS i"
     ' WHERE NOT EXISTS (SELECT 1 FROM contacts WHERE identifier = i COLLATE "C")'
 )
-# The keys of a file's events from `first` on, claimed in file order, as SQLite's row
-# order gives: every key that is new or expired (accepted at or before the cutoff) is
-# recorded as accepted now by this file, once (PostgreSQL changes a row once per
-# statement); its first event (the lowest id: COPY numbers rows in order) is kept, and any
-# other event with a key is dropped, being a duplicate (the key was accepted recently:
-# by another file, or earlier in this one). Read back from the stored events, the keys
-# never travel twice; in key order, so that two writers take the rows' locks in one
-# order. Returns how many events were dropped.
+# Records every key given (distinct: PostgreSQL changes a row once per statement) that is
+# new or expired (accepted at or before the cutoff) as accepted now by this file. Says
+# which it recorded only when it did not record them all: the usual batch travels once.
 _CLAIM_KEYS = """
-    WITH keyed AS MATERIALIZED (
-        SELECT id, idempotency_key AS key FROM events
-        WHERE id >= %(first)s AND file_id = %(file)s AND idempotency_key IS NOT NULL
-    ), claimed AS (
+    WITH recorded AS (
         INSERT INTO idempotency_keys(key, accepted_at, file_id)
-        SELECT DISTINCT key, %(now)s::bigint, %(file)s::bigint FROM keyed ORDER BY key
+        SELECT k, %(now)s, %(file)s FROM unnest(%(keys)b::text[]) AS k
         ON CONFLICT (key) DO UPDATE SET accepted_at = excluded.accepted_at,
             file_id = excluded.file_id WHERE idempotency_keys.accepted_at <= %(cutoff)s
         RETURNING key
-    ), kept AS (
-        SELECT min(id) AS id FROM keyed WHERE key IN (SELECT key FROM claimed) GROUP BY key
-    ), dropped AS (
-        DELETE FROM events WHERE id IN (
-            SELECT id FROM keyed WHERE NOT EXISTS (SELECT FROM kept WHERE kept.id = keyed.id)
-        ) RETURNING 1
     )
-    SELECT count(*) FROM dropped
+    SELECT count(*) = %(count)s, CASE WHEN count(*) < %(count)s THEN array_agg(key) END
+    FROM recorded
 """
+_KEYED_EVENTS = (
+    "SELECT id, idempotency_key FROM events WHERE id > %s AND file_id = %s"
+    " AND idempotency_key IS NOT NULL ORDER BY id LIMIT %s"
+)
+_DECIDE_CHUNK = 10_000  # keyed events read back at a time
 # A file's contact upserts, merged per contact in file order (a later row's attribute
 # wins: see merged_attributes in the schema), then merged into the stored contact: one
 # row per contact, as PostgreSQL updates a row once per statement. Attributes are flat
@@ -88,8 +80,8 @@ def _escaped(column: str) -> str:
     return column
 
 
-def _scalar(conn: Connection, sql: str, params: dict[str, int] | None = None) -> int:
-    row = conn.execute(sql, params).fetchone()
+def _scalar(conn: Connection, sql: str) -> int:
+    row = conn.execute(sql).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -136,15 +128,17 @@ class PostgresSink:
         file's checksum is not known yet, so its keys are not claimed (``decide`` does it,
         or ``discard`` takes the rows back)."""
         assert self.db.in_transaction, "deliver() belongs in a transaction"
-        first_event = None
+        kept, duplicates, first_event = None, 0, None
+        if not provisional and batch.keys is not None and batch.events:
+            kept = self._first_uses(batch.keys.split("\0"), now, file_id)
+            duplicates = kept.count(False) if kept is not None else 0
         with self.db.streaming() as conn:
-            if batch.events:
+            if batch.events > duplicates:
                 # Every id the sequence gives after this one is larger: a lower bound of
                 # the batch's events (found by id from there: events has no file index).
-                first_event = _scalar(
-                    conn, "SELECT nextval(pg_get_serial_sequence('events', 'id'))"
-                )
-                _copy(conn, _EVENTS, _event_lines(file_id, batch, now))
+                first_event = _scalar(conn, _NEXT_EVENT)
+                lines = _event_lines(file_id, batch, now)
+                _copy(conn, _EVENTS, lines if kept is None else compress(lines, kept))
             if batch.contacts:  # applied when the file is final (see finish)
                 identifiers, attributes = zip(*batch.contacts, strict=True)
                 names = _escaped("\0".join(identifiers)).split("\0")
@@ -156,11 +150,7 @@ class PostgresSink:
         with self.db.faults():
             if batch.contacts is None and batch.new_identifiers:
                 self.db.conn.execute(_INSERT_MISSING, (file_id, list(batch.new_identifiers)))
-        duplicates = 0
-        if not provisional and batch.keys is not None and first_event is not None:
-            duplicates = self._claim_keys(file_id, first_event, now)
         valid = batch.records - len(batch.rejects)
-        # (a batch's first event may be a duplicate, dropped: still a lower bound)
         return Delivered(stored_rows(kind, valid, duplicates), duplicates, first_event)
 
     def decide(self, file_id: int, kind: str, first_event: int | None, now: int) -> Delivered:
@@ -168,16 +158,32 @@ class PostgresSink:
         order, as ``deliver`` would have at this moment; drop the events whose key was taken
         (by another file, or earlier in this one), and count them as duplicates."""
         assert self.db.in_transaction, "decide() belongs in a transaction"
-        dropped = 0 if first_event is None else self._claim_keys(file_id, first_event, now)
+        dropped = 0
+        for rows in self._keyed_events(file_id, first_event):
+            kept = self._first_uses([key for _, key in rows], now, file_id)
+            if kept is not None:
+                gone = [event for (event, _), keep in zip(rows, kept, strict=True) if not keep]
+                with self.db.faults():
+                    self.db.conn.execute("DELETE FROM events WHERE id = ANY(%b::bigint[])", (gone,))
+                dropped += len(gone)
         return Delivered(stored_rows(kind, 0, dropped), dropped, None)
 
-    def _claim_keys(self, file_id: int, first: int, now: int) -> int:
-        """Claim the keys of the file's events from id ``first`` on (see _CLAIM_KEYS);
-        returns how many events were dropped as duplicates."""
-        params = {"first": first, "file": file_id, "now": now,
-                  "cutoff": now - KEY_WINDOW_SECONDS}  # fmt: skip
-        with self.db.faults():
-            return _scalar(self.db.conn, _CLAIM_KEYS, params)
+    def _keyed_events(
+        self, file_id: int, first_event: int | None
+    ) -> Iterator[list[tuple[int, str]]]:
+        """A file's events that carry a key, as (id, key) in file order, a chunk at a time
+        (memory stays flat). By id from its first event: events has no index by file."""
+        if first_event is None:
+            return
+        after = first_event - 1
+        while True:
+            with self.db.faults():
+                rows = self.db.conn.execute(_KEYED_EVENTS, (after, file_id, _DECIDE_CHUNK))
+                chunk: list[tuple[int, str]] = rows.fetchall()
+            if not chunk:
+                return
+            yield chunk
+            after = chunk[-1][0]
 
     def discard(self, file_id: int, first_event: int | None, *, claimed: bool = False) -> None:
         """Take back everything a file delivered: provisionally (no key was claimed), or,
@@ -207,3 +213,27 @@ class PostgresSink:
         with self.db.faults():
             self.db.conn.execute(_APPLY_CONTACTS, (file_id,))
             self.db.conn.execute("DELETE FROM pending_contacts WHERE file_id = %s", (file_id,))
+
+    def _first_uses(self, keys: Sequence[str], now: int, file_id: int) -> list[bool] | None:
+        """Record the keys of these events (in order, '' for none) as accepted now by file
+        ``file_id`` where they are new or expired; which events to keep, or None for all.
+        A key not recorded was accepted recently; within the batch, the first use of a
+        key recorded is kept, as SQLite's row order gives."""
+        present = [k for k in keys if k]
+        if not present:
+            return None
+        distinct = sorted(set(present))  # (sorted: two writers lock the rows in one order)
+        params = {"keys": distinct, "now": now, "file": file_id,
+                  "cutoff": now - KEY_WINDOW_SECONDS, "count": len(distinct)}  # fmt: skip
+        with self.db.faults():
+            row = self.db.conn.execute(_CLAIM_KEYS, params).fetchone()
+        assert row is not None
+        every, some = row
+        if every and len(distinct) == len(present):  # the usual case: every key is new
+            return None
+        recorded = set(distinct if every else some or ())
+        kept = []
+        for key in keys:  # the first use of a recorded key is kept, and events without one
+            kept.append(not key or key in recorded)
+            recorded.discard(key)
+        return kept
