@@ -12,6 +12,7 @@ import time
 from contextlib import ExitStack
 
 from connector.config import Config, SourceConfig, parse_duration
+from connector.errors import ConnectorError
 from connector.redaction import cause_of
 from connector.selection import refused, select
 from connector.sources.naming import shown
@@ -52,7 +53,10 @@ def check(config: Config) -> tuple[bool, list[str]]:
     its own line: the sources after it are still checked."""
     ok, lines = True, [f"config: valid, {len(config.sources)} source(s)"]
     with ExitStack() as stack:
-        store = open_existing(config.store)  # (none yet: nothing is known, nothing made)
+        try:
+            store = open_existing(config.store)  # (none yet: nothing is known, nothing made)
+        except ConnectorError as exc:  # every source's report needs what the ledger knows
+            return False, lines + [f"{s.name}: FAILED: {cause_of(exc)}" for s in config.sources]
         ledger = stack.enter_context(store).ledger if store is not None else None
         for source in config.sources:
             try:
