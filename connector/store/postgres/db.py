@@ -103,6 +103,7 @@ class Database:
                 autocommit=True,
                 connect_timeout=CONNECT_TIMEOUT,
                 application_name=f"connector {replica.identity()}",
+                client_encoding="utf8",
                 **secret,
             )
             try:

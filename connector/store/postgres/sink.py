@@ -2,28 +2,30 @@
 its idempotency keys and its rejects are written in the caller's transaction, with the
 ledger's cursor — all of it is stored, or none of it.
 
-Rows go in with COPY, in its text format, each batch's columns escaped whole and joined
-into lines (a write per row costs more than the server's own work); keys and contacts in
-one set-based statement each.
+Rows go in with COPY in its binary format (measured: a fifth faster than text lines built
+from a batch's columns; the server parses no numbers, nothing is escaped); keys and
+contacts in one set-based statement each.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import compress, islice, repeat
+from itertools import compress, repeat
+from typing import Any
 
 from connector.csvrules.records import Batch
 from connector.csvrules.rules import KEY_WINDOW_SECONDS, NO_TIMESTAMP
 from connector.store.ledger import Delivered, stored_rows
 from connector.store.postgres.db import Connection, Database
 
-_COPY_LINES = 5_000  # lines sent per write: memory stays flat whatever the batch size
-_NULL = "\\N"
-
 _NEXT_EVENT = "SELECT nextval(pg_get_serial_sequence('events', 'id'))"
-_EVENTS = "events(file_id, line, identifier, name, timestamp, idempotency_key, data)"
-_PENDING = "pending_contacts(file_id, identifier, attributes)"
-_REJECTS = "rejects(file_id, line, reason)"
+# COPY's targets, with their columns' types (the binary format says none).
+_EVENTS = (
+    "events(file_id, line, identifier, name, timestamp, idempotency_key, data)",
+    ("int8", "int8", "text", "text", "int8", "text", "text"),
+)
+_PENDING = ("pending_contacts(file_id, identifier, attributes)", ("int8", "text", "text"))
+_REJECTS = ("rejects(file_id, line, reason)", ("int8", "int8", "text"))
 # Each contact an events file names must exist: those not stored yet (contacts are never
 # deleted; usually few) are created when the file is final.
 _INSERT_MISSING = (
@@ -59,25 +61,11 @@ _DECIDE_CHUNK = 10_000  # keyed events read back at a time
 # row locks in one order.
 _APPLY_CONTACTS = (
     "INSERT INTO contacts(identifier, attributes)"
-    " SELECT identifier, merged_attributes(attributes ORDER BY seq) FROM pending_contacts"
+    " SELECT identifier, merged_attributes(attributes::jsonb ORDER BY seq) FROM pending_contacts"
     " WHERE file_id = %s GROUP BY identifier ORDER BY identifier"
     " ON CONFLICT (identifier) DO UPDATE SET attributes = contacts.attributes"
     " || excluded.attributes WHERE excluded.attributes <> '{}'"
 )
-
-
-def _escaped(column: str) -> str:
-    """Text as COPY's text format reads it: a backslash, tab, line feed or carriage
-    return escaped (NUL never occurs: it rejects its row)."""
-    if "\\" in column:
-        column = column.replace("\\", "\\\\")
-    if "\t" in column:
-        column = column.replace("\t", "\\t")
-    if "\n" in column:
-        column = column.replace("\n", "\\n")
-    if "\r" in column:
-        column = column.replace("\r", "\\r")
-    return column
 
 
 def _scalar(conn: Connection, sql: str) -> int:
@@ -86,32 +74,31 @@ def _scalar(conn: Connection, sql: str) -> int:
     return int(row[0])
 
 
-def _copy(conn: Connection, table: str, lines: Iterable[Sequence[str]]) -> None:
-    """COPY rows of fields already in the text format into ``table``."""
-    with conn.cursor().copy(f"COPY {table} FROM STDIN") as copy:
-        rows = iter(lines)
-        while chunk := list(islice(rows, _COPY_LINES)):
-            copy.write("\n".join(map("\t".join, chunk)) + "\n")
+def _copy(conn: Connection, target: tuple[str, Sequence[str]], rows: Iterable[Any]) -> None:
+    """COPY ``rows`` into ``target`` (psycopg sends them in chunks: memory stays flat)."""
+    table, types = target
+    with conn.cursor().copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(types)
+        write = copy.write_row
+        for row in rows:
+            write(row)
 
 
-def _event_lines(file_id: int, batch: Batch, now: int) -> Iterator[tuple[str, ...]]:
-    """The batch's events as COPY lines: an event without a timestamp takes the
-    processing time, one without a key has NULL."""
-    count, now_text = batch.events, str(now)
-    stamps: Iterable[str] = (
-        repeat(now_text, count)
+def _event_rows(file_id: int, batch: Batch, now: int) -> Iterator[tuple[Any, ...]]:
+    """The batch's events as rows: an event without a timestamp takes the processing
+    time, one without a key has NULL."""
+    count = batch.events
+    stamps: Iterable[int] = (
+        repeat(now, count)
         if batch.timestamps is None
-        else [now_text if t == NO_TIMESTAMP else str(t) for t in batch.timestamps]
+        else [now if t == NO_TIMESTAMP else t for t in batch.timestamps]
     )
-    keys: Iterable[str] = (
-        repeat(_NULL, count)
-        if batch.keys is None
-        else [k or _NULL for k in _escaped(batch.keys).split("\0")]
+    keys: Iterable[str | None] = (
+        repeat(None, count) if batch.keys is None else [k or None for k in batch.keys.split("\0")]
     )
     return zip(
-        repeat(str(file_id), count), map(str, batch.lines),
-        _escaped(batch.identifiers).split("\0"), _escaped(batch.names).split("\0"),
-        stamps, keys, _escaped(batch.data).split("\0"),
+        repeat(file_id, count), batch.lines, batch.identifiers.split("\0"),
+        batch.names.split("\0"), stamps, keys, batch.data.split("\0"),
         strict=True,
     )  # fmt: skip
 
@@ -137,16 +124,12 @@ class PostgresSink:
                 # Every id the sequence gives after this one is larger: a lower bound of
                 # the batch's events (found by id from there: events has no file index).
                 first_event = _scalar(conn, _NEXT_EVENT)
-                lines = _event_lines(file_id, batch, now)
-                _copy(conn, _EVENTS, lines if kept is None else compress(lines, kept))
+                rows = _event_rows(file_id, batch, now)
+                _copy(conn, _EVENTS, rows if kept is None else compress(rows, kept))
             if batch.contacts:  # applied when the file is final (see finish)
-                identifiers, attributes = zip(*batch.contacts, strict=True)
-                names = _escaped("\0".join(identifiers)).split("\0")
-                objects = _escaped("\0".join(attributes)).split("\0")
-                _copy(conn, _PENDING, zip(repeat(str(file_id)), names, objects))
+                _copy(conn, _PENDING, ((file_id, *upsert) for upsert in batch.contacts))
             if batch.rejects:
-                _copy(conn, _REJECTS, ((str(file_id), str(line), _escaped(reason))
-                                       for line, reason in batch.rejects))  # fmt: skip
+                _copy(conn, _REJECTS, ((file_id, *reject) for reject in batch.rejects))
         with self.db.faults():
             if batch.contacts is None and batch.new_identifiers:
                 self.db.conn.execute(_INSERT_MISSING, (file_id, list(batch.new_identifiers)))
