@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
+from connector import replica
 from connector.config import StoreConfig
 from connector.csvrules.rules import FileRules
 from connector.errors import FatalError, PlaceBusy, StoreError
@@ -249,6 +250,8 @@ def test_a_claim_outlives_its_lease_while_its_holder_lives(postgres_url: str) ->
         one.claim_place("s", "/in/a.csv"),
     ):
         time.sleep(1.5)  # (renewed every 0.2 s)
+        shown = two.query("SELECT what, owner FROM claims")  # (for the operator)
+        assert shown == [("place s:/in/a.csv", replica.identity())]
         busy = pytest.raises(PlaceBusy, match="in hand in")
         with busy, two.claim_place("s", "/in/a.csv", wait=False):
             pytest.fail("claimed twice")

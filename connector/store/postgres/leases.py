@@ -32,8 +32,9 @@ POLL_SECONDS = 0.1  # how often a waiting claim asks again
 
 # A new claim; or nothing, when the key is held (expired or not: see _TAKE_OVER).
 _TAKE = (
-    "INSERT INTO claims(key, owner, token, expires_at) VALUES (%(key)s, %(owner)s,"
-    " nextval('claim_tokens'), clock_timestamp() + make_interval(secs => %(lease)s))"
+    "INSERT INTO claims(key, what, owner, token, expires_at)"
+    " VALUES (%(key)s, %(what)s, %(owner)s, nextval('claim_tokens'),"
+    " clock_timestamp() + make_interval(secs => %(lease)s))"
     " ON CONFLICT (key) DO NOTHING RETURNING token"
 )
 # An expired claim removed, unless its holder's transaction still has it locked (it was
@@ -93,8 +94,9 @@ class Leases:
         self, source: str, path: str, *, wait: bool = True
     ) -> AbstractContextManager[None]:
         place = f"{source}\0{path}".encode("utf-8", "surrogateescape")
-        return self._hold(f"place:{hashlib.sha256(place).hexdigest()}",
-                          f"place {source}:{path}", wait=wait)  # fmt: skip
+        shown = place.decode("utf-8", "backslashreplace").replace("\0", ":", 1)
+        return self._hold(f"place:{hashlib.sha256(place).hexdigest()}", f"place {shown}",
+                          wait=wait)  # fmt: skip
 
     @contextmanager
     def _hold(self, key: str, what: str, *, wait: bool) -> Iterator[None]:
@@ -122,7 +124,7 @@ class Leases:
         """A new token for ``key``: taken free, or taken over once its lease ran out."""
         while True:
             with self._session() as conn:
-                params = {"key": key, "owner": self._owner, "lease": self._lease}
+                params = {"key": key, "what": what, "owner": self._owner, "lease": self._lease}
                 row = conn.execute(_TAKE, params).fetchone()
                 if row is None:
                     gone = conn.execute(_TAKE_OVER, (key,)).fetchone()

@@ -102,8 +102,9 @@ MIGRATIONS: tuple[str, ...] = (
     -- its own, which fences the holder's writes.
     CREATE SEQUENCE claim_tokens;
     CREATE TABLE claims(
-        key text COLLATE "C" PRIMARY KEY,
-        owner text NOT NULL,                  -- host:pid, for the operator
+        key text COLLATE "C" PRIMARY KEY,     -- a place's is hashed: a path may be long
+        what text NOT NULL,                   -- the file or the place, for the operator
+        owner text NOT NULL,                  -- the replica (host:pid, or its name)
         token bigint NOT NULL UNIQUE,
         expires_at timestamptz NOT NULL
     );
