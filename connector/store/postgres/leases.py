@@ -1,16 +1,17 @@
 """Claims on a shared PostgreSQL store, as leases with fencing (CONTRACT §7).
 
-A claim is a row of ``claims``: its key, what it holds and who (the replica), for the
-operator, a token drawn for this taking, and when it expires. A heartbeat renews every live claim of the
-process every third of the lease; a claim whose lease ran out (its process died, lost its
-network, or was frozen) is taken over by the next run that wants it.
+A claim is a row of ``claims``: its key, what it holds and who holds it (the replica), for
+the operator, a token drawn for this taking, and when it expires. A heartbeat renews every
+live claim of the process every third of the lease; a claim whose lease ran out (its
+process died, lost its network, or was frozen) is taken over by the next run that wants it.
 
 Fencing: every transaction of a thread that holds claims first reads them back by token,
 unexpired, ``FOR KEY SHARE``. A claim found lost refuses the transaction (ClaimLost,
 rolled back before it wrote anything); one found keeps its row locked until the commit,
 and a takeover, which must delete the row, passes over a locked one (the claim stays
-busy): no run ever writes under a claim that another has taken over. A frozen process's transaction cannot hold the lock
-for ever: the server ends a session idle in a transaction past the lease (``Database``).
+busy): no run ever writes under a claim that another has taken over. A frozen process's
+transaction cannot hold the lock for ever: the server ends a session idle in a transaction
+past the lease (``Database``).
 """
 
 from __future__ import annotations
