@@ -82,13 +82,19 @@ def test_four_processes_opening_a_new_database_create_it_once(postgres_url: str)
         assert store.query("SELECT version FROM schema_version") == [(len(MIGRATIONS),)]
 
 
-def test_a_newer_schema_is_refused(postgres_url: str) -> None:
-    PostgresStore(postgres_url).close()
+def test_a_schema_not_this_connectors_is_refused(postgres_url: str) -> None:
+    """A newer schema by every command; an older one by `check` only, which does not
+    upgrade it (any other command would)."""
+    config = StoreConfig.model_validate({"url": postgres_url})
+    open_store(config).close()
     _admin(postgres_url, "UPDATE schema_version SET version = 99")
-    message = "the store's schema v99 is newer than this connector's"
-    for readonly in (False, True):
-        with pytest.raises(FatalError, match=message):
-            PostgresStore(postgres_url, readonly=readonly)
+    newer = "the store's schema v99 is newer than this connector's"
+    for opening in (open_store, open_existing):
+        with pytest.raises(FatalError, match=newer):
+            opening(config)
+    _admin(postgres_url, "UPDATE schema_version SET version = 0")
+    with pytest.raises(FatalError, match=r"schema v0 is older than this connector's \(v1\)"):
+        open_existing(config)
 
 
 def test_a_read_only_open_makes_nothing_and_writes_nothing(postgres_url: str) -> None:

@@ -16,7 +16,7 @@ from connector.store.listings import Listings
 from connector.store.port import Group, Table
 from connector.store.postgres.db import Database
 from connector.store.postgres.leases import ClaimLost, Leases
-from connector.store.postgres.schema import migrate, refuse_newer, version
+from connector.store.postgres.schema import migrate, readable
 from connector.store.postgres.sink import PostgresSink
 from connector.store.reports import queries, shaped
 
@@ -54,14 +54,12 @@ class PostgresStore:
         readonly: bool = False,
     ) -> None:  # fmt: skip
         """Connect, and create or migrate the schema (unless ``readonly``: nothing is
-        made, and every transaction is read-only). A store that cannot be reached is a
-        StoreError naming it and the cause."""
+        made, and every transaction is read-only; see ``open``). A store that cannot be
+        reached is a StoreError naming it and the cause."""
         self.db = Database(url, password, readonly=readonly, idle_seconds=lease)
         try:
             self.db.conn  # noqa: B018 (opens this thread's connection: faults show at once)
-            if readonly:
-                refuse_newer(version(self.db))
-            else:
+            if not readonly:
                 migrate(self.db)
         except BaseException:
             self.db.close()
@@ -74,14 +72,18 @@ class PostgresStore:
 
     @classmethod
     def open(cls, config: StoreConfig, *, readonly: bool) -> PostgresStore | None:
-        """The store of ``config``; ``readonly``: as it is, or None if it has no schema
-        yet (``connector check`` changes nothing)."""
+        """The store of ``config``; ``readonly``: as it is (``connector check`` changes
+        nothing), None if it has no schema yet, FatalError if not this connector's."""
         assert config.url is not None
         store = cls(config.url, password=password(config), lease=parse_duration(config.lease),
                     readonly=readonly)  # fmt: skip
-        if readonly and version(store.db) is None:
+        try:
+            if readonly and not readable(store.db):
+                store.close()
+                return None
+        except BaseException:
             store.close()
-            return None
+            raise
         return store
 
     @property

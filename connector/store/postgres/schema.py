@@ -124,6 +124,20 @@ def refuse_newer(found: int | None) -> None:
         raise FatalError(f"the store's schema v{found} is newer than this connector's")
 
 
+def readable(db: Database) -> bool:
+    """Whether the store, opened as it is, has a schema: this connector's, else one line
+    (a newer one is not understood; an older one is upgraded by the next command that may
+    change it, as SQLite's)."""
+    found = version(db)
+    refuse_newer(found)
+    if found is not None and found < len(MIGRATIONS):
+        raise FatalError(
+            f"the store's schema v{found} is older than this connector's"
+            f" (v{len(MIGRATIONS)}); any command but check upgrades it"
+        )
+    return found is not None
+
+
 def migrate(db: Database) -> None:
     """Bring the schema up to date. The version is read again under the lock: processes
     starting together wait for the first, then find nothing left to do."""
