@@ -12,7 +12,8 @@ works in transactions of its own, which the adapter keeps apart.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Literal, Protocol, Self
 
@@ -24,20 +25,54 @@ Table = Literal["contacts", "events", "rejects", "files"]
 TABLES: tuple[Table, ...] = ("contacts", "events", "rejects", "files")
 
 
-class Group(Protocol):
+class End(Protocol):
+    """How an adapter ends what ``begin`` began: commit (or release), or roll back."""
+
+    def __call__(self, *, commit: bool) -> None: ...
+
+
+class Group:
     """Units of work (a file's batches) committed together at most every ``seconds``:
     ``begin()`` before a unit writes, ``tick()`` after it. Between a commit and the next
-    ``begin`` nothing is held, so waiting for the parser keeps no other writer out."""
+    ``begin`` nothing is held, so waiting for the parser keeps no other writer out.
 
-    def begin(self) -> None: ...
+    The adapter gives the two ends of its transaction, ``begin`` and ``end`` (within a dry
+    run's transaction, a savepoint's). As a context manager, it commits on success; on an
+    exception, everything since the last commit is rolled back."""
+
+    def __init__(self, begin: Callable[[], None], end: End, seconds: float) -> None:
+        self._begin, self._end, self._seconds = begin, end, seconds
+        self._open = False
+        self._since = 0.0
+
+    def begin(self) -> None:
+        if not self._open:
+            self._begin()
+            self._open, self._since = True, time.monotonic()
 
     def tick(self) -> bool:
         """Commit if the group has been open ``seconds``; say whether it did."""
-        ...
+        if not self._open or time.monotonic() - self._since < self._seconds:
+            return False
+        return self.commit()
 
     def commit(self) -> bool:
         """Commit now (before a wait that must not hold the store); say whether it did."""
-        ...
+        if not self._open:
+            return False
+        self.close(commit=True)
+        return True
+
+    def close(self, *, commit: bool) -> None:
+        if self._open:
+            self._open = False
+            self._end(commit=commit)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        self.close(commit=kind is None)
 
 
 class Sink(Protocol):

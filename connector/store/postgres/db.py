@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -29,6 +28,7 @@ import psycopg
 from connector import replica
 from connector.errors import StoreBusy, StoreError
 from connector.secrets import Secret
+from connector.store.port import Group
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 Fence = Callable[[Connection], None]
@@ -273,17 +273,10 @@ class Database:
             raise
         self.end(commit=True)
 
-    @contextmanager
-    def grouped(self, seconds: float) -> Iterator[Group]:
-        """Many small units of work in fewer commits (see ``Group``); on an exception,
-        everything since the last commit is rolled back."""
-        group = Group(self, seconds)
-        try:
-            yield group
-        except BaseException:
-            group.close(commit=False)
-            raise
-        group.close(commit=True)
+    def grouped(self, seconds: float) -> Group:
+        """Many small units of work in fewer commits (see ``Group``). Inside another
+        transaction (a dry run), its commits are savepoints released into it."""
+        return Group(self.begin, self.end, seconds)
 
     @contextmanager
     def rolled_back(self) -> Iterator[None]:
@@ -305,39 +298,3 @@ class Database:
         for session in opened:
             session.conn.close()
         self._local = threading.local()
-
-
-class Group:
-    """Units of work (a file's batches) committed together at most every ``seconds``:
-    ``begin()`` before a unit writes, ``tick()`` after it. The transaction is begun by
-    ``begin`` and ended by the commit in ``tick``: waiting for the next unit (the parser)
-    after a commit holds nothing. Inside another transaction (a dry run), its commits are
-    savepoints released into it."""
-
-    def __init__(self, db: Database, seconds: float) -> None:
-        self._db, self._seconds = db, seconds
-        self._open = False
-        self._since = 0.0
-
-    def begin(self) -> None:
-        if not self._open:
-            self._db.begin()
-            self._open, self._since = True, time.monotonic()
-
-    def tick(self) -> bool:
-        """Commit if the group has been open ``seconds``; say whether it did."""
-        if not self._open or time.monotonic() - self._since < self._seconds:
-            return False
-        return self.commit()
-
-    def commit(self) -> bool:
-        """Commit now (before a wait that must not hold the store); say whether it did."""
-        if not self._open:
-            return False
-        self.close(commit=True)
-        return True
-
-    def close(self, *, commit: bool) -> None:
-        if self._open:
-            self._open = False
-            self._db.end(commit=commit)

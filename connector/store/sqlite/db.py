@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +24,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_f
 
 from connector.errors import FatalError, StoreBusy, StoreError
 from connector.localfs import cause, errno_cause, make_folder, open_private
+from connector.store.port import Group
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema.
@@ -419,17 +419,25 @@ class Database:
 
     @contextmanager
     def grouped(self, seconds: float) -> Iterator[Group]:
-        """Many small units of work in fewer commits (see ``Group``). On an exception,
-        everything since the last commit is rolled back. Nested in another transaction (a
-        dry run), its commits are savepoints released into it."""
+        """Many small units of work in fewer commits (see ``Group``): the write lock is
+        taken by its ``begin`` and let go by each commit, so no group holds the store much
+        longer than ``seconds``. Nested in another transaction (a dry run), its commits
+        are savepoints released into it."""
         with self._faults():
-            group = Group(self, seconds, nested=self.conn.in_transaction)
-            try:
+            if self.conn.in_transaction:
+                group = Group(self._savepoint, self._release, seconds)
+            else:
+                group = Group(self._begin, self._end, seconds)
+            with group:
                 yield group
-            except BaseException:
-                group.close(commit=False)
-                raise
-            group.close(commit=True)
+
+    def _savepoint(self) -> None:
+        self.conn.execute("SAVEPOINT grouped")
+
+    def _release(self, *, commit: bool) -> None:
+        if not commit:
+            self.conn.execute("ROLLBACK TO grouped")
+        self.conn.execute("RELEASE grouped")
 
     @contextmanager
     def rolled_back(self) -> Iterator[None]:
@@ -454,49 +462,3 @@ class Database:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class Group:
-    """Units of work (a file's batches) committed together at most every ``seconds``:
-    ``begin()`` before a unit writes, ``tick()`` after it. The write lock is taken by
-    ``begin`` and let go by the commit in ``tick``: waiting for the next unit (the parser)
-    after a commit holds nothing, and no group holds the store much longer than
-    ``seconds``."""
-
-    def __init__(self, db: Database, seconds: float, *, nested: bool) -> None:
-        self._db, self._seconds, self._nested = db, seconds, nested
-        self._open = False
-        self._since = 0.0
-
-    def begin(self) -> None:
-        if self._open:
-            return
-        if self._nested:
-            self._db.conn.execute("SAVEPOINT grouped")
-        else:
-            self._db._begin()
-        self._open, self._since = True, time.monotonic()
-
-    def tick(self) -> bool:
-        """Commit if the group has been open ``seconds``; say whether it did."""
-        if not self._open or time.monotonic() - self._since < self._seconds:
-            return False
-        return self.commit()
-
-    def commit(self) -> bool:
-        """Commit now (before a wait that must not hold the store); say whether it did."""
-        if not self._open:
-            return False
-        self.close(commit=True)
-        return True
-
-    def close(self, *, commit: bool) -> None:
-        if not self._open:
-            return
-        self._open = False
-        if not self._nested:
-            self._db._end(commit=commit)
-        elif commit:
-            self._db.conn.execute("RELEASE grouped")
-        else:
-            self._db.conn.execute("ROLLBACK TO grouped; RELEASE grouped")
