@@ -4,21 +4,16 @@ keep apart through leases in it (``leases``)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import AbstractContextManager
-from typing import Any
 
 from connector.config import StoreConfig, parse_duration
 from connector.errors import ConfigError
 from connector.secrets import Secret
-from connector.store.ledger import Ledger
-from connector.store.listings import Listings
-from connector.store.port import Group, Table
+from connector.store.adapter import Adapter
 from connector.store.postgres.db import Database
 from connector.store.postgres.leases import ClaimLost, Leases
 from connector.store.postgres.schema import migrate, readable
 from connector.store.postgres.sink import PostgresSink
-from connector.store.reports import queries, shaped
+from connector.store.reports import queries
 
 __all__ = ["ClaimLost", "PostgresStore"]
 
@@ -45,7 +40,7 @@ def password(config: StoreConfig) -> Secret | None:
     return None
 
 
-class PostgresStore:
+class PostgresStore(Adapter[Database]):
     """The Store port on a PostgreSQL database (see ``Database`` for its durability and
     errors, ``leases`` for its claims)."""
 
@@ -56,19 +51,17 @@ class PostgresStore:
         """Connect, and create or migrate the schema (unless ``readonly``: nothing is
         made, and every transaction is read-only; see ``open``). A store that cannot be
         reached is a StoreError naming it and the cause."""
-        self.db = Database(url, password, readonly=readonly, idle_seconds=lease)
+        db = Database(url, password, readonly=readonly, idle_seconds=lease)
         try:
-            self.db.conn  # noqa: B018 (opens this thread's connection: faults show at once)
+            db.conn  # noqa: B018 (opens this thread's connection: faults show at once)
             if not readonly:
-                migrate(self.db)
+                migrate(db)
         except BaseException:
-            self.db.close()
+            db.close()
             raise
-        self.ledger = Ledger(self.db)
-        self.listings = Listings(self.db)
-        self.sink = PostgresSink(self.db)
-        self._leases = Leases(self.db, lease)
-        self.db.fence = self._leases.fence
+        self._leases = Leases(db, lease)
+        super().__init__(db, self._leases, PostgresSink(db), _QUERIES)
+        db.fence = self._leases.fence
 
     @classmethod
     def open(cls, config: StoreConfig, *, readonly: bool) -> PostgresStore | None:
@@ -90,36 +83,6 @@ class PostgresStore:
     def name(self) -> str:
         return self.db.name
 
-    def transaction(self) -> AbstractContextManager[None]:
-        return self.db.transaction()
-
-    def grouped(self, seconds: float) -> AbstractContextManager[Group]:
-        return self.db.grouped(seconds)
-
-    def rolled_back(self) -> AbstractContextManager[None]:
-        return self.db.rolled_back()
-
-    def claim(self, sha256: str) -> AbstractContextManager[None]:
-        return self._leases.claim(sha256)
-
-    def claim_place(
-        self, source: str, path: str, *, wait: bool = True
-    ) -> AbstractContextManager[None]:
-        return self._leases.claim_place(source, path, wait=wait)
-
-    def records(self, table: Table) -> Iterator[dict[str, Any]]:
-        return shaped(table, self.db.rows(_QUERIES[table]))
-
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """SQL on this store (for tests and tools that inspect it)."""
-        return self.db.query(sql, params)
-
     def close(self) -> None:
-        self._leases.close()
-        self.db.close()
-
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._leases.close()  # (its heartbeat and connection: the database knows neither)
+        super().close()

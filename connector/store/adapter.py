@@ -1,0 +1,87 @@
+"""What every adapter's Store does alike: it hands transactions and the dump's reads to
+its database, and claims to its claims (lock files, or leases), so that an adapter writes
+only what differs (its database, claims, sink and SQL for the dump)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from typing import Any, Generic, Protocol, Self, TypeVar
+
+from connector.store.ledger import SQL, Ledger
+from connector.store.listings import Listings
+from connector.store.port import Group, Sink, Table
+from connector.store.reports import shaped
+
+
+class Database(SQL, Protocol):
+    """What the shared methods need of an adapter's database."""
+
+    def grouped(self, seconds: float) -> AbstractContextManager[Group]: ...
+
+    def rolled_back(self) -> AbstractContextManager[None]: ...
+
+    def rows(self, sql: str) -> Iterator[tuple[Any, ...]]: ...
+
+    def close(self) -> None: ...
+
+
+class Claims(Protocol):
+    """An adapter's claims (see ``port.Store.claim`` and ``claim_place``)."""
+
+    def claim(self, sha256: str) -> AbstractContextManager[None]: ...
+
+    def claim_place(
+        self, source: str, path: str, *, wait: bool = True
+    ) -> AbstractContextManager[None]: ...
+
+
+DB = TypeVar("DB", bound=Database)
+
+
+class Adapter(Generic[DB]):
+    """The methods of the Store port that every adapter delegates the same way. ``db`` keeps
+    its adapter's type: tests and tools reach into it."""
+
+    def __init__(self, db: DB, claims: Claims, sink: Sink, queries: Mapping[Table, str]) -> None:
+        """``queries``: the dump's SELECT per table (``reports.queries``)."""
+        self.db = db
+        self.ledger = Ledger(db)
+        self.listings = Listings(db)
+        self.sink = sink
+        self._claims = claims
+        self._queries = queries
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return self.db.transaction()
+
+    def grouped(self, seconds: float) -> AbstractContextManager[Group]:
+        return self.db.grouped(seconds)
+
+    def rolled_back(self) -> AbstractContextManager[None]:
+        return self.db.rolled_back()
+
+    def claim(self, sha256: str) -> AbstractContextManager[None]:
+        return self._claims.claim(sha256)
+
+    def claim_place(
+        self, source: str, path: str, *, wait: bool = True
+    ) -> AbstractContextManager[None]:
+        return self._claims.claim_place(source, path, wait=wait)
+
+    def records(self, table: Table) -> Iterator[dict[str, Any]]:
+        # (a store that fails mid-read is a StoreError here, not a traceback)
+        return shaped(table, self.db.rows(self._queries[table]))
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """SQL on this store (for tests and tools that inspect it)."""
+        return self.db.query(sql, params)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
