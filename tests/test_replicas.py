@@ -127,14 +127,19 @@ def test_three_replicas_share_the_work_through_a_crash_and_a_freeze(
         replicas.thaw("r2")
         _wait(lambda: not any(outbox.glob("*.csv")), 120, "every file to be taken")
         stopped = replicas.stop_all(within=10)
-        assert all(code == 0 and seconds < 10 for code, seconds in stopped.values()), stopped
+        late = {name: (stop, replicas.events(name)[-6:]) for name, stop in stopped.items()
+                if stop[0] != 0 or stop[1] >= 10}  # fmt: skip
+        assert not late, late
         _check_exactly_once(replicas, outbox, expected)
         ingested_by = {
             name for name in ("r1", "r1-again", "r2", "r3")
             if any(e["event"] == "file_ingested" for e in replicas.events(name))
         }  # fmt: skip
         assert len(ingested_by) >= 2, ingested_by
-        assert any(e["event"] == "claim_lost" for e in replicas.events("r2"))
+        # A claim of the frozen replica that another took over is one it says it lost.
+        others = [e for name in ("r1-again", "r3") for e in replicas.events(name)]
+        if any(e["event"] == "claim_taken_over" and e.get("owner") == "r2" for e in others):
+            assert any(e["event"] == "claim_lost" for e in replicas.events("r2"))
         assert all(e.get("replica") == "r3" for e in replicas.events("r3") if "level" in e)
 
 

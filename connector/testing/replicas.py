@@ -123,14 +123,16 @@ class Replicas:
         for process in running.values():
             process.send_signal(signal.SIGTERM)
         stopped: dict[str, tuple[int | None, float]] = {}
+        while len(stopped) < len(running) and time.monotonic() - started < within:
+            for name, process in running.items():
+                if name not in stopped and process.poll() is not None:
+                    stopped[name] = (process.returncode, time.monotonic() - started)
+            time.sleep(0.02)
         for name, process in running.items():
-            try:
-                code: int | None = process.wait(max(0.0, started + within - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                code = None
+            if name not in stopped:  # (still running: killed, as a supervisor would)
                 process.kill()
                 process.wait()
-            stopped[name] = (code, time.monotonic() - started)
+                stopped[name] = (None, time.monotonic() - started)
         return stopped
 
     def events(self, name: str) -> list[dict[str, Any]]:
