@@ -15,6 +15,7 @@ from typing import Any
 
 from connector.csvrules.records import Batch
 from connector.csvrules.rules import KEY_WINDOW_SECONDS, NO_TIMESTAMP
+from connector.store.keys import drop_taken, kept_events
 from connector.store.ledger import Delivered, stored_rows
 from connector.store.postgres.db import Connection, Database
 
@@ -141,15 +142,16 @@ class PostgresSink:
         order, as ``deliver`` would have at this moment; drop the events whose key was taken
         (by another file, or earlier in this one), and count them as duplicates."""
         assert self.db.in_transaction, "decide() belongs in a transaction"
-        dropped = 0
-        for rows in self._keyed_events(file_id, first_event):
-            kept = self._first_uses([key for _, key in rows], now, file_id)
-            if kept is not None:
-                gone = [event for (event, _), keep in zip(rows, kept, strict=True) if not keep]
-                with self.db.faults():
-                    self.db.conn.execute("DELETE FROM events WHERE id = ANY(%b::bigint[])", (gone,))
-                dropped += len(gone)
+        dropped = drop_taken(
+            self._keyed_events(file_id, first_event),
+            lambda keys: self._first_uses(keys, now, file_id),
+            self._delete_events,
+        )
         return Delivered(stored_rows(kind, 0, dropped), dropped, None)
+
+    def _delete_events(self, ids: list[int]) -> None:
+        with self.db.faults():
+            self.db.conn.execute("DELETE FROM events WHERE id = ANY(%b::bigint[])", (ids,))
 
     def _keyed_events(
         self, file_id: int, first_event: int | None
@@ -212,11 +214,4 @@ class PostgresSink:
             row = self.db.conn.execute(_CLAIM_KEYS, params).fetchone()
         assert row is not None
         every, some = row
-        if every and len(distinct) == len(present):  # the usual case: every key is new
-            return None
-        recorded = set(distinct if every else some or ())
-        kept = []
-        for key in keys:  # the first use of a recorded key is kept, and events without one
-            kept.append(not key or key in recorded)
-            recorded.discard(key)
-        return kept
+        return kept_events(keys, set(distinct if every else some or ()), len(present))

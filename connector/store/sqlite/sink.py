@@ -14,6 +14,7 @@ import apsw
 
 from connector.csvrules.records import Batch
 from connector.csvrules.rules import KEY_WINDOW_SECONDS, NO_TIMESTAMP
+from connector.store.keys import drop_taken, kept_events
 from connector.store.ledger import Delivered, stored_rows
 from connector.store.sqlite.db import Database
 
@@ -107,17 +108,17 @@ class SQLiteSink:
         """Claim the idempotency keys of the events a file delivered provisionally, in file
         order, as ``deliver`` would have at this moment; drop the events whose key was taken
         (by another file, or earlier in this one), and count them as duplicates."""
-        conn = self.db.conn
-        assert conn.in_transaction, "decide() belongs in a transaction"
-        dropped = 0
-        for rows in self._keyed_events(file_id, first_event):
-            kept = self._first_uses([key for _, key in rows], now, file_id)
-            if kept is not None:
-                gone = [event for (event, _), keep in zip(rows, kept, strict=True) if not keep]
-                ids = apsw.carray(array("q", gone))  # (int64: a tuple is taken as text)
-                conn.execute("DELETE FROM events WHERE id IN carray(?)", (ids,))
-                dropped += len(gone)
+        assert self.db.conn.in_transaction, "decide() belongs in a transaction"
+        dropped = drop_taken(
+            self._keyed_events(file_id, first_event),
+            lambda keys: self._first_uses(keys, now, file_id),
+            self._delete_events,
+        )
         return Delivered(stored_rows(kind, 0, dropped), dropped, None)
+
+    def _delete_events(self, ids: list[int]) -> None:
+        carray = apsw.carray(array("q", ids))  # (int64: a tuple is taken as text)
+        self.db.conn.execute("DELETE FROM events WHERE id IN carray(?)", (carray,))
 
     def _keyed_events(
         self, file_id: int, first_event: int | None
@@ -201,10 +202,4 @@ class SQLiteSink:
         bindings = (apsw.carray(present), now, now - KEY_WINDOW_SECONDS, file_id)
         recorded = {key for (key,) in conn.execute(_CLAIM_KEYS, bindings)}
         _unbind(conn, _CLAIM_KEYS, 4)
-        if len(recorded) == len(present):  # the usual case: every key is new
-            return None
-        kept = []
-        for key in keys:  # the first use of a recorded key is kept, and events without one
-            kept.append(not key or key in recorded)
-            recorded.discard(key)
-        return kept
+        return kept_events(keys, recorded, len(present))
