@@ -39,7 +39,8 @@ class StorageError(TransientError):
 
 
 class StoreError(StorageError):
-    """The store (its SQLite file) cannot be opened, read or written."""
+    """The store (its SQLite file, or its PostgreSQL database) cannot be opened or
+    reached, read or written."""
 
     def __init__(self, path: object, cause: str) -> None:
         super().__init__("store", path, cause)
@@ -47,6 +48,12 @@ class StoreError(StorageError):
 
 class StoreBusy(TransientError):
     """Another writer held the store longer than we wait: the file is tried again later."""
+
+
+class ClaimLost(StoreBusy):
+    """A claim this run held on a shared store (a PostgreSQL lease) ran out and may be
+    another run's now: its transactions are refused before they write, so what it covered
+    is not written by this run any more (the new holder resumes it from the last commit)."""
 
 
 class PlaceBusy(TransientError):

@@ -23,12 +23,12 @@ from structlog.testing import capture_logs
 from connector import replica
 from connector.config import StoreConfig
 from connector.csvrules.rules import FileRules
-from connector.errors import FatalError, PlaceBusy, StoreError
+from connector.errors import ClaimLost, FatalError, PlaceBusy, StoreError
 from connector.ingest import Ingestor
 from connector.store import open_existing, open_store
 from connector.store.ledger import Arrival
 from connector.store.port import TABLES, Store
-from connector.store.postgres import ClaimLost, PostgresStore
+from connector.store.postgres import PostgresStore
 from connector.store.postgres.schema import MIGRATIONS
 from connector.store.sqlite import SQLiteStore
 from connector.testing.postgres import EmbeddedPostgres
@@ -318,9 +318,9 @@ def test_a_takeover_waits_for_the_holders_transaction(postgres_url: str) -> None
 # lease, then woken, it tries to write.
 FROZEN = """
     import sys
-    from connector.errors import StoreError
+    from connector.errors import ClaimLost, StoreError
     from connector.store.ledger import Arrival
-    from connector.store.postgres import ClaimLost, PostgresStore
+    from connector.store.postgres import PostgresStore
 
     arrival = Arrival("s", "/in/a.csv", "ab" * 32, 1, "events")
     with PostgresStore(sys.argv[1], lease=1.0) as store, store.claim_place("s", "/in/a.csv"):

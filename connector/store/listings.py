@@ -9,12 +9,11 @@ hosts kept in step by NTP differ by far less than a poll interval.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import orjson
 
-from connector.errors import StoreBusy
+from connector.errors import ClaimLost, StoreBusy
 from connector.sources.base import RemoteFile
 from connector.store.ledger import SQL
 
@@ -30,6 +29,8 @@ class Listings:
         say makes it our turn: an extra listing costs less than a missed poll."""
         try:
             return self._turn(source, every, now, by)
+        except ClaimLost:
+            raise  # (no busy store: this run must stop writing what it held, not list on)
         except StoreBusy:
             return None
 
@@ -50,5 +51,10 @@ class Listings:
         """What the turn's listing found ready to take (the other processes take from it
         until the next turn)."""
         text = orjson.dumps([(f.name, f.size, f.mtime) for f in files]).decode()
-        with contextlib.suppress(StoreBusy), self.db.transaction():  # (as for the turn)
-            self.db.execute("UPDATE listings SET files = ? WHERE source = ?", (text, source))
+        try:
+            with self.db.transaction():
+                self.db.execute("UPDATE listings SET files = ? WHERE source = ?", (text, source))
+        except ClaimLost:
+            raise  # (as for the turn)
+        except StoreBusy:
+            return  # (as for the turn: the others wait for the next listing)

@@ -10,12 +10,10 @@ from connector.errors import ConfigError
 from connector.secrets import Secret
 from connector.store.adapter import Adapter
 from connector.store.postgres.db import Database
-from connector.store.postgres.leases import ClaimLost, Leases
+from connector.store.postgres.leases import Leases
 from connector.store.postgres.schema import migrate, readable
 from connector.store.postgres.sink import PostgresSink
 from connector.store.reports import queries
-
-__all__ = ["ClaimLost", "PostgresStore"]
 
 _QUERIES = queries(lambda column: f"{column}::text")  # (jsonb as text: no parse, no dump)
 

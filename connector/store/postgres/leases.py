@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import structlog
 
 from connector import replica
-from connector.errors import PlaceBusy, StorageError, StoreBusy
+from connector.errors import ClaimLost, PlaceBusy, StorageError
 from connector.store.postgres.db import Connection, Database
 
 POLL_SECONDS = 0.1  # how often a waiting claim asks again
@@ -56,11 +56,6 @@ _FENCE = (
     "SELECT token FROM claims WHERE token = ANY(%s) AND expires_at > clock_timestamp()"
     " FOR KEY SHARE"
 )
-
-
-class ClaimLost(StoreBusy):
-    """A claim this run held ran out and may be another run's now: what it covered is
-    not written by this run any more (the other resumes it from the last commit)."""
 
 
 @dataclass(eq=False)
