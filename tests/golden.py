@@ -54,6 +54,7 @@ DUMP_KEYS = {
 
 MAX_FIELD = 1_048_576  # CSV rules §4: 1 MiB, counted in characters
 MAX_TIMESTAMP = 4_102_444_800  # CSV rules §8: 2100-01-01T00:00:00Z
+MAX_IDENTIFIER = 512  # CSV rules §6.2, §11.4: characters, not bytes
 
 # The default file entries of the `import` source: events get a fallback name, so
 # event files need no `name` column unless a test says otherwise.

@@ -21,6 +21,7 @@ except ImportError:  # tests/ became a package
 
 ABSENT = golden.ABSENT
 MAX_FIELD = golden.MAX_FIELD
+MAX_IDENTIFIER = golden.MAX_IDENTIFIER
 MAX_TIMESTAMP = golden.MAX_TIMESTAMP
 Harness = golden.Harness
 
@@ -528,6 +529,62 @@ def test_empty_identifier_rejects_row(h: Harness, cell: str, kind: str) -> None:
     assert h.import_(p, kind=kind) == 0
     h.assert_row_rejects(p, {2: None})
     h.assert_contacts({"u2": {"v": 2}} if kind == "contacts" else {"u2": {}})
+
+
+@pytest.mark.parametrize("kind", ["contacts", "events"])
+def test_identifier_length_in_characters(h: Harness, kind: str) -> None:
+    """An identifier of 512 characters (after decoding: here 512, 1,024 and 2,048 bytes of
+    UTF-8) is kept; 513 rejects the row, which then changes nothing."""
+    p = h.stage(f"{kind}_identifier_length.csv")
+    assert h.import_(p, kind=kind) == 0
+    reason = f"identifier (the identifier) longer than {MAX_IDENTIFIER} characters"
+    h.assert_row_rejects(p, {3: reason, 5: reason, 7: reason})
+    h.assert_file(p, "ingested", rows=4, rejected=3, duplicates=0)
+    assert {r["reason"] for r in h.rejects()} == {reason}
+    kept = {"i" * 512: 1, "é" * 512: 3, "\U0001d11e" * 512: 5, "u7": 7}
+    if kind == "contacts":
+        h.assert_contacts({i: {"v": v} for i, v in kept.items()})
+    else:
+        h.assert_events(*(h.event(p, v + 1, i, {"v": v}) for i, v in kept.items()))
+        h.assert_contacts({i: {} for i in kept})
+
+
+def test_identifier_length_in_a_contacts_file_with_an_event(h: Harness) -> None:
+    """A contacts file that carries an event: a long identifier records neither."""
+    h.configure(files=[{"kind": "contacts", "pattern": "*", "event_name": "signup",
+                        "event_columns": ["plan"]}])  # fmt: skip
+    long = "x" * (MAX_IDENTIFIER + 1)
+    p = h.stage("contacts_identifier_length_event.csv", f"identifier,plan\n{long},a\nu2,b\n")
+    assert h.import_(p, kind="contacts") == 0
+    h.assert_row_rejects(p, {2: "longer than 512 characters"})
+    h.assert_contacts({"u2": {}})
+    h.assert_events(h.event(p, 3, "u2", {"plan": "b"}, name="signup"))
+
+
+@pytest.mark.parametrize(
+    ("identifier", "row", "reason"),
+    [
+        # the length before the identifier's reserved check (neither is valid as one)
+        ("email", f"{'a b' * 200},1", "email (the identifier) longer than 512 characters"),
+        ("externalId", f"{'e' * 513},1", "externalId (the identifier) longer than 512 characters"),
+        # blank before long (600 spaces); long before a bad timestamp
+        ("identifier", f"{' ' * 600},1e9", "identifier (the identifier) is empty"),
+        (
+            "identifier",
+            f"{'i' * 513},1e9",
+            "identifier (the identifier) longer than 512 characters",
+        ),
+    ],
+)
+def test_identifier_length_in_check_order(
+    h: Harness, identifier: str, row: str, reason: str
+) -> None:
+    """A long identifier is reported after a blank one and before any later check, its
+    reserved check included (a valid address over 512 characters is rejected too)."""
+    h.configure(identifier=identifier)
+    p = h.stage("events_identifier_length_order.csv", f"{identifier},timestamp\n{row}\n")
+    assert h.import_(p) == 0
+    assert [(r["line"], r["reason"]) for r in h.rejects()] == [(2, reason)]
 
 
 RESERVED_VALID = [

@@ -294,7 +294,7 @@ ROLES = [
     "unsubscribed", "smsCapable", "language", "createdAt", "v",
 ]  # fmt: skip
 # Cells at the rules' edges: digit runs past 64 bits, a float's range and int()'s 4,300
-# digits; near-miss addresses; date-times; long keys; NUL.
+# digits; near-miss addresses; date-times; long keys and identifiers; NUL.
 edge_text = st.one_of(
     st.builds(
         lambda sign, length, end: sign + "9" * length + end,
@@ -306,6 +306,9 @@ edge_text = st.one_of(
                      "ext-1/a_b.c", "x" * 65, "en", "EN", "2023-10-02T13:08:41Z",
                      "2023-10-02T13:08:41.9999999+02:00", "2023-10-02", "k" * 129, "a\x00b",
                      "1696252121000", "-0", "TRUE"]),
+    # identifiers about their bound, in characters of one to four bytes of UTF-8
+    st.builds(lambda char, length: char * length, st.sampled_from(["i", "é", "\U0001d11e"]),
+              st.sampled_from([512, 513, 3000])),
 )  # fmt: skip
 any_cell = st.one_of(cell_text, edge_text)
 
@@ -313,7 +316,7 @@ any_cell = st.one_of(cell_text, edge_text)
 def _expected(kind: str, role: str, cell: str) -> tuple[bool, Any]:
     """Whether the row holding ``cell`` is stored, and the value then stored, by the
     per-cell rules (themselves held to the contract's words in test_values.py)."""
-    from connector.csvrules.rules import MAX_KEY, NO_TIMESTAMP
+    from connector.csvrules.rules import MAX_IDENTIFIER, MAX_KEY, NO_TIMESTAMP
     from connector.csvrules.values import (
         RESERVED_CHECKS,
         STRING_ATTRIBUTES,
@@ -323,7 +326,9 @@ def _expected(kind: str, role: str, cell: str) -> tuple[bool, Any]:
 
     if "\x00" in cell:
         return False, None
-    if role == "identifier" or (kind == "events" and role == "name"):
+    if role == "identifier":
+        return cell.strip() != "" and len(cell) <= MAX_IDENTIFIER, cell
+    if kind == "events" and role == "name":
         return cell.strip() != "", cell
     if kind == "events" and role == "timestamp":
         try:

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.csvrules.rules import NO_TIMESTAMP
+from connector.csvrules.rules import MAX_IDENTIFIER, NO_TIMESTAMP
 from connector.csvrules.values import (
     RESERVED_CHECKS,
     STRING_ATTRIBUTES,
+    bound_identifiers,
     check_column,
     json_members,
     json_text,
@@ -197,6 +198,31 @@ def test_a_long_cell_is_cut_short_in_its_reason() -> None:
     )
 
 
+@pytest.mark.parametrize("char", ["i", "é", "€", "\U0001d11e"])  # 1 to 4 bytes of UTF-8
+def test_an_identifier_is_bounded_in_characters(char: str) -> None:
+    """An identifier of 512 characters is kept, whatever their bytes; 513 rejects its row
+    with a reason that does not quote it; an empty one keeps its own reason."""
+    assert MAX_IDENTIFIER == 512
+    column = ["u1", char * 512, char * 513, "", "u5", char * 100_000]
+    faults: dict[int, str] = {}
+    require_present("email (the identifier)", column, faults)
+    bound_identifiers("email (the identifier)", column, faults)
+    assert faults == {
+        2: "email (the identifier) longer than 512 characters",
+        3: "email (the identifier) is empty",
+        5: "email (the identifier) longer than 512 characters",
+    }
+    assert len((char * 512).encode()) <= 2048  # under PostgreSQL's ~2,700 bytes per entry
+
+
+def test_identifiers_within_the_bound_give_no_fault() -> None:
+    """No identifier over 512 characters, no fault (the column's lengths, in one pass)."""
+    faults: dict[int, str] = {}
+    bound_identifiers("identifier", [], faults)
+    bound_identifiers("identifier", ["x" * 512] * 1000, faults)
+    assert faults == {}
+
+
 # --- the address check is the rules' pattern, without its backtracking ------------
 
 # CSV rules §6 as the rules' words put it: it may split the domain at any of its dots, which
@@ -348,14 +374,28 @@ def test_any_timestamp_column_is_parsed_as_cell_by_cell(column: list[str]) -> No
             assert "out of range" in reason
 
 
+# Identifiers and keys about their bounds, in characters of one to four bytes of UTF-8.
+bounded_cells = st.builds(
+    lambda char, length: char * length,
+    st.sampled_from(["k", " ", "é", "€", "\U0001d11e"]),
+    st.sampled_from([1, 127, 128, 129, 511, 512, 513, 3000]),
+)
+
+
 @settings(max_examples=200, deadline=None)
-@given(hostile_columns)
+@given(st.one_of(hostile_columns, st.lists(st.one_of(hostile_cells, bounded_cells), max_size=30)))
 def test_any_identifier_or_key_column_is_kept_or_faulted(column: list[str]) -> None:
-    """Identifiers are refused only when empty or blank, keys only past 128 characters;
-    both are kept verbatim."""
+    """Identifiers are refused only when empty or blank, or past 512 characters (empty
+    first), keys only past 128 characters; both are kept verbatim."""
     faults: dict[int, str] = {}
     require_present("identifier", column, faults)
     assert set(faults) == {i for i, c in enumerate(column) if c.strip() == ""}
+    bound_identifiers("identifier", column, faults)
+    assert faults == {
+        i: "identifier is empty" if c.strip() == "" else "identifier longer than 512 characters"
+        for i, c in enumerate(column)
+        if c.strip() == "" or len(c) > 512
+    }
     faults = {}
     assert list(key_column(column, faults)) == column
     assert set(faults) == {i for i, c in enumerate(column) if len(c) > 128}

@@ -2,7 +2,8 @@
 
 Each batch is checked column by column: every check adds ``row → reason`` to a fault table
 with ``setdefault``, so a row with several faults is rejected once, for the first fault in
-check order (fields, NUL, size, identifier, name, timestamp, key, reserved attributes).
+check order (fields, NUL, size, identifier: empty, long, reserved check; name, timestamp,
+key, reserved attributes).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from connector.csvrules.rules import MAX_FIELD, MAX_HEADER, NO_TIMESTAMP, FileRu
 from connector.csvrules.values import (
     RESERVED_CHECKS,
     STRING_ATTRIBUTES,
+    bound_identifiers,
     check_column,
     json_members,
     key_column,
@@ -220,7 +222,9 @@ class FileParser:
         columns = self._checked_columns(records)
         count = len(records.lines)
         ident = columns[layout.identifier]
-        require_present(f"{self.rules.identifier} (the identifier)", ident, faults)
+        what = f"{self.rules.identifier} (the identifier)"
+        require_present(what, ident, faults)
+        bound_identifiers(what, ident, faults)
         check_column(self.rules.identifier, ident, faults)
         if layout.name is not None:
             names: Sequence[str] = columns[layout.name]

@@ -23,6 +23,12 @@ NO_TIMESTAMP = -1  # an event without a timestamp: it takes the processing time
 # 16,384) while a header, and every row split against it, stays small.
 MAX_RECORD = 4 << 20
 MAX_COLUMNS = 10_000
+# An identifier is a key of every store: PostgreSQL's btree index on it holds no entry over
+# about 2,700 bytes (a third of a page), so a longer one that does not compress would fail
+# its whole file there at the final commit. 512 characters are at most 2,048 bytes of UTF-8,
+# under that limit whatever the characters, and far beyond real identifiers (an email
+# address is at most 254). A longer one rejects its row, on every store (§6.2, §11.4).
+MAX_IDENTIFIER = 512
 
 
 @dataclass(frozen=True)

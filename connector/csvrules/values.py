@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring as encode_string  # C: a str as a JSON string
 
-from connector.csvrules.rules import MAX_KEY, MAX_TIMESTAMP, NO_TIMESTAMP
+from connector.csvrules.rules import MAX_IDENTIFIER, MAX_KEY, MAX_TIMESTAMP, NO_TIMESTAMP
 
 Value = str | int | float | bool
 
@@ -231,6 +231,15 @@ def require_present(what: str, cells: Sequence[str], faults: dict[int, str]) -> 
         for row, cell in enumerate(cells):
             if not cell or cell.isspace():
                 faults.setdefault(row, f"{what} is empty")
+
+
+def bound_identifiers(what: str, cells: Sequence[str], faults: dict[int, str]) -> None:
+    """An identifier over MAX_IDENTIFIER characters rejects its row (rule 11.4: every store
+    can index those within it); one pass over the lengths when none is."""
+    if max(map(len, cells), default=0) > MAX_IDENTIFIER:
+        for row, cell in enumerate(cells):
+            if len(cell) > MAX_IDENTIFIER:
+                faults.setdefault(row, f"{what} longer than {MAX_IDENTIFIER} characters")
 
 
 def check_column(name: str, values: Sequence[Value | None], faults: dict[int, str]) -> None:
