@@ -3,11 +3,8 @@ keep apart through leases in it (``leases``)."""
 
 from __future__ import annotations
 
-import os
-
 from connector.config import StoreConfig, parse_duration
-from connector.errors import ConfigError
-from connector.secrets import Secret
+from connector.secrets import Secret, store_password
 from connector.store.adapter import Adapter
 from connector.store.postgres.db import Database
 from connector.store.postgres.leases import Leases
@@ -16,26 +13,6 @@ from connector.store.postgres.sink import PostgresSink
 from connector.store.reports import queries
 
 _QUERIES = queries(lambda column: f"{column}::text")  # (jsonb as text: no parse, no dump)
-
-
-def password(config: StoreConfig) -> Secret | None:
-    """The store's password: ``password_env``, else ``password_file``; else None, and
-    libpq finds one its own way (PGPASSWORD, ~/.pgpass) if the server asks."""
-    if config.password_env is not None:
-        value = os.environ.get(config.password_env)
-        if value is None:
-            raise ConfigError(
-                [f"store.password_env: environment variable {config.password_env} is not set"]
-            )
-        return Secret(value)
-    if config.password_file is not None:
-        try:
-            return Secret(config.password_file.read_text(encoding="utf-8").rstrip("\r\n"))
-        except OSError as exc:
-            raise ConfigError(
-                [f"store.password_file: cannot read {config.password_file}: {exc.strerror}"]
-            ) from None
-    return None
 
 
 class PostgresStore(Adapter[Database]):
@@ -66,7 +43,7 @@ class PostgresStore(Adapter[Database]):
         """The store of ``config``; ``readonly``: as it is (``connector check`` changes
         nothing), None if it has no schema yet, FatalError if not this connector's."""
         assert config.url is not None
-        store = cls(config.url, password=password(config), lease=parse_duration(config.lease),
+        store = cls(config.url, password=store_password(config), lease=parse_duration(config.lease),
                     readonly=readonly)  # fmt: skip
         try:
             if readonly and not readable(store.db):
