@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -136,7 +136,10 @@ class StoreConfig(_Model):
                 "an SQLite URL names its file: sqlite:///relative/file.db or"
                 " sqlite:////absolute/file.db"
             )
-        if parts.password is not None:
+        # (libpq takes one from the query too: ?password=...)
+        if parts.password is not None or any(
+            key == "password" for key, _ in parse_qsl(parts.query, keep_blank_values=True)
+        ):
             raise ValueError("a password in the URL is refused; use password_env or password_file")
         return value
 

@@ -364,3 +364,20 @@ def test_a_file_where_one_of_our_folders_should_be_is_refused(tmp_path: Path) ->
     assert _problems({"store": {"path": str(tmp_path)}}) == [
         f"store.path: {tmp_path} is a folder; name the store's file"
     ]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://connector:hunter2@db.example.com/connector",
+        "postgresql://connector@db.example.com/connector?password=hunter2",
+        "postgresql://connector@db.example.com/connector?sslmode=require&password=",
+    ],
+)
+def test_a_password_in_the_store_url_is_refused(url: str) -> None:
+    """Before the @ or in the query (which libpq reads too): the config file is no secret."""
+    problems = _problems({"store": {"url": url}})
+    assert problems == [
+        "store.url: a password in the URL is refused; use password_env or password_file"
+    ]
+    assert "hunter2" not in str(problems)
