@@ -224,13 +224,16 @@ def verdict(ok: bool | None) -> str:
     return "n/a (not measured)" if ok is None else ("PASS" if ok else "FAIL")
 
 
-def report(results: dict[str, list[Result]], rows: int, size: int) -> None:
+def table(
+    results: dict[str, list[Result]], labels: dict[str, str], rows: int, size: int
+) -> dict[str, Result]:
+    """Print each importer's line (postgres_bench's too); return each one's best run."""
     best: dict[str, Result] = {}
     print("\nimporter                seconds     rows/s    MB/s  peak RSS MB  stored")
     for key, runs in results.items():
         done = [r for r in runs if r.exit_code == 0]
         if not done:
-            print(f"{LABELS[key]:<22} {'failed':>8}  {runs[-1].note}")
+            print(f"{labels[key]:<22} {'failed':>8}  {runs[-1].note}")
             continue
         # Best time of the repeats (the least disturbed run), but the worst RSS: memory is a
         # ceiling, and a lucky run must not hide a peak.
@@ -239,10 +242,14 @@ def report(results: dict[str, list[Result]], rows: int, size: int) -> None:
         stored = "?" if run.stored is None else f"{run.stored:,}"
         note = f" ({run.note})" if run.note else ""
         print(
-            f"{LABELS[key]:<22} {run.seconds:>8.2f} {rows / run.seconds:>10,.0f}"
+            f"{labels[key]:<22} {run.seconds:>8.2f} {rows / run.seconds:>10,.0f}"
             f" {size / MB / run.seconds:>7.1f} {run.rss_mb:>12.1f}  {stored}{note}"
         )
+    return best
 
+
+def report(results: dict[str, list[Result]], rows: int, size: int) -> None:
+    best = table(results, LABELS, rows, size)
     a = best.get("a")
     ran_a = "a" in results
     # A run of (a) that failed or stored too few rows passes nothing: its speed means nothing.

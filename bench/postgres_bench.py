@@ -40,12 +40,12 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 # import_bench's helpers: the cached events file, one timed child with its peak RSS, the check
-# of what connector stored, and the verdict's wording.
+# of what connector stored, the results table and the verdict's wording.
 from import_bench import (
     MB,
     Importer,
@@ -56,6 +56,7 @@ from import_bench import (
     events_file,
     maxrss_mb,
     run_once,
+    table,
     verdict,
 )
 
@@ -222,22 +223,7 @@ def importer(key: str, url: str, program: Path | None) -> Importer:
 
 
 def report(results: dict[str, list[Result]], rows: int, size: int) -> None:
-    best: dict[str, Result] = {}
-    print("\nimporter                seconds     rows/s    MB/s  peak RSS MB  stored")
-    for key, runs in results.items():
-        done = [r for r in runs if r.exit_code == 0]
-        if not done:
-            print(f"{LABELS[key]:<22} {'failed':>8}  {runs[-1].note}")
-            continue
-        # Best time (the least disturbed run), worst RSS (memory is a ceiling).
-        run = replace(min(done, key=lambda r: r.seconds), rss_mb=max(r.rss_mb for r in done))
-        best[key] = run
-        stored = "?" if run.stored is None else f"{run.stored:,}"
-        note = f" ({run.note})" if run.note else ""
-        print(
-            f"{LABELS[key]:<22} {run.seconds:>8.2f} {rows / run.seconds:>10,.0f}"
-            f" {size / MB / run.seconds:>7.1f} {run.rss_mb:>12.1f}  {stored}{note}"
-        )
+    best = table(results, LABELS, rows, size)
 
     a, d = best.get("a"), best.get("d")
     ran_a = "a" in results
