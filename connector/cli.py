@@ -7,7 +7,6 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import signal
 import sys
 import threading
 from collections import Counter
@@ -24,6 +23,7 @@ from connector.errors import ConfigError, ConnectorError, Interrupted
 from connector.ingest import Ingestor, Outcome, Progress
 from connector.redaction import cause_of, logged_failure
 from connector.replica import name_as
+from connector.signals import stop_on_signals
 from connector.store import open_store
 from connector.store.port import TABLES
 
@@ -162,10 +162,9 @@ def cmd_once(args: argparse.Namespace, config: Config) -> int:
     status = EXIT_OK
     log = structlog.get_logger()
     stopping = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # as `run` does: stop cleanly, resumably
-        signal.signal(sig, lambda *_: stopping.set())
     sweep_logged(config.paths)
-    with open_store(config.store) as store:
+    # SIGTERM or SIGINT: as `run` does, stop cleanly, resumably
+    with stop_on_signals(stopping), open_store(config.store) as store:
         ingestor = Ingestor.configured(store, config, stop=stopping.is_set)
         for source in config.sources:
             if stopping.is_set():

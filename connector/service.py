@@ -3,14 +3,12 @@ taking files, commit or abandon (resumably) the one in hand, and exit 0."""
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from types import FrameType
 
 import structlog
 
@@ -23,6 +21,7 @@ from connector.notify import notify, watchdog_interval
 from connector.pipeline import Poller
 from connector.redaction import cause_of
 from connector.scheduler import Scheduler, backoff_delay, period
+from connector.signals import stop_on_signals
 from connector.sources.watch import FolderWatch
 from connector.store import open_store
 from connector.store.port import Store
@@ -40,9 +39,8 @@ class Service:
         self.log = structlog.get_logger()
 
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
         with ExitStack() as stack:
+            stack.enter_context(stop_on_signals(self.stopping))
             if self.config.metrics.listen:
                 stack.enter_context(self.metrics.serve(self.config.metrics.listen))
             store = stack.enter_context(open_store(self.config.store))
@@ -65,9 +63,6 @@ class Service:
             self.log.info("service_stopping")
         self.log.info("service_stopped")
         return 0
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.stopping.set()
 
     def _schedule(
         self, stack: ExitStack, scheduler: Scheduler, store: Store, source: SourceConfig

@@ -1,0 +1,33 @@
+"""SIGTERM and SIGINT as a stop request: set by a thread, never by the handler itself (an
+Event.set from a handler can wait for ever on a lock its own thread holds)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+
+from connector.signals import stop_on_signals
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_sets_the_event_and_the_handlers_come_back(sig: int) -> None:
+    before = signal.getsignal(sig)
+    stopping = threading.Event()
+    with stop_on_signals(stopping):
+        os.kill(os.getpid(), sig)
+        assert stopping.wait(5)
+    assert signal.getsignal(sig) is before
+
+
+def test_signals_while_the_main_thread_waits_on_the_event_itself() -> None:
+    """The main thread in and out of the event's lock, as the daemon's loop is: every stop
+    is seen."""
+    for _ in range(20):
+        stopping = threading.Event()
+        with stop_on_signals(stopping):
+            threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            while not stopping.wait(0.0001):
+                pass
