@@ -13,24 +13,13 @@ from structlog.testing import capture_logs
 
 from connector.config import Config, SourceConfig
 from connector.csvrules.rules import FileRules
-from connector.errors import Interrupted, StorageError, TransientError
+from connector.errors import Interrupted, StorageError
 from connector.ingest import Ingestor
 from connector.pipeline import Poller
-from connector.sources.local import LocalSource
 from connector.store.sqlite import SQLiteStore
+from tests.store_contract import Flaky
 
 ROWS = 5_000
-
-
-class Flaky(LocalSource):
-    """A local folder whose reads fail while ``broken`` is set."""
-
-    broken = True
-
-    def read(self, name: str, offset: int = 0) -> Iterator[bytes]:
-        if Flaky.broken:
-            raise TransientError("connection reset (test)")
-        yield from super().read(name, offset)
 
 
 def _configs(tmp_path: Path) -> tuple[Config, SourceConfig]:
