@@ -117,7 +117,7 @@ class Ingestor:
             log = log.bind(sha256=sha256)
             crashpoints.reached("after_inspect")
             # Crash before here: nothing was recorded; a re-run starts from scratch.
-            with self.store.claim(sha256):  # another run with these bytes waits
+            with self.store.claim(sha256, stop=self.stop):  # another run with these bytes waits
                 outcome = self._decided(path, rules, job, inspector, log, progress, arrival,
                                         before_final)  # fmt: skip
         return self._reported(outcome, log, started)
@@ -206,7 +206,7 @@ class Ingestor:
         sha256 = staged.inspector.hexdigest()
         arrival = replace(place, sha256=sha256)
         log = log.bind(sha256=sha256)
-        with self.store.claim(sha256):
+        with self.store.claim(sha256, stop=self.stop):
             if (
                 isinstance(broken, FileRejected)
                 or staged.inspector.error is not None
@@ -254,7 +254,7 @@ class Ingestor:
         for entry in self.ledger.unfinished_at(arrival.source, arrival.path):
             with ExitStack() as held:
                 if entry.sha256 is not None:
-                    held.enter_context(self.store.claim(entry.sha256))
+                    held.enter_context(self.store.claim(entry.sha256, stop=self.stop))
                 with self.store.transaction():
                     still = self.ledger.unfinished_at(arrival.source, arrival.path)
                     for current in still:

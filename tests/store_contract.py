@@ -853,3 +853,16 @@ class StoreContract:
                 thread.join(30)
             with store.claim(sha256):  # and the second let it go in turn
                 pass
+
+    def test_a_run_asked_to_stop_gives_up_waiting_for_a_claim(
+        self, store: Store, store_config: StoreConfig
+    ) -> None:
+        """A SIGTERM must not wait for another run's file to end (a large one, elsewhere)."""
+        sha256 = "ef" * 32
+        stopping = threading.Event()
+        with open_store(store_config) as other, store.claim(sha256):
+            threading.Timer(0.2, stopping.set).start()
+            started = time.monotonic()
+            with pytest.raises(Interrupted), other.claim(sha256, stop=stopping.is_set):
+                pass
+            assert time.monotonic() - started < 5

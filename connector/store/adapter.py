@@ -10,7 +10,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar
 
 from connector.store.ledger import SQL, Ledger
 from connector.store.listings import Listings
-from connector.store.port import Group, Sink, Table
+from connector.store.port import Group, Sink, Stop, Table, never
 from connector.store.reports import shaped
 
 
@@ -29,7 +29,7 @@ class Database(SQL, Protocol):
 class Claims(Protocol):
     """An adapter's claims (see ``port.Store.claim`` and ``claim_place``)."""
 
-    def claim(self, sha256: str) -> AbstractContextManager[None]: ...
+    def claim(self, sha256: str, *, stop: Stop = never) -> AbstractContextManager[None]: ...
 
     def claim_place(
         self, source: str, path: str, *, wait: bool = True
@@ -61,8 +61,8 @@ class Adapter(Generic[DB]):
     def rolled_back(self) -> AbstractContextManager[None]:
         return self.db.rolled_back()
 
-    def claim(self, sha256: str) -> AbstractContextManager[None]:
-        return self._claims.claim(sha256)
+    def claim(self, sha256: str, *, stop: Stop = never) -> AbstractContextManager[None]:
+        return self._claims.claim(sha256, stop=stop)
 
     def claim_place(
         self, source: str, path: str, *, wait: bool = True

@@ -23,6 +23,11 @@ from connector.store.listings import Listings
 
 Table = Literal["contacts", "events", "rejects", "files"]
 TABLES: tuple[Table, ...] = ("contacts", "events", "rejects", "files")
+Stop = Callable[[], bool]  # asked while waiting for a claim: True gives up
+
+
+def never() -> bool:
+    return False
 
 
 class End(Protocol):
@@ -143,10 +148,10 @@ class Store(Protocol):
         """Everything inside runs for real and is then undone: the ``--dry-run``."""
         ...
 
-    def claim(self, sha256: str) -> AbstractContextManager[None]:
+    def claim(self, sha256: str, *, stop: Stop = never) -> AbstractContextManager[None]:
         """Hold the right to decide what becomes of these bytes: two runs (a daemon and an
         `import`, two sources receiving the same file) must not both ingest them. Waits
-        while another run holds it."""
+        while another run holds it, until ``stop()`` says to give up (Interrupted)."""
         ...
 
     def claim_place(

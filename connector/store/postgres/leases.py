@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import structlog
 
 from connector import replica
-from connector.errors import ClaimLost, PlaceBusy, StorageError
+from connector.errors import ClaimLost, Interrupted, PlaceBusy, StorageError
+from connector.store.port import Stop, never
 from connector.store.postgres.db import Connection, Database
 
 POLL_SECONDS = 0.1  # how often a waiting claim asks again
@@ -83,8 +84,8 @@ class Leases:
         self._heartbeat: threading.Thread | None = None
         self._log = structlog.get_logger()
 
-    def claim(self, sha256: str) -> AbstractContextManager[None]:
-        return self._hold(f"file:{sha256}", f"file {sha256}", wait=True)
+    def claim(self, sha256: str, *, stop: Stop = never) -> AbstractContextManager[None]:
+        return self._hold(f"file:{sha256}", f"file {sha256}", wait=True, stop=stop)
 
     def claim_place(
         self, source: str, path: str, *, wait: bool = True
@@ -95,8 +96,8 @@ class Leases:
                           wait=wait)  # fmt: skip
 
     @contextmanager
-    def _hold(self, key: str, what: str, *, wait: bool) -> Iterator[None]:
-        claim = _Claim(key, what, self._take(key, what, wait=wait))
+    def _hold(self, key: str, what: str, *, wait: bool, stop: Stop = never) -> Iterator[None]:
+        claim = _Claim(key, what, self._take(key, what, wait=wait, stop=stop))
         held = self._held()
         with self._live_lock:
             self._live[claim.token] = claim
@@ -116,7 +117,7 @@ class Leases:
             held = self._local.held = []
         return held
 
-    def _take(self, key: str, what: str, *, wait: bool) -> int:
+    def _take(self, key: str, what: str, *, wait: bool, stop: Stop) -> int:
         """A new token for ``key``: taken free, or taken over once its lease ran out."""
         while True:
             with self._session() as conn:
@@ -137,6 +138,11 @@ class Leases:
                     "in hand in another thread of this run" if holder[0] == self._owner
                     else f"in hand in another run ({holder[0]})"
                 )  # fmt: skip
+            if stop():
+                raise Interrupted("stopped while waiting for a claim another run holds")
+            lost = next((c for c in self._held() if c.lost), None)
+            if lost is not None:  # (no use waiting: nothing more is stored under it)
+                raise ClaimLost(f"the claim on {lost.what} was lost while waiting for another")
             time.sleep(POLL_SECONDS)
 
     def _release(self, claim: _Claim) -> None:

@@ -10,18 +10,37 @@ import fcntl
 import hashlib
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
-from connector.errors import PlaceBusy
+from connector.errors import Interrupted, PlaceBusy
 from connector.localfs import faults, make_folder, open_private
+from connector.store.port import Stop, never
+
+POLL_SECONDS = 0.05  # how often a waiting claim asks again (and whether to stop)
 
 # The lock slots this process holds, and for what, to say why a claim is busy: another
 # process has the file, or (4096 slots) another file of ours shares its slot for a while.
 _held_here: Counter[tuple[Path, str]] = Counter()
 _held_lock = threading.Lock()
+
+
+def _lock(slot: BinaryIO, wait: bool, stop: Stop) -> None:
+    """flock, waiting (asking ``stop()`` in between: Interrupted) or not (BlockingIOError)."""
+    while True:
+        try:
+            fcntl.flock(slot, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if not wait:
+                raise
+        if stop():
+            raise Interrupted("stopped while waiting for a claim another run holds")
+        time.sleep(POLL_SECONDS)
 
 
 class FileLocks:
@@ -38,8 +57,8 @@ class FileLocks:
             self._made = True
         return self._folder
 
-    def claim(self, sha256: str) -> AbstractContextManager[None]:
-        return self._hold(sha256[:3], sha256)
+    def claim(self, sha256: str, *, stop: Stop = never) -> AbstractContextManager[None]:
+        return self._hold(sha256[:3], sha256, stop=stop)
 
     def claim_place(
         self, source: str, path: str, *, wait: bool = True
@@ -48,7 +67,9 @@ class FileLocks:
         return self._hold("p" + place[:3], place, wait=wait)
 
     @contextmanager
-    def _hold(self, slot_name: str, key: str, *, wait: bool = True) -> Iterator[None]:
+    def _hold(
+        self, slot_name: str, key: str, *, wait: bool = True, stop: Stop = never
+    ) -> Iterator[None]:
         """4096 slots (of each kind) keep the folder small; two claims sharing a slot only
         wait for each other (or, not waiting, are busy). ``key``: what is claimed (to tell
         a busy place from a shared slot)."""
@@ -59,7 +80,7 @@ class FileLocks:
             fd = open_private(path, os.O_RDONLY)
         with open(fd, "rb", buffering=0) as slot:
             try:
-                fcntl.flock(slot, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                _lock(slot, wait, stop)
             except BlockingIOError:
                 with _held_lock:
                     shared = any(p == path and k != key for p, k in _held_here)
