@@ -46,6 +46,12 @@ class StoreError(StorageError):
         super().__init__("store", path, cause)
 
 
+class StoreRefused(StoreError):
+    """The store's server refused us: a wrong password, a role or database that does not
+    exist. At start-up a mistake in the config (exit 78); met later (a password changed
+    under a running daemon), a fault like any other, retried."""
+
+
 class StoreBusy(TransientError):
     """Another writer held the store longer than we wait: the file is tried again later."""
 

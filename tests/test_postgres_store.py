@@ -21,9 +21,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from connector import replica
+from connector.cli import main
 from connector.config import StoreConfig
 from connector.csvrules.rules import FileRules
-from connector.errors import ClaimLost, FatalError, PlaceBusy, StoreError
+from connector.errors import ClaimLost, ConfigError, FatalError, PlaceBusy, StoreError
 from connector.ingest import Ingestor
 from connector.store import open_existing, open_store
 from connector.store.ledger import Arrival
@@ -115,11 +116,20 @@ def test_a_read_only_open_makes_nothing_and_writes_nothing(postgres_url: str) ->
 # -- Faults --------------------------------------------------------------------------------
 
 
-def test_a_missing_database_is_one_line(postgres_server: EmbeddedPostgres) -> None:
+def test_a_missing_database_is_a_config_error_in_one_line(
+    postgres_server: EmbeddedPostgres, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """At start, a store that refuses us is the config's mistake: exit 78, like a bad key
+    (systemd does not restart into it)."""
     url = postgres_server.url_for("no_such_database")
-    with pytest.raises(StoreError) as caught:
+    with pytest.raises(ConfigError) as caught:
         open_store(StoreConfig.model_validate({"url": url}))
-    assert str(caught.value) == f'store {url}: database "no_such_database" does not exist'
+    assert caught.value.problems == [f'store {url}: database "no_such_database" does not exist']
+    config = tmp_path / "connector.toml"
+    config.write_text(f'[store]\nurl = "{url}"\n')
+    assert main(["--config", str(config), "dump", "files"]) == 78
+    err = capsys.readouterr().err
+    assert err == f'connector: config: store {url}: database "no_such_database" does not exist\n'
 
 
 def test_a_refused_connection_is_one_line() -> None:
@@ -160,11 +170,11 @@ def test_a_wrong_password_is_one_line_without_it(
     url = f"postgresql://{password_role}@127.0.0.1:{postgres_server.port}/postgres"
     config = StoreConfig.model_validate({"url": url, "password_env": "STORE_PASSWORD"})
     monkeypatch.setenv("STORE_PASSWORD", "wrong-horse-battery")
-    with pytest.raises(StoreError) as caught:
+    with pytest.raises(ConfigError) as caught:
         open_existing(config)
     message = f'store {url}: password authentication failed for user "{password_role}"'
-    assert str(caught.value) == message
-    assert "wrong-horse" not in repr(caught.value.__cause__)
+    assert caught.value.problems == [message]
+    assert "wrong-horse" not in repr(caught.value) + repr(caught.value.__context__)
     monkeypatch.setenv("STORE_PASSWORD", "right-horse-battery")
     assert open_existing(config) is None  # (in, and nothing made: no schema yet)
 

@@ -4,6 +4,7 @@ keep apart through leases in it (``leases``)."""
 from __future__ import annotations
 
 from connector.config import StoreConfig, parse_duration
+from connector.errors import ConfigError, StoreRefused
 from connector.secrets import Secret, store_password
 from connector.store.adapter import Adapter
 from connector.store.postgres.db import Database
@@ -31,6 +32,9 @@ class PostgresStore(Adapter[Database]):
             db.conn  # noqa: B018 (opens this thread's connection: faults show at once)
             if not readonly:
                 migrate(db)
+        except StoreRefused as exc:  # at start: the config names the wrong store or password
+            db.close()
+            raise ConfigError([str(exc)]) from None
         except BaseException:
             db.close()
             raise

@@ -17,6 +17,7 @@ PostgreSQL cannot index) is a defect or a fault of the file, and stays as it is.
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 import psycopg
 
 from connector import replica
-from connector.errors import StoreBusy, StoreError
+from connector.errors import StoreBusy, StoreError, StoreRefused
 from connector.secrets import Secret
 from connector.store.port import Group
 
@@ -47,6 +48,13 @@ _BUSY = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock not
 # a session ended for sitting idle in a transaction.
 _FAULT_CLASSES = {"08", "53", "57", "58", "XX"}
 _FAULT_CODES = {"42501", "25006", "25P03"}
+# The server refused us: wrong credentials, no such database or role. libpq gives a failed
+# connection no code, only the server's words (in English unless the server's lc_messages
+# says otherwise: then it is a StoreError all the same).
+_REFUSED_CODES = {"28000", "28P01", "3D000"}
+_REFUSED = re.compile(
+    r"password authentication failed|no pg_hba\.conf entry|(database|role) \".*\" does not exist"
+)
 
 
 @functools.lru_cache(maxsize=512)
@@ -162,6 +170,8 @@ class Database:
         state = exc.sqlstate or ""
         if state in _BUSY and not lost:
             return StoreBusy(f"the store {self.name} stayed locked by another writer ({state})")
+        if state in _REFUSED_CODES or (not state and _REFUSED.search(str(exc))):
+            return StoreRefused(self.name, cause(exc))
         if (
             lost
             or state[:2] in _FAULT_CLASSES
