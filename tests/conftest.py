@@ -12,7 +12,7 @@ from connector import logs
 
 # Readable assertion diffs from the shared helpers; registered here, before any test module
 # imports them (a later registration cannot rewrite a module already imported).
-pytest.register_assert_rewrite("tests.golden", "tests.source_contract")
+pytest.register_assert_rewrite("tests.golden", "tests.source_contract", "tests.store_contract")
 
 
 @pytest.fixture(autouse=True)

@@ -19,11 +19,7 @@ from connector.store import open_store
 from connector.store.ledger import Arrival
 from connector.store.sqlite import SQLiteStore
 from connector.store.sqlite.db import MIGRATIONS
-
-# Readable assertion diffs from the shared suite (registered before it is imported).
-pytest.register_assert_rewrite("tests.store_contract")
-
-from tests.store_contract import T0, Clock, StoreContract, contacts, records  # noqa: E402
+from tests.store_contract import T0, Clock, StoreContract, contacts, records
 
 pytest_plugins = ["connector.testing.plugin"]
 
