@@ -866,3 +866,11 @@ class StoreContract:
             with pytest.raises(Interrupted), other.claim(sha256, stop=stopping.is_set):
                 pass
             assert time.monotonic() - started < 5
+
+    def test_confirm_passes_while_claims_are_held_and_with_none(self, store: Store) -> None:
+        """Just before the remote action: every claim of this thread still holds."""
+        store.confirm()
+        with store.claim_place("s", "/in/a.csv", wait=False), store.claim("ab" * 32):
+            store.confirm()
+            store.confirm()
+        store.confirm()

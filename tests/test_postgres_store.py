@@ -292,6 +292,30 @@ def test_a_write_after_a_takeover_is_refused_and_stores_nothing(postgres_url: st
             pass
 
 
+def test_confirm_refuses_a_claim_taken_over_before_the_remote_action(postgres_url: str) -> None:
+    """The remote action is no store write, so no transaction fences it: a run woken after
+    its place was taken over learns it from ``confirm`` (ClaimLost, logged once)."""
+    with PostgresStore(postgres_url) as old, PostgresStore(postgres_url) as new:
+        with capture_logs() as logs, old.claim_place("s", "/in/a.csv"):
+            _expire(old)  # (frozen past its lease: the heartbeat has not renewed it)
+            with new.claim_place("s", "/in/a.csv", wait=False):
+                for _ in range(2):
+                    with pytest.raises(ClaimLost, match=r"place s:/in/a\.csv was lost"):
+                        old.confirm()
+                new.confirm()  # (the new holder's is live)
+        assert [e["event"] for e in logs if e["event"] == "claim_lost"] == ["claim_lost"]
+
+
+def test_confirm_renews_a_live_claim(postgres_url: str) -> None:
+    with PostgresStore(postgres_url) as store, store.claim_place("s", "/in/a.csv"):
+        (before,) = store.query("SELECT expires_at FROM claims")[0]
+        time.sleep(0.05)
+        store.confirm()
+        (after,) = store.query("SELECT expires_at FROM claims")[0]
+        assert after > before
+    store.confirm()  # (none held: nothing to renew)
+
+
 def test_a_claim_lost_without_a_write_is_told_when_let_go(postgres_url: str) -> None:
     """A run frozen past its lease, then stopped before it wrote again, still says what
     it lost."""

@@ -35,6 +35,8 @@ class Claims(Protocol):
         self, source: str, path: str, *, wait: bool = True
     ) -> AbstractContextManager[None]: ...
 
+    def confirm(self) -> None: ...
+
 
 DB = TypeVar("DB", bound=Database)
 
@@ -68,6 +70,9 @@ class Adapter(Generic[DB]):
         self, source: str, path: str, *, wait: bool = True
     ) -> AbstractContextManager[None]:
         return self._claims.claim_place(source, path, wait=wait)
+
+    def confirm(self) -> None:
+        self._claims.confirm()
 
     def records(self, table: Table) -> Iterator[dict[str, Any]]:
         # (a store that fails mid-read is a StoreError here, not a traceback)

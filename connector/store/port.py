@@ -163,6 +163,11 @@ class Store(Protocol):
         run holds it."""
         ...
 
+    def confirm(self) -> None:
+        """Renew every claim this thread holds, now; ClaimLost if one was lost (another run
+        may hold it). Call just before an act the store cannot fence (the remote action)."""
+        ...
+
     def records(self, table: Table) -> Iterator[dict[str, Any]]:
         """What ``connector dump`` prints: the table's records in the dump format, oldest
         first, as they are read (a table of any size in flat memory)."""

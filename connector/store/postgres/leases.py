@@ -11,7 +11,8 @@ rolled back before it wrote anything); one found keeps its row locked until the 
 and a takeover, which must delete the row, passes over a locked one (the claim stays
 busy): no run ever writes under a claim that another has taken over. A frozen process's
 transaction cannot hold the lock for ever: the server ends a session idle in a transaction
-past the lease (``Database``).
+past the lease (``Database``). What the store cannot fence (the remote action) is
+preceded by ``confirm``: the thread's claims renewed, or ClaimLost.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class Leases:
         self._local = threading.local()  # .held: the thread's own claims
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self._heartbeat_lock = threading.Lock()
         self._log = structlog.get_logger()
 
     def claim(self, sha256: str, *, stop: Stop = never) -> AbstractContextManager[None]:
@@ -175,15 +177,34 @@ class Leases:
                     " out, and another run may have it now; nothing more is stored under it"
                 )
 
+    def confirm(self) -> None:
+        """Renew every claim this thread holds, now; ClaimLost if one was lost (another
+        run may hold it). Called just before an act the store cannot fence (the remote
+        action): a run frozen past its lease must not act on a file another run took."""
+        held = self._held()
+        if not held:
+            return
+        with self._session() as conn:
+            rows = conn.execute(_RENEW, (self._lease, [claim.token for claim in held])).fetchall()
+        renewed = {token for (token,) in rows}
+        for claim in held:
+            if claim.token not in renewed:
+                self._lost(claim)
+                raise ClaimLost(
+                    f"the claim on {claim.what} was lost: its lease ({self._lease:g}s) ran"
+                    " out, and another run may have it now; nothing more is done under it"
+                )
+
     def _lost(self, claim: _Claim) -> None:
         if not claim.lost:  # (told once, by the heartbeat or the fence)
             claim.lost = True
             self._log.error("claim_lost", claim=claim.what)
 
     def _beating(self) -> None:
-        if self._heartbeat is None:
-            self._heartbeat = threading.Thread(target=self._beat, name="leases", daemon=True)
-            self._heartbeat.start()
+        with self._heartbeat_lock:  # (two threads' first claims: one heartbeat, joined)
+            if self._heartbeat is None:
+                self._heartbeat = threading.Thread(target=self._beat, name="leases", daemon=True)
+                self._heartbeat.start()
 
     def _beat(self) -> None:
         while not self._stop.wait(self._lease / 3):
@@ -223,8 +244,10 @@ class Leases:
 
     def close(self) -> None:
         self._stop.set()
-        if self._heartbeat is not None:
-            self._heartbeat.join()
+        with self._heartbeat_lock:
+            heartbeat = self._heartbeat
+        if heartbeat is not None:
+            heartbeat.join()
         with self._conn_lock:
             if self._conn is not None:
                 self._conn.close()

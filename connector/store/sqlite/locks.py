@@ -66,6 +66,10 @@ class FileLocks:
         place = hashlib.sha256(f"{source}\0{path}".encode("utf-8", "surrogateescape")).hexdigest()
         return self._hold("p" + place[:3], place, wait=wait)
 
+    def confirm(self) -> None:
+        """Nothing to do: the kernel holds a flock until its process lets go or dies, so a
+        claim here cannot be lost while we live to act under it."""
+
     @contextmanager
     def _hold(
         self, slot_name: str, key: str, *, wait: bool = True, stop: Stop = never
