@@ -8,6 +8,7 @@ watchdog signal or a wish to poll again runs a job now, or right after its curre
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 BACKOFF_START = 5.0
 BACKOFF_CAP = 15 * 60.0
 DEFAULT_INTERVAL = 300.0
+_PERIOD_FIRES = 50  # a cron's next fires looked at for its period (a month of daily ones)
 
 
 # crontab(5) counts weekdays from Sunday (0, and 7 too); APScheduler from Monday (0). Days
@@ -70,15 +72,21 @@ def validate_cron(expression: str) -> None:
 
 
 def period(interval: float | None, cron: str | None) -> float:
-    """Seconds between two polls of a source: its interval, or its cron's next gap."""
+    """Seconds between two polls of a source: its interval, or the shortest gap between
+    its cron's next fires (a weekday cron's is a day, not the weekend's three)."""
     if cron is None:
         return interval or DEFAULT_INTERVAL
     trigger = cron_trigger(cron)
-    first = trigger.get_next_fire_time(None, datetime.now(UTC))
-    after = trigger.get_next_fire_time(first, first) if first is not None else None
-    if first is None or after is None:  # (validated: it fires; once more is not promised)
-        return DEFAULT_INTERVAL
-    return float((after - first).total_seconds())
+    fires: list[datetime] = []
+    moment = datetime.now(UTC)
+    while len(fires) < _PERIOD_FIRES:
+        moment = trigger.get_next_fire_time(fires[-1] if fires else None, moment)
+        if moment is None:  # (validated: it fires; so many more times is not promised)
+            break
+        fires.append(moment)
+        moment += timedelta(seconds=1)
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(fires)]
+    return float(min(gaps)) if gaps else DEFAULT_INTERVAL
 
 
 def backoff_delay(failures: int, start: float = BACKOFF_START, cap: float = BACKOFF_CAP) -> float:

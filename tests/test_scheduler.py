@@ -10,7 +10,13 @@ from itertools import pairwise
 
 import pytest
 
-from connector.scheduler import Scheduler, cron_trigger, validate_cron
+from connector.scheduler import (
+    DEFAULT_INTERVAL,
+    Scheduler,
+    cron_trigger,
+    period,
+    validate_cron,
+)
 from tests.source_contract import wait_until
 
 
@@ -121,3 +127,18 @@ def test_a_weekday_out_of_range_is_refused_saying_so(expression: str) -> None:
     """A day of week crontab would not accept is a config error naming the field."""
     with pytest.raises(ValueError, match="day of week"):
         validate_cron(expression)
+
+
+@pytest.mark.parametrize(
+    ("cron", "hours"),
+    [("0 9 * * 1-5", 24), ("0 9,17 * * *", 8), ("*/5 * * * *", 5 / 60), ("0 0 1 * *", 28 * 24)],
+)
+def test_a_crons_period_is_its_shortest_gap(cron: str, hours: float) -> None:
+    """Replicas take turns listing about once a period: a weekday cron's period is a day
+    (its weekend gap would skip the weekday polls), twice a day is the shorter gap."""
+    assert period(None, cron) == hours * 3600
+
+
+def test_an_intervals_period_is_the_interval() -> None:
+    assert period(90.0, None) == 90.0
+    assert period(None, None) == DEFAULT_INTERVAL
