@@ -28,6 +28,7 @@ from connector.errors import Interrupted, PlaceBusy, TransientError
 from connector.ingest import Ingestor, Outcome
 from connector.parsing import ParseJob
 from connector.pipeline import Poller
+from connector.sources.base import RemoteFile
 from connector.sources.local import LocalSource
 from connector.store import open_store
 from connector.store.ledger import Arrival, Delivered, Known, iso
@@ -807,6 +808,43 @@ class StoreContract:
             ("/in/big.csv", "ingested")
         ]
         assert store.ledger.unfinished_at("src", "/in/big.csv") == []
+
+    # -- Listing turns -------------------------------------------------------------------
+
+    def test_a_listing_turn_goes_to_one_and_its_files_to_the_others(self, store: Store) -> None:
+        """One wins a turn; the others get the last published listing, the previous one's
+        while the new turn lists."""
+        turns = store.listings
+        a, b = [RemoteFile("a.csv", 1, T0)], [RemoteFile("b.csv", 2, T0 + 1)]
+        assert turns.turn("s", 60, T0, "one") is None
+        assert turns.turn("s", 60, T0 + 1, "two") == []  # (nothing published yet)
+        turns.publish("s", a, "one", T0)
+        assert turns.turn("s", 60, T0 + 2, "two") == a
+        assert turns.turn("t", 60, T0 + 2, "two") is None  # (another source: its own turns)
+        assert turns.turn("s", 60, T0 + 61, "two") is None  # (a period on: two's turn)
+        assert turns.turn("s", 60, T0 + 62, "one") == a  # (while two lists: one's listing)
+        turns.publish("s", b, "two", T0 + 61)
+        assert turns.turn("s", 60, T0 + 63, "one") == b
+
+    def test_a_turn_of_every_zero_is_ours_whatever_the_others_clock(self, store: Store) -> None:
+        """A first poll, and `once`, always list: even when another host's clock, ahead of
+        ours, recorded its turn in our future."""
+        assert store.listings.turn("s", 60, T0 + 3600, "fast") is None
+        assert store.listings.turn("s", 0, T0, "slow") is None
+        assert store.listings.turn("s", 0, T0, "slow") is None
+
+    def test_a_late_listing_does_not_overwrite_a_newer_turns(self, store: Store) -> None:
+        """A slow (or thawed) lister publishes to its own turn only: once another has taken
+        the next one, what that one publishes stays."""
+        turns = store.listings
+        old, new = [RemoteFile("old.csv", 1, T0)], [RemoteFile("new.csv", 2, T0)]
+        assert turns.turn("s", 60, T0, "slow") is None
+        assert turns.turn("s", 60, T0 + 60, "fast") is None
+        turns.publish("s", new, "fast", T0 + 60)
+        turns.publish("s", old, "slow", T0)
+        assert turns.turn("s", 60, T0 + 61, "third") == new
+        turns.publish("s", old, "fast", T0)  # (its own name, an older turn: still not)
+        assert turns.turn("s", 60, T0 + 62, "third") == new
 
     # -- Claims --------------------------------------------------------------------------
 
