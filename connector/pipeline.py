@@ -120,7 +120,9 @@ class Poller:
         self.ledger = store.ledger
         self.ingestor = ingestor or Ingestor.configured(store, config)
         self.every = every
-        self._polled = False  # a process lists at its first poll whoever listed last
+        # Whether this process's last listing of the source succeeded: until one has (its
+        # first poll, or after a failure), a poll lists whoever listed last.
+        self._listed_ok = False
         self.sleep = sleep
         self.opener = opener
         self.received = received
@@ -147,12 +149,15 @@ class Poller:
             for round_ in range(2):
                 ready, wait, pending = self._ready(connection, summary, listing=round_ > 0)
                 # Crash after listing: nothing has changed anywhere.
+                taken = 0  # (files in hand elsewhere do not count: the next ones are taken)
                 for candidate in ready:
                     if stop():
                         return summary
+                    if taken == self.source.max_files:
+                        break
                     if self.path_of(candidate.file.name) in summary.failed:
                         continue  # (failed in the first round: once a poll is enough)
-                    self._claimed(connection, candidate, summary, self._take)
+                    taken += self._claimed(connection, candidate, summary, self._take)
                 summary.pending = [c.file.name for c in pending]
                 if wait is None or round_ or stop():
                     break
@@ -172,13 +177,20 @@ class Poller:
         known = self.ledger.known(self.source.name)
         # Processes sharing the store and the source take turns listing it: when it is
         # not our turn, we take files from what the turn's listing found ready. Our first
-        # poll lists: a process that died while listing (this one, restarted) published
-        # nothing, and the next turn would be a period away.
-        every, self._polled = (self.every if self._polled else 0.0), True
+        # poll lists (a process that died while listing, this one restarted, published
+        # nothing, and the next turn would be a period away), and so does the poll after
+        # a listing that failed (its backoff retry must not wait for the next turn).
+        now = self.ingestor.clock()
+        every = self.every if self._listed_ok else 0.0
         published = None if listing else self.store.listings.turn(
-            self.source.name, every, self.ingestor.clock(), identity()
+            self.source.name, every, now, identity()
         )  # fmt: skip
-        listed = self._listed(connection) if published is None else published
+        if published is None:
+            self._listed_ok = False
+            listed = self._listed(connection)
+            self._listed_ok = True
+        else:
+            listed = published
         candidates = select(listed, self.source)
         crashpoints.reached("after_list")
         fresh = []
@@ -198,12 +210,12 @@ class Poller:
                 # server refused it): do it now, without reading the file again.
                 self._claimed(connection, candidate, summary, self._redo)
         if published is not None:  # ready as the listing process saw them
-            return fresh[: self.source.max_files], None, []
+            return fresh, None, []
         ready, wait = self.readiness.split(fresh)
-        self.store.listings.publish(self.source.name, _published(ready))
+        self.store.listings.publish(self.source.name, _published(ready), identity(), now)
         taken = {id(c) for c in ready}  # by identity: comparing dataclasses is O(n²) here
         not_ready = [c for c in fresh if id(c) not in taken]
-        return ready[: self.source.max_files], wait, not_ready
+        return ready, wait, not_ready
 
     def _listed(self, connection: _Connection) -> list[RemoteFile]:
         """The folder's files; a reset while connecting or listing is retried as a download
@@ -221,7 +233,7 @@ class Poller:
         candidate: Candidate,
         summary: PollSummary,
         act: Callable[[_Connection, Candidate, PollSummary], None],
-    ) -> None:
+    ) -> bool:
         """``act`` on a listed file while no other run touches it: its download, staging,
         store and remote action (two processes may be given one source: a `once` run by
         hand beside the service). Busy: another run has it, skipped for this poll.
@@ -230,7 +242,8 @@ class Poller:
         network fault, a bug, bytes that crash a library) fails this file only, and the
         poll goes on with the next. What concerns the whole source or our disk (refused
         credentials, a stop, a store or staging folder that cannot be written) still ends
-        the poll: every other file would fail the same way."""
+        the poll: every other file would fail the same way. Says whether the file was ours
+        to act on (False: busy)."""
         path = self.path_of(candidate.file.name)
         try:
             with self.store.claim_place(self.source.name, path, wait=False):
@@ -244,6 +257,8 @@ class Poller:
         except PlaceBusy as exc:
             summary.busy[path] = str(exc)
             self.log.info("file_busy", file=path, cause=str(exc))
+            return False
+        return True
 
     def _decided(self, candidate: Candidate) -> Known | None:
         """The ledger's decision on this listing, read again under the claim: the run that
@@ -403,6 +418,10 @@ class Poller:
         """The remote action — only ever after the file's commit returned."""
         action = self.source.action_for(status)
         remote = connection.get()
+        # The store cannot fence a move or a delete: our claim on the place is confirmed
+        # (and renewed) just before, so that a process frozen past its lease while another
+        # took the file over does not act on it (or on new bytes sent since) when it wakes.
+        self.store.confirm()
         moved = remote.complete(candidate.file.name, action)
         if candidate.marker is not None:
             remote.complete(candidate.marker, action)

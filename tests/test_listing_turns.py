@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from connector.config import Config, SourceConfig
+from connector.errors import TransientError
 from connector.ingest import Ingestor
 from connector.pipeline import Poller
 from connector.sources.base import RemoteFile
@@ -145,3 +146,48 @@ def test_one_turn_however_many_ask_at_once(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert sorted(turns) == [False, False, False, True]
+
+
+class Failing(Counted):
+    """Counted, and its listing fails while ``broken``."""
+
+    broken = False
+
+    def list(self) -> list[RemoteFile]:
+        if Failing.broken:
+            raise TransientError("the server is down (test)")
+        return super().list()
+
+
+def test_the_poll_after_a_failed_listing_lists_again(tmp_path: Path, inbox: Path) -> None:
+    """Its backoff retry must not follow an old listing until the next turn: a listing that
+    failed took the turn, and published nothing new."""
+    config, source = _configs(tmp_path)
+    clock = Clock()
+    with SQLiteStore(config.store.path) as store:
+        poller = Poller(config, source, store, ingestor=Ingestor(store, clock=clock),
+                        every=PERIOD, sleep=lambda _: None, opener=Failing)  # fmt: skip
+        assert _taken(poller) == []
+        clock.now += PERIOD
+        (inbox / "a.csv").write_text(GOOD)
+        Failing.broken = True
+        try:
+            with pytest.raises(TransientError):
+                poller.poll()
+        finally:
+            Failing.broken = False
+        assert _taken(poller) == ["a.csv"]  # within the period: listed all the same
+
+
+def test_files_in_hand_elsewhere_do_not_count_against_max_files(
+    tmp_path: Path, inbox: Path
+) -> None:
+    """Replicas go through the same ready files, oldest first: one skipping a file that
+    another has in hand takes the next, or every replica would wait on the same few."""
+    config, source = _configs(tmp_path, max_files=1)
+    (inbox / "a.csv").write_text(GOOD)
+    (inbox / "b.csv").write_text(GOOD.replace("u1", "u2"))
+    with SQLiteStore(config.store.path) as store:
+        poller = Poller(config, source, store, sleep=lambda _: None, opener=Counted)
+        with store.claim_place("s", poller.path_of("a.csv")):
+            assert _taken(poller) == ["b.csv"]
