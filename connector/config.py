@@ -92,6 +92,30 @@ DEFAULT_STORE = Path("var/connector.db")
 Lease = Annotated[str, _within("1h", zero=False)]
 
 
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _check_postgres_url(url: str) -> None:
+    """What libpq would refuse only on connecting (a traceback, or a vague store error):
+    an unknown option, a port or timeout that is no number, an sslmode it does not know."""
+    from psycopg import Error  # (here: SQLite stores never load psycopg)
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        options = conninfo_to_dict(url)
+    except Error as exc:
+        raise ValueError(str(exc).strip().splitlines()[0] or "not a PostgreSQL URL") from None
+    for port in str(options.get("port", "")).split(","):
+        if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"port {port!r} is not a number from 1 to 65535")
+    timeout = str(options.get("connect_timeout", "0"))
+    if not (timeout.isascii() and timeout.isdigit()):
+        raise ValueError(f"connect_timeout {timeout!r} is not a whole number of seconds")
+    sslmode = options.get("sslmode")
+    if sslmode is not None and sslmode not in _SSLMODES:
+        raise ValueError(f"sslmode {sslmode!r} is not one of {', '.join(_SSLMODES)}")
+
+
 class StoreConfig(_Model):
     """Where the ledger and the rows live: ``path`` (an SQLite file, the default), or
     ``url``: ``sqlite:///relative/file.db``, ``sqlite:////absolute/file.db``, or
@@ -141,6 +165,8 @@ class StoreConfig(_Model):
             key == "password" for key, _ in parse_qsl(parts.query, keep_blank_values=True)
         ):
             raise ValueError("a password in the URL is refused; use password_env or password_file")
+        if parts.scheme != "sqlite":
+            _check_postgres_url(value)
         return value
 
     @model_validator(mode="after")

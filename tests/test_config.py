@@ -381,3 +381,38 @@ def test_a_password_in_the_store_url_is_refused(url: str) -> None:
         "store.url: a password in the URL is refused; use password_env or password_file"
     ]
     assert "hunter2" not in str(problems)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql://db.example.com/connector?foo=bar", 'invalid URI query parameter: "foo"'),
+        (
+            "postgresql://db.example.com/connector?sslmode=bogus",
+            "sslmode 'bogus' is not one of disable, allow, prefer, require, verify-ca, verify-full",
+        ),
+        (
+            "postgresql://db.example.com:99999/connector",
+            "port '99999' is not a number from 1 to 65535",
+        ),
+        ("postgres://db.example.com:0/connector", "port '0' is not a number from 1 to 65535"),
+        (
+            "postgresql://db.example.com/connector?connect_timeout=soon",
+            "connect_timeout 'soon' is not a whole number of seconds",
+        ),
+    ],
+)
+def test_a_postgresql_url_libpq_would_refuse_is_a_config_error(
+    url: str, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Said at start, naming the key (exit 78), not when the store is first connected."""
+    assert _problems({"store": {"url": url}}) == [f"store.url: {problem}"]
+    config = tmp_path / "connector.toml"
+    config.write_text(f'[store]\nurl = "{url}"\n')
+    assert main(["--config", str(config), "dump", "files"]) == 78
+    assert capsys.readouterr().err == f"connector: config: store.url: {problem}\n"
+
+
+def test_a_postgresql_url_with_libpq_options_is_taken() -> None:
+    url = "postgresql://a.example.com,b.example.com:5432,5433/c?connect_timeout=30&sslmode=require"
+    assert parse_config({"store": {"url": url}}).store.url == url

@@ -30,6 +30,7 @@ from connector.store import open_existing, open_store
 from connector.store.ledger import Arrival
 from connector.store.port import TABLES, Store
 from connector.store.postgres import PostgresStore
+from connector.store.postgres.db import cause
 from connector.store.postgres.schema import MIGRATIONS
 from connector.store.sqlite import SQLiteStore
 from connector.testing.postgres import EmbeddedPostgres
@@ -138,6 +139,29 @@ def test_a_refused_connection_is_one_line() -> None:
     with pytest.raises(StoreError) as caught:
         open_store(StoreConfig.model_validate({"url": url}))
     assert str(caught.value) == f"store {url}: Connection refused"
+
+
+def test_the_urls_connect_timeout_and_application_name_are_honoured(postgres_url: str) -> None:
+    """Ours are defaults: an operator's ``?connect_timeout=30`` is not overridden."""
+    with PostgresStore(postgres_url) as store:
+        assert store.db.conn.info.get_parameters()["connect_timeout"] == "10"
+        assert store.query("SHOW application_name")[0][0].startswith("connector ")
+    sep = "&" if "?" in postgres_url else "?"
+    url = f"{postgres_url}{sep}connect_timeout=30&application_name=ours"
+    with PostgresStore(url) as store:
+        assert store.db.conn.info.get_parameters()["connect_timeout"] == "30"
+        assert store.query("SHOW application_name") == [("ours",)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "connection is bad: server closed the connection",
+        "connection failed: connection is bad: server closed the connection\nmore",
+    ],
+)
+def test_a_bad_connection_is_said_without_libpqs_prefix(text: str) -> None:
+    assert cause(psycopg.OperationalError(text)) == "server closed the connection"
 
 
 def _closed_port() -> int:

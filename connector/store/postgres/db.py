@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from connector import replica
 from connector.errors import StoreBusy, StoreError, StoreRefused
@@ -67,7 +68,8 @@ def placeholders(sql: str) -> str:
 def cause(exc: psycopg.Error) -> str:
     """One line saying why: libpq's words for a failed connection are several lines, led
     by the address tried (the store's name says it already)."""
-    text = str(exc).removeprefix("connection failed: ").strip()
+    text = str(exc).removeprefix("connection failed: ").removeprefix("connection is bad: ")
+    text = text.strip()
     first = text.splitlines()[0] if text else type(exc).__name__
     return first.rsplit(" failed: ", 1)[-1].removeprefix("FATAL:").strip()
 
@@ -101,18 +103,20 @@ class Database:
         self._opened: list[_Session] = []
         self._opened_lock = threading.Lock()
         self.fence: Fence | None = None
+        # Ours unless the URL sets them (``?connect_timeout=30`` is the operator's choice).
+        given = conninfo_to_dict(url)
+        defaults: dict[str, Any] = {
+            "connect_timeout": CONNECT_TIMEOUT,
+            "application_name": f"connector {replica.identity()}",
+        }
+        self._defaults = {k: v for k, v in defaults.items() if k not in given}
 
     def connect(self, *, setup: str = "") -> Connection:
         """A new connection to the store, set up for our sessions; ``setup``: more SQL."""
         secret: dict[str, Any] = {} if self._password is None else {"password": self._password}
         with self.faults():
             conn: Connection = psycopg.connect(
-                self._url,
-                autocommit=True,
-                connect_timeout=CONNECT_TIMEOUT,
-                application_name=f"connector {replica.identity()}",
-                client_encoding="utf8",
-                **secret,
+                self._url, autocommit=True, client_encoding="utf8", **self._defaults, **secret
             )
             try:
                 conn.execute(self._settings() + setup)
