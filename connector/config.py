@@ -88,6 +88,7 @@ class _Model(BaseModel):
 
 
 STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
+STORE_CREDENTIAL = "store"  # the store's systemd credential (connector.secrets)
 DEFAULT_STORE = Path("var/connector.db")
 Lease = Annotated[str, _within("1h", zero=False)]
 
@@ -256,6 +257,17 @@ class SourceConfig(_Model):
     delimiter: str | None = Field(default=None, min_length=1, max_length=1)
     encoding: str = "utf-8"
     files: tuple[FileEntry, ...] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _not_the_stores(cls, value: str) -> str:
+        # (a source's systemd credential is named after it, $CREDENTIALS_DIRECTORY/<name>)
+        if value == STORE_CREDENTIAL:
+            raise ValueError(
+                f"{value!r} is the store's credential ($CREDENTIALS_DIRECTORY/{value}): a source"
+                " so named would read the store's password; choose another name"
+            )
+        return value
 
     @field_validator("url")
     @classmethod

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from connector.config import SourceConfig, StoreConfig
+from connector.config import STORE_CREDENTIAL, SourceConfig, StoreConfig
 from connector.errors import ConfigError
 from connector.redaction import remember
 
@@ -35,7 +35,7 @@ def store_password(store: StoreConfig) -> Secret | None:
     """The store's password: ``password_env``, else ``password_file``, else the systemd
     credential ``store``; else None, and libpq finds one its own way (PGPASSWORD,
     ~/.pgpass) if the server asks."""
-    return _password(store.password_env, store.password_file, "store", "store.")
+    return _password(store.password_env, store.password_file, STORE_CREDENTIAL, "store.")
 
 
 def _password(env: str | None, file: Path | None, credential: str, keys: str) -> Secret | None:

@@ -416,3 +416,12 @@ def test_a_postgresql_url_libpq_would_refuse_is_a_config_error(
 def test_a_postgresql_url_with_libpq_options_is_taken() -> None:
     url = "postgresql://a.example.com,b.example.com:5432,5433/c?connect_timeout=30&sslmode=require"
     assert parse_config({"store": {"url": url}}).store.url == url
+
+
+def test_a_source_named_store_is_refused() -> None:
+    """Its systemd credential would be the store's ($CREDENTIALS_DIRECTORY/store)."""
+    assert _problems({"sources": [_source(name="store")]}) == [
+        "sources[0].name: 'store' is the store's credential ($CREDENTIALS_DIRECTORY/store): a"
+        " source so named would read the store's password; choose another name"
+    ]
+    assert parse_config({"sources": [_source(name="store2")]}).sources[0].name == "store2"
