@@ -19,6 +19,7 @@ from connector.pipeline import Poller
 from connector.sources.base import RemoteFile
 from connector.sources.local import LocalSource
 from connector.store.sqlite import SQLiteStore
+from tests.store_contract import Clock
 
 PERIOD = 60.0
 GOOD = "identifier,n\nu1,1\n"
@@ -32,14 +33,6 @@ class Counted(LocalSource):
     def list(self) -> list[RemoteFile]:
         Counted.listings += 1
         return super().list()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_764_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

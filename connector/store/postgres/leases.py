@@ -168,14 +168,7 @@ class Leases:
         if not held:
             return
         rows = conn.execute(_FENCE, ([claim.token for claim in held],)).fetchall()
-        alive = {token for (token,) in rows}
-        for claim in held:
-            if claim.token not in alive:
-                self._lost(claim)
-                raise ClaimLost(
-                    f"the claim on {claim.what} was lost: its lease ({self._lease:g}s) ran"
-                    " out, and another run may have it now; nothing more is stored under it"
-                )
+        self._all_alive(held, {token for (token,) in rows})
 
     def confirm(self) -> None:
         """Renew every claim this thread holds, now; ClaimLost if one was lost (another
@@ -186,9 +179,12 @@ class Leases:
             return
         with self._session() as conn:
             rows = conn.execute(_RENEW, (self._lease, [claim.token for claim in held])).fetchall()
-        renewed = {token for (token,) in rows}
+        self._all_alive(held, {token for (token,) in rows})
+
+    def _all_alive(self, held: list[_Claim], alive: set[int]) -> None:
+        """ClaimLost (told once) for the first of ``held`` whose token is not ``alive``."""
         for claim in held:
-            if claim.token not in renewed:
+            if claim.token not in alive:
                 self._lost(claim)
                 raise ClaimLost(
                     f"the claim on {claim.what} was lost: its lease ({self._lease:g}s) ran"
