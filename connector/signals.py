@@ -2,9 +2,9 @@
 
 A signal handler runs in the main thread between two of its bytecodes, wherever that thread
 is, possibly inside ``Event.wait`` holding the event's own lock: an ``Event.set`` there
-waits for that lock for ever, and the process ignores every stop from then on (seen after a
-SIGSTOP and SIGCONT). So the handler does nothing; Python's C-level handler writes the
-signal's number to a socket, and a thread of ours reads it and sets the event.
+waits for that lock for ever, and the process ignores every stop from then on (a SIGSTOP
+and SIGCONT make that moment likely). So the handler does nothing; Python's C-level handler
+writes the signal's number to a socket, and a thread of ours reads it and sets the event.
 """
 
 from __future__ import annotations

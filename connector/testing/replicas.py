@@ -1,7 +1,7 @@
 """Several `connector run` processes (replicas) sharing one store and one source, each with
 its own config, staging and archive folders, as on hosts of their own.
 
-    with Replicas(root, store_url, source) as replicas:
+    with Replicas(root, {"url": store_url, "lease": "2s"}, source) as replicas:
         replicas.start("r1"); replicas.start("r2")
         replicas.freeze("r2"); ...; replicas.thaw("r2")
         codes = replicas.stop_all()
