@@ -33,6 +33,9 @@ from connector.errors import ConfigError
 
 DEFAULT_PATH = Path("config/connector.toml")
 SCHEMES = ("sftp", "ftps", "ftp", "file")
+# A source's folder, at most: with a name (255 bytes at most) its files' paths stay well
+# within what a database index holds (PostgreSQL's: about 2,700 bytes an entry).
+MAX_FOLDER_BYTES = 1024
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -233,7 +236,7 @@ class FileEntry(_Model):
 
 
 class SourceConfig(_Model):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
     url: str
     password_env: str | None = None
     password_file: Path | None = None
@@ -282,6 +285,9 @@ class SourceConfig(_Model):
             _check_file_url(parts)
         if parts.password is not None:
             raise ValueError("a password in the URL is refused; use password_env or password_file")
+        if len(unquote(parts.path).encode("utf-8", "surrogateescape")) > MAX_FOLDER_BYTES:
+            # (a file's path, folder and name, must fit the store's indexes)
+            raise ValueError(f"the folder's path is longer than {MAX_FOLDER_BYTES:,} bytes")
         return value
 
     @field_validator("encoding")

@@ -425,3 +425,18 @@ def test_a_source_named_store_is_refused() -> None:
         " source so named would read the store's password; choose another name"
     ]
     assert parse_config({"sources": [_source(name="store2")]}).sources[0].name == "store2"
+
+
+def test_a_source_name_or_folder_too_long_for_the_stores_indexes_is_refused() -> None:
+    """A file's source and path are indexed in the store: they are bounded at start-up
+    rather than failing every poll of the source at its first file."""
+    files = [{"kind": "events", "pattern": "*.csv"}]
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"sources": [
+            {"name": "n" * 101, "url": "file:///in", "files": files},
+            {"name": "deep", "url": "file:///" + "d/" * 600, "files": files},
+        ]})  # fmt: skip
+    assert caught.value.problems[0].startswith("sources[0].name: ")
+    assert caught.value.problems[1] == (
+        "sources[1].url: the folder's path is longer than 1,024 bytes"
+    )
