@@ -52,7 +52,7 @@ def _crash_then_rerun(config: Path, step: str, store_table: dict[str, str]) -> l
     ``tests.drop.crash_then_rerun``).
 
     On PostgreSQL the restart comes once the killed daemon's lease is over: until then the
-    claims it held are still its own (CONTRACT §7), and the restarted daemon's first poll
+    claims it held are still its own (docs/scaling.md), and the restarted daemon's first poll
     would find the file in hand (`file_busy`) and leave it to a later poll."""
     argv = [sys.executable, "-m", "connector", "--config", str(config)]
     env = {**os.environ, "CONNECTOR_CRASH_AT": step}

@@ -1,4 +1,4 @@
-"""Claims on a shared PostgreSQL store, as leases with fencing (CONTRACT §7).
+"""Claims on a shared PostgreSQL store, as leases with fencing (docs/scaling.md).
 
 A claim is a row of ``claims``: its key, what it holds and who holds it (the replica), for
 the operator, a token drawn for this taking, and when it expires. A heartbeat renews every
