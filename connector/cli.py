@@ -16,7 +16,7 @@ from pathlib import Path
 import structlog
 
 from connector import logs
-from connector.config import Config, load_config
+from connector.config import MAX_FOLDER_BYTES, Config, load_config
 from connector.csvrules.rules import FileRules, Kind
 from connector.dump import dump
 from connector.errors import ConfigError, ConnectorError, Interrupted
@@ -24,6 +24,7 @@ from connector.ingest import Ingestor, Outcome, Progress
 from connector.redaction import cause_of, logged_failure
 from connector.replica import name_as
 from connector.signals import stop_on_signals
+from connector.sources.naming import MAX_NAME_BYTES
 from connector.store import open_store
 from connector.store.port import TABLES
 
@@ -122,6 +123,14 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
     missing = [str(p) for p in args.paths if not p.is_file()]
     if missing:
         print(f"connector: import: no such file: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_FAILED
+    # A file is recorded under its path as given: bounded as a source's are (the store's
+    # indexes hold so much).
+    long = [str(p) for p in args.paths if len(os.fsencode(p)) > MAX_FOLDER_BYTES + MAX_NAME_BYTES]
+    if long:
+        print(f"connector: import: path too long to record (over"
+              f" {MAX_FOLDER_BYTES + MAX_NAME_BYTES:,} bytes): {', '.join(long)}",
+              file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     rules = {p: _import_rules(config, args.source, args.kind, p) for p in args.paths}
     if args.event_name is not None and not args.event_name.strip():

@@ -38,3 +38,22 @@ def test_an_unexpected_error_with_one_imported_file_fails_it_and_goes_on(
     )
     assert lines[1].startswith(f"{good}: ingested — 1 rows stored")
     assert len(lines) == 2
+
+
+def test_an_import_path_too_long_to_record_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file is recorded under its path as given; a path longer than a source's files can
+    have is refused before anything is read, on every store alike."""
+    folder = tmp_path
+    while len(str(folder)) < 1300:
+        folder /= "d" * 200
+    folder.mkdir(parents=True)
+    (folder / "a.csv").write_text("identifier,name\nu,buy\n")
+    config = tmp_path / "connector.toml"
+    config.write_text(f'[store]\npath = "{tmp_path}/c.db"\n')
+    argv = ["--config", str(config), "import", str(folder / "a.csv"), "--kind", "events"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("connector: import: path too long to record (over 1,279 bytes): ")
+    assert not (tmp_path / "c.db").exists()

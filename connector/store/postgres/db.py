@@ -105,10 +105,15 @@ class Database:
         self.fence: Fence | None = None
         # Ours unless the URL sets them (``?connect_timeout=30`` is the operator's choice).
         given = conninfo_to_dict(url)
+        # TCP keepalives: a server cut off without a word (a partition, a host gone) is
+        # found out within about a lease, not the kernel's two hours.
+        probe = max(1, int(idle_seconds / 3))
         defaults: dict[str, Any] = {
             "connect_timeout": CONNECT_TIMEOUT,
             "application_name": f"connector {replica.identity()}",
-        }
+            "keepalives": 1, "keepalives_idle": probe, "keepalives_interval": probe,
+            "keepalives_count": 3,
+        }  # fmt: skip
         self._defaults = {k: v for k, v in defaults.items() if k not in given}
 
     def connect(self, *, setup: str = "") -> Connection:
