@@ -15,7 +15,7 @@ from typing import Any
 
 from connector.csvrules.records import Batch
 from connector.csvrules.rules import KEY_WINDOW_SECONDS, NO_TIMESTAMP
-from connector.store.keys import drop_taken, kept_events
+from connector.store.keys import decided, kept_events
 from connector.store.ledger import Delivered, stored_rows
 from connector.store.postgres.db import Connection, Database
 
@@ -48,11 +48,6 @@ _CLAIM_KEYS = """
     SELECT count(*) = %(count)s, CASE WHEN count(*) < %(count)s THEN array_agg(key) END
     FROM recorded
 """
-_KEYED_EVENTS = (
-    "SELECT id, idempotency_key FROM events WHERE id > %s AND file_id = %s"
-    " AND idempotency_key IS NOT NULL ORDER BY id LIMIT %s"
-)
-_DECIDE_CHUNK = 10_000  # keyed events read back at a time
 # A file's contact upserts, merged per contact in file order (a later row's attribute
 # wins: see merged_attributes in the schema), then merged into the stored contact: one
 # row per contact, as PostgreSQL updates a row once per statement. Attributes are flat
@@ -142,33 +137,14 @@ class PostgresSink:
         order, as ``deliver`` would have at this moment; drop the events whose key was taken
         (by another file, or earlier in this one), and count them as duplicates."""
         assert self.db.in_transaction, "decide() belongs in a transaction"
-        dropped = drop_taken(
-            self._keyed_events(file_id, first_event),
-            lambda keys: self._first_uses(keys, now, file_id),
-            self._delete_events,
-        )
-        return Delivered(stored_rows(kind, 0, dropped), dropped, None)
+        return decided(
+            self.db, file_id, kind, first_event,
+            lambda keys: self._first_uses(keys, now, file_id), self._delete_events,
+        )  # fmt: skip
 
     def _delete_events(self, ids: list[int]) -> None:
         with self.db.faults():
             self.db.conn.execute("DELETE FROM events WHERE id = ANY(%b::bigint[])", (ids,))
-
-    def _keyed_events(
-        self, file_id: int, first_event: int | None
-    ) -> Iterator[list[tuple[int, str]]]:
-        """A file's events that carry a key, as (id, key) in file order, a chunk at a time
-        (memory stays flat). By id from its first event: events has no index by file."""
-        if first_event is None:
-            return
-        after = first_event - 1
-        while True:
-            with self.db.faults():
-                rows = self.db.conn.execute(_KEYED_EVENTS, (after, file_id, _DECIDE_CHUNK))
-                chunk: list[tuple[int, str]] = rows.fetchall()
-            if not chunk:
-                return
-            yield chunk
-            after = chunk[-1][0]
 
     def discard(self, file_id: int, first_event: int | None, *, claimed: bool = False) -> None:
         """Take back everything a file delivered: provisionally (no key was claimed), or,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from itertools import compress
 from typing import Any
 
@@ -14,11 +14,9 @@ import apsw
 
 from connector.csvrules.records import Batch
 from connector.csvrules.rules import KEY_WINDOW_SECONDS, NO_TIMESTAMP
-from connector.store.keys import drop_taken, kept_events
+from connector.store.keys import decided, kept_events
 from connector.store.ledger import Delivered, stored_rows
 from connector.store.sqlite.db import Database
-
-_DECIDE_CHUNK = 10_000  # keyed events read back at a time
 
 # Constant texts, one for every file and moment, so the statement cache keeps each prepared
 # (literals in the text made a new statement per file and per second); the file id and the
@@ -109,34 +107,14 @@ class SQLiteSink:
         order, as ``deliver`` would have at this moment; drop the events whose key was taken
         (by another file, or earlier in this one), and count them as duplicates."""
         assert self.db.conn.in_transaction, "decide() belongs in a transaction"
-        dropped = drop_taken(
-            self._keyed_events(file_id, first_event),
-            lambda keys: self._first_uses(keys, now, file_id),
-            self._delete_events,
-        )
-        return Delivered(stored_rows(kind, 0, dropped), dropped, None)
+        return decided(
+            self.db, file_id, kind, first_event,
+            lambda keys: self._first_uses(keys, now, file_id), self._delete_events,
+        )  # fmt: skip
 
     def _delete_events(self, ids: list[int]) -> None:
         carray = apsw.carray(array("q", ids))  # (int64: a tuple is taken as text)
         self.db.conn.execute("DELETE FROM events WHERE id IN carray(?)", (carray,))
-
-    def _keyed_events(
-        self, file_id: int, first_event: int | None
-    ) -> Iterator[list[tuple[int, str]]]:
-        """A file's events that carry a key, as (id, key) in file order, a chunk at a time
-        (memory stays flat). By id from its first event: events has no index by file."""
-        if first_event is None:
-            return
-        after = first_event - 1
-        while rows := list(
-            self.db.conn.execute(
-                "SELECT id, idempotency_key FROM events WHERE id > ? AND file_id = ?"
-                " AND idempotency_key IS NOT NULL ORDER BY id LIMIT ?",
-                (after, file_id, _DECIDE_CHUNK),
-            )
-        ):
-            yield rows
-            after = rows[-1][0]
 
     def discard(self, file_id: int, first_event: int | None, *, claimed: bool = False) -> None:
         """Take back everything a file delivered: provisionally (no key was claimed), or,
