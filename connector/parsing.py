@@ -1,5 +1,5 @@
-"""Parsing a file in a child process, so that the CSV rules (Python, one core) and SQLite
-(the other core) work at the same time on large files.
+"""Parsing a file in a child process, so that the CSV rules (Python, one core) and the
+store's writer (the other core) work at the same time on large files.
 
 The child is a plain ``python -m connector.parsing`` given its job on stdin and two open
 files: the CSV file and a spool. No fork of a process that may hold scheduler threads, and

@@ -456,9 +456,3 @@ class Database:
         with self._faults():
             for conn in opened:
                 conn.close()
-
-    def __enter__(self) -> Database:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
