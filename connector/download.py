@@ -79,17 +79,19 @@ def download(
     stop: Callable[[], bool] = lambda: False,
     sleep: Callable[[float], object] = time.sleep,
     label: str | None = None,
-    on_part: Callable[[Path], object] = lambda part: None,
+    on_part: Callable[[Path, Inspector], object] = lambda part, inspector: None,
     received: Callable[[int], object] = lambda size: None,
 ) -> Staged:
     """Fetch ``file`` into ``staging``. ``connect(broken)`` returns a usable source; after
     a failed attempt ``broken`` is True and it should reconnect. Raises TransientError
     (after retries; FileChanged at once: a changing file is left for a later poll).
     ``sleep`` waits between attempts (the service's wakes up on a stop request).
-    ``label`` names the file in logs (its remote path). ``on_part(path)`` is called once
-    the partial file holds only bytes of this file, before more are appended: a reader
-    may follow it from then on (its bytes never change, only grow). ``received(size)`` is
-    told of each piece that arrives."""
+    ``label`` names the file in logs (its remote path). ``on_part(path, inspector)`` is
+    called once the partial file holds only bytes of this file, before more are appended:
+    a reader may follow it from then on (its bytes never change, only grow), and the
+    inspector hashes them as they come. ``received(size)`` is told of each piece that
+    arrives. A write that fails ends the download (a StorageError, never retried), so
+    each chunk may be hashed before it is written."""
     log = structlog.get_logger().bind(source=source_name, file=label or file.name)
     make_folder(staging, "staging")
     stem = staging / staging_name(source_name, file)
@@ -113,7 +115,7 @@ def download(
                 if inspector.size > file.size:
                     out.truncate(0)
                     inspector = Inspector(encoding)
-            on_part(part)
+            on_part(part, inspector)
             for attempt in retrying(
                 sleep, attempts=attempts, max_wait=max_wait, worth=_worth_retrying
             ):
@@ -126,9 +128,11 @@ def download(
                             raise Interrupted("stopped mid-download; the .part is resumed later")
                         if inspector.size + len(chunk) > file.size:
                             raise FileChanged(f"{file.name} grew while downloading")
+                        # Hashed before it is written: what a parser following the
+                        # staged file has read is always inside ``inspector.prefix()``.
+                        inspector.feed(chunk)
                         with local():
                             _write_all(out, chunk)
-                        inspector.feed(chunk)
                         received(len(chunk))
                         crashpoints.reached("mid_download")
                     if inspector.size < file.size:

@@ -22,7 +22,7 @@ import structlog
 
 from connector import crashpoints
 from connector.config import Config, IngestConfig, parse_duration
-from connector.csvrules.reader import Inspector, inspect_file
+from connector.csvrules.reader import Inspector, Prefix, inspect_file, prefix_of
 from connector.csvrules.records import Batch
 from connector.csvrules.rules import FileRules, Limits
 from connector.download import FileChanged, Staged
@@ -42,6 +42,13 @@ Progress = Callable[[int], None]  # called with the records done so far
 class TooManyRejects(FileRejected):
     """More rows of a file were rejected than `[ingest].max_rejects`: it is refused whole
     (the wrong file, or the wrong settings), and what was stored of it is taken back."""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # (renamed: the download is done, or failed)
+        return 0
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,7 @@ class Ingestor:
         job: ParseJob,
         fetched: Future[Staged],
         resumed: bool,
+        arrived: Callable[[], Prefix],
         before_final: Callable[[], None] = lambda: None,
     ) -> Outcome:
         """Ingest a file while it downloads (``fetched``; ``arrival`` without a checksum
@@ -138,6 +146,7 @@ class Ingestor:
         not claimed — until the checksum decides: the rows are kept, or taken back if the
         bytes are a duplicate, rejected whole, or those of another unfinished entry.
         ``resumed``: the download went on from bytes already staged (by an earlier try).
+        ``arrived()``: the bytes downloaded so far (at least those ``job`` has read).
         Call with the place claimed (``Ledger.claim_place``), for the whole download."""
         log = structlog.get_logger().bind(source=arrival.source, file=arrival.path)
         started = time.monotonic()
@@ -157,20 +166,20 @@ class Ingestor:
                     inspector=staged.inspector, mtime=arrival.mtime, before_final=before_final,
                 )  # fmt: skip
             self.forget_stale(arrival)
-            with self.store.transaction():
-                entry = self.ledger.begin(arrival, self.clock())
-                if entry.cursor and not resumed:
-                    # Its rows came from staged bytes since lost: they cannot be trusted
-                    # to be this download's (same listing, yet maybe other bytes).
-                    self._take_back(entry)
+            entry = self.ledger.begin(arrival, self.clock())
+            if entry.cursor and not resumed and not self._began_alike(entry, job.path, fetched):
+                # Its rows came from bytes staged by another run (or replica), or since
+                # lost, that this download does not begin with: same listing, other bytes.
+                with self.store.transaction():
+                    self._take_back(self.ledger.get(entry.id))
                     entry = self.ledger.begin(arrival, self.clock())
             crashpoints.reached("after_start")
             # Crash from here until decided: the provisional entry keeps its cursor; the
             # next poll resumes the download (its staged bytes) and the entry with it.
             with self._failing(entry.id):
                 try:
-                    outcome = self._provisional(entry, arrival, rules, job, fetched, log,
-                                                before_final)  # fmt: skip
+                    outcome = self._provisional(entry, arrival, rules, job, fetched, arrived,
+                                                log, before_final)  # fmt: skip
                 except FileChanged:  # the bytes stored are not the file's: taken back
                     with self.store.transaction():
                         self._take_back(self.ledger.get(entry.id))
@@ -184,6 +193,7 @@ class Ingestor:
         rules: FileRules,
         job: ParseJob,
         fetched: Future[Staged],
+        arrived: Callable[[], Prefix],
         log: structlog.typing.FilteringBoundLogger,
         before_final: Callable[[], None],
     ) -> Outcome:
@@ -194,7 +204,7 @@ class Ingestor:
                 job.resume_at(entry.cursor)
             job.header()
             batches = job.batches()
-            self._store(entry.id, rules.kind, job, batches, None, provisional=True,
+            self._store(entry.id, rules.kind, job, batches, None, arrived=arrived,
                         until=fetched.done)  # fmt: skip
         except (FileRejected, FatalError) as exc:
             # Undecodable bytes stop the parser, and a failed download the parse (see
@@ -233,6 +243,21 @@ class Ingestor:
             except TooManyRejects as exc:
                 return self._refused(entry.id, arrival, exc.reason, log, before_final)
             return Outcome(self._finish(entry.id, before_final))
+
+    def _began_alike(self, entry: Entry, part: Path, fetched: Future[Staged]) -> bool:
+        """Whether this download begins with the bytes that a provisional ``entry``'s
+        committed records were read from (``Entry.prefix``, by another run or replica):
+        then its rows stay, and the parse goes on from its cursor. Waits until that many
+        bytes have arrived (a download that fails is raised here)."""
+        prefix = entry.prefix
+        if prefix is None:
+            return False
+        while not fetched.done() and _size(part) < prefix.size:
+            if self.stop():
+                raise Interrupted("stopped mid-download; the .part is resumed later")
+            time.sleep(IDLE_SECONDS)
+        staged = fetched.result().path if fetched.done() else part  # (renamed once done)
+        return prefix_of(staged, prefix.size) == prefix
 
     def forget_stale(self, arrival: Arrival) -> None:
         """Take back the provisional rows of this place's older listings: those bytes were
@@ -380,12 +405,13 @@ class Ingestor:
         batches: Iterator[Batch],
         progress: Progress | None,
         *,
-        provisional: bool = False,
+        arrived: Callable[[], Prefix] | None = None,
         until: Callable[[], bool] = lambda: False,
     ) -> None:
         """Deliver ``job``'s ``batches`` until they end, or ``until()`` (asked after each
-        batch). TooManyRejects once the file's rejected rows pass `max_rejects`: the batch
-        that passes it is not stored, and nothing more is read."""
+        batch); provisionally while the file arrives (``arrived()``: its bytes so far).
+        TooManyRejects once the file's rejected rows pass `max_rejects`: the batch that
+        passes it is not stored, and nothing more is read."""
         records = 0
         rejected = self.ledger.get(entry_id).rejected  # (a resumed file's count goes on)
         with self.store.grouped(self.commit_seconds) as group:
@@ -397,8 +423,10 @@ class Ingestor:
                     raise TooManyRejects(self._too_many(entry_id, batch))
                 group.begin()
                 delivered = self.sink.deliver(entry_id, kind, batch, int(self.clock()),
-                                              provisional=provisional)  # fmt: skip
-                self.ledger.advance(entry_id, batch.records, len(batch.rejects), delivered)
+                                              provisional=arrived is not None)  # fmt: skip
+                # (the bytes arrived now hold this batch: the parser read it from them)
+                self.ledger.advance(entry_id, batch.records, len(batch.rejects), delivered,
+                                    arrived and arrived())  # fmt: skip
                 crashpoints.reached("after_deliver")
                 # Crash here: batches up to the last commit are durable with their cursor;
                 # those after it are redone on resume (commits are grouped by time: an

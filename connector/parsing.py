@@ -97,7 +97,7 @@ class ParseJob:
     ) -> None:
         """``growing_to``: the file is still being written and will hold this many bytes
         (a download in progress): the parser follows it."""
-        self._path = path
+        self.path = path
         self._rules = rules
         self._limits = limits or Limits()
         self._batch_records = batch_records
@@ -116,7 +116,7 @@ class ParseJob:
 
     def __enter__(self) -> ParseJob:
         if self._fd is None:  # entered once, however many owners pass it on
-            self._fd = os.open(self._path, os.O_RDONLY)
+            self._fd = os.open(self.path, os.O_RDONLY)
             try:
                 if self._in_child:
                     self._spawn()
@@ -143,7 +143,7 @@ class ParseJob:
         )  # fmt: skip
         with self._abandoning:
             if self._abandoned:
-                raise FatalError(f"the parse of {self._path} was abandoned")
+                raise FatalError(f"the parse of {self.path} was abandoned")
             # Linux signals a child when the *thread* that started it ends: every owner
             # of a ParseJob keeps its thread alive until the job is closed.
             self._child = subprocess.Popen(
@@ -161,7 +161,7 @@ class ParseJob:
                 data = data[stdin.write(data) or 0 :]
         except BrokenPipeError:
             if self._abandoned:  # killed by abandon() as it started
-                raise FatalError(f"the parse of {self._path} was abandoned") from None
+                raise FatalError(f"the parse of {self.path} was abandoned") from None
             raise
 
     def resume_at(self, skip: int) -> None:
@@ -223,10 +223,10 @@ class ParseJob:
         head = _read_exactly(pipe, _FRAME.size)
         if len(head) < _FRAME.size:
             code = self._child.wait()
-            raise FatalError(f"the parser process of {self._path} died (exit {code})")
+            raise FatalError(f"the parser process of {self.path} died (exit {code})")
         message: tuple[Any, ...] = pickle.loads(_read_exactly(pipe, _FRAME.unpack(head)[0]))
         if message[0] == "error":
-            raise FatalError(f"parsing {self._path} failed: {message[1]}")
+            raise FatalError(f"parsing {self.path} failed: {message[1]}")
         return message
 
     def _stop(self) -> None:

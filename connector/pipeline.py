@@ -25,6 +25,7 @@ import structlog
 from connector import crashpoints
 from connector.archive import archive
 from connector.config import Config, SourceConfig, parse_duration
+from connector.csvrules.reader import Inspector, Prefix
 from connector.download import FileChanged, Staged, download
 from connector.errors import (
     Interrupted,
@@ -288,7 +289,8 @@ class Poller:
         arrival = self._arrival(candidate)
         staged: list[Path] = []
         copies: list[Future[Path]] = []
-        followed: list[tuple[ParseJob, bool]] = []  # the parse, and whether it resumes bytes
+        # The parse, whether it resumes bytes staged, and the bytes arrived so far.
+        followed: list[tuple[ParseJob, bool, Callable[[], Prefix]]] = []
         begun, abandoned = threading.Event(), threading.Event()
         with ExitStack() as stack:  # (left in reverse: the parse, the download, the copy)
             stack.callback(_unlink, staged)  # (on failure too: the next poll fetches anew)
@@ -296,12 +298,13 @@ class Poller:
             fetching = stack.enter_context(ThreadPoolExecutor(1, "download"))
             stack.callback(abandoned.set)  # however we leave, the download stops
 
-            def follow(part: Path) -> None:
+            def follow(part: Path, inspector: Inspector) -> None:
                 # A large file is parsed, and stored, as its bytes arrive (Ingestor's
                 # ingest_arriving); below that size a parse process costs more than it saves.
                 if file.size >= PARALLEL_MIN_BYTES:
                     job = self.ingestor.parse_job(part, rules, growing_to=file.size)
-                    followed.append((stack.enter_context(job), part.stat().st_size > 0))
+                    resumed = part.stat().st_size > 0
+                    followed.append((stack.enter_context(job), resumed, inspector.prefix))
                 begun.set()
 
             def fetch() -> Staged:
@@ -336,10 +339,10 @@ class Poller:
             fetched = fetching.submit(fetch)
             begun.wait()
             if followed:
-                job, resumed = followed[0]
+                job, resumed, arrived = followed[0]
                 outcome = self.ingestor.ingest_arriving(
                     rules, arrival=arrival, job=job, fetched=fetched, resumed=resumed,
-                    before_final=archived,
+                    arrived=arrived, before_final=archived,
                 )  # fmt: skip
             else:
                 try:

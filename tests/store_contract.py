@@ -103,7 +103,7 @@ def _keyed_rows(keys: Callable[[int], str] = lambda i: f"k{i}") -> bytes:
 class Download:
     """A download stand-in into ``folder/big.part``: writes all but the last byte of
     ``data``, waits until ``held_until()`` says so (or ``release()``), then writes the
-    rest."""
+    rest; each piece hashed before it is written, as download() does."""
 
     def __init__(self, folder: Path, data: bytes) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -112,21 +112,23 @@ class Download:
         self.data = data
         self.held_until: Callable[[], bool] = lambda: True
         self._released = threading.Event()
+        self.inspector = Inspector("utf-8")
 
     def release(self) -> None:
         self._released.set()
 
     def __call__(self) -> Staged:
-        inspector = Inspector("utf-8")
+        inspector = self.inspector
         with self.part.open("ab") as out:
+            inspector.feed(self.data[:-1])
             out.write(self.data[:-1])
             out.flush()
             deadline = time.monotonic() + 30
             while not (self._released.is_set() or self.held_until()):
                 assert time.monotonic() < deadline, "the writer never got that far"
                 time.sleep(0.005)
+            inspector.feed(self.data[-1:])
             out.write(self.data[-1:])
-        inspector.feed(self.data)
         inspector.finish()
         done = self.part.with_suffix(".csv")
         done.unlink(missing_ok=True)
@@ -145,8 +147,9 @@ def _arriving(ingestor: Ingestor, download: Download, rules: FileRules = ARRIVIN
         try:
             with ingestor.store.claim_place(arrival.source, arrival.path):
                 return ingestor.ingest_arriving(
-                    rules, arrival=arrival, job=job, fetched=fetched, resumed=False
-                )
+                    rules, arrival=arrival, job=job, fetched=fetched, resumed=False,
+                    arrived=download.inspector.prefix,
+                )  # fmt: skip
         finally:
             download.release()  # (a run that stopped early must not wait for it)
 
@@ -808,6 +811,32 @@ class StoreContract:
             ("/in/big.csv", "ingested")
         ]
         assert store.ledger.unfinished_at("src", "/in/big.csv") == []
+
+    def test_provisional_rows_resume_in_a_download_anew_of_the_same_bytes(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """Another run (a replica: its own staging folder) takes over a file a stopped try
+        had stored in part: it downloads the file anew, finds that its first bytes are
+        those the committed rows were read from, and goes on from the cursor."""
+        data = _keyed_rows()
+        stopping = Ingestor(store, clock=Clock(), batch_records=BATCH, commit_seconds=0,
+                            stop=_stopping_after(2))  # fmt: skip
+        stalled = Download(tmp_path / "staging", data)
+        stalled.held_until = lambda: False  # until the stopped run lets it go
+        with pytest.raises(Interrupted):
+            _arriving(stopping, stalled)
+        [left] = store.ledger.unfinished_at("src", "/in/big.csv")
+        assert left.cursor == 2 * BATCH and left.prefix is not None
+        assert left.prefix.sha256 == hashlib.sha256(data[: left.prefix.size]).hexdigest()
+
+        ingestor = Ingestor(store, clock=Clock(), batch_records=BATCH, commit_seconds=0)
+        with capture_logs() as logs:
+            outcome = _arriving(ingestor, Download(tmp_path / "elsewhere", data))
+
+        assert [g["cursor"] for g in logs if g["event"] == "file_resumed"] == [2 * BATCH]
+        assert (outcome.entry.id, outcome.entry.status) == (left.id, "ingested")
+        assert (outcome.entry.rows, outcome.entry.cursor) == (ROWS, ROWS)
+        assert [line for *_, line in _events(store)] == list(range(2, ROWS + 2))
 
     # -- Listing turns -------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from until it execs, which for pytest would be most of the figure."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import subprocess
@@ -34,6 +35,7 @@ from connector.csvrules.reader import (
     _UNTERMINATED,
     ByteScan,
     Inspector,
+    Prefix,
     RecordReader,
     _Lines,
     _measure,
@@ -630,8 +632,9 @@ def test_a_download_with_too_many_rejects_stops_its_parse_before_it_ends(tmp_pat
             fetched: Future[Staged] = pool.submit(download)
             with ingestor.store.claim_place(arrival.source, arrival.path):
                 outcome = ingestor.ingest_arriving(
-                    rules, arrival=arrival, job=job, fetched=fetched, resumed=False
-                )
+                    rules, arrival=arrival, job=job, fetched=fetched, resumed=False,
+                    arrived=lambda: Prefix(len(data), hashlib.sha256(data).hexdigest()),
+                )  # fmt: skip
         assert stopped.is_set()
         assert outcome.entry.status == "rejected"
         assert outcome.reason == f"more than 1,000 rows rejected; first at line 2: {LATER}"

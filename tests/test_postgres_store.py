@@ -95,8 +95,37 @@ def test_a_schema_not_this_connectors_is_refused(postgres_url: str) -> None:
         with pytest.raises(FatalError, match=newer):
             opening(config)
     _admin(postgres_url, "UPDATE schema_version SET version = 0")
-    with pytest.raises(FatalError, match=r"schema v0 is older than this connector's \(v1\)"):
+    older = rf"schema v0 is older than this connector's \(v{len(MIGRATIONS)}\)"
+    with pytest.raises(FatalError, match=older):
         open_existing(config)
+
+
+@pytest.mark.parametrize("version", range(1, len(MIGRATIONS)))
+def test_a_store_of_every_earlier_version_is_upgraded_with_its_rows(
+    postgres_url: str, version: int
+) -> None:
+    """A store made by an earlier release (its schema, a file and its events in it) is
+    brought up to date when opened, its rows kept."""
+    _admin(postgres_url, "CREATE TABLE schema_version(version integer NOT NULL)")
+    for script in MIGRATIONS[:version]:
+        _admin(postgres_url, script)
+    _admin(postgres_url, f"INSERT INTO schema_version VALUES ({version})")
+    _admin(
+        postgres_url,
+        "INSERT INTO files(source, path, sha256, size, kind, status, rows, started_at,"
+        " processed_at) VALUES ('s', 'a.csv', 'ab', 9, 'events', 'ingested', 1, 't', 't')",
+    )
+    _admin(
+        postgres_url,
+        "INSERT INTO events(file_id, line, identifier, name, timestamp, data)"
+        " SELECT id, 2, 'u1', 'buy', 7, '{}' FROM files",
+    )
+
+    with open_store(StoreConfig.model_validate({"url": postgres_url})) as store:
+        assert store.query("SELECT version FROM schema_version") == [(len(MIGRATIONS),)]
+        [file] = store.records("files")
+        assert (file["path"], file["status"], file["rows"]) == ("a.csv", "ingested", 1)
+        assert [e["identifier"] for e in store.records("events")] == ["u1"]
 
 
 def test_a_read_only_open_makes_nothing_and_writes_nothing(postgres_url: str) -> None:

@@ -52,8 +52,9 @@ def db(tmp_path: Path) -> Iterator[SQLiteStore]:
 
 class Download:
     """A download stand-in, into ``folder/file.part`` (resumed from what it holds, as
-    download() does): writes ``data`` up to ``cut`` (default: all but the last byte), then,
-    once ``held_until()`` says so, the rest — or raises ``failure`` instead."""
+    download() does, hashing each piece before writing it): writes ``data`` up to ``cut``
+    (default: all but the last byte), then, once ``held_until()`` says so, the rest — or
+    raises ``failure`` instead."""
 
     def __init__(self, folder: Path, data: bytes, *, cut: int | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -63,16 +64,17 @@ class Download:
         self.data, self.cut = data, len(data) - 1 if cut is None else cut
         self.failure: BaseException | None = None
         self.held_until: Callable[[], bool] = lambda: True
+        self.inspector = Inspector("utf-8")
 
     def __call__(self) -> Staged:
-        inspector = Inspector("utf-8")
+        inspector = self.inspector
         with self.part.open("ab+") as out:
             out.seek(0)
             inspector.feed_from(out)
             first = self.data[inspector.size : self.cut]
+            inspector.feed(first)
             out.write(first)
             out.flush()
-            inspector.feed(first)
             deadline = time.monotonic() + 30
             while not self.held_until():
                 assert time.monotonic() < deadline, "the writer never got that far"
@@ -80,8 +82,8 @@ class Download:
             if self.failure is not None:
                 raise self.failure
             rest = self.data[inspector.size :]
-            out.write(rest)
             inspector.feed(rest)
+            out.write(rest)
         inspector.finish()
         done = self.part.with_suffix(".csv")
         os.replace(self.part, done)
@@ -108,7 +110,7 @@ def _arriving(
             with ingestor.store.claim_place(arrival.source, arrival.path):  # as Poller does
                 return ingestor.ingest_arriving(
                     rules, arrival=arrival, job=job, fetched=fetched,
-                    resumed=download.resumes,
+                    resumed=download.resumes, arrived=download.inspector.prefix,
                 )  # fmt: skip
         finally:
             job.close()
@@ -258,18 +260,45 @@ def test_a_failed_download_keeps_what_was_stored_and_the_next_try_resumes(
     assert [log["cursor"] for log in logs if log["event"] == "file_resumed"] == [cursor]
 
 
-def test_rows_whose_staged_bytes_were_lost_are_taken_back(tmp_path: Path, db: SQLiteStore) -> None:
-    """The entry is resumed only with the staged bytes its rows came from: if they are
-    gone (staging wiped), a same-listing file may hold other bytes, so it starts over."""
+def test_a_download_anew_resumes_the_rows_its_bytes_begin_with(
+    tmp_path: Path, db: SQLiteStore
+) -> None:
+    """The staged bytes are gone (another replica's staging, or wiped): the file is fetched
+    anew, and once its first bytes are those the committed rows were read from, the rows
+    stay and the parse goes on from the cursor."""
     data = _events_text().encode()
     ingestor = _ingestor(db)
     _a_download_fails(ingestor, data, tmp_path).part.unlink()
+    [(cursor, size, sha256)] = db.query("SELECT cursor, prefix_size, prefix_sha256 FROM files")
+    assert 0 < cursor < ROWS and 0 < size < len(data)
+    assert sha256 == hashlib.sha256(data[:size]).hexdigest()
 
     with capture_logs() as logs:
         outcome = _arriving(ingestor, Download(tmp_path / "staging", data))
 
+    assert outcome.entry.status == "ingested" and outcome.entry.rows == ROWS
+    assert [g["cursor"] for g in logs if g["event"] == "file_resumed"] == [cursor]
+    assert [line for line, _, _ in _events(db)] == list(range(2, ROWS + 2))
+    assert db.query("SELECT count(*) FROM files") == [(1,)]
+
+
+def test_rows_of_other_bytes_under_the_same_listing_are_taken_back(
+    tmp_path: Path, db: SQLiteStore
+) -> None:
+    """Fetched anew, the file begins with other bytes than the committed rows were read
+    from (same name, size and time, other content): the rows are taken back and the file
+    starts over, so that only the bytes ingested are stored."""
+    data = _events_text().encode()
+    other = _events_text(lambda i: f"o{i}").encode()
+    assert len(other) == len(data)
+    ingestor = _ingestor(db)
+    _a_download_fails(ingestor, data, tmp_path).part.unlink()
+
+    with capture_logs() as logs:
+        outcome = _arriving(ingestor, Download(tmp_path / "staging", other))
+
     assert outcome.entry.rows == ROWS and not [g for g in logs if g["event"] == "file_resumed"]
-    assert db.query("SELECT count(*) FROM events") == [(ROWS,)]
+    assert {key for _, _, key in _events(db)} == {f"o{i}" for i in range(ROWS)}
     assert db.query("SELECT count(*) FROM files") == [(1,)]
 
 

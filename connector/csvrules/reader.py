@@ -26,6 +26,7 @@ import io
 import itertools
 import os
 import re
+import threading
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
@@ -102,6 +103,24 @@ class ByteScan:
         self._line_start = self.size + max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
 
 
+@dataclass(frozen=True)
+class Prefix:
+    """A file's first ``size`` bytes, known by their SHA-256."""
+
+    size: int
+    sha256: str
+
+
+def prefix_of(path: Path, size: int) -> Prefix | None:
+    """The first ``size`` bytes of ``path``; None if it is shorter."""
+    digest, left = hashlib.sha256(), size
+    with path.open("rb") as f:
+        while left and (chunk := f.read(min(CHUNK, left))):
+            digest.update(chunk)
+            left -= len(chunk)
+    return None if left else Prefix(size, digest.hexdigest())
+
+
 class Inspector:
     """Streams a file's bytes once, while downloading or from disk: SHA-256, size and
     decodability."""
@@ -110,6 +129,7 @@ class Inspector:
         self.encoding = encoding
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self._fed = threading.Lock()  # (``prefix`` is asked from another thread)
         self.error: str | None = None
         self.error_offset = 0  # byte offset of the first undecodable byte
         self._decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
@@ -118,8 +138,9 @@ class Inspector:
         self._decoded = 0  # bytes given to the decoder
 
     def feed(self, chunk: bytes) -> None:
-        self.sha256.update(chunk)
-        self.size += len(chunk)
+        with self._fed:
+            self.sha256.update(chunk)
+            self.size += len(chunk)
         if self._pending is not None:
             self._pending += chunk
             if len(self._pending) < len(BOM):
@@ -162,6 +183,11 @@ class Inspector:
 
     def hexdigest(self) -> str:
         return self.sha256.hexdigest()
+
+    def prefix(self) -> Prefix:
+        """The bytes fed so far, while a download may be feeding more."""
+        with self._fed:
+            return Prefix(self.size, self.sha256.copy().hexdigest())
 
     def rejection(self, path: Path) -> str | None:
         """Why the file cannot be decoded, naming the line, or None if it can."""

@@ -18,11 +18,13 @@ from typing import Any, Protocol
 
 import structlog
 
+from connector.csvrules.reader import Prefix
 from connector.errors import StorageError, StoreBusy
 from connector.sources.base import RemoteFile
 
 _COLUMNS = (
-    "id, source, path, sha256, size, kind, status, rows, rejected, duplicates, cursor, first_event"
+    "id, source, path, sha256, size, kind, status, rows, rejected, duplicates, cursor,"
+    " first_event, prefix_size, prefix_sha256"
 )
 _UNFINISHED = "status IN ('ingesting', 'failed')"
 _LISTING = "size = ? AND mtime IS NOT DISTINCT FROM ?"  # (mtime may be unknown: NULL)
@@ -74,6 +76,15 @@ class Entry:
     duplicates: int
     cursor: int
     first_event: int | None  # the id of its first stored event (events has no file index)
+    # Provisional: the bytes its committed records were read from (at most these).
+    prefix_size: int | None = None
+    prefix_sha256: str | None = None
+
+    @property
+    def prefix(self) -> Prefix | None:
+        if self.prefix_size is None or self.prefix_sha256 is None:
+            return None
+        return Prefix(self.prefix_size, self.prefix_sha256)
 
 
 @dataclass(frozen=True)
@@ -236,16 +247,24 @@ class Ledger:
         )  # fmt: skip
         return int(rows[0][0])
 
-    def advance(self, entry_id: int, records: int, rejected: int, delivered: Delivered) -> None:
+    def advance(
+        self, entry_id: int, records: int, rejected: int, delivered: Delivered,
+        prefix: Prefix | None = None,
+    ) -> None:  # fmt: skip
         """Move the cursor past ``records`` and the counts by what they ``delivered`` (its
         ``rows`` may be negative: events dropped when a provisional file is decided); call
-        inside the transaction that stores them."""
-        d = delivered
+        inside the transaction that stores them. ``prefix``: the bytes of a provisional
+        file read so far, which hold every record up to the cursor; another run checks its
+        own download against them before it goes on from there."""
+        d, p = delivered, prefix
         self.db.execute(
             "UPDATE files SET cursor = cursor + ?, rows = rows + ?, rejected = rejected + ?,"
-            " duplicates = duplicates + ?, first_event = coalesce(first_event, ?) WHERE id = ?",
-            (records, d.rows, rejected, d.duplicates, d.first_event, entry_id),
-        )
+            " duplicates = duplicates + ?, first_event = coalesce(first_event, ?),"
+            " prefix_size = coalesce(?, prefix_size), prefix_sha256 = coalesce(?, prefix_sha256)"
+            " WHERE id = ?",
+            (records, d.rows, rejected, d.duplicates, d.first_event,
+             p and p.size, p and p.sha256, entry_id),
+        )  # fmt: skip
 
     def decide(self, entry_id: int, sha256: str) -> None:
         """A provisional entry gets its checksum. Call inside the transaction that decides

@@ -1,4 +1,4 @@
-"""The PostgreSQL store's schema: SQLite's (v7, ``connector.store.sqlite.db``) in
+"""The PostgreSQL store's schema: SQLite's (``connector.store.sqlite.db``) in
 PostgreSQL's types, plus the claims that keep replicas apart (see ``leases``).
 
 Versioned in ``schema_version``; pending migrations run in one transaction under an
@@ -108,6 +108,10 @@ MIGRATIONS: tuple[str, ...] = (
         token bigint NOT NULL UNIQUE,
         expires_at timestamptz NOT NULL
     );
+    """,
+    # 2: SQLite's v8: the bytes a provisional entry's committed records were read from.
+    """
+    ALTER TABLE files ADD COLUMN prefix_size bigint, ADD COLUMN prefix_sha256 text;
     """,
 )
 

@@ -150,6 +150,12 @@ MIGRATIONS: tuple[str, ...] = (
         files TEXT NOT NULL                   -- JSON [[name, size, mtime], ...]: ready ones
     ) WITHOUT ROWID;
     """,
+    # 8: the bytes a provisional entry's committed records were read from, so that another
+    # run (or replica) that downloads the file again may go on from its cursor.
+    """
+    ALTER TABLE files ADD COLUMN prefix_size INTEGER;
+    ALTER TABLE files ADD COLUMN prefix_sha256 TEXT;
+    """,
 )
 
 
