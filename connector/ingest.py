@@ -44,6 +44,16 @@ class TooManyRejects(FileRejected):
     (the wrong file, or the wrong settings), and what was stored of it is taken back."""
 
 
+def _resume(job: ParseJob, records: int, fetched: Future[Staged]) -> None:
+    """Have ``job`` start after ``records``. A parse abandoned because its download failed
+    raises the download's error."""
+    try:
+        job.resume_at(records)
+    except FatalError:
+        fetched.result()
+        raise
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -167,12 +177,15 @@ class Ingestor:
                 )  # fmt: skip
             self.forget_stale(arrival)
             entry = self.ledger.begin(arrival, self.clock())
-            if entry.cursor and not resumed and not self._began_alike(entry, job.path, fetched):
+            with self._failing(entry.id):  # (a crash while comparing changes nothing)
+                alike = not entry.cursor or resumed or self._began_alike(entry, job, fetched)
+            if not alike:
                 # Its rows came from bytes staged by another run (or replica), or since
                 # lost, that this download does not begin with: same listing, other bytes.
                 with self.store.transaction():
                     self._take_back(self.ledger.get(entry.id))
                     entry = self.ledger.begin(arrival, self.clock())
+                _resume(job, 0, fetched)
             crashpoints.reached("after_start")
             # Crash from here until decided: the provisional entry keeps its cursor; the
             # next poll resumes the download (its staged bytes) and the entry with it.
@@ -244,14 +257,15 @@ class Ingestor:
                 return self._refused(entry.id, arrival, exc.reason, log, before_final)
             return Outcome(self._finish(entry.id, before_final))
 
-    def _began_alike(self, entry: Entry, part: Path, fetched: Future[Staged]) -> bool:
+    def _began_alike(self, entry: Entry, job: ParseJob, fetched: Future[Staged]) -> bool:
         """Whether this download begins with the bytes that a provisional ``entry``'s
         committed records were read from (``Entry.prefix``, by another run or replica):
-        then its rows stay, and the parse goes on from its cursor. Waits until that many
+        then its rows stay, and ``job`` goes on from its cursor. Waits until that many
         bytes have arrived (a download that fails is raised here)."""
-        prefix = entry.prefix
+        prefix, part = entry.prefix, job.path
         if prefix is None:
             return False
+        _resume(job, entry.cursor, fetched)  # (skipping while the bytes to compare arrive)
         while not fetched.done() and _size(part) < prefix.size:
             if self.stop():
                 raise Interrupted("stopped mid-download; the .part is resumed later")

@@ -282,6 +282,27 @@ def test_a_download_anew_resumes_the_rows_its_bytes_begin_with(
     assert db.query("SELECT count(*) FROM files") == [(1,)]
 
 
+@pytest.mark.parametrize("cut", [0, 1_000])
+def test_a_download_anew_failing_before_its_bytes_compare_keeps_the_rows(
+    tmp_path: Path, db: SQLiteStore, cut: int
+) -> None:
+    """The download anew fails before it holds the bytes to compare (at once, or early):
+    its error is raised, and the rows stay for the next try to compare."""
+    data = _events_text().encode()
+    ingestor = _ingestor(db)
+    _a_download_fails(ingestor, data, tmp_path).part.unlink()
+    before = db.query("SELECT id, status, cursor, prefix_sha256 FROM files")
+
+    again = Download(tmp_path / "staging", data, cut=cut)
+    again.failure = TransientError("refused")
+    with pytest.raises(TransientError, match="refused"):
+        _arriving(ingestor, again, ended_first=cut == 0)
+
+    assert before[0][1] == "failed"
+    assert db.query("SELECT id, status, cursor, prefix_sha256 FROM files") == before
+    assert db.query("SELECT count(*) FROM events")[0][0] == before[0][2]
+
+
 def test_rows_of_other_bytes_under_the_same_listing_are_taken_back(
     tmp_path: Path, db: SQLiteStore
 ) -> None:
