@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import re
 import sys
 import threading
 from collections import Counter
@@ -16,7 +17,13 @@ from pathlib import Path
 import structlog
 
 from connector import logs
-from connector.config import MAX_FOLDER_BYTES, Config, load_config
+from connector.config import (
+    DEFAULT_TENANT,
+    MAX_FOLDER_BYTES,
+    TENANT_PATTERN,
+    Config,
+    load_config,
+)
 from connector.csvrules.rules import FileRules, Kind
 from connector.dump import dump
 from connector.errors import ConfigError, ConnectorError, Interrupted
@@ -56,10 +63,15 @@ def _parser() -> argparse.ArgumentParser:
         "--source", help=f"take file rules from this source (default: {IMPORT_SOURCE!r})"
     )
     imp.add_argument("--event-name", help="event name when the file has no 'name' column")
+    imp.add_argument(
+        "--tenant", type=_tenant,
+        help=f"the tenant to ingest for (default: the source's, else {DEFAULT_TENANT!r})",
+    )  # fmt: skip
     imp.add_argument("--dry-run", action="store_true", help="validate and report; store nothing")
 
     dmp = commands.add_parser("dump", help="print the store as JSON Lines")
     dmp.add_argument("table", choices=TABLES)
+    dmp.add_argument("--tenant", type=_tenant, help="only this tenant's records")
 
     commands.add_parser("run", help="the daemon: poll every source on its schedule")
     commands.add_parser("once", help="poll every source once, ingest every ready file, exit")
@@ -81,6 +93,22 @@ def _positive(text: str) -> int:
     if not 1 <= value <= 16:
         raise argparse.ArgumentTypeError(f"not a number from 1 to 16: {text!r}")
     return value
+
+
+def _tenant(text: str) -> str:
+    """A tenant's name, as in the config (argparse says which argument is wrong otherwise)."""
+    if not (len(text) <= 100 and re.fullmatch(TENANT_PATTERN, text)):
+        raise argparse.ArgumentTypeError(
+            f"not a tenant name (1 to 100 of A-Z a-z 0-9 _ . -): {text!r}"
+        )
+    return text
+
+
+def _import_tenant(config: Config, source_name: str | None) -> str:
+    """``import``'s tenant when --tenant is not given: that of the source whose rules
+    apply, else the default."""
+    source = config.source(source_name or IMPORT_SOURCE)
+    return source.tenant if source is not None else DEFAULT_TENANT
 
 
 def _import_rules(config: Config, source_name: str | None, kind: Kind, path: Path) -> FileRules:
@@ -137,6 +165,7 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
         raise ConfigError(["--event-name: must not be empty"])
     if args.event_name:
         rules = {p: dataclasses.replace(r, event_name=args.event_name) for p, r in rules.items()}
+    tenant = args.tenant or _import_tenant(config, args.source)
     status = EXIT_OK
     log = structlog.get_logger()
     with open_store(config.store) as store:
@@ -148,7 +177,7 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
                     with _progress_bar(path) as progress:
                         outcome = ingestor.ingest(
                             path, rules[path], source=IMPORT_SOURCE, name=str(path),
-                            progress=progress,
+                            tenant=tenant, progress=progress,
                         )  # fmt: skip
                 except ConnectorError:
                     raise  # the error boundary in main() says it in one line
@@ -221,7 +250,7 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_dump(args: argparse.Namespace, config: Config) -> int:
     with open_store(config.store) as store:
-        dump(store, args.table, sys.stdout.buffer)
+        dump(store, args.table, sys.stdout.buffer, args.tenant)
     return EXIT_OK
 
 

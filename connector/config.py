@@ -90,6 +90,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# One customer account: its ledger, keys and contacts are its own (README, "Tenants").
+DEFAULT_TENANT = "default"
+TENANT_PATTERN = r"^[A-Za-z0-9_.-]+$"
+Tenant = Annotated[str, Field(min_length=1, max_length=100, pattern=TENANT_PATTERN)]
+
 STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
 STORE_CREDENTIAL = "store"  # the store's systemd credential (connector.secrets)
 DEFAULT_STORE = Path("var/connector.db")
@@ -238,6 +243,7 @@ class FileEntry(_Model):
 class SourceConfig(_Model):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
     url: str
+    tenant: Tenant = DEFAULT_TENANT
     password_env: str | None = None
     password_file: Path | None = None
     key_file: Path | None = None

@@ -10,9 +10,9 @@ import orjson
 from connector.store.port import Store, Table
 
 
-def dump(store: Store, table: Table, out: BinaryIO) -> int:
+def dump(store: Store, table: Table, out: BinaryIO, tenant: str | None = None) -> int:
     count = 0
-    for record in store.records(table):
+    for record in store.records(table, tenant):
         out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
         count += 1
     out.flush()

@@ -21,7 +21,7 @@ from pathlib import Path
 import structlog
 
 from connector import crashpoints
-from connector.config import Config, IngestConfig, parse_duration
+from connector.config import DEFAULT_TENANT, Config, IngestConfig, parse_duration
 from connector.csvrules.reader import Inspector, Prefix, inspect_file, prefix_of
 from connector.csvrules.records import Batch
 from connector.csvrules.rules import FileRules, Limits
@@ -116,21 +116,24 @@ class Ingestor:
         *,
         source: str,
         name: str,
+        tenant: str = DEFAULT_TENANT,
         inspector: Inspector | None = None,
         progress: Progress | None = None,
         mtime: float | None = None,
         before_final: Callable[[], None] = lambda: None,
     ) -> Outcome:
-        """Ingest ``path`` (recorded as ``name`` from ``source``, listed with ``mtime``).
+        """Ingest ``path`` (recorded as ``name`` from ``source`` of ``tenant``, listed with
+        ``mtime``).
         ``inspector`` is given when the bytes were already inspected (a download).
         ``before_final()`` runs before the file's final entry is written, whatever it is:
         the daemon waits there for its archive copy, made meanwhile."""
-        log = structlog.get_logger().bind(source=source, file=name)
+        log = structlog.get_logger().bind(tenant=tenant, source=source, file=name)
         started = time.monotonic()
         with self.parse_job(path, rules) as job:  # a large file is parsed while we hash it
             inspector = inspector or inspect_file(path, rules.encoding)
             sha256 = inspector.hexdigest()
-            arrival = Arrival(source, name, sha256, path.stat().st_size, rules.kind, mtime)
+            arrival = Arrival(source, name, sha256, path.stat().st_size, rules.kind, mtime,
+                              tenant)  # fmt: skip
             log = log.bind(sha256=sha256)
             crashpoints.reached("after_inspect")
             # Crash before here: nothing was recorded; a re-run starts from scratch.
@@ -158,7 +161,8 @@ class Ingestor:
         ``resumed``: the download went on from bytes already staged (by an earlier try).
         ``arrived()``: the bytes downloaded so far (at least those ``job`` has read).
         Call with the place claimed (``Ledger.claim_place``), for the whole download."""
-        log = structlog.get_logger().bind(source=arrival.source, file=arrival.path)
+        log = structlog.get_logger().bind(tenant=arrival.tenant, source=arrival.source,
+                                          file=arrival.path)  # fmt: skip
         started = time.monotonic()
 
         def ended(download: Future[Staged]) -> None:
@@ -173,7 +177,8 @@ class Ingestor:
                 staged = fetched.result()
                 return self.ingest(
                     staged.path, rules, source=arrival.source, name=arrival.path,
-                    inspector=staged.inspector, mtime=arrival.mtime, before_final=before_final,
+                    tenant=arrival.tenant, inspector=staged.inspector, mtime=arrival.mtime,
+                    before_final=before_final,
                 )  # fmt: skip
             self.forget_stale(arrival)
             entry = self.ledger.begin(arrival, self.clock())
@@ -233,7 +238,7 @@ class Ingestor:
             if (
                 isinstance(broken, FileRejected)
                 or staged.inspector.error is not None
-                or self.ledger.ingested(sha256) is not None
+                or self.ledger.ingested(arrival.tenant, sha256) is not None
                 or self.ledger.unfinished(arrival) is not None
             ):  # decided as any file would be, once what was stored is taken back
                 with self.store.transaction():
@@ -358,7 +363,7 @@ class Ingestor:
         """The file's fate, its checksum known: duplicate, rejected, or ingested. Call
         with the checksum claimed."""
         assert arrival.sha256 is not None
-        if self.ledger.ingested(arrival.sha256) is not None:
+        if self.ledger.ingested(arrival.tenant, arrival.sha256) is not None:
             before_final()
             entry = self.ledger.record(arrival, "duplicate", self.clock())
             log.info("file_duplicate")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -25,6 +25,9 @@ from prometheus_client.exposition import choose_encoder
 
 from connector.errors import ConfigError
 from connector.replica import identity
+
+if TYPE_CHECKING:
+    from connector.store.ledger import Entry
 
 # From a local folder listed in milliseconds to a slow FTPS server sending many files.
 POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -44,11 +47,13 @@ class Metrics:
         self.registry = CollectorRegistry()
         reg = self.registry
         self.files = Counter(
-            "connector_files", "Files decided, by final status.", ["source", "status"], registry=reg
-        )
+            "connector_files", "Files decided, by final status.", ["source", "tenant", "status"],
+            registry=reg,
+        )  # fmt: skip
         self.rows = Counter(
-            "connector_rows", "Rows read, by outcome.", ["kind", "outcome"], registry=reg
-        )
+            "connector_rows", "Rows read, by outcome.", ["source", "tenant", "kind", "outcome"],
+            registry=reg,
+        )  # fmt: skip
         self.downloaded = Counter(
             "connector_downloaded_bytes", "Bytes downloaded.", ["source"], registry=reg
         )
@@ -104,15 +109,14 @@ class Metrics:
         """Bytes downloaded, as they arrive (files that fail or turn out duplicates too)."""
         self.downloaded.labels(source).inc(size)
 
-    def file_finished(
-        self, source: str, kind: str, status: str, rows: int, rejected: int, duplicates: int
-    ) -> None:
-        """A file decided (one ledger entry): ``rows`` stored, ``rejected``, ``duplicates``."""
-        self.files.labels(source, status).inc()
+    def file_finished(self, entry: Entry) -> None:
+        """A file decided (its ledger entry): its rows stored, rejected and duplicates."""
+        self.files.labels(entry.source, entry.tenant, entry.status).inc()
         # inc(0) still creates the series, so rate() works from the first file of a kind.
-        self.rows.labels(kind, "stored").inc(rows)
-        self.rows.labels(kind, "rejected").inc(rejected)
-        self.rows.labels(kind, "duplicate").inc(duplicates)
+        rows = self.rows
+        for outcome, count in (("stored", entry.rows), ("rejected", entry.rejected),
+                               ("duplicate", entry.duplicates)):  # fmt: skip
+            rows.labels(entry.source, entry.tenant, entry.kind, outcome).inc(count)
 
     def scheduler_running(self, running: bool) -> None:
         with self._lock:

@@ -132,7 +132,7 @@ class Poller:
         # Path → the ledger's latest entry for it when this poll listed it (None: none), to
         # tell a file decided since (a newer entry) from one that came back after a move.
         self._listed_as: dict[str, int | None] = {}
-        self.log = structlog.get_logger().bind(source=source.name)
+        self.log = structlog.get_logger().bind(tenant=source.tenant, source=source.name)
 
     def path_of(self, name: str) -> str:
         return self.source.path_of(name)
@@ -355,7 +355,8 @@ class Poller:
                 self.ingestor.forget_stale(arrival)  # (the file was large when last seen)
                 outcome = self.ingestor.ingest(
                     done.path, rules, source=self.source.name, name=path,
-                    inspector=done.inspector, mtime=file.mtime, before_final=archived,
+                    tenant=self.source.tenant, inspector=done.inspector, mtime=file.mtime,
+                    before_final=archived,
                 )  # fmt: skip
         summary.taken[path] = outcome.entry
         # Crash here: rows and ledger entry are committed; the next poll knows the file by
@@ -415,7 +416,7 @@ class Poller:
         """The ledger's view of a listed file, before its bytes are read."""
         file = candidate.file
         return Arrival(self.source.name, self.path_of(file.name), None, file.size,
-                       candidate.rules.kind, file.mtime)  # fmt: skip
+                       candidate.rules.kind, file.mtime, self.source.tenant)  # fmt: skip
 
     def _complete(self, connection: _Connection, candidate: Candidate, status: str) -> None:
         """The remote action — only ever after the file's commit returned."""

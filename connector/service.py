@@ -107,9 +107,7 @@ class Service:
         seconds = time.monotonic() - started
         self.metrics.poll_finished(name, seconds, ok=True)
         for entry in summary.taken.values():
-            self.metrics.file_finished(
-                name, entry.kind, entry.status, entry.rows, entry.rejected, entry.duplicates
-            )
+            self.metrics.file_finished(entry)
         self.log.info(
             "poll_done", source=name, taken=len(summary.taken), pending=len(summary.pending),
             seconds=round(seconds, 3),

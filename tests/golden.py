@@ -22,6 +22,7 @@ from typing import Any
 DATA = Path(__file__).parent / "data"
 
 EVENT_KEYS = {
+    "tenant",
     "identifier",
     "name",
     "timestamp",
@@ -32,9 +33,10 @@ EVENT_KEYS = {
     "sha256",
     "line",
 }
-CONTACT_KEYS = {"identifier", "attributes"}
-REJECT_KEYS = {"source", "file", "sha256", "line", "reason"}
+CONTACT_KEYS = {"tenant", "identifier", "attributes"}
+REJECT_KEYS = {"tenant", "source", "file", "sha256", "line", "reason"}
 FILE_KEYS = {
+    "tenant",
     "source",
     "path",
     "sha256",
@@ -297,6 +299,7 @@ class Harness:
     ) -> dict[str, Any]:
         """The `dump events` record expected for one row of the staged file `path`."""
         return {
+            "tenant": "default",
             "identifier": identifier,
             "name": name,
             "timestamp": timestamp,

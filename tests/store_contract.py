@@ -31,7 +31,7 @@ from connector.pipeline import Poller
 from connector.sources.base import RemoteFile
 from connector.sources.local import LocalSource
 from connector.store import open_store
-from connector.store.ledger import Arrival, Delivered, Known, iso
+from connector.store.ledger import Arrival, Delivered, Entry, Known, iso
 from connector.store.port import TABLES, Store, Table
 
 EVENTS = FileRules(kind="events")
@@ -65,9 +65,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def records(store: Store, table: Table) -> list[dict[str, Any]]:
+def records(store: Store, table: Table, tenant: str | None = None) -> list[dict[str, Any]]:
     """The table as `connector dump` prints it, JSON fragments read as values."""
-    return [orjson.loads(orjson.dumps(record)) for record in store.records(table)]
+    return [orjson.loads(orjson.dumps(record)) for record in store.records(table, tenant)]
 
 
 def contacts(store: Store) -> dict[str, dict[str, Any]]:
@@ -136,10 +136,12 @@ class Download:
         return Staged(done, inspector)
 
 
-def _arriving(ingestor: Ingestor, download: Download, rules: FileRules = ARRIVING) -> Outcome:
+def _arriving(
+    ingestor: Ingestor, download: Download, rules: FileRules = ARRIVING, tenant: str = "default"
+) -> Outcome:
     """``download`` stored as it arrives, as the daemon does (its place claimed)."""
     size = len(download.data)
-    arrival = Arrival("src", "/in/big.csv", None, size, rules.kind, 1.0)
+    arrival = Arrival("src", "/in/big.csv", None, size, rules.kind, 1.0, tenant)
     job = ParseJob(download.part, rules, batch_records=ingestor.batch_records, in_child=False,
                    spool_dir=None, growing_to=size)  # fmt: skip
     with ThreadPoolExecutor(1) as pool, job:
@@ -170,6 +172,19 @@ class Flaky(LocalSource):
         if Flaky.broken:
             raise TransientError("connection reset (test)")
         yield from super().read(name, offset)
+
+
+def _stopped_after_two_batches(store: Store, data: bytes, tmp_path: Path) -> Entry:
+    """The provisional entry a try left once it had stored two batches of ``data`` as it
+    arrived, then was asked to stop."""
+    stopping = Ingestor(store, clock=Clock(), batch_records=BATCH, commit_seconds=0,
+                        stop=_stopping_after(2))  # fmt: skip
+    stalled = Download(tmp_path / "staging", data)
+    stalled.held_until = lambda: False  # until the stopped run lets it go
+    with pytest.raises(Interrupted):
+        _arriving(stopping, stalled)
+    [left] = store.ledger.unfinished_at("src", "/in/big.csv")
+    return left
 
 
 POLLED_ROWS = 5_000
@@ -261,7 +276,7 @@ class StoreContract:
             "/in/a.csv", "failed", iso(T0 + 1)
         )  # fmt: skip
         assert ledger.known_at("s", "/in/a.csv") is None  # not a decision
-        assert ledger.ingested("ab" * 32) is None
+        assert ledger.ingested("default", "ab" * 32) is None
 
         elsewhere = replace(arrival, source="t", path="/in/b.csv")
         again = ledger.begin(elsewhere, T0 + 2)
@@ -270,13 +285,13 @@ class StoreContract:
         )  # fmt: skip
         done = ledger.finish(entry.id, T0 + 3)
         assert (done.status, done.cursor, done.rows) == ("ingested", 4, 2)
-        assert ledger.ingested("ab" * 32) == done
+        assert ledger.ingested("default", "ab" * 32) == done
         assert ledger.unfinished(arrival) is None
         assert ledger.unfinished_at("t", "/in/b.csv") == []
         [dumped] = records(store, "files")
         assert dumped == {
-            "source": "t", "path": "/in/b.csv", "sha256": "ab" * 32, "size": 40,
-            "status": "ingested", "rows": 2, "rejected": 1, "duplicates": 1,
+            "tenant": "default", "source": "t", "path": "/in/b.csv", "sha256": "ab" * 32,
+            "size": 40, "status": "ingested", "rows": 2, "rejected": 1, "duplicates": 1,
             "processed_at": iso(T0 + 3),
         }  # fmt: skip
 
@@ -409,7 +424,7 @@ class StoreContract:
                                            source="t", name="b")  # fmt: skip
             assert (again.entry.status, again.entry.rows) == ("duplicate", 0)
             assert [e["identifier"] for e in records(store, "events")] == ["u1", "u2"]
-            first = store.ledger.ingested(_sha256(tmp_path / "a.csv"))
+            first = store.ledger.ingested("default", _sha256(tmp_path / "a.csv"))
             assert first is not None and first.path == "a"
 
     def test_rejected_bytes_may_be_sent_again(self, store: Store, tmp_path: Path) -> None:
@@ -682,6 +697,71 @@ class StoreContract:
         assert (outcome.entry.rows, outcome.entry.duplicates) == (1, 1)  # K given back, not M
         assert [e["identifier"] for e in records(store, "events")] == ["z", "v1"]
 
+    # -- Tenants -------------------------------------------------------------------------
+
+    def test_tenants_share_no_bytes_keys_or_contacts(self, store: Store, tmp_path: Path) -> None:
+        """The same bytes, key and identifier in two tenants are unrelated; within one
+        tenant, its sources share them. Every record says whose it is, and a tenant's are
+        read alone."""
+        ingestor = Ingestor(store, batch_records=2, commit_seconds=0)
+
+        def ingest(name: str, text: str, rules: FileRules, tenant: str) -> Outcome:
+            path = _file(tmp_path, f"{tenant}-{name}", text)
+            return ingestor.ingest(path, rules, source=f"{tenant}-src", name=name, tenant=tenant)
+
+        people = "identifier,plan\nada@example.com,pro\n"
+        orders = KEYED + "ada@example.com,buy,o-1\n"
+        for tenant in ("acme", "globex"):
+            assert ingest("people.csv", people, CONTACTS, tenant).entry.status == "ingested"
+            assert ingest("orders.csv", orders, EVENTS, tenant).entry.duplicates == 0
+        ingest("more.csv", "identifier,plan\nada@example.com,free\n,x\n", CONTACTS, "globex")
+        again = ingestor.ingest(_file(tmp_path, "same.csv", people), CONTACTS, source="other",
+                                name="same.csv", tenant="acme")  # fmt: skip
+        assert again.entry.status == "duplicate"
+        reused = KEYED + "bob,buy,o-1\n"
+        assert ingest("reused.csv", reused, EVENTS, "acme").entry.duplicates == 1
+
+        assert [tuple(c.values()) for c in records(store, "contacts")] == [
+            ("acme", "ada@example.com", {"plan": "pro"}), ("acme", "bob", {}),
+            ("globex", "ada@example.com", {"plan": "free"}),
+        ]  # fmt: skip
+        assert [(e["tenant"], e["idempotencyKey"]) for e in records(store, "events")] == [
+            ("acme", "o-1"), ("globex", "o-1")
+        ]  # fmt: skip
+        assert [(f["tenant"], f["path"], f["status"]) for f in records(store, "files")] == [
+            ("acme", "people.csv", "ingested"), ("acme", "orders.csv", "ingested"),
+            ("globex", "people.csv", "ingested"), ("globex", "orders.csv", "ingested"),
+            ("globex", "more.csv", "ingested"), ("acme", "same.csv", "duplicate"),
+            ("acme", "reused.csv", "ingested"),
+        ]  # fmt: skip
+        for table in TABLES:
+            mine = [r for r in records(store, table) if r["tenant"] == "globex"]
+            assert records(store, table, "globex") == mine != []
+            assert records(store, table, "initech") == []
+
+    def test_keys_given_back_and_decided_stay_in_their_tenant(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """A file refused whole gives back its tenant's keys only; rows stored as a file
+        arrives claim their keys in its tenant."""
+        ingestor = Ingestor(store, clock=Clock(), batch_records=2, commit_seconds=0,
+                            max_rejects=3)  # fmt: skip
+        held = _file(tmp_path, "held.csv", KEYED + "z,buy,K\n")
+        ingestor.ingest(held, EVENTS, source="s", name="held", tenant="acme")
+        bad = _file(tmp_path, "bad.csv", KEYED + "u1,buy,K\n" + ",buy,\n" * 6)
+        refused = ingestor.ingest(bad, EVENTS, source="t", name="bad", tenant="globex")
+        assert refused.entry.status == "rejected"
+        later = _file(tmp_path, "later.csv", KEYED + "v1,buy,K\n")
+        assert ingestor.ingest(later, EVENTS, source="s", name="later",
+                               tenant="acme").entry.duplicates == 1  # fmt: skip
+
+        download = Download(tmp_path / "staging", _keyed_rows(lambda i: "K" if i == 0 else f"k{i}"))
+        outcome = _arriving(ingestor, download, tenant="globex")
+        assert (outcome.entry.status, outcome.entry.duplicates) == ("ingested", 0)
+        keyed = [(e["tenant"], e["identifier"]) for e in records(store, "events")
+                 if e["idempotencyKey"] == "K"]  # fmt: skip
+        assert keyed == [("acme", "z"), ("globex", "u0")]
+
     # -- Contacts ------------------------------------------------------------------------
 
     def test_contacts_merge_later_rows_win_per_attribute_across_files(
@@ -788,13 +868,7 @@ class StoreContract:
         """A provisional entry left by a stopped try is resumed only for the same listing:
         the file listed with another size gets a new entry, and the old rows go."""
         data = _keyed_rows()
-        stopping = Ingestor(store, clock=Clock(), batch_records=BATCH, commit_seconds=0,
-                            stop=_stopping_after(2))  # fmt: skip
-        stalled = Download(tmp_path / "staging", data)
-        stalled.held_until = lambda: False  # until the stopped run lets it go
-        with pytest.raises(Interrupted):
-            _arriving(stopping, stalled)
-        [left] = store.ledger.unfinished_at("src", "/in/big.csv")
+        left = _stopped_after_two_batches(store, data, tmp_path)
         assert (left.status, left.sha256, left.cursor) == ("failed", None, 2 * BATCH)
         assert store.ledger.stale(Arrival("src", "/in/big.csv", None, len(data) + 1,
                                           "events", 1.0)) == [left.id]  # fmt: skip
@@ -819,13 +893,7 @@ class StoreContract:
         had stored in part: it downloads the file anew, finds that its first bytes are
         those the committed rows were read from, and goes on from the cursor."""
         data = _keyed_rows()
-        stopping = Ingestor(store, clock=Clock(), batch_records=BATCH, commit_seconds=0,
-                            stop=_stopping_after(2))  # fmt: skip
-        stalled = Download(tmp_path / "staging", data)
-        stalled.held_until = lambda: False  # until the stopped run lets it go
-        with pytest.raises(Interrupted):
-            _arriving(stopping, stalled)
-        [left] = store.ledger.unfinished_at("src", "/in/big.csv")
+        left = _stopped_after_two_batches(store, data, tmp_path)
         assert left.cursor == 2 * BATCH and left.prefix is not None
         assert left.prefix.sha256 == hashlib.sha256(data[: left.prefix.size]).hexdigest()
 

@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 
 from connector.errors import ConfigError
 from connector.metrics import MAX_CONNECTIONS, Metrics, MetricsServer
+from connector.store.ledger import Entry
 from tests.source_contract import wait_until
 
 
@@ -62,18 +63,30 @@ def test_registered_sources_start_at_zero(metrics: Metrics) -> None:
         assert value(metrics, "connector_poll_duration_seconds_count", source=source) == 0
 
 
+def _entry(source: str, kind: str, status: str, rows: int = 0, rejected: int = 0,
+           duplicates: int = 0, tenant: str = "acme") -> Entry:  # fmt: skip
+    return Entry(1, source, "f.csv", "ab" * 32, 9, kind, status, rows, rejected, duplicates,
+                 0, None, tenant=tenant)  # fmt: skip
+
+
 def test_file_finished_moves_file_and_row_counters(metrics: Metrics) -> None:
-    """file_finished counts the file by status, its rows by kind and outcome; the bytes are
-    counted as they arrive."""
-    metrics.file_finished("alpha", "contacts", "ingested", rows=10, rejected=2, duplicates=1)
-    metrics.file_finished("alpha", "contacts", "duplicate", rows=0, rejected=0, duplicates=0)
+    """file_finished counts the file by source, tenant and status, its rows by source,
+    tenant, kind and outcome; the bytes are counted as they arrive."""
+    metrics.file_finished(_entry("alpha", "contacts", "ingested", 10, 2, 1))
+    metrics.file_finished(_entry("alpha", "contacts", "duplicate"))
+    metrics.file_finished(_entry("beta", "contacts", "ingested", 5, tenant="globex"))
     metrics.received("alpha", 500)
     metrics.received("alpha", 70)
-    assert value(metrics, "connector_files_total", source="alpha", status="ingested") == 1
-    assert value(metrics, "connector_files_total", source="alpha", status="duplicate") == 1
-    assert value(metrics, "connector_rows_total", kind="contacts", outcome="stored") == 10
-    assert value(metrics, "connector_rows_total", kind="contacts", outcome="rejected") == 2
-    assert value(metrics, "connector_rows_total", kind="contacts", outcome="duplicate") == 1
+    alpha, beta = {"source": "alpha", "tenant": "acme"}, {"source": "beta", "tenant": "globex"}
+    assert value(metrics, "connector_files_total", **alpha, status="ingested") == 1
+    assert value(metrics, "connector_files_total", **alpha, status="duplicate") == 1
+    assert value(metrics, "connector_files_total", **beta, status="ingested") == 1
+    assert value(metrics, "connector_rows_total", **alpha, kind="contacts", outcome="stored") == 10
+    assert value(metrics, "connector_rows_total", **alpha, kind="contacts", outcome="rejected") == 2
+    assert (
+        value(metrics, "connector_rows_total", **alpha, kind="contacts", outcome="duplicate") == 1
+    )
+    assert value(metrics, "connector_rows_total", **beta, kind="contacts", outcome="stored") == 5
     assert value(metrics, "connector_downloaded_bytes_total", source="alpha") == 570
 
 
@@ -94,21 +107,26 @@ def test_poll_finished_tracks_duration_failures_and_last_success(metrics: Metric
 def test_instances_do_not_share_a_registry() -> None:
     """Two Metrics side by side neither clash on names nor see each other's counts."""
     first, second = Metrics(), Metrics()
-    first.file_finished("a", "events", "ingested", rows=1, rejected=0, duplicates=0)
-    assert value(first, "connector_files_total", source="a", status="ingested") == 1
-    assert value(second, "connector_files_total", source="a", status="ingested") is None
+    first.file_finished(_entry("a", "events", "ingested", rows=1))
+    assert value(first, "connector_files_total", source="a", tenant="acme", status="ingested") == 1
+    assert (
+        value(second, "connector_files_total", source="a", tenant="acme", status="ingested") is None
+    )
 
 
 def test_metrics_endpoint_serves_labelled_series(metrics: Metrics, server: MetricsServer) -> None:
     """GET /metrics on a real socket returns the text exposition with the labelled series."""
-    metrics.file_finished("alpha", "events", "ingested", rows=3, rejected=0, duplicates=0)
+    metrics.file_finished(_entry("alpha", "events", "ingested", rows=3))
     metrics.received("alpha", 9)
     metrics.poll_finished("beta", 1.5, ok=False)
     status, content_type, body = get(server, "/metrics")
     assert status == 200
     assert content_type.startswith("text/plain")
-    assert 'connector_files_total{source="alpha",status="ingested"} 1.0' in body
-    assert 'connector_rows_total{kind="events",outcome="stored"} 3.0' in body
+    assert 'connector_files_total{source="alpha",status="ingested",tenant="acme"} 1.0' in body
+    assert (
+        'connector_rows_total{kind="events",outcome="stored",source="alpha",tenant="acme"} 3.0'
+        in body
+    )
     assert 'connector_downloaded_bytes_total{source="alpha"} 9.0' in body
     assert 'connector_consecutive_poll_failures{source="beta"} 1.0' in body
     assert 'connector_poll_duration_seconds_bucket{le="2.5",source="beta"} 1.0' in body

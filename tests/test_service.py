@@ -191,8 +191,8 @@ def test_run_serves_metrics_and_health(tmp_path: Path) -> None:
     try:
         assert wait_until(lambda: (tmp_path / "inbox" / "processed" / "a.csv").exists(), 20)
         assert wait_until(lambda: get("/healthz")[0] == 200, 10)
-        assert wait_until(lambda: 'connector_files_total{source="drop",status="ingested"} 1.0'
-                          in get("/metrics")[1], 10)  # fmt: skip
+        counted = 'connector_files_total{source="drop",status="ingested",tenant="default"} 1.0'
+        assert wait_until(lambda: counted in get("/metrics")[1], 10)
         assert 'connector_downloaded_bytes_total{source="drop"} 14.0' in get("/metrics")[1]
     finally:
         code, _, err = _stop(proc)

@@ -21,7 +21,7 @@ class Database(SQL, Protocol):
 
     def rolled_back(self) -> AbstractContextManager[None]: ...
 
-    def rows(self, sql: str) -> Iterator[tuple[Any, ...]]: ...
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]: ...
 
     def close(self) -> None: ...
 
@@ -74,9 +74,9 @@ class Adapter(Generic[DB]):
     def confirm(self) -> None:
         self._claims.confirm()
 
-    def records(self, table: Table) -> Iterator[dict[str, Any]]:
+    def records(self, table: Table, tenant: str | None = None) -> Iterator[dict[str, Any]]:
         # (a store that fails mid-read is a StoreError here, not a traceback)
-        return shaped(table, self.db.rows(self._queries[table]))
+        return shaped(table, self.db.rows(self._queries[table], (tenant,)))
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """SQL on this store (for tests and tools that inspect it)."""

@@ -18,13 +18,14 @@ from typing import Any, Protocol
 
 import structlog
 
+from connector.config import DEFAULT_TENANT
 from connector.csvrules.reader import Prefix
 from connector.errors import StorageError, StoreBusy
 from connector.sources.base import RemoteFile
 
 _COLUMNS = (
     "id, source, path, sha256, size, kind, status, rows, rejected, duplicates, cursor,"
-    " first_event, prefix_size, prefix_sha256"
+    " first_event, prefix_size, prefix_sha256, tenant"
 )
 _UNFINISHED = "status IN ('ingesting', 'failed')"
 _LISTING = "size = ? AND mtime IS NOT DISTINCT FROM ?"  # (mtime may be unknown: NULL)
@@ -40,6 +41,7 @@ class Arrival:
     size: int
     kind: str
     mtime: float | None = None  # the remote modification time, to know it again unread
+    tenant: str = DEFAULT_TENANT  # whose bytes: a checksum is known within its tenant
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Entry:
     # Provisional: the bytes its committed records were read from (at most these).
     prefix_size: int | None = None
     prefix_sha256: str | None = None
+    tenant: str = DEFAULT_TENANT
 
     @property
     def prefix(self) -> Prefix | None:
@@ -135,16 +138,20 @@ class Ledger:
         assert entry is not None, entry_id
         return entry
 
-    def ingested(self, sha256: str) -> Entry | None:
-        """The entry under which these bytes were ingested, if they were."""
-        return self._one("sha256 = ? AND status = 'ingested' ORDER BY id", (sha256,))
+    def ingested(self, tenant: str, sha256: str) -> Entry | None:
+        """The entry under which these bytes were ingested for ``tenant``, if they were."""
+        return self._one(
+            "sha256 = ? AND tenant = ? AND status = 'ingested' ORDER BY id", (sha256, tenant)
+        )
 
     def unfinished(self, arrival: Arrival) -> Entry | None:
         """The entry a run left unfinished (died, failed or stopped) for these bytes: by
         checksum; or, their checksum not known yet, the provisional one of this listing."""
         a = arrival
         if a.sha256 is not None:
-            return self._one(f"sha256 = ? AND {_UNFINISHED} ORDER BY id", (a.sha256,))
+            return self._one(
+                f"sha256 = ? AND tenant = ? AND {_UNFINISHED} ORDER BY id", (a.sha256, a.tenant)
+            )
         return self._one(
             f"source = ? AND path = ? AND {_LISTING} AND sha256 IS NULL"
             f" AND {_UNFINISHED} ORDER BY id",
@@ -190,8 +197,8 @@ class Ledger:
                 a = arrival
                 self.db.execute(
                     "UPDATE files SET status = 'ingesting', source = ?, path = ?, size = ?,"
-                    " mtime = ? WHERE id = ?",
-                    (a.source, a.path, a.size, a.mtime, entry_id),
+                    " mtime = ?, tenant = ? WHERE id = ?",
+                    (a.source, a.path, a.size, a.mtime, a.tenant, entry_id),
                 )
         return self.get(entry_id)
 
@@ -240,9 +247,9 @@ class Ledger:
     def _insert(self, arrival: Arrival, status: str, now: float, *, finished: bool) -> int:
         a = arrival
         rows = self.db.query(
-            "INSERT INTO files(source, path, sha256, size, mtime, kind, status, started_at,"
-            " processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (a.source, a.path, a.sha256, a.size, a.mtime, a.kind, status, iso(now),
+            "INSERT INTO files(tenant, source, path, sha256, size, mtime, kind, status,"
+            " started_at, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (a.tenant, a.source, a.path, a.sha256, a.size, a.mtime, a.kind, status, iso(now),
              iso(now) if finished else None),
         )  # fmt: skip
         return int(rows[0][0])

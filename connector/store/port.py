@@ -168,9 +168,10 @@ class Store(Protocol):
         may hold it). Call just before an act the store cannot fence (the remote action)."""
         ...
 
-    def records(self, table: Table) -> Iterator[dict[str, Any]]:
+    def records(self, table: Table, tenant: str | None = None) -> Iterator[dict[str, Any]]:
         """What ``connector dump`` prints: the table's records in the dump format, oldest
-        first, as they are read (a table of any size in flat memory)."""
+        first, as they are read (a table of any size in flat memory); ``tenant``: only that
+        tenant's, else every tenant's."""
         ...
 
     def close(self) -> None: ...

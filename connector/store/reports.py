@@ -18,37 +18,42 @@ Shape = Callable[[tuple[Any, ...]], dict[str, Any]]
 
 
 def queries(json_text: Callable[[str], str]) -> dict[Table, str]:
-    """Each table's query; ``json_text(column)`` reads a JSON column as its text (so that
-    it is written out as it is, not parsed and dumped again)."""
+    """Each table's query, of one tenant's records where its ``?`` is a tenant's name, of
+    every tenant's where it is NULL; ``json_text(column)`` reads a JSON column as its text
+    (so that it is written out as it is, not parsed and dumped again)."""
     return {
         "contacts": (
-            f"SELECT identifier, {json_text('attributes')} FROM contacts ORDER BY identifier"
+            f"SELECT tenant, identifier, {json_text('attributes')} FROM contacts"
+            " WHERE tenant = coalesce(?, tenant) ORDER BY tenant, identifier"
         ),
         "events": (
-            f"SELECT e.identifier, e.name, e.timestamp, e.idempotency_key, {json_text('e.data')},"
-            " f.source, f.path, f.sha256, e.line"
+            "SELECT f.tenant, e.identifier, e.name, e.timestamp, e.idempotency_key,"
+            f" {json_text('e.data')}, f.source, f.path, f.sha256, e.line"
             " FROM events e JOIN files f ON f.id = e.file_id"
-            " WHERE f.status = 'ingested' ORDER BY e.id"
+            " WHERE f.status = 'ingested' AND f.tenant = coalesce(?, f.tenant) ORDER BY e.id"
         ),
         "rejects": (
-            "SELECT f.source, f.path, f.sha256, r.line, r.reason"
+            "SELECT f.tenant, f.source, f.path, f.sha256, r.line, r.reason"
             " FROM rejects r JOIN files f ON f.id = r.file_id"
-            " WHERE f.status IN ('ingested', 'rejected') ORDER BY r.id"
+            " WHERE f.status IN ('ingested', 'rejected') AND f.tenant = coalesce(?, f.tenant)"
+            " ORDER BY r.id"
         ),
         "files": (
-            "SELECT source, path, sha256, size, status, rows, rejected, duplicates, processed_at"
-            " FROM files WHERE status <> 'ingesting' ORDER BY id"
+            "SELECT tenant, source, path, sha256, size, status, rows, rejected, duplicates,"
+            " processed_at FROM files"
+            " WHERE status <> 'ingesting' AND tenant = coalesce(?, tenant) ORDER BY id"
         ),
     }
 
 
 def _contact(row: tuple[Any, ...]) -> dict[str, Any]:
-    return {"identifier": row[0], "attributes": orjson.Fragment(row[1])}
+    return {"tenant": row[0], "identifier": row[1], "attributes": orjson.Fragment(row[2])}
 
 
 def _event(row: tuple[Any, ...]) -> dict[str, Any]:
-    identifier, name, timestamp, key, data, source, path, sha256, line = row
+    tenant, identifier, name, timestamp, key, data, source, path, sha256, line = row
     return {
+        "tenant": tenant,
         "identifier": identifier,
         "name": name,
         "timestamp": timestamp,
@@ -62,12 +67,12 @@ def _event(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _reject(row: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(zip(("source", "file", "sha256", "line", "reason"), row, strict=True))
+    return dict(zip(("tenant", "source", "file", "sha256", "line", "reason"), row, strict=True))
 
 
 def _file(row: tuple[Any, ...]) -> dict[str, Any]:
-    keys = ("source", "path", "sha256", "size", "status", "rows", "rejected", "duplicates")
-    return dict(zip((*keys, "processed_at"), row, strict=True))
+    keys = ("tenant", "source", "path", "sha256", "size", "status", "rows", "rejected")
+    return dict(zip((*keys, "duplicates", "processed_at"), row, strict=True))
 
 
 SHAPES: dict[Table, Shape] = {

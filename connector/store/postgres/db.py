@@ -213,8 +213,9 @@ class Database:
         with self.faults():
             return self.conn.execute(placeholders(sql), params).rowcount
 
-    def rows(self, sql: str) -> Iterator[tuple[Any, ...]]:
-        """The rows of a query as they come, through a server-side cursor: a table of any
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+        """The rows of a query of the shared SQL (``?`` placeholders) as they come,
+        through a server-side cursor: a table of any
         size in flat memory. On a connection of its own, in a read-only transaction that
         may stay idle as long as the reader needs (it holds a snapshot, no lock)."""
         with self.faults():
@@ -226,7 +227,7 @@ class Database:
             try:
                 with conn.cursor(name="records") as cursor:
                     cursor.itersize = ROWS_AT_A_TIME
-                    cursor.execute(sql)
+                    cursor.execute(placeholders(sql), params)
                     yield from cursor
             finally:
                 conn.close()

@@ -113,6 +113,18 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE files ADD COLUMN prefix_size bigint, ADD COLUMN prefix_sha256 text;
     """,
+    # 3: SQLite's v9: tenants. What was stored before belongs to "default".
+    """
+    ALTER TABLE files ADD COLUMN tenant text NOT NULL DEFAULT 'default';
+    ALTER TABLE files ALTER COLUMN tenant DROP DEFAULT;
+    ALTER TABLE contacts ADD COLUMN tenant text COLLATE "C" NOT NULL DEFAULT 'default';
+    ALTER TABLE contacts ALTER COLUMN tenant DROP DEFAULT;
+    ALTER TABLE contacts DROP CONSTRAINT contacts_pkey, ADD PRIMARY KEY (tenant, identifier);
+    ALTER TABLE idempotency_keys ADD COLUMN tenant text COLLATE "C" NOT NULL DEFAULT 'default';
+    ALTER TABLE idempotency_keys ALTER COLUMN tenant DROP DEFAULT;
+    ALTER TABLE idempotency_keys DROP CONSTRAINT idempotency_keys_pkey,
+        ADD PRIMARY KEY (tenant, key);
+    """,
 )
 
 

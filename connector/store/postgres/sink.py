@@ -27,21 +27,25 @@ _EVENTS = (
 )
 _PENDING = ("pending_contacts(file_id, identifier, attributes)", ("int8", "text", "text"))
 _REJECTS = ("rejects(file_id, line, reason)", ("int8", "int8", "text"))
+# Keys and contacts are the file's tenant's (the ledger holds it: one place says whose).
+_TENANT_OF = "(SELECT tenant FROM files WHERE id = {})"
 # Each contact an events file names must exist: those not stored yet (contacts are never
 # deleted; usually few) are created when the file is final.
 _INSERT_MISSING = (
     "INSERT INTO pending_contacts(file_id, identifier, attributes)"
-    " SELECT %s, i, '{}' FROM unnest(%b::text[]) AS i"
-    ' WHERE NOT EXISTS (SELECT 1 FROM contacts WHERE identifier = i COLLATE "C")'
+    " SELECT %(file)s, i, '{}' FROM unnest(%(identifiers)b::text[]) AS i"
+    " WHERE NOT EXISTS (SELECT 1 FROM contacts"
+    f' WHERE tenant = {_TENANT_OF.format("%(file)s")} AND identifier = i COLLATE "C")'
 )
 # Records every key given (distinct: PostgreSQL changes a row once per statement) that is
 # new or expired (accepted at or before the cutoff) as accepted now by this file. Says
 # which it recorded only when it did not record them all: the usual batch travels once.
-_CLAIM_KEYS = """
+_CLAIM_KEYS = f"""
     WITH recorded AS (
-        INSERT INTO idempotency_keys(key, accepted_at, file_id)
-        SELECT k, %(now)s, %(file)s FROM unnest(%(keys)b::text[]) AS k
-        ON CONFLICT (key) DO UPDATE SET accepted_at = excluded.accepted_at,
+        INSERT INTO idempotency_keys(tenant, key, accepted_at, file_id)
+        SELECT {_TENANT_OF.format("%(file)s")}, k, %(now)s, %(file)s
+        FROM unnest(%(keys)b::text[]) AS k
+        ON CONFLICT (tenant, key) DO UPDATE SET accepted_at = excluded.accepted_at,
             file_id = excluded.file_id WHERE idempotency_keys.accepted_at <= %(cutoff)s
         RETURNING key
     )
@@ -56,10 +60,11 @@ _CLAIM_KEYS = """
 # contact. In identifier order, so that two files finishing at once take their contacts'
 # row locks in one order.
 _APPLY_CONTACTS = (
-    "INSERT INTO contacts(identifier, attributes)"
-    " SELECT identifier, merged_attributes(attributes::jsonb ORDER BY seq) FROM pending_contacts"
-    " WHERE file_id = %s GROUP BY identifier ORDER BY identifier"
-    " ON CONFLICT (identifier) DO UPDATE SET attributes = contacts.attributes"
+    "INSERT INTO contacts(tenant, identifier, attributes)"
+    f" SELECT {_TENANT_OF.format('%(file)s')}, identifier,"
+    " merged_attributes(attributes::jsonb ORDER BY seq) FROM pending_contacts"
+    " WHERE file_id = %(file)s GROUP BY identifier ORDER BY identifier"
+    " ON CONFLICT (tenant, identifier) DO UPDATE SET attributes = contacts.attributes"
     " || excluded.attributes WHERE excluded.attributes <> '{}'"
 )
 
@@ -128,7 +133,9 @@ class PostgresSink:
                 _copy(conn, _REJECTS, ((file_id, *reject) for reject in batch.rejects))
         with self.db.faults():
             if batch.contacts is None and batch.new_identifiers:
-                self.db.conn.execute(_INSERT_MISSING, (file_id, list(batch.new_identifiers)))
+                self.db.conn.execute(
+                    _INSERT_MISSING, {"file": file_id, "identifiers": list(batch.new_identifiers)}
+                )
         valid = batch.records - len(batch.rejects)
         return Delivered(stored_rows(kind, valid, duplicates), duplicates, first_event)
 
@@ -156,7 +163,8 @@ class PostgresSink:
             if first_event is not None:  # (by id from there, as above)
                 if claimed:  # (its own claims only: an expired key may be another's now)
                     conn.execute(
-                        "DELETE FROM idempotency_keys WHERE file_id = %(file)s AND key IN"
+                        "DELETE FROM idempotency_keys WHERE file_id = %(file)s"
+                        f" AND tenant = {_TENANT_OF.format('%(file)s')} AND key IN"
                         " (SELECT idempotency_key FROM events WHERE id >= %(first)s"
                         " AND file_id = %(file)s AND idempotency_key IS NOT NULL)",
                         {"file": file_id, "first": first_event},
@@ -172,7 +180,7 @@ class PostgresSink:
         transaction that records its final entry."""
         assert self.db.in_transaction, "finish() belongs in the final entry's transaction"
         with self.db.faults():
-            self.db.conn.execute(_APPLY_CONTACTS, (file_id,))
+            self.db.conn.execute(_APPLY_CONTACTS, {"file": file_id})
             self.db.conn.execute("DELETE FROM pending_contacts WHERE file_id = %s", (file_id,))
 
     def _first_uses(self, keys: Sequence[str], now: int, file_id: int) -> list[bool] | None:

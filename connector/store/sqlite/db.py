@@ -156,6 +156,32 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE files ADD COLUMN prefix_size INTEGER;
     ALTER TABLE files ADD COLUMN prefix_sha256 TEXT;
     """,
+    # 9: tenants (customer accounts): a file's checksum, the idempotency keys and the
+    # contacts are known within their tenant. What was stored before belongs to "default".
+    # SQLite cannot change a primary key: those tables are rebuilt.
+    """
+    ALTER TABLE files ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+    CREATE TABLE contacts_v9(
+        tenant TEXT NOT NULL,
+        identifier TEXT NOT NULL,
+        attributes TEXT NOT NULL,             -- JSON object
+        PRIMARY KEY (tenant, identifier)
+    ) WITHOUT ROWID;
+    INSERT INTO contacts_v9 SELECT 'default', identifier, attributes FROM contacts;
+    DROP TABLE contacts;
+    ALTER TABLE contacts_v9 RENAME TO contacts;
+    CREATE TABLE idempotency_keys_v9(
+        tenant TEXT NOT NULL,
+        key TEXT NOT NULL,
+        accepted_at INTEGER NOT NULL,         -- Unix seconds, processing time
+        file_id INTEGER,                      -- the file that accepted it
+        PRIMARY KEY (tenant, key)
+    ) WITHOUT ROWID;
+    INSERT INTO idempotency_keys_v9 SELECT 'default', key, accepted_at, file_id
+        FROM idempotency_keys;
+    DROP TABLE idempotency_keys;
+    ALTER TABLE idempotency_keys_v9 RENAME TO idempotency_keys;
+    """,
 )
 
 

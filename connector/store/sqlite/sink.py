@@ -26,17 +26,19 @@ _INSERT_EVENTS = (
     f" VALUES (?, ?, ?, ?, coalesce(nullif(?, {NO_TIMESTAMP}), ?), nullif(?, ''), ?)"
 )
 _INSERT_PENDING = "INSERT INTO pending_contacts(file_id, identifier, attributes) VALUES (?, ?, ?)"
+# Keys and contacts are the file's tenant's (the ledger holds it: one place says whose).
+_TENANT_OF = "(SELECT tenant FROM files WHERE id = {})"
 _INSERT_MISSING = (
     "INSERT INTO pending_contacts(file_id, identifier, attributes)"
-    " SELECT ?1, value, '{}' FROM carray(?2)"
-    " WHERE NOT EXISTS (SELECT 1 FROM contacts WHERE identifier = value)"
+    " SELECT ?1, value, '{}' FROM carray(?2) WHERE NOT EXISTS (SELECT 1 FROM contacts"
+    f" WHERE tenant = {_TENANT_OF.format('?1')} AND identifier = value)"
 )
 # Records every key that is new or expired (accepted before the cutoff, ?3), as accepted at
 # ?2 by file ?4, and returns those it recorded.
 _CLAIM_KEYS = (
-    "INSERT INTO idempotency_keys(key, accepted_at, file_id)"
-    " SELECT value, ?2, ?4 FROM carray(?1) WHERE true"
-    " ON CONFLICT(key) DO UPDATE SET accepted_at = excluded.accepted_at,"
+    "INSERT INTO idempotency_keys(tenant, key, accepted_at, file_id)"
+    f" SELECT {_TENANT_OF.format('?4')}, value, ?2, ?4 FROM carray(?1) WHERE true"
+    " ON CONFLICT(tenant, key) DO UPDATE SET accepted_at = excluded.accepted_at,"
     " file_id = excluded.file_id WHERE accepted_at <= ?3 RETURNING key"
 )
 
@@ -128,7 +130,7 @@ class SQLiteSink:
                 # a key accepted before its file was recorded with it goes by its text)
                 conn.execute(
                     "DELETE FROM idempotency_keys WHERE (file_id = ?2 OR file_id IS NULL)"
-                    " AND key IN (SELECT"
+                    f" AND tenant = {_TENANT_OF.format('?2')} AND key IN (SELECT"
                     " idempotency_key FROM events WHERE id >= ?1 AND file_id = ?2"
                     " AND idempotency_key NOT NULL)",
                     (first_event, file_id),
@@ -145,9 +147,9 @@ class SQLiteSink:
         conn = self.db.conn
         assert conn.in_transaction, "finish() belongs in the final entry's transaction"
         conn.execute(
-            "INSERT INTO contacts(identifier, attributes)"
-            " SELECT identifier, attributes FROM pending_contacts WHERE file_id = ?"
-            " ORDER BY seq ON CONFLICT(identifier) DO UPDATE"
+            "INSERT INTO contacts(tenant, identifier, attributes)"
+            f" SELECT {_TENANT_OF.format('?1')}, identifier, attributes FROM pending_contacts"
+            " WHERE file_id = ?1 ORDER BY seq ON CONFLICT(tenant, identifier) DO UPDATE"
             " SET attributes = json_patch(attributes, excluded.attributes)"
             " WHERE excluded.attributes <> '{}';"
             "DELETE FROM pending_contacts WHERE file_id = ?",
