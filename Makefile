@@ -26,13 +26,16 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/import_bench.py
 
-.PHONY: bench-postgres bench-replicas
+.PHONY: bench-postgres bench-replicas bench-feed
 
 bench-postgres: $(STAMP)
 	$(BIN)/python bench/postgres_bench.py
 
 bench-replicas: $(STAMP)
 	$(BIN)/python bench/replicas_bench.py
+
+bench-feed: $(STAMP)
+	$(BIN)/python bench/feed_bench.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -33,6 +33,7 @@ from connector.replica import name_as
 from connector.signals import stop_on_signals
 from connector.sources.naming import MAX_NAME_BYTES
 from connector.store import open_store
+from connector.store.feed import KINDS, START, parse_cursor
 from connector.store.port import TABLES
 
 # Commands import what only they need when they run: `import` and `dump` start faster and
@@ -73,6 +74,16 @@ def _parser() -> argparse.ArgumentParser:
     dmp.add_argument("table", choices=TABLES)
     dmp.add_argument("--tenant", type=_tenant, help="only this tenant's records")
 
+    fed = commands.add_parser("feed", help="what became visible after a cursor, as JSON Lines")
+    fed.add_argument("kind", choices=KINDS)
+    fed.add_argument("--after", metavar="CURSOR", help="the cursor of the last line processed")
+    fed.add_argument("--tenant", type=_tenant, help="only this tenant's records")
+    fed.add_argument("--limit", type=_count, metavar="N", help="print at most N lines")
+    fed.add_argument(
+        "--follow", action="store_true",
+        help="go on printing as files become final, until SIGTERM or SIGINT",
+    )  # fmt: skip
+
     commands.add_parser("run", help="the daemon: poll every source on its schedule")
     commands.add_parser("once", help="poll every source once, ingest every ready file, exit")
     commands.add_parser("check", help="validate the config, connect to and list each source")
@@ -93,6 +104,13 @@ def _positive(text: str) -> int:
     if not 1 <= value <= 16:
         raise argparse.ArgumentTypeError(f"not a number from 1 to 16: {text!r}")
     return value
+
+
+def _count(text: str) -> int:
+    """A count of lines, 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a number of 1 or more: {text!r}")
+    return int(text)
 
 
 def _tenant(text: str) -> str:
@@ -254,6 +272,19 @@ def cmd_dump(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def cmd_feed(args: argparse.Namespace, config: Config) -> int:
+    from connector.feed import print_feed
+
+    after = START if args.after is None else parse_cursor(args.after, args.kind)
+    stopping = threading.Event()
+    with stop_on_signals(stopping), open_store(config.store) as store:
+        print_feed(
+            store, args.kind, after, sys.stdout.buffer, tenant=args.tenant, limit=args.limit,
+            stopping=stopping.is_set if args.follow else None,
+        )  # fmt: skip
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     if args.replicas:
         from connector.demo_replicas import run_replicas_demo
@@ -267,6 +298,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "import": cmd_import,
     "dump": cmd_dump,
+    "feed": cmd_feed,
     "once": cmd_once,
     "run": cmd_run,
     "check": cmd_check,

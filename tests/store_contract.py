@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import closing, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from connector.pipeline import Poller
 from connector.sources.base import RemoteFile
 from connector.sources.local import LocalSource
 from connector.store import open_store
+from connector.store.feed import KINDS, START, Cursor, Kind, UnknownCursor, parse_cursor
 from connector.store.ledger import Arrival, Delivered, Entry, Known, iso
 from connector.store.port import TABLES, Store, Table
 
@@ -68,6 +69,28 @@ def _sha256(path: Path) -> str:
 def records(store: Store, table: Table, tenant: str | None = None) -> list[dict[str, Any]]:
     """The table as `connector dump` prints it, JSON fragments read as values."""
     return [orjson.loads(orjson.dumps(record)) for record in store.records(table, tenant)]
+
+
+def fed(store: Store, kind: Kind, after: Cursor = START, tenant: str | None = None,
+        limit: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The feed as `connector feed` prints it, JSON fragments read as values."""
+    lines = []
+    with closing(store.feed(kind, after, tenant)) as records:
+        for record in records:
+            lines.append(orjson.loads(orjson.dumps(record)))
+            if len(lines) == limit:
+                break
+    return lines
+
+
+def fed_by_pages(store: Store, kind: Kind, page: int) -> list[dict[str, Any]]:
+    """The whole feed read ``page`` lines at a time, each read from the last cursor."""
+    lines: list[dict[str, Any]] = []
+    after = START
+    while more := fed(store, kind, after, limit=page):
+        lines += more
+        after = parse_cursor(more[-1]["cursor"], kind)
+    return lines
 
 
 def contacts(store: Store) -> dict[str, dict[str, Any]]:
@@ -696,6 +719,104 @@ class StoreContract:
         outcome = ingestor.ingest(later, EVENTS, source="s", name="later")
         assert (outcome.entry.rows, outcome.entry.duplicates) == (1, 1)  # K given back, not M
         assert [e["identifier"] for e in records(store, "events")] == ["z", "v1"]
+
+    # -- The change feed -----------------------------------------------------------------
+
+    def test_the_feed_shows_each_record_once_in_the_order_files_became_final(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """A file begun first but final last comes last (its events have the lower ids);
+        its records come together; read a line at a time from each cursor, or all at
+        once, the feed is the same; lines are the dump's records with their cursors."""
+        ingestor = Ingestor(store, batch_records=2, commit_seconds=0)
+        later = _file(tmp_path, "later.csv", KEYED + "v1,buy,b1\nv2,buy,b2\n,buy,\nv3,buy,\n")
+        seen_meanwhile: list[list[dict[str, Any]]] = []
+
+        def meanwhile() -> None:  # before the first file's final entry
+            ingestor.ingest(later, EVENTS, source="s", name="later.csv")
+            seen_meanwhile.append(fed(store, "events"))
+
+        first = _file(tmp_path, "first.csv", KEYED + "u1,buy,a1\n,buy,\nu2,buy,a2\n")
+        ingestor.ingest(first, EVENTS, source="s", name="first.csv", before_final=meanwhile)
+        people = _file(tmp_path, "people.csv", "identifier,plan\nu1,pro\n")
+        ingestor.ingest(people, CONTACTS, source="s", name="people.csv")
+
+        events = fed(store, "events")
+        assert [(e["file"], e["identifier"]) for e in events] == [
+            ("later.csv", "v1"), ("later.csv", "v2"), ("later.csv", "v3"),
+            ("first.csv", "u1"), ("first.csv", "u2"),
+        ]  # fmt: skip
+        assert seen_meanwhile == [events[:3]]
+        by_event = {(e["file"], e["line"]): e for e in records(store, "events")}
+        for event in events:
+            assert {k: v for k, v in event.items() if k != "cursor"} == by_event[
+                (event["file"], event["line"])
+            ]
+        assert [f["path"] for f in fed(store, "files")] == ["later.csv", "first.csv", "people.csv"]
+        assert [(r["file"], r["line"]) for r in fed(store, "rejects")] == [
+            ("later.csv", 4), ("first.csv", 3)
+        ]  # fmt: skip
+        for kind in KINDS:
+            whole = fed(store, kind)
+            cursors = [line["cursor"] for line in whole]
+            assert len(set(cursors)) == len(cursors) and whole
+            assert fed_by_pages(store, kind, 1) == fed_by_pages(store, kind, 2) == whole
+            assert fed(store, kind, parse_cursor(cursors[-1], kind)) == []
+        resumed = fed(store, "events", parse_cursor(events[1]["cursor"], "events"))
+        assert resumed == events[2:]
+
+    def test_contacts_lines_are_changes_with_all_attributes_after_each(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """One line per contact per file that created it or changed its attributes, with
+        every attribute as it was after that file; a file that changes nothing of a
+        contact adds no line for it; an events file adds its new contacts."""
+        ingestor = Ingestor(store, clock=Clock(), batch_records=2, commit_seconds=0)
+        files = [
+            ("a.csv", "identifier,plan,seats\nu1,free,1\n", CONTACTS),
+            ("b.csv", "identifier,plan,seats\nu1,free,\nu2,pro,3\n", CONTACTS),
+            ("c.csv", "identifier,name\nu1,buy\nu9,buy\n", EVENTS),
+            ("d.csv", "identifier,plan\nu1,pro\nu1,max\n", CONTACTS),
+        ]
+        for name, text, rules in files:
+            ingestor.ingest(_file(tmp_path, name, text), rules, source="s", name=name)
+        updated = {f["path"]: f["processed_at"] for f in records(store, "files")}
+        lines = fed(store, "contacts")
+        assert [(c["identifier"], c["attributes"], c["updated_at"]) for c in lines] == [
+            ("u1", {"plan": "free", "seats": 1}, updated["a.csv"]),
+            ("u2", {"plan": "pro", "seats": 3}, updated["b.csv"]),
+            ("u9", {}, updated["c.csv"]),
+            ("u1", {"plan": "max", "seats": 1}, updated["d.csv"]),
+        ]
+        assert {c["tenant"] for c in lines} == {"default"}
+
+    def test_a_cursor_it_never_gave_is_refused(self, store: Store, tmp_path: Path) -> None:
+        ingestor = Ingestor(store)
+        ingestor.ingest(_file(tmp_path, "a.csv", "identifier,name\nu1,buy\n"), EVENTS,
+                        source="s", name="a")  # fmt: skip
+        refused: list[tuple[str, Kind]] = [
+            ("2:1", "events"), ("x", "events"), ("1", "events"), ("1:1", "files"),
+            ("-1:2", "rejects"), ("01:1", "contacts"), (" 1:1", "events"),
+        ]  # fmt: skip
+        for text, kind in refused:
+            with pytest.raises(UnknownCursor, match="cursor"):
+                fed(store, kind, parse_cursor(text, kind))
+        with pytest.raises(UnknownCursor, match="has not reached it"):
+            fed(store, "files", Cursor(2))
+
+    def test_each_tenant_has_its_feed_in_the_common_order(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        ingestor = Ingestor(store)
+        for tenant in ("acme", "globex", "acme"):
+            path = _file(tmp_path, f"{tenant}.csv", f"identifier,name\nu-{tenant},buy\n")
+            ingestor.ingest(path, EVENTS, source="s", name=f"{tenant}.csv", tenant=tenant)
+        everyone = fed(store, "files")
+        assert [f["tenant"] for f in everyone] == ["acme", "globex", "acme"]  # (a duplicate)
+        assert fed(store, "files", tenant="acme") == [everyone[0], everyone[2]]
+        after_first = parse_cursor(everyone[0]["cursor"], "files")
+        assert fed(store, "files", after_first, tenant="globex") == [everyone[1]]
+        assert [e["tenant"] for e in fed(store, "events", tenant="globex")] == ["globex"]
 
     # -- Tenants -------------------------------------------------------------------------
 

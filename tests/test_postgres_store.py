@@ -34,6 +34,7 @@ from connector.store.postgres.db import cause
 from connector.store.postgres.schema import MIGRATIONS
 from connector.store.sqlite import SQLiteStore
 from connector.testing.postgres import EmbeddedPostgres
+from tests.store_contract import fed
 
 pytest_plugins = ["connector.testing.plugin"]
 
@@ -110,10 +111,12 @@ def test_a_store_of_every_earlier_version_is_upgraded_with_its_rows(
     for script in MIGRATIONS[:version]:
         _admin(postgres_url, script)
     _admin(postgres_url, f"INSERT INTO schema_version VALUES ({version})")
+    tenant, default = ("tenant, ", "'default', ") if version >= 3 else ("", "")  # (from v3)
     _admin(
         postgres_url,
-        "INSERT INTO files(source, path, sha256, size, kind, status, rows, started_at,"
-        " processed_at) VALUES ('s', 'a.csv', 'ab', 9, 'events', 'ingested', 1, 't', 't')",
+        f"INSERT INTO files({tenant}source, path, sha256, size, kind, status, rows, started_at,"
+        f" processed_at) VALUES ({default}'s', 'a.csv', 'ab', 9, 'events', 'ingested', 1, 't',"
+        " 't')",
     )
     _admin(
         postgres_url,
@@ -126,6 +129,7 @@ def test_a_store_of_every_earlier_version_is_upgraded_with_its_rows(
         [file] = store.records("files")
         assert (file["path"], file["status"], file["rows"]) == ("a.csv", "ingested", 1)
         assert [e["identifier"] for e in store.records("events")] == ["u1"]
+        assert [(e["identifier"], e["cursor"]) for e in fed(store, "events")] == [("u1", "1:1")]
 
 
 def test_a_read_only_open_makes_nothing_and_writes_nothing(postgres_url: str) -> None:

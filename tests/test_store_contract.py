@@ -19,7 +19,7 @@ from connector.store import open_store
 from connector.store.ledger import Arrival
 from connector.store.sqlite import SQLiteStore
 from connector.store.sqlite.db import MIGRATIONS
-from tests.store_contract import T0, Clock, StoreContract, contacts, records
+from tests.store_contract import T0, Clock, StoreContract, contacts, fed, records
 
 pytest_plugins = ["connector.testing.plugin"]
 
@@ -50,7 +50,9 @@ class TestSQLiteStore(StoreContract):
         for number, script in enumerate(MIGRATIONS[:version], start=1):
             old.execute(script)
             old.execute(f"PRAGMA user_version={number}")
-        old.execute(  # (columns of schema v1)
+        # (columns of schema v1; from v9 on, contacts and keys name their tenant)
+        tenant, default = ("tenant, ", "'default', ") if version >= 9 else ("", "")
+        old.execute(
             "INSERT INTO files(id, source, path, sha256, size, mtime, kind, status, rows,"
             " rejected, duplicates, cursor, started_at, processed_at) VALUES"
             " (1, 's', '/in/a.csv', ?, ?, 7.5, 'events', 'ingested', 1, 1, 0, 2,"
@@ -61,8 +63,10 @@ class TestSQLiteStore(StoreContract):
             " data) VALUES (1, 2, 'u1', 'buy', 5, 'K', '{\"n\":1}'), (2, 2, 'v1', 'buy', 6,"
             " NULL, '{}');"
             "INSERT INTO rejects(file_id, line, reason) VALUES (1, 3, 'identifier is empty');"
-            "INSERT INTO contacts VALUES ('u1', '{\"plan\":\"free\"}'), ('v1', '{}');"
-            f"INSERT INTO idempotency_keys(key, accepted_at) VALUES ('K', {int(T0)})",
+            f"INSERT INTO contacts({tenant}identifier, attributes)"
+            f" VALUES ({default}'u1', '{{\"plan\":\"free\"}}'), ({default}'v1', '{{}}');"
+            f"INSERT INTO idempotency_keys({tenant}key, accepted_at)"
+            f" VALUES ({default}'K', {int(T0)})",
             (a, ingested.stat().st_size, b, stopped.stat().st_size),
         )
         if version >= 2:
@@ -114,6 +118,19 @@ class TestSQLiteStore(StoreContract):
                 ("/in/a.csv", "ingested"), ("/in/b.csv", "ingested"),
                 ("/in/again.csv", "duplicate"), ("/in/c.csv", "ingested"),
                 ("/in/d.csv", "ingested"), ("/in/e.csv", "failed"),
+            ]  # fmt: skip
+            # The feed: what was final before the upgrade first, in the order recorded,
+            # the contacts as they were then as its last file's changes.
+            assert [(e["file"], e["line"]) for e in fed(store, "events")] == [
+                ("/in/a.csv", 2), ("/in/b.csv", 2), ("/in/b.csv", 3), ("/in/b.csv", 4),
+                ("/in/c.csv", 3),
+            ]  # fmt: skip
+            assert [f["path"] for f in fed(store, "files")] == [
+                "/in/a.csv", "/in/again.csv", "/in/b.csv", "/in/c.csv", "/in/d.csv"
+            ]  # fmt: skip
+            assert [(c["identifier"], c["attributes"]) for c in fed(store, "contacts")] == [
+                ("u1", {"plan": "free"}), ("v1", {}), ("v2", {}), ("v3", {}), ("w", {}),
+                ("u1", {"plan": "free", "seats": 2}),
             ]  # fmt: skip
 
     def test_a_store_of_a_newer_schema_is_refused(self, store_config: StoreConfig) -> None:

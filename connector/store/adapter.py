@@ -4,10 +4,11 @@ only what differs (its database, claims, sink and SQL for the dump)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, Self, TypeVar
 
+from connector.store.feed import Cursor, FeedWaiter, Kind, Rows, feed
 from connector.store.ledger import SQL, Ledger
 from connector.store.listings import Listings
 from connector.store.port import Group, Sink, Stop, Table, never
@@ -22,6 +23,10 @@ class Database(SQL, Protocol):
     def rolled_back(self) -> AbstractContextManager[None]: ...
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]: ...
+
+    def reading(self) -> AbstractContextManager[Rows]: ...
+
+    def listening(self) -> FeedWaiter: ...
 
     def close(self) -> None: ...
 
@@ -77,6 +82,14 @@ class Adapter(Generic[DB]):
     def records(self, table: Table, tenant: str | None = None) -> Iterator[dict[str, Any]]:
         # (a store that fails mid-read is a StoreError here, not a traceback)
         return shaped(table, self.db.rows(self._queries[table], (tenant,)))
+
+    def feed(
+        self, kind: Kind, after: Cursor, tenant: str | None = None
+    ) -> Generator[dict[str, Any]]:
+        return feed(self.db.reading, kind, after, tenant)
+
+    def listening(self) -> FeedWaiter:
+        return self.db.listening()
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """SQL on this store (for tests and tools that inspect it)."""

@@ -97,6 +97,7 @@ class Delivered:
     rows: int  # records stored (an events file's events less those skipped for their key)
     duplicates: int  # events skipped: their idempotency key was accepted within 24 hours
     first_event: int | None  # the id of the batch's first stored event, if any
+    last_event: int | None = None  # ... and of its last
 
 
 def stored_rows(kind: str, valid: int, duplicates: int) -> int:
@@ -267,9 +268,9 @@ class Ledger:
         self.db.execute(
             "UPDATE files SET cursor = cursor + ?, rows = rows + ?, rejected = rejected + ?,"
             " duplicates = duplicates + ?, first_event = coalesce(first_event, ?),"
-            " prefix_size = coalesce(?, prefix_size), prefix_sha256 = coalesce(?, prefix_sha256)"
-            " WHERE id = ?",
-            (records, d.rows, rejected, d.duplicates, d.first_event,
+            " last_event = coalesce(?, last_event), prefix_size = coalesce(?, prefix_size),"
+            " prefix_sha256 = coalesce(?, prefix_sha256) WHERE id = ?",
+            (records, d.rows, rejected, d.duplicates, d.first_event, d.last_event,
              p and p.size, p and p.sha256, entry_id),
         )  # fmt: skip
 
@@ -290,7 +291,15 @@ class Ledger:
                 "UPDATE files SET status = 'ingested', processed_at = ? WHERE id = ?",
                 (iso(now), entry_id),
             )
+            self._final(entry_id)
         return self.get(entry_id)
+
+    def _final(self, entry_id: int) -> None:
+        """The file's place in the change feed (``connector.store.feed``): the next number
+        of its clock. Last in the final transaction: the clock's row stays locked until the
+        commit, so that numbers become visible in the order they are taken."""
+        [(seq,)] = self.db.query("UPDATE feed_clock SET seq = seq + 1 RETURNING seq")
+        self.db.execute("UPDATE files SET feed_seq = ? WHERE id = ?", (seq, entry_id))
 
     def record(
         self, arrival: Arrival, status: str, now: float, reason: str | None = None,
@@ -311,6 +320,7 @@ class Ledger:
                     "UPDATE files SET completed_at = ?, action = ? WHERE id = ?",
                     (iso(now), done, entry_id),
                 )
+            self._final(entry_id)
         return self.get(entry_id)
 
     def known(self, source: str) -> dict[str, Known]:

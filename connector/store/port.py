@@ -13,11 +13,12 @@ works in transactions of its own, which the adapter keeps apart.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Literal, Protocol, Self
 
 from connector.csvrules.records import Batch
+from connector.store.feed import Cursor, FeedWaiter, Kind
 from connector.store.ledger import Delivered, Ledger
 from connector.store.listings import Listings
 
@@ -172,6 +173,19 @@ class Store(Protocol):
         """What ``connector dump`` prints: the table's records in the dump format, oldest
         first, as they are read (a table of any size in flat memory); ``tenant``: only that
         tenant's, else every tenant's."""
+        ...
+
+    def feed(
+        self, kind: Kind, after: Cursor, tenant: str | None = None
+    ) -> Generator[dict[str, Any]]:
+        """What ``connector feed`` prints (``connector.store.feed``): the records of
+        ``kind`` that became visible after ``after``, each with its cursor, as they are
+        read; ``tenant``: only that tenant's. UnknownCursor for a cursor it cannot go on
+        from."""
+        ...
+
+    def listening(self) -> FeedWaiter:
+        """Something to wait on for the feed to move (``feed --follow``); close it."""
         ...
 
     def close(self) -> None: ...

@@ -17,6 +17,7 @@ PostgreSQL cannot index) is a defect or a fault of the file, and stays as it is.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from psycopg.conninfo import conninfo_to_dict
 from connector import replica
 from connector.errors import StoreBusy, StoreError, StoreRefused
 from connector.secrets import Secret
+from connector.store.feed import FeedWaiter, Rows
 from connector.store.port import Group
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -63,6 +65,21 @@ def placeholders(sql: str) -> str:
     """The shared SQL's ``?`` placeholders as psycopg's ``%s`` (the ledger's statements
     hold no literal ``?`` or ``%``; a ``%`` is escaped all the same)."""
     return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _Listener:
+    def __init__(self, conn: Connection, name: str) -> None:
+        self.conn, self.name = conn, name
+        conn.execute("LISTEN connector_feed")
+
+    def wait(self, seconds: float) -> bool:
+        try:
+            return any(True for _ in self.conn.notifies(timeout=seconds, stop_after=1))
+        except psycopg.Error as exc:
+            raise StoreError(self.name, cause(exc)) from exc
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def cause(exc: psycopg.Error) -> str:
@@ -214,9 +231,15 @@ class Database:
             return self.conn.execute(placeholders(sql), params).rowcount
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-        """The rows of a query of the shared SQL (``?`` placeholders) as they come,
-        through a server-side cursor: a table of any
-        size in flat memory. On a connection of its own, in a read-only transaction that
+        """The rows of a query of the shared SQL (``?`` placeholders) as they come: a
+        table of any size in flat memory (see ``reading``)."""
+        with self.reading() as rows:
+            yield from rows(sql, params)
+
+    @contextmanager
+    def reading(self) -> Iterator[Rows]:
+        """Queries of the shared SQL that read from one snapshot, each row as it comes
+        (server-side cursors). On a connection of its own, in a read-only transaction that
         may stay idle as long as the reader needs (it holds a snapshot, no lock)."""
         with self.faults():
             conn = self.connect(
@@ -224,13 +247,24 @@ class Database:
                 " SET default_transaction_read_only = on;"
             )
             conn.autocommit = False
-            try:
-                with conn.cursor(name="records") as cursor:
-                    cursor.itersize = ROWS_AT_A_TIME
-                    cursor.execute(placeholders(sql), params)
-                    yield from cursor
-            finally:
-                conn.close()
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        names = itertools.count()
+
+        def rows(sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+            with self.faults(), conn.cursor(name=f"rows{next(names)}") as cursor:
+                cursor.itersize = ROWS_AT_A_TIME
+                cursor.execute(placeholders(sql), params)
+                yield from cursor
+
+        try:
+            yield rows
+        finally:
+            conn.close()
+
+    def listening(self) -> FeedWaiter:
+        """Told when a file becomes final: its number is announced on connector_feed by
+        the trigger the schema has on files (delivered when its transaction commits)."""
+        return _Listener(self.connect(), self.name)
 
     @contextmanager
     def streaming(self) -> Iterator[Connection]:

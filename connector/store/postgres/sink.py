@@ -20,6 +20,7 @@ from connector.store.ledger import Delivered, stored_rows
 from connector.store.postgres.db import Connection, Database
 
 _NEXT_EVENT = "SELECT nextval(pg_get_serial_sequence('events', 'id'))"
+_LAST_EVENT = "SELECT currval(pg_get_serial_sequence('events', 'id'))"  # (this session's)
 # COPY's targets, with their columns' types (the binary format says none).
 _EVENTS = (
     "events(file_id, line, identifier, name, timestamp, idempotency_key, data)",
@@ -56,16 +57,21 @@ _CLAIM_KEYS = f"""
 # wins: see merged_attributes in the schema), then merged into the stored contact: one
 # row per contact, as PostgreSQL updates a row once per statement. Attributes are flat
 # objects without nulls (an empty cell is absent, CSV cannot hold an object), so `||`
-# merges exactly as SQLite's json_patch; an upsert of '{}' only creates a missing
-# contact. In identifier order, so that two files finishing at once take their contacts'
-# row locks in one order.
+# merges exactly as SQLite's json_patch; an upsert that changes nothing (of '{}' on a
+# contact that exists, say) leaves it as it was. The contacts created or changed are kept,
+# as they are now, for the change feed. In identifier order, so that two files finishing
+# at once take their contacts' row locks in one order.
 _APPLY_CONTACTS = (
-    "INSERT INTO contacts(tenant, identifier, attributes)"
+    "WITH changed AS ("
+    " INSERT INTO contacts(tenant, identifier, attributes)"
     f" SELECT {_TENANT_OF.format('%(file)s')}, identifier,"
     " merged_attributes(attributes::jsonb ORDER BY seq) FROM pending_contacts"
     " WHERE file_id = %(file)s GROUP BY identifier ORDER BY identifier"
     " ON CONFLICT (tenant, identifier) DO UPDATE SET attributes = contacts.attributes"
-    " || excluded.attributes WHERE excluded.attributes <> '{}'"
+    " || excluded.attributes WHERE contacts.attributes || excluded.attributes"
+    " <> contacts.attributes RETURNING identifier, attributes)"
+    " INSERT INTO contact_changes(file_id, identifier, attributes)"
+    " SELECT %(file)s, identifier, attributes::text FROM changed ORDER BY identifier"
 )
 
 
@@ -116,7 +122,7 @@ class PostgresSink:
         file's checksum is not known yet, so its keys are not claimed (``decide`` does it,
         or ``discard`` takes the rows back)."""
         assert self.db.in_transaction, "deliver() belongs in a transaction"
-        kept, duplicates, first_event = None, 0, None
+        kept, duplicates, first_event, last_event = None, 0, None, None
         if not provisional and batch.keys is not None and batch.events:
             kept = self._first_uses(batch.keys.split("\0"), now, file_id)
             duplicates = kept.count(False) if kept is not None else 0
@@ -127,6 +133,7 @@ class PostgresSink:
                 first_event = _scalar(conn, _NEXT_EVENT)
                 rows = _event_rows(file_id, batch, now)
                 _copy(conn, _EVENTS, rows if kept is None else compress(rows, kept))
+                last_event = _scalar(conn, _LAST_EVENT)  # (the COPY's last row took it)
             if batch.contacts:  # applied when the file is final (see finish)
                 _copy(conn, _PENDING, ((file_id, *upsert) for upsert in batch.contacts))
             if batch.rejects:
@@ -137,7 +144,8 @@ class PostgresSink:
                     _INSERT_MISSING, {"file": file_id, "identifiers": list(batch.new_identifiers)}
                 )
         valid = batch.records - len(batch.rejects)
-        return Delivered(stored_rows(kind, valid, duplicates), duplicates, first_event)
+        return Delivered(stored_rows(kind, valid, duplicates), duplicates, first_event,
+                         last_event)  # fmt: skip
 
     def decide(self, file_id: int, kind: str, first_event: int | None, now: int) -> Delivered:
         """Claim the idempotency keys of the events a file delivered provisionally, in file
@@ -177,7 +185,8 @@ class PostgresSink:
 
     def finish(self, file_id: int) -> None:
         """Apply the file's contact upserts, in file order (later rows win), inside the
-        transaction that records its final entry."""
+        transaction that records its final entry; the contacts they changed are kept, as
+        they are now, for the change feed."""
         assert self.db.in_transaction, "finish() belongs in the final entry's transaction"
         with self.db.faults():
             self.db.conn.execute(_APPLY_CONTACTS, {"file": file_id})

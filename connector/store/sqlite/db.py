@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_f
 
 from connector.errors import FatalError, StoreBusy, StoreError
 from connector.localfs import cause, errno_cause, make_folder, open_private
+from connector.store.feed import FEED_NUMBERING, FEED_VIEWS, FeedWaiter, Rows
 from connector.store.port import Group
 
 MIGRATIONS: tuple[str, ...] = (
@@ -182,6 +184,36 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE idempotency_keys;
     ALTER TABLE idempotency_keys_v9 RENAME TO idempotency_keys;
     """,
+    # 10: the change feed (connector.store.feed): a file takes the next number of the feed
+    # clock when its entry becomes final; its events are found between its first and last
+    # event's ids; the contacts it changed are kept as they were after it. Files already
+    # final are numbered in the order they were recorded, and each tenant's contacts as
+    # they are now are its last ingested file's changes.
+    """
+    ALTER TABLE files ADD COLUMN feed_seq INTEGER;
+    ALTER TABLE files ADD COLUMN last_event INTEGER;
+    """
+    + FEED_NUMBERING
+    + """
+    CREATE TABLE feed_clock(
+        seq INTEGER NOT NULL,                 -- the last number taken
+        pruned INTEGER NOT NULL               -- the last number whose records were removed
+    );
+    INSERT INTO feed_clock SELECT coalesce(max(feed_seq), 0), 0 FROM files;
+    ALTER TABLE contacts ADD COLUMN changed_by INTEGER;  -- the last file that changed it
+    CREATE TABLE contact_changes(
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL,             -- the file that changed it (and its tenant)
+        identifier TEXT NOT NULL,
+        attributes TEXT NOT NULL              -- JSON object: all of them, after the change
+    );
+    CREATE INDEX contact_changes_by_file ON contact_changes(file_id);
+    INSERT INTO contact_changes(file_id, identifier, attributes)
+        SELECT last.id, c.identifier, c.attributes FROM contacts c JOIN (
+            SELECT tenant, max(id) AS id FROM files WHERE status = 'ingested' GROUP BY tenant
+        ) AS last ON last.tenant = c.tenant ORDER BY c.tenant, c.identifier;
+    """
+    + FEED_VIEWS,
 )
 
 
@@ -262,6 +294,29 @@ def _unusable(path: Path, *, readonly: bool) -> str | None:
     except OSError as exc:  # (a folder on the way we may not even look into)
         return cause(exc)
     return None
+
+
+class _DataVersion:
+    def __init__(self, path: Path) -> None:
+        self.conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+        self.version = self._version()
+
+    def _version(self) -> int:
+        [(version,)] = self.conn.execute("PRAGMA data_version").fetchall()
+        assert isinstance(version, int)
+        return version
+
+    def wait(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if (version := self._version()) != self.version:
+                self.version = version
+                return True
+            time.sleep(min(left, 0.05))
+        return False
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 class Database:
@@ -407,6 +462,28 @@ class Database:
         """The rows of a query as they come: a table of any size in flat memory."""
         with self._faults():
             yield from self.conn.execute(sql, params)
+
+    @contextmanager
+    def reading(self) -> Iterator[Rows]:
+        """Queries that read from one snapshot (a read transaction: writers go on
+        meanwhile, into the WAL), each row as it comes."""
+        conn = self.conn
+        if conn.in_transaction:  # (a dry run's: what it sees is its own)
+            yield self.rows
+            return
+        with self._faults():
+            conn.execute("BEGIN")
+        try:
+            yield self.rows
+        finally:
+            with self._faults():
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+    def listening(self) -> FeedWaiter:
+        """Told when another connection commits: SQLite cannot announce it, so its
+        data_version (a counter in shared memory: no disk read) is looked at every 50 ms."""
+        return _DataVersion(self.path)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

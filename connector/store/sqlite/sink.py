@@ -33,6 +33,22 @@ _INSERT_MISSING = (
     " SELECT ?1, value, '{}' FROM carray(?2) WHERE NOT EXISTS (SELECT 1 FROM contacts"
     f" WHERE tenant = {_TENANT_OF.format('?1')} AND identifier = value)"
 )
+# A file's contact upserts, in file order: a contact it creates or whose attributes it
+# changes is marked as changed by it (a row that changes nothing leaves it as it was).
+_APPLY_CONTACTS = (
+    "INSERT INTO contacts(tenant, identifier, attributes, changed_by)"
+    f" SELECT {_TENANT_OF.format('?1')}, identifier, attributes, ?1 FROM pending_contacts"
+    " WHERE file_id = ?1 ORDER BY seq ON CONFLICT(tenant, identifier) DO UPDATE"
+    " SET attributes = json_patch(attributes, excluded.attributes),"
+    " changed_by = excluded.changed_by"
+    " WHERE json_patch(attributes, excluded.attributes) <> attributes"
+)
+_CONTACT_CHANGES = (
+    "INSERT INTO contact_changes(file_id, identifier, attributes)"
+    f" SELECT ?1, identifier, attributes FROM contacts WHERE tenant = {_TENANT_OF.format('?1')}"
+    " AND identifier IN (SELECT identifier FROM pending_contacts WHERE file_id = ?1)"
+    " AND changed_by = ?1 ORDER BY identifier"
+)
 # Records every key that is new or expired (accepted before the cutoff, ?3), as accepted at
 # ?2 by file ?4, and returns those it recorded.
 _CLAIM_KEYS = (
@@ -84,7 +100,8 @@ class SQLiteSink:
         before = conn.total_changes()
         conn.executemany(_INSERT_EVENTS, events)
         inserted = conn.total_changes() - before  # (one executemany: consecutive ids)
-        first_event = conn.last_insert_rowid() - inserted + 1 if inserted else None
+        last_event = conn.last_insert_rowid() if inserted else None
+        first_event = last_event - inserted + 1 if last_event is not None else None
         _unbind(conn, _INSERT_EVENTS, 8)
         # Contact upserts wait for the file's end (see finish).
         if batch.contacts is not None:
@@ -102,7 +119,8 @@ class SQLiteSink:
                 ((file_id, line, reason) for line, reason in batch.rejects),
             )
         valid = batch.records - len(batch.rejects)
-        return Delivered(stored_rows(kind, valid, duplicates), duplicates, first_event)
+        return Delivered(stored_rows(kind, valid, duplicates), duplicates, first_event,
+                         last_event)  # fmt: skip
 
     def decide(self, file_id: int, kind: str, first_event: int | None, now: int) -> Delivered:
         """Claim the idempotency keys of the events a file delivered provisionally, in file
@@ -143,18 +161,13 @@ class SQLiteSink:
 
     def finish(self, file_id: int) -> None:
         """Apply the file's contact upserts, in file order (later rows win), inside the
-        transaction that records its final entry."""
+        transaction that records its final entry; the contacts they changed are kept, as
+        they are now, for the change feed."""
         conn = self.db.conn
         assert conn.in_transaction, "finish() belongs in the final entry's transaction"
-        conn.execute(
-            "INSERT INTO contacts(tenant, identifier, attributes)"
-            f" SELECT {_TENANT_OF.format('?1')}, identifier, attributes FROM pending_contacts"
-            " WHERE file_id = ?1 ORDER BY seq ON CONFLICT(tenant, identifier) DO UPDATE"
-            " SET attributes = json_patch(attributes, excluded.attributes)"
-            " WHERE excluded.attributes <> '{}';"
-            "DELETE FROM pending_contacts WHERE file_id = ?",
-            (file_id, file_id),
-        )
+        conn.execute(_APPLY_CONTACTS, (file_id,))
+        conn.execute(_CONTACT_CHANGES, (file_id,))
+        conn.execute("DELETE FROM pending_contacts WHERE file_id = ?", (file_id,))
 
     def _first_use_of_keys(self, file_id: int, batch: Batch, now: int) -> tuple[Iterable[Any], int]:
         """The batch's events less those whose key was accepted in the last 24 hours (in

@@ -1,0 +1,202 @@
+"""The change feed: what became visible, oldest first, from a cursor (README, "Consuming
+ingested data"). Read the same way from every adapter, in the SQL both databases speak.
+
+The order is that of files becoming final. A file's final entry takes the next number of
+the feed clock (``files.feed_seq``) as the last step of its final transaction: the clock's
+one row stays locked until that transaction commits, so a later number is never visible
+before an earlier one, on either database. (An id from a sequence would not do: on
+PostgreSQL a transaction that took a higher id may commit first, and a reader who had
+passed it would never see the lower one.) Within a file, records come in the order of
+their ids. A cursor says where a reader is: ``"<file's number>:<last record's id>"``, or
+``"<file's number>"`` in the files feed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Generator, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from connector.errors import ConnectorError
+
+Kind = Literal["events", "contacts", "rejects", "files"]
+KINDS: tuple[Kind, ...] = ("events", "contacts", "rejects", "files")
+FINAL = ("ingested", "duplicate", "rejected")
+
+# A store made before the feed: its final files numbered in the order they were recorded,
+# each file's events bounded by their ids (both schemas run it).
+FEED_NUMBERING = """
+    UPDATE files SET feed_seq = numbered.n FROM (
+        SELECT id, row_number() OVER (ORDER BY id) AS n FROM files
+        WHERE status IN ('ingested', 'duplicate', 'rejected')
+    ) AS numbered WHERE files.id = numbered.id;
+    UPDATE files SET first_event = coalesce(first_event, bounds.first), last_event = bounds.last
+    FROM (
+        SELECT file_id, min(id) AS first, max(id) AS last FROM events GROUP BY file_id
+    ) AS bounds WHERE files.id = bounds.file_id;
+    CREATE UNIQUE INDEX files_by_feed ON files(feed_seq) WHERE feed_seq IS NOT NULL;
+"""
+
+# The feed for who reads the store directly: stable views, in the feed's order (feed_seq,
+# then the record's id), created by both schemas.
+FEED_VIEWS = """
+    CREATE VIEW feed_files AS
+        SELECT feed_seq, tenant, source, path, sha256, size, status, rows, rejected,
+            duplicates, processed_at
+        FROM files WHERE feed_seq IS NOT NULL;
+    CREATE VIEW feed_events AS
+        SELECT f.feed_seq, e.id AS event_id, f.tenant, e.identifier, e.name, e.timestamp,
+            e.idempotency_key, e.data, f.source, f.path AS file, f.sha256, e.line
+        FROM files f JOIN events e ON e.file_id = f.id
+            AND e.id BETWEEN f.first_event AND f.last_event
+        WHERE f.feed_seq IS NOT NULL AND f.status = 'ingested';
+    CREATE VIEW feed_rejects AS
+        SELECT f.feed_seq, r.id AS reject_id, f.tenant, f.source, f.path AS file, f.sha256,
+            r.line, r.reason
+        FROM files f JOIN rejects r ON r.file_id = f.id
+        WHERE f.feed_seq IS NOT NULL AND f.status IN ('ingested', 'rejected');
+    CREATE VIEW feed_contacts AS
+        SELECT f.feed_seq, c.id AS change_id, f.tenant, c.identifier, c.attributes,
+            f.processed_at AS updated_at
+        FROM files f JOIN contact_changes c ON c.file_id = f.id
+        WHERE f.feed_seq IS NOT NULL AND f.status = 'ingested';
+"""
+
+Rows = Callable[[str, tuple[Any, ...]], Iterator[tuple[Any, ...]]]
+
+# The files whose records a feed shows, from a number on, in feed order; `tenant = coalesce`
+# with NULL: every tenant's.
+_FILES = (
+    "SELECT feed_seq, id, tenant, source, path, sha256, first_event, last_event FROM files"
+    " WHERE feed_seq >= ? AND status IN ({}) AND tenant = coalesce(?, tenant) ORDER BY feed_seq"
+)
+# A file's records after an id, in order. Events are found between the file's first and
+# last event's ids (events has no index by file: it would slow every insert).
+_RECORDS = {
+    "events": (
+        "SELECT id, identifier, name, timestamp, idempotency_key, data, line FROM events"
+        " WHERE id BETWEEN ? AND ? AND file_id = ? AND id > ? ORDER BY id"
+    ),
+    "rejects": "SELECT id, line, reason FROM rejects WHERE file_id = ? AND id > ? ORDER BY id",
+    "contacts": (
+        "SELECT c.id, c.identifier, c.attributes, f.processed_at"
+        " FROM contact_changes c JOIN files f ON f.id = c.file_id"
+        " WHERE c.file_id = ? AND c.id > ? ORDER BY c.id"
+    ),
+}
+_SHOWN = {"events": "'ingested'", "contacts": "'ingested'", "rejects": "'ingested', 'rejected'"}
+_WHOLE_FILES = (
+    "SELECT feed_seq, tenant, source, path, sha256, size, status, rows, rejected, duplicates,"
+    " processed_at FROM files WHERE feed_seq > ? AND tenant = coalesce(?, tenant)"
+    " ORDER BY feed_seq"
+)
+_CLOCK = "SELECT seq, pruned FROM feed_clock"
+_CURSOR = re.compile(r"(0|[1-9][0-9]{0,18})(?::(0|[1-9][0-9]{0,18}))?")
+
+
+class UnknownCursor(ConnectorError):
+    """A cursor this store never gave (or whose records retention has removed since)."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    seq: int  # the number of the file of the last record read (0: none yet)
+    item: int = 0  # the last record's id in that file (0: none of it yet)
+
+    def text(self, kind: Kind) -> str:
+        return str(self.seq) if kind == "files" else f"{self.seq}:{self.item}"
+
+
+START = Cursor(0)
+
+
+def parse_cursor(text: str, kind: Kind) -> Cursor:
+    """A cursor as printed by the feed of ``kind``; UnknownCursor if it is not one."""
+    found = _CURSOR.fullmatch(text)
+    if found is None or (kind == "files") != (found[2] is None):
+        raise UnknownCursor(f"unknown cursor {text!r}: not one that `feed {kind}` prints")
+    return Cursor(int(found[1]), int(found[2] or 0))
+
+
+class FeedWaiter(Protocol):
+    """Waits for the feed to move (a file becoming final), as an adapter can tell it."""
+
+    def wait(self, seconds: float) -> bool:
+        """Return once the feed may have moved (True) or after ``seconds`` (False)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def feed(
+    reading: Callable[[], AbstractContextManager[Rows]],
+    kind: Kind,
+    after: Cursor,
+    tenant: str | None,
+) -> Generator[dict[str, Any]]:
+    """The records of ``kind`` that became visible after ``after``, oldest first, each
+    with its ``"cursor"``; ``tenant``: that tenant's only. Read from one snapshot (of the
+    moment the reading begins), as they come: flat memory however many there are."""
+    with reading() as rows:
+        seq, pruned = next(rows(_CLOCK, ()))
+        if after.seq > seq:
+            raise UnknownCursor(f"unknown cursor {after.text(kind)!r}: this store's feed has"
+                                f" not reached it (a cursor of another store?)")  # fmt: skip
+        # (records of files up to `pruned` are gone: a reader in the middle of one, or
+        # before it, would miss some)
+        behind = after.seq < pruned or (after.seq == pruned and kind != "files")
+        if pruned and after != START and behind:
+            raise UnknownCursor(
+                f"cursor {after.text(kind)!r} is older than what the store keeps ([store]"
+                " keep): records after it were removed; start again without --after"
+            )
+        if kind == "files":
+            yield from _files(rows, after, tenant)
+        else:
+            yield from _records(rows, kind, after, tenant)
+
+
+def _files(rows: Rows, after: Cursor, tenant: str | None) -> Iterator[dict[str, Any]]:
+    keys = ("tenant", "source", "path", "sha256", "size", "status", "rows", "rejected",
+            "duplicates", "processed_at")  # fmt: skip
+    for seq, *values in rows(_WHOLE_FILES, (after.seq, tenant)):
+        record = dict(zip(keys, values, strict=True))
+        record["cursor"] = str(seq)
+        yield record
+
+
+def _records(rows: Rows, kind: Kind, after: Cursor, tenant: str | None) -> Iterator[dict[str, Any]]:
+    files = rows(_FILES.format(_SHOWN[kind]), (after.seq, tenant))
+    for seq, file_id, file_tenant, source, path, sha256, first, last in files:
+        since = after.item if seq == after.seq else 0  # (ids start at 1)
+        if kind == "events":
+            if first is None:
+                continue
+            for event_id, identifier, name, timestamp, key, data, line in rows(
+                _RECORDS["events"], (first, last, file_id, since)
+            ):
+                yield {
+                    "tenant": file_tenant, "identifier": identifier, "name": name,
+                    "timestamp": timestamp, "idempotencyKey": key,
+                    "data": orjson.Fragment(data), "source": source, "file": path,
+                    "sha256": sha256, "line": line, "cursor": f"{seq}:{event_id}",
+                }  # fmt: skip
+        elif kind == "rejects":
+            for reject_id, line, reason in rows(_RECORDS["rejects"], (file_id, since)):
+                yield {
+                    "tenant": file_tenant, "source": source, "file": path, "sha256": sha256,
+                    "line": line, "reason": reason, "cursor": f"{seq}:{reject_id}",
+                }  # fmt: skip
+        else:
+            for change_id, identifier, attributes, updated_at in rows(
+                _RECORDS["contacts"], (file_id, since)
+            ):
+                yield {
+                    "tenant": file_tenant, "identifier": identifier,
+                    "attributes": orjson.Fragment(attributes), "updated_at": updated_at,
+                    "cursor": f"{seq}:{change_id}",
+                }  # fmt: skip
