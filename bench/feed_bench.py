@@ -94,7 +94,8 @@ def follow_latency(config: Path, work: Path) -> tuple[list[float], int | None]:
             small.write_text(f"identifier,name\nfollowed-{n},buy\n")
             time.sleep(0.2)  # (the follower is waiting, not still reading)
             with subprocess.Popen(connector(config, "import", str(small), "--kind", "events"),
-                                  stdout=subprocess.PIPE, text=True) as importing:  # fmt: skip
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  text=True) as importing:  # fmt: skip
                 assert importing.stdout is not None
                 assert "ingested" in importing.stdout.readline()
                 committed = time.perf_counter()
@@ -116,7 +117,7 @@ def run(backend: str, url: str, rows: int, repeat: int, work: Path) -> bool:
     )
     csv_path = events_file(rows)
     subprocess.run(connector(config, "import", str(csv_path), "--kind", "events"),
-                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     lines, size = output_size(config)
     runs: dict[str, list[tuple[float, float]]] = {"f": [], "d": []}
     null = Path("/dev/null")

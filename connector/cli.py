@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import io
 import os
 import re
 import sys
@@ -13,6 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import structlog
 
@@ -266,9 +268,26 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
+@contextlib.contextmanager
+def _lines_out() -> Iterator[BinaryIO]:
+    """stdout for many lines: buffered even where Python's is not (PYTHONUNBUFFERED=1, as
+    containers often set), where a line would cost a system call of its own."""
+    out = sys.stdout.buffer
+    if isinstance(out, io.BufferedIOBase):
+        yield sys.stdout.buffer
+        return
+    buffered = io.BufferedWriter(out, 1 << 16)
+    try:
+        yield buffered
+    finally:
+        with contextlib.suppress(BrokenPipeError):  # (the error boundary tells it)
+            buffered.flush()
+        buffered.detach()  # (stdout stays open for whoever writes next)
+
+
 def cmd_dump(args: argparse.Namespace, config: Config) -> int:
-    with open_store(config.store) as store:
-        dump(store, args.table, sys.stdout.buffer, args.tenant)
+    with open_store(config.store) as store, _lines_out() as out:
+        dump(store, args.table, out, args.tenant)
     return EXIT_OK
 
 
@@ -277,9 +296,9 @@ def cmd_feed(args: argparse.Namespace, config: Config) -> int:
 
     after = START if args.after is None else parse_cursor(args.after, args.kind)
     stopping = threading.Event()
-    with stop_on_signals(stopping), open_store(config.store) as store:
+    with stop_on_signals(stopping), open_store(config.store) as store, _lines_out() as out:
         print_feed(
-            store, args.kind, after, sys.stdout.buffer, tenant=args.tenant, limit=args.limit,
+            store, args.kind, after, out, tenant=args.tenant, limit=args.limit,
             stopping=stopping.is_set if args.follow else None,
         )  # fmt: skip
     return EXIT_OK

@@ -4,6 +4,7 @@ from a cursor on, and with ``--follow`` as files become final, until a stop requ
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Callable
 from typing import BinaryIO
@@ -32,24 +33,27 @@ def print_feed(
     """Write the feed of ``kind`` after ``after`` to ``out``, at most ``limit`` lines;
     ``stopping``: follow it, until ``stopping()``. Returns the lines written."""
     printed = 0
+    write, dumps, newline = out.write, orjson.dumps, orjson.OPT_APPEND_NEWLINE  # (hot loop)
     waiter = _Waiter(store) if stopping is not None else None
     try:  # (listening before the first read: a file final meanwhile is not missed)
         while True:
-            last = None
+            record = None
             try:
                 with contextlib.closing(store.feed(kind, after, tenant)) as records:
-                    for record in records:  # (closed early, the read ends with it)
-                        out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
-                        last, printed = record["cursor"], printed + 1
-                        if printed == limit:
-                            return printed
+                    # (closed early, at the limit, the read ends with it)
+                    done = printed
+                    wanted = records if limit is None else itertools.islice(records, limit - done)
+                    for printed, record in enumerate(wanted, done + 1):  # noqa: B007
+                        write(dumps(record, option=newline))
+                if printed == limit:
+                    return printed
             except TransientError as exc:
                 if waiter is None or stopping is None:
                     raise
                 waiter.lost(exc, stopping)
             out.flush()
-            if last is not None:
-                after = parse_cursor(last, kind)
+            if record is not None:
+                after = parse_cursor(record["cursor"], kind)
             if waiter is None or stopping is None or not waiter.moved(stopping):
                 return printed
     finally:

@@ -141,62 +141,76 @@ def feed(
     """The records of ``kind`` that became visible after ``after``, oldest first, each
     with its ``"cursor"``; ``tenant``: that tenant's only. Read from one snapshot (of the
     moment the reading begins), as they come: flat memory however many there are."""
-    with reading() as rows:
-        seq, pruned = next(rows(_CLOCK, ()))
-        if after.seq > seq:
-            raise UnknownCursor(f"unknown cursor {after.text(kind)!r}: this store's feed has"
-                                f" not reached it (a cursor of another store?)")  # fmt: skip
-        # (records of files up to `pruned` are gone: a reader in the middle of one, or
-        # before it, would miss some)
-        behind = after.seq < pruned or (after.seq == pruned and kind != "files")
-        if pruned and after != START and behind:
-            raise UnknownCursor(
-                f"cursor {after.text(kind)!r} is older than what the store keeps ([store]"
-                " keep): records after it were removed; start again without --after"
-            )
-        if kind == "files":
-            yield from _files(rows, after, tenant)
-        else:
-            yield from _records(rows, kind, after, tenant)
+    return (_files if kind == "files" else _records)(reading, kind, after, tenant)
 
 
-def _files(rows: Rows, after: Cursor, tenant: str | None) -> Iterator[dict[str, Any]]:
+def _check(rows: Rows, kind: Kind, after: Cursor) -> None:
+    """UnknownCursor unless the feed can go on from ``after``."""
+    [(seq, pruned)] = list(rows(_CLOCK, ()))
+    if after.seq > seq:
+        raise UnknownCursor(f"unknown cursor {after.text(kind)!r}: this store's feed has"
+                            f" not reached it (a cursor of another store?)")  # fmt: skip
+    # (records of files up to `pruned` are gone: a reader in the middle of one, or before
+    # it, would miss some)
+    behind = after.seq < pruned or (after.seq == pruned and kind != "files")
+    if pruned and after != START and behind:
+        raise UnknownCursor(
+            f"cursor {after.text(kind)!r} is older than what the store keeps ([store]"
+            " keep): records after it were removed; start again without --after"
+        )
+
+
+def _files(
+    reading: Callable[[], AbstractContextManager[Rows]], kind: Kind, after: Cursor,
+    tenant: str | None,
+) -> Generator[dict[str, Any]]:  # fmt: skip
     keys = ("tenant", "source", "path", "sha256", "size", "status", "rows", "rejected",
             "duplicates", "processed_at")  # fmt: skip
-    for seq, *values in rows(_WHOLE_FILES, (after.seq, tenant)):
-        record = dict(zip(keys, values, strict=True))
-        record["cursor"] = str(seq)
-        yield record
+    with reading() as rows:
+        _check(rows, kind, after)
+        for seq, *values in rows(_WHOLE_FILES, (after.seq, tenant)):
+            record = dict(zip(keys, values, strict=True))
+            record["cursor"] = str(seq)
+            yield record
 
 
-def _records(rows: Rows, kind: Kind, after: Cursor, tenant: str | None) -> Iterator[dict[str, Any]]:
-    files = rows(_FILES.format(_SHOWN[kind]), (after.seq, tenant))
-    for seq, file_id, file_tenant, source, path, sha256, first, last in files:
-        since = after.item if seq == after.seq else 0  # (ids start at 1)
-        if kind == "events":
-            if first is None:
-                continue
-            for event_id, identifier, name, timestamp, key, data, line in rows(
-                _RECORDS["events"], (first, last, file_id, since)
-            ):
-                yield {
-                    "tenant": file_tenant, "identifier": identifier, "name": name,
-                    "timestamp": timestamp, "idempotencyKey": key,
-                    "data": orjson.Fragment(data), "source": source, "file": path,
-                    "sha256": sha256, "line": line, "cursor": f"{seq}:{event_id}",
-                }  # fmt: skip
-        elif kind == "rejects":
-            for reject_id, line, reason in rows(_RECORDS["rejects"], (file_id, since)):
-                yield {
-                    "tenant": file_tenant, "source": source, "file": path, "sha256": sha256,
-                    "line": line, "reason": reason, "cursor": f"{seq}:{reject_id}",
-                }  # fmt: skip
-        else:
-            for change_id, identifier, attributes, updated_at in rows(
-                _RECORDS["contacts"], (file_id, since)
-            ):
-                yield {
-                    "tenant": file_tenant, "identifier": identifier,
-                    "attributes": orjson.Fragment(attributes), "updated_at": updated_at,
-                    "cursor": f"{seq}:{change_id}",
-                }  # fmt: skip
+def _records(
+    reading: Callable[[], AbstractContextManager[Rows]], kind: Kind, after: Cursor,
+    tenant: str | None,
+) -> Generator[dict[str, Any]]:  # fmt: skip
+    """Each file's records in turn, by a query of its own (events have no index by file:
+    a file's are found between its first and last event's ids)."""
+    fragment = orjson.Fragment  # (looked up once: this loop runs a million times a second)
+    with reading() as rows:
+        _check(rows, kind, after)
+        files = rows(_FILES.format(_SHOWN[kind]), (after.seq, tenant))
+        for seq, file_id, file_tenant, source, path, sha256, first, last in files:
+            since = after.item if seq == after.seq else 0  # (ids start at 1)
+            if kind == "events":
+                if first is None:
+                    continue
+                for event_id, identifier, name, timestamp, key, data, line in rows(
+                    _RECORDS["events"], (first, last, file_id, since)
+                ):
+                    yield {
+                        "tenant": file_tenant, "identifier": identifier, "name": name,
+                        "timestamp": timestamp, "idempotencyKey": key,
+                        "data": fragment(data), "source": source, "file": path,
+                        "sha256": sha256, "line": line, "cursor": f"{seq}:{event_id}",
+                    }  # fmt: skip
+            elif kind == "rejects":
+                for reject_id, line, reason in rows(_RECORDS["rejects"], (file_id, since)):
+                    yield {
+                        "tenant": file_tenant, "source": source, "file": path,
+                        "sha256": sha256, "line": line, "reason": reason,
+                        "cursor": f"{seq}:{reject_id}",
+                    }  # fmt: skip
+            else:
+                for change_id, identifier, attributes, updated_at in rows(
+                    _RECORDS["contacts"], (file_id, since)
+                ):
+                    yield {
+                        "tenant": file_tenant, "identifier": identifier,
+                        "attributes": fragment(attributes), "updated_at": updated_at,
+                        "cursor": f"{seq}:{change_id}",
+                    }  # fmt: skip

@@ -468,15 +468,14 @@ class Database:
         """Queries that read from one snapshot (a read transaction: writers go on
         meanwhile, into the WAL), each row as it comes."""
         conn = self.conn
-        if conn.in_transaction:  # (a dry run's: what it sees is its own)
-            yield self.rows
-            return
-        with self._faults():
+        with self._faults():  # (around the reader's code too: its reads fail in there)
+            if conn.in_transaction:  # (a dry run's: what it sees is its own)
+                yield conn.execute
+                return
             conn.execute("BEGIN")
-        try:
-            yield self.rows
-        finally:
-            with self._faults():
+            try:
+                yield conn.execute
+            finally:
                 if conn.in_transaction:
                     conn.execute("COMMIT")
 
