@@ -16,9 +16,14 @@ from isal import isal_zlib
 from connector.localfs import faults, make_folder
 
 
+def copy_of(sha256: str, folder: Path) -> Path:
+    """Where the archive copy of these bytes is, or would be."""
+    return folder / f"{sha256}.csv.gz"
+
+
 def archive(staged: Path, sha256: str, folder: Path) -> Path:
     """Copy ``staged`` to ``folder/<sha256>.csv.gz`` unless it is already there."""
-    target = folder / f"{sha256}.csv.gz"
+    target = copy_of(sha256, folder)
     make_folder(folder, "archive")
     with faults("archive", target):
         return _copy(staged, sha256, target)

@@ -86,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
         help="go on printing as files become final, until SIGTERM or SIGINT",
     )  # fmt: skip
 
+    era = commands.add_parser(
+        "erase", help="remove contacts and their events from the store, audited"
+    )
+    era.add_argument("identifiers", nargs="+", metavar="IDENTIFIER")
+    era.add_argument("--tenant", type=_tenant, required=True, help="whose contacts they are")
+    era.add_argument("--reason", type=_reason, required=True, help="why (in the audit trail)")
+
     commands.add_parser("run", help="the daemon: poll every source on its schedule")
     commands.add_parser("once", help="poll every source once, ingest every ready file, exit")
     commands.add_parser("check", help="validate the config, connect to and list each source")
@@ -113,6 +120,13 @@ def _count(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"not a number of 1 or more: {text!r}")
     return int(text)
+
+
+def _reason(text: str) -> str:
+    """Why an operator acts: one line of words, kept in the audit trail."""
+    if not text.strip() or not text.isprintable():
+        raise argparse.ArgumentTypeError("say why, on one line of printable text")
+    return text.strip()
 
 
 def _tenant(text: str) -> str:
@@ -214,15 +228,15 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_once(args: argparse.Namespace, config: Config) -> int:
-    from connector.housekeeping import sweep_logged
+    from connector.housekeeping import tidy
     from connector.pipeline import Poller
 
     status = EXIT_OK
     log = structlog.get_logger()
     stopping = threading.Event()
-    sweep_logged(config.paths)
     # SIGTERM or SIGINT: as `run` does, stop cleanly, resumably
     with stop_on_signals(stopping), open_store(config.store) as store:
+        tidy(config, store)
         ingestor = Ingestor.configured(store, config, stop=stopping.is_set)
         for source in config.sources:
             if stopping.is_set():
@@ -304,6 +318,28 @@ def cmd_feed(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def cmd_erase(args: argparse.Namespace, config: Config) -> int:
+    import getpass
+    import time
+
+    from connector.archive import copy_of
+
+    identifiers = list(dict.fromkeys(args.identifiers))
+    with open_store(config.store) as store:
+        erased = store.erase(args.tenant, identifiers, args.reason, getpass.getuser(), time.time())
+    print(f"erased {erased.contacts} contact(s) and {erased.events} event(s) of tenant"
+          f" {args.tenant}; recorded in the audit trail (`connector dump audit`)")  # fmt: skip
+    copies = sorted(
+        path for sha256 in erased.files
+        if (path := copy_of(sha256, config.paths.archive)).exists()
+    )  # fmt: skip
+    if copies:
+        print("archive copies that still hold them (the store cannot edit them):")
+        for path in copies:
+            print(f"  {path}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     if args.replicas:
         from connector.demo_replicas import run_replicas_demo
@@ -318,6 +354,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "import": cmd_import,
     "dump": cmd_dump,
     "feed": cmd_feed,
+    "erase": cmd_erase,
     "once": cmd_once,
     "run": cmd_run,
     "check": cmd_check,

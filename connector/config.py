@@ -136,6 +136,7 @@ class StoreConfig(_Model):
     password_env: str | None = None  # PostgreSQL; or password_file, or libpq's own ways
     password_file: Path | None = None
     lease: Lease = "30s"  # how long a silent replica keeps its claims (PostgreSQL)
+    keep: Keep | None = None  # records of files final longer ago are removed (None: kept)
     # This process among those sharing the store, in logs, metrics and claims; default
     # host:pid. Two processes must not share a name.
     replica: str | None = Field(default=None, min_length=1, max_length=200)

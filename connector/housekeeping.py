@@ -1,6 +1,7 @@
-"""What the daemon made and no longer needs: archive copies past `paths.archive_keep`, and
-temporary files that a crash or a changed file abandoned. Run hourly by `run` and at the
-start of each `once`."""
+"""What the daemon made and no longer needs: archive copies past `paths.archive_keep`,
+temporary files that a crash or a changed file abandoned, and what the store no longer
+keeps (`[store] keep`, expired idempotency keys: ``connector.store.retention``). Run hourly
+by `run` and at the start of each `once`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import structlog
 
-from connector.config import PathsConfig, parse_duration
+from connector.config import Config, PathsConfig, parse_duration
+from connector.errors import TransientError
+from connector.store.port import Store
 
 # A temporary untouched this long is abandoned: one in use is written to (a download, an
 # archive copy) or was touched when taken up again (a resumed download), and a download
@@ -68,3 +71,17 @@ def sweep_logged(paths: PathsConfig) -> None:
     removed = sweep(paths)  # (a missing folder globs to nothing)
     if any(removed.values()):
         structlog.get_logger().info("housekeeping", **removed)
+
+
+def tidy(config: Config, store: Store) -> None:
+    """``sweep_logged``, then the store's retention, logged when it removed anything; a
+    store too busy or away now is tried again next time. A scheduler job, as above."""
+    sweep_logged(config.paths)
+    keep = config.store.keep
+    try:
+        pruned = store.prune(None if keep is None else parse_duration(keep), time.time())
+    except TransientError as exc:
+        structlog.get_logger().warning("retention_failed", cause=str(exc))
+        return
+    if pruned:
+        structlog.get_logger().info("retention", **vars(pruned))

@@ -14,7 +14,7 @@ import structlog
 
 from connector.config import Config, SourceConfig, parse_duration
 from connector.errors import ConnectorError, Interrupted
-from connector.housekeeping import sweep_logged
+from connector.housekeeping import tidy
 from connector.ingest import Ingestor
 from connector.metrics import Metrics
 from connector.notify import notify, watchdog_interval
@@ -48,7 +48,7 @@ class Service:
             for source in self.config.sources:
                 self._schedule(stack, scheduler, store, source)
             # (an id no source can take: names are letters, digits, "_", "." and "-")
-            scheduler.add("(housekeeping)", lambda: sweep_logged(self.config.paths),
+            scheduler.add("(housekeeping)", lambda: tidy(self.config, store),
                           interval=3600)  # fmt: skip
             notify("READY=1")  # before the first poll can send a STATUS line
             scheduler.start()

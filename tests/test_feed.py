@@ -233,8 +233,9 @@ def _line_within(process: subprocess.Popen[str], seconds: float) -> dict[str, An
     return dict(json.loads(got[0]))
 
 
-def test_follow_prints_files_as_they_become_final_and_stops_on_sigterm(
-    store_url: str, tmp_path: Path
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_follow_prints_files_as_they_become_final_and_stops_on_a_signal(
+    store_url: str, tmp_path: Path, stop: signal.Signals
 ) -> None:
     config = tmp_path / "connector.toml"
     config.write_text(f"[store]\nurl = {toml_value(store_url)}\n")
@@ -253,7 +254,7 @@ def test_follow_prints_files_as_they_become_final_and_stops_on_sigterm(
             final = time.monotonic()
             assert _line_within(follower, 10)["identifier"] == "u2"
             assert time.monotonic() - final < 5  # (the bench measures it: within 1 s)
-            follower.send_signal(signal.SIGTERM)
+            follower.send_signal(stop)
             assert follower.wait(10) == 0
         finally:
             follower.kill()

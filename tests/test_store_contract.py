@@ -16,6 +16,7 @@ from connector.csvrules.rules import FileRules
 from connector.errors import FatalError
 from connector.ingest import Ingestor
 from connector.store import open_store
+from connector.store.feed import FEED_NUMBERING
 from connector.store.ledger import Arrival
 from connector.store.sqlite import SQLiteStore
 from connector.store.sqlite.db import MIGRATIONS
@@ -71,6 +72,11 @@ class TestSQLiteStore(StoreContract):
         )
         if version >= 2:
             old.execute("UPDATE files SET completed_at = '2026-01-01T00:00:04Z' WHERE id = 1")
+        if version >= 10:  # (what that connector did as files became final)
+            old.execute(FEED_NUMBERING)
+            old.execute("UPDATE feed_clock SET seq = (SELECT max(feed_seq) FROM files)")
+            old.execute("INSERT INTO contact_changes(file_id, identifier, attributes)"
+                        " SELECT 1, identifier, attributes FROM contacts")  # fmt: skip
         old.close()
 
         with open_store(store_config) as store:

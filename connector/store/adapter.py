@@ -8,11 +8,13 @@ from collections.abc import Generator, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, Self, TypeVar
 
+from connector.store.erasure import Erased, erase
 from connector.store.feed import Cursor, FeedWaiter, Kind, Rows, feed
 from connector.store.ledger import SQL, Ledger
 from connector.store.listings import Listings
 from connector.store.port import Group, Sink, Stop, Table, never
 from connector.store.reports import shaped
+from connector.store.retention import Pruned, prune
 
 
 class Database(SQL, Protocol):
@@ -90,6 +92,14 @@ class Adapter(Generic[DB]):
 
     def listening(self) -> FeedWaiter:
         return self.db.listening()
+
+    def prune(self, keep: float | None, now: float) -> Pruned:
+        return prune(self.db, keep, now)
+
+    def erase(
+        self, tenant: str, identifiers: list[str], reason: str, user: str, now: float
+    ) -> Erased:
+        return erase(self.db, tenant, identifiers, reason, user, now)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """SQL on this store (for tests and tools that inspect it)."""

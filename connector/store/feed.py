@@ -38,7 +38,6 @@ FEED_NUMBERING = """
     FROM (
         SELECT file_id, min(id) AS first, max(id) AS last FROM events GROUP BY file_id
     ) AS bounds WHERE files.id = bounds.file_id;
-    CREATE UNIQUE INDEX files_by_feed ON files(feed_seq) WHERE feed_seq IS NOT NULL;
 """
 
 # The feed for who reads the store directly: stable views, in the feed's order (feed_seq,
@@ -150,10 +149,9 @@ def _check(rows: Rows, kind: Kind, after: Cursor) -> None:
     if after.seq > seq:
         raise UnknownCursor(f"unknown cursor {after.text(kind)!r}: this store's feed has"
                             f" not reached it (a cursor of another store?)")  # fmt: skip
-    # (records of files up to `pruned` are gone: a reader in the middle of one, or before
-    # it, would miss some)
-    behind = after.seq < pruned or (after.seq == pruned and kind != "files")
-    if pruned and after != START and behind:
+    # Records of files up to `pruned` are gone: a reader in the middle of one, or before
+    # it, would miss some. (Files themselves stay: the ledger keeps every entry.)
+    if kind != "files" and pruned and after != START and after.seq <= pruned:
         raise UnknownCursor(
             f"cursor {after.text(kind)!r} is older than what the store keeps ([store]"
             " keep): records after it were removed; start again without --after"

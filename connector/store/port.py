@@ -18,12 +18,14 @@ from contextlib import AbstractContextManager
 from typing import Any, Literal, Protocol, Self
 
 from connector.csvrules.records import Batch
+from connector.store.erasure import Erased
 from connector.store.feed import Cursor, FeedWaiter, Kind
 from connector.store.ledger import Delivered, Ledger
 from connector.store.listings import Listings
+from connector.store.retention import Pruned
 
-Table = Literal["contacts", "events", "rejects", "files"]
-TABLES: tuple[Table, ...] = ("contacts", "events", "rejects", "files")
+Table = Literal["contacts", "events", "rejects", "files", "audit"]
+TABLES: tuple[Table, ...] = ("contacts", "events", "rejects", "files", "audit")
 Stop = Callable[[], bool]  # asked while waiting for a claim: True gives up
 
 
@@ -186,6 +188,19 @@ class Store(Protocol):
 
     def listening(self) -> FeedWaiter:
         """Something to wait on for the feed to move (``feed --follow``); close it."""
+        ...
+
+    def prune(self, keep: float | None, now: float) -> Pruned:
+        """Remove the records of files final more than ``keep`` seconds before ``now``
+        (None: none) and the idempotency keys past their 24 hours
+        (``connector.store.retention``), in short transactions."""
+        ...
+
+    def erase(
+        self, tenant: str, identifiers: list[str], reason: str, user: str, now: float
+    ) -> Erased:
+        """Remove those contacts of ``tenant`` and their events from everywhere in the
+        store, recorded in the audit trail (``connector.store.erasure``)."""
         ...
 
     def close(self) -> None: ...

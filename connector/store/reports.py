@@ -43,6 +43,10 @@ def queries(json_text: Callable[[str], str]) -> dict[Table, str]:
             " processed_at FROM files"
             " WHERE status <> 'ingesting' AND tenant = coalesce(?, tenant) ORDER BY id"
         ),
+        "audit": (
+            "SELECT at, action, tenant, sha256, reason, by_user FROM audit"
+            " WHERE tenant = coalesce(?, tenant) ORDER BY id"
+        ),
     }
 
 
@@ -75,11 +79,16 @@ def _file(row: tuple[Any, ...]) -> dict[str, Any]:
     return dict(zip((*keys, "duplicates", "processed_at"), row, strict=True))
 
 
+def _audit(row: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(("at", "action", "tenant", "sha256", "reason", "user"), row, strict=True))
+
+
 SHAPES: dict[Table, Shape] = {
     "contacts": _contact,
     "events": _event,
     "rejects": _reject,
     "files": _file,
+    "audit": _audit,
 }
 
 

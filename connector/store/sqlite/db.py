@@ -195,6 +195,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     + FEED_NUMBERING
     + """
+    CREATE UNIQUE INDEX files_by_feed ON files(feed_seq) WHERE feed_seq IS NOT NULL;
     CREATE TABLE feed_clock(
         seq INTEGER NOT NULL,                 -- the last number taken
         pruned INTEGER NOT NULL               -- the last number whose records were removed
@@ -214,6 +215,19 @@ MIGRATIONS: tuple[str, ...] = (
         ) AS last ON last.tenant = c.tenant ORDER BY c.tenant, c.identifier;
     """
     + FEED_VIEWS,
+    # 11: what operators did to the store by hand (connector.store.erasure): when, what,
+    # for which tenant, why and by whom; never the data it touched.
+    """
+    CREATE TABLE audit(
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        action TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        sha256 TEXT,                          -- the bytes acted on, if it was a file
+        reason TEXT NOT NULL,
+        by_user TEXT NOT NULL                 -- the operating-system user
+    );
+    """,
 )
 
 
