@@ -13,7 +13,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import structlog
@@ -37,6 +37,7 @@ from connector.sources.naming import MAX_NAME_BYTES
 from connector.store import open_store
 from connector.store.feed import KINDS, START, parse_cursor
 from connector.store.port import TABLES
+from connector.unpack import UnpackLimits, unpacked
 
 # Commands import what only they need when they run: `import` and `dump` start faster and
 # smaller without the scheduler, the metrics server and the transfer libraries.
@@ -92,6 +93,14 @@ def _parser() -> argparse.ArgumentParser:
     era.add_argument("identifiers", nargs="+", metavar="IDENTIFIER")
     era.add_argument("--tenant", type=_tenant, required=True, help="whose contacts they are")
     era.add_argument("--reason", type=_reason, required=True, help="why (in the audit trail)")
+
+    acts = {"forget": "the ledger forgets these bytes: they are new again",
+            "replay": "ingest the archive copy of these bytes again, now"}  # fmt: skip
+    for name, what in acts.items():
+        acting = commands.add_parser(name, help=what)
+        acting.add_argument("sha256", metavar="SHA256")
+        acting.add_argument("--reason", type=_reason, required=True, help="why (audited)")
+        acting.add_argument("--tenant", type=_tenant, help=f"whose (default {DEFAULT_TENANT!r})")
 
     commands.add_parser("run", help="the daemon: poll every source on its schedule")
     commands.add_parser("once", help="poll every source once, ingest every ready file, exit")
@@ -182,6 +191,11 @@ def _summary(path: Path, outcome: Outcome, dry_run: bool) -> str:
 
 
 def cmd_import(args: argparse.Namespace, config: Config) -> int:
+    folders = [str(p) for p in args.paths if p.is_dir()]
+    if folders:
+        print(f"connector: import: a folder, not a file: {', '.join(folders)} (give its"
+              f" files: {folders[0]}/*.csv)", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
     missing = [str(p) for p in args.paths if not p.is_file()]
     if missing:
         print(f"connector: import: no such file: {', '.join(missing)}", file=sys.stderr)
@@ -209,9 +223,10 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
             for path in args.paths:
                 try:
                     with _progress_bar(path) as progress:
-                        outcome = ingestor.ingest(
+                        outcome = ingestor.ingest_given(
                             path, rules[path], source=IMPORT_SOURCE, name=str(path),
-                            tenant=tenant, progress=progress,
+                            tenant=tenant, unpacking=UnpackLimits.of(config.ingest),
+                            progress=progress,
                         )  # fmt: skip
                 except ConnectorError:
                     raise  # the error boundary in main() says it in one line
@@ -225,6 +240,64 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
                 if outcome.entry.status == "rejected" and status == EXIT_OK:
                     status = EXIT_REJECTED
     return status
+
+
+class UnknownChecksum(ConnectorError):
+    """`forget` or `replay` of bytes the tenant's ledger does not know."""
+
+
+def _acting(args: argparse.Namespace) -> tuple[str, str, str]:
+    """The tenant, checksum and user of `forget` or `replay`."""
+    import getpass
+
+    sha256 = args.sha256.lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise UnknownChecksum(f"not a SHA-256 (64 hex digits): {args.sha256!r}")
+    return args.tenant or DEFAULT_TENANT, sha256, getpass.getuser()
+
+
+def cmd_forget(args: argparse.Namespace, config: Config) -> int:
+    import time
+
+    tenant, sha256, user = _acting(args)
+    with open_store(config.store) as store, store.transaction():
+        if not store.ledger.forget_bytes(tenant, sha256, time.time()):
+            raise UnknownChecksum(
+                f"unknown checksum {sha256} for tenant {tenant} (never seen, or forgotten)"
+            )
+        store.ledger.audit("forget", tenant, sha256, args.reason, user, time.time())
+    print(f"{sha256}: forgotten for tenant {tenant}; its next arrival is ingested as new")
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace, config: Config) -> int:
+    import time
+
+    from connector.archive import copy_of
+
+    tenant, sha256, user = _acting(args)
+    copy = copy_of(sha256, config.paths.archive)
+    with open_store(config.store) as store:
+        entry = store.ledger.latest(tenant, sha256)
+        if entry is None:
+            raise UnknownChecksum(f"unknown checksum {sha256} for tenant {tenant}")
+        if not copy.is_file():
+            raise UnknownChecksum(f"{sha256}: no archive copy at {copy} to replay")
+        source = config.source(entry.source)
+        kind: Kind = "contacts" if entry.kind == "contacts" else "events"
+        name = PurePosixPath(entry.path).name
+        rules = source.rules_for(kind, name) if source is not None else FileRules(kind=kind)
+        with store.transaction():  # (its bytes are new again: not a duplicate of themselves)
+            store.ledger.forget_bytes(tenant, sha256, time.time())
+            store.ledger.audit("replay", tenant, sha256, args.reason, user, time.time())
+        # Crash here: the bytes are forgotten, not yet ingested again: replay once more.
+        unpacking = UnpackLimits.of(config.ingest)
+        with unpacked(copy, config.paths.staging, unpacking) as content:  # (the same bytes)
+            outcome = Ingestor.configured(store, config).ingest(
+                content, rules, source=entry.source, name=entry.path, tenant=tenant
+            )
+    print(_summary(Path(entry.path), outcome, dry_run=False), flush=True)
+    return EXIT_REJECTED if outcome.entry.status == "rejected" else EXIT_OK
 
 
 def cmd_once(args: argparse.Namespace, config: Config) -> int:
@@ -355,6 +428,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "dump": cmd_dump,
     "feed": cmd_feed,
     "erase": cmd_erase,
+    "forget": cmd_forget,
+    "replay": cmd_replay,
     "once": cmd_once,
     "run": cmd_run,
     "check": cmd_check,

@@ -211,6 +211,11 @@ class IngestConfig(_Model):
     # A file with more rejected rows is rejected whole: it is the wrong file or the wrong
     # settings (encoding, delimiter, kind), not a few bad rows.
     max_rejects: int = Field(default=100_000, ge=0)
+    # A compressed file (.gz, .zip) whose content passes either is refused whole, as a
+    # decompression bomb: MB of content, and times the compressed size (CSV compresses
+    # 5 to 20 times; bombs, thousands of times).
+    max_unpacked_mb: int = Field(default=16_000, ge=1)
+    max_unpack_ratio: int = Field(default=200, ge=1)
 
 
 class MetricsConfig(_Model):

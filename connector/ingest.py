@@ -11,6 +11,8 @@ crash near the end and hold a write lock for its whole duration.
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -22,7 +24,7 @@ import structlog
 
 from connector import crashpoints
 from connector.config import DEFAULT_TENANT, Config, IngestConfig, parse_duration
-from connector.csvrules.reader import Inspector, Prefix, inspect_file, prefix_of
+from connector.csvrules.reader import CHUNK, Inspector, Prefix, inspect_file, prefix_of
 from connector.csvrules.records import Batch
 from connector.csvrules.rules import FileRules, Limits
 from connector.download import FileChanged, Staged
@@ -31,6 +33,7 @@ from connector.localfs import make_folder
 from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
 from connector.store.ledger import Arrival, Entry
 from connector.store.port import Store
+from connector.unpack import UnpackLimits, packed, unpacked
 
 # The defaults of `[ingest]`, for runs without a config file (import with --store, tests).
 _DEFAULTS = IngestConfig()
@@ -59,6 +62,22 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:  # (renamed: the download is done, or failed)
         return 0
+
+
+@dataclass(frozen=True)
+class Given:
+    """The bytes given for a compressed file: its identity, not its content's."""
+
+    sha256: str
+    size: int
+
+    @classmethod
+    def of(cls, path: Path) -> Given:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+        return cls(digest.hexdigest(), path.stat().st_size)
 
 
 @dataclass(frozen=True)
@@ -100,6 +119,41 @@ class Ingestor:
         self.ledger = self.store.ledger
         self.sink = self.store.sink
 
+    def ingest_given(
+        self, path: Path, rules: FileRules, *, source: str, name: str, tenant: str,
+        unpacking: UnpackLimits, progress: Progress | None = None,
+    ) -> Outcome:  # fmt: skip
+        """``ingest`` a file as given to `import`: a compressed one (.gz, .zip) is read as
+        its content, and is rejected whole if that cannot be read or is a decompression
+        bomb (``unpacking``)."""
+        if not packed(path):
+            return self.ingest(path, rules, source=source, name=name, tenant=tenant,
+                               progress=progress)  # fmt: skip
+        given = Given.of(path)
+        folder = self.spool_dir or Path(tempfile.gettempdir())
+        with ExitStack() as stack:
+            try:
+                content = stack.enter_context(unpacked(path, folder, unpacking))
+            except FileRejected as exc:
+                arrival = Arrival(source, name, given.sha256, given.size, rules.kind, None,
+                                  tenant)  # fmt: skip
+                return self._refused_given(arrival, exc.reason)
+            return self.ingest(content, rules, source=source, name=name, tenant=tenant,
+                               progress=progress, given=given)  # fmt: skip
+
+    def _refused_given(self, arrival: Arrival, reason: str) -> Outcome:
+        """A compressed file whose content cannot be had: rejected whole (or, the same
+        bytes ingested before, a duplicate)."""
+        assert arrival.sha256 is not None
+        log = structlog.get_logger().bind(tenant=arrival.tenant, source=arrival.source,
+                                          file=arrival.path, sha256=arrival.sha256)  # fmt: skip
+        with self.store.claim(arrival.sha256, stop=self.stop):
+            if self.ledger.ingested(arrival.tenant, arrival.sha256) is not None:
+                log.info("file_duplicate")
+                return Outcome(self.ledger.record(arrival, "duplicate", self.clock()))
+            log.warning("file_rejected", reason=reason)
+            return Outcome(self.ledger.record(arrival, "rejected", self.clock(), reason), reason)
+
     def parse_job(self, path: Path, rules: FileRules, *, growing_to: int | None = None) -> ParseJob:
         """The parse of ``path`` (in a child process if it is large); ``growing_to``: the
         file is still being written up to that size, and the parse follows it."""
@@ -121,19 +175,22 @@ class Ingestor:
         progress: Progress | None = None,
         mtime: float | None = None,
         before_final: Callable[[], None] = lambda: None,
+        given: Given | None = None,
     ) -> Outcome:
         """Ingest ``path`` (recorded as ``name`` from ``source`` of ``tenant``, listed with
         ``mtime``).
         ``inspector`` is given when the bytes were already inspected (a download).
+        ``given``: ``path`` is the content of a compressed file, whose bytes (their
+        checksum, their size) are the file's identity.
         ``before_final()`` runs before the file's final entry is written, whatever it is:
         the daemon waits there for its archive copy, made meanwhile."""
         log = structlog.get_logger().bind(tenant=tenant, source=source, file=name)
         started = time.monotonic()
         with self.parse_job(path, rules) as job:  # a large file is parsed while we hash it
             inspector = inspector or inspect_file(path, rules.encoding)
-            sha256 = inspector.hexdigest()
-            arrival = Arrival(source, name, sha256, path.stat().st_size, rules.kind, mtime,
-                              tenant)  # fmt: skip
+            sha256 = inspector.hexdigest() if given is None else given.sha256
+            size = path.stat().st_size if given is None else given.size
+            arrival = Arrival(source, name, sha256, size, rules.kind, mtime, tenant)
             log = log.bind(sha256=sha256)
             crashpoints.reached("after_inspect")
             # Crash before here: nothing was recorded; a re-run starts from scratch.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from connector.store.ledger import SQL, iso
+from connector.store.ledger import SQL, Ledger
 
 IDS_AT_A_TIME = 50_000  # event ids looked at per transaction
 
@@ -25,15 +25,6 @@ class Erased:
     # The bytes of the files that held them (their archive copies still do), as far as
     # the store knows them: events, and contact changes not yet removed by retention.
     files: set[str] = field(default_factory=set)
-
-
-def record(db: SQL, action: str, tenant: str, sha256: str | None, reason: str, user: str,
-           now: float) -> None:  # fmt: skip
-    """An entry of the audit trail; call inside the transaction that does what it says."""
-    db.execute(
-        "INSERT INTO audit(at, action, tenant, sha256, reason, by_user) VALUES (?, ?, ?, ?, ?, ?)",
-        (iso(now), action, tenant, sha256, reason, user),
-    )
 
 
 def erase(
@@ -58,7 +49,7 @@ def erase(
         for table in ("contact_changes", "pending_contacts"):
             db.execute(f"DELETE FROM {table} WHERE {theirs}", mine)
         erased.contacts = db.execute(f"DELETE FROM contacts WHERE {named} AND tenant = ?", mine)
-        record(db, "erase", tenant, None, reason, user, now)
+        Ledger(db).audit("erase", tenant, None, reason, user, now)
     return erased
 
 

@@ -142,7 +142,36 @@ class Ledger:
     def ingested(self, tenant: str, sha256: str) -> Entry | None:
         """The entry under which these bytes were ingested for ``tenant``, if they were."""
         return self._one(
-            "sha256 = ? AND tenant = ? AND status = 'ingested' ORDER BY id", (sha256, tenant)
+            "sha256 = ? AND tenant = ? AND status = 'ingested' AND forgotten_at IS NULL"
+            " ORDER BY id",
+            (sha256, tenant),
+        )
+
+    def latest(self, tenant: str, sha256: str) -> Entry | None:
+        """The last final entry of these bytes for ``tenant``, forgotten or not."""
+        return self._one(
+            "sha256 = ? AND tenant = ? AND feed_seq IS NOT NULL ORDER BY id DESC",
+            (sha256, tenant),
+        )
+
+    def audit(self, action: str, tenant: str, sha256: str | None, reason: str, user: str,
+              now: float) -> None:  # fmt: skip
+        """An entry of the audit trail (`dump audit`): what an operator did, for whom,
+        why, by whom; never the data it touched. Call inside the transaction that does it."""
+        self.db.execute(
+            "INSERT INTO audit(at, action, tenant, sha256, reason, by_user)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (iso(now), action, tenant, sha256, reason, user),
+        )
+
+    def forget_bytes(self, tenant: str, sha256: str, now: float) -> int:
+        """Make these bytes unknown to ``tenant``'s ledger: their next arrival is ingested
+        as new. Their entries and rows stay. Call inside the transaction that audits it;
+        returns how many entries it marked."""
+        return self.db.execute(
+            "UPDATE files SET forgotten_at = ? WHERE sha256 = ? AND tenant = ?"
+            " AND forgotten_at IS NULL AND status IN ('ingested', 'duplicate', 'rejected')",
+            (iso(now), sha256, tenant),
         )
 
     def unfinished(self, arrival: Arrival) -> Entry | None:

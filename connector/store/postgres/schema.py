@@ -166,6 +166,10 @@ MIGRATIONS: tuple[str, ...] = (
         by_user text NOT NULL
     );
     """,
+    # 6: SQLite's v12: bytes the ledger was told to forget.
+    """
+    ALTER TABLE files ADD COLUMN forgotten_at text;
+    """,
 )
 
 

@@ -228,6 +228,11 @@ MIGRATIONS: tuple[str, ...] = (
         by_user TEXT NOT NULL                 -- the operating-system user
     );
     """,
+    # 12: bytes the ledger was told to forget (`connector forget`, `replay`): their entries
+    # stay, with their rows, but no longer make the same bytes a duplicate.
+    """
+    ALTER TABLE files ADD COLUMN forgotten_at TEXT;
+    """,
 )
 
 

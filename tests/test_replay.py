@@ -1,0 +1,181 @@
+"""Putting a file through again on purpose: `forget`, `replay` (from the archive copy) and
+`import` of compressed files, each audited where it changes the ledger."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.cli import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, main
+from tests.drop import drop_config
+
+EVENTS = [{"kind": "events", "pattern": "*.csv", "event_name": "buy"}]
+TEXT = "identifier,idempotencyKey\nu1,k1\nu2,\n"
+
+
+def _run(config: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(["--config", str(config), *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _dump(config: Path, capsys: pytest.CaptureFixture[str], table: str) -> list[dict[str, Any]]:
+    code, out, _ = _run(config, capsys, "dump", table)
+    assert code == EXIT_OK
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def _drop(tmp_path: Path, name: str, text: str = TEXT) -> str:
+    (tmp_path / "inbox" / name).write_text(text)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return drop_config(tmp_path, files=EVENTS, min_age="0s", after="move:done", tenant="acme")
+
+
+def test_forgotten_bytes_are_ingested_as_new_when_they_come_again(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sha256 = _drop(tmp_path, "a.csv")
+    assert main(["--config", str(config), "once"]) == EXIT_OK
+    _drop(tmp_path, "b.csv")
+    assert main(["--config", str(config), "once"]) == EXIT_OK
+
+    code, out, _ = _run(config, capsys, "forget", sha256, "--tenant", "acme", "--reason", "fixed")
+    assert (code, out) == (EXIT_OK, f"{sha256}: forgotten for tenant acme; its next arrival"
+                                    " is ingested as new\n")  # fmt: skip
+    _drop(tmp_path, "c.csv")
+    assert main(["--config", str(config), "once"]) == EXIT_OK
+
+    files = [(Path(f["path"]).name, f["status"]) for f in _dump(config, capsys, "files")]
+    assert files == [("a.csv", "ingested"), ("b.csv", "duplicate"), ("c.csv", "ingested")]
+    [audit] = _dump(config, capsys, "audit")
+    assert (audit["action"], audit["tenant"], audit["sha256"], audit["reason"]) == (
+        "forget", "acme", sha256, "fixed"
+    )  # fmt: skip
+    assert audit["user"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["forget", "ab" * 32], "unknown checksum " + "ab" * 32 + " for tenant default (never"
+      " seen, or forgotten)"),
+     (["forget", "xyz"], "not a SHA-256 (64 hex digits): 'xyz'"),
+     (["replay", "ab" * 32], "unknown checksum " + "ab" * 32 + " for tenant default")],
+)  # fmt: skip
+def test_unknown_bytes_are_one_line_and_exit_1(
+    config: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, _, err = _run(config, capsys, *argv, "--reason", "x")
+    assert code == EXIT_FAILED
+    assert err == f"connector: {message}\n"
+
+
+def test_replay_ingests_the_archive_copy_again_as_a_new_entry(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The copy's content is ingested again under the file's source and path, with an
+    entry of its own; a key accepted within 24 hours still skips its event."""
+    sha256 = _drop(tmp_path, "a.csv")
+    assert main(["--config", str(config), "once"]) == EXIT_OK
+
+    code, out, _ = _run(config, capsys, "replay", sha256.upper(), "--tenant", "acme",
+                        "--reason", "the platform lost it")  # fmt: skip
+
+    assert code == EXIT_OK
+    assert out.startswith(f"{tmp_path / 'inbox' / 'a.csv'}: ingested — 1 rows stored, 0 rejected,"
+                          " 1 duplicates")  # fmt: skip
+    files = _dump(config, capsys, "files")
+    assert [(f["source"], f["sha256"], f["status"], f["rows"]) for f in files] == [
+        ("drop", sha256, "ingested", 2), ("drop", sha256, "ingested", 1)
+    ]  # fmt: skip
+    assert [e["idempotencyKey"] for e in _dump(config, capsys, "events")] == ["k1", None, None]
+    assert [a["action"] for a in _dump(config, capsys, "audit")] == ["replay"]
+    # Its bytes are known again: arriving once more, they are a duplicate.
+    _drop(tmp_path, "again.csv")
+    assert main(["--config", str(config), "once"]) == EXIT_OK
+    assert _dump(config, capsys, "files")[-1]["status"] == "duplicate"
+
+
+def test_replay_without_an_archive_copy_says_so(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sha256 = _drop(tmp_path, "a.csv")
+    assert main(["--config", str(config), "once"]) == EXIT_OK
+    (tmp_path / "archive" / f"{sha256}.csv.gz").unlink()
+    code, _, err = _run(config, capsys, "replay", sha256, "--tenant", "acme", "--reason", "x")
+    assert code == EXIT_FAILED
+    assert err.startswith(f"connector: {sha256}: no archive copy at ")
+
+
+def _import(config: Path, capsys: pytest.CaptureFixture[str], path: Path) -> tuple[int, str]:
+    code, out, _ = _run(config, capsys, "import", str(path), "--kind", "events")
+    return code, out
+
+
+def test_import_reads_gzip_and_zip_as_their_content(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    packed = tmp_path / "a.csv.gz"
+    packed.write_bytes(gzip.compress(b"identifier,name\nu1,buy\nu2,buy\n"))
+    zipped = tmp_path / "b.zip"
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("export/b.csv", "identifier,name\nu3,buy\n")
+
+    assert _import(config, capsys, packed)[0] == EXIT_OK
+    assert _import(config, capsys, zipped)[0] == EXIT_OK
+
+    files = _dump(config, capsys, "files")
+    assert [(f["path"], f["sha256"], f["size"], f["rows"]) for f in files] == [
+        (str(packed), hashlib.sha256(packed.read_bytes()).hexdigest(), packed.stat().st_size, 2),
+        (str(zipped), hashlib.sha256(zipped.read_bytes()).hexdigest(), zipped.stat().st_size, 1),
+    ]
+    assert [e["identifier"] for e in _dump(config, capsys, "events")] == ["u1", "u2", "u3"]
+    assert not list((tmp_path / "staging").glob("**/.unpacked-*"))  # (cleaned up)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [("bomb.csv.gz", b"identifier,name\n" + b"u1,buy\n" * 50_000, "decompression bomb"),
+     ("two.zip", None, "a .zip must hold one file"),
+     ("broken.csv.gz", b"", "not a readable .gz file")],
+)  # fmt: skip
+def test_a_compressed_file_that_cannot_be_read_safely_is_rejected_whole(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str], name: str,
+    content: bytes | None, reason: str,
+) -> None:  # fmt: skip
+    path = tmp_path / name
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("a.csv", "identifier\nu1\n")
+            archive.writestr("b.csv", "identifier\nu2\n")
+    elif content:
+        path.write_bytes(gzip.compress(content))  # (350 KB of lines: over 200 times smaller)
+    else:
+        path.write_bytes(b"\x1f\x8b\x08\x00 not gzip at all")
+
+    code, out = _import(config, capsys, path)
+
+    assert code == EXIT_REJECTED
+    assert reason in out
+    [reject] = _dump(config, capsys, "rejects")
+    assert reject["line"] is None and reason in reject["reason"]
+    assert _dump(config, capsys, "events") == []
+
+
+def test_import_of_a_folder_says_it_is_one(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(config, capsys, "import", str(tmp_path / "inbox"), "--kind", "events")
+    assert code == EXIT_FAILED
+    assert err == (f"connector: import: a folder, not a file: {tmp_path / 'inbox'} (give its"
+                   f" files: {tmp_path / 'inbox'}/*.csv)\n")  # fmt: skip
