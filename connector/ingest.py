@@ -240,7 +240,11 @@ class Ingestor:
             self.forget_stale(arrival)
             entry = self.ledger.begin(arrival, self.clock())
             with self._failing(entry.id):  # (a crash while comparing changes nothing)
-                alike = not entry.cursor or resumed or self._began_alike(entry, job, fetched)
+                # (bytes staged here before are compared too when they can be: another
+                # replica may have committed records past them since)
+                alike = not entry.cursor or (
+                    self._began_alike(entry, job, fetched) if entry.prefix else resumed
+                )
             if not alike:
                 # Its rows came from bytes staged by another run (or replica), or since
                 # lost, that this download does not begin with: same listing, other bytes.
@@ -332,8 +336,13 @@ class Ingestor:
             if self.stop():
                 raise Interrupted("stopped mid-download; the .part is resumed later")
             time.sleep(IDLE_SECONDS)
-        staged = fetched.result().path if fetched.done() else part  # (renamed once done)
-        return prefix_of(staged, prefix.size) == prefix
+        if fetched.done():
+            fetched.result()  # (a download that failed says so, and leaves the rows)
+        try:
+            found = prefix_of(part, prefix.size)
+        except FileNotFoundError:  # (renamed once complete, maybe just now)
+            found = prefix_of(fetched.result().path, prefix.size)
+        return found == prefix
 
     def forget_stale(self, arrival: Arrival) -> None:
         """Take back the provisional rows of this place's older listings: those bytes were

@@ -858,6 +858,51 @@ class StoreContract:
         assert again.entry.status == "duplicate"
         assert prune(store.db, 2 * DAY, clock.now + 60) == Pruned(keys=0)  # type: ignore[attr-defined]
 
+    def test_a_reader_who_missed_nothing_goes_on_after_retention(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """Refused are only cursors before records that were removed: one at the end of a
+        pruned file goes on, one in its middle is refused; a reader from the start begins
+        after the pruned files; a file left half-pruned (a stopped run: marked, rows left)
+        is finished by the next run, and bounds a file without events lacks do not stop it."""
+        clock = Clock()
+        ingestor = Ingestor(store, clock=clock, batch_records=2, commit_seconds=0)
+        ingestor.ingest(_file(tmp_path, "old.csv", KEYED + "u1,buy,\nu2,buy,\n"), EVENTS,
+                        source="s", name="old.csv")  # fmt: skip
+        ingestor.ingest(_file(tmp_path, "people.csv", "identifier,plan\nu1,pro\n"), CONTACTS,
+                        source="s", name="people.csv")  # fmt: skip
+        clock.now += 3 * DAY
+        ingestor.ingest(_file(tmp_path, "new.csv", KEYED + "v1,buy,\n"), EVENTS, source="s",
+                        name="new.csv")  # fmt: skip
+        first, last = (parse_cursor(e["cursor"], "events") for e in fed(store, "events")[:2])
+        store.query("UPDATE files SET last_event = NULL WHERE path = 'people.csv'")  # type: ignore[attr-defined]
+        store.query("UPDATE feed_clock SET pruned = 1")  # type: ignore[attr-defined]
+
+        prune(store.db, 2 * DAY, clock.now + 60)  # type: ignore[attr-defined]
+
+        assert [e["file"] for e in records(store, "events")] == ["new.csv"]
+        assert [e["file"] for e in fed(store, "events", last)] == ["new.csv"]
+        assert [e["file"] for e in fed(store, "events")] == ["new.csv"]
+        with pytest.raises(UnknownCursor, match="older than what the store keeps"):
+            fed(store, "events", first)
+
+    def test_a_feed_left_open_keeps_nothing_written_meanwhile(
+        self, store_config: StoreConfig, tmp_path: Path
+    ) -> None:
+        """A feed read left open (a generator not run to its end) does not hold what the
+        same thread writes meanwhile: it reads on a connection of its own."""
+        text = "identifier,name\nu1,buy\n"
+        with open_store(store_config) as store:
+            ingestor = Ingestor(store)
+            ingestor.ingest(_file(tmp_path, "a.csv", text), EVENTS, source="s", name="a")
+            reading = store.feed("events", START)
+            next(reading)
+            ingestor.ingest(_file(tmp_path, "b.csv", text + "u2,buy\n"), EVENTS, source="s",
+                            name="b")  # fmt: skip
+        with open_store(store_config) as store:
+            assert [f["path"] for f in records(store, "files")] == ["a", "b"]
+        reading.close()
+
     def test_erasure_removes_a_tenants_contacts_and_their_events_everywhere(
         self, store: Store, tmp_path: Path
     ) -> None:

@@ -45,10 +45,12 @@ def erase(
                                         window)  # fmt: skip
     with db.transaction():
         mine = (*identifiers, tenant)
+        # (contacts first, as a file's final transaction takes them before its waiting
+        # upserts: two writers lock them in one order)
+        erased.contacts = db.execute(f"DELETE FROM contacts WHERE {named} AND tenant = ?", mine)
         erased.files.update(_sha256s(db, "contact_changes", theirs, mine))
         for table in ("contact_changes", "pending_contacts"):
             db.execute(f"DELETE FROM {table} WHERE {theirs}", mine)
-        erased.contacts = db.execute(f"DELETE FROM contacts WHERE {named} AND tenant = ?", mine)
         Ledger(db).audit("erase", tenant, None, reason, user, now)
     return erased
 

@@ -94,6 +94,19 @@ _WHOLE_FILES = (
     " ORDER BY feed_seq"
 )
 _CLOCK = "SELECT seq, pruned FROM feed_clock"
+# Whether records of a kind were removed after a cursor (file, item) up to file `pruned`:
+# params (file, pruned, tenant, file, item).
+_REMOVED_AFTER = (
+    "SELECT 1 FROM files WHERE feed_seq >= ? AND feed_seq <= ? AND tenant = coalesce(?, tenant)"
+    " AND ({}) AND (feed_seq > ? OR {}) LIMIT 1"
+)
+_MISSED = {
+    "events": _REMOVED_AFTER.format(
+        "status = 'ingested' AND first_event IS NOT NULL", "last_event > ?"
+    ),
+    "rejects": _REMOVED_AFTER.format("status = 'rejected' OR rejected > 0", "? >= 0"),
+    "contacts": _REMOVED_AFTER.format("status = 'ingested'", "? >= 0"),
+}
 _CURSOR = re.compile(r"(0|[1-9][0-9]{0,18})(?::(0|[1-9][0-9]{0,18}))?")
 
 
@@ -143,19 +156,24 @@ def feed(
     return (_files if kind == "files" else _records)(reading, kind, after, tenant)
 
 
-def _check(rows: Rows, kind: Kind, after: Cursor) -> None:
-    """UnknownCursor unless the feed can go on from ``after``."""
+def _check(rows: Rows, kind: Kind, after: Cursor, tenant: str | None) -> int:
+    """UnknownCursor unless the feed can go on from ``after``; the number of the last file
+    whose records retention removed (``[store] keep``: 0, none)."""
     [(seq, pruned)] = list(rows(_CLOCK, ()))
     if after.seq > seq:
         raise UnknownCursor(f"unknown cursor {after.text(kind)!r}: this store's feed has"
                             f" not reached it (a cursor of another store?)")  # fmt: skip
-    # Records of files up to `pruned` are gone: a reader in the middle of one, or before
-    # it, would miss some. (Files themselves stay: the ledger keeps every entry.)
-    if kind != "files" and pruned and after != START and after.seq <= pruned:
-        raise UnknownCursor(
-            f"cursor {after.text(kind)!r} is older than what the store keeps ([store]"
-            " keep): records after it were removed; start again without --after"
-        )
+    # A reader before records since removed would miss them: its own file's after its
+    # cursor (events: known by the file's last event's id; others: assumed), or those of
+    # a later file that had some (as the ledger, which keeps every entry, tells).
+    if kind != "files" and after != START and after.seq <= pruned:
+        missed = list(rows(_MISSED[kind], (after.seq, pruned, tenant, after.seq, after.item)))
+        if missed:
+            raise UnknownCursor(
+                f"cursor {after.text(kind)!r} is older than what the store keeps ([store]"
+                " keep): records after it were removed; start again without --after"
+            )
+    return int(pruned)
 
 
 def _files(
@@ -165,7 +183,7 @@ def _files(
     keys = ("tenant", "source", "path", "sha256", "size", "status", "rows", "rejected",
             "duplicates", "processed_at")  # fmt: skip
     with reading() as rows:
-        _check(rows, kind, after)
+        _check(rows, kind, after, tenant)
         for seq, *values in rows(_WHOLE_FILES, (after.seq, tenant)):
             record = dict(zip(keys, values, strict=True))
             record["cursor"] = str(seq)
@@ -180,8 +198,9 @@ def _records(
     a file's are found between its first and last event's ids)."""
     fragment = orjson.Fragment  # (looked up once: this loop runs a million times a second)
     with reading() as rows:
-        _check(rows, kind, after)
-        files = rows(_FILES.format(_SHOWN[kind]), (after.seq, tenant))
+        pruned = _check(rows, kind, after, tenant)
+        # (from the first file whose records are kept, for a reader from the start)
+        files = rows(_FILES.format(_SHOWN[kind]), (max(after.seq, pruned + 1), tenant))
         for seq, file_id, file_tenant, source, path, sha256, first, last in files:
             since = after.item if seq == after.seq else 0  # (ids start at 1)
             if kind == "events":

@@ -34,20 +34,35 @@ class Pruned:
 
 def prune(db: SQL, keep: float | None, now: float, rows: int = ROWS_AT_A_TIME) -> Pruned:
     """Remove what is older than ``keep`` seconds (None: keep every record) and the keys
-    accepted more than 24 hours before ``now``; say how much went."""
+    accepted more than 24 hours before ``now``; say how much went.
+
+    Each file is marked on the feed clock (``pruned``) before its first row goes, in a
+    transaction of its own: from then on a reader who might miss its records is refused
+    rather than served part of them. The file marked last is gone over again first, as a
+    run that stopped (or a replica pruning beside this one) may have left rows of it."""
     pruned = Pruned(keys=_expired_keys(db, now, rows))
     if keep is None:
         return pruned
     cutoff = iso(now - keep)
+    [(marked,)] = db.query("SELECT pruned FROM feed_clock")
+    after = marked - 1  # (the file marked last is done again)
     while True:
         found = db.query(
-            "SELECT f.feed_seq, f.id, f.processed_at, f.first_event, f.last_event FROM files f"
-            " JOIN feed_clock c ON f.feed_seq > c.pruned ORDER BY f.feed_seq LIMIT 1"
+            "SELECT feed_seq, id, processed_at, first_event, last_event FROM files"
+            " WHERE feed_seq > ? ORDER BY feed_seq LIMIT 1",
+            (after,),
         )
-        if not found or found[0][2] >= cutoff:  # (the next file, in the feed's order)
+        if not found:
             return pruned
-        seq, file_id, _, first, last = found[0]
-        if first is not None:
+        seq, file_id, processed_at, first, last = found[0]
+        if seq > marked:  # a file not begun yet: if its time has come, marked first
+            if processed_at >= cutoff:
+                return pruned
+            with db.transaction():
+                db.execute("UPDATE feed_clock SET pruned = ? WHERE pruned < ?", (seq, seq))
+            marked = seq
+            pruned.files += 1
+        if first is not None and last is not None:
             for low in range(first, last + 1, rows):
                 with db.transaction():
                     pruned.events += db.execute(
@@ -56,9 +71,7 @@ def prune(db: SQL, keep: float | None, now: float, rows: int = ROWS_AT_A_TIME) -
                     )
         pruned.rejects += _by_file(db, "rejects", file_id, rows)
         pruned.contact_changes += _by_file(db, "contact_changes", file_id, rows)
-        with db.transaction():  # (its last rows went: the feed no longer reaches before it)
-            db.execute("UPDATE feed_clock SET pruned = ? WHERE pruned < ?", (seq, seq))
-        pruned.files += 1
+        after = seq
 
 
 def _by_file(db: SQL, table: str, file_id: int, rows: int) -> int:

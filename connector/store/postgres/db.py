@@ -70,7 +70,11 @@ def placeholders(sql: str) -> str:
 class _Listener:
     def __init__(self, conn: Connection, name: str) -> None:
         self.conn, self.name = conn, name
-        conn.execute("LISTEN connector_feed")
+        try:
+            conn.execute("LISTEN connector_feed")
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreError(name, cause(exc)) from exc
 
     def wait(self, seconds: float) -> bool:
         try:

@@ -316,12 +316,16 @@ def _unusable(path: Path, *, readonly: bool) -> str | None:
 
 
 class _DataVersion:
-    def __init__(self, path: Path) -> None:
-        self.conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    def __init__(self, db: Database) -> None:
+        self._faults = db._faults  # (the store's own words for what fails)
+        with self._faults():
+            self.conn = apsw.Connection(str(db.path), flags=apsw.SQLITE_OPEN_READONLY)
+            self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         self.version = self._version()
 
     def _version(self) -> int:
-        [(version,)] = self.conn.execute("PRAGMA data_version").fetchall()
+        with self._faults():
+            [(version,)] = self.conn.execute("PRAGMA data_version").fetchall()
         assert isinstance(version, int)
         return version
 
@@ -484,24 +488,22 @@ class Database:
 
     @contextmanager
     def reading(self) -> Iterator[Rows]:
-        """Queries that read from one snapshot (a read transaction: writers go on
-        meanwhile, into the WAL), each row as it comes."""
-        conn = self.conn
+        """Queries that read from one snapshot, each row as it comes: a read transaction
+        on a read-only connection of its own, so that nothing this thread writes meanwhile
+        is caught in it (writers go on, into the WAL)."""
         with self._faults():  # (around the reader's code too: its reads fail in there)
-            if conn.in_transaction:  # (a dry run's: what it sees is its own)
-                yield conn.execute
-                return
-            conn.execute("BEGIN")
+            conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READONLY)
             try:
+                conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+                conn.execute("BEGIN")
                 yield conn.execute
             finally:
-                if conn.in_transaction:
-                    conn.execute("COMMIT")
+                conn.close()  # (ends the read transaction)
 
     def listening(self) -> FeedWaiter:
         """Told when another connection commits: SQLite cannot announce it, so its
         data_version (a counter in shared memory: no disk read) is looked at every 50 ms."""
-        return _DataVersion(self.path)
+        return _DataVersion(self)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
