@@ -14,7 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import structlog
 
@@ -24,7 +24,9 @@ from connector.config import (
     MAX_FOLDER_BYTES,
     TENANT_PATTERN,
     Config,
+    known_codec,
     load_config,
+    usable_delimiter,
 )
 from connector.csvrules.rules import FileRules, Kind
 from connector.dump import dump
@@ -52,13 +54,15 @@ def _parser() -> argparse.ArgumentParser:
         prog="connector",
         description="Ingest contacts and events CSV files from FTP, FTPS, SFTP and folders.",
     )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        help="config file (default: $CONNECTOR_CONFIG, else config/connector.toml)",
-    )
+    config_help = "config file (default: $CONNECTOR_CONFIG, else config/connector.toml)"
+    parser.add_argument("--config", type=Path, help=config_help)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"connector {_version()}")
+    # Options also taken after the command (`dump files --config x`): there, they win.
+    anywhere = argparse.ArgumentParser(add_help=False)
+    anywhere.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = _Commands(subparsers, anywhere)
 
     imp = commands.add_parser("import", help="ingest local CSV files through the same rules")
     imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
@@ -67,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
         "--source", help=f"take file rules from this source (default: {IMPORT_SOURCE!r})"
     )
     imp.add_argument("--event-name", help="event name when the file has no 'name' column")
+    imp.add_argument("--encoding", type=_checked(known_codec), help="the files' encoding")
+    imp.add_argument(
+        "--delimiter", type=_delimiter, help="the field delimiter (one character, or 'tab')"
+    )
+    imp.add_argument("--identifier", type=_identifier, help="the identifier column's header")
     imp.add_argument(
         "--tenant", type=_tenant,
         help=f"the tenant to ingest for (default: the source's, else {DEFAULT_TENANT!r})",
@@ -113,6 +122,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Commands:
+    """The subcommands' parsers, each taking the options that go anywhere."""
+
+    def __init__(
+        self,
+        subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+        anywhere: argparse.ArgumentParser,
+    ) -> None:
+        self.subparsers, self.anywhere = subparsers, anywhere
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self.subparsers.add_parser(
+            name, parents=[self.anywhere], **kwargs
+        )
+        return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("connector")
+    except PackageNotFoundError:  # (run from a checkout that was never installed)
+        return "unknown"
+
+
 def _positive(text: str) -> int:
     """A count of at least 1 (argparse says which argument is wrong otherwise)."""
     try:
@@ -129,6 +164,28 @@ def _count(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"not a number of 1 or more: {text!r}")
     return int(text)
+
+
+def _checked(check: Callable[[str], str]) -> Callable[[str], str]:
+    """An argparse type from a config check: its reason is argparse's message."""
+
+    def parse(text: str) -> str:
+        try:
+            return check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _delimiter(text: str) -> str:
+    return _checked(usable_delimiter)("\t" if text in ("tab", "\\t") else text)
+
+
+def _identifier(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the identifier column needs a name")
+    return text.strip()  # (headers are matched trimmed)
 
 
 def _reason(text: str) -> str:
@@ -211,8 +268,11 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
     rules = {p: _import_rules(config, args.source, args.kind, p) for p in args.paths}
     if args.event_name is not None and not args.event_name.strip():
         raise ConfigError(["--event-name: must not be empty"])
-    if args.event_name:
-        rules = {p: dataclasses.replace(r, event_name=args.event_name) for p, r in rules.items()}
+    given = {"event_name": args.event_name, "encoding": args.encoding,
+             "delimiter": args.delimiter, "identifier": args.identifier}  # fmt: skip
+    overrides = {key: value for key, value in given.items() if value}
+    if overrides:  # (the command line's say over the source's, for a one-off file)
+        rules = {p: dataclasses.replace(r, **overrides) for p, r in rules.items()}
     tenant = args.tenant or _import_tenant(config, args.source)
     status = EXIT_OK
     log = structlog.get_logger()

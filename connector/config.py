@@ -305,13 +305,7 @@ class SourceConfig(_Model):
     @field_validator("encoding")
     @classmethod
     def _known_codec(cls, value: str) -> str:
-        try:
-            codec = codecs.lookup(value)
-        except LookupError:
-            raise ValueError(f"unknown encoding {value!r}") from None
-        if not codec._is_text_encoding:  # e.g. "hex", "rot13": bytes-to-bytes codecs
-            raise ValueError(f"{value!r} is not a text encoding")
-        return value
+        return known_codec(value)
 
     @field_validator("after", "error_dir")
     @classmethod
@@ -343,9 +337,7 @@ class SourceConfig(_Model):
     @field_validator("delimiter")
     @classmethod
     def _usable_delimiter(cls, value: str | None) -> str | None:
-        if value is not None and value in '"\r\n\x00':
-            raise ValueError("a quote, a line break or NUL cannot be the delimiter")
-        return value
+        return None if value is None else usable_delimiter(value)
 
     @model_validator(mode="after")
     def _coherent(self) -> SourceConfig:
@@ -423,6 +415,26 @@ class Config(_Model):
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)
+
+
+def known_codec(value: str) -> str:
+    """An encoding the CSV rules can decode with (ValueError saying why not)."""
+    try:
+        codec = codecs.lookup(value)
+    except LookupError:
+        raise ValueError(f"unknown encoding {value!r}") from None
+    if not codec._is_text_encoding:  # e.g. "hex", "rot13": bytes-to-bytes codecs
+        raise ValueError(f"{value!r} is not a text encoding")
+    return value
+
+
+def usable_delimiter(value: str) -> str:
+    """One character that can separate fields (ValueError saying why not)."""
+    if len(value) != 1:
+        raise ValueError(f"a delimiter is one character, not {value!r}")
+    if value in '"\r\n\x00':
+        raise ValueError("a quote, a line break or NUL cannot be the delimiter")
+    return value
 
 
 def _names_file(parts: SplitResult) -> bool:

@@ -57,3 +57,18 @@ def test_an_import_path_too_long_to_record_is_one_line(
     err = capsys.readouterr().err
     assert err.startswith("connector: import: path too long to record (over 1,279 bytes): ")
     assert not (tmp_path / "c.db").exists()
+
+
+def test_version_and_config_after_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("connector ")
+    config = tmp_path / "c.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "store.db"}"\n')
+    assert main(["dump", "files", "--config", str(config)]) == 0
+    assert main(["--config", str(tmp_path / "absent.toml"), "dump", "files", "--config",
+                 str(config)]) == 0  # (after the command, it wins)  # fmt: skip
+    assert (tmp_path / "store.db").exists()

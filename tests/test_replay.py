@@ -179,3 +179,35 @@ def test_import_of_a_folder_says_it_is_one(
     assert code == EXIT_FAILED
     assert err == (f"connector: import: a folder, not a file: {tmp_path / 'inbox'} (give its"
                    f" files: {tmp_path / 'inbox'}/*.csv)\n")  # fmt: skip
+
+
+def test_import_flags_set_the_one_off_files_rules(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--encoding`, `--delimiter` and `--identifier` say how to read a file that no source
+    describes; they win over the source's settings."""
+    path = tmp_path / "export.csv"
+    path.write_bytes("E-mail\tname\tcity\nada@example.com\tbuy\tGand\xe9\n".encode("latin-1"))
+    code, out, _ = _run(config, capsys, "import", str(path), "--kind", "events",
+                        "--encoding", "latin-1", "--delimiter", "tab", "--identifier",
+                        "E-mail")  # fmt: skip
+    assert code == EXIT_OK, out
+    [event] = _dump(config, capsys, "events")
+    assert (event["identifier"], event["data"]) == ("ada@example.com", {"city": "Gandé"})
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--encoding", "klingon", "unknown encoding 'klingon'"),
+     ("--delimiter", ";;", "a delimiter is one character, not ';;'"),
+     ("--delimiter", '"', "a quote, a line break or NUL cannot be the delimiter"),
+     ("--identifier", " ", "the identifier column needs a name")],
+)  # fmt: skip
+def test_a_bad_import_flag_is_one_line(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str,
+    message: str,
+) -> None:  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        main(["--config", str(config), "import", "x.csv", "--kind", "events", flag, value])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
