@@ -45,6 +45,9 @@ from connector.unpack import UnpackLimits, unpacked
 # smaller without the scheduler, the metrics server and the transfer libraries.
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_CONFIG = 0, 1, 2, 78
+# The commands that connect to the sources; the others (import, dump, feed, ...) work on
+# the store alone, and do not ask for the sources' key files, CA files or passwords.
+CONNECTING = ("run", "once", "check")
 IMPORT_SOURCE = "import"
 _PROGRESS_MIN_BYTES = 16 << 20
 
@@ -516,7 +519,11 @@ def _run(args: argparse.Namespace) -> int:
     """The error boundary: what the user must know is one line on stderr, never a
     traceback (a traceback is left for a defect of ours)."""
     try:
-        config = Config() if args.command == "demo" else load_config(args.config)
+        config = (
+            Config()
+            if args.command == "demo"
+            else load_config(args.config, sources=args.command in CONNECTING)
+        )
         name_as(config.store.replica)
         return COMMANDS[args.command](args, config)
     except ConfigError as exc:

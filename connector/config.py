@@ -472,11 +472,12 @@ def _message(error: Mapping[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
-def _check_files(config: Config) -> list[str]:
-    """Referenced files must exist, and a password file must be private to its owner.
-    Relative paths are taken from the working directory, like every path in the config."""
+def _check_files(config: Config, *, sources: bool) -> list[str]:
+    """Referenced files must exist, and a password file must be private to its owner
+    (the sources' only when ``sources``). Relative paths are taken from the working
+    directory, like every path in the config."""
     problems = []
-    for i, source in enumerate(config.sources):
+    for i, source in enumerate(config.sources if sources else ()):
         for key in ("key_file", "known_hosts", "ca_file", "password_file"):
             path: Path | None = getattr(source, key)
             if path is None:
@@ -541,21 +542,24 @@ def _check_folders(config: Config) -> list[str]:
     return problems
 
 
-def parse_config(data: Mapping[str, Any]) -> Config:
-    """Validate a parsed TOML document; raise one ConfigError listing every problem."""
+def parse_config(data: Mapping[str, Any], *, sources: bool = True) -> Config:
+    """Validate a parsed TOML document; raise one ConfigError listing every problem.
+    ``sources``: also check what connecting to the sources needs (files, variables)."""
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError([f"{_key(e['loc'])}: {_message(e)}" for e in exc.errors()]) from None
-    problems = _check_files(config) + _check_folders(config)
+    problems = _check_files(config, sources=sources) + _check_folders(config)
     if problems:
         raise ConfigError(problems)
     return config
 
 
-def load_config(path: Path | None) -> Config:
+def load_config(path: Path | None, *, sources: bool = True) -> Config:
     """Load the config file. With no path given, ``$CONNECTOR_CONFIG``, else
-    ``config/connector.toml`` if it exists, else the built-in defaults (no sources)."""
+    ``config/connector.toml`` if it exists, else the built-in defaults (no sources).
+    ``sources=False``: for a command that does not connect to them, their files and
+    environment variables are not asked for."""
     explicit = path is not None or "CONNECTOR_CONFIG" in os.environ
     path = path or Path(os.environ.get("CONNECTOR_CONFIG", DEFAULT_PATH))
     if not path.exists():
@@ -572,4 +576,4 @@ def load_config(path: Path | None) -> Config:
         raise ConfigError([f"{path}: line {line}: not UTF-8 text; TOML is UTF-8"]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    return parse_config(data)
+    return parse_config(data, sources=sources)

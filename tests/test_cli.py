@@ -72,3 +72,27 @@ def test_version_and_config_after_the_command(
     assert main(["--config", str(tmp_path / "absent.toml"), "dump", "files", "--config",
                  str(config)]) == 0  # (after the command, it wins)  # fmt: skip
     assert (tmp_path / "store.db").exists()
+
+
+def test_commands_on_the_store_alone_do_not_need_the_sources_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A source whose key files are gone (say, the demo's, after it ended) keeps `dump`,
+    `feed` and `import` working; `once`, which connects, says what is missing."""
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[store]\npath = "{tmp_path / "store.db"}"\n[[sources]]\nname = "acme"\n'
+        'url = "sftp://ingest@files.example.com/outbox"\nknown_hosts = "/nowhere/known_hosts"\n'
+        'password_env = "NOT_SET_ANYWHERE"\n[[sources.files]]\nkind = "events"\npattern = "*.csv"\n'
+    )
+    data = tmp_path / "a.csv"
+    data.write_text("identifier,name\nu1,buy\n")
+    argv = ["--config", str(config)]
+    assert main([*argv, "import", str(data), "--kind", "events", "--source", "acme"]) == 0
+    assert main([*argv, "dump", "events"]) == 0
+    assert main([*argv, "feed", "files"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "once"]) == 78
+    err = capsys.readouterr().err
+    assert "sources[0].known_hosts: file not found" in err
+    assert "sources[0].password_env: environment variable NOT_SET_ANYWHERE is not set" in err
