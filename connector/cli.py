@@ -114,9 +114,16 @@ def _parser() -> argparse.ArgumentParser:
         acting.add_argument("--reason", type=_reason, required=True, help="why (audited)")
         acting.add_argument("--tenant", type=_tenant, help=f"whose (default {DEFAULT_TENANT!r})")
 
-    commands.add_parser("run", help="the daemon: poll every source on its schedule")
-    commands.add_parser("once", help="poll every source once, ingest every ready file, exit")
-    commands.add_parser("check", help="validate the config, connect to and list each source")
+    connecting = {
+        "run": "the daemon: poll every source on its schedule",
+        "once": "poll every source once, ingest every ready file, exit",
+        "check": "validate the config, connect to and list each source",
+    }
+    for name, what in connecting.items():
+        commands.add_parser(name, help=what).add_argument(
+            "--source", action="append", dest="sources", metavar="NAME",
+            help="only this source (again for more)",
+        )  # fmt: skip
     demo = commands.add_parser("demo", help="ingest sample files end to end and print a summary")
     demo.add_argument(
         "--replicas", type=_positive, metavar="N",
@@ -140,6 +147,22 @@ class _Commands:
             name, parents=[self.anywhere], **kwargs
         )
         return parser
+
+
+def _connected(config: Config, names: list[str] | None) -> Config:
+    """The sources a connecting command works on: those named by --source, else all; a
+    config with none is said to be one (a daemon polling nothing is a mistake)."""
+    if names:
+        unknown = [name for name in names if config.source(name) is None]
+        if unknown:
+            raise ConfigError([f"--source: no source named {name!r}" for name in unknown])
+        config = config.model_copy(
+            update={"sources": tuple(s for s in config.sources if s.name in names)}
+        )
+    if not config.sources:
+        raise ConfigError(["no sources configured: add a [[sources]] table (see"
+                           " config/connector.example.toml)"])  # fmt: skip
+    return config
 
 
 def _version() -> str:
@@ -524,6 +547,8 @@ def _run(args: argparse.Namespace) -> int:
             if args.command == "demo"
             else load_config(args.config, sources=args.command in CONNECTING)
         )
+        if args.command in CONNECTING:
+            config = _connected(config, args.sources)
         name_as(config.store.replica)
         return COMMANDS[args.command](args, config)
     except ConfigError as exc:

@@ -96,3 +96,26 @@ def test_commands_on_the_store_alone_do_not_need_the_sources_files(
     err = capsys.readouterr().err
     assert "sources[0].known_hosts: file not found" in err
     assert "sources[0].password_env: environment variable NOT_SET_ANYWHERE is not set" in err
+
+
+def test_source_restricts_a_connecting_command_and_none_configured_is_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "e.csv").write_text(f"identifier,name\n{name},buy\n")
+    config = tmp_path / "c.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "s.db"}"\n' + "".join(
+        f'[[sources]]\nname = "{n}"\nurl = "file://{tmp_path / n}"\nmin_age = "0s"\n'
+        '[[sources.files]]\nkind = "events"\npattern = "*.csv"\n' for n in ("a", "b")
+    ))  # fmt: skip
+    assert main(["--config", str(config), "once", "--source", "b"]) == 0
+    assert capsys.readouterr().out == "b: 1 ingested\n"
+    assert main(["--config", str(config), "once", "--source", "c"]) == 78
+    assert capsys.readouterr().err == "connector: config: --source: no source named 'c'\n"
+
+    monkeypatch.chdir(tmp_path)  # (no config/connector.toml here: built-in defaults)
+    monkeypatch.delenv("CONNECTOR_CONFIG", raising=False)
+    assert main(["once"]) == 78
+    assert "no sources configured" in capsys.readouterr().err
+    assert not (tmp_path / "var").exists()  # (no store made for nothing)
