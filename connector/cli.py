@@ -38,7 +38,8 @@ from connector.signals import stop_on_signals
 from connector.sources.naming import MAX_NAME_BYTES
 from connector.store import open_store
 from connector.store.feed import KINDS, START, parse_cursor
-from connector.store.port import TABLES
+from connector.store.ledger import Entry
+from connector.store.port import TABLES, Store
 from connector.unpack import UnpackLimits, unpacked
 
 # Commands import what only they need when they run: `import` and `dump` start faster and
@@ -323,9 +324,22 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
                     status = EXIT_FAILED
                     continue
                 print(_summary(path, outcome, args.dry_run), flush=True)
+                if args.dry_run and outcome.entry.rejected:
+                    _print_rejects(store, outcome.entry)
                 if outcome.entry.status == "rejected" and status == EXIT_OK:
                     status = EXIT_REJECTED
     return status
+
+
+SHOWN_REJECTS = 20
+
+
+def _print_rejects(store: Store, entry: Entry) -> None:
+    """A dry run's rejected rows: the first few with their reasons, then how many more."""
+    for line, reason in store.ledger.rejects(entry.id, SHOWN_REJECTS):
+        print(f"  line {line}: {reason}")
+    if entry.rejected > SHOWN_REJECTS:
+        print(f"  ... and {entry.rejected - SHOWN_REJECTS:,} more rejected rows")
 
 
 class UnknownChecksum(ConnectorError):

@@ -211,3 +211,28 @@ def test_a_bad_import_flag_is_one_line(
         main(["--config", str(config), "import", "x.csv", "--kind", "events", flag, value])
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_dry_run_lists_the_rejected_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest,
+    backend: str,
+) -> None:  # fmt: skip
+    """The first 20 rejected rows with their lines and reasons, then how many more."""
+    url = (f"sqlite:///{tmp_path / 'c.db'}" if backend == "sqlite"
+           else request.getfixturevalue("postgres_url"))  # fmt: skip
+    config = tmp_path / "c.toml"
+    config.write_text(f'[store]\nurl = "{url}"\n')
+    path = tmp_path / "r.csv"
+    path.write_text("identifier,name\nu1,buy\n" + ",buy\n" * 25)
+
+    code, out, _ = _run(config, capsys, "import", str(path), "--kind", "events", "--dry-run")
+
+    assert code == EXIT_OK
+    lines = out.splitlines()
+    assert lines[0].endswith("[dry run: nothing stored]") and "25 rejected" in lines[0]
+    assert lines[1:] == [
+        *(f"  line {n}: identifier (the identifier) is empty" for n in range(3, 23)),
+        "  ... and 5 more rejected rows",
+    ]
+    assert _dump(config, capsys, "files") == []

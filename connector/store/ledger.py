@@ -418,7 +418,14 @@ class Ledger:
 
     def first_reject(self, entry_id: int) -> tuple[int | None, str] | None:
         """The (line, reason) of the file's first stored reject, if it has one."""
+        rejects = self.rejects(entry_id, 1)
+        return rejects[0] if rejects else None
+
+    def rejects(self, entry_id: int, limit: int) -> list[tuple[int | None, str]]:
+        """The (line, reason) of the file's first ``limit`` stored rejects, in this
+        thread's transaction (a dry run's, say)."""
         rows = self.db.query(
-            "SELECT line, reason FROM rejects WHERE file_id = ? ORDER BY id LIMIT 1", (entry_id,)
+            "SELECT line, reason FROM rejects WHERE file_id = ? ORDER BY id LIMIT ?",
+            (entry_id, limit),
         )
-        return (rows[0][0], rows[0][1]) if rows else None
+        return [(line, reason) for line, reason in rows]
