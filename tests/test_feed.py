@@ -29,6 +29,7 @@ from connector.ingest import Ingestor
 from connector.store import open_store
 from connector.store.feed import KINDS, START, Kind, parse_cursor
 from connector.store.port import Store
+from connector.testing.postgres import EmbeddedPostgres
 from tests.golden import toml_value
 from tests.store_contract import fed, records
 
@@ -294,3 +295,34 @@ def test_an_unknown_cursor_is_one_line_and_exit_1(tmp_path: Path) -> None:
         "connector: unknown cursor '7:3': this store's feed has not reached it"
         " (a cursor of another store?)"
     ]
+
+
+def test_follow_goes_on_from_its_cursor_after_postgresql_restarts(tmp_path: Path) -> None:
+    """The store goes away under a follower: it says so (`feed_store_failed`), waits, and
+    once the server answers again prints what became final meanwhile, nothing twice."""
+    with EmbeddedPostgres() as server:
+        url = server.create_database()
+        config = tmp_path / "connector.toml"
+        config.write_text(f"[store]\nurl = {toml_value(url)}\n")
+        with open_store(StoreConfig.model_validate({"url": url})) as store:
+            first = tmp_path / "a.csv"
+            first.write_text("identifier,name\nu1,buy\n")
+            Ingestor(store).ingest(first, EVENTS, source="s", name="a.csv")
+        follower = _following(config, "events", "--follow")
+        try:
+            assert _line_within(follower, 30)["identifier"] == "u1"
+            server.stop()
+            time.sleep(1.5)  # (its next wait finds the store gone)
+            server.start()
+            with open_store(StoreConfig.model_validate({"url": url})) as store:
+                second = tmp_path / "b.csv"
+                second.write_text("identifier,name\nu2,buy\n")
+                Ingestor(store).ingest(second, EVENTS, source="s", name="b.csv")
+            assert _line_within(follower, 60)["identifier"] == "u2"
+            follower.send_signal(signal.SIGTERM)
+            assert follower.wait(10) == 0
+            assert follower.stdout is not None and follower.stdout.read() == ""
+            assert follower.stderr is not None and "feed_store_failed" in follower.stderr.read()
+        finally:
+            follower.kill()
+            follower.communicate()
