@@ -220,7 +220,7 @@ class IngestConfig(_Model):
 
 class MetricsConfig(_Model):
     listen: str | None = Field(default=None, pattern=r"^[^:\s]+:[0-9]{1,5}$")  # "host:port"
-    max_missed_polls: int = Field(default=3, ge=1)  # /healthz turns 503 past this
+    max_missed_polls: int = Field(default=3, ge=1)  # store failures in a row: /healthz 503 past it
 
 
 class FileEntry(_Model):

@@ -69,6 +69,12 @@ class Metrics:
             "connector_consecutive_poll_failures",
             "Polls failed in a row since the last success.", ["source"], registry=reg,
         )  # fmt: skip
+        # For alerting on one customer's server (config/prometheus-alerts.yml): /healthz
+        # does not, as a daemon is not unhealthy because one source is down.
+        self.up = Gauge(
+            "connector_source_up", "1: its last poll succeeded; 0: it failed.", ["source"],
+            registry=reg,
+        )  # fmt: skip
         # Which process this is among the replicas sharing a store (host:pid by default).
         Info("connector_replica", "This process among those sharing the store.",
              registry=reg).info({"replica": identity()})  # fmt: skip
@@ -76,6 +82,7 @@ class Metrics:
         # read API, and a lock keeps the count and its gauge in step across scheduler threads.
         self._lock = threading.Lock()
         self._failures: dict[str, int] = {}
+        self._store_failures = 0  # polls failed in a row on the store (any source's)
         self._running = False
 
     def register_sources(self, names: Iterable[str]) -> None:
@@ -93,16 +100,23 @@ class Metrics:
                 self._failures[source] = 0
                 self.failures.labels(source).set(0)
 
-    def poll_finished(self, source: str, seconds: float, ok: bool) -> int:
+    def poll_finished(
+        self, source: str, seconds: float, ok: bool, *, store_failed: bool = False
+    ) -> int:
         """Returns the source's failed polls in a row (0 after a success): the service
-        backs off by it, so the count exists once, here."""
+        backs off by it, so the count exists once, here. ``store_failed``: the poll
+        failed on the store (or a local folder of ours), not on the source."""
         self.poll_duration.labels(source).observe(seconds)
         with self._lock:
             count = 0 if ok else self._failures.get(source, 0) + 1
             self._failures[source] = count
             self.failures.labels(source).set(count)
+            self.up.labels(source).set(1 if ok else 0)
             if ok:
                 self.last_success.labels(source).set(self.clock())
+                self._store_failures = 0  # (a poll that succeeded wrote to the store)
+            elif store_failed:
+                self._store_failures += 1
         return count
 
     def received(self, source: str, size: int) -> None:
@@ -123,18 +137,20 @@ class Metrics:
             self._running = running
 
     def healthy(self) -> tuple[bool, str]:
-        """(True, "ok"), or (False, why): the scheduler is not running, or a source has
-        failed more than ``max_missed_polls`` polls in a row."""
+        """(True, "ok"), or (False, why): whether the daemon works. Not so when the
+        scheduler is not running, or when more than ``max_missed_polls`` polls in a row
+        failed on the store or a local folder. A source that fails (its server down, a
+        wrong password) does not make the daemon unhealthy: a restart would not mend it,
+        and the others go on; ``connector_source_up`` and the failure counts say it."""
         with self._lock:
             if not self._running:
                 return False, "scheduler not running"
-            failing = sorted(
-                f"{name}: {count} failed polls in a row"
-                for name, count in self._failures.items()
-                if count > self.max_missed_polls
+            failed = self._store_failures
+        if failed > self.max_missed_polls:
+            return False, (
+                f"the store (or a local folder) failed {failed} polls in a row"
+                f" (max_missed_polls = {self.max_missed_polls})"
             )
-        if failing:
-            return False, "; ".join(failing) + f" (max_missed_polls = {self.max_missed_polls})"
         return True, "ok"
 
     def serve(self, listen: str) -> MetricsServer:

@@ -13,7 +13,7 @@ from pathlib import Path
 import structlog
 
 from connector.config import Config, SourceConfig, parse_duration
-from connector.errors import ConnectorError, Interrupted
+from connector.errors import ConnectorError, Interrupted, StorageError, StoreBusy
 from connector.housekeeping import tidy
 from connector.ingest import Ingestor
 from connector.metrics import Metrics
@@ -94,7 +94,10 @@ class Service:
         except Interrupted:
             return None
         except Exception as exc:  # the service loop is an error boundary: log, back off
-            failures = self.metrics.poll_finished(name, time.monotonic() - started, ok=False)
+            failures = self.metrics.poll_finished(
+                name, time.monotonic() - started, ok=False,
+                store_failed=isinstance(exc, StorageError | StoreBusy),
+            )  # fmt: skip
             if not isinstance(exc, ConnectorError):
                 self.log.exception("poll_crashed", source=name)
             delay = backoff_delay(failures)

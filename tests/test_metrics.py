@@ -144,19 +144,27 @@ def test_healthz_is_503_until_the_scheduler_runs(metrics: Metrics, server: Metri
     assert get(server, "/healthz")[0] == 503
 
 
-def test_healthz_turns_503_past_max_missed_polls(metrics: Metrics, server: MetricsServer) -> None:
-    """Up to max_missed_polls failures in a row stay healthy; one more is 503 naming the
-    source; a success brings 200 back."""
+def test_healthz_turns_503_when_the_store_fails_not_when_a_source_does(
+    metrics: Metrics, server: MetricsServer
+) -> None:
+    """A source down for ever leaves the daemon healthy (its metrics say it); polls that
+    fail on the store, more than max_missed_polls in a row, make it 503; a poll that
+    succeeds brings 200 back."""
     metrics.scheduler_running(True)
-    for _ in range(2):
+    for _ in range(5):
         metrics.poll_finished("beta", 0.1, ok=False)
+    assert get(server, "/healthz")[::2] == (200, "ok\n")
+    assert value(metrics, "connector_source_up", source="beta") == 0
+    for _ in range(2):
+        metrics.poll_finished("alpha", 0.1, ok=False, store_failed=True)
     assert get(server, "/healthz")[0] == 200
-    metrics.poll_finished("beta", 0.1, ok=False)
+    metrics.poll_finished("beta", 0.1, ok=False, store_failed=True)
     status, _, body = get(server, "/healthz")
     assert status == 503
-    assert "beta: 3 failed polls in a row" in body and "alpha" not in body
-    metrics.poll_finished("beta", 0.1, ok=True)
+    assert body == "the store (or a local folder) failed 3 polls in a row (max_missed_polls = 2)\n"
+    metrics.poll_finished("alpha", 0.1, ok=True)
     assert get(server, "/healthz")[::2] == (200, "ok\n")
+    assert value(metrics, "connector_source_up", source="alpha") == 1
 
 
 def test_unknown_path_is_404_and_access_log_goes_to_debug(
@@ -338,3 +346,26 @@ def test_a_crash_while_answering_is_logged_with_its_traceback(
     assert crashed["log_level"] == "error" and crashed["exc_info"] is True
     assert capsys.readouterr().err == ""
     assert get(server, "/healthz")[0] == 503
+
+
+def test_the_shipped_alert_rules_use_metrics_the_daemon_serves(metrics: Metrics) -> None:
+    """config/prometheus-alerts.yml is valid YAML of Prometheus rule groups, each rule
+    with its summary and severity, and every connector metric it names exists."""
+    import re
+
+    import yaml
+    from prometheus_client import generate_latest
+
+    rules_file = Path(__file__).parent.parent / "config" / "prometheus-alerts.yml"
+    groups = yaml.safe_load(rules_file.read_text())["groups"]
+    metrics.poll_finished("alpha", 0.1, ok=True)  # (labelled series exist once used)
+    metrics.file_finished(_entry("alpha", "events", "rejected"))
+    served = set(re.findall(r"^(connector_\w+?)(?:_total|_created)?[{ ]",
+                            generate_latest(metrics.registry).decode(), re.M))  # fmt: skip
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert len(rules) >= 5
+    for rule in rules:
+        assert rule["alert"] and rule["expr"] and rule["annotations"]["summary"]
+        assert rule["labels"]["severity"] in ("critical", "warning", "info")
+        for name in re.findall(r"\b(connector_\w+)", rule["expr"]):
+            assert name.removesuffix("_total") in served, (rule["alert"], name)
