@@ -13,6 +13,7 @@ from contextlib import ExitStack
 
 from connector.config import Config, SourceConfig, parse_duration
 from connector.errors import ConnectorError
+from connector.expected import overdue
 from connector.redaction import cause_of
 from connector.selection import refused, select
 from connector.sources.naming import shown
@@ -45,6 +46,9 @@ def check_source(source: SourceConfig, ledger: Ledger | None, now: float) -> lis
         else:
             verdict = f"would take as {candidate.rules.kind}"
         lines.append(f"  {shown(file.name)} ({file.size} bytes): {verdict}")
+    late = overdue(source, ledger, now, now) if ledger is not None else None
+    if late is not None:
+        lines.append(f"  OVERDUE: {late.text(source)}")
     return lines
 
 

@@ -401,6 +401,9 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_once(args: argparse.Namespace, config: Config) -> int:
+    import time
+
+    from connector.expected import overdue
     from connector.housekeeping import tidy
     from connector.pipeline import Poller
 
@@ -437,6 +440,11 @@ def cmd_once(args: argparse.Namespace, config: Config) -> int:
                 text += f"; {len(summary.failed)} failed, retried next time: " + "; ".join(
                     f"{path}: {why}" for path, why in summary.failed.items()
                 )
+            now = time.time()
+            late = overdue(source, store.ledger, now, now)  # (with no file ever: not said)
+            if late is not None:
+                text += f"; OVERDUE: {late.text(source)}"
+                log.warning("file_overdue", source=source.name, why=late.text(source))
             print(f"{source.name}: {text}", flush=True)
     return status
 

@@ -268,6 +268,7 @@ class SourceConfig(_Model):
     after: str = "leave"
     error_dir: str = "move:rejected"  # where files rejected whole go: same forms as `after`
     max_tries: int = Field(default=5, ge=1)  # failed tries in a row before a file is set aside
+    expect_every: Interval | None = None  # a new file at least this often, else file_overdue
     identifier: str = Field(default="identifier", min_length=1)
     delimiter: str | None = Field(default=None, min_length=1, max_length=1)
     encoding: str = "utf-8"

@@ -75,6 +75,10 @@ class Metrics:
             "connector_source_up", "1: its last poll succeeded; 0: it failed.", ["source"],
             registry=reg,
         )  # fmt: skip
+        self.overdue = Gauge(
+            "connector_source_overdue", "1: no new file within its expect_every.", ["source"],
+            registry=reg,
+        )  # fmt: skip
         # Which process this is among the replicas sharing a store (host:pid by default).
         Info("connector_replica", "This process among those sharing the store.",
              registry=reg).info({"replica": identity()})  # fmt: skip
@@ -118,6 +122,9 @@ class Metrics:
             elif store_failed:
                 self._store_failures += 1
         return count
+
+    def source_overdue(self, source: str, overdue: bool) -> None:
+        self.overdue.labels(source).set(1 if overdue else 0)
 
     def received(self, source: str, size: int) -> None:
         """Bytes downloaded, as they arrive (files that fail or turn out duplicates too)."""

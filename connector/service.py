@@ -14,6 +14,7 @@ import structlog
 
 from connector.config import Config, SourceConfig, parse_duration
 from connector.errors import ConnectorError, Interrupted, StorageError, StoreBusy
+from connector.expected import overdue
 from connector.housekeeping import tidy
 from connector.ingest import Ingestor
 from connector.metrics import Metrics
@@ -37,6 +38,8 @@ class Service:
         self.metrics = Metrics(config.metrics.max_missed_polls)
         self.metrics.register_sources(s.name for s in config.sources)
         self.log = structlog.get_logger()
+        self.started = time.time()  # (a source with no file yet is awaited from here)
+        self._overdue: set[str] = set()  # sources said to be overdue, until a file comes
 
     def run(self) -> int:
         with ExitStack() as stack:
@@ -85,6 +88,18 @@ class Service:
             watch = FolderWatch(Path(source.remote_path), partial(scheduler.poll_now, source.name))
             stack.enter_context(watch)
 
+    def _expecting(self, poller: Poller) -> None:
+        """After a poll: whether the source is past its `expect_every`, said once when it
+        becomes so (`file_overdue`), and as a metric at every poll."""
+        source = poller.source
+        late = overdue(source, poller.store.ledger, time.time(), self.started)
+        self.metrics.source_overdue(source.name, late is not None)
+        if late is None:
+            self._overdue.discard(source.name)
+        elif source.name not in self._overdue:
+            self._overdue.add(source.name)
+            self.log.warning("file_overdue", source=source.name, why=late.text(source))
+
     def _poll(self, poller: Poller) -> float | None:
         """One scheduled poll; returns a backoff delay after a failure."""
         name = poller.source.name
@@ -111,6 +126,7 @@ class Service:
         self.metrics.poll_finished(name, seconds, ok=True)
         for entry in summary.taken.values():
             self.metrics.file_finished(entry)
+        self._expecting(poller)
         self.log.info(
             "poll_done", source=name, taken=len(summary.taken), pending=len(summary.pending),
             seconds=round(seconds, 3),

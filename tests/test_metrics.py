@@ -360,6 +360,7 @@ def test_the_shipped_alert_rules_use_metrics_the_daemon_serves(metrics: Metrics)
     groups = yaml.safe_load(rules_file.read_text())["groups"]
     metrics.poll_finished("alpha", 0.1, ok=True)  # (labelled series exist once used)
     metrics.file_finished(_entry("alpha", "events", "rejected"))
+    metrics.source_overdue("alpha", False)
     served = set(re.findall(r"^(connector_\w+?)(?:_total|_created)?[{ ]",
                             generate_latest(metrics.registry).decode(), re.M))  # fmt: skip
     rules = [rule for group in groups for rule in group["rules"]]

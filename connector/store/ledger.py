@@ -110,6 +110,11 @@ def iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_iso(text: str) -> float:
+    """``iso``'s text back to Unix seconds."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
 class SQL(Protocol):
     """What the ledger needs of an adapter: statements in the SQL that SQLite and
     PostgreSQL share (``?`` placeholders), run in the calling thread's transaction."""
@@ -351,6 +356,15 @@ class Ledger:
                 )
             self._final(entry_id)
         return self.get(entry_id)
+
+    def last_arrival(self, source: str) -> float | None:
+        """When the newest file of ``source`` was first taken (Unix seconds), if any."""
+        [(started,)] = self.db.query(
+            "SELECT max(started_at) FROM files WHERE source = ?"
+            " AND status IN ('ingested', 'duplicate', 'rejected')",
+            (source,),
+        )
+        return None if started is None else parse_iso(started)
 
     def known(self, source: str) -> dict[str, Known]:
         """Files of ``source`` already decided, by path: a poll skips them unread. (The
