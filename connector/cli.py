@@ -40,6 +40,7 @@ from connector.store import open_store
 from connector.store.feed import KINDS, START, parse_cursor
 from connector.store.ledger import Entry
 from connector.store.port import TABLES, Store
+from connector.store.reports import BY_FILE
 from connector.unpack import UnpackLimits, unpacked
 
 # Commands import what only they need when they run: `import` and `dump` start faster and
@@ -89,11 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     dmp = commands.add_parser("dump", help="print the store as JSON Lines")
     dmp.add_argument("table", choices=TABLES)
     dmp.add_argument("--tenant", type=_tenant, help="only this tenant's records")
+    _by_file(dmp)
 
     fed = commands.add_parser("feed", help="what became visible after a cursor, as JSON Lines")
     fed.add_argument("kind", choices=KINDS)
     fed.add_argument("--after", metavar="CURSOR", help="the cursor of the last line processed")
     fed.add_argument("--tenant", type=_tenant, help="only this tenant's records")
+    _by_file(fed)
     fed.add_argument("--limit", type=_count, metavar="N", help="print at most N lines")
     fed.add_argument(
         "--follow", action="store_true",
@@ -184,6 +187,11 @@ def _positive(text: str) -> int:
     if not 1 <= value <= 16:
         raise argparse.ArgumentTypeError(f"not a number from 1 to 16: {text!r}")
     return value
+
+
+def _by_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", help="only the records of this source's files")
+    parser.add_argument("--file", help="only the records of the file at this path")
 
 
 def _count(text: str) -> int:
@@ -481,8 +489,10 @@ def _lines_out() -> Iterator[BinaryIO]:
 
 
 def cmd_dump(args: argparse.Namespace, config: Config) -> int:
+    if args.table not in BY_FILE and (args.source or args.file):
+        raise ConfigError([f"--source, --file: {args.table} are not a file's records"])
     with open_store(config.store) as store, _lines_out() as out:
-        dump(store, args.table, out, args.tenant)
+        dump(store, args.table, out, args.tenant, source=args.source, file=args.file)
     return EXIT_OK
 
 
@@ -493,7 +503,8 @@ def cmd_feed(args: argparse.Namespace, config: Config) -> int:
     stopping = threading.Event()
     with stop_on_signals(stopping), open_store(config.store) as store, _lines_out() as out:
         print_feed(
-            store, args.kind, after, out, tenant=args.tenant, limit=args.limit,
+            store, args.kind, after, out, tenant=args.tenant, source=args.source,
+            file=args.file, limit=args.limit,
             stopping=stopping.is_set if args.follow else None,
         )  # fmt: skip
     return EXIT_OK

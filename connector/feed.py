@@ -27,11 +27,14 @@ def print_feed(
     out: BinaryIO,
     *,
     tenant: str | None = None,
+    source: str | None = None,
+    file: str | None = None,
     limit: int | None = None,
     stopping: Callable[[], bool] | None = None,
 ) -> int:
-    """Write the feed of ``kind`` after ``after`` to ``out``, at most ``limit`` lines;
-    ``stopping``: follow it, until ``stopping()``. Returns the lines written."""
+    """Write the feed of ``kind`` after ``after`` to ``out`` (of that ``tenant``,
+    ``source`` and ``file`` only, where given), at most ``limit`` lines; ``stopping``:
+    follow it, until ``stopping()``. Returns the lines written."""
     printed = 0
     write, dumps, newline = out.write, orjson.dumps, orjson.OPT_APPEND_NEWLINE  # (hot loop)
     waiter = _Waiter(store) if stopping is not None else None
@@ -39,7 +42,8 @@ def print_feed(
         while True:
             record = None
             try:
-                with contextlib.closing(store.feed(kind, after, tenant)) as records:
+                reading = store.feed(kind, after, tenant, source=source, file=file)
+                with contextlib.closing(reading) as records:
                     # (closed early, at the limit, the read ends with it)
                     done = printed
                     wanted = records if limit is None else itertools.islice(records, limit - done)

@@ -13,7 +13,7 @@ from connector.store.feed import Cursor, FeedWaiter, Kind, Rows, feed
 from connector.store.ledger import SQL, Ledger
 from connector.store.listings import Listings
 from connector.store.port import Group, Sink, Stop, Table, never
-from connector.store.reports import shaped
+from connector.store.reports import BY_FILE, shaped
 from connector.store.retention import Pruned, prune
 
 
@@ -81,14 +81,19 @@ class Adapter(Generic[DB]):
     def confirm(self) -> None:
         self._claims.confirm()
 
-    def records(self, table: Table, tenant: str | None = None) -> Iterator[dict[str, Any]]:
+    def records(
+        self, table: Table, tenant: str | None = None, *, source: str | None = None,
+        file: str | None = None,
+    ) -> Iterator[dict[str, Any]]:  # fmt: skip
         # (a store that fails mid-read is a StoreError here, not a traceback)
-        return shaped(table, self.db.rows(self._queries[table], (tenant,)))
+        scope = (tenant, source, file) if table in BY_FILE else (tenant,)
+        return shaped(table, self.db.rows(self._queries[table], scope))
 
     def feed(
-        self, kind: Kind, after: Cursor, tenant: str | None = None
-    ) -> Generator[dict[str, Any]]:
-        return feed(self.db.reading, kind, after, tenant)
+        self, kind: Kind, after: Cursor, tenant: str | None = None, *,
+        source: str | None = None, file: str | None = None,
+    ) -> Generator[dict[str, Any]]:  # fmt: skip
+        return feed(self.db.reading, kind, after, (tenant, source, file))
 
     def listening(self) -> FeedWaiter:
         return self.db.listening()

@@ -67,11 +67,19 @@ FEED_VIEWS = """
 
 Rows = Callable[[str, tuple[Any, ...]], Iterator[tuple[Any, ...]]]
 
-# The files whose records a feed shows, from a number on, in feed order; `tenant = coalesce`
-# with NULL: every tenant's.
+# Records of files of one tenant, source and path, each where its `?` is given (NULL:
+# any); `{0}`: the files table's alias and a dot, if any. (The dumps' too.)
+FROM = (
+    "{0}tenant = coalesce(?, {0}tenant) AND {0}source = coalesce(?, {0}source)"
+    " AND {0}path = coalesce(?, {0}path)"
+)
+# Which files' records a feed shows: of one tenant, source and path, each where given.
+Scope = tuple[str | None, str | None, str | None]
+_SCOPE = FROM.format("")
+# The files whose records a feed shows, from a number on, in feed order.
 _FILES = (
     "SELECT feed_seq, id, tenant, source, path, sha256, first_event, last_event FROM files"
-    " WHERE feed_seq >= ? AND status IN ({}) AND tenant = coalesce(?, tenant) ORDER BY feed_seq"
+    f" WHERE feed_seq >= ? AND status IN ({{}}) AND {_SCOPE} ORDER BY feed_seq"
 )
 # A file's records after an id, in order. Events are found between the file's first and
 # last event's ids (events has no index by file: it would slow every insert).
@@ -90,14 +98,14 @@ _RECORDS = {
 _SHOWN = {"events": "'ingested'", "contacts": "'ingested'", "rejects": "'ingested', 'rejected'"}
 _WHOLE_FILES = (
     "SELECT feed_seq, tenant, source, path, sha256, size, status, rows, rejected, duplicates,"
-    " processed_at FROM files WHERE feed_seq > ? AND tenant = coalesce(?, tenant)"
+    f" processed_at FROM files WHERE feed_seq > ? AND {_SCOPE}"
     " ORDER BY feed_seq"
 )
 _CLOCK = "SELECT seq, pruned FROM feed_clock"
 # Whether records of a kind were removed after a cursor (file, item) up to file `pruned`:
-# params (file, pruned, tenant, file, item).
+# params (file, pruned, *scope, file, item).
 _REMOVED_AFTER = (
-    "SELECT 1 FROM files WHERE feed_seq >= ? AND feed_seq <= ? AND tenant = coalesce(?, tenant)"
+    f"SELECT 1 FROM files WHERE feed_seq >= ? AND feed_seq <= ? AND {_SCOPE}"
     " AND ({}) AND (feed_seq > ? OR {}) LIMIT 1"
 )
 _MISSED = {
@@ -148,15 +156,16 @@ def feed(
     reading: Callable[[], AbstractContextManager[Rows]],
     kind: Kind,
     after: Cursor,
-    tenant: str | None,
+    scope: Scope = (None, None, None),
 ) -> Generator[dict[str, Any]]:
     """The records of ``kind`` that became visible after ``after``, oldest first, each
-    with its ``"cursor"``; ``tenant``: that tenant's only. Read from one snapshot (of the
+    with its ``"cursor"``; ``scope``: of that tenant, source and path only (None: any).
+    Read from one snapshot (of the
     moment the reading begins), as they come: flat memory however many there are."""
-    return (_files if kind == "files" else _records)(reading, kind, after, tenant)
+    return (_files if kind == "files" else _records)(reading, kind, after, scope)
 
 
-def _check(rows: Rows, kind: Kind, after: Cursor, tenant: str | None) -> int:
+def _check(rows: Rows, kind: Kind, after: Cursor, scope: Scope) -> int:
     """UnknownCursor unless the feed can go on from ``after``; the number of the last file
     whose records retention removed (``[store] keep``: 0, none)."""
     [(seq, pruned)] = list(rows(_CLOCK, ()))
@@ -167,7 +176,7 @@ def _check(rows: Rows, kind: Kind, after: Cursor, tenant: str | None) -> int:
     # cursor (events: known by the file's last event's id; others: assumed), or those of
     # a later file that had some (as the ledger, which keeps every entry, tells).
     if kind != "files" and after != START and after.seq <= pruned:
-        missed = list(rows(_MISSED[kind], (after.seq, pruned, tenant, after.seq, after.item)))
+        missed = list(rows(_MISSED[kind], (after.seq, pruned, *scope, after.seq, after.item)))
         if missed:
             raise UnknownCursor(
                 f"cursor {after.text(kind)!r} is older than what the store keeps ([store]"
@@ -178,13 +187,13 @@ def _check(rows: Rows, kind: Kind, after: Cursor, tenant: str | None) -> int:
 
 def _files(
     reading: Callable[[], AbstractContextManager[Rows]], kind: Kind, after: Cursor,
-    tenant: str | None,
+    scope: Scope,
 ) -> Generator[dict[str, Any]]:  # fmt: skip
     keys = ("tenant", "source", "path", "sha256", "size", "status", "rows", "rejected",
             "duplicates", "processed_at")  # fmt: skip
     with reading() as rows:
-        _check(rows, kind, after, tenant)
-        for seq, *values in rows(_WHOLE_FILES, (after.seq, tenant)):
+        _check(rows, kind, after, scope)
+        for seq, *values in rows(_WHOLE_FILES, (after.seq, *scope)):
             record = dict(zip(keys, values, strict=True))
             record["cursor"] = str(seq)
             yield record
@@ -192,15 +201,15 @@ def _files(
 
 def _records(
     reading: Callable[[], AbstractContextManager[Rows]], kind: Kind, after: Cursor,
-    tenant: str | None,
+    scope: Scope,
 ) -> Generator[dict[str, Any]]:  # fmt: skip
     """Each file's records in turn, by a query of its own (events have no index by file:
     a file's are found between its first and last event's ids)."""
     fragment = orjson.Fragment  # (looked up once: this loop runs a million times a second)
     with reading() as rows:
-        pruned = _check(rows, kind, after, tenant)
+        pruned = _check(rows, kind, after, scope)
         # (from the first file whose records are kept, for a reader from the start)
-        files = rows(_FILES.format(_SHOWN[kind]), (max(after.seq, pruned + 1), tenant))
+        files = rows(_FILES.format(_SHOWN[kind]), (max(after.seq, pruned + 1), *scope))
         for seq, file_id, file_tenant, source, path, sha256, first, last in files:
             since = after.item if seq == after.seq else 0  # (ids start at 1)
             if kind == "events":

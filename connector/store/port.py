@@ -171,19 +171,24 @@ class Store(Protocol):
         may hold it). Call just before an act the store cannot fence (the remote action)."""
         ...
 
-    def records(self, table: Table, tenant: str | None = None) -> Iterator[dict[str, Any]]:
+    def records(
+        self, table: Table, tenant: str | None = None, *, source: str | None = None,
+        file: str | None = None,
+    ) -> Iterator[dict[str, Any]]:  # fmt: skip
         """What ``connector dump`` prints: the table's records in the dump format, oldest
         first, as they are read (a table of any size in flat memory); ``tenant``: only that
-        tenant's, else every tenant's."""
+        tenant's, else every tenant's; ``source``, ``file``: only those of that source and
+        path (events, rejects and files)."""
         ...
 
     def feed(
-        self, kind: Kind, after: Cursor, tenant: str | None = None
-    ) -> Generator[dict[str, Any]]:
+        self, kind: Kind, after: Cursor, tenant: str | None = None, *,
+        source: str | None = None, file: str | None = None,
+    ) -> Generator[dict[str, Any]]:  # fmt: skip
         """What ``connector feed`` prints (``connector.store.feed``): the records of
         ``kind`` that became visible after ``after``, each with its cursor, as they are
-        read; ``tenant``: only that tenant's. UnknownCursor for a cursor it cannot go on
-        from."""
+        read; ``tenant``, ``source``, ``file``: only those of that tenant, source and
+        path. UnknownCursor for a cursor it cannot go on from."""
         ...
 
     def listening(self) -> FeedWaiter:

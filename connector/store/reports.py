@@ -12,15 +12,20 @@ from typing import Any
 
 import orjson
 
+from connector.store.feed import FROM
 from connector.store.port import Table
 
 Shape = Callable[[tuple[Any, ...]], dict[str, Any]]
 
 
+BY_FILE: tuple[Table, ...] = ("events", "rejects", "files")  # (their queries take FROM)
+
+
 def queries(json_text: Callable[[str], str]) -> dict[Table, str]:
-    """Each table's query, of one tenant's records where its ``?`` is a tenant's name, of
-    every tenant's where it is NULL; ``json_text(column)`` reads a JSON column as its text
-    (so that it is written out as it is, not parsed and dumped again)."""
+    """Each table's query: of one tenant's records where its first ``?`` is a tenant's
+    name, of every tenant's where it is NULL (and so for the source and the path of the
+    tables of ``BY_FILE``); ``json_text(column)`` reads a JSON column as its text (so that
+    it is written out as it is, not parsed and dumped again)."""
     return {
         "contacts": (
             f"SELECT tenant, identifier, {json_text('attributes')} FROM contacts"
@@ -30,18 +35,17 @@ def queries(json_text: Callable[[str], str]) -> dict[Table, str]:
             "SELECT f.tenant, e.identifier, e.name, e.timestamp, e.idempotency_key,"
             f" {json_text('e.data')}, f.source, f.path, f.sha256, e.line"
             " FROM events e JOIN files f ON f.id = e.file_id"
-            " WHERE f.status = 'ingested' AND f.tenant = coalesce(?, f.tenant) ORDER BY e.id"
+            f" WHERE f.status = 'ingested' AND {FROM.format('f.')} ORDER BY e.id"
         ),
         "rejects": (
             "SELECT f.tenant, f.source, f.path, f.sha256, r.line, r.reason"
             " FROM rejects r JOIN files f ON f.id = r.file_id"
-            " WHERE f.status IN ('ingested', 'rejected') AND f.tenant = coalesce(?, f.tenant)"
-            " ORDER BY r.id"
+            f" WHERE f.status IN ('ingested', 'rejected') AND {FROM.format('f.')} ORDER BY r.id"
         ),
         "files": (
             "SELECT tenant, source, path, sha256, size, status, rows, rejected, duplicates,"
             " processed_at FROM files"
-            " WHERE status <> 'ingesting' AND tenant = coalesce(?, tenant) ORDER BY id"
+            f" WHERE status <> 'ingesting' AND {FROM.format('')} ORDER BY id"
         ),
         "audit": (
             "SELECT at, action, tenant, sha256, reason, by_user FROM audit"
