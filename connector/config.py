@@ -7,12 +7,14 @@ Every problem is collected and reported together, each naming its key
 from __future__ import annotations
 
 import codecs
+import difflib
 import fnmatch
 import math
 import os
 import posixpath
 import re
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -465,12 +467,39 @@ def _key(loc: tuple[int | str, ...]) -> str:
 
 
 def _message(error: Mapping[str, Any]) -> str:
+    loc = tuple(error["loc"])
     if error["type"] == "extra_forbidden":
-        return "unknown key"
+        if loc[-1] == "password":
+            return (
+                "a password is never written in the config: name an environment variable"
+                " (password_env) or a file (password_file) that holds it"
+            )
+        near = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1)
+        return f"unknown key (did you mean {near[0]}?)" if near else "unknown key"
     if error["type"] == "missing":
         return "required key is missing"
+    if error["type"] == "too_short":  # (a list: the library's words name a "Tuple")
+        least = error.get("ctx", {}).get("min_length", 1)
+        return f"needs at least {least} entr{'y' if least == 1 else 'ies'}"
     message = str(error["msg"])
     return message.removeprefix("Value error, ")
+
+
+def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys a table of the config may have, at ``loc`` (none if it is not a table)."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue  # (an entry of a list of tables: the same keys)
+        field = model.model_fields.get(str(part))
+        inner = field and next(
+            (a for a in typing.get_args(field.annotation) or (field.annotation,)
+             if isinstance(a, type) and issubclass(a, BaseModel)), None,
+        )  # fmt: skip
+        if inner is None:
+            return []
+        model = inner
+    return list(model.model_fields)
 
 
 def _check_files(config: Config, *, sources: bool) -> list[str]:

@@ -47,7 +47,7 @@ def test_every_problem_is_reported_with_its_key(tmp_path: Path) -> None:
             ],
         }
     )
-    assert "store.pth: unknown key" in problems
+    assert "store.pth: unknown key (did you mean path?)" in problems
     assert any(p.startswith("sources[0].interval: ") for p in problems)
     assert any(p.startswith("sources[0].after: ") for p in problems)
     assert any(p.startswith("sources[1].delimiter: ") for p in problems)
@@ -440,3 +440,23 @@ def test_a_source_name_or_folder_too_long_for_the_stores_indexes_is_refused() ->
     assert caught.value.problems[1] == (
         "sources[1].url: the folder's path is longer than 1,024 bytes"
     )
+
+
+def test_config_messages_say_what_to_write_instead(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt key names the closest one; a password in the config says where one goes;
+    an empty list says how many entries it needs, not the validation library's words."""
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[[sources]]\nname = "a"\nurl = "sftp://h/x"\nknwon_hosts = "/x"\n'
+        'password = "hunter2"\nfiles = []\n[ingest]\nbatch_record = 5\n'
+    )
+    assert main(["--config", str(config), "check"]) == 78
+    assert capsys.readouterr().err.splitlines() == [
+        "connector: config: ingest.batch_record: unknown key (did you mean batch_records?)",
+        "connector: config: sources[0].files: needs at least 1 entry",
+        "connector: config: sources[0].knwon_hosts: unknown key (did you mean known_hosts?)",
+        "connector: config: sources[0].password: a password is never written in the config:"
+        " name an environment variable (password_env) or a file (password_file) that holds it",
+    ]

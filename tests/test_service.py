@@ -166,7 +166,7 @@ def test_bad_config_exit_status(tmp_path: Path, command: str) -> None:
         _connector(config, command), capture_output=True, text=True, check=False
     )
     assert result.returncode == 78
-    assert result.stderr == "connector: config: store.paht: unknown key\n"
+    assert result.stderr == "connector: config: store.paht: unknown key (did you mean path?)\n"
 
 
 def test_run_serves_metrics_and_health(tmp_path: Path) -> None:
