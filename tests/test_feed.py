@@ -218,6 +218,19 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield request.getfixturevalue("postgres_url")
 
 
+def _config(tmp_path: Path, url: str) -> Path:
+    config = tmp_path / "connector.toml"
+    config.write_text(f"[store]\nurl = {toml_value(url)}\n")
+    return config
+
+
+def _ingested(store: Store, tmp_path: Path, name: str, identifier: str) -> None:
+    """A one-event file ``name`` of ``identifier``, ingested: final at once."""
+    path = tmp_path / name
+    path.write_text(f"identifier,name\n{identifier},buy\n")
+    Ingestor(store).ingest(path, EVENTS, source="s", name=name)
+
+
 def _following(config: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "connector", "--config", str(config), "feed", *args],
@@ -238,20 +251,14 @@ def _line_within(process: subprocess.Popen[str], seconds: float) -> dict[str, An
 def test_follow_prints_files_as_they_become_final_and_stops_on_a_signal(
     store_url: str, tmp_path: Path, stop: signal.Signals
 ) -> None:
-    config = tmp_path / "connector.toml"
-    config.write_text(f"[store]\nurl = {toml_value(store_url)}\n")
+    config = _config(tmp_path, store_url)
     with open_store(StoreConfig.model_validate({"url": store_url})) as store:
-        ingestor = Ingestor(store)
-        first = tmp_path / "a.csv"
-        first.write_text("identifier,name\nu1,buy\n")
-        ingestor.ingest(first, EVENTS, source="s", name="a.csv")
+        _ingested(store, tmp_path, "a.csv", "u1")
         follower = _following(config, "events", "--follow")
         try:
             assert _line_within(follower, 30)["identifier"] == "u1"  # what was there
             time.sleep(0.5)  # (it waits now)
-            second = tmp_path / "b.csv"
-            second.write_text("identifier,name\nu2,buy\n")
-            ingestor.ingest(second, EVENTS, source="s", name="b.csv")
+            _ingested(store, tmp_path, "b.csv", "u2")
             final = time.monotonic()
             assert _line_within(follower, 10)["identifier"] == "u2"
             assert time.monotonic() - final < 5  # (the bench measures it: within 1 s)
@@ -263,18 +270,13 @@ def test_follow_prints_files_as_they_become_final_and_stops_on_a_signal(
 
 
 def test_follow_with_a_limit_ends_with_its_last_line(store_url: str, tmp_path: Path) -> None:
-    config = tmp_path / "connector.toml"
-    config.write_text(f"[store]\nurl = {toml_value(store_url)}\n")
+    config = _config(tmp_path, store_url)
     with open_store(StoreConfig.model_validate({"url": store_url})) as store:
-        path = tmp_path / "a.csv"
-        path.write_text("identifier,name\nu1,buy\n")
-        Ingestor(store).ingest(path, EVENTS, source="s", name="a.csv")
+        _ingested(store, tmp_path, "a.csv", "u1")
         follower = _following(config, "files", "--follow", "--limit", "2")
         try:
             assert _line_within(follower, 30)["path"] == "a.csv"
-            other = tmp_path / "b.csv"
-            other.write_text("identifier,name\nu2,buy\n")
-            Ingestor(store).ingest(other, EVENTS, source="s", name="b.csv")
+            _ingested(store, tmp_path, "b.csv", "u2")
             assert _line_within(follower, 10)["path"] == "b.csv"
             assert follower.wait(10) == 0
         finally:
@@ -302,12 +304,9 @@ def test_follow_goes_on_from_its_cursor_after_postgresql_restarts(tmp_path: Path
     once the server answers again prints what became final meanwhile, nothing twice."""
     with EmbeddedPostgres() as server:
         url = server.create_database()
-        config = tmp_path / "connector.toml"
-        config.write_text(f"[store]\nurl = {toml_value(url)}\n")
+        config = _config(tmp_path, url)
         with open_store(StoreConfig.model_validate({"url": url})) as store:
-            first = tmp_path / "a.csv"
-            first.write_text("identifier,name\nu1,buy\n")
-            Ingestor(store).ingest(first, EVENTS, source="s", name="a.csv")
+            _ingested(store, tmp_path, "a.csv", "u1")
         follower = _following(config, "events", "--follow")
         try:
             assert _line_within(follower, 30)["identifier"] == "u1"
@@ -315,9 +314,7 @@ def test_follow_goes_on_from_its_cursor_after_postgresql_restarts(tmp_path: Path
             time.sleep(1.5)  # (its next wait finds the store gone)
             server.start()
             with open_store(StoreConfig.model_validate({"url": url})) as store:
-                second = tmp_path / "b.csv"
-                second.write_text("identifier,name\nu2,buy\n")
-                Ingestor(store).ingest(second, EVENTS, source="s", name="b.csv")
+                _ingested(store, tmp_path, "b.csv", "u2")
             assert _line_within(follower, 60)["identifier"] == "u2"
             follower.send_signal(signal.SIGTERM)
             assert follower.wait(10) == 0
