@@ -17,18 +17,34 @@
 # writable by uid 10001. Passwords: password_env (docker run -e) or a password_file
 # mounted with mode 600 and owned by uid 10001 (e.g. a Docker/Compose secret).
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The base image by digest (the multi-arch index, so one pin serves amd64 and arm64): a
+# rebuild gets the same Python and Debian packages. To take a newer one (a security fix),
+# read the tag's current index digest, put it here, and rebuild and test:
+#   docker buildx imagetools inspect python:3.11-slim-bookworm     (the "Digest:" line)
+#   or: docker pull python:3.11-slim-bookworm &&
+#       docker inspect --format '{{index .RepoDigests 0}}' python:3.11-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:528257d48c1da0dcecc2e725d1ae34498d60c965f1241e39cd6a85a8859bdf84
 
 # Build stage: the project and its dependencies into a virtualenv (binary wheels, or pure
 # Python like pyftpdlib: no compiler needed); the final image copies only the venv.
+# Dependencies come from the locks alone (`make lock`), each file checked against its
+# hash: setuptools first, which then builds pyftpdlib (a source release) and the project
+# in place, so nothing unpinned is fetched. The locks change less often than the code:
+# their layer stays cached.
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/connector
 WORKDIR /src
+COPY requirements-build.lock requirements.lock ./
+RUN /opt/connector/bin/pip install --no-cache-dir --require-hashes --no-deps \
+        -r requirements-build.lock \
+    && /opt/connector/bin/pip install --no-cache-dir --require-hashes --no-deps \
+        --no-build-isolation -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY connector ./connector
-RUN /opt/connector/bin/pip install --no-cache-dir .
+RUN /opt/connector/bin/pip install --no-cache-dir --no-deps --no-build-isolation . \
+    && /opt/connector/bin/pip check
 
 FROM ${PYTHON_IMAGE}
 # A fixed uid, so that bind-mounted folders can be given to it.
