@@ -453,7 +453,8 @@ class StoreContract:
             assert first is not None and first.path == "a"
 
     def test_rejected_bytes_may_be_sent_again(self, store: Store, tmp_path: Path) -> None:
-        """A file refused whole (say, a wrong encoding setting) is processed again next time."""
+        """A file refused whole (say, a wrong encoding setting) is processed again next
+        time; once ingested, its earlier rejection is no longer shown."""
         path = tmp_path / "a.csv"
         path.write_bytes("identifier,name\nu1,caf\xe9\n".encode("latin-1"))
         ingestor = Ingestor(store)
@@ -465,6 +466,12 @@ class StoreContract:
         assert ingestor.ingest(path, latin, source="s", name="a").entry.status == "ingested"
         assert records(store, "events")[0]["name"] == "café"
         assert [f["status"] for f in records(store, "files")] == ["rejected", "ingested"]
+        # Its rejection is over: `dump rejects` no longer shows it. Another file of that
+        # name, refused and never ingested (other bytes), still shows.
+        assert records(store, "rejects") == []
+        path.write_bytes(b"email\nada@example.com\n")
+        assert ingestor.ingest(path, EVENTS, source="s", name="a").entry.status == "rejected"
+        assert [r["sha256"] for r in records(store, "rejects")] == [_sha256(path)]
 
     def test_known_decisions_by_place_and_their_remote_action(
         self, store: Store, tmp_path: Path

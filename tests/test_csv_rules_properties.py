@@ -388,7 +388,7 @@ def test_any_cell_in_any_column_is_stored_typed_or_rejected(
         path.write_bytes(buffer.getvalue().encode())
         with open_scanned(path) as raw:
             batches = list(FileParser(raw, FileRules(kind=kind)).batches(4))  # type: ignore[arg-type]
-    rejects = dict(r for b in batches for r in b.rejects)
+    rejects = {line: reason for b in batches for line, reason, _ in b.rejects}
     assert all(isinstance(reason, str) and reason for reason in rejects.values())
     stored = _stored(kind, batches)
     for i, (cell, line) in enumerate(zip(cells, starts, strict=True)):

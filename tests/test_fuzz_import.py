@@ -303,7 +303,13 @@ def test_thousands_of_digits_in_any_column() -> None:
     status, rejects = _rejects(contacts, FileRules(kind="contacts"))
     assert (status, rejects) == (
         "ingested",
-        [(2, "createdAt must be an integer from 0 to 4102444800")],
+        [
+            (
+                2,
+                f'createdAt must be an integer from 0 to 4102444800: "{digits[:40]}… (5,000'
+                ' characters)"',
+            )
+        ],
     )
 
 
@@ -313,7 +319,8 @@ def test_utf16_without_a_bom_and_with_a_lone_surrogate_is_rejected_whole() -> No
     data = b"\xff\xff" + "identifier,v\nu1,".encode("utf-16-le") + b"\x00\xd8\n\x00"
     rules = FileRules(kind="events", event_name="e", encoding="utf-16")
     assert _rejects(data, rules) == (
-        "rejected", [(None, "line 1: bytes that are not valid utf-16-le: illegal UTF-16 surrogate")]
+        "rejected", [(None, "line 1: bytes that are not valid utf-16-le: illegal UTF-16 surrogate;"
+                      " set the source's encoding (or import --encoding) to the file's")]
     )  # fmt: skip
 
 

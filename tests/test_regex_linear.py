@@ -23,7 +23,13 @@ from structlog.testing import capture_logs
 from connector import housekeeping, logs
 from connector.config import SourceConfig
 from connector.csvrules import reader, records, values
-from connector.csvrules.values import check_column, json_members, timestamp_column, type_column
+from connector.csvrules.values import (
+    Faults,
+    check_column,
+    json_members,
+    timestamp_column,
+    type_column,
+)
 from connector.selection import select
 from connector.sources import ftp_listing
 from connector.sources.base import RemoteFile
@@ -143,6 +149,15 @@ _CASES: dict[re.Pattern[str], list[Callable[[], str]]] = {
         lambda: _column([str(1_696_252_121)] * ROWS + ["1" * 11]),
     ],
     values._DATE_FIRST: [lambda: "2023-10-02T" + "a" * MB + "\na"],
+    values._ISO_LOCAL: [
+        lambda: "2023-10-02T13:08:41." + "1" * MB + "x",
+        lambda: "2023-10-02 13:08:41," + "1" * MB + "Z",
+    ],
+    values._COMMA_DECIMAL: [
+        lambda: "1" * MB + ",x",
+        lambda: "1," + "1" * MB + "x",
+        lambda: "1," * MB,
+    ],
     records._SURROGATE: [lambda: "a" * MB, lambda: "\ud7ff\ue000" * (MB // 2)],
     reader._LINE: [
         lambda: "a" * MB,
@@ -220,10 +235,11 @@ def test_pattern_runs_in_linear_time(pattern: re.Pattern[str], build: Callable[[
 def test_the_reported_address_column() -> None:
     """25 addresses and one that is not: the bad row is faulted at once."""
     cells = [_emails(i) for i in range(25)] + ["not-an-address"]
-    faults: dict[int, str] = {}
+    faults: Faults = {}
     with _bounded("26 addresses"):
-        check_column("email", cells, faults)
-    assert faults == {25: "email is not an address (local@domain.tld)"}
+        check_column("email", cells, cells, faults)
+    reason = 'email is not an address: "not-an-address" (expected local@domain.tld)'
+    assert faults == {25: (reason, "not-an-address")}
 
 
 @pytest.mark.parametrize("at", [0.0, 0.5, 1.0])
@@ -241,9 +257,9 @@ def test_reserved_columns_with_one_bad_value(
 ) -> None:
     """200,000 valid values and one bad one, anywhere: only that row is faulted, quickly."""
     cells = _with_bad(valid, bad, at)
-    faults: dict[int, str] = {}
+    faults: Faults = {}
     with _bounded(f"{name} column"):
-        check_column(name, cells, faults)
+        check_column(name, cells, cells, faults)
     assert list(faults) == [int(at * ROWS)]
 
 
@@ -271,7 +287,7 @@ def test_number_columns_with_one_odd_value(valid: Callable[[int], str], bad: str
 def test_timestamp_column_with_one_bad_value(bad: str) -> None:
     """200,000 timestamps and one bad one: the bad row is faulted with a short reason."""
     cells = _with_bad(lambda i: str(1_696_252_121 + i), bad, 1.0)
-    faults: dict[int, str] = {}
+    faults: Faults = {}
     with _bounded("timestamp_column"):
         timestamp_column(cells, faults)
     assert list(faults) == [ROWS]

@@ -15,12 +15,14 @@ from connector.csvrules.rules import MAX_IDENTIFIER, NO_TIMESTAMP
 from connector.csvrules.values import (
     RESERVED_CHECKS,
     STRING_ATTRIBUTES,
+    Faults,
     bound_identifiers,
     check_column,
     json_members,
     json_text,
     key_column,
     parse_timestamp,
+    quoted,
     require_present,
     timestamp_column,
     type_cell,
@@ -92,7 +94,7 @@ def test_type_cell(text: str, expected: object) -> None:
 
 def test_timestamp_column_with_a_line_break_in_a_cell() -> None:
     """A cell "1\n2" is not two timestamps: it is rejected, its neighbours kept."""
-    faults: dict[int, str] = {}
+    faults: Faults = {}
     assert timestamp_column(["5", "1\n2", ""], faults) == [5, -1, -1]
     assert list(faults) == [1]
 
@@ -175,17 +177,24 @@ def test_huge_timestamps_are_out_of_range_in_our_words(text: str) -> None:
         match=r"^timestamp [-0-9.]+(… \([0-9,]+ characters\))? is out of range 0\.\.4102444800$",
     ):
         parse_timestamp(text)
-    faults: dict[int, str] = {}
+    faults: Faults = {}
     assert timestamp_column(["5", text], faults) == [5, -1]
     assert list(faults) == [1]
-    assert len(faults[1]) < 120
+    assert len(faults[1][0]) < 120 and faults[1][1] == text
 
 
 def test_a_huge_created_at_is_refused_with_its_reason() -> None:
     """createdAt of 5,000 digits is a string, so not an integer: the row is rejected."""
-    faults: dict[int, str] = {}
-    check_column("createdAt", type_column(["1", "9" * 5000]), faults)
-    assert faults == {1: "createdAt must be an integer from 0 to 4102444800"}
+    faults: Faults = {}
+    cells = ["1", "9" * 5000]
+    check_column("createdAt", type_column(cells), cells, faults)
+    assert faults == {
+        1: (
+            'createdAt must be an integer from 0 to 4102444800: "' + "9" * 40 + "… (5,000"
+            ' characters)"',
+            cells[1],
+        )
+    }
 
 
 def test_a_long_cell_is_cut_short_in_its_reason() -> None:
@@ -204,20 +213,20 @@ def test_an_identifier_is_bounded_in_characters(char: str) -> None:
     with a reason that does not quote it; an empty one keeps its own reason."""
     assert MAX_IDENTIFIER == 512
     column = ["u1", char * 512, char * 513, "", "u5", char * 100_000]
-    faults: dict[int, str] = {}
+    faults: Faults = {}
     require_present("email (the identifier)", column, faults)
     bound_identifiers("email (the identifier)", column, faults)
     assert faults == {
-        2: "email (the identifier) longer than 512 characters",
-        3: "email (the identifier) is empty",
-        5: "email (the identifier) longer than 512 characters",
+        2: ("email (the identifier) longer than 512 characters", column[2]),
+        3: ("email (the identifier) is empty", ""),
+        5: ("email (the identifier) longer than 512 characters", column[5]),
     }
     assert len((char * 512).encode()) <= 2048  # under PostgreSQL's ~2,700 bytes per entry
 
 
 def test_identifiers_within_the_bound_give_no_fault() -> None:
     """No identifier over 512 characters, no fault (the column's lengths, in one pass)."""
-    faults: dict[int, str] = {}
+    faults: Faults = {}
     bound_identifiers("identifier", [], faults)
     bound_identifiers("identifier", ["x" * 512] * 1000, faults)
     assert faults == {}
@@ -340,9 +349,13 @@ def test_any_reserved_column_is_checked_as_cell_by_cell(column: list[str], name:
     faults them, whichever whole-column path ran; a bad value is never let through."""
     values = [c or None for c in column] if name in STRING_ATTRIBUTES else type_column(column)
     check = RESERVED_CHECKS[name]
-    expected = {i: check(v) for i, v in enumerate(values) if v is not None and check(v)}
-    faults: dict[int, str] = {}
-    check_column(name, values, faults)
+    expected = {
+        i: (str(check(v)).replace("{value}", quoted(column[i])), column[i])
+        for i, v in enumerate(values)
+        if v is not None and check(v)
+    }
+    faults: Faults = {}
+    check_column(name, values, column, faults)
     assert faults == expected
     if name == "createdAt":  # (the contract's words, besides the per-cell check)
         for row, value in enumerate(values):
@@ -355,19 +368,19 @@ def test_any_reserved_column_is_checked_as_cell_by_cell(column: list[str], name:
 def test_any_timestamp_column_is_parsed_as_cell_by_cell(column: list[str]) -> None:
     """Any cells as timestamps give, on the whole-column path, the per-cell result: seconds
     within range, or a short reason in our words."""
-    expected_faults: dict[int, str] = {}
+    expected_faults: Faults = {}
     expected: list[int] = []
     for row, cell in enumerate(column):
         try:
             expected.append(parse_timestamp(cell) if cell else NO_TIMESTAMP)
         except ValueError as exc:
-            expected_faults[row] = str(exc)
+            expected_faults[row] = (str(exc), cell)
             expected.append(NO_TIMESTAMP)
-    faults: dict[int, str] = {}
+    faults: Faults = {}
     assert timestamp_column(column, faults) == expected
     assert faults == expected_faults
     assert all(0 <= s <= 4_102_444_800 for s in expected if s != NO_TIMESTAMP)
-    for row, reason in faults.items():
+    for row, (reason, _) in faults.items():
         # short: 40 characters quoted, each at most 10 once escaped (\U0001d11e), + words
         assert reason.startswith("timestamp ") and len(reason) < 500, reason
         whole = column[row].partition(".")[0]
@@ -388,15 +401,18 @@ bounded_cells = st.builds(
 def test_any_identifier_or_key_column_is_kept_or_faulted(column: list[str]) -> None:
     """Identifiers are refused only when empty or blank, or past 512 characters (empty
     first), keys only past 128 characters; both are kept verbatim."""
-    faults: dict[int, str] = {}
+    faults: Faults = {}
     require_present("identifier", column, faults)
     assert set(faults) == {i for i, c in enumerate(column) if c.strip() == ""}
     bound_identifiers("identifier", column, faults)
     assert faults == {
-        i: "identifier is empty" if c.strip() == "" else "identifier longer than 512 characters"
+        i: (
+            "identifier is empty" if c.strip() == "" else "identifier longer than 512 characters",
+            c,
+        )
         for i, c in enumerate(column)
         if c.strip() == "" or len(c) > 512
     }
-    faults = {}
+    faults.clear()
     assert list(key_column(column, faults)) == column
     assert set(faults) == {i for i, c in enumerate(column) if len(c) > 128}

@@ -207,7 +207,19 @@ class Inspector:
                 if text:  # a CRLF split across chunks is one line break
                     line += _line_breaks(text) - (last_cr and text[0] == "\n")
                     last_cr = text[-1] == "\r"
-        return f"line {line}: {self.error}"
+            f.seek(self.error_offset)
+            bad = f.read(1)
+        return f"line {line}: {self.error}; {self._hint(bad)}"
+
+    def _hint(self, bad: bytes) -> str:
+        """What to do about bytes that do not decode: name the file's encoding. Bytes that
+        are not UTF-8 mostly come from Windows' cp1252 (Excel's "CSV" on a Western
+        system): the first bad byte is shown as it reads there."""
+        advice = "set the source's encoding (or import --encoding) to the file's"
+        if codecs.lookup(self.encoding).name != "utf-8" or not bad:
+            return advice
+        shown = bad.decode("cp1252", "replace")
+        return f'{advice}: byte 0x{bad.hex()} reads "{shown}" in cp1252, Excel\'s on Windows'
 
 
 def inspect_file(path: Path, encoding: str) -> Inspector:

@@ -1,6 +1,6 @@
 """Records → contacts, events and rejects (CSV rules §3-§10), a batch at a time.
 
-Each batch is checked column by column: every check adds ``row → reason`` to a fault table
+Each batch is checked column by column: every check adds ``row → (reason, value)`` to a fault table
 with ``setdefault``, so a row with several faults is rejected once, for the first fault in
 check order (fields, NUL, size, identifier: empty, long, reserved check; name, timestamp,
 key, reserved attributes).
@@ -14,12 +14,14 @@ import io
 import itertools
 import operator
 import re
+import time
 import warnings
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -30,17 +32,29 @@ from connector.csvrules.reader import (
     ScannedFile,
     read_header,
 )
-from connector.csvrules.rules import MAX_FIELD, MAX_HEADER, NO_TIMESTAMP, FileRules, Limits
+from connector.csvrules.rules import (
+    MAX_FIELD,
+    MAX_HEADER,
+    MAX_REJECT_VALUE,
+    NO_TIMESTAMP,
+    TOO_OLD,
+    FileRules,
+    Limits,
+)
 from connector.csvrules.values import (
     RESERVED_CHECKS,
     STRING_ATTRIBUTES,
+    Faults,
+    LocalTimes,
     bound_identifiers,
     check_column,
     json_members,
     key_column,
+    quoted,
     require_present,
     timestamp_column,
     type_column,
+    with_decimal_points,
 )
 from connector.errors import FileRejected
 
@@ -55,7 +69,7 @@ class Batch:
     """
 
     records: int
-    rejects: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+    rejects: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, value)
     events: int = 0
     lines: array[int] = field(default_factory=lambda: array("q"))
     identifiers: str = ""
@@ -144,11 +158,47 @@ def _no_duplicates(names: Sequence[str], what: str) -> None:
         seen.add(name)
 
 
-def _layout(header: Sequence[str], rules: FileRules) -> _Layout:
+# Delimiters a header may have been written with: one that would have split it shows
+# the file is delimited otherwise than read.
+_OTHER_DELIMITERS = (",", ";", "\t", "|")
+_NAMES_SHOWN = 10
+
+
+def toml(text: str) -> str:
+    """``text`` as a TOML basic string, to paste into the config (JSON's escapes are
+    TOML's)."""
+    return orjson.dumps(text).decode()
+
+
+def _no_identifier(names: list[str], rules: FileRules, delimiter: str) -> str:
+    """Why a header without the identifier column is refused, with what was found and,
+    when it is likely, what to change: the name in another case, or another delimiter."""
+    wanted = rules.identifier
+    found = ", ".join(repr(n[:40]) for n in names[:_NAMES_SHOWN])
+    more = f" and {len(names) - _NAMES_SHOWN:,} more" if len(names) > _NAMES_SHOWN else ""
+    text = (
+        f"header: no identifier column {wanted!r}; found {len(names):,} column(s), split on"
+        f" {delimiter!r}: {found}{more}"
+    )
+    cased = [n for n in names if n.casefold() == wanted.casefold()]
+    if cased:
+        return (
+            f"{text}; {cased[0]!r} differs only in case (names are case-sensitive): rename it,"
+            f" or set identifier = {toml(cased[0])}"
+        )
+    line = delimiter.join(names)
+    for other in _OTHER_DELIMITERS:
+        if other != delimiter and wanted in (part.strip() for part in line.split(other)):
+            hint = f"split on {other!r} the header has {wanted!r}: set delimiter = {toml(other)}"
+            return f"{text}; {hint}"
+    return text
+
+
+def _layout(header: Sequence[str], rules: FileRules, delimiter: str) -> _Layout:
     names, keep = _mapped_header(header, rules)
     position = {name: i for i, name in enumerate(names)}
     if rules.identifier not in position:
-        raise FileRejected(f"header: no identifier column {rules.identifier!r}")
+        raise FileRejected(_no_identifier(names, rules, delimiter))
     ident = position[rules.identifier]
     if rules.kind == "events":
         name = position.get("name")
@@ -192,13 +242,26 @@ class FileParser:
         self._any_text = _any_text(rules.encoding)
         try:
             self.header_line, header = read_header(self._reader)
-            self._layout = _layout(header, rules)
+            self._layout = _layout(header, rules, self._reader.delimiter)
         except BaseException:
             self._reader.detach()  # the traceback must not keep a wrapper over `raw` alive
             raise
         self._reader.width = len(header)
         self._event_name = rules.event_name or ""
         self._mentioned: set[str] = set()  # identifiers given to earlier batches
+        self._local = (
+            LocalTimes(ZoneInfo(rules.timezone) if rules.timezone else None,
+                       rules.timestamp_formats)
+            if rules.timezone or rules.timestamp_formats else None
+        )  # fmt: skip
+        # Events older than this (Unix seconds) are rejected: the file's processing time
+        # less the source's max_event_age, fixed once for the whole file.
+        self._not_before = (
+            int(time.time()) - rules.max_event_age if rules.max_event_age is not None else None
+        )
+        self._numbers: Callable[[Sequence[str]], Sequence[str]] = (
+            with_decimal_points if rules.decimal == "," else _as_written
+        )
 
     def batches(self, size: int, skip: int = 0) -> Iterator[Batch]:
         """Batches of at most ``size`` records, after skipping ``skip`` records (a resume)."""
@@ -218,14 +281,15 @@ class FileParser:
 
     def _shape(self, records: RecordBatch) -> Batch:
         layout = self._layout
-        faults = records.faults
-        columns = self._checked_columns(records)
+        # (the reader's own faults are of whole records: their value is the record's text)
+        faults: Faults = {i: (r, self._text(records.rows[i])) for i, r in records.faults.items()}
+        columns = self._checked_columns(records, faults)
         count = len(records.lines)
         ident = columns[layout.identifier]
         what = f"{self.rules.identifier} (the identifier)"
         require_present(what, ident, faults)
         bound_identifiers(what, ident, faults)
-        check_column(self.rules.identifier, ident, faults)
+        check_column(self.rules.identifier, ident, ident, faults)
         if layout.name is not None:
             names: Sequence[str] = columns[layout.name]
             require_present("name", names, faults)
@@ -233,12 +297,18 @@ class FileParser:
             names = [self._event_name] * count
         stamps = None
         if layout.timestamp is not None:
-            stamps = timestamp_column(columns[layout.timestamp], faults)
+            written = columns[layout.timestamp]
+            stamps = timestamp_column(self._numbers(written), faults, self._local)
+            if self._not_before is not None:
+                self._too_old(stamps, written, faults)
         keys = key_column(columns[layout.key], faults) if layout.key is not None else None
         attributes = self._attributes(columns, faults)
-        members = [json_members(name, columns[i]) for i, name in layout.data]
+        members = [json_members(name, self._numbers(columns[i])) for i, name in layout.data]
         batch = Batch(records=count)
-        batch.rejects = sorted((records.lines[i], reason) for i, reason in faults.items())
+        batch.rejects = sorted(
+            (records.lines[i], reason, _storable(value[:MAX_REJECT_VALUE]))
+            for i, (reason, value) in faults.items()
+        )
         keep = _keeper([i not in faults for i in range(count)] if faults else None)
         if self.rules.kind == "contacts":
             batch.contacts = _merged(keep(ident), keep(attributes))
@@ -265,10 +335,13 @@ class FileParser:
             batch.data = "\0".join(repeat("{}", batch.events))
         return batch
 
-    def _checked_columns(self, records: RecordBatch) -> list[Sequence[str]]:
+    def _text(self, row: list[str]) -> str:
+        """A record's text, near enough for a reject's value: its cells, delimited."""
+        return self._reader.delimiter.join(row)[:MAX_REJECT_VALUE]
+
+    def _checked_columns(self, records: RecordBatch, faults: Faults) -> list[Sequence[str]]:
         """The records' kept columns; ragged rows, NULs and oversized fields faulted."""
         width = self._layout.width
-        faults = records.faults
         columns: list[Sequence[str]]
         if records.columns is not None:  # the reader saw every record complete
             columns = list(records.columns)
@@ -277,7 +350,8 @@ class FileParser:
             if set(map(len, rows)) != {width}:
                 for i, row in enumerate(rows):
                     if len(row) != width:
-                        faults.setdefault(i, f"expected {width} fields, got {len(row)}")
+                        fault = f"expected {width} fields, got {len(row)}"
+                        faults.setdefault(i, (fault, self._text(row)))
                         rows[i] = [""] * width
             columns = list(zip(*rows, strict=True))
         # The scan has seen every byte of these records: its answers hold for them.
@@ -285,25 +359,37 @@ class FileParser:
             for column in columns:
                 for i, cell in enumerate(column):
                     if "\x00" in cell:
-                        faults.setdefault(i, "a cell holds a NUL character")
+                        faults.setdefault(i, ("a cell holds a NUL character", cell))
         if self._any_text and _SURROGATE.search("".join(itertools.chain(*columns))):
             for column in columns:
                 for i, cell in enumerate(column):
                     if _SURROGATE.search(cell):
-                        faults.setdefault(i, f"a cell is not valid {self.rules.encoding} text")
+                        fault = f"a cell is not valid {self.rules.encoding} text"
+                        faults.setdefault(i, (fault, cell))
         if (self._scan.has_long_lines or records.multiline) and max(
             map(len, itertools.chain.from_iterable(columns)), default=0
         ) > MAX_FIELD:
             for column in columns:
                 for i, cell in enumerate(column):
                     if len(cell) > MAX_FIELD:
-                        faults.setdefault(i, f"a field is over {MAX_FIELD:,} characters")
+                        fault = f"a field is over {MAX_FIELD:,} characters"
+                        faults.setdefault(i, (fault, cell[:MAX_REJECT_VALUE]))
         keep = self._layout.keep
         return columns if keep is None else [columns[i] for i in keep]
 
-    def _attributes(
-        self, columns: list[Sequence[str]], faults: dict[int, str]
-    ) -> list[dict[str, Any]]:
+    def _too_old(self, stamps: list[int], written: Sequence[str], faults: Faults) -> None:
+        """Events from before ``_not_before`` rejected (`max_event_age`): an event that old
+        could set off a campaign meant for its time."""
+        oldest = self._not_before
+        if oldest is None or min(stamps, default=oldest) >= oldest:
+            return
+        age = self.rules.max_event_age_text
+        for row, stamp in enumerate(stamps):
+            if stamp != NO_TIMESTAMP and stamp < oldest:
+                reason = f"timestamp {quoted(written[row])} is {TOO_OLD} ({age})"
+                faults.setdefault(row, (reason, written[row]))
+
+    def _attributes(self, columns: list[Sequence[str]], faults: Faults) -> list[dict[str, Any]]:
         """Contact attributes per row (typed, reserved ones checked); [] for events files."""
         spec = self._layout.attributes
         if not spec:
@@ -311,9 +397,12 @@ class FileParser:
         typed: list[Sequence[Any]] = []
         for index, name in spec:
             cells = columns[index]
-            values = [c or None for c in cells] if name in STRING_ATTRIBUTES else type_column(cells)
+            if name in STRING_ATTRIBUTES:
+                values: Sequence[Any] = [c or None for c in cells]
+            else:
+                values = type_column(self._numbers(cells))
             if name in RESERVED_CHECKS:
-                check_column(name, values, faults)
+                check_column(name, values, cells, faults)
             typed.append(values)
         names = [n for _, n in spec]
         return [
@@ -350,6 +439,18 @@ def _any_text(encoding: str) -> bool:
         if any(len(c) != 1 or _SURROGATE.match(c) for c in alone) or "\0" in alone[1:]:
             return True
         return pairs.decode(encoding, "replace") != "".join(alone[b] for b in pairs)
+
+
+def _storable(value: str) -> str:
+    """A rejected cell as every store can keep it: a NUL, or a lone surrogate (bytes that
+    did not decode), made U+FFFD, as a decoder replaces what it cannot read."""
+    if "\0" in value or _SURROGATE.search(value):
+        return _SURROGATE.sub("\ufffd", value.replace("\0", "\ufffd"))
+    return value
+
+
+def _as_written(cells: Sequence[str]) -> Sequence[str]:
+    return cells
 
 
 def _keeper(mask: list[bool] | None) -> Callable[[Sequence[_T]], Sequence[_T]]:

@@ -14,6 +14,7 @@ MAX_KEY = 128
 MAX_TIMESTAMP = 4_102_444_800  # 2100-01-01T00:00:00Z
 KEY_WINDOW_SECONDS = 24 * 3600
 NO_TIMESTAMP = -1  # an event without a timestamp: it takes the processing time
+TOO_OLD = "older than max_event_age"  # (words `import --dry-run` counts rejects by)
 
 # Our own bounds beyond the contract's (the `[ingest]` defaults), so that a file of any
 # shape is parsed in bounded memory. A record's characters count its line breaks. 4 MiB
@@ -29,6 +30,9 @@ MAX_COLUMNS = 10_000
 # under that limit whatever the characters, and far beyond real identifiers (an email
 # address is at most 254). A longer one rejects its row, on every store (§6.2, §11.4).
 MAX_IDENTIFIER = 512
+# A rejected row keeps this much of the cell (or line) that rejected it: enough to show the
+# customer, bounded however long the cell.
+MAX_REJECT_VALUE = 200
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,13 @@ class FileRules:
     columns: dict[str, str] = field(default_factory=dict)
     event_name: str | None = None
     event_columns: tuple[str, ...] | None = None
+    # Off by default (the rules as documented): times without an offset, read in this zone
+    # or by these strptime formats; numbers written with a decimal comma ("12,50").
+    timezone: str | None = None
+    timestamp_formats: tuple[str, ...] = ()
+    decimal: str = "."
+    max_event_age: int | None = None  # seconds: older events are rejected
+    max_event_age_text: str = ""  # as configured ("30d"), for the reason
 
 
 @dataclass(frozen=True)

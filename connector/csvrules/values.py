@@ -17,12 +17,16 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
 from json.encoder import encode_basestring as encode_string  # C: a str as a JSON string
 
 from connector.csvrules.rules import MAX_IDENTIFIER, MAX_KEY, MAX_TIMESTAMP, NO_TIMESTAMP
 
 Value = str | int | float | bool
+# Why a row is rejected, and the cell (or line) that made it so: index in the batch → fault.
+Fault = tuple[str, str]
+Faults = dict[int, Fault]
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # A sign and 19 digits at most: a longer integer is out of the 64-bit range whatever its digits.
@@ -96,6 +100,18 @@ def _classify(cells: Sequence[str]) -> tuple[str, set[str]]:
     if _NUMBER_COLUMN.fullmatch(text):
         return "number", distinct
     return "mixed", distinct
+
+
+# A decimal written with a comma ("12,50"): with a source's `decimal = ","`, read as "12.50".
+_COMMA_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*),[0-9]+")
+
+
+def with_decimal_points(cells: Sequence[str]) -> Sequence[str]:
+    """``cells`` with each decimal written with a comma written with a point instead; the
+    column itself when it holds none (one pass over its text)."""
+    if not any("," in c for c in cells):
+        return cells
+    return [c.replace(",", ".") if "," in c and _COMMA_DECIMAL.fullmatch(c) else c for c in cells]
 
 
 def type_column(cells: Sequence[str]) -> list[Value | None]:
@@ -173,36 +189,37 @@ STRING_ATTRIBUTES = frozenset({"email", "phone", "externalId"})
 
 def _check_email(value: Value) -> str | None:
     ok = isinstance(value, str) and _EMAIL.fullmatch(value)
-    return None if ok else "email is not an address (local@domain.tld)"
+    return None if ok else "email is not an address: {value} (expected local@domain.tld)"
 
 
 def _check_phone(value: Value) -> str | None:
     ok = isinstance(value, str) and _PHONE.fullmatch(value)
-    return None if ok else "phone must be 6 to 15 digits, no '+', not starting with 0"
+    return None if ok else "phone must be 6 to 15 digits, no '+', not starting with 0: {value}"
 
 
 def _check_external_id(value: Value) -> str | None:
     ok = isinstance(value, str) and _EXTERNAL_ID.fullmatch(value)
-    return None if ok else "externalId must be at most 64 characters of A-Za-z0-9_-./"
+    return None if ok else "externalId must be at most 64 characters of A-Za-z0-9_-./: {value}"
 
 
 def _check_bool(name: str) -> Callable[[Value], str | None]:
     def check(value: Value) -> str | None:
-        return None if isinstance(value, bool) else f"{name} must be true or false"
+        return None if isinstance(value, bool) else f"{name} must be true or false: {{value}}"
 
     return check
 
 
 def _check_language(value: Value) -> str | None:
     ok = isinstance(value, str) and _LANGUAGE.fullmatch(value)
-    return None if ok else "language must be two lowercase letters (ISO 639-1)"
+    return None if ok else "language must be two lowercase letters (ISO 639-1): {value}"
 
 
 def _check_created_at(value: Value) -> str | None:
     ok = type(value) is int and 0 <= value <= MAX_TIMESTAMP
-    return None if ok else f"createdAt must be an integer from 0 to {MAX_TIMESTAMP}"
+    return None if ok else f"createdAt must be an integer from 0 to {MAX_TIMESTAMP}: {{value}}"
 
 
+# Each check's reason has the place of the cell, "{value}", filled in by ``check_column``.
 RESERVED_CHECKS: dict[str, Callable[[Value], str | None]] = {
     "email": _check_email,
     "phone": _check_phone,
@@ -225,25 +242,28 @@ _STRING_COLUMN_CHECKS = {
 }  # fmt: skip
 
 
-def require_present(what: str, cells: Sequence[str], faults: dict[int, str]) -> None:
+def require_present(what: str, cells: Sequence[str], faults: Faults) -> None:
     """An empty or whitespace-only cell rejects its row (identifiers, event names)."""
     if "" in cells or any(map(str.isspace, cells)):
         for row, cell in enumerate(cells):
             if not cell or cell.isspace():
-                faults.setdefault(row, f"{what} is empty")
+                faults.setdefault(row, (f"{what} is empty", cell))
 
 
-def bound_identifiers(what: str, cells: Sequence[str], faults: dict[int, str]) -> None:
+def bound_identifiers(what: str, cells: Sequence[str], faults: Faults) -> None:
     """An identifier over MAX_IDENTIFIER characters rejects its row (rule 11.4: every store
     can index those within it); one pass over the lengths when none is."""
     if max(map(len, cells), default=0) > MAX_IDENTIFIER:
         for row, cell in enumerate(cells):
             if len(cell) > MAX_IDENTIFIER:
-                faults.setdefault(row, f"{what} longer than {MAX_IDENTIFIER} characters")
+                faults.setdefault(row, (f"{what} longer than {MAX_IDENTIFIER} characters", cell))
 
 
-def check_column(name: str, values: Sequence[Value | None], faults: dict[int, str]) -> None:
-    """Reserved-attribute checks over a column; ``None`` and "" are absent, not checked."""
+def check_column(
+    name: str, values: Sequence[Value | None], cells: Sequence[str], faults: Faults
+) -> None:
+    """Reserved-attribute checks over a column (``values``, typed from ``cells``); ``None``
+    and "" are absent, not checked. A reason quotes the cell as written."""
     check = RESERVED_CHECKS.get(name)
     if check is None:
         return
@@ -256,7 +276,8 @@ def check_column(name: str, values: Sequence[Value | None], faults: dict[int, st
         if value is not None and value != "":
             reason = check(value)
             if reason is not None:
-                faults.setdefault(row, reason)
+                cell = cells[row]
+                faults.setdefault(row, (reason.replace("{value}", quoted(cell)), cell))
 
 
 # --- event fields (rule 8) -----------------------------------------------------------
@@ -270,6 +291,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Plain integer seconds (or empty), ten digits at most: the common case, checked in one pass.
 _SECONDS_COLUMN = re.compile(r"(?:(?:0|[1-9][0-9]{0,9})?\n)*")
 _DATE_FIRST = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ].*)?")
+# An ISO 8601 date-time without offset (what a source's `timezone` reads), "T" or a space
+# between date and time.
+_ISO_LOCAL = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?",
+    re.IGNORECASE,
+)
 _SHOWN = 40  # characters of a cell quoted in a reason
 
 
@@ -278,8 +305,51 @@ def _shown(text: str) -> str:
     return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}… ({len(text):,} characters)"
 
 
-def parse_timestamp(text: str) -> int:
-    """A timestamp cell → Unix seconds; ValueError says why it is not one."""
+def quoted(text: str) -> str:
+    """A cell in a reason: in double quotes, escaped as in JSON (a line break, a quote and
+    an invisible character are seen for what they are), a long one cut short."""
+    return encode_string(_shown(text))
+
+
+@dataclass(frozen=True)
+class LocalTimes:
+    """How a source reads times written without a UTC offset (off by default: such a time
+    rejects its row): ISO 8601 date-times without offset and ``formats`` (``strptime``'s)
+    are read in ``zone``; a format with ``%z`` carries its own offset. A time that occurs
+    twice (the hour clocks go back) is the first; one that never occurs (the hour they go
+    forward) is read with the offset before the change."""
+
+    zone: tzinfo | None
+    formats: tuple[str, ...] = ()
+
+    def read(self, text: str) -> datetime | None:
+        """``text`` as a moment, or None when it is not one of these forms."""
+        if self.zone is not None and _ISO_LOCAL.fullmatch(text):
+            try:
+                return datetime.fromisoformat(text.upper().replace(",", ".")).replace(
+                    tzinfo=self.zone
+                )
+            except ValueError:
+                return None
+        for form in self.formats:
+            try:
+                moment = datetime.strptime(text, form)
+            except ValueError:
+                continue
+            return moment if moment.tzinfo is not None else moment.replace(tzinfo=self.zone)
+        return None
+
+
+def _seconds(moment: datetime, text: str) -> int:
+    seconds = (moment - _EPOCH) // timedelta(seconds=1)
+    if 0 <= seconds <= MAX_TIMESTAMP:
+        return seconds
+    raise ValueError(f"timestamp {_shown(text)!r} is out of range 0..{MAX_TIMESTAMP}")
+
+
+def parse_timestamp(text: str, local: LocalTimes | None = None) -> int:
+    """A timestamp cell → Unix seconds; ValueError says why it is not one. ``local``: how
+    the source reads times without an offset, if it does."""
     if _INT.fullmatch(text) or _DECIMAL.fullmatch(text):
         whole = text.partition(".")[0]  # truncation, exact for any length
         # (not converted past 64 bits: out of range whatever the digits)
@@ -294,10 +364,15 @@ def parse_timestamp(text: str) -> int:
             moment = datetime.fromisoformat(text.upper().replace(",", ".").replace("Z", "+00:00"))
         except ValueError:
             raise ValueError(f"timestamp {_shown(text)!r} is not a valid date-time") from None
-        seconds = (moment - _EPOCH) // timedelta(seconds=1)
-        if 0 <= seconds <= MAX_TIMESTAMP:
-            return seconds
-        raise ValueError(f"timestamp {_shown(text)!r} is out of range 0..{MAX_TIMESTAMP}")
+        return _seconds(moment, text)
+    local_moment = local.read(text) if local is not None else None
+    if local_moment is not None:
+        return _seconds(local_moment, text)
+    if local is not None and local.formats:
+        raise ValueError(
+            f"timestamp {_shown(text)!r} is neither Unix seconds, an ISO 8601 date-time nor"
+            f" of the source's timestamp_formats"
+        )
     if _DATE_FIRST.fullmatch(text):
         raise ValueError(
             f"timestamp {_shown(text)!r} needs a time with a UTC offset (e.g. Z or +02:00)"
@@ -307,7 +382,9 @@ def parse_timestamp(text: str) -> int:
     )
 
 
-def timestamp_column(cells: Sequence[str], faults: dict[int, str]) -> list[int]:
+def timestamp_column(
+    cells: Sequence[str], faults: Faults, local: LocalTimes | None = None
+) -> list[int]:
     """Timestamps of a column, NO_TIMESTAMP where absent (the processing time applies)."""
     if _SECONDS_COLUMN.fullmatch(_lines(cells) or "x"):
         fast = [int(c) if c else NO_TIMESTAMP for c in cells]
@@ -319,17 +396,17 @@ def timestamp_column(cells: Sequence[str], faults: dict[int, str]) -> list[int]:
             out.append(NO_TIMESTAMP)
             continue
         try:
-            out.append(parse_timestamp(cell))
+            out.append(parse_timestamp(cell, local))
         except ValueError as exc:
-            faults.setdefault(row, str(exc))
+            faults.setdefault(row, (str(exc), cell))
             out.append(NO_TIMESTAMP)
     return out
 
 
-def key_column(cells: Sequence[str], faults: dict[int, str]) -> Sequence[str]:
+def key_column(cells: Sequence[str], faults: Faults) -> Sequence[str]:
     """idempotencyKey cells: verbatim ("" means none); over 128 characters rejects the row."""
     if max(map(len, cells), default=0) > MAX_KEY:
         for row, cell in enumerate(cells):
             if len(cell) > MAX_KEY:
-                faults.setdefault(row, f"idempotencyKey longer than {MAX_KEY} characters")
+                faults.setdefault(row, (f"idempotencyKey longer than {MAX_KEY} characters", cell))
     return cells

@@ -14,7 +14,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 
@@ -62,6 +62,15 @@ class Known:
         """Whether ``file`` is the listing decided: else it has changed, or it was moved
         away or deleted and is listed again (moved back by hand: to be taken again)."""
         return not self.sent_away and self.same_listing(file)
+
+
+class Reject(NamedTuple):
+    """A rejected row of a file (``line`` None: the file was rejected whole), with the cell
+    or line that rejected it ("" when none is kept)."""
+
+    line: int | None
+    reason: str
+    value: str
 
 
 @dataclass(frozen=True)
@@ -430,16 +439,26 @@ class Ledger:
         )
         return [Entry(*row) for row in rows]
 
-    def first_reject(self, entry_id: int) -> tuple[int | None, str] | None:
-        """The (line, reason) of the file's first stored reject, if it has one."""
+    def first_reject(self, entry_id: int) -> Reject | None:
+        """The file's first stored reject, if it has one."""
         rejects = self.rejects(entry_id, 1)
         return rejects[0] if rejects else None
 
-    def rejects(self, entry_id: int, limit: int) -> list[tuple[int | None, str]]:
-        """The (line, reason) of the file's first ``limit`` stored rejects, in this
+    def rejects_saying(self, entry_id: int, words: str) -> int:
+        """How many of the file's rejects give a reason with ``words`` in it (words with
+        no LIKE wildcard but "_", which stands for itself too)."""
+        [(count,)] = self.db.query(
+            "SELECT count(*) FROM rejects WHERE file_id = ? AND reason LIKE ?",
+            (entry_id, f"%{words}%"),
+        )
+        return int(count)
+
+    def rejects(self, entry_id: int, limit: int | None = None) -> list[Reject]:
+        """The file's first ``limit`` stored rejects (all: None), in file order, in this
         thread's transaction (a dry run's, say)."""
         rows = self.db.query(
-            "SELECT line, reason FROM rejects WHERE file_id = ? ORDER BY id LIMIT ?",
-            (entry_id, limit),
+            "SELECT line, reason, coalesce(value, '') FROM rejects WHERE file_id = ?"
+            " ORDER BY id LIMIT ?",
+            (entry_id, 2**62 if limit is None else limit),  # (no LIMIT form both know)
         )
-        return [(line, reason) for line, reason in rows]
+        return [Reject(*row) for row in rows]

@@ -20,6 +20,15 @@ Shape = Callable[[tuple[Any, ...]], dict[str, Any]]
 
 BY_FILE: tuple[Table, ...] = ("events", "rejects", "files")  # (their queries take FROM)
 
+# A file rejected whole that was ingested since (the same bytes, say with the source's
+# settings fixed, or a file set aside unread, once put back): its rejection is over, and
+# `dump rejects` no longer shows it. (The change feed is history: it was handed out.)
+_INGESTED_SINCE = (
+    "EXISTS (SELECT 1 FROM files g WHERE g.status = 'ingested' AND g.id > f.id"
+    " AND g.tenant = f.tenant AND (g.sha256 = f.sha256"
+    " OR (f.sha256 IS NULL AND g.source = f.source AND g.path = f.path)))"
+)
+
 
 def queries(json_text: Callable[[str], str]) -> dict[Table, str]:
     """Each table's query: of one tenant's records where its first ``?`` is a tenant's
@@ -40,7 +49,8 @@ def queries(json_text: Callable[[str], str]) -> dict[Table, str]:
         "rejects": (
             "SELECT f.tenant, f.source, f.path, f.sha256, r.line, r.reason"
             " FROM rejects r JOIN files f ON f.id = r.file_id"
-            f" WHERE f.status IN ('ingested', 'rejected') AND {FROM.format('f.')} ORDER BY r.id"
+            f" WHERE f.status IN ('ingested', 'rejected') AND {FROM.format('f.')}"
+            f" AND NOT (f.status = 'rejected' AND {_INGESTED_SINCE}) ORDER BY r.id"
         ),
         "files": (
             "SELECT tenant, source, path, sha256, size, status, rows, rejected, duplicates,"

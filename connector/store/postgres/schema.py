@@ -170,6 +170,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE files ADD COLUMN forgotten_at text;
     """,
+    # 7: SQLite's v13: the cell (or line) that rejected a row.
+    """
+    ALTER TABLE rejects ADD COLUMN value text;
+    """,
 )
 
 

@@ -27,7 +27,7 @@ _EVENTS = (
     ("int8", "int8", "text", "text", "int8", "text", "text"),
 )
 _PENDING = ("pending_contacts(file_id, identifier, attributes)", ("int8", "text", "text"))
-_REJECTS = ("rejects(file_id, line, reason)", ("int8", "int8", "text"))
+_REJECTS = ("rejects(file_id, line, reason, value)", ("int8", "int8", "text", "text"))
 # Keys and contacts are the file's tenant's (the ledger holds it: one place says whose).
 _TENANT_OF = "(SELECT tenant FROM files WHERE id = {})"
 # Each contact an events file names must exist: those not stored yet (contacts are never

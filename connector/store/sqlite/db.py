@@ -233,6 +233,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE files ADD COLUMN forgotten_at TEXT;
     """,
+    # 13: the cell (or line) that rejected a row, for the reject report (NULL: rejected
+    # before the value was kept, or a file rejected whole).
+    """
+    ALTER TABLE rejects ADD COLUMN value TEXT;
+    """,
 )
 
 

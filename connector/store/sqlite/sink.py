@@ -115,8 +115,8 @@ class SQLiteSink:
             _unbind(conn, _INSERT_MISSING, 2)
         if batch.rejects:
             conn.executemany(
-                "INSERT INTO rejects(file_id, line, reason) VALUES (?, ?, ?)",
-                ((file_id, line, reason) for line, reason in batch.rejects),
+                "INSERT INTO rejects(file_id, line, reason, value) VALUES (?, ?, ?, ?)",
+                ((file_id, *reject) for reject in batch.rejects),
             )
         valid = batch.records - len(batch.rejects)
         return Delivered(stored_rows(kind, valid, duplicates), duplicates, first_event,
