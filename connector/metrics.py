@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics import MetricWrapperBase
 
 from connector.errors import ConfigError
 from connector.replica import identity
@@ -57,6 +58,12 @@ class Metrics:
         self.downloaded = Counter(
             "connector_downloaded_bytes", "Bytes downloaded.", ["source"], registry=reg
         )
+        # A remote action (move, delete) or reject report that failed: the file stays
+        # ingested, but lingers on the server and is acted on again at every poll.
+        self.action_failures = Counter(
+            "connector_remote_action_failures", "Remote actions (or reports) that failed.",
+            ["source"], registry=reg,
+        )  # fmt: skip
         self.poll_duration = Histogram(
             "connector_poll_duration_seconds", "Duration of a poll, failed or not.", ["source"],
             buckets=POLL_BUCKETS, registry=reg,
@@ -95,8 +102,20 @@ class Metrics:
         for name in names:
             self._ensure(name)
 
+    def forget_sources(self, names: Iterable[str]) -> None:
+        """Remove every series of these sources (gone from the config): a source that no
+        longer exists is not reported, not even as down or overdue."""
+        # Each metric kept here has a source label (the replica's Info is not kept).
+        metrics = [m for m in vars(self).values() if isinstance(m, MetricWrapperBase)]
+        for name in names:
+            with self._lock:  # (the failure count and its gauge go together)
+                self._failures.pop(name, None)
+                for metric in metrics:
+                    metric.remove_by_labels({"source": name})
+
     def _ensure(self, source: str) -> None:
         self.downloaded.labels(source)
+        self.action_failures.labels(source)
         self.poll_duration.labels(source)
         self.last_success.labels(source)
         with self._lock:
@@ -129,6 +148,9 @@ class Metrics:
     def received(self, source: str, size: int) -> None:
         """Bytes downloaded, as they arrive (files that fail or turn out duplicates too)."""
         self.downloaded.labels(source).inc(size)
+
+    def action_failed(self, source: str) -> None:
+        self.action_failures.labels(source).inc()
 
     def file_finished(self, entry: Entry) -> None:
         """A file decided (its ledger entry): its rows stored, rejected and duplicates."""

@@ -36,13 +36,19 @@ from connector.errors import (
 from connector.ingest import Ingestor
 from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
 from connector.redaction import logged_failure
+from connector.reject_report import reject_report
 from connector.replica import identity
 from connector.retries import retrying
 from connector.selection import Candidate, Readiness, select
 from connector.sources.base import RemoteFile, Source, SourceRefused
+from connector.sources.naming import MAX_NAME_BYTES, REPORT_SUFFIX
 from connector.sources.registry import open_source
 from connector.store.ledger import Arrival, Entry, Known
 from connector.store.port import Store
+
+# A report's name: the file's (after a move, with a clash timestamp, ".20261128T101500Z")
+# and the report's suffix.
+REPORT_ROOM = len(".20261128T101500Z") + len(REPORT_SUFFIX)
 
 # Errors that end the poll rather than fail one file: a stop, a source that refuses us, a
 # claim held elsewhere (reported as busy), our own disk or store (every file would meet it).
@@ -109,12 +115,13 @@ class Poller:
         sleep: Callable[[float], object] = time.sleep,
         opener: Callable[[SourceConfig], Source] = open_source,
         received: Callable[[int], object] = lambda size: None,
+        action_failed: Callable[[], object] = lambda: None,
     ) -> None:
         """``ingestor``: one of ``store`` (default: with the config's `[ingest]`);
         ``every``: list the source only if no process sharing the store listed it in the
         last ``every`` seconds (else take files from what that listing found ready; 0:
-        list at every poll); ``received(size)`` counts the bytes downloaded as they arrive
-        (for metrics)."""
+        list at every poll); ``received(size)`` counts the bytes downloaded as they arrive,
+        ``action_failed()`` a remote action (or report) that failed (for metrics)."""
         self.config = config
         self.source = source
         self.store = store
@@ -127,7 +134,11 @@ class Poller:
         self.sleep = sleep
         self.opener = opener
         self.received = received
-        self.readiness = Readiness(parse_duration(source.min_age))
+        self.action_failed = action_failed
+        self.readiness = Readiness(  # (a local folder's mtimes are by our own clock)
+            parse_duration(source.min_age),
+            wall_clock=time.time if source.scheme == "file" else None,
+        )
         self._stop: Callable[[], bool] = lambda: False
         # Path → the ledger's latest entry for it when this poll listed it (None: none), to
         # tell a file decided since (a newer entry) from one that came back after a move.
@@ -277,7 +288,7 @@ class Poller:
     def _redo(self, connection: _Connection, candidate: Candidate, summary: PollSummary) -> None:
         seen = self._decided(candidate)
         if seen is not None and not seen.completed:
-            self._complete(connection, candidate, seen.status)
+            self._complete(connection, candidate, seen.id, seen.status)
             summary.completed.append(candidate.file.name)
 
     def _take(self, connection: _Connection, candidate: Candidate, summary: PollSummary) -> None:
@@ -361,7 +372,7 @@ class Poller:
         summary.taken[path] = outcome.entry
         # Crash here: rows and ledger entry are committed; the next poll knows the file by
         # path, size and mtime, skips it unread and does the remote action below.
-        self._complete(connection, candidate, outcome.entry.status)
+        self._complete(connection, candidate, outcome.entry.id, outcome.entry.status)
         self.log.debug("file_done", file=path, status=outcome.entry.status)
 
     def _failed(
@@ -408,7 +419,7 @@ class Poller:
         # Crash here, or the move fails: the entry is decided and not completed, so the
         # next poll redoes the move, as for any rejected file.
         try:
-            self._complete(connection, candidate, entry.status)
+            self._complete(connection, candidate, entry.id, entry.status)
         except (TransientError, SourceRefused) as exc:
             self.log.warning("file_action_failed", file=path, cause=str(exc))
 
@@ -418,22 +429,50 @@ class Poller:
         return Arrival(self.source.name, self.path_of(file.name), None, file.size,
                        candidate.rules.kind, file.mtime, self.source.tenant)  # fmt: skip
 
-    def _complete(self, connection: _Connection, candidate: Candidate, status: str) -> None:
-        """The remote action — only ever after the file's commit returned."""
+    def _complete(
+        self, connection: _Connection, candidate: Candidate, entry_id: int, status: str
+    ) -> None:
+        """The remote action — only ever after the file's commit returned — with the
+        file's reject report, if the source writes them."""
+        name = candidate.file.name
         action = self.source.action_for(status)
+        report = self._report(entry_id, name)
         remote = connection.get()
         # The store cannot fence a move or a delete: our claim on the place is confirmed
         # (and renewed) just before, so that a process frozen past its lease while another
         # took the file over does not act on it (or on new bytes sent since) when it wakes.
         self.store.confirm()
-        moved = remote.complete(candidate.file.name, action)
-        if candidate.marker is not None:
-            remote.complete(candidate.marker, action)
+        try:
+            if report is not None and action == "delete":
+                # Before the delete: one redone after a failure writes the report again.
+                remote.put(self.source.report_folder(), name + REPORT_SUFFIX, report)
+                report = None
+            moved = remote.complete(name, action, report)
+            if candidate.marker is not None:
+                remote.complete(candidate.marker, action)
+        except Exception:
+            self.action_failed()
+            raise
         crashpoints.reached("after_remote_action")
         # Crash here: the file is gone from the folder (moved or deleted), so no poll sees
         # it again; with `leave`, the next poll finds it known, not completed, and redoes
         # `leave` (nothing) before marking it.
-        self.ledger.completed(self.source.name, self.path_of(candidate.file.name), action,
+        self.ledger.completed(self.source.name, self.path_of(name), action,
                               self.ingestor.clock())  # fmt: skip
         if moved is not None:
-            self.log.info("file_archived", file=self.path_of(candidate.file.name), moved_to=moved)
+            self.log.info("file_archived", file=self.path_of(name), moved_to=moved)
+
+    def _report(self, entry_id: int, name: str) -> bytes | None:
+        """The file's reject report, when the source writes them and the file has rejects
+        (read from the store, so that a remote action redone later writes the same)."""
+        if not self.source.reject_report:
+            return None
+        rejects = self.ledger.rejects(entry_id)
+        if not rejects:
+            return None
+        # (room for the report's suffix after a moved file's clash timestamp)
+        if len(name.encode("utf-8", "surrogateescape")) + REPORT_ROOM > MAX_NAME_BYTES:
+            self.log.warning("reject_report_skipped", file=self.path_of(name),
+                             reason="the file's name leaves no room for the report's")  # fmt: skip
+            return None
+        return reject_report(rejects)

@@ -17,6 +17,9 @@ from connector.sources.base import RemoteFile
 from connector.sources.naming import hostile, shown, temporary
 
 MARKER_SUFFIX = ".done"
+# How coarse a file system's mtimes may be (FAT's are 2 s; some mounts give whole seconds):
+# an mtime may be this much older than the file's last write.
+MTIME_GRAIN = 2.0
 # Hostile names warned about, per source: a name stays on the server until someone removes
 # it, and a warning at every poll would bury the log. Bounded (oldest forgotten first), as
 # whoever writes to the server can make any number of names.
@@ -80,17 +83,31 @@ def select(files: Iterable[RemoteFile], source: SourceConfig) -> list[Candidate]
 
 class Readiness:
     """A file is ready once its size and mtime have stayed the same for ``min_age``, as
-    seen by us: the server's clock is not trusted, only what we observed and when."""
+    seen by us: a server's clock is not trusted, only what we observed and when.
 
-    def __init__(self, min_age: float, clock: Callable[[], float] = time.monotonic) -> None:
+    ``wall_clock``: the files' mtimes are by this clock, ours (a local folder): a file last
+    modified at least ``min_age`` ago by it (and ``MTIME_GRAIN`` more) is ready at once; a
+    recent one is watched as any other."""
+
+    def __init__(
+        self,
+        min_age: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        wall_clock: Callable[[], float] | None = None,
+    ) -> None:
         self.min_age = min_age
         self.clock = clock
+        self.wall_clock = wall_clock
         self._first_seen: dict[str, tuple[int, float, float]] = {}  # name → size, mtime, when
 
     def split(self, candidates: list[Candidate]) -> tuple[list[Candidate], float | None]:
         """The ready candidates, and how long until the next pending one may be (None if
         none is pending). Names no longer listed are forgotten, so memory stays bounded."""
         now = self.clock()
+        settled_before = (
+            None if self.wall_clock is None else self.wall_clock() - self.min_age - MTIME_GRAIN
+        )
         seen = {}
         ready, wait = [], None
         for candidate in candidates:
@@ -100,7 +117,7 @@ class Readiness:
                 since = now
             seen[file.name] = (file.size, file.mtime, since)
             remaining = since + self.min_age - now
-            if remaining <= 0:
+            if remaining <= 0 or (settled_before is not None and file.mtime <= settled_before):
                 ready.append(candidate)
             else:
                 wait = remaining if wait is None else min(wait, remaining)

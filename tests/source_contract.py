@@ -4,7 +4,9 @@ provides the ``remote`` fixture."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import itertools
 import os
 import re
@@ -25,6 +27,7 @@ from connector.pipeline import Poller, PollSummary
 from connector.sources.base import Source
 from connector.sources.naming import MAX_NAME_BYTES
 from connector.store.sqlite import SQLiteStore
+from tests.mounts import read_only
 
 
 @dataclass
@@ -336,6 +339,75 @@ class SourceContract:
         assert len(others) == 1 and others[0].read_bytes() == b"new"
         assert re.fullmatch(r"a[._-]\d{8}T\d{6}(?:\.\d+)?Z?\.csv", others[0].name)
         assert moved.endswith(others[0].name)
+
+    @pytest.mark.parametrize(
+        ("after", "report_at"),
+        [
+            ("move:done", "done/events_1.csv.rejects.csv"),
+            ("leave", "events_1.csv.rejects.csv"),
+            ("delete", "rejected/events_1.csv.rejects.csv"),  # (error_dir's folder)
+        ],
+    )
+    def test_a_reject_report_lands_where_the_file_went(
+        self, remote: Remote, tmp_path: Path, after: str, report_at: str
+    ) -> None:
+        """With reject_report, a file with rejected rows gets ``<name>.rejects.csv`` beside
+        where it went; the next poll does not take the report as a file of its own."""
+        _put(remote, "events_1.csv", b"identifier,timestamp\nu1,1\n,2\nu3,=1+2\n")
+        poller, summary = _poll(remote, tmp_path, after=after, reject_report=True,
+                                files=[{"kind": "events", "pattern": "events_*",
+                                        "event_name": "e"}])  # fmt: skip
+        (entry,) = summary.taken.values()
+        assert (entry.status, entry.rows, entry.rejected) == ("ingested", 1, 2)
+        report = (remote.root / report_at).read_bytes()
+        assert report.startswith(b"\xef\xbb\xbfline,reason,value\r\n")
+        rows = list(csv.reader(io.StringIO(report.decode("utf-8-sig"))))
+        assert rows[1] == ["3", "identifier (the identifier) is empty", ""]
+        assert rows[2][0] == "4" and rows[2][2] == "'=1+2"  # (a formula, made inert)
+        assert poller.poll().taken == {}  # the report, matching events_*, is not taken
+        poller.store.close()
+
+    def test_a_file_rejected_whole_gets_a_report_in_the_error_folder(
+        self, remote: Remote, tmp_path: Path
+    ) -> None:
+        """A file refused whole: one row, its line empty, the reason; beside the file in
+        error_dir. A file with no rejected rows gets no report."""
+        _put(remote, "events_1.csv", b"email\nada@example.com\n")
+        _put(remote, "events_2.csv", b"identifier\nu1\n")
+        poller, summary = _poll(remote, tmp_path, reject_report=True, after="move:done")
+        poller.store.close()
+        assert sorted(e.status for e in summary.taken.values()) == ["ingested", "rejected"]
+        report = (remote.root / "rejected" / "events_1.csv.rejects.csv").read_text("utf-8-sig")
+        [header, row] = csv.reader(io.StringIO(report))
+        assert header == ["line", "reason", "value"] and row[0] == "" and row[2] == ""
+        assert row[1].startswith("header: no identifier column 'identifier'")
+        assert sorted(p.name for p in (remote.root / "done").iterdir()) == ["events_2.csv"]
+
+    def test_put_writes_replaces_and_removes(self, remote: Remote) -> None:
+        """``put`` makes the folder, replaces a file of the name; ``remove`` takes it away."""
+        with remote.connect() as source:
+            source.put("reports/x", "r.csv", b"first, longer")
+            source.put("reports/x", "r.csv", b"second")
+            assert (remote.root / "reports" / "x" / "r.csv").read_bytes() == b"second"
+            source.put("", "s.csv", b"here")
+            assert (remote.root / "s.csv").read_bytes() == b"here"
+            source.remove("reports/x", "r.csv")
+        assert not (remote.root / "reports" / "x" / "r.csv").exists()
+
+    def test_a_move_into_a_folder_that_cannot_be_made_says_why(
+        self, remote: Remote, tmp_path: Path
+    ) -> None:
+        """On a read-only folder a move fails with the server's reason for the folder (not
+        "no such file"); the file stays ingested and is retried at the next poll."""
+        _put(remote, "events_1.csv", b"identifier\nu1\n")
+        with read_only(remote.root):
+            poller, summary = _poll(remote, tmp_path, after="move:done")
+            [cause] = summary.failed.values()
+        assert re.search(r"read-only|failure|denied", cause, re.IGNORECASE), cause
+        assert [e["status"] for e in poller.store.records("files")] == ["ingested"]
+        assert poller.poll().completed == ["events_1.csv"]  # writable again: moved
+        poller.store.close()
+        assert (remote.root / "done" / "events_1.csv").exists()
 
     def test_complete_of_a_vanished_file_is_transient(self, remote: Remote) -> None:
         """Deleting or moving a file that is already gone is reported, retried later."""

@@ -4,6 +4,7 @@ others checked."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -18,6 +19,7 @@ from connector.sources.base import RemoteFile, Source
 from connector.sources.local import LocalSource
 from connector.sources.registry import open_source
 from connector.store.sqlite import SQLiteStore
+from tests.mounts import read_only
 
 SENTINEL = "pw-SENTINEL-31c8aa"  # a password that must never be shown
 
@@ -150,3 +152,32 @@ def test_a_store_of_another_schema_is_refused_in_one_line(
     assert main(["--config", str(path), "check"]) == 1
     out = capsys.readouterr().out
     assert f"acme: FAILED: the store's schema v{version} is {says} than this connector's" in out
+
+
+def test_check_tests_that_the_folders_it_writes_to_are_writable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check` writes and removes a probe in each folder the connector writes to (move
+    folders, where reject reports go): a read-only one fails the check, naming the folder,
+    the setting and the cause; a writable one is left as it was."""
+    config = _config_file(tmp_path, ["acme"], after="move:processed", error_dir="leave")
+    text = config.read_text().replace(
+        "[[sources.files]]", "reject_report = true\n[[sources.files]]"
+    )
+    config.write_text(text)
+    assert main(["--config", str(config), "check"]) == 0
+    assert "FAILED" not in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "acme").rglob("*")] == ["processed"]  # no probe left
+    with read_only(tmp_path / "acme"):
+        assert main(["--config", str(config), "check"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "acme: connected, 0 file(s) listed, 0 match"
+    assert re.fullmatch(
+        r'  FAILED: cannot write to processed \(after = "move:processed"\): cannot write'
+        r" \S+/processed/\.connector-check-\d+\.tmp: Read-only file system",
+        out[2],
+    ), out[2]
+    assert out[3].startswith(
+        "  FAILED: cannot write to the source's folder (reject_report with error_dir ="
+        ' "leave"): cannot write'
+    ), out[3]

@@ -208,7 +208,7 @@ def test_a_file_moved_back_from_error_dir_is_taken_again(poller: Poller, inbox: 
 class BrokenMove(LocalSource):
     """A local folder whose remote action fails as a defect would (not an error of ours)."""
 
-    def complete(self, name: str, action: str) -> str | None:
+    def complete(self, name: str, action: str, report: bytes | None = None) -> str | None:
         raise RuntimeError("a library tripped over the move")
 
 

@@ -60,9 +60,23 @@ class Source(Protocol):
         Closing the generator early abandons the transfer cleanly."""
         ...
 
-    def complete(self, name: str, action: str) -> str | None:
+    def complete(self, name: str, action: str, report: bytes | None = None) -> str | None:
         """Apply the ``after`` action to a file: ``leave``, ``delete``, or ``move:<folder>``
         (folder relative to the source's, created when missing; on a name clash the
         moved file gets a UTC timestamp suffix before its extension, never overwriting).
-        Returns the file's new path for a move, else None."""
+        Returns the file's new path for a move, else None.
+
+        ``report`` (not with ``delete``): written as ``<name>.rejects.csv`` where the file
+        ends up — beside its new name, before the move, so that a move redone after a
+        failure rewrites the same report rather than leave the file without one."""
+        ...
+
+    def put(self, folder: str, name: str, data: bytes) -> str:
+        """Write a small file of ours (a report, a probe) as ``folder/name`` (folder
+        relative to the source's, "" for itself, created when missing), replacing one of
+        that name. Returns its path."""
+        ...
+
+    def remove(self, folder: str, name: str) -> None:
+        """Remove a file ``put`` wrote."""
         ...

@@ -12,11 +12,12 @@ from __future__ import annotations
 import builtins  # FTPSource.list hides the builtin in annotations
 import contextlib
 import ftplib
+import io
 import posixpath
 import socket
 import ssl
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -28,9 +29,10 @@ import structlog
 
 from connector.config import SourceConfig, parse_duration
 from connector.errors import ConfigError, ConnectorError, TransientError
+from connector.redaction import mask_echo, mask_quoted
 from connector.sources.base import CHUNK, RemoteFile, SourceRefused
 from connector.sources.ftp_listing import listing_lines, mlsd_entries, parse_ls_line, utc
-from connector.sources.naming import clash_free_name, hostile
+from connector.sources.naming import REPORT_SUFFIX, clash_free_name, hostile
 
 _UNSUPPORTED = ("500", "502")  # command not understood / not implemented
 
@@ -235,8 +237,13 @@ class FTPSource:
             else:
                 message = f"{doing}: {str(exc) or type(exc).__name__}"
         message = f"source {self.name}: {message}"
-        if self._password:
-            message = message.replace(self._password, "***")  # a server could echo anything
+        if isinstance(exc, ftplib.Error) and self._password:
+            # The server's words: a server may quote a command back, and PASS carries the
+            # password. Masked in its reply alone, whatever the password's length in the
+            # answer to the login; ftplib's error too, which goes on as this one's cause.
+            said, login = str(exc), doing.startswith("login as ")
+            message = mask_quoted(message, said, self._password, answering=login)
+            exc.args = (mask_echo(said, self._password, answering=login),)
         return kind(message)
 
     # -- the Source protocol ---------------------------------------------------------
@@ -290,8 +297,10 @@ class FTPSource:
             if awaiting_reply:
                 self._abandon(ftp)
 
-    def complete(self, name: str, action: str) -> str | None:
+    def complete(self, name: str, action: str, report: bytes | None = None) -> str | None:
         if action == "leave":
+            if report is not None:
+                self.put("", name + REPORT_SUFFIX, report)
             return None
         with self._guard(f"{action} {name}"):
             ftp = self._session()
@@ -301,12 +310,28 @@ class FTPSource:
             if not action.startswith("move:"):
                 raise ValueError(f"unknown after action {action!r}")
             folder = action.removeprefix("move:").rstrip("/") or "/"
-            self._make_folder(folder)
             # RNTO replaces an existing file on most servers, so look first. Another client
             # could still take the name in between: FTP has no rename that refuses.
             target = clash_free_name(name, lambda n: self._exists(posixpath.join(folder, n)))
-            ftp.rename(name, posixpath.join(folder, target))
+
+            def move() -> None:
+                if report is not None:
+                    self._store(posixpath.join(folder, target + REPORT_SUFFIX), report)
+                ftp.rename(name, posixpath.join(folder, target))
+
+            self._into(folder, move)
         return posixpath.join(self._folder, folder, target)
+
+    def put(self, folder: str, name: str, data: bytes) -> str:
+        path = posixpath.join(folder, name) if folder else name
+        with self._guard(f"write {path}"):
+            self._into(folder, lambda: self._store(path, data))
+        return posixpath.join(self._folder, path)
+
+    def remove(self, folder: str, name: str) -> None:
+        path = posixpath.join(folder, name) if folder else name
+        with self._guard(f"remove {path}"):
+            self._session().delete(path)
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -421,15 +446,35 @@ class FTPSource:
         except ValueError:
             return None
 
-    def _make_folder(self, folder: str) -> None:
+    def _make_folder(self, folder: str) -> str | None:
+        """Make ``folder`` and its parents; the server's last refusal, if any. "550 exists"
+        is the usual answer after the first move, and FTP cannot tell it from a real
+        refusal: a real one shows at the next step (RNTO, STOR), which then says this."""
         path = PurePosixPath(folder)
+        refusal = None
         for part in [*reversed(path.parents), path]:
             if str(part) in (".", "/"):
                 continue
-            # "550 exists" is the usual answer after the first move; a real failure shows
-            # at RNTO, with the server's reason.
-            with contextlib.suppress(ftplib.error_perm):
+            try:
                 self._session().voidcmd(f"MKD {part}")
+            except ftplib.error_perm as exc:
+                refusal = str(exc)
+        return refusal
+
+    def _into(self, folder: str, write: Callable[[], object]) -> None:
+        """``write`` into ``folder``, made first if missing. When making it was refused
+        and the write fails, the refusal is the likely cause, and is said first (the
+        server's answer to RNTO or STOR into a folder it would not make says little)."""
+        refusal = self._make_folder(folder) if folder else None
+        try:
+            write()
+        except ftplib.error_perm as exc:
+            if refusal is None:
+                raise
+            raise ftplib.error_perm(f"making folder {folder}: {refusal} (then: {exc})") from exc
+
+    def _store(self, path: str, data: bytes) -> None:
+        self._session().storbinary(f"STOR {path}", io.BytesIO(data))
 
 
 def _tls_context(config: SourceConfig) -> ssl.SSLContext:

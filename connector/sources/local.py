@@ -16,7 +16,7 @@ from typing import Self
 from connector.config import SourceConfig
 from connector.errors import TransientError
 from connector.sources.base import CHUNK, RemoteFile
-from connector.sources.naming import clash_free_name
+from connector.sources.naming import REPORT_SUFFIX, clash_free_name
 
 
 class LocalSource:
@@ -58,21 +58,42 @@ class LocalSource:
         except OSError as exc:
             raise TransientError(f"cannot read {name}: {exc.strerror}") from exc
 
-    def complete(self, name: str, action: str) -> str | None:
+    def complete(self, name: str, action: str, report: bytes | None = None) -> str | None:
         path = self.folder / name
-        try:
+        try:  # (put raises TransientError itself, which passes through)
             if action == "leave":
+                if report is not None:
+                    self.put("", name + REPORT_SUFFIX, report)
                 return None
             if action == "delete":
                 path.unlink()
                 return None
-            target_dir = self.folder / action.removeprefix("move:")
+            folder = action.removeprefix("move:")
+            target_dir = self.folder / folder
             target_dir.mkdir(parents=True, exist_ok=True)
             target = target_dir / clash_free_name(name, lambda n: (target_dir / n).exists())
+            if report is not None:
+                self.put(folder, target.name + REPORT_SUFFIX, report)
             _move(path, target)
             return str(target)
         except OSError as exc:
             raise TransientError(f"cannot {action} {name}: {exc.strerror}") from exc
+
+    def put(self, folder: str, name: str, data: bytes) -> str:
+        target = self.folder / folder / name
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        except OSError as exc:
+            raise TransientError(f"cannot write {target}: {exc.strerror}") from exc
+        return str(target)
+
+    def remove(self, folder: str, name: str) -> None:
+        path = self.folder / folder / name
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise TransientError(f"cannot remove {path}: {exc.strerror}") from exc
 
 
 _NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS)  # FAT, some SMB and FUSE mounts

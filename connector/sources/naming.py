@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 
 MAX_NAME_BYTES = 255
 TEMPORARY_SUFFIXES = (".part", ".tmp", ".filepart")
+# The reject reports the connector writes beside the files it was sent (`reject_report`):
+# never taken as a file to ingest, whatever a source's patterns say.
+REPORT_SUFFIX = ".rejects.csv"
 # Line and paragraph separators: not control characters, but they break a log line too.
 _SEPARATORS = ("\u2028", "\u2029")
 _SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -66,8 +69,9 @@ def shown(name: str) -> str:
 
 
 def temporary(name: str) -> bool:
-    """Names of files still being written, by convention (README, Guarantees)."""
-    return name.startswith(".") or name.endswith(TEMPORARY_SUFFIXES)
+    """Names of files still being written, by convention (README, Guarantees), and of the
+    connector's own reports: never files to take."""
+    return name.startswith(".") or name.endswith((*TEMPORARY_SUFFIXES, REPORT_SUFFIX))
 
 
 def clash_free_name(name: str, exists: Callable[[str], bool], now: datetime | None = None) -> str:

@@ -38,7 +38,7 @@ from connector.config import SourceConfig, parse_duration
 from connector.errors import ConfigError, TransientError
 from connector.sources.base import RemoteFile, SourceRefused
 from connector.sources.known_hosts import KnownKeys, fingerprint, known_keys
-from connector.sources.naming import clash_free_name, hostile
+from connector.sources.naming import REPORT_SUFFIX, clash_free_name, hostile
 from connector.sources.sftp_algorithms import Transport, negotiated, refusal, restrict
 from connector.sources.sftp_reads import close_handle, download, list_folder, open_for_read
 
@@ -175,9 +175,11 @@ class SFTPSource:
                 with self._failures(doing):
                     close_handle(sftp, handle)
 
-    def complete(self, name: str, action: str) -> str | None:
+    def complete(self, name: str, action: str, report: bytes | None = None) -> str | None:
         """leave, delete, or move:<folder> (relative to the source's folder)."""
         if action == "leave":
+            if report is not None:
+                self.put("", name + REPORT_SUFFIX, report)
             return None
         path = self._path(name)
         with self._failures(f"{action} {name}"):
@@ -191,10 +193,25 @@ class SFTPSource:
             folder = posixpath.normpath(posixpath.join(self._folder, action.removeprefix("move:")))
             _make_folders(sftp, folder)
             target = self._free_name(sftp, folder, name)
+            if report is not None:
+                _write(sftp, target + REPORT_SUFFIX, report)
             # SFTP v3 RENAME refuses an existing target (OpenSSH's server does), so a file
             # that appeared since _free_name looked is never overwritten.
             sftp.rename(path, target)
             return target
+
+    def put(self, folder: str, name: str, data: bytes) -> str:
+        path = posixpath.normpath(posixpath.join(self._folder, folder, name))
+        with self._failures(f"write {path}"):
+            sftp = self._session()
+            _make_folders(sftp, posixpath.dirname(path))
+            _write(sftp, path, data)
+        return path
+
+    def remove(self, folder: str, name: str) -> None:
+        path = posixpath.normpath(posixpath.join(self._folder, folder, name))
+        with self._failures(f"remove {path}"):
+            self._session().remove(path)
 
     # -- connecting ------------------------------------------------------------------------
 
@@ -498,5 +515,14 @@ def _make_folders(sftp: Any, folder: str) -> None:
         _make_folders(sftp, parent)
     try:
         sftp.mkdir(folder)
-    except OSError:
-        sftp.stat(folder)  # made meanwhile by someone else: fine; else this raises
+    except OSError as exc:
+        try:
+            sftp.stat(folder)  # made meanwhile by someone else: fine
+        except FileNotFoundError:
+            raise exc from None  # why it could not be made (permission denied, say)
+
+
+def _write(sftp: Any, path: str, data: bytes) -> None:
+    """``path`` holds ``data`` (created or truncated), flushed to the server on close."""
+    with sftp.open(path, "wb") as remote:
+        remote.write(data)
