@@ -103,8 +103,8 @@ def escape_controls(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDi
 
 
 def scrub_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """No password this process has read, in any value: a traceback or a library's message
-    may quote what it was given."""
+    """The last resort: no password this process has read, in any value, should a library's
+    message or a traceback quote what it was given (a long one only: see redaction)."""
     for key, value in event_dict.items():
         if isinstance(value, str):
             event_dict[key] = scrub(value)
