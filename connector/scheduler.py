@@ -4,16 +4,20 @@ Each source is one job: never two polls of a source at once (``max_instances=1``
 runs coalesced into one, a jitter so that many sources do not hit their servers in step.
 A source that fails backs off exponentially (up to a cap) while the others go on; a
 watchdog signal or a wish to poll again runs a job now, or right after its current run.
+Sources come and go while it runs (a reload): a poll in progress is never cut short.
 """
 
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
@@ -97,13 +101,17 @@ def backoff_delay(failures: int, start: float = BACKOFF_START, cap: float = BACK
 class Scheduler:
     """Runs ``poll()`` for each source on its schedule, in a thread pool."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self) -> None:
+        # A thread is made only when a poll starts while every other one is busy, and a
+        # source is never polled twice at once: the pool holds a thread a source at most
+        # (housekeeping counts as one), however many sources a reload adds.
         self._scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=max(1, workers))},
+            executors={"default": ThreadPoolExecutor(max_workers=sys.maxsize)},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
             timezone=UTC,
         )
         self._lock = threading.Lock()
+        self._polls: dict[str, Callable[[], float | None]] = {}  # each source's current one
         self._running: set[str] = set()
         self._again: set[str] = set()
 
@@ -116,17 +124,28 @@ class Scheduler:
         cron: str | None = None,
         jitter: float = 0.0,
     ) -> None:
-        """Schedule ``poll`` for source ``name``, first run at once. ``poll`` returns None
-        when all went well, else the seconds to wait before the next try (a backoff)."""
+        """Schedule ``poll`` for source ``name``, first run at once (or, when it replaces a
+        removed source of that name still polling, as soon as that poll ends). ``poll``
+        returns None when all went well, else the seconds to wait before the next try
+        (a backoff)."""
         trigger: BaseTrigger
         if cron is not None:
             trigger = cron_trigger(cron)
         else:
             trigger = IntervalTrigger(seconds=interval or DEFAULT_INTERVAL, jitter=jitter or None)
-        self._scheduler.add_job(
-            self._run, trigger, args=(name, poll), id=name, name=name,
-            next_run_time=datetime.now(UTC),
-        )  # fmt: skip
+        now = datetime.now(UTC)
+        with self._lock:  # (so that the poll in progress, ending, finds this one to run)
+            self._polls[name] = poll
+            first = trigger.get_next_fire_time(None, now) if name in self._running else now
+            self._scheduler.add_job(
+                self._run, trigger, args=(name, poll), id=name, name=name, next_run_time=first
+            )
+
+    def remove(self, name: str) -> None:
+        """No more polls of ``name``; one in progress goes on to its end."""
+        with self._lock:
+            del self._polls[name]
+            self._scheduler.remove_job(name)
 
     def _run(self, name: str, poll: Callable[[], float | None]) -> None:
         with self._lock:
@@ -138,6 +157,11 @@ class Scheduler:
                 self._running.discard(name)
                 again = name in self._again
                 self._again.discard(name)
+                successor = self._polls.get(name)
+        if successor is not poll:
+            # Removed, or replaced by new settings: its outcome is no backoff of theirs,
+            # and a replacement, held back until now, runs at once.
+            retry_in, again = None, successor is not None
         if retry_in is not None:
             self._at(name, datetime.now(UTC) + timedelta(seconds=retry_in))
         elif again:
@@ -153,7 +177,8 @@ class Scheduler:
 
     def _at(self, name: str, when: datetime) -> None:
         if self._scheduler.running:
-            self._scheduler.modify_job(name, next_run_time=when)
+            with suppress(JobLookupError):  # (its source removed meanwhile: none to poll)
+                self._scheduler.modify_job(name, next_run_time=when)
 
     def start(self) -> None:
         self._scheduler.start()

@@ -61,7 +61,7 @@ def test_a_library_record_is_one_json_event(capsys: pytest.CaptureFixture[str]) 
 def test_apschedulers_own_skip_warning_is_json(capsys: pytest.CaptureFixture[str]) -> None:
     """A poll outlasting its interval: APScheduler's "skipped" warning is JSON, no INFO."""
     logs.configure("info")
-    scheduler = Scheduler(workers=1)
+    scheduler = Scheduler()
     scheduler.add("slow", lambda: time.sleep(0.6), interval=0.05)
     lines: list[dict[str, Any]] = []
 

@@ -10,14 +10,34 @@ import shutil
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
+from fnmatch import fnmatch
+from importlib import metadata
+from itertools import takewhile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD = ROOT / "systemd"
 DOCKERFILE = ROOT / "Dockerfile"
+LOCK = ROOT / "requirements.lock"  # the runtime dependencies, made by `make lock`
+BUILD_LOCK = ROOT / "requirements-build.lock"  # setuptools, to build in the image
+# The image's platform, for the dependencies' environment markers.
+IMAGE_MARKERS = {
+    "python_version": "3.11",
+    "python_full_version": "3.11.0",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "os_name": "posix",
+    "platform_machine": "x86_64",
+}
 SERVICES = ("connector.service", "connector-once.service")
 MAX_EXPOSURE = 2.0  # systemd-analyze security: 0 (locked down) to 10 (unprotected)
 # [Service] settings that differ between the daemon and the oneshot on purpose; every
@@ -25,6 +45,7 @@ MAX_EXPOSURE = 2.0  # systemd-analyze security: 0 (locked down) to 10 (unprotect
 LIFECYCLE = {
     "Type",
     "ExecStart",
+    "ExecReload",
     "WatchdogSec",
     "Restart",
     "RestartSec",
@@ -105,6 +126,11 @@ def test_service_speaks_sd_notify_with_a_watchdog() -> None:
     assert re.fullmatch(r"[1-9][0-9]*(s|min)?", _one("connector.service", "Service", "WatchdogSec"))
 
 
+def test_service_reload_is_sighup() -> None:
+    """`systemctl reload` sends the daemon SIGHUP, which reads its config again."""
+    assert _one("connector.service", "Service", "ExecReload") == "/bin/kill -HUP $MAINPID"
+
+
 @pytest.mark.parametrize(("name", "command"), [(SERVICES[0], "run"), (SERVICES[1], "once")])
 def test_service_paths_agree(name: str, command: str) -> None:
     """ExecStart reads the config from ConfigurationDirectory and runs in StateDirectory."""
@@ -145,14 +171,191 @@ def test_dockerfile_runs_the_daemon_as_non_root() -> None:
     assert "CONNECTOR_CONFIG=/etc/connector/connector.toml" in " ".join(_instruction("ENV"))
     assert "9464" in _instruction("EXPOSE")
     images = re.findall(r"PYTHON_IMAGE=(\S+)", " ".join(_instruction("ARG")))
-    assert images and all(re.fullmatch(r"python:3\.11(\.[0-9]+)?-slim-[a-z]+", i) for i in images)
+    assert images and all(re.match(r"python:3\.11(\.[0-9]+)?-slim-[a-z]+@", i) for i in images)
     assert all(image.startswith("${PYTHON_IMAGE}") for image in _instruction("FROM"))
+
+
+def test_dockerfile_pins_the_base_image_by_digest() -> None:
+    """Both stages start from one base image named by its digest, not by a movable tag."""
+    (image,) = re.findall(r"PYTHON_IMAGE=(\S+)", " ".join(_instruction("ARG")))
+    assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", image), image
+    assert [f.split()[0] for f in _instruction("FROM")] == ["${PYTHON_IMAGE}"] * 2
 
 
 def test_dockerignore_keeps_local_state_out() -> None:
     """The build context leaves out the venv, the local store and the git history."""
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     assert {".git", ".venv", "var", "bench/out"} <= set(ignored)
+
+
+# -- the locks: what the image installs ---------------------------------------------------
+
+
+def _pyproject() -> dict[str, object]:
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        return tomllib.load(file)
+
+
+def _locked(path: Path) -> dict[str, tuple[Version, list[str]]]:
+    """A lock's pins: each normalized name's version and hashes."""
+    pins: dict[str, tuple[Version, list[str]]] = {}
+    entry = ""
+    for raw in [*path.read_text(encoding="utf-8").splitlines(), ""]:
+        line = raw.split("#", 1)[0].strip()
+        if line.endswith("\\"):
+            entry += line[:-1] + " "
+            continue
+        entry += line
+        if entry:
+            spec, *options = entry.split()
+            name, equals, version = spec.partition("==")
+            assert equals, f"{path.name}: {spec} is not pinned with =="
+            hashes = [o.removeprefix("--hash=") for o in options if o.startswith("--hash=")]
+            pins[canonicalize_name(name)] = (Version(version), hashes)
+        entry = ""
+    return pins
+
+
+def _stage(name: str) -> list[tuple[str, str]]:
+    """The instructions of the Dockerfile's stage ``FROM ... AS name``."""
+    stage: list[tuple[str, str]] | None = None
+    for word, args in _dockerfile():
+        if word == "FROM":
+            if stage is not None:
+                break
+            if args.lower().endswith(f" as {name}"):
+                stage = []
+        elif stage is not None:
+            stage.append((word, args))
+    assert stage is not None, f"no stage {name}"
+    return stage
+
+
+def _requirements() -> list[Requirement]:
+    project = _pyproject()["project"]
+    assert isinstance(project, dict)
+    return [Requirement(r) for r in project["dependencies"]]
+
+
+def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    """Each of pyproject's [project] dependencies is pinned (==) in requirements.lock, at a
+    version its range allows, and every pin has hashes (pip --require-hashes needs them)."""
+    pins = _locked(LOCK)
+    requirements = _requirements()
+    assert requirements
+    for requirement in requirements:
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not in {LOCK.name}: run make lock"
+        version, _ = pins[name]
+        assert requirement.specifier.contains(version, prereleases=True), (
+            f"{LOCK.name} pins {name}=={version}, outside {requirement}: run make lock"
+        )
+    unhashed = [name for name, (_, hashes) in pins.items() if not hashes]
+    assert not unhashed
+    assert all(
+        re.fullmatch(r"sha256:[0-9a-f]{64}", h) for _, hashes in pins.values() for h in hashes
+    )
+
+
+def test_lock_holds_no_test_tool() -> None:
+    """The test extras (pytest, mypy, ...) stay out of the image."""
+    extras = _pyproject()["project"]
+    assert isinstance(extras, dict)
+    test_only = {
+        canonicalize_name(Requirement(r).name) for r in extras["optional-dependencies"]["test"]
+    }
+    assert test_only
+    assert not test_only & set(_locked(LOCK)), test_only & set(_locked(LOCK))
+
+
+def test_lock_holds_what_the_locked_packages_need() -> None:
+    """Transitively complete: what each locked package requires on the image's platform
+    (with the extras pyproject asks for) is locked too. Checked on the packages installed
+    here at the locked version, whose metadata says what they require."""
+    pins = _locked(LOCK)
+    extras = {canonicalize_name(r.name): r.extras for r in _requirements()}
+    checked = []
+    for name, (version, _) in pins.items():
+        try:
+            if Version(metadata.version(name)) != version:
+                continue
+        except metadata.PackageNotFoundError:
+            continue
+        for text in metadata.requires(name) or []:
+            needed = Requirement(text)
+            wanted = extras.get(name, set()) | {""}
+            if needed.marker is not None and not any(
+                needed.marker.evaluate({**IMAGE_MARKERS, "extra": extra}) for extra in wanted
+            ):
+                continue
+            assert canonicalize_name(needed.name) in pins, (
+                f"{name} {version} needs {needed}, not in {LOCK.name}: run make lock"
+            )
+        checked.append(name)
+    if len(checked) < len(pins) // 2:
+        pytest.skip(f"only {len(checked)} of {len(pins)} locked versions installed here")
+
+
+def test_build_lock_pins_the_build_backend() -> None:
+    """requirements-build.lock pins, with hashes, a setuptools that pyproject's
+    [build-system] accepts: the image builds pyftpdlib and connector with it."""
+    pins = _locked(BUILD_LOCK)
+    build = _pyproject()["build-system"]
+    assert isinstance(build, dict) and build["build-backend"] == "setuptools.build_meta"
+    (wanted,) = [Requirement(r) for r in build["requires"] if r.startswith("setuptools")]
+    version, hashes = pins["setuptools"]
+    assert wanted.specifier.contains(version) and hashes
+
+
+def test_dockerfile_installs_from_the_locks_only() -> None:
+    """The build stage copies both locks in and installs from them with --require-hashes
+    and --no-deps; the project itself goes in with --no-deps and no build isolation, so
+    no pip install there fetches anything unpinned; pip check proves the lock complete."""
+    build = _stage("build")
+    copied = " ".join(args for word, args in build if word == "COPY")
+    assert LOCK.name in copied.split() and BUILD_LOCK.name in copied.split()
+    installs = [
+        command.strip()
+        for word, args in build
+        if word == "RUN"
+        for command in args.split("&&")
+        if " install " in command
+    ]
+    assert installs
+    for command in installs:
+        words = command.split()
+        assert words[0] == "/opt/connector/bin/pip" and "--no-deps" in words, command
+        if "-r" in words:
+            assert "--require-hashes" in words, command
+        else:
+            assert words[-1] == "." and "--no-build-isolation" in words, command
+    files = [w.split()[-1] for w in installs if " -r " in f" {w} "]
+    assert files == [BUILD_LOCK.name, LOCK.name]  # setuptools first: it builds the rest
+    assert any("pip check" in args for word, args in build if word == "RUN")
+    # Copied before the first install that reads them.
+    copy = next(i for i, (word, args) in enumerate(build) if word == "COPY" and LOCK.name in args)
+    read = next(i for i, (word, args) in enumerate(build) if word == "RUN" and " -r " in args)
+    assert copy < read
+
+
+def test_dockerignore_lets_the_locks_in() -> None:
+    """No .dockerignore pattern leaves out a lock: the build context must carry them."""
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for lock in (LOCK, BUILD_LOCK):
+        assert lock.is_file()
+        assert not [p for p in patterns if fnmatch(lock.name, p.removeprefix("**/"))], lock.name
+
+
+def test_locks_say_how_they_are_made() -> None:
+    """The lock's header names its maker, and the Makefile has that target."""
+    lines = LOCK.read_text(encoding="utf-8").splitlines()
+    header = " ".join(takewhile(lambda line: line.startswith("#"), lines))
+    assert "make lock" in header and "--require-hashes" in header
+    assert re.search(r"^lock:", (ROOT / "Makefile").read_text(encoding="utf-8"), re.MULTILINE)
 
 
 class _Health(http.server.BaseHTTPRequestHandler):

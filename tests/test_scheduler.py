@@ -1,5 +1,6 @@
 """scheduler.py with the real APScheduler: no overlapping polls of a source, a poll asked
-for during a poll runs right after it, and a failing source waits its backoff."""
+for during a poll runs right after it, a failing source waits its backoff, and a source
+removed or replaced (a reload) ends the poll in progress before anything else."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def test_polls_of_one_source_never_overlap_and_poll_now_runs_after() -> None:
         running.clear()
         return None
 
-    scheduler = Scheduler(workers=4)
+    scheduler = Scheduler()
     scheduler.add("s", poll, interval=3600)
     scheduler.start()
     try:
@@ -64,7 +65,7 @@ def test_a_failing_poll_waits_its_backoff() -> None:
         healthy.append(time.monotonic())
         return None
 
-    scheduler = Scheduler(workers=2)
+    scheduler = Scheduler()
     scheduler.add("bad", fail, interval=3600)
     scheduler.add("good", ok, interval=0.2)
     scheduler.start()
@@ -72,6 +73,64 @@ def test_a_failing_poll_waits_its_backoff() -> None:
         assert wait_until(lambda: len(failing) >= 2, 5)
         assert failing[1] - failing[0] >= 0.45  # retried after its backoff, not its hour
         assert len(healthy) >= 2  # the healthy source kept its own schedule meanwhile
+    finally:
+        scheduler.stop()
+
+
+def test_a_source_removed_mid_poll_ends_that_poll_and_polls_no_more() -> None:
+    runs, ended = [], []
+    release = threading.Event()
+
+    def poll() -> float | None:
+        runs.append(time.monotonic())
+        release.wait(5)
+        ended.append(time.monotonic())
+        return 0.05  # a backoff: no job to postpone any more
+
+    scheduler = Scheduler()
+    scheduler.add("s", poll, interval=0.1)
+    scheduler.start()
+    try:
+        assert wait_until(lambda: len(runs) == 1, 5)
+        scheduler.remove("s")
+        scheduler.poll_now("s")  # (its folder watch, not stopped yet: nothing to poll)
+        release.set()
+        assert wait_until(lambda: len(ended) == 1, 5)  # the poll went on to its end
+        scheduler.poll_now("s")
+        time.sleep(0.5)  # five of its intervals
+        assert len(runs) == 1
+    finally:
+        scheduler.stop()
+
+
+def test_a_replaced_source_polls_anew_right_after_the_old_poll() -> None:
+    """New settings for a source polling: the new poll waits for the old one to end, then
+    runs at once, without the old poll's backoff."""
+    old_runs, new_runs = [], []
+    release = threading.Event()
+
+    def old() -> float | None:
+        old_runs.append(time.monotonic())
+        release.wait(5)
+        return 900.0  # the old settings failed: their backoff is not the new ones'
+
+    def new() -> float | None:
+        new_runs.append(time.monotonic())
+        return None
+
+    scheduler = Scheduler()
+    scheduler.add("s", old, interval=3600)
+    scheduler.start()
+    try:
+        assert wait_until(lambda: len(old_runs) == 1, 5)
+        scheduler.remove("s")
+        scheduler.add("s", new, interval=3600)
+        time.sleep(0.3)
+        assert new_runs == []  # never beside the old poll
+        released = time.monotonic()
+        release.set()
+        assert wait_until(lambda: len(new_runs) == 1, 5)
+        assert new_runs[0] >= released and len(old_runs) == 1
     finally:
         scheduler.stop()
 
@@ -85,7 +144,7 @@ def test_jitter_spreads_the_polls_of_a_source() -> None:
         runs.append(time.monotonic())
         return None
 
-    scheduler = Scheduler(workers=1)
+    scheduler = Scheduler()
     scheduler.add("s", poll, interval=0.1, jitter=0.3)
     scheduler.start()
     try:

@@ -1,5 +1,5 @@
 """`connector run` and `connector check` as a user runs them: a real subprocess, a watched
-folder, signals."""
+folder, signals (SIGTERM stops, SIGHUP reloads the config)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,19 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
 
 from connector.scheduler import backoff_delay
 from tests.drop import drop_config, first_poll_then_stop
+from tests.golden import toml_value
 from tests.source_contract import wait_until
 
 
@@ -269,3 +272,116 @@ def test_log_lines_are_json_events_with_their_context(tmp_path: Path) -> None:
     assert failed["source"] == "drop" and failed["level"] == "warning"
     assert "does not exist" in failed["cause"] and failed["failures"] == 1
     assert datetime.fromisoformat(failed["next_retry"]) > datetime.now(UTC)
+
+
+def _follow(proc: subprocess.Popen[str]) -> tuple[list[dict[str, Any]], threading.Thread]:
+    """The daemon's log lines (JSON on stderr) as they come, read by a thread."""
+    lines: list[dict[str, Any]] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(json.loads(line) if line.startswith("{") else {"event": line})
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return lines, reader
+
+
+def _table(name: str, folder: Path, event_name: str) -> str:
+    """A [[sources]] table: a folder polled every second, its files taken at once."""
+    folder.mkdir(exist_ok=True)
+    source = {"name": name, "url": f"file://{folder}", "interval": "1s", "min_age": "0s",
+              "after": "move:processed"}  # fmt: skip
+    files = {"kind": "events", "pattern": "*.csv", "event_name": event_name}
+    return "\n".join(["[[sources]]", *(f"{k} = {toml_value(v)}" for k, v in source.items()),
+                      "[[sources.files]]", *(f"{k} = {toml_value(v)}" for k, v in files.items()),
+                      ""])  # fmt: skip
+
+
+def test_sighup_reloads_the_sources_and_keeps_the_config_when_the_new_one_is_bad(
+    tmp_path: Path,
+) -> None:
+    """SIGHUP reads the config file again: a source added is polled, one changed polls
+    with its new settings, one removed is polled no more and leaves no metric; a key that
+    needs a restart is said and kept; a config that is not valid is said and changes
+    nothing. SIGTERM then exits 0 as ever."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config, inbox, second = tmp_path / "connector.toml", tmp_path / "inbox", tmp_path / "second"
+    common = "\n".join([
+        "[store]", f"path = {toml_value(str(tmp_path / 'store' / 'c.db'))}",
+        "[paths]", f"staging = {toml_value(str(tmp_path / 'staging'))}",
+        f"archive = {toml_value(str(tmp_path / 'archive'))}",
+        "[metrics]", f'listen = "127.0.0.1:{port}"', "",
+    ])  # fmt: skip
+    first = common + _table("drop", inbox, "visit")
+    both = common + _table("drop", inbox, "sale") + _table("second", second, "visit")
+    config.write_text(first)
+    with _start(config) as proc:  # (its pipes closed on leaving)
+        log, reader = _follow(proc)
+
+        def said(event: str) -> list[dict[str, Any]]:
+            return [line for line in list(log) if line["event"] == event]
+
+        def taken(folder: Path, name: str) -> bool:
+            return (folder / "processed" / name).exists()
+
+        def metrics() -> str:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as page:
+                    return str(page.read().decode())
+            except OSError:
+                return ""
+
+        try:
+            (inbox / "a.csv").write_text("identifier\nu1\n")
+            assert wait_until(lambda: taken(inbox, "a.csv"), 20)
+
+            config.write_text(both + "[ingest]\nbatch_records = 500\n")
+            proc.send_signal(signal.SIGHUP)
+            assert wait_until(lambda: said("config_reloaded"), 10)
+            [reloaded] = said("config_reloaded")
+            assert reloaded["added"] == ["second"] and reloaded["changed"] == ["drop"]
+            assert reloaded["removed"] == []
+            [restart] = said("config_reload_needs_restart")
+            assert restart["keys"] == ["ingest.batch_records"]
+            (second / "b.csv").write_text("identifier\nu2\n")
+            assert wait_until(lambda: taken(second, "b.csv"), 10)
+
+            config.write_text(both.replace('interval = "1s"', 'interval = "1"'))  # no unit
+            proc.send_signal(signal.SIGHUP)
+            assert wait_until(lambda: said("config_reload_failed"), 10)
+            [failed] = said("config_reload_failed")
+            assert failed["level"] == "error"
+            assert failed["cause"].startswith("sources[0].interval: not a duration: '1'")
+            (inbox / "c.csv").write_text("identifier\nu3\n")  # the sources as they were
+            assert wait_until(lambda: taken(inbox, "c.csv"), 10)
+            assert proc.poll() is None
+
+            config.write_text(common + _table("drop", inbox, "sale"))
+            proc.send_signal(signal.SIGHUP)
+            assert wait_until(lambda: len(said("config_reloaded")) == 2, 10)
+            reloaded = said("config_reloaded")[1]
+            assert reloaded["removed"] == ["second"] and reloaded["changed"] == []
+            assert wait_until(lambda: 'source="second"' not in metrics(), 10)
+            assert 'connector_files_total{source="drop",status="ingested"' in metrics()
+            (second / "d.csv").write_text("identifier\nu4\n")
+            mark = len(log)
+
+            def drop_polls() -> int:
+                return sum(e["event"] == "poll_done" and e["source"] == "drop" for e in log[mark:])
+
+            assert wait_until(lambda: drop_polls() >= 3, 10)  # two intervals of the removed one
+            assert not taken(second, "d.csv")
+            assert not any(e.get("source") == "second" for e in log[mark:])
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(15)
+            reader.join(5)
+    assert code == 0, log
+    assert said("service_stopped")
+    assert sorted((e["identifier"], e["name"]) for e in _events(config)) == [
+        ("u1", "visit"), ("u2", "visit"), ("u3", "sale")
+    ]  # fmt: skip
