@@ -14,7 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 import structlog
 
@@ -28,7 +28,7 @@ from connector.config import (
     load_config,
     usable_delimiter,
 )
-from connector.csvrules.rules import FileRules, Kind
+from connector.csvrules.rules import TOO_OLD, FileRules, Kind
 from connector.dump import dump
 from connector.errors import ConfigError, ConnectorError, Interrupted
 from connector.ingest import Ingestor, Outcome, Progress
@@ -257,18 +257,39 @@ def _import_rules(config: Config, source_name: str | None, kind: Kind, path: Pat
 
 @contextlib.contextmanager
 def _progress_bar(path: Path) -> Iterator[Progress | None]:
+    """On a terminal, for a large file: a bar of its bytes read (``_bytes_bar``)."""
     size = path.stat().st_size
     if not sys.stderr.isatty() or size < _PROGRESS_MIN_BYTES:
         yield None
         return
+    with _bytes_bar(path.name, size, sys.stderr) as progress:
+        yield progress
+
+
+@contextlib.contextmanager
+def _bytes_bar(name: str, size: int, out: TextIO) -> Iterator[Progress]:
+    """A bar on ``out`` of ``size`` bytes read, with the percentage and the time left; at
+    100 % when the block ends without an error (a file's tail may hold no record). Lines
+    written to sys.stderr meanwhile (the log) go above the bar, not over it."""
     from tqdm import tqdm  # only on a terminal, for a large file
+    from tqdm.contrib import DummyTqdmFile
 
-    with tqdm(unit=" records", unit_scale=True, desc=path.name, leave=False) as bar:
+    with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=out,
+              leave=False, dynamic_ncols=True) as bar:  # fmt: skip
 
-        def update(records: int) -> None:
-            bar.update(records - bar.n)
+        def update(read: int) -> None:
+            if read > bar.n:
+                bar.update(read - bar.n)
 
-        yield update
+        # Each line through tqdm, which clears the bar for it and redraws the bar below
+        # (structlog writes to sys.stderr itself, not through a logging handler).
+        stderr, sys.stderr = sys.stderr, DummyTqdmFile(out)
+        try:
+            yield update
+            update(size)
+            bar.refresh()  # (an update within tqdm's mininterval of the last is not drawn)
+        finally:
+            sys.stderr = stderr
 
 
 def _summary(path: Path, outcome: Outcome, dry_run: bool) -> str:
@@ -323,6 +344,12 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
                             tenant=tenant, unpacking=UnpackLimits.of(config.ingest),
                             progress=progress,
                         )  # fmt: skip
+                except KeyboardInterrupt:  # (Ctrl-C: the ledger keeps what was committed)
+                    print(f"connector: import: interrupted in {path}; "
+                          + ("nothing was stored (dry run)" if args.dry_run
+                             else "run the same command again to resume it"),
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    raise  # exit 130, in main()
                 except ConnectorError:
                     raise  # the error boundary in main() says it in one line
                 except Exception as exc:  # a defect with this file: the next files go on
@@ -344,10 +371,13 @@ SHOWN_REJECTS = 20
 
 def _print_rejects(store: Store, entry: Entry) -> None:
     """A dry run's rejected rows: the first few with their reasons, then how many more."""
-    for line, reason in store.ledger.rejects(entry.id, SHOWN_REJECTS):
+    for line, reason, _ in store.ledger.rejects(entry.id, SHOWN_REJECTS):
         print(f"  line {line}: {reason}")
     if entry.rejected > SHOWN_REJECTS:
         print(f"  ... and {entry.rejected - SHOWN_REJECTS:,} more rejected rows")
+    too_old = store.ledger.rejects_saying(entry.id, TOO_OLD)
+    if too_old:
+        print(f"  {too_old:,} of the rejected rows: events {TOO_OLD}")
 
 
 class UnknownChecksum(ConnectorError):
@@ -408,59 +438,89 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
     return EXIT_REJECTED if outcome.entry.status == "rejected" else EXIT_OK
 
 
+ONCE_WORKERS = 8  # sources `once` polls at a time
+
+
 def cmd_once(args: argparse.Namespace, config: Config) -> int:
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     from connector.expected import overdue
     from connector.housekeeping import tidy
     from connector.pipeline import Poller
+    from connector.webhook import Webhook
 
     status = EXIT_OK
     log = structlog.get_logger()
     stopping = threading.Event()
+    hook: Webhook | None = None
+
+    def polled(poller: Poller) -> tuple[bool, str] | None:
+        """The source's line, and whether all went well; None: a stop came first."""
+        source = poller.source
+        if stopping.is_set():
+            return None
+        try:
+            summary = poller.poll(stop=stopping.is_set)
+        except Interrupted:
+            return True, f"{source.name}: stopped; the file in hand resumes next time"
+        except Exception as exc:  # one source's failure never keeps another unpolled
+            cause = logged_failure(log, "poll_failed", exc, source=source.name)
+            return False, f"{source.name}: could not be polled: {cause}"
+        if hook is not None:
+            hook.rejected(summary.taken.values(), poller.store.ledger)
+        taken = Counter(entry.status for entry in summary.taken.values())
+        text = ", ".join(f"{n} {s}" for s, n in sorted(taken.items())) or "nothing new"
+        if summary.completed:
+            text += f"; {len(summary.completed)} earlier file(s) completed"
+        if summary.pending:
+            text += f"; {len(summary.pending)} not ready yet"
+        if summary.busy:
+            text += f"; {len(summary.busy)} in hand in another run, skipped"
+        if summary.failed:
+            text += f"; {len(summary.failed)} failed, retried next time: " + "; ".join(
+                f"{path}: {why}" for path, why in summary.failed.items()
+            )
+        now = time.time()
+        late = overdue(source, poller.store.ledger, now, now)  # (with no file ever: not said)
+        if late is not None:
+            text += f"; OVERDUE: {late.text(source)}"
+            log.warning("file_overdue", source=source.name, why=late.text(source))
+        return not summary.failed, f"{source.name}: {text}"
+
     # SIGTERM or SIGINT: as `run` does, stop cleanly, resumably
-    with stop_on_signals(stopping), open_store(config.store) as store:
+    with (
+        stop_on_signals(stopping),
+        open_store(config.store) as store,
+        contextlib.ExitStack() as stack,
+    ):
         tidy(config, store)
-        ingestor = Ingestor.configured(store, config, stop=stopping.is_set)
-        for source in config.sources:
-            if stopping.is_set():
-                break
-            try:
-                poller = Poller(config, source, store, ingestor=ingestor, sleep=stopping.wait)
-                summary = poller.poll(stop=stopping.is_set)
-            except Interrupted:
-                print(f"{source.name}: stopped; the file in hand resumes next time", flush=True)
-                break
-            except Exception as exc:  # one source's failure never keeps the next unpolled
-                cause = logged_failure(log, "poll_failed", exc, source=source.name)
-                print(f"{source.name}: could not be polled: {cause}", flush=True)
-                status = EXIT_FAILED
-                continue
-            taken = Counter(entry.status for entry in summary.taken.values())
-            text = ", ".join(f"{n} {s}" for s, n in sorted(taken.items())) or "nothing new"
-            if summary.completed:
-                text += f"; {len(summary.completed)} earlier file(s) completed"
-            if summary.pending:
-                text += f"; {len(summary.pending)} not ready yet"
-            if summary.busy:
-                text += f"; {len(summary.busy)} in hand in another run, skipped"
-            if summary.failed:
-                text += f"; {len(summary.failed)} failed, retried next time: " + "; ".join(
-                    f"{path}: {why}" for path, why in summary.failed.items()
-                )
-            now = time.time()
-            late = overdue(source, store.ledger, now, now)  # (with no file ever: not said)
-            if late is not None:
-                text += f"; OVERDUE: {late.text(source)}"
-                log.warning("file_overdue", source=source.name, why=late.text(source))
-            print(f"{source.name}: {text}", flush=True)
+        hook = Webhook.configured(config.webhook)
+        if hook is not None:  # (its alerts sent, within a grace time, before `once` ends)
+            stack.callback(hook.close)
+        # The sources are polled at once, each with a poller and an ingestor of its own as
+        # in `run`: one source's min_age wait or slow server does not delay the others.
+        pollers = [
+            Poller(config, source, store, sleep=stopping.wait,
+                   ingestor=Ingestor.configured(store, config, stop=stopping.is_set))
+            for source in config.sources
+        ]  # fmt: skip
+        with ThreadPoolExecutor(min(len(pollers), ONCE_WORKERS), "once") as pool:
+            # (in the config's order, each line once its poll and those before it are done)
+            for said in pool.map(polled, pollers):
+                if said is not None:
+                    print(said[1], flush=True)
+                    status = status if said[0] else EXIT_FAILED
     return status
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
     from connector.service import Service
 
-    return Service(config).run()
+    def load() -> Config:  # on SIGHUP: the same file and --source as at start-up
+        return _connected(load_config(args.config), args.sources)
+
+    return Service(config, load).run()
 
 
 def cmd_check(args: argparse.Namespace, config: Config) -> int:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -99,6 +100,7 @@ Tenant = Annotated[str, Field(min_length=1, max_length=100, pattern=TENANT_PATTE
 
 STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
 STORE_CREDENTIAL = "store"  # the store's systemd credential (connector.secrets)
+WEBHOOK_CREDENTIAL = "webhook"  # the webhook URL's
 DEFAULT_STORE = Path("var/connector.db")
 Lease = Annotated[str, _within("1h", zero=False)]
 
@@ -225,6 +227,16 @@ class MetricsConfig(_Model):
     max_missed_polls: int = Field(default=3, ge=1)  # store failures in a row: /healthz 503 past it
 
 
+class WebhookConfig(_Model):
+    """Where to POST alerts (a file rejected whole, a source failing and recovered). The
+    URL often holds a token, so it is a secret: from the environment, a private file or
+    the systemd credential `webhook`, never from the config itself."""
+
+    url_env: str | None = None
+    url_file: Path | None = None
+    timeout: Timeout = "10s"  # each attempt's
+
+
 class FileEntry(_Model):
     kind: Kind
     pattern: str = Field(min_length=1)
@@ -271,6 +283,15 @@ class SourceConfig(_Model):
     error_dir: str = "move:rejected"  # where files rejected whole go: same forms as `after`
     max_tries: int = Field(default=5, ge=1)  # failed tries in a row before a file is set aside
     expect_every: Interval | None = None  # a new file at least this often, else file_overdue
+    # Write <file>.rejects.csv where a file with rejected rows (or rejected whole) went
+    reject_report: bool = False
+    # Events older than this are rejected (an old event can set off a campaign); unset: kept
+    max_event_age: Keep | None = None
+    # Times written without a UTC offset, off by default (such a time rejects its row):
+    # read in this IANA zone, and by these strptime formats (a format with %z: its offset)
+    timezone: str | None = None
+    timestamp_formats: tuple[str, ...] = ()
+    decimal: Literal[".", ","] = "."  # ",": "12,50" is the number 12.5
     identifier: str = Field(default="identifier", min_length=1)
     delimiter: str | None = Field(default=None, min_length=1, max_length=1)
     encoding: str = "utf-8"
@@ -280,10 +301,10 @@ class SourceConfig(_Model):
     @classmethod
     def _not_the_stores(cls, value: str) -> str:
         # (a source's systemd credential is named after it, $CREDENTIALS_DIRECTORY/<name>)
-        if value == STORE_CREDENTIAL:
+        if value in (STORE_CREDENTIAL, WEBHOOK_CREDENTIAL):
             raise ValueError(
-                f"{value!r} is the store's credential ($CREDENTIALS_DIRECTORY/{value}): a source"
-                " so named would read the store's password; choose another name"
+                f"{value!r} is the {value}'s credential ($CREDENTIALS_DIRECTORY/{value}): a"
+                f" source so named would read the {value}'s secret; choose another name"
             )
         return value
 
@@ -294,12 +315,13 @@ class SourceConfig(_Model):
         scheme = parts.scheme
         if scheme not in SCHEMES:
             raise ValueError(f"scheme {scheme!r} is not one of {', '.join(SCHEMES)}")
+        # (first: the messages below quote parts of the URL)
+        if parts.password is not None:
+            raise ValueError("a password in the URL is refused; use password_env or password_file")
         if scheme != "file" and not parts.hostname:
             raise ValueError(f"a {scheme}:// URL names its host: {scheme}://user@host/folder")
         if scheme == "file":
             _check_file_url(parts)
-        if parts.password is not None:
-            raise ValueError("a password in the URL is refused; use password_env or password_file")
         if len(unquote(parts.path).encode("utf-8", "surrogateescape")) > MAX_FOLDER_BYTES:
             # (a file's path, folder and name, must fit the store's indexes)
             raise ValueError(f"the folder's path is longer than {MAX_FOLDER_BYTES:,} bytes")
@@ -309,6 +331,37 @@ class SourceConfig(_Model):
     @classmethod
     def _known_codec(cls, value: str) -> str:
         return known_codec(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"unknown time zone {_shown(value)} (an IANA name, e.g. 'Europe/Brussels')"
+                ) from None
+        return value
+
+    @field_validator("timestamp_formats")
+    @classmethod
+    def _usable_formats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for form in value:
+            if "%" not in form:
+                raise ValueError(
+                    f"{_shown(form)} has no strptime directive (e.g. '%d/%m/%Y %H:%M')"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _zone_for_formats(self) -> SourceConfig:
+        if self.timezone is None and any("%z" not in f for f in self.timestamp_formats):
+            raise ValueError(
+                "timestamp_formats without %z read times without an offset: set timezone"
+                " (e.g. 'Europe/Brussels', or 'UTC')"
+            )
+        return self
 
     @field_validator("after", "error_dir")
     @classmethod
@@ -376,6 +429,11 @@ class SourceConfig(_Model):
         """A listed file's path on the source, as the ledger records it."""
         return self.remote_path.rstrip("/") + "/" + name
 
+    def report_folder(self) -> str:
+        """Where the reject report of a deleted file goes: the folder files rejected whole
+        go to, else the source's own ("")."""
+        return self.error_dir.removeprefix("move:") if self.error_dir.startswith("move:") else ""
+
     def action_for(self, status: str) -> str:
         """The remote action for a file decided with ``status``: `after` for one ingested
         (or a duplicate), `error_dir` for one rejected whole."""
@@ -398,6 +456,11 @@ class SourceConfig(_Model):
             columns=dict(entry.columns) if entry else {},
             event_name=entry.event_name if entry else None,
             event_columns=entry.event_columns if entry else None,
+            timezone=self.timezone,
+            timestamp_formats=self.timestamp_formats,
+            decimal=self.decimal,
+            max_event_age=(int(parse_duration(self.max_event_age)) if self.max_event_age else None),
+            max_event_age_text=self.max_event_age or "",
         )
 
 
@@ -406,6 +469,7 @@ class Config(_Model):
     paths: PathsConfig = Field(default_factory=PathsConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
     sources: tuple[SourceConfig, ...] = ()
 
     @model_validator(mode="after")
@@ -527,16 +591,23 @@ def _check_files(config: Config, *, sources: bool) -> list[str]:
             problems.append(
                 f"sources[{i}].password_env: environment variable {source.password_env} is not set"
             )
-    store = config.store
-    if store.password_file is not None:
-        if not store.password_file.is_file():
-            problems.append(f"store.password_file: file not found: {store.password_file}")
-        elif store.password_file.stat().st_mode & 0o077:
-            problems.append(
-                f"store.password_file: readable by group or others; chmod 600 {store.password_file}"
-            )
-    if store.password_env is not None and store.password_env not in os.environ:
-        problems.append(f"store.password_env: environment variable {store.password_env} is not set")
+    store, webhook = config.store, config.webhook
+    problems += _unreadable_secret("store.password", store.password_env, store.password_file)
+    problems += _unreadable_secret("webhook.url", webhook.url_env, webhook.url_file)
+    return problems
+
+
+def _unreadable_secret(key: str, env: str | None, file: Path | None) -> list[str]:
+    """What keeps a secret's setting (``<key>_env``, ``<key>_file``) from being read: a
+    variable not set, a file missing or not private to its owner."""
+    problems = []
+    if file is not None:
+        if not file.is_file():
+            problems.append(f"{key}_file: file not found: {file}")
+        elif file.stat().st_mode & 0o077:
+            problems.append(f"{key}_file: readable by group or others; chmod 600 {file}")
+    if env is not None and env not in os.environ:
+        problems.append(f"{key}_env: environment variable {env} is not set")
     return problems
 
 

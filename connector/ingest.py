@@ -39,7 +39,7 @@ from connector.unpack import UnpackLimits, packed, unpacked
 _DEFAULTS = IngestConfig()
 IDLE_SECONDS = 0.05  # a wait for the next batch longer than this commits what is done first
 Clock = Callable[[], float]
-Progress = Callable[[int], None]  # called with the records done so far
+Progress = Callable[[int], None]  # called with the bytes of the file read so far
 
 
 class TooManyRejects(FileRejected):
@@ -78,6 +78,15 @@ class Given:
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
         return cls(digest.hexdigest(), path.stat().st_size)
+
+
+def _in_given(progress: Progress | None, given: Given, content: Path) -> Progress | None:
+    """``progress`` through a compressed file's content, told in bytes of the file as given
+    (in proportion): whoever shows it knows that file's size, and sees it reached."""
+    if progress is None:
+        return None
+    ratio = given.size / max(content.stat().st_size, 1)
+    return lambda read: progress(round(read * ratio))
 
 
 @dataclass(frozen=True)
@@ -139,7 +148,8 @@ class Ingestor:
                                   tenant)  # fmt: skip
                 return self._refused_given(arrival, exc.reason)
             return self.ingest(content, rules, source=source, name=name, tenant=tenant,
-                               progress=progress, given=given)  # fmt: skip
+                               progress=_in_given(progress, given, content),
+                               given=given)  # fmt: skip
 
     def _refused_given(self, arrival: Arrival, reason: str) -> Outcome:
         """A compressed file whose content cannot be had: rejected whole (or, the same
@@ -497,7 +507,6 @@ class Ingestor:
         batch); provisionally while the file arrives (``arrived()``: its bytes so far).
         TooManyRejects once the file's rejected rows pass `max_rejects`: the batch that
         passes it is not stored, and nothing more is read."""
-        records = 0
         rejected = self.ledger.get(entry_id).rejected  # (a resumed file's count goes on)
         with self.store.grouped(self.commit_seconds) as group:
             for batch in batches:  # (waiting here for the parser holds no lock
@@ -520,10 +529,9 @@ class Ingestor:
                 # store from other writers meanwhile: what is done is committed first.
                 if group.tick() or (job.idle(IDLE_SECONDS) and group.commit()):
                     crashpoints.reached("after_commit")
-                records += batch.records
                 del batch  # (not kept while the next one is read: a record may be megabytes)
                 if progress is not None:
-                    progress(records)
+                    progress(job.consumed)
                 if until():
                     break
         if self.stop():
@@ -532,5 +540,5 @@ class Ingestor:
     def _too_many(self, entry_id: int, batch: Batch) -> str:
         """Why a file is refused for its rejects: how many, and the first (stored already,
         or in this batch)."""
-        line, reason = self.ledger.first_reject(entry_id) or batch.rejects[0]
+        line, reason, _ = self.ledger.first_reject(entry_id) or batch.rejects[0]
         return f"more than {self.max_rejects:,} rows rejected; first at line {line}: {reason}"

@@ -110,6 +110,7 @@ class ParseJob:
         self._spool: IO[bytes] | None = None
         self._local: FileParser | None = None
         self._raw: ScannedFile | None = None
+        self._read = 0  # bytes of the file the child had read when it made its last batch
         # abandon() comes from another thread: no child may start after it.
         self._abandoning = threading.Lock()
         self._abandoned = False
@@ -190,7 +191,14 @@ class ParseJob:
             yield from self._local.batches(self._batch_records, self._skip)
             return
         while (message := self._receive())[0] == "batch":
-            yield self._read_batch(*message[1:])  # (nothing of it held here meanwhile)
+            self._read = message[3]
+            yield self._read_batch(*message[1:3])  # (nothing of it held here meanwhile)
+
+    @property
+    def consumed(self) -> int:
+        """The bytes of the file the parse has read by its last batch (a block ahead of that
+        batch's records at most): how far through the file it is."""
+        return self._raw.scan.size if self._raw is not None else self._read
 
     def _read_batch(self, offset: int, length: int) -> Batch:
         assert self._spool is not None
@@ -284,7 +292,7 @@ def _serve(job: _Job, out: IO[bytes]) -> None:
             written = 0
             while written < len(data):
                 written += os.write(job.spool_fd, data[written:])
-            announce("batch", offset, len(data))
+            announce("batch", offset, len(data), raw.scan.size)
             offset += len(data)
             del batch, data  # (not kept while the next one is made)
         announce("done")

@@ -119,3 +119,54 @@ def test_source_restricts_a_connecting_command_and_none_configured_is_said(
     assert main(["once"]) == 78
     assert "no sources configured" in capsys.readouterr().err
     assert not (tmp_path / "var").exists()  # (no store made for nothing)
+
+
+# What a customer's file looked like → the reason `import --dry-run` prints, whole.
+_FOUND = "header: no identifier column 'email'; found"
+_REASONS = {
+    b"Email,name\nada@x.org,Ada\n": f"{_FOUND} 2 column(s), split on ',': 'Email', 'name';"
+    " 'Email' differs only in case (names are case-sensitive): rename it, or set identifier"
+    ' = "Email"',
+    b"email|name\nada@x.org|Ada\n": f"{_FOUND} 1 column(s), split on ',': 'email|name'; split"
+    " on '|' the header has 'email': set delimiter = \"|\"",
+    b"email\tname\nada@x.org\tAda\n": f"{_FOUND} 1 column(s), split on ',': 'email\\tname';"
+    " split on '\\t' the header has 'email': set delimiter = \"\\t\"",
+    b"mail,name\nada@x.org,Ada\n": f"{_FOUND} 2 column(s), split on ',': 'mail', 'name'",
+    b"email,name\nada@x.org,Ren\xe9\n": "line 2: bytes that are not valid utf-8: invalid"
+    " continuation byte; set the source's encoding (or import --encoding) to the file's:"
+    ' byte 0xe9 reads "\xe9" in cp1252, Excel\'s on Windows',
+}
+
+
+@pytest.mark.parametrize("data", list(_REASONS))
+def test_a_refused_file_says_what_was_found_and_what_to_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes
+) -> None:
+    """Golden reasons: the headers found and the delimiter used, with a hint when the
+    identifier differs only in case or another delimiter would have split the header; an
+    undecodable file names its line, the byte, and the setting to change."""
+    config = tmp_path / "c.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "c.db"}"\n')
+    path = tmp_path / "f.csv"
+    path.write_bytes(data)
+    argv = ["--config", str(config), "import", str(path), "--kind", "contacts"]
+    assert main([*argv, "--identifier", "email", "--dry-run"]) == 2
+    reason = capsys.readouterr().out.splitlines()[1]
+    assert reason == f"  reason: {_REASONS[data]} [dry run: nothing stored]"
+
+
+def test_a_dry_run_shows_each_rejected_row_with_its_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rejected rows quote the value that was found, as the customer wrote it."""
+    config = tmp_path / "c.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "c.db"}"\n')
+    path = tmp_path / "f.csv"
+    path.write_text("email,phone,unsubscribed\nada@,,\nbob@x.org,+3247,\ncy@x.org,,yes\n")
+    argv = ["--config", str(config), "import", str(path), "--kind", "contacts"]
+    assert main([*argv, "--identifier", "email", "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        '  line 2: email is not an address: "ada@" (expected local@domain.tld)',
+        "  line 3: phone must be 6 to 15 digits, no '+', not starting with 0: \"+3247\"",
+        '  line 4: unsubscribed must be true or false: "yes"',
+    ]

@@ -262,6 +262,16 @@ def test_a_file_url_naming_a_host_is_refused(url: str) -> None:
     assert "file:///absolute/folder (three slashes) or file:relative/folder" in problem
 
 
+@pytest.mark.parametrize("url", ["file://ingest:hunter2@host/in", "sftp://u:hunter2@/in"])
+def test_a_password_in_any_url_is_refused_without_being_shown(url: str) -> None:
+    """Whatever else is wrong with the URL, its password is the first thing said, and the
+    message never quotes it."""
+    (problem,) = _problems({"sources": [_source(url=url)]})
+    assert problem == (
+        "sources[0].url: a password in the URL is refused; use password_env or password_file"
+    )
+
+
 @pytest.mark.parametrize(
     ("url", "folder"),
     [("file:///srv/in", "/srv/in"), ("file://localhost/srv/in", "/srv/in"),
@@ -418,11 +428,13 @@ def test_a_postgresql_url_with_libpq_options_is_taken() -> None:
     assert parse_config({"store": {"url": url}}).store.url == url
 
 
-def test_a_source_named_store_is_refused() -> None:
-    """Its systemd credential would be the store's ($CREDENTIALS_DIRECTORY/store)."""
-    assert _problems({"sources": [_source(name="store")]}) == [
-        "sources[0].name: 'store' is the store's credential ($CREDENTIALS_DIRECTORY/store): a"
-        " source so named would read the store's password; choose another name"
+@pytest.mark.parametrize("name", ["store", "webhook"])
+def test_a_source_named_as_another_credential_is_refused(name: str) -> None:
+    """Its systemd credential would be the store's ($CREDENTIALS_DIRECTORY/store), or the
+    webhook URL's."""
+    assert _problems({"sources": [_source(name=name)]}) == [
+        f"sources[0].name: '{name}' is the {name}'s credential ($CREDENTIALS_DIRECTORY/{name}):"
+        f" a source so named would read the {name}'s secret; choose another name"
     ]
     assert parse_config({"sources": [_source(name="store2")]}).sources[0].name == "store2"
 

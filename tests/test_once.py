@@ -146,15 +146,16 @@ def test_a_new_file_waits_min_age_within_the_same_poll(
 def test_a_failing_remote_action_does_not_block_the_source(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A move that keeps failing is reported and retried; new files are still taken."""
+    """A move that keeps failing is reported and retried (exit 1: a file failed); new
+    files are still taken."""
     config = _config(tmp_path)
     inbox = tmp_path / "inbox"
     (inbox / "processed").write_text("a file where the folder should be")
     (inbox / "events_1.csv").write_text(EVENTS)
-    assert main(["--config", str(config), "once"]) == 0
+    assert main(["--config", str(config), "once"]) == 1
     assert "1 failed, retried next time" in capsys.readouterr().out
     (inbox / "events_2.csv").write_text(EVENTS.replace("k1", "k2"))
-    assert main(["--config", str(config), "once"]) == 0
+    assert main(["--config", str(config), "once"]) == 1
     out = capsys.readouterr().out
     assert "drop: 1 ingested" in out and "2 failed" in out  # both moves still fail
     assert [f["status"] for f in _dump(config, "files", capsys)] == ["ingested", "ingested"]
