@@ -15,7 +15,7 @@ import os
 import time
 from contextlib import ExitStack
 
-from connector.config import Config, SourceConfig, parse_duration
+from connector.config import Config, SourceConfig
 from connector.errors import ConnectorError
 from connector.expected import overdue
 from connector.redaction import cause_of
@@ -64,7 +64,7 @@ def check_source(source: SourceConfig, ledger: Ledger | None, now: float) -> tup
         problems = unwritable(remote, source)
     chosen = select(listing, source)
     known = ledger.known(source.name) if ledger is not None else {}
-    min_age = parse_duration(source.min_age)
+    min_age = source.min_age
     lines = [f"{source.name}: connected, {len(listing)} file(s) listed, {len(chosen)} match"]
     lines += [f"  FAILED: {shown(problem)}" for problem in problems]
     for file, reason in refused(listing):

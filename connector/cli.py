@@ -30,12 +30,13 @@ from connector.config import (
 )
 from connector.csvrules.rules import TOO_OLD, FileRules, Kind
 from connector.dump import dump
-from connector.errors import ConfigError, ConnectorError, Interrupted
+from connector.errors import ConfigError, ConnectorError, Interrupted, UnknownChecksum
 from connector.ingest import Ingestor, Outcome, Progress
 from connector.redaction import cause_of, logged_failure
 from connector.replica import name_as
 from connector.signals import stop_on_signals
 from connector.sources.naming import MAX_NAME_BYTES
+from connector.status import Status
 from connector.store import open_store
 from connector.store.feed import KINDS, START, parse_cursor
 from connector.store.ledger import Entry
@@ -361,7 +362,7 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
                 print(_summary(path, outcome, args.dry_run), flush=True)
                 if args.dry_run and outcome.entry.rejected:
                     _print_rejects(store, outcome.entry)
-                if outcome.entry.status == "rejected" and status == EXIT_OK:
+                if outcome.entry.status is Status.REJECTED and status == EXIT_OK:
                     status = EXIT_REJECTED
     return status
 
@@ -378,10 +379,6 @@ def _print_rejects(store: Store, entry: Entry) -> None:
     too_old = store.ledger.rejects_saying(entry.id, TOO_OLD)
     if too_old:
         print(f"  {too_old:,} of the rejected rows: events {TOO_OLD}")
-
-
-class UnknownChecksum(ConnectorError):
-    """`forget` or `replay` of bytes the tenant's ledger does not know."""
 
 
 def _acting(args: argparse.Namespace) -> tuple[str, str, str]:
@@ -425,6 +422,8 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
         kind: Kind = "contacts" if entry.kind == "contacts" else "events"
         name = PurePosixPath(entry.path).name
         rules = source.rules_for(kind, name) if source is not None else FileRules(kind=kind)
+        # (its events are as old as they were when it was first taken, not older)
+        rules = rules.with_age_counted_from(store.ledger.taken_at(entry.id))
         with store.transaction():  # (its bytes are new again: not a duplicate of themselves)
             store.ledger.forget_bytes(tenant, sha256, time.time())
             store.ledger.audit("replay", tenant, sha256, args.reason, user, time.time())
@@ -435,7 +434,7 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
                 content, rules, source=entry.source, name=entry.path, tenant=tenant
             )
     print(_summary(Path(entry.path), outcome, dry_run=False), flush=True)
-    return EXIT_REJECTED if outcome.entry.status == "rejected" else EXIT_OK
+    return EXIT_REJECTED if outcome.entry.status is Status.REJECTED else EXIT_OK
 
 
 ONCE_WORKERS = 8  # sources `once` polls at a time
@@ -647,7 +646,7 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"connector: config: {problem}", file=sys.stderr)
-        return EXIT_CONFIG  # on every command, check included (README, Using it)
+        return EXIT_CONFIG  # on every command, check included (docs/commands.md)
     except ConnectorError as exc:  # a store or a folder of ours: "store PATH: the disk is full"
         print(f"connector: {exc}", file=sys.stderr)
         return EXIT_FAILED

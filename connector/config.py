@@ -13,6 +13,7 @@ import math
 import os
 import posixpath
 import re
+import ssl
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -22,10 +23,10 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     field_validator,
     model_validator,
@@ -33,6 +34,7 @@ from pydantic import (
 
 from connector.csvrules.rules import MAX_COLUMNS, MAX_FIELD, MAX_RECORD, FileRules, Kind
 from connector.errors import ConfigError
+from connector.status import Status
 
 DEFAULT_PATH = Path("config/connector.toml")
 SCHEMES = ("sftp", "ftps", "ftp", "file")
@@ -64,36 +66,62 @@ def _shown(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:40] + "…")
 
 
-def _within(longest: str, *, zero: bool = True) -> AfterValidator:
+class Seconds(float):
+    """A duration as the config gives it: parsed once into seconds, which arithmetic sees,
+    keeping the text it was written as, which messages show (``f"{d}"`` is ``30s``)."""
+
+    text: str
+
+    def __new__(cls, text: str) -> Seconds:
+        seconds = super().__new__(cls, parse_duration(text))
+        seconds.text = text
+        return seconds
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return repr(self.text)
+
+    def __reduce__(self) -> tuple[type[Seconds], tuple[str]]:
+        return (Seconds, (self.text,))  # (pickled as its text: float's way loses it)
+
+
+def _within(longest: str, *, zero: bool = True) -> PlainValidator:
     """A duration at most ``longest`` (a sane bound for its key), and not 0 unless
     ``zero``: a value that would overflow a date or a timer is refused at start-up."""
     most = parse_duration(longest)
 
-    def check(value: str) -> str:
-        seconds = parse_duration(value)
+    def check(value: object) -> Seconds:
+        if isinstance(value, Seconds):
+            return value
+        if not isinstance(value, str):
+            raise ValueError("a duration is written as text, e.g. '30s', '5m', '1h30m'")
+        seconds = Seconds(value)
         if seconds > most:
             raise ValueError(f"{_shown(value)} is too long (at most {longest})")
-        if seconds == 0 and not zero:
+        if not seconds and not zero:
             raise ValueError(f"{_shown(value)}: must be longer than 0s")
-        return value
+        return seconds
 
-    return AfterValidator(check)
+    return PlainValidator(check)
 
 
-Duration = Annotated[str, _within(LONGEST)]
-Interval = Annotated[str, _within("366d", zero=False)]  # a poll at least once a year
-Timeout = Annotated[str, _within("1h", zero=False)]  # 0 would fail every connection
-MinAge = Annotated[str, _within("1d")]  # (0: take files at once; `once` waits this long)
+# Durations, each bounded for its key.
+Duration = Annotated[Seconds, _within(LONGEST)]
+Interval = Annotated[Seconds, _within("366d", zero=False)]  # a poll at least once a year
+Timeout = Annotated[Seconds, _within("1h", zero=False)]  # 0 would fail every connection
+MinAge = Annotated[Seconds, _within("1d")]  # (0: take files at once; `once` waits this long)
 # A commit group holds the store's write lock this long; other writers wait 60 s at most.
-CommitInterval = Annotated[str, _within("30s")]
-Keep = Annotated[str, _within(LONGEST, zero=False)]  # 0 would remove every copy at once
+CommitInterval = Annotated[Seconds, _within("30s")]
+Keep = Annotated[Seconds, _within(LONGEST, zero=False)]  # 0 would remove every copy at once
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# One customer account: its ledger, keys and contacts are its own (README, "Tenants").
+# One customer account: its ledger, keys and contacts are its own (docs/guarantees.md).
 DEFAULT_TENANT = "default"
 TENANT_PATTERN = r"^[A-Za-z0-9_.-]+$"
 Tenant = Annotated[str, Field(min_length=1, max_length=100, pattern=TENANT_PATTERN)]
@@ -102,7 +130,7 @@ STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
 STORE_CREDENTIAL = "store"  # the store's systemd credential (connector.secrets)
 WEBHOOK_CREDENTIAL = "webhook"  # the webhook URL's
 DEFAULT_STORE = Path("var/connector.db")
-Lease = Annotated[str, _within("1h", zero=False)]
+Lease = Annotated[Seconds, _within("1h", zero=False)]
 
 
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -139,7 +167,7 @@ class StoreConfig(_Model):
     path: Path | None = None
     password_env: str | None = None  # PostgreSQL; or password_file, or libpq's own ways
     password_file: Path | None = None
-    lease: Lease = "30s"  # how long a silent replica keeps its claims (PostgreSQL)
+    lease: Lease = Seconds("30s")  # how long a silent replica keeps its claims (PostgreSQL)
     keep: Keep | None = None  # records of files final longer ago are removed (None: kept)
     # This process among those sharing the store, in logs, metrics and claims; default
     # host:pid. Two processes must not share a name.
@@ -204,10 +232,10 @@ class PathsConfig(_Model):
 
 
 class IngestConfig(_Model):
-    # 10,000 measured as fast as 20,000 with a third less memory (README, Benchmarks).
+    # 10,000 measured as fast as 20,000 with a third less memory (docs/benchmarks.md).
     batch_records: int = Field(default=10_000, ge=1, le=1_000_000)
-    commit_interval: CommitInterval = "1s"  # a crash redoes at most this much work
-    # Bounds that keep a file of any shape in bounded memory (README, The CSV rules): a
+    commit_interval: CommitInterval = Seconds("1s")  # a crash redoes at most this much work
+    # Bounds that keep a file of any shape in bounded memory (docs/guarantees.md): a
     # longer record is rejected, a wider header rejects the file. The defaults keep each
     # process under 200 MB whatever the file; memory grows with them.
     max_record_chars: int = Field(default=MAX_RECORD, ge=2 * MAX_FIELD, le=16 << 20)
@@ -234,7 +262,7 @@ class WebhookConfig(_Model):
 
     url_env: str | None = None
     url_file: Path | None = None
-    timeout: Timeout = "10s"  # each attempt's
+    timeout: Timeout = Seconds("10s")  # each attempt's
 
 
 class FileEntry(_Model):
@@ -275,10 +303,10 @@ class SourceConfig(_Model):
     sftp_legacy_algorithms: bool = False
     interval: Interval | None = None
     cron: str | None = None
-    min_age: MinAge = "30s"
+    min_age: MinAge = Seconds("30s")
     ready: Literal["stable", "marker"] = "stable"  # marker: take X.csv once X.csv.done exists
     max_files: int = Field(default=100, ge=1)  # files taken per poll, oldest first
-    timeout: Timeout = "30s"  # connect, and inactivity during a transfer
+    timeout: Timeout = Seconds("30s")  # connect, and inactivity during a transfer
     after: str = "leave"
     error_dir: str = "move:rejected"  # where files rejected whole go: same forms as `after`
     max_tries: int = Field(default=5, ge=1)  # failed tries in a row before a file is set aside
@@ -320,6 +348,12 @@ class SourceConfig(_Model):
             raise ValueError("a password in the URL is refused; use password_env or password_file")
         if scheme != "file" and not parts.hostname:
             raise ValueError(f"a {scheme}:// URL names its host: {scheme}://user@host/folder")
+        try:
+            parts.port  # noqa: B018 (urlsplit checks the port when asked for it)
+        except ValueError:
+            raise ValueError("invalid port: a number from 1 to 65535") from None
+        if scheme == "sftp" and not parts.username:
+            raise ValueError("an sftp:// URL names its user: sftp://user@host[:port]/folder")
         if scheme == "file":
             _check_file_url(parts)
         if len(unquote(parts.path).encode("utf-8", "surrogateescape")) > MAX_FOLDER_BYTES:
@@ -348,7 +382,13 @@ class SourceConfig(_Model):
     @classmethod
     def _usable_formats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for form in value:
-            if "%" not in form:
+            directives = form.replace("%%", "")
+            if "%Z" in directives:
+                raise ValueError(
+                    f"{_shown(form)}: %Z reads a zone's name but not its offset; use %z"
+                    " (+0200, Z), or timezone for times without one"
+                )
+            if "%" not in directives:
                 raise ValueError(
                     f"{_shown(form)} has no strptime directive (e.g. '%d/%m/%Y %H:%M')"
                 )
@@ -356,7 +396,9 @@ class SourceConfig(_Model):
 
     @model_validator(mode="after")
     def _zone_for_formats(self) -> SourceConfig:
-        if self.timezone is None and any("%z" not in f for f in self.timestamp_formats):
+        if self.timezone is None and any(
+            "%z" not in f.replace("%%", "") for f in self.timestamp_formats
+        ):
             raise ValueError(
                 "timestamp_formats without %z read times without an offset: set timezone"
                 " (e.g. 'Europe/Brussels', or 'UTC')"
@@ -434,10 +476,10 @@ class SourceConfig(_Model):
         go to, else the source's own ("")."""
         return self.error_dir.removeprefix("move:") if self.error_dir.startswith("move:") else ""
 
-    def action_for(self, status: str) -> str:
+    def action_for(self, status: Status) -> str:
         """The remote action for a file decided with ``status``: `after` for one ingested
         (or a duplicate), `error_dir` for one rejected whole."""
-        return self.after if status in ("ingested", "duplicate") else self.error_dir
+        return self.after if status.accepted else self.error_dir
 
     def rules_for(self, kind: Kind, file_name: str) -> FileRules:
         """The CSV rules for ``file_name``: the first entry of ``kind`` whose pattern matches,
@@ -459,8 +501,8 @@ class SourceConfig(_Model):
             timezone=self.timezone,
             timestamp_formats=self.timestamp_formats,
             decimal=self.decimal,
-            max_event_age=(int(parse_duration(self.max_event_age)) if self.max_event_age else None),
-            max_event_age_text=self.max_event_age or "",
+            max_event_age=None if self.max_event_age is None else int(self.max_event_age),
+            max_event_age_text=str(self.max_event_age or ""),
         )
 
 
@@ -582,6 +624,8 @@ def _check_files(config: Config, *, sources: bool) -> list[str]:
                 problems.append(
                     f"sources[{i}].password_file: readable by group or others; chmod 600 {path}"
                 )
+            elif key == "ca_file" and (why := _unloadable_certificates(path)) is not None:
+                problems.append(f"sources[{i}].ca_file: cannot load: {why}")
             elif key == "known_hosts" and not _holds_lines(path):
                 problems.append(
                     f"sources[{i}].known_hosts: file is empty (no host key): {path}; add the"
@@ -609,6 +653,15 @@ def _unreadable_secret(key: str, env: str | None, file: Path | None) -> list[str
     if env is not None and env not in os.environ:
         problems.append(f"{key}_env: environment variable {env} is not set")
     return problems
+
+
+def _unloadable_certificates(path: Path) -> str | None:
+    """Why TLS cannot take ``path`` as its CA bundle, if it cannot."""
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except OSError as exc:  # ssl.SSLError included: not a PEM file
+        return str(exc)
+    return None
 
 
 def _holds_lines(path: Path) -> bool:

@@ -29,14 +29,10 @@ import structlog
 
 from connector import crashpoints
 from connector.csvrules.reader import Inspector
-from connector.errors import Interrupted, StorageError, TransientError
+from connector.errors import FileChanged, Interrupted, StorageError, TransientError
 from connector.localfs import cause, faults, make_folder, open_private
 from connector.retries import ATTEMPTS, MAX_WAIT, retrying
 from connector.sources.base import RemoteFile, Source
-
-
-class FileChanged(TransientError):
-    """The bytes received do not match the listing: the file is still being written."""
 
 
 def _worth_retrying(exc: BaseException) -> bool:

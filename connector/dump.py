@@ -1,5 +1,5 @@
-"""``connector dump``: the store as JSON Lines, in the shapes of the README's "What the
-dumps show" (read by the store's ``records``)."""
+"""``connector dump``: the store as JSON Lines, in the shapes of docs/commands.md, "What
+the dumps show" (read by the store's ``records``)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,20 @@
-"""One exception hierarchy, arranged by how the caller must react.
+"""One exception hierarchy, arranged by how the caller must react. Every error the
+project raises on purpose is here.
 
-They are caught at three boundaries only: the CLI and the service loop (a command or a
-poll), and the poll's boundary for one file (``Poller._claimed``: the file fails, the poll
-goes on). The steps below never swallow them, except the ledger's best-effort notes of a
-failure, which log that they could not be written and keep the original error.
+They are caught at three boundaries only:
+
+- the command line (``cli.main``): ConfigError exits 78, any other ConnectorError exits 1
+  with its one line (a command's own outcomes, such as a file rejected, are exit codes);
+- the service loop (``Service._polled``, one poll of one source): FatalError stops the
+  daemon (exit 1, its supervisor restarts it); Interrupted ends the poll quietly; any
+  other error fails the poll, which is retried with backoff;
+- the poll's boundary for one file (``Poller._claimed``): SourceRefused, StorageError,
+  PlaceBusy and Interrupted end the poll (every other file would meet them); anything
+  else fails that file only, TransientError without counting against it, the others
+  counted until ``max_tries`` sets it aside.
+
+The steps below never swallow them, except the ledger's best-effort notes of a failure,
+which log that they could not be written and keep the original error.
 """
 
 from __future__ import annotations
@@ -66,6 +77,16 @@ class PlaceBusy(TransientError):
     """Another run (a second process given the same source) has this file in hand."""
 
 
+class FileChanged(TransientError):
+    """The bytes received do not match the listing: the file is still being written."""
+
+
+class SourceRefused(ConnectorError):
+    """Connecting is refused for a reason only the operator can fix: we refused the server
+    (an unknown or changed host key, an untrusted certificate), or it refused us
+    (credentials). Retrying as it is cannot help: the poll ends, the source backs off."""
+
+
 class FileRejected(ConnectorError):
     """The file as a whole is refused; the reason is recorded and the file set aside."""
 
@@ -74,8 +95,32 @@ class FileRejected(ConnectorError):
         super().__init__(reason)
 
 
+class TooManyRejects(FileRejected):
+    """More rows of a file were rejected than `[ingest].max_rejects`: it is refused whole
+    (the wrong file, or the wrong settings), and what was stored of it is taken back."""
+
+
+class ParseFailed(ConnectorError):
+    """The parse of one file did not finish: its parser process died (memory, a signal)
+    or was abandoned. That file fails, and counts towards its ``max_tries``; the other
+    files of the poll go on."""
+
+
 class FatalError(ConnectorError):
-    """Cannot go on (e.g. the store is unusable): stop and let the supervisor restart us."""
+    """Cannot go on: the store's schema is not this connector's. The daemon stops (exit
+    1) and its supervisor decides what next; a command exits 1."""
+
+
+class UnknownChecksum(ConnectorError):
+    """`forget` or `replay` of bytes the tenant's ledger does not know."""
+
+
+class UnknownCursor(ConnectorError):
+    """A cursor this store never gave (or whose records retention has removed since)."""
+
+
+class AlertRefused(ConnectorError):
+    """The webhook's receiver answered 4xx (but 429): sending the same again cannot help."""
 
 
 class Interrupted(ConnectorError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from connector.config import SourceConfig, parse_duration
+from connector.config import SourceConfig
 from connector.store.ledger import Ledger, iso
 
 
@@ -33,5 +33,5 @@ def overdue(
         return None
     last = ledger.last_arrival(source.name)
     since = last if last is not None else watching_since
-    late = now - since - parse_duration(source.expect_every)
+    late = now - since - source.expect_every
     return Overdue(since, late, last is not None) if late > 0 else None

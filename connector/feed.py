@@ -1,4 +1,4 @@
-"""``connector feed``: the change feed as JSON Lines (README, "Consuming ingested data"),
+"""``connector feed``: the change feed as JSON Lines (docs/feed.md),
 from a cursor on, and with ``--follow`` as files become final, until a stop request."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from connector.config import Config, PathsConfig, parse_duration
+from connector.config import Config, PathsConfig
 from connector.errors import TransientError
 from connector.store.port import Store
 
@@ -51,11 +51,11 @@ def sweep(paths: PathsConfig, now: float | None = None) -> dict[str, int]:
       arrival of their bytes;
     - ``abandoned``: archive copies never finished (``.<sha256>.*.part``) and staged
       downloads (complete or not) untouched for a day. A provisional entry whose staged
-      bytes are gone is not resumed but started over (see the README's guarantees)."""
+      bytes are gone is not resumed but started over (see docs/guarantees.md)."""
     now = time.time() if now is None else now
     removed = {"archived": 0, "abandoned": 0}
     if paths.archive_keep is not None:
-        cutoff = now - parse_duration(paths.archive_keep)
+        cutoff = now - paths.archive_keep
         removed["archived"] = _remove_older(paths.archive.glob("*.csv.gz"), cutoff)
     temporaries = [
         *_named(paths.archive.glob(".*.part"), _ARCHIVING),
@@ -79,7 +79,7 @@ def tidy(config: Config, store: Store) -> None:
     sweep_logged(config.paths)
     keep = config.store.keep
     try:
-        pruned = store.prune(None if keep is None else parse_duration(keep), time.time())
+        pruned = store.prune(keep, time.time())
     except TransientError as exc:
         structlog.get_logger().warning("retention_failed", cause=str(exc))
         return

@@ -23,14 +23,22 @@ from pathlib import Path
 import structlog
 
 from connector import crashpoints
-from connector.config import DEFAULT_TENANT, Config, IngestConfig, parse_duration
+from connector.config import DEFAULT_TENANT, Config, IngestConfig
 from connector.csvrules.reader import CHUNK, Inspector, Prefix, inspect_file, prefix_of
 from connector.csvrules.records import Batch
 from connector.csvrules.rules import FileRules, Limits
-from connector.download import FileChanged, Staged
-from connector.errors import FatalError, FileRejected, Interrupted, StoreBusy
+from connector.download import Staged
+from connector.errors import (
+    FileChanged,
+    FileRejected,
+    Interrupted,
+    ParseFailed,
+    StoreBusy,
+    TooManyRejects,
+)
 from connector.localfs import make_folder
 from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
+from connector.status import Status
 from connector.store.ledger import Arrival, Entry
 from connector.store.port import Store
 from connector.unpack import UnpackLimits, packed, unpacked
@@ -42,17 +50,12 @@ Clock = Callable[[], float]
 Progress = Callable[[int], None]  # called with the bytes of the file read so far
 
 
-class TooManyRejects(FileRejected):
-    """More rows of a file were rejected than `[ingest].max_rejects`: it is refused whole
-    (the wrong file, or the wrong settings), and what was stored of it is taken back."""
-
-
 def _resume(job: ParseJob, records: int, fetched: Future[Staged]) -> None:
     """Have ``job`` start after ``records``. A parse abandoned because its download failed
     raises the download's error."""
     try:
         job.resume_at(records)
-    except FatalError:
+    except ParseFailed:
         fetched.result()
         raise
 
@@ -102,7 +105,7 @@ class Ingestor:
     store: Store
     clock: Clock = time.time
     batch_records: int = _DEFAULTS.batch_records
-    commit_seconds: float = parse_duration(_DEFAULTS.commit_interval)
+    commit_seconds: float = _DEFAULTS.commit_interval
     stop: Callable[[], bool] = lambda: False  # checked between batches
     limits: Limits = field(default_factory=Limits)
     max_rejects: int = _DEFAULTS.max_rejects
@@ -119,7 +122,7 @@ class Ingestor:
         make_folder(config.paths.staging, "staging folder")
         return cls(
             store, batch_records=ingest.batch_records,
-            commit_seconds=parse_duration(ingest.commit_interval), stop=stop,
+            commit_seconds=ingest.commit_interval, stop=stop,
             limits=Limits(ingest.max_record_chars, ingest.max_columns),
             max_rejects=ingest.max_rejects, spool_dir=config.paths.staging,
         )  # fmt: skip
@@ -160,14 +163,18 @@ class Ingestor:
         with self.store.claim(arrival.sha256, stop=self.stop):
             if self.ledger.ingested(arrival.tenant, arrival.sha256) is not None:
                 log.info("file_duplicate")
-                return Outcome(self.ledger.record(arrival, "duplicate", self.clock()))
+                return Outcome(self.ledger.record(arrival, Status.DUPLICATE, self.clock()))
             log.warning("file_rejected", reason=reason)
-            return Outcome(self.ledger.record(arrival, "rejected", self.clock(), reason), reason)
+            return Outcome(
+                self.ledger.record(arrival, Status.REJECTED, self.clock(), reason), reason
+            )
 
     def parse_job(self, path: Path, rules: FileRules, *, growing_to: int | None = None) -> ParseJob:
         """The parse of ``path`` (in a child process if it is large); ``growing_to``: the
         file is still being written up to that size, and the parse follows it."""
         size = growing_to if growing_to is not None else path.stat().st_size
+        if rules.not_before is None:  # (a replay's rules count from the first arrival)
+            rules = rules.with_age_counted_from(self.clock())
         return ParseJob(
             path, rules, batch_records=self.batch_records, in_child=size >= PARALLEL_MIN_BYTES,
             spool_dir=self.spool_dir, growing_to=growing_to, limits=self.limits,
@@ -295,7 +302,7 @@ class Ingestor:
             batches = job.batches()
             self._store(entry.id, rules.kind, job, batches, None, arrived=arrived,
                         until=fetched.done)  # fmt: skip
-        except (FileRejected, FatalError) as exc:
+        except (FileRejected, ParseFailed) as exc:
             # Undecodable bytes stop the parser, and a failed download the parse (see
             # ``ended``): the download's outcome and the checksum say which it is. Too
             # many rejects stop it too, rather than let it read on while the rest arrives.
@@ -382,7 +389,7 @@ class Ingestor:
                             self._take_back(current, claimed=entry.sha256 is not None)
         # Crash before here: some of it is taken back, the file is not recorded: the next
         # poll tries it again (its tries are kept), and sets it aside again if it fails.
-        return self.ledger.record(arrival, "rejected", self.clock(), reason, done=done)
+        return self.ledger.record(arrival, Status.REJECTED, self.clock(), reason, done=done)
 
     def _take_back(self, entry: Entry, *, claimed: bool = False) -> None:
         """Remove an entry and what it stored; ``claimed``: its idempotency keys were
@@ -404,7 +411,7 @@ class Ingestor:
         before_final()
         with self.store.transaction():
             self._take_back(self.ledger.get(entry_id), claimed=True)
-            entry = self.ledger.record(arrival, "rejected", self.clock(), reason)
+            entry = self.ledger.record(arrival, Status.REJECTED, self.clock(), reason)
         # Crash before that commit: the entry stays as it was, with its cursor; a re-run
         # resumes it and reaches the same number of rejects.
         log.warning("file_rejected", reason=reason)
@@ -413,7 +420,7 @@ class Ingestor:
     def _reported(
         self, outcome: Outcome, log: structlog.typing.FilteringBoundLogger, started: float
     ) -> Outcome:
-        if outcome.entry.status == "ingested":
+        if outcome.entry.status is Status.INGESTED:
             elapsed = max(time.monotonic() - started, 1e-9)
             log.info(
                 "file_ingested",
@@ -441,7 +448,7 @@ class Ingestor:
         assert arrival.sha256 is not None
         if self.ledger.ingested(arrival.tenant, arrival.sha256) is not None:
             before_final()
-            entry = self.ledger.record(arrival, "duplicate", self.clock())
+            entry = self.ledger.record(arrival, Status.DUPLICATE, self.clock())
             log.info("file_duplicate")
             return Outcome(entry)
         try:
@@ -451,7 +458,7 @@ class Ingestor:
             job.header()
         except FileRejected as exc:
             before_final()
-            entry = self.ledger.record(arrival, "rejected", self.clock(), exc.reason)
+            entry = self.ledger.record(arrival, Status.REJECTED, self.clock(), exc.reason)
             log.warning("file_rejected", reason=exc.reason)
             return Outcome(entry, exc.reason)
         entry = self.ledger.begin(arrival, self.clock())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import pickle
 import select
@@ -38,7 +39,7 @@ from typing import IO, Any
 from connector.csvrules.reader import ScannedFile
 from connector.csvrules.records import Batch, FileParser
 from connector.csvrules.rules import FileRules, Limits
-from connector.errors import FatalError, FileRejected
+from connector.errors import FileRejected, ParseFailed
 
 # Below this a child process costs more (about 0.1 s to start) than it saves.
 PARALLEL_MIN_BYTES = 8 << 20
@@ -46,8 +47,10 @@ _FRAME = struct.Struct("<Q")
 _PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (Linux)
 
 
+@functools.cache
 def _fallocate() -> Any:
-    """libc's fallocate(2) where it takes 64-bit offsets (64-bit Linux), else None."""
+    """libc's fallocate(2) where it takes 64-bit offsets (64-bit Linux), else None; loaded
+    at its first use."""
     if not sys.platform.startswith("linux") or sys.maxsize < 2**32:
         return None
     function = getattr(ctypes.CDLL(None, use_errno=True), "fallocate", None)
@@ -56,15 +59,13 @@ def _fallocate() -> Any:
     return function
 
 
-_FALLOCATE = _fallocate()
-
-
 def _release(fd: int, offset: int, length: int) -> None:
     """Give back the disk (and page cache) of a spool range already read, so that the spool
     holds the batches not yet read, not the whole file's. Where the system cannot (another
     OS, a file system without holes), the spool keeps its blocks until it is closed."""
-    if _FALLOCATE is not None:
-        _FALLOCATE(fd, _PUNCH_HOLE, offset, length)
+    fallocate = _fallocate()
+    if fallocate is not None:
+        fallocate(fd, _PUNCH_HOLE, offset, length)
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ class ParseJob:
         )  # fmt: skip
         with self._abandoning:
             if self._abandoned:
-                raise FatalError(f"the parse of {self.path} was abandoned")
+                raise ParseFailed(f"the parse of {self.path} was abandoned")
             # Linux signals a child when the *thread* that started it ends: every owner
             # of a ParseJob keeps its thread alive until the job is closed.
             self._child = subprocess.Popen(
@@ -162,7 +163,7 @@ class ParseJob:
                 data = data[stdin.write(data) or 0 :]
         except BrokenPipeError:
             if self._abandoned:  # killed by abandon() as it started
-                raise FatalError(f"the parse of {self.path} was abandoned") from None
+                raise ParseFailed(f"the parse of {self.path} was abandoned") from None
             raise
 
     def resume_at(self, skip: int) -> None:
@@ -231,10 +232,10 @@ class ParseJob:
         head = _read_exactly(pipe, _FRAME.size)
         if len(head) < _FRAME.size:
             code = self._child.wait()
-            raise FatalError(f"the parser process of {self.path} died (exit {code})")
+            raise ParseFailed(f"the parser process of {self.path} died (exit {code})")
         message: tuple[Any, ...] = pickle.loads(_read_exactly(pipe, _FRAME.unpack(head)[0]))
         if message[0] == "error":
-            raise FatalError(f"parsing {self.path} failed: {message[1]}")
+            raise ParseFailed(f"parsing {self.path} failed: {message[1]}")
         return message
 
     def _stop(self) -> None:

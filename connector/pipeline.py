@@ -1,10 +1,10 @@
 """One poll of one source, the steps in order:
 
 list → select and readiness → skip files already decided (by path, size and mtime,
-unread) → download (SHA-256 on the way) → ledger, CSV rules and store (``Ingestor``), with
-the local archive copy made meanwhile and awaited before the file's final entry → remote
-``after`` action → ledger marks the file completed. A large file is parsed and stored as
-it downloads, provisionally until its checksum decides (``Ingestor.ingest_arriving``).
+unread) → the file's transfer (``Transfer``: download with SHA-256 on the way, ledger, CSV
+rules and store, the local archive copy made meanwhile and awaited before the file's
+final entry) → remote ``after`` action → ledger marks the file completed. A large file is
+parsed and stored as it downloads, provisionally until its checksum decides.
 
 Beside each step: what a crash right there leaves, and why the next poll is still right.
 This module holds no protocol details; adapters and steps are called through small APIs.
@@ -12,43 +12,43 @@ This module holds no protocol details; adapters and steps are called through sma
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import structlog
 
 from connector import crashpoints
-from connector.archive import archive
-from connector.config import Config, SourceConfig, parse_duration
-from connector.csvrules.reader import Inspector, Prefix
-from connector.download import FileChanged, Staged, download
+from connector.config import Config, SourceConfig
 from connector.errors import (
     Interrupted,
     PlaceBusy,
+    SourceRefused,
     StorageError,
     TransientError,
 )
 from connector.ingest import Ingestor
-from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
 from connector.redaction import logged_failure
 from connector.reject_report import reject_report
 from connector.replica import identity
 from connector.retries import retrying
 from connector.selection import Candidate, Readiness, select
-from connector.sources.base import RemoteFile, Source, SourceRefused
+from connector.sources.base import RemoteFile, Source
 from connector.sources.naming import MAX_NAME_BYTES, REPORT_SUFFIX
 from connector.sources.registry import open_source
-from connector.store.ledger import Arrival, Entry, Known
+from connector.status import Status
+from connector.store.ledger import Arrival, Entry, Known, Reject
 from connector.store.port import Store
+from connector.transfer import Transfer
 
 # A report's name: the file's (after a move, with a clash timestamp, ".20261128T101500Z")
 # and the report's suffix.
 REPORT_ROOM = len(".20261128T101500Z") + len(REPORT_SUFFIX)
+
+# The reason of a file set aside (``Poller._quarantine``), and what its report says instead.
+SET_ASIDE = "set aside after"
+SET_ASIDE_TOLD = "the file could not be processed; the connector's operator has the details"
 
 # Errors that end the poll rather than fail one file: a stop, a source that refuses us, a
 # claim held elsewhere (reported as busy), our own disk or store (every file would meet it).
@@ -73,11 +73,6 @@ def _published(ready: list[Candidate]) -> list[RemoteFile]:
     files = [c.file for c in ready]
     files += [RemoteFile(c.marker, 0, c.file.mtime) for c in ready if c.marker is not None]
     return files
-
-
-def _unlink(paths: list[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
 
 
 class _Connection:
@@ -136,7 +131,7 @@ class Poller:
         self.received = received
         self.action_failed = action_failed
         self.readiness = Readiness(  # (a local folder's mtimes are by our own clock)
-            parse_duration(source.min_age),
+            source.min_age,
             wall_clock=time.time if source.scheme == "file" else None,
         )
         self._stop: Callable[[], bool] = lambda: False
@@ -295,80 +290,19 @@ class Poller:
         if self._decided(candidate) is not None:  # taken by another run since we listed it
             self.log.debug("file_decided_meanwhile", file=self.path_of(candidate.file.name))
             return
-        file, rules = candidate.file, candidate.rules
-        path = self.path_of(file.name)
-        arrival = self._arrival(candidate)
-        staged: list[Path] = []
-        copies: list[Future[Path]] = []
-        # The parse, whether it resumes bytes staged, and the bytes arrived so far.
-        followed: list[tuple[ParseJob, bool, Callable[[], Prefix]]] = []
-        begun, abandoned = threading.Event(), threading.Event()
-        with ExitStack() as stack:  # (left in reverse: the parse, the download, the copy)
-            stack.callback(_unlink, staged)  # (on failure too: the next poll fetches anew)
-            copying = stack.enter_context(ThreadPoolExecutor(1, "archive"))
-            fetching = stack.enter_context(ThreadPoolExecutor(1, "download"))
-            stack.callback(abandoned.set)  # however we leave, the download stops
-
-            def follow(part: Path, inspector: Inspector) -> None:
-                # A large file is parsed, and stored, as its bytes arrive (Ingestor's
-                # ingest_arriving); below that size a parse process costs more than it saves.
-                if file.size >= PARALLEL_MIN_BYTES:
-                    job = self.ingestor.parse_job(part, rules, growing_to=file.size)
-                    resumed = part.stat().st_size > 0
-                    followed.append((stack.enter_context(job), resumed, inspector.prefix))
-                begun.set()
-
-            def fetch() -> Staged:
-                try:
-                    done = download(
-                        self.source.name, connection.get, file, self.config.paths.staging
-                        / self.source.name, rules.encoding, label=path, on_part=follow,
-                        stop=lambda: self._stop() or abandoned.is_set(), sleep=self.sleep,
-                        received=self.received,
-                    )  # fmt: skip
-                finally:
-                    begun.set()
-                staged.append(done.path)
-                crashpoints.reached("after_download")
-                # Crash here: the staged copy is complete but unknown to the ledger (unless
-                # rows were stored as it arrived: a provisional entry); the next poll reuses
-                # it (same staging name: re-hashed, not fetched) and ingests it once.
-                copies.append(copying.submit(
-                    archive, done.path, done.inspector.hexdigest(), self.config.paths.archive
-                ))  # fmt: skip
-                return done
-
-            def archived() -> None:
-                # The local copy is made while the rows are written, and awaited before
-                # the file's final entry: a file the ledger has decided is archived.
-                copies[0].result()  # (its faults are StorageError already)
-                crashpoints.reached("after_archive")
-                # Crash here: the archive is written (idempotent, by checksum); the ledger
-                # has no final entry, so the next poll takes the file again (its staged
-                # copy reused) and resumes it from the last commit.
-
-            fetched = fetching.submit(fetch)
-            begun.wait()
-            if followed:
-                job, resumed, arrived = followed[0]
-                outcome = self.ingestor.ingest_arriving(
-                    rules, arrival=arrival, job=job, fetched=fetched, resumed=resumed,
-                    arrived=arrived, before_final=archived,
-                )  # fmt: skip
-            else:
-                try:
-                    done = fetched.result()
-                except FileChanged:
-                    raise  # still being written: not a failure, the file is simply not ready
-                except Exception:
-                    self.ledger.note_failure(arrival, self.ingestor.clock())
-                    raise
-                self.ingestor.forget_stale(arrival)  # (the file was large when last seen)
-                outcome = self.ingestor.ingest(
-                    done.path, rules, source=self.source.name, name=path,
-                    tenant=self.source.tenant, inspector=done.inspector, mtime=file.mtime,
-                    before_final=archived,
-                )  # fmt: skip
+        path = self.path_of(candidate.file.name)
+        with Transfer(
+            self.config,
+            self.source,
+            self.ingestor,
+            candidate,
+            self._arrival(candidate),
+            connect=connection.get,
+            stop=self._stop,
+            sleep=self.sleep,
+            received=self.received,
+        ) as transfer:
+            outcome = transfer.run()
         summary.taken[path] = outcome.entry
         # Crash here: rows and ledger entry are committed; the next poll knows the file by
         # path, size and mtime, skips it unread and does the remote action below.
@@ -406,7 +340,7 @@ class Poller:
         instead: bytes that were never ingested are not deleted on a defect's account.
         Sent again (moved back, or touched), it is a new listing, tried afresh."""
         path = self.path_of(candidate.file.name)
-        reason = f"set aside after {tries} failed tries in a row; the last: {cause}"
+        reason = f"{SET_ASIDE} {tries} failed tries in a row; the last: {cause}"
         left = self.source.error_dir == "delete"
         # (not in a transaction: set_aside takes checksum claims, which come before one)
         entry = self.ingestor.set_aside(self._arrival(candidate), reason,
@@ -430,7 +364,7 @@ class Poller:
                        candidate.rules.kind, file.mtime, self.source.tenant)  # fmt: skip
 
     def _complete(
-        self, connection: _Connection, candidate: Candidate, entry_id: int, status: str
+        self, connection: _Connection, candidate: Candidate, entry_id: int, status: Status
     ) -> None:
         """The remote action — only ever after the file's commit returned — with the
         file's reject report, if the source writes them."""
@@ -444,8 +378,10 @@ class Poller:
         self.store.confirm()
         try:
             if report is not None and action == "delete":
-                # Before the delete: one redone after a failure writes the report again.
-                remote.put(self.source.report_folder(), name + REPORT_SUFFIX, report)
+                # Before the delete, under a free name (another file of this name may have
+                # left its report there): one redone after a failure writes it again.
+                remote.put(self.source.report_folder(), name + REPORT_SUFFIX, report,
+                           replace=False)  # fmt: skip
                 report = None
             moved = remote.complete(name, action, report)
             if candidate.marker is not None:
@@ -475,4 +411,8 @@ class Poller:
             self.log.warning("reject_report_skipped", file=self.path_of(name),
                              reason="the file's name leaves no room for the report's")  # fmt: skip
             return None
-        return reject_report(rejects)
+        # (why a file was set aside is a defect's text: the operator's, not the customer's)
+        return reject_report(
+            Reject(r.line, SET_ASIDE_TOLD, "") if r.reason.startswith(SET_ASIDE) else r
+            for r in rejects
+        )

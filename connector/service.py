@@ -14,8 +14,15 @@ from pathlib import Path
 
 import structlog
 
-from connector.config import Config, SourceConfig, parse_duration
-from connector.errors import ConfigError, ConnectorError, Interrupted, StorageError, StoreBusy
+from connector.config import Config, SourceConfig
+from connector.errors import (
+    ConfigError,
+    ConnectorError,
+    FatalError,
+    Interrupted,
+    StorageError,
+    StoreBusy,
+)
 from connector.expected import overdue
 from connector.housekeeping import tidy
 from connector.ingest import Ingestor
@@ -63,6 +70,7 @@ class Service:
         self._overdue: set[str] = set()  # sources said to be overdue, until a file comes
         self._watches: dict[str, ExitStack] = {}  # each file:// source's folder watch
         self.webhook: Webhook | None = None
+        self.status = 0  # run's exit status: 1 after a FatalError
         self._failing: set[str] = set()  # sources the webhook was told are failing
         # Held while a reload replaces the sources, and while a poll's end checks that its
         # source is still configured: a source removed meanwhile leaves no metric behind.
@@ -105,7 +113,7 @@ class Service:
             notify("STOPPING=1")
             self.log.info("service_stopping")
         self.log.info("service_stopped")
-        return 0
+        return self.status
 
     def _reload(self, load: Callable[[], Config], scheduler: Scheduler, store: Store) -> None:
         """Read the config again and apply the changes to its sources: those added are
@@ -150,7 +158,7 @@ class Service:
 
     def _schedule(self, scheduler: Scheduler, store: Store, source: SourceConfig) -> None:
         ingestor = Ingestor.configured(store, self.config, stop=self.stopping.is_set)
-        interval = parse_duration(source.interval) if source.interval else None
+        interval = source.interval
         # Replicas take turns listing a source, about once a poll period between them all:
         # a turn is taken only after 80% of it, which the jitter cannot undercut. A local
         # folder is listed at every poll (its watch asks for polls): listing it loads no
@@ -216,6 +224,11 @@ class Service:
         try:
             summary = poller.poll(stop=self.stopping.is_set)
         except Interrupted:
+            return None
+        except FatalError as exc:  # (the store is not this connector's: nothing can go on)
+            self.log.error("service_fatal", source=name, cause=str(exc))
+            self.status = 1
+            self.stopping.set()
             return None
         except Exception as exc:  # the service loop is an error boundary: log, back off
             failures = self.metrics.poll_finished(

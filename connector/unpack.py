@@ -3,7 +3,7 @@ temporary file, with limits against decompression bombs: the content may not pas
 `[ingest] max_unpacked_mb`, nor be more than `max_unpack_ratio` times the bytes given. Past
 either, the file is rejected whole, with the reason; nothing of it is stored.
 
-The file's identity stays the SHA-256 of the bytes given (README, Guarantees): the archive
+The file's identity stays the SHA-256 of the bytes given (docs/guarantees.md): the archive
 copy of a file is another file than the file itself.
 """
 

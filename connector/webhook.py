@@ -22,12 +22,13 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from connector.config import WebhookConfig, parse_duration
-from connector.errors import ConfigError, ConnectorError, TransientError
+from connector.config import WebhookConfig
+from connector.errors import AlertRefused, ConfigError, ConnectorError, TransientError
 from connector.redaction import cause_of
 from connector.replica import identity
 from connector.retries import retrying
 from connector.secrets import webhook_url
+from connector.status import Status
 from connector.store.ledger import Entry, Ledger
 
 ATTEMPTS = 6  # over about a minute, with the retries' backoff
@@ -56,9 +57,13 @@ class Webhook:
             return None
         key = "webhook.url_env" if config.url_env else "webhook.url_file"
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        # (a space or control character would make the request fail, quoting the URL)
+        if (
+            parts.scheme not in ("http", "https") or not parts.hostname
+            or any(c.isspace() or not c.isprintable() for c in url)
+        ):  # fmt: skip
             raise ConfigError([f"{key}: not an http:// or https:// URL"])
-        return cls(url, parse_duration(config.timeout))
+        return cls(url, config.timeout)
 
     def alert(self, event: str, **fields: Any) -> None:
         """Queue an alert: ``{"event", "at", "replica", **fields}``."""
@@ -72,8 +77,12 @@ class Webhook:
     def rejected(self, entries: Iterable[Entry], ledger: Ledger) -> None:
         """Alert each of ``entries`` (a poll's) that was rejected whole, with its reason."""
         for entry in entries:
-            if entry.status == "rejected":
-                first = ledger.first_reject(entry.id)
+            if entry.status is Status.REJECTED:
+                try:
+                    first = ledger.first_reject(entry.id)
+                except ConnectorError as exc:  # (the alert goes, without its reason)
+                    self._log.warning("webhook_reason_unread", file=entry.path, cause=str(exc))
+                    first = None
                 self.alert("file_rejected", source=entry.source, tenant=entry.tenant,
                            file=entry.path, sha256=entry.sha256,
                            reason=first.reason if first else None)  # fmt: skip
@@ -83,8 +92,8 @@ class Webhook:
         with contextlib.suppress(queue.Full):
             self._queue.put(_STOP, timeout=grace)
         self._thread.join(grace)
-        self._stopping.set()  # (cuts a retry's wait short, and ends the sending)
-        self._thread.join()
+        self._stopping.set()  # (no more retries: what is left is said lost)
+        self._thread.join(self._timeout + 1)  # (an attempt in flight ends by its timeout)
 
     def _send_all(self) -> None:
         while (body := self._queue.get()) is not _STOP:
@@ -92,7 +101,8 @@ class Webhook:
                 self._log.warning("webhook_failed", alert=body["event"], cause="stopping")
                 continue
             try:
-                for attempt in retrying(self._stopping.wait, attempts=ATTEMPTS):
+                for attempt in retrying(self._stopping.wait, attempts=ATTEMPTS,
+                                        worth=self._worth_retrying):  # fmt: skip
                     with attempt:
                         self._post(body)
             except Exception as exc:  # the sender's boundary: an alert lost is said, once
@@ -101,6 +111,9 @@ class Webhook:
                 self._log.debug("webhook_sent", alert=body["event"])
             if self._stopping.is_set() and self._queue.empty():
                 return
+
+    def _worth_retrying(self, exc: BaseException) -> bool:
+        return isinstance(exc, TransientError) and not self._stopping.is_set()
 
     def _post(self, body: dict[str, Any]) -> None:
         request = urllib.request.Request(
@@ -118,7 +131,5 @@ class Webhook:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise TransientError(f"cannot reach the receiver: {reason}") from None
-
-
-class AlertRefused(ConnectorError):
-    """The receiver answered 4xx (but 429): sending the same again cannot help."""
+        except Exception as exc:  # (a library's text may quote the URL, and its token)
+            raise TransientError(f"cannot send to the receiver: {type(exc).__name__}") from None

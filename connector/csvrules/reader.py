@@ -47,7 +47,7 @@ BATCH_CHARS = 4 << 20
 # ... and at most this many delimiters: csv makes a str object (about 60 bytes) per field.
 BATCH_DELIMITERS = 500_000
 # Records are bounded far below this; it only keeps csv's own limit out of the way.
-csv.field_size_limit(64 << 20)
+CSV_FIELD_LIMIT = 64 << 20
 # Fed after a batch's last line: if the batch ends inside a quoted field it lands in that
 # field (the record goes on past the batch, or is unterminated at the end of the file),
 # otherwise it is a record of its own.
@@ -566,6 +566,7 @@ class RecordReader:
         limits: Limits | None = None,
     ) -> None:
         """``scan`` of the bytes read so far, if one is kept: without it, no fast path."""
+        csv.field_size_limit(CSV_FIELD_LIMIT)  # (the csv module's, process-wide; set here)
         if raw.read(len(BOM)) != BOM:
             raw.seek(0)
         self._raw = raw

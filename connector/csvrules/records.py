@@ -255,10 +255,11 @@ class FileParser:
             if rules.timezone or rules.timestamp_formats else None
         )  # fmt: skip
         # Events older than this (Unix seconds) are rejected: the file's processing time
-        # less the source's max_event_age, fixed once for the whole file.
-        self._not_before = (
-            int(time.time()) - rules.max_event_age if rules.max_event_age is not None else None
+        # less the source's max_event_age (``FileRules.not_before``).
+        counted = (
+            rules if rules.not_before is not None else rules.with_age_counted_from(time.time())
         )
+        self._not_before = counted.not_before
         self._numbers: Callable[[Sequence[str]], Sequence[str]] = (
             with_decimal_points if rules.decimal == "," else _as_written
         )
@@ -298,7 +299,7 @@ class FileParser:
         stamps = None
         if layout.timestamp is not None:
             written = columns[layout.timestamp]
-            stamps = timestamp_column(self._numbers(written), faults, self._local)
+            stamps = timestamp_column(written, faults, self._local)
             if self._not_before is not None:
                 self._too_old(stamps, written, faults)
         keys = key_column(columns[layout.key], faults) if layout.key is not None else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Kind = Literal["contacts", "events"]
@@ -54,6 +54,16 @@ class FileRules:
     decimal: str = "."
     max_event_age: int | None = None  # seconds: older events are rejected
     max_event_age_text: str = ""  # as configured ("30d"), for the reason
+    # Unix seconds: events from before are older than max_event_age. Set once per file
+    # from its processing time (``with_age_counted_from``); unset: from the parse's start.
+    not_before: int | None = None
+
+    def with_age_counted_from(self, now: float) -> FileRules:
+        """These rules with max_event_age counted from ``now``, the file's processing time
+        (a replay's: when the file was first taken)."""
+        if self.max_event_age is None:
+            return self
+        return replace(self, not_before=int(now) - self.max_event_age)
 
 
 @dataclass(frozen=True)

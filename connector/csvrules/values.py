@@ -340,8 +340,12 @@ class LocalTimes:
         return None
 
 
+def _epoch_seconds(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(seconds=1)
+
+
 def _seconds(moment: datetime, text: str) -> int:
-    seconds = (moment - _EPOCH) // timedelta(seconds=1)
+    seconds = _epoch_seconds(moment)
     if 0 <= seconds <= MAX_TIMESTAMP:
         return seconds
     raise ValueError(f"timestamp {_shown(text)!r} is out of range 0..{MAX_TIMESTAMP}")
@@ -349,7 +353,13 @@ def _seconds(moment: datetime, text: str) -> int:
 
 def parse_timestamp(text: str, local: LocalTimes | None = None) -> int:
     """A timestamp cell → Unix seconds; ValueError says why it is not one. ``local``: how
-    the source reads times without an offset, if it does."""
+    the source reads times without an offset, if it does; its formats come first (a
+    format of digits alone, such as %Y%m%d, would otherwise read as Unix seconds), but a
+    moment they read out of range gives way to the other forms (strptime takes "1696..."
+    as the year 1696)."""
+    formatted = local.read(text) if local is not None and local.formats else None
+    if formatted is not None and 0 <= _epoch_seconds(formatted) <= MAX_TIMESTAMP:
+        return _epoch_seconds(formatted)
     if _INT.fullmatch(text) or _DECIMAL.fullmatch(text):
         whole = text.partition(".")[0]  # truncation, exact for any length
         # (not converted past 64 bits: out of range whatever the digits)
@@ -365,9 +375,11 @@ def parse_timestamp(text: str, local: LocalTimes | None = None) -> int:
         except ValueError:
             raise ValueError(f"timestamp {_shown(text)!r} is not a valid date-time") from None
         return _seconds(moment, text)
-    local_moment = local.read(text) if local is not None else None
+    local_moment = local.read(text) if local is not None and not local.formats else None
     if local_moment is not None:
         return _seconds(local_moment, text)
+    if formatted is not None:
+        return _seconds(formatted, text)  # (out of range: said so)
     if local is not None and local.formats:
         raise ValueError(
             f"timestamp {_shown(text)!r} is neither Unix seconds, an ISO 8601 date-time nor"
@@ -386,7 +398,7 @@ def timestamp_column(
     cells: Sequence[str], faults: Faults, local: LocalTimes | None = None
 ) -> list[int]:
     """Timestamps of a column, NO_TIMESTAMP where absent (the processing time applies)."""
-    if _SECONDS_COLUMN.fullmatch(_lines(cells) or "x"):
+    if (local is None or not local.formats) and _SECONDS_COLUMN.fullmatch(_lines(cells) or "x"):
         fast = [int(c) if c else NO_TIMESTAMP for c in cells]
         if max(fast, default=0) <= MAX_TIMESTAMP:
             return fast

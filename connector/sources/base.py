@@ -17,13 +17,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
-from connector.errors import ConnectorError
-
 CHUNK = 1 << 20
-
-
-class SourceRefused(ConnectorError):
-    """Connecting is refused for a reason only the operator can fix."""
 
 
 @dataclass(frozen=True)
@@ -71,10 +65,11 @@ class Source(Protocol):
         failure rewrites the same report rather than leave the file without one."""
         ...
 
-    def put(self, folder: str, name: str, data: bytes) -> str:
+    def put(self, folder: str, name: str, data: bytes, *, replace: bool = True) -> str:
         """Write a small file of ours (a report, a probe) as ``folder/name`` (folder
         relative to the source's, "" for itself, created when missing), replacing one of
-        that name. Returns its path."""
+        that name; or, not ``replace``, under a free name as a move takes one. Returns its
+        path."""
         ...
 
     def remove(self, folder: str, name: str) -> None:

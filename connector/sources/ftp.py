@@ -27,10 +27,10 @@ from urllib.parse import unquote, urlsplit
 
 import structlog
 
-from connector.config import SourceConfig, parse_duration
-from connector.errors import ConfigError, ConnectorError, TransientError
+from connector.config import SourceConfig
+from connector.errors import ConnectorError, SourceRefused, TransientError
 from connector.redaction import mask_echo, mask_quoted
-from connector.sources.base import CHUNK, RemoteFile, SourceRefused
+from connector.sources.base import CHUNK, RemoteFile
 from connector.sources.ftp_listing import listing_lines, mlsd_entries, parse_ls_line, utc
 from connector.sources.naming import REPORT_SUFFIX, clash_free_name, hostile
 
@@ -114,17 +114,14 @@ class FTPSource:
     """A folder on an FTP or FTPS server; see the Source protocol for the contract."""
 
     def __init__(self, config: SourceConfig, password: str | None) -> None:
-        url = urlsplit(config.url)
-        try:
-            self._port = url.port or 21
-        except ValueError:
-            raise ConfigError([f"source {config.name}: url: invalid port"]) from None
+        url = urlsplit(config.url)  # (checked by the config: its port is a number)
+        self._port = url.port or 21
         self.name = config.name
         self._host = url.hostname or ""
         self._user = unquote(url.username) if url.username else "anonymous"
         self._password = password or ""
         self._folder = config.remote_path
-        self._timeout = parse_duration(config.timeout)
+        self._timeout = config.timeout
         self._context = _tls_context(config) if config.scheme == "ftps" else None
         self._ftp: ftplib.FTP | None = None
         # What the server lacks, learnt once per server for this process: a source is
@@ -322,9 +319,12 @@ class FTPSource:
             self._into(folder, move)
         return posixpath.join(self._folder, folder, target)
 
-    def put(self, folder: str, name: str, data: bytes) -> str:
+    def put(self, folder: str, name: str, data: bytes, *, replace: bool = True) -> str:
         path = posixpath.join(folder, name) if folder else name
         with self._guard(f"write {path}"):
+            if not replace:
+                free = clash_free_name(name, lambda n: self._exists(posixpath.join(folder, n)))
+                path = posixpath.join(folder, free) if folder else free
             self._into(folder, lambda: self._store(path, data))
         return posixpath.join(self._folder, path)
 
@@ -481,8 +481,8 @@ def _tls_context(config: SourceConfig) -> ssl.SSLContext:
     """Certificate and host name checked, against ca_file or else the system's CAs."""
     try:
         return ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
-    except OSError as exc:  # ssl.SSLError included: not a PEM file
-        raise ConfigError([f"source {config.name}: ca_file: cannot load: {exc}"]) from None
+    except OSError as exc:  # (checked at start-up: changed since, it is the operator's to fix)
+        raise SourceRefused(f"source {config.name}: ca_file: cannot load: {exc}") from None
 
 
 def _end_tls(conn: socket.socket) -> None:

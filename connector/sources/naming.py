@@ -69,20 +69,24 @@ def shown(name: str) -> str:
 
 
 def temporary(name: str) -> bool:
-    """Names of files still being written, by convention (README, Guarantees), and of the
-    connector's own reports: never files to take."""
+    """Names of files still being written, by convention (docs/configuration.md, Sources),
+    and of the connector's own reports: never files to take."""
     return name.startswith(".") or name.endswith((*TEMPORARY_SUFFIXES, REPORT_SUFFIX))
 
 
 def clash_free_name(name: str, exists: Callable[[str], bool], now: datetime | None = None) -> str:
     """``name`` if free, else ``stem.<UTC timestamp>.ext`` (with a counter if even that
-    is taken): a moved file never overwrites another. The stem is shortened when needed so
-    that the new name fits MAX_NAME_BYTES: a name at the limit would otherwise never move."""
+    is taken; a report's ext is ``.rejects.csv``): a moved file never overwrites another.
+    The stem is shortened when needed so that the new name fits MAX_NAME_BYTES: a name at
+    the limit would otherwise never move."""
     if not exists(name):
         return name
     stem, dot, ext = name.rpartition(".")
     suffix = f".{ext}" if dot else ""
-    if not dot or len(_encoded(suffix)) > MAX_NAME_BYTES // 2:
+    if name.endswith(REPORT_SUFFIX) and name != REPORT_SUFFIX:
+        # A report keeps its whole suffix: renamed, it is still one, never a file to take.
+        stem, suffix = name.removesuffix(REPORT_SUFFIX), REPORT_SUFFIX
+    elif not dot or len(_encoded(suffix)) > MAX_NAME_BYTES // 2:
         # No extension, or a "suffix" too long to be one: the stamp goes at the end.
         stem, suffix = name, ""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")

@@ -34,9 +34,9 @@ from urllib.parse import unquote, urlsplit
 import paramiko
 import structlog
 
-from connector.config import SourceConfig, parse_duration
-from connector.errors import ConfigError, TransientError
-from connector.sources.base import RemoteFile, SourceRefused
+from connector.config import SourceConfig
+from connector.errors import SourceRefused, TransientError
+from connector.sources.base import RemoteFile
 from connector.sources.known_hosts import KnownKeys, fingerprint, known_keys
 from connector.sources.naming import REPORT_SUFFIX, clash_free_name, hostile
 from connector.sources.sftp_algorithms import Transport, negotiated, refusal, restrict
@@ -80,15 +80,9 @@ class SFTPSource:
         *,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
-        url = urlsplit(config.url)
-        try:
-            port = url.port or 22
-        except ValueError:
-            port = 0
-        if not url.hostname or not url.username or not port:
-            raise ConfigError(
-                [f"source {config.name}: url must look like sftp://user@host[:port]/folder"]
-            )
+        url = urlsplit(config.url)  # (checked by the config: a host, a user, a port)
+        port = url.port or 22
+        assert url.hostname is not None and url.username is not None
         self.name = config.name
         self._host = url.hostname
         self._port = port
@@ -97,7 +91,7 @@ class SFTPSource:
         # sftp://host/~/in is "in" under the login folder; any other path is absolute.
         path = config.remote_path
         self._folder = "." if path in ("/~", "/~/") else path.removeprefix("/~/")
-        self._timeout = parse_duration(config.timeout)
+        self._timeout = config.timeout
         self._timeout_text = config.timeout
         self._key_file = config.key_file
         self._known_hosts = config.known_hosts
@@ -200,11 +194,13 @@ class SFTPSource:
             sftp.rename(path, target)
             return target
 
-    def put(self, folder: str, name: str, data: bytes) -> str:
+    def put(self, folder: str, name: str, data: bytes, *, replace: bool = True) -> str:
         path = posixpath.normpath(posixpath.join(self._folder, folder, name))
         with self._failures(f"write {path}"):
             sftp = self._session()
             _make_folders(sftp, posixpath.dirname(path))
+            if not replace:
+                path = self._free_name(sftp, posixpath.dirname(path), name)
             _write(sftp, path, data)
         return path
 

@@ -1,5 +1,5 @@
-"""The change feed: what became visible, oldest first, from a cursor (README, "Consuming
-ingested data"). Read the same way from every adapter, in the SQL both databases speak.
+"""The change feed: what became visible, oldest first, from a cursor (docs/feed.md,
+"Consuming ingested data"). Read the same way from every adapter, in the SQL both databases speak.
 
 The order is that of files becoming final. A file's final entry takes the next number of
 the feed clock (``files.feed_seq``) as the last step of its final transaction: the clock's
@@ -21,11 +21,10 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from connector.errors import ConnectorError
+from connector.errors import UnknownCursor
 
 Kind = Literal["events", "contacts", "rejects", "files"]
 KINDS: tuple[Kind, ...] = ("events", "contacts", "rejects", "files")
-FINAL = ("ingested", "duplicate", "rejected")
 
 # A store made before the feed: its final files numbered in the order they were recorded,
 # each file's events bounded by their ids (both schemas run it).
@@ -116,10 +115,6 @@ _MISSED = {
     "contacts": _REMOVED_AFTER.format("status = 'ingested'", "? >= 0"),
 }
 _CURSOR = re.compile(r"(0|[1-9][0-9]{0,18})(?::(0|[1-9][0-9]{0,18}))?")
-
-
-class UnknownCursor(ConnectorError):
-    """A cursor this store never gave (or whose records retention has removed since)."""
 
 
 @dataclass(frozen=True)

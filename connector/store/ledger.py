@@ -22,6 +22,7 @@ from connector.config import DEFAULT_TENANT
 from connector.csvrules.reader import Prefix
 from connector.errors import StorageError, StoreBusy
 from connector.sources.base import RemoteFile
+from connector.status import Status
 
 _COLUMNS = (
     "id, source, path, sha256, size, kind, status, rows, rejected, duplicates, cursor,"
@@ -51,9 +52,12 @@ class Known:
     id: int
     size: int
     mtime: float | None
-    status: str
+    status: Status
     completed: bool  # its `after` (or error_dir) action was done
     sent_away: bool = False  # that action moved or deleted it: listed again, it came back
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status(self.status))  # (as read: its text)
 
     def same_listing(self, file: RemoteFile) -> bool:
         return (self.size, self.mtime) == (file.size, file.mtime)
@@ -81,7 +85,7 @@ class Entry:
     sha256: str | None
     size: int
     kind: str
-    status: str
+    status: Status
     rows: int
     rejected: int
     duplicates: int
@@ -91,6 +95,9 @@ class Entry:
     prefix_size: int | None = None
     prefix_sha256: str | None = None
     tenant: str = DEFAULT_TENANT
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status(self.status))  # (as read: its text)
 
     @property
     def prefix(self) -> Prefix | None:
@@ -234,7 +241,7 @@ class Ledger:
             entry = self.unfinished(arrival)
             if entry is None:
                 self._supersede(arrival)
-                entry_id = self._insert(arrival, "ingesting", now, finished=False)
+                entry_id = self._insert(arrival, Status.INGESTING, now, finished=False)
             else:
                 entry_id = entry.id
                 self._supersede(arrival, keep=entry_id)
@@ -283,12 +290,12 @@ class Ledger:
                 )
                 if not dated:
                     self._supersede(arrival)
-                    self._insert(arrival, "failed", now, finished=True)
+                    self._insert(arrival, Status.FAILED, now, finished=True)
         except (StorageError, StoreBusy) as exc:
             structlog.get_logger().warning("ledger_unwritable", file=arrival.path,
                                            cause=str(exc))  # fmt: skip
 
-    def _insert(self, arrival: Arrival, status: str, now: float, *, finished: bool) -> int:
+    def _insert(self, arrival: Arrival, status: Status, now: float, *, finished: bool) -> int:
         a = arrival
         rows = self.db.query(
             "INSERT INTO files(tenant, source, path, sha256, size, mtime, kind, status,"
@@ -345,7 +352,7 @@ class Ledger:
         self.db.execute("UPDATE files SET feed_seq = ? WHERE id = ?", (seq, entry_id))
 
     def record(
-        self, arrival: Arrival, status: str, now: float, reason: str | None = None,
+        self, arrival: Arrival, status: Status, now: float, reason: str | None = None,
         *, done: str | None = None,
     ) -> Entry:  # fmt: skip
         """A final entry in one step: ``duplicate``, or ``rejected`` with its reason;
@@ -365,6 +372,11 @@ class Ledger:
                 )
             self._final(entry_id)
         return self.get(entry_id)
+
+    def taken_at(self, entry_id: int) -> float:
+        """When this entry's file was first taken (Unix seconds)."""
+        [(started,)] = self.db.query("SELECT started_at FROM files WHERE id = ?", (entry_id,))
+        return parse_iso(started)
 
     def last_arrival(self, source: str) -> float | None:
         """When the newest file of ``source`` was first taken (Unix seconds), if any."""

@@ -1,5 +1,5 @@
-"""The records behind ``connector dump``, in its formats (README, "What the dumps show"),
-read the same way from every adapter.
+"""The records behind ``connector dump``, in its formats (docs/commands.md, "What the
+dumps show"), read the same way from every adapter.
 
 Events and rejects of a file still being ingested (or failed part-way) are not shown: they
 appear with its final ledger entry, which also applies its contact upserts.
@@ -21,12 +21,14 @@ Shape = Callable[[tuple[Any, ...]], dict[str, Any]]
 BY_FILE: tuple[Table, ...] = ("events", "rejects", "files")  # (their queries take FROM)
 
 # A file rejected whole that was ingested since (the same bytes, say with the source's
-# settings fixed, or a file set aside unread, once put back): its rejection is over, and
-# `dump rejects` no longer shows it. (The change feed is history: it was handed out.)
+# settings fixed; or a file set aside unread, put back as it was: same place, size and
+# mtime): its rejection is over, and `dump rejects` no longer shows it. (The change feed
+# is history: it was handed out.)
 _INGESTED_SINCE = (
     "EXISTS (SELECT 1 FROM files g WHERE g.status = 'ingested' AND g.id > f.id"
     " AND g.tenant = f.tenant AND (g.sha256 = f.sha256"
-    " OR (f.sha256 IS NULL AND g.source = f.source AND g.path = f.path)))"
+    " OR (f.sha256 IS NULL AND g.source = f.source AND g.path = f.path"
+    " AND g.size = f.size AND g.mtime IS NOT DISTINCT FROM f.mtime)))"
 )
 
 

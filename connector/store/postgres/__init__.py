@@ -3,7 +3,7 @@ keep apart through leases in it (``leases``)."""
 
 from __future__ import annotations
 
-from connector.config import StoreConfig, parse_duration
+from connector.config import StoreConfig
 from connector.errors import ConfigError, StoreRefused
 from connector.secrets import Secret, store_password
 from connector.store.adapter import Adapter
@@ -47,7 +47,7 @@ class PostgresStore(Adapter[Database]):
         """The store of ``config``; ``readonly``: as it is (``connector check`` changes
         nothing), None if it has no schema yet, FatalError if not this connector's."""
         assert config.url is not None
-        store = cls(config.url, password=store_password(config), lease=parse_duration(config.lease),
+        store = cls(config.url, password=store_password(config), lease=config.lease,
                     readonly=readonly)  # fmt: skip
         try:
             if readonly and not readable(store.db):

@@ -108,7 +108,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX files_by_source_path ON files(source, path);
     """,
     # 4: contact upserts wait here, in order, until their file's final entry applies them:
-    # rows, contacts and the ledger entry become visible together (README, Guarantees).
+    # rows, contacts and the ledger entry become visible together (docs/guarantees.md).
     """
     CREATE TABLE pending_contacts(
         seq INTEGER PRIMARY KEY,              -- the order they are applied in
