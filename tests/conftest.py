@@ -1,4 +1,4 @@
-"""Shared test hygiene."""
+"""Shared fixtures (the helpers are in tests/helpers.py) and test hygiene."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 from connector import logs
+from connector.store.sqlite import SQLiteStore
 
 # Readable assertion diffs from the shared helpers; registered here, before any test module
 # imports them (a later registration cannot rewrite a module already imported).
-pytest.register_assert_rewrite("tests.golden", "tests.source_contract", "tests.store_contract")
+pytest.register_assert_rewrite(
+    "tests.golden", "tests.helpers", "tests.source_contract", "tests.store_contract"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +37,8 @@ def _fresh_ftp_capabilities() -> Iterator[None]:
         ftp._capabilities.clear()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+# PostgreSQL makes a test slow (pyproject's `slow` marker): a server, started for it.
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def store_table(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     """The `[store]` table of a test's config, on each backend: an SQLite file under
     tmp_path, or a fresh database of the session's PostgreSQL server (``postgres_url``, of
@@ -44,3 +48,10 @@ def store_table(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str
     if request.param == "sqlite":
         return {"path": str(tmp_path / "store" / "c.db")}
     return {"url": request.getfixturevalue("postgres_url"), "lease": "1s"}
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[SQLiteStore]:
+    """A new SQLite store, ``tmp_path/store/c.db``, closed after the test."""
+    with SQLiteStore(tmp_path / "store" / "c.db") as database:
+        yield database

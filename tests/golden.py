@@ -1,8 +1,9 @@
 """Helpers for the CSV-rules golden tests: drive the CLI in-process and read its dumps.
 
 Everything goes through the user's interface (the commands and the dumps): a config
-written to a temp folder, ``connector import`` and ``connector dump``. Nothing here
-knows the implementation's modules beyond ``connector.cli.main``.
+written to a temp folder (by the shared builders of tests/helpers.py), ``connector
+import`` and ``connector dump``. Nothing here calls the implementation beyond
+``connector.cli.main``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import math
 import re
 import shutil
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from tests.helpers import local_source, write_config
 
 DATA = Path(__file__).parent / "data"
 
@@ -121,53 +124,12 @@ def sha256(data: bytes) -> str:
 # --- config -----------------------------------------------------------------------
 
 
-def toml_value(value: Any) -> str:
-    """A TOML literal for the small subset of values the tests use."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # JSON strings are TOML basic strings
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        items = ", ".join(f"{toml_value(str(k))} = {toml_value(v)}" for k, v in value.items())
-        return "{ " + items + " }"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-def source_toml(
-    root: Path,
-    name: str = "import",
-    *,
-    files: Sequence[Mapping[str, Any]] | None = None,
-    **settings: Any,
-) -> str:
-    """One `[[sources]]` table on a local folder `root/name`, with its file entries."""
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
-    table: dict[str, Any] = {
-        "name": name,
-        "url": "file://" + folder.as_posix(),
-        "interval": "1h",
-        "after": "leave",
-    }
-    table.update({k: v for k, v in settings.items() if v is not None})
-    lines = ["[[sources]]", *(f"{k} = {toml_value(v)}" for k, v in table.items())]
-    for entry in DEFAULT_FILES if files is None else files:
-        lines.append("[[sources.files]]")
-        lines.extend(f"{k} = {toml_value(v)}" for k, v in entry.items())
-    return "\n".join(lines) + "\n"
-
-
-def config_toml(root: Path, sources: Iterable[str] = ()) -> str:
-    head = (
-        f"[store]\npath = {toml_value((root / 'c.db').as_posix())}\n\n"
-        f"[paths]\nstaging = {toml_value((root / 'staging').as_posix())}\n"
-        f"archive = {toml_value((root / 'archive').as_posix())}\n"
-    )
-    return head + "".join("\n" + s for s in sources)
+def source_table(root: Path, name: str, **settings: Any) -> dict[str, Any]:
+    """A `[[sources]]` table (``helpers.local_source``) on `root/name`, polled hourly and
+    left in place, with the default file entries unless ``files`` is given."""
+    if settings.get("files") is None:
+        settings["files"] = DEFAULT_FILES
+    return local_source(root, name, **{"interval": "1h", "after": "leave", **settings})
 
 
 # --- the CLI ------------------------------------------------------------------------
@@ -193,17 +155,17 @@ class Harness:
 
     # config
 
-    def configure(self, *extra_sources: str, import_source: bool = True, **settings: Any) -> Path:
+    def configure(
+        self, *extra_sources: Mapping[str, Any], import_source: bool = True, **settings: Any
+    ) -> Path:
         """Write the config: an `import` source with `settings` (identifier, delimiter,
         encoding, files=[...]) unless import_source is false, plus extra source tables."""
-        sources = [source_toml(self.root, "import", **settings)] if import_source else []
-        sources.extend(extra_sources)
-        self.cfg = self.root / "connector.toml"
-        self.cfg.write_text(config_toml(self.root, sources), encoding="utf-8")
+        sources = [source_table(self.root, "import", **settings)] if import_source else []
+        self.cfg = write_config(self.root, *sources, *extra_sources)
         return self.cfg
 
-    def source(self, name: str, **settings: Any) -> str:
-        return source_toml(self.root, name, **settings)
+    def source(self, name: str, **settings: Any) -> dict[str, Any]:
+        return source_table(self.root, name, **settings)
 
     # files
 

@@ -15,18 +15,18 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from connector.config import Config, SourceConfig
+from connector.config import SourceConfig
 from connector.errors import TransientError
 from connector.ingest import Ingestor
 from connector.pipeline import Poller, PollSummary
 from connector.sources.base import Source
 from connector.sources.naming import MAX_NAME_BYTES
 from connector.store.sqlite import SQLiteStore
+from tests.helpers import Flaky, configs
 from tests.mounts import read_only
 
 
@@ -90,22 +90,13 @@ def _poll(
     **settings: object,
 ) -> tuple[Poller, PollSummary]:
     """One poll of ``remote`` through the whole pipeline, with this adapter."""
-    config = Config.model_validate(
-        {
-            "store": {"path": str(tmp_path / "store" / "c.db")},
-            "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
-        }
-    )
     if poller is None:
-        source = SourceConfig.model_validate(
-            {
-                "name": "contract",
-                "url": "file:///outbox",  # the adapter under test is given by `opener`
-                "min_age": "0s",
-                "files": [{"kind": "events", "pattern": "events_*.csv", "event_name": "e"}],
-                **settings,
-            }
-        )
+        defaults = {
+            "name": "contract",
+            "url": "file:///outbox",  # the adapter under test is given by `opener`
+            "files": [{"kind": "events", "pattern": "events_*.csv", "event_name": "e"}],
+        }
+        config, source = configs(tmp_path, **(defaults | settings))
         ingestor = Ingestor(SQLiteStore(config.store.path))
         poller = Poller(
             config,
@@ -157,33 +148,13 @@ class SourceContract:
         monkeypatch.setattr("connector.ingest.PARALLEL_MIN_BYTES", 0)  # a child for any size
         data = b"identifier,n\n" + b"".join(b"u%d,%d\n" % (i, i) for i in range(60_000))
         _put(remote, "events_1.csv", data)
-        breaks = [len(data) // 3]  # the first transfer breaks a third of the way in
 
-        class BreaksOnce(Source):  # type: ignore[misc]
-            def __init__(self) -> None:
-                self.inner = remote.connect()
-
-            def __enter__(self) -> BreaksOnce:
-                self.source = self.inner.__enter__()
-                self.list, self.complete = self.source.list, self.source.complete
-                return self
-
-            def __exit__(self, *exc: Any) -> None:
-                self.inner.__exit__(*exc)
-
-            def read(self, name: str, offset: int = 0) -> Iterator[bytes]:
-                for chunk in self.source.read(name, offset):
-                    if breaks and offset + len(chunk) > breaks[0]:
-                        yield chunk[: breaks.pop() - offset]
-                        raise TransientError("connection reset (test)")
-                    offset += len(chunk)
-                    yield chunk
-
-        poller, summary = _poll(remote, tmp_path, opener=lambda _: BreaksOnce())
+        flaky = Flaky(remote.connect, cut=len(data) // 3)  # breaks a third of the way in
+        poller, summary = _poll(remote, tmp_path, opener=lambda _: flaky)
         (entry,) = summary.taken.values()
         events = list(poller.store.records("events"))
         poller.store.close()
-        assert not breaks  # the transfer did break
+        assert flaky.failures == 0 and len(flaky.offsets) > 1  # the transfer did break
         assert (entry.status, entry.rows, entry.sha256) == (
             "ingested", 60_000, hashlib.sha256(data).hexdigest()
         )  # fmt: skip
@@ -391,8 +362,12 @@ class SourceContract:
             assert (remote.root / "reports" / "x" / "r.csv").read_bytes() == b"second"
             source.put("", "s.csv", b"here")
             assert (remote.root / "s.csv").read_bytes() == b"here"
+            kept = source.put("reports/x", "r.csv", b"third", replace=False)
+            assert kept != source.put("reports/x", "r.csv", b"fourth", replace=False)
             source.remove("reports/x", "r.csv")
         assert not (remote.root / "reports" / "x" / "r.csv").exists()
+        others = sorted(p.read_bytes() for p in (remote.root / "reports" / "x").iterdir())
+        assert others == [b"fourth", b"third"]  # (beside the one replaced, under free names)
 
     def test_a_move_into_a_folder_that_cannot_be_made_says_why(
         self, remote: Remote, tmp_path: Path
@@ -423,15 +398,6 @@ class SourceContract:
                 assert b"".join(source.read(f.name)) == f.name[1].encode()
                 source.complete(f.name, "delete")
         assert not list(remote.root.glob("*.csv"))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 Fixture = Iterator[Remote]

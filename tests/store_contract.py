@@ -20,42 +20,31 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from connector.config import Config, SourceConfig, StoreConfig
+from connector.config import StoreConfig
 from connector.csvrules.reader import Inspector
 from connector.csvrules.rules import FileRules
 from connector.download import Staged
-from connector.errors import Interrupted, PlaceBusy, TransientError
+from connector.errors import Interrupted, PlaceBusy, UnknownCursor
 from connector.ingest import Ingestor, Outcome
 from connector.parsing import ParseJob
 from connector.pipeline import Poller
 from connector.sources.base import RemoteFile
-from connector.sources.local import LocalSource
 from connector.store import open_store
 from connector.store.erasure import erase
-from connector.store.feed import KINDS, START, Cursor, Kind, UnknownCursor, parse_cursor
+from connector.store.feed import KINDS, START, Cursor, Kind, parse_cursor
 from connector.store.ledger import Arrival, Delivered, Entry, Known, iso
 from connector.store.port import TABLES, Store, Table
 from connector.store.retention import Pruned, prune
+from tests.helpers import POLLED_ROWS, T0, Clock, Flaky, broken_poller
 
 EVENTS = FileRules(kind="events")
 CONTACTS = FileRules(kind="contacts")
 DAY = 24 * 3600
-T0 = 1_764_000_000.0
 KEYED = "identifier,name,idempotencyKey\n"
 
 
 class _Undone(Exception):
     """Raised to leave a transaction with an exception."""
-
-
-class Clock:
-    """The processing time, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _file(tmp_path: Path, name: str, text: str) -> Path:
@@ -188,17 +177,6 @@ def _provisional_cursor(store: Store) -> int:
     return max((e.cursor for e in entries if e.sha256 is None), default=0)
 
 
-class Flaky(LocalSource):
-    """A local folder whose reads fail while ``broken`` is set."""
-
-    broken = True
-
-    def read(self, name: str, offset: int = 0) -> Iterator[bytes]:
-        if Flaky.broken:
-            raise TransientError("connection reset (test)")
-        yield from super().read(name, offset)
-
-
 def _stopped_after_two_batches(store: Store, data: bytes, tmp_path: Path) -> Entry:
     """The provisional entry a try left once it had stored two batches of ``data`` as it
     arrived, then was asked to stop."""
@@ -212,9 +190,6 @@ def _stopped_after_two_batches(store: Store, data: bytes, tmp_path: Path) -> Ent
     return left
 
 
-POLLED_ROWS = 5_000
-
-
 class StoreContract:
     """Subclasses provide a ``store_config`` fixture: the StoreConfig of an empty store."""
 
@@ -224,27 +199,9 @@ class StoreContract:
             yield store
 
     @pytest.fixture
-    def poller(self, tmp_path: Path, store: Store) -> Poller:
-        """A source "s" on ``tmp_path/inbox`` holding events.csv (a bad row, no
-        identifier, in every 1,000), read through Flaky."""
-        inbox = tmp_path / "inbox"
-        inbox.mkdir()
-        (inbox / "events.csv").write_text(
-            "identifier,n\n"
-            + "".join(f"{'' if i % 1000 == 7 else f'u{i}'},{i}\n" for i in range(POLLED_ROWS))
-        )
-        config = Config.model_validate(
-            {"paths": {"staging": str(tmp_path / "staging"),
-                       "archive": str(tmp_path / "archive")}}
-        )  # fmt: skip
-        source = SourceConfig.model_validate({
-            "name": "s", "url": f"file://{inbox}", "min_age": "0s",
-            "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}],
-        })  # fmt: skip
-        Flaky.broken = True
-        ingestor = Ingestor(store, batch_records=1_000)
-        return Poller(config, source, store, ingestor=ingestor, sleep=lambda _: None,
-                      opener=Flaky)  # fmt: skip
+    def polled(self, tmp_path: Path, store: Store) -> tuple[Poller, Flaky]:
+        """``broken_poller`` into this store."""
+        return broken_poller(tmp_path, store)
 
     # -- Opening -------------------------------------------------------------------------
 
@@ -346,8 +303,11 @@ class StoreContract:
         assert [(r["line"], r["file"]) for r in records(store, "rejects")] == [(6, "a")]
         assert [(f["status"], f["rows"]) for f in records(store, "files")] == [("ingested", 9)]
 
-    def test_a_stopped_file_is_failed_then_resumed_by_the_next_poll(self, poller: Poller) -> None:
-        Flaky.broken = False
+    def test_a_stopped_file_is_failed_then_resumed_by_the_next_poll(
+        self, polled: tuple[Poller, Flaky]
+    ) -> None:
+        poller, flaky = polled
+        flaky.broken = False
         poller.ingestor.stop = _stopping_after(3)
         with pytest.raises(Interrupted):
             poller.poll(stop=lambda: False)
@@ -357,10 +317,10 @@ class StoreContract:
         assert records(poller.store, "events") == []
         assert records(poller.store, "rejects") == []
         poller.ingestor.stop = lambda: False
-        Flaky.broken = True  # the next try fails to fetch it: still one entry
+        flaky.broken = True  # the next try fails to fetch it: still one entry
         poller.poll()
         assert [f["status"] for f in records(poller.store, "files")] == ["failed"]
-        Flaky.broken = False
+        flaky.broken = False
         poller.poll()
         (entry,) = records(poller.store, "files")
         assert (entry["status"], entry["rows"], entry["rejected"]) == (
@@ -372,7 +332,10 @@ class StoreContract:
             9, 1009, 2009, 3009, 4009
         ]  # fmt: skip
 
-    def test_a_file_that_cannot_be_fetched_is_failed_until_it_can(self, poller: Poller) -> None:
+    def test_a_file_that_cannot_be_fetched_is_failed_until_it_can(
+        self, polled: tuple[Poller, Flaky]
+    ) -> None:
+        poller, flaky = polled
         for _ in range(2):  # a second failed poll does not add a second entry
             with capture_logs() as logs:
                 summary = poller.poll()
@@ -383,7 +346,7 @@ class StoreContract:
             (entry,) = records(poller.store, "files")
             assert (entry["status"], entry["sha256"], entry["rows"]) == ("failed", None, 0)
             assert entry["size"] > 0 and entry["processed_at"]
-        Flaky.broken = False
+        flaky.broken = False
         poller.poll()
         (entry,) = records(poller.store, "files")
         assert (entry["status"], entry["rows"]) == ("ingested", POLLED_ROWS - 5)
@@ -472,6 +435,16 @@ class StoreContract:
         path.write_bytes(b"email\nada@example.com\n")
         assert ingestor.ingest(path, EVENTS, source="s", name="a").entry.status == "rejected"
         assert [r["sha256"] for r in records(store, "rejects")] == [_sha256(path)]
+        # A file set aside unread (no checksum) shows until that listing is ingested: not
+        # when another file of the same name (other size or mtime) is.
+        daily = Arrival("s", "daily.csv", None, 20, "events", 1_700_000_000.0)
+        ingestor.set_aside(daily, "set aside after 5 failed tries in a row")
+        path.write_bytes(b"identifier,name\nu9,buy\n")
+        ingestor.ingest(path, EVENTS, source="s", name="daily.csv", mtime=1_700_086_400.0)
+        assert [r["file"] for r in records(store, "rejects")] == ["a", "daily.csv"]
+        path.write_bytes(b"identifier,name\nu,b\n")  # (20 bytes, as listed when set aside)
+        ingestor.ingest(path, EVENTS, source="s", name="daily.csv", mtime=1_700_000_000.0)
+        assert [r["file"] for r in records(store, "rejects")] == ["a"]
 
     def test_known_decisions_by_place_and_their_remote_action(
         self, store: Store, tmp_path: Path
@@ -590,7 +563,7 @@ class StoreContract:
 
     def test_rows_of_an_unfinished_file_are_not_visible(self, store: Store, tmp_path: Path) -> None:
         """Events, rejects and the contacts they create show up with their ledger entry, not
-        batch by batch, though each batch is committed (README, Guarantees)."""
+        batch by batch, though each batch is committed (docs/guarantees.md)."""
         path = _file(tmp_path, "a.csv", "identifier,name\n" + "u,buy\nv,buy\n" * 3 + ",buy\n")
         ingestor = Ingestor(store, batch_records=2, commit_seconds=0)
         seen: list[int] = []

@@ -50,8 +50,7 @@ from connector.ingest import Ingestor
 from connector.parsing import PARALLEL_MIN_BYTES
 from connector.store.ledger import Arrival
 from connector.store.sqlite import SQLiteStore
-from tests.drop import drop_config
-from tests.golden import toml_value
+from tests.helpers import drop_config, write_config
 from tests.procs import children
 
 BOUND_MB = 200  # the peak allowed to each process, whatever the file
@@ -65,15 +64,6 @@ done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
 print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 print(done.stdout + done.stderr[-2000:], end="")
 """
-
-
-def _config(root: Path, **ingest: Any) -> Path:
-    lines = ["[store]", f"path = {toml_value(str(root / 'store' / 'c.db'))}"]
-    if ingest:
-        lines += ["[ingest]", *(f"{k} = {toml_value(v)}" for k, v in ingest.items())]
-    path = root / "c.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def _peak(*argv: str) -> tuple[int, str, float]:
@@ -90,7 +80,7 @@ def _peak(*argv: str) -> tuple[int, str, float]:
 
 def _import_peak(root: Path, path: Path, kind: str = "contacts") -> tuple[int, str, float]:
     extra = ["--event-name", "e"] if kind == "events" else []
-    return _peak("--config", str(_config(root)), "import", str(path), "--kind", kind, *extra)
+    return _peak("--config", str(write_config(root)), "import", str(path), "--kind", kind, *extra)
 
 
 def _write(path: Path, parts: Iterable[bytes]) -> Path:
@@ -121,6 +111,7 @@ def _hundred_fields_rows(end: bytes) -> Iterator[bytes]:
         yield end
 
 
+@pytest.mark.slow
 @linux
 @pytest.mark.parametrize("end", [b"\n", b"\r"], ids=["LF", "CR"])
 def test_rows_of_a_hundred_one_mib_fields_are_rejected_in_bounded_memory(
@@ -136,6 +127,7 @@ def test_rows_of_a_hundred_one_mib_fields_are_rejected_in_bounded_memory(
     assert peak < BOUND_MB
 
 
+@pytest.mark.slow
 @linux
 def test_a_header_of_a_million_columns_rejects_the_file_in_bounded_memory(tmp_path: Path) -> None:
     """A 9.7 MB header of 1.2 million names rejects the file, read in bounded memory."""
@@ -148,6 +140,7 @@ def test_a_header_of_a_million_columns_rejects_the_file_in_bounded_memory(tmp_pa
     assert peak < BOUND_MB
 
 
+@pytest.mark.slow
 @linux
 def test_an_unterminated_quoted_field_is_one_reject_in_bounded_memory(tmp_path: Path) -> None:
     """A quoted field opened on line 2 and never closed (200 MB of lines to the end of the
@@ -169,6 +162,7 @@ _SHORT_LINES = {
 }
 
 
+@pytest.mark.slow
 @linux
 @pytest.mark.parametrize("shape", _SHORT_LINES)
 def test_a_record_of_millions_of_short_lines_is_rejected_in_bounded_memory(
@@ -198,6 +192,7 @@ def _largest_rows(count: int) -> Iterator[bytes]:
         yield b"\n"
 
 
+@pytest.mark.slow
 @linux
 @pytest.mark.parametrize("kind", ["contacts", "events"])
 def test_the_largest_records_allowed_are_stored_in_bounded_memory(
@@ -212,6 +207,7 @@ def test_the_largest_records_allowed_are_stored_in_bounded_memory(
     assert peak < BOUND_MB
 
 
+@pytest.mark.slow
 @linux
 def test_rows_of_many_short_fields_are_rejected_in_bounded_memory(tmp_path: Path) -> None:
     """Rows of hundreds of thousands of 2-character fields (a str object each, were they
@@ -229,6 +225,7 @@ def test_rows_of_many_short_fields_are_rejected_in_bounded_memory(tmp_path: Path
     assert peak < BOUND_MB
 
 
+@pytest.mark.slow
 @linux
 def test_a_download_followed_by_its_parser_stays_in_bounded_memory(tmp_path: Path) -> None:
     """The daemon's path (`once` here): the parser child follows the download; a row over
@@ -328,7 +325,7 @@ def test_the_ingest_settings_reach_the_parser(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`[ingest] max_record_chars` and `max_columns` set the limits `import` parses with."""
-    config = _config(tmp_path, max_record_chars=2 * MiB, max_columns=3)
+    config = write_config(tmp_path, ingest={"max_record_chars": 2 * MiB, "max_columns": 3})
     rows = tmp_path / "rows.csv"  # (two fields of the largest size a field may have)
     rows.write_text("identifier,a,b\nu1," + "x" * MiB + "," + "y" * MiB + "\nu2,2,3\n")
     wide = tmp_path / "wide.csv"
@@ -558,7 +555,9 @@ def test_too_many_rejects_reject_the_file_whole_and_take_back_what_was_stored(
     """Past max_rejects, the file is rejected whole (`import` exits 2) with the count and
     the first reject; its batches already committed are taken back, its keys given back:
     the same keys are then accepted from another file."""
-    config = _config(tmp_path, max_rejects=5, batch_records=2, commit_interval="0s")
+    config = write_config(
+        tmp_path, ingest={"max_rejects": 5, "batch_records": 2, "commit_interval": "0s"}
+    )
     good = "".join(f"u{i},buy,{1_700_000_000 + i},k{i}\n" for i in range(4))
     path = tmp_path / "e.csv"
     path.write_text("identifier,name,timestamp,idempotencyKey\n" + good + _bad_rows(6, 100))
@@ -582,7 +581,7 @@ def test_a_large_file_of_bad_rows_is_rejected_once_past_the_default_cap(
 ) -> None:
     """A large file (parsed in a child) of short bad lines: rejected past 100,000 rejects,
     with nothing of it stored, not one of its 2 million rejects included."""
-    config = _config(tmp_path)
+    config = write_config(tmp_path)
     path = _write(tmp_path / "bad.csv", [b"identifier,email\n", *[b"u,bad\n" * 500_000] * 4])
     assert path.stat().st_size >= PARALLEL_MIN_BYTES
     assert main(["--config", str(config), "import", str(path), "--kind", "contacts"]) == 2
@@ -594,6 +593,7 @@ def test_a_large_file_of_bad_rows_is_rejected_once_past_the_default_cap(
     assert "bad.csv: rejected" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @linux
 def test_a_download_with_too_many_rejects_stops_its_parse_before_it_ends(tmp_path: Path) -> None:
     """Parsed as it downloads: past max_rejects the parser child is stopped while the bytes

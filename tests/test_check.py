@@ -7,41 +7,28 @@ import os
 import re
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import apsw
 import pytest
 
 from connector.check import check
 from connector.cli import main
-from connector.config import Config, SourceConfig, load_config
+from connector.config import SourceConfig, load_config
 from connector.sources.base import RemoteFile, Source
 from connector.sources.local import LocalSource
 from connector.sources.registry import open_source
 from connector.store.sqlite import SQLiteStore
+from tests.helpers import local_source, write_config
 from tests.mounts import read_only
 
 SENTINEL = "pw-SENTINEL-31c8aa"  # a password that must never be shown
 
 
-def _config_file(tmp_path: Path, names: list[str], **extra: str) -> Path:
+def _config_file(tmp_path: Path, names: list[str], **extra: Any) -> Path:
     """A config with a file:// source per name, each on a folder of its own."""
-    lines = [
-        "[store]", f'path = "{tmp_path}/store/c.db"',
-        "[paths]", f'staging = "{tmp_path}/staging"', f'archive = "{tmp_path}/archive"',
-    ]  # fmt: skip
-    for name in names:
-        (tmp_path / name).mkdir()
-        lines += ["[[sources]]", f'name = "{name}"', f'url = "file://{tmp_path / name}"']
-        lines += [f'{key} = "{value}"' for key, value in extra.items()]
-        lines += ["[[sources.files]]", 'kind = "contacts"', 'pattern = "contacts_*.csv"']
-    path = tmp_path / "connector.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _config(tmp_path: Path, names: list[str], **extra: str) -> Config:
-    return load_config(_config_file(tmp_path, names, **extra))
+    files = [{"kind": "contacts", "pattern": "contacts_*.csv"}]
+    return write_config(tmp_path, *(local_source(tmp_path, n, files=files, **extra) for n in names))
 
 
 def test_check_says_which_names_are_skipped_and_shows_every_name_escaped(
@@ -49,7 +36,7 @@ def test_check_says_which_names_are_skipped_and_shows_every_name_escaped(
 ) -> None:
     """A name that is not UTF-8 or holds a terminal escape is listed as skipped, with its
     reason; no name reaches the terminal raw, a taken one included."""
-    config = _config(tmp_path, ["acme"])
+    config = load_config(_config_file(tmp_path, ["acme"]))
     inbox = os.fsencode(tmp_path / "acme")
     names = [b"contacts_\xff.csv", b"ev_\x1b]0;PWNED\x07.csv", b"contacts_1.csv",
              "contacts_\u202egnp.csv".encode()]  # fmt: skip
@@ -160,11 +147,8 @@ def test_check_tests_that_the_folders_it_writes_to_are_writable(
     """`check` writes and removes a probe in each folder the connector writes to (move
     folders, where reject reports go): a read-only one fails the check, naming the folder,
     the setting and the cause; a writable one is left as it was."""
-    config = _config_file(tmp_path, ["acme"], after="move:processed", error_dir="leave")
-    text = config.read_text().replace(
-        "[[sources.files]]", "reject_report = true\n[[sources.files]]"
-    )
-    config.write_text(text)
+    config = _config_file(tmp_path, ["acme"], after="move:processed", error_dir="leave",
+                          reject_report=True)  # fmt: skip
     assert main(["--config", str(config), "check"]) == 0
     assert "FAILED" not in capsys.readouterr().out
     assert [p.name for p in (tmp_path / "acme").rglob("*")] == ["processed"]  # no probe left

@@ -10,6 +10,7 @@ import pytest
 
 from connector.cli import main
 from connector.ingest import Ingestor, Outcome
+from tests.helpers import local_source, write_config
 
 
 def test_an_unexpected_error_with_one_imported_file_fails_it_and_goes_on(
@@ -17,8 +18,7 @@ def test_an_unexpected_error_with_one_imported_file_fails_it_and_goes_on(
 ) -> None:
     """`import a b`: a defect with `a` prints one line for it (no traceback on stdout),
     `b` is still ingested, and the exit status is 1."""
-    config = tmp_path / "c.toml"
-    config.write_text(f'[store]\npath = "{tmp_path / "c.db"}"\n')
+    config = write_config(tmp_path)
     bad, good = tmp_path / "bad.csv", tmp_path / "good.csv"
     for path in (bad, good):
         path.write_text(f"identifier,n\n{path.stem},1\n")
@@ -50,8 +50,7 @@ def test_an_import_path_too_long_to_record_is_one_line(
         folder /= "d" * 200
     folder.mkdir(parents=True)
     (folder / "a.csv").write_text("identifier,name\nu,buy\n")
-    config = tmp_path / "connector.toml"
-    config.write_text(f'[store]\npath = "{tmp_path}/c.db"\n')
+    config = write_config(tmp_path, store={"path": str(tmp_path / "c.db")})
     argv = ["--config", str(config), "import", str(folder / "a.csv"), "--kind", "events"]
     assert main(argv) == 1
     err = capsys.readouterr().err
@@ -66,8 +65,7 @@ def test_version_and_config_after_the_command(
         main(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.startswith("connector ")
-    config = tmp_path / "c.toml"
-    config.write_text(f'[store]\npath = "{tmp_path / "store.db"}"\n')
+    config = write_config(tmp_path, store={"path": str(tmp_path / "store.db")})
     assert main(["dump", "files", "--config", str(config)]) == 0
     assert main(["--config", str(tmp_path / "absent.toml"), "dump", "files", "--config",
                  str(config)]) == 0  # (after the command, it wins)  # fmt: skip
@@ -79,12 +77,11 @@ def test_commands_on_the_store_alone_do_not_need_the_sources_files(
 ) -> None:
     """A source whose key files are gone (say, the demo's, after it ended) keeps `dump`,
     `feed` and `import` working; `once`, which connects, says what is missing."""
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f'[store]\npath = "{tmp_path / "store.db"}"\n[[sources]]\nname = "acme"\n'
-        'url = "sftp://ingest@files.example.com/outbox"\nknown_hosts = "/nowhere/known_hosts"\n'
-        'password_env = "NOT_SET_ANYWHERE"\n[[sources.files]]\nkind = "events"\npattern = "*.csv"\n'
-    )
+    config = write_config(tmp_path, {
+        "name": "acme", "url": "sftp://ingest@files.example.com/outbox",
+        "known_hosts": "/nowhere/known_hosts", "password_env": "NOT_SET_ANYWHERE",
+        "files": [{"kind": "events", "pattern": "*.csv"}],
+    })  # fmt: skip
     data = tmp_path / "a.csv"
     data.write_text("identifier,name\nu1,buy\n")
     argv = ["--config", str(config)]
@@ -101,14 +98,11 @@ def test_commands_on_the_store_alone_do_not_need_the_sources_files(
 def test_source_restricts_a_connecting_command_and_none_configured_is_said(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    files = [{"kind": "events", "pattern": "*.csv"}]
+    config = write_config(tmp_path, *(local_source(tmp_path, n, files=files, min_age="0s")
+                                      for n in ("a", "b")))  # fmt: skip
     for name in ("a", "b"):
-        (tmp_path / name).mkdir()
         (tmp_path / name / "e.csv").write_text(f"identifier,name\n{name},buy\n")
-    config = tmp_path / "c.toml"
-    config.write_text(f'[store]\npath = "{tmp_path / "s.db"}"\n' + "".join(
-        f'[[sources]]\nname = "{n}"\nurl = "file://{tmp_path / n}"\nmin_age = "0s"\n'
-        '[[sources.files]]\nkind = "events"\npattern = "*.csv"\n' for n in ("a", "b")
-    ))  # fmt: skip
     assert main(["--config", str(config), "once", "--source", "b"]) == 0
     assert capsys.readouterr().out == "b: 1 ingested\n"
     assert main(["--config", str(config), "once", "--source", "c"]) == 78
@@ -145,8 +139,7 @@ def test_a_refused_file_says_what_was_found_and_what_to_change(
     """Golden reasons: the headers found and the delimiter used, with a hint when the
     identifier differs only in case or another delimiter would have split the header; an
     undecodable file names its line, the byte, and the setting to change."""
-    config = tmp_path / "c.toml"
-    config.write_text(f'[store]\npath = "{tmp_path / "c.db"}"\n')
+    config = write_config(tmp_path)
     path = tmp_path / "f.csv"
     path.write_bytes(data)
     argv = ["--config", str(config), "import", str(path), "--kind", "contacts"]
@@ -159,8 +152,7 @@ def test_a_dry_run_shows_each_rejected_row_with_its_value(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Rejected rows quote the value that was found, as the customer wrote it."""
-    config = tmp_path / "c.toml"
-    config.write_text(f'[store]\npath = "{tmp_path / "c.db"}"\n')
+    config = write_config(tmp_path)
     path = tmp_path / "f.csv"
     path.write_text("email,phone,unsubscribed\nada@,,\nbob@x.org,+3247,\ncy@x.org,,yes\n")
     argv = ["--config", str(config), "import", str(path), "--kind", "contacts"]

@@ -32,7 +32,7 @@ def test_defaults_without_sources() -> None:
     config = parse_config({})
     assert config.store.path == Path("var/connector.db")
     assert config.sources == ()
-    assert (config.ingest.batch_records, config.ingest.commit_interval) == (10_000, "1s")
+    assert (config.ingest.batch_records, str(config.ingest.commit_interval)) == (10_000, "1s")
 
 
 def test_every_problem_is_reported_with_its_key(tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ def test_every_problem_is_reported_with_its_key(tmp_path: Path) -> None:
             "sources": [
                 _source(interval="5 minutes", after="archive"),
                 _source(name="b", delimiter=";;"),
-                _source(name="c", url="sftp://h/x"),
+                _source(name="c", url="sftp://u@h/x"),
             ],
         }
     )
@@ -232,7 +232,7 @@ def test_durations_that_may_be_zero_or_must_not() -> None:
     config = parse_config({
         "ingest": {"commit_interval": "0s"}, "sources": [_source(min_age="0s")],
     })  # fmt: skip
-    assert (config.sources[0].min_age, config.ingest.commit_interval) == ("0s", "0s")
+    assert (str(config.sources[0].min_age), str(config.ingest.commit_interval)) == ("0s", "0s")
     assert _problems({"paths": {"archive_keep": "0d"}, "ingest": {"commit_interval": "31s"}}) == [
         "paths.archive_keep: '0d': must be longer than 0s",
         "ingest.commit_interval: '31s' is too long (at most 30s)",
@@ -461,7 +461,7 @@ def test_config_messages_say_what_to_write_instead(
     an empty list says how many entries it needs, not the validation library's words."""
     config = tmp_path / "c.toml"
     config.write_text(
-        '[[sources]]\nname = "a"\nurl = "sftp://h/x"\nknwon_hosts = "/x"\n'
+        '[[sources]]\nname = "a"\nurl = "sftp://u@h/x"\nknwon_hosts = "/x"\n'
         'password = "hunter2"\nfiles = []\n[ingest]\nbatch_record = 5\n'
     )
     assert main(["--config", str(config), "check"]) == 78
@@ -472,3 +472,25 @@ def test_config_messages_say_what_to_write_instead(
         "connector: config: sources[0].password: a password is never written in the config:"
         " name an environment variable (password_env) or a file (password_file) that holds it",
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("ftps://host:99999/in", "sources[0].url: invalid port: a number from 1 to 65535"),
+        ("sftp://host:x/in", "sources[0].url: invalid port: a number from 1 to 65535"),
+        ("sftp://host/in", "sources[0].url: an sftp:// URL names its user:"),
+    ],
+)
+def test_a_url_a_source_could_not_use_is_refused_at_start_up(url: str, says: str) -> None:
+    """What an adapter would otherwise find mid-poll is said at start-up, naming the key."""
+    (problem,) = _problems({"sources": [_source(url=url)]})
+    assert problem.startswith(says), problem
+
+
+def test_a_ca_file_tls_cannot_load_is_refused_at_start_up(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not a certificate\n")
+    source = _source(url="ftps://ingest@host/in", ca_file=str(bundle))
+    (problem,) = _problems({"sources": [source]})
+    assert problem.startswith("sources[0].ca_file: cannot load: "), problem

@@ -19,9 +19,12 @@ import psycopg
 import pytest
 
 from connector.crashpoints import IMPORT_STEPS
-from tests.golden import toml_value
+from tests.helpers import write_config
 
 pytest_plugins = ["connector.testing.plugin"]
+
+# Slow (pyproject's `slow` marker): each test kills and reruns `connector` subprocesses.
+pytestmark = pytest.mark.slow
 
 ROWS = 3_000
 BAD_EVERY = 250  # every 250th row has no name: a reject
@@ -67,15 +70,10 @@ def _dump(config: Path, table: str) -> list[dict[str, object]]:
 
 @pytest.fixture
 def config(tmp_path: Path, store_table: dict[str, str]) -> Path:
-    path = tmp_path / "connector.toml"
-    path.write_text(
-        "[store]\n"
-        + "".join(f"{key} = {toml_value(value)}\n" for key, value in store_table.items())
-        + f'[paths]\nstaging = "{tmp_path}/staging"\narchive = "{tmp_path}/archive"\n'
-        # small batches, a commit after each: several commits in a small file
-        '[ingest]\nbatch_records = 400\ncommit_interval = "0s"\n'
+    # small batches, a commit after each: several commits in a small file
+    return write_config(
+        tmp_path, store=store_table, ingest={"batch_records": 400, "commit_interval": "0s"}
     )
-    return path
 
 
 def _assert_exactly_once(config: Path, expected: tuple[int, int, int]) -> None:

@@ -6,24 +6,19 @@ large file killed while its rows are stored as it arrives."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from connector.config import parse_duration
 from connector.parsing import PARALLEL_MIN_BYTES
 from connector.testing import EmbeddedFTPServer, EmbeddedSFTPServer
-from tests.drop import first_poll_then_stop
-from tests.golden import toml_value
+from tests.helpers import crash_then_rerun, write_config
 
 pytest_plugins = ["connector.testing.plugin"]
+
+# Slow (pyproject's `slow` marker): `connector run` subprocesses against embedded SFTP/FTPS servers.
+pytestmark = pytest.mark.slow
 
 STEPS = ["after_list", "mid_download", "after_download", "after_commit:2", "after_finish",
          "after_remote_action"]  # fmt: skip
@@ -46,28 +41,6 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
             yield "ftps", ftps
 
 
-def _crash_then_rerun(config: Path, step: str, store_table: dict[str, str]) -> list[int]:
-    """The daemon (`connector run`) SIGKILLed at ``step``, then started again without the
-    hook and stopped with SIGTERM after its first poll: the event lines stored (as
-    ``tests.drop.crash_then_rerun``).
-
-    On PostgreSQL the restart comes once the killed daemon's lease is over: until then the
-    claims it held are still its own (docs/scaling.md), and the restarted daemon's first poll
-    would find the file in hand (`file_busy`) and leave it to a later poll."""
-    argv = [sys.executable, "-m", "connector", "--config", str(config)]
-    env = {**os.environ, "CONNECTOR_CRASH_AT": step}
-    crashed = subprocess.run([*argv, "run"], env=env, capture_output=True, timeout=60,
-                             check=False)  # fmt: skip
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    if "lease" in store_table:
-        time.sleep(parse_duration(store_table["lease"]) + 0.2)
-    env.pop("CONNECTOR_CRASH_AT")
-    events = [line["event"] for line in first_poll_then_stop([*argv, "run"], env, 60)]
-    assert "poll_done" in events, events
-    dump = subprocess.run([*argv, "dump", "events"], capture_output=True, text=True, check=True)
-    return sorted(json.loads(line)["line"] for line in dump.stdout.splitlines())
-
-
 def _config(
     tmp_path: Path,
     kind: str,
@@ -83,18 +56,10 @@ def _config(
         else {"ca_file": str(server.ca_file)}
     )
     source = {"name": kind, "url": server.url + "outbox", "password_file": str(secret),
-              "min_age": "0s", "after": "move:processed", **trust}  # fmt: skip
-    lines = [
-        "[store]", *(f"{k} = {toml_value(v)}" for k, v in store_table.items()),
-        "[paths]", f"staging = {toml_value(str(tmp_path / 'staging'))}",
-        f"archive = {toml_value(str(tmp_path / 'archive'))}",
-        "[ingest]", "batch_records = 500", 'commit_interval = "0s"',
-        "[[sources]]", *(f"{k} = {toml_value(v)}" for k, v in source.items()),
-        "[[sources.files]]", 'kind = "events"', 'pattern = "*.csv"', 'event_name = "e"',
-    ]  # fmt: skip
-    path = tmp_path / "connector.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+              "min_age": "0s", "after": "move:processed", **trust,
+              "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}]}  # fmt: skip
+    return write_config(tmp_path, source, store=store_table,
+                        ingest={"batch_records": 500, "commit_interval": "0s"})  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -119,7 +84,8 @@ def test_crash_then_rerun_over_the_network(
         "identifier,n\n" + "".join(f"u{i},{i}\n" for i in range(ROWS))
     )
     config = _config(tmp_path, kind, remote, store_table)
-    assert _crash_then_rerun(config, step, store_table) == list(range(2, ROWS + 2))
+    lines = crash_then_rerun(config, step, lease=store_table.get("lease"))
+    assert lines == list(range(2, ROWS + 2))
     assert sorted(p.name for p in outbox.iterdir()) == ["processed"]
     assert [p.name for p in (outbox / "processed").iterdir()] == ["events.csv"]
     assert not list((tmp_path / "staging").rglob("*.part"))
@@ -149,5 +115,6 @@ def test_crash_while_a_large_file_is_parsed_as_it_downloads(
         )
         assert (outbox / "events.csv").stat().st_size > PARALLEL_MIN_BYTES
         config = _config(tmp_path, "sftp", sftp, store_table)
-        assert _crash_then_rerun(config, step, store_table) == list(range(2, rows + 2))
+        lines = crash_then_rerun(config, step, lease=store_table.get("lease"))
+        assert lines == list(range(2, rows + 2))
     assert not list((tmp_path / "staging").rglob("*.part"))

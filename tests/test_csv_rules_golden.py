@@ -1,8 +1,8 @@
 """Golden tests for the shared CSV rules (docs/csv-rules.md), through the CLI in-process.
 
 Each test imports one small file with `connector import` against a private store,
-then reads `connector dump ...` and compares whole records (README, What the dumps
-show). Cases that need exact bytes (BOM, CR line ends, CRLF in quotes, other
+then reads `connector dump ...` and compares whole records (docs/commands.md, What the
+dumps show). Cases that need exact bytes (BOM, CR line ends, CRLF in quotes, other
 encodings, invalid UTF-8, NUL, empty files) write those bytes from the test; the rest
 are fixtures in tests/data/ named after their case.
 """
@@ -58,10 +58,17 @@ def test_bom_is_stripped_under_another_encoding(h: Harness) -> None:
 
 
 def test_default_encoding_is_utf8(h: Harness) -> None:
-    """With no `encoding` set, the file is decoded as UTF-8."""
+    """With no `encoding` set, the file is decoded as UTF-8: multi-byte text is read as
+    written (cp1252 would read "cafÃ©"), and a latin-1 file, whose é is not UTF-8, is
+    rejected whole, naming its line, rather than guessed at."""
     p = h.stage("events_utf8.csv", "identifier,v\nu1,café €\n".encode())
     assert h.import_(p) == 0
     h.assert_events(h.event(p, 2, "u1", {"v": "café €"}))
+    latin1 = h.stage("events_latin1_by_default.csv", "identifier,v\nu2,café\n".encode("latin-1"))
+    assert h.import_(latin1) == 2
+    reason = h.assert_file_rejected(latin1)
+    assert "line 2" in reason and "utf-8" in reason.lower(), reason
+    h.assert_events(h.event(p, 2, "u1", {"v": "café €"}))  # (nothing of the latin-1 file)
 
 
 @pytest.mark.parametrize(
@@ -94,47 +101,35 @@ def test_invalid_utf8_rejects_whole_file_naming_the_line(h: Harness) -> None:
 # --- rule 2: dialect ---------------------------------------------------------------------
 
 
-def test_semicolon_is_sniffed(h: Harness) -> None:
-    """`;` is sniffed from the header when it occurs more often than `,`."""
-    p = h.stage("events_sniff_semicolon.csv")
+@pytest.mark.parametrize(
+    ("name", "identifier", "data", "rejects"),
+    [
+        # `;` is sniffed from the header when it occurs more often than `,`.
+        ("events_sniff_semicolon.csv", "u1", {"v": "a,b", "w": "c"}, {}),
+        # `,` is sniffed from the header when it occurs more often than `;`.
+        ("events_sniff_comma.csv", "u1", {"v": "a;b", "w": "c"}, {}),
+        # A tie between `,` and `;` in the header means `,`.
+        ("events_sniff_tie.csv", "u1", {"v;w": "a;b"}, {}),
+        # A header with neither `,` nor `;` means `,` (a `;` in a row is text).
+        ("events_sniff_neither.csv", "u1;x", {}, {3: "expected 1 fields, got 2"}),
+        # Sniffing counts delimiters outside quotes only (quoted `;` do not count).
+        ("events_sniff_quoted_semicolons.csv", "u1", {"a;b;c": "p;q", "x": "r"}, {}),
+        # Sniffing counts delimiters outside quotes only (quoted `,` do not count).
+        ("events_sniff_quoted_commas.csv", "u1", {"a,b,c": "p,q", "x": "r"}, {}),
+    ],
+    ids=["semicolon", "comma", "tie-means-comma", "neither-means-comma",
+         "quoted-semicolons-ignored", "quoted-commas-ignored"],
+)  # fmt: skip
+def test_the_delimiter_is_sniffed_from_the_header(
+    h: Harness, name: str, identifier: str, data: dict[str, str], rejects: dict[int, str]
+) -> None:
+    """With no `delimiter` set, `,` or `;` is sniffed from the header: the one found more
+    often outside quotes, `,` on a tie or when neither is there. Each case's fixture in
+    tests/data/ is named after it; rows that do not split as the header are rejected."""
+    p = h.stage(name)
     assert h.import_(p) == 0
-    h.assert_events(h.event(p, 2, "u1", {"v": "a,b", "w": "c"}))
-
-
-def test_comma_is_sniffed(h: Harness) -> None:
-    """`,` is sniffed from the header when it occurs more often than `;`."""
-    p = h.stage("events_sniff_comma.csv")
-    assert h.import_(p) == 0
-    h.assert_events(h.event(p, 2, "u1", {"v": "a;b", "w": "c"}))
-
-
-def test_sniff_tie_means_comma(h: Harness) -> None:
-    """A tie between `,` and `;` in the header means `,`."""
-    p = h.stage("events_sniff_tie.csv")
-    assert h.import_(p) == 0
-    h.assert_events(h.event(p, 2, "u1", {"v;w": "a;b"}))
-
-
-def test_sniff_neither_means_comma(h: Harness) -> None:
-    """A header with neither `,` nor `;` means `,` (a `;` in a row is text)."""
-    p = h.stage("events_sniff_neither.csv")
-    assert h.import_(p) == 0
-    h.assert_events(h.event(p, 2, "u1;x"))
-    h.assert_row_rejects(p, {3: "expected 1 fields, got 2"})
-
-
-def test_sniff_ignores_quoted_semicolons(h: Harness) -> None:
-    """Sniffing counts delimiters outside quotes only (quoted `;` do not count)."""
-    p = h.stage("events_sniff_quoted_semicolons.csv")
-    assert h.import_(p) == 0
-    h.assert_events(h.event(p, 2, "u1", {"a;b;c": "p;q", "x": "r"}))
-
-
-def test_sniff_ignores_quoted_commas(h: Harness) -> None:
-    """Sniffing counts delimiters outside quotes only (quoted `,` do not count)."""
-    p = h.stage("events_sniff_quoted_commas.csv")
-    assert h.import_(p) == 0
-    h.assert_events(h.event(p, 2, "u1", {"a,b,c": "p,q", "x": "r"}))
+    h.assert_events(h.event(p, 2, identifier, data))
+    h.assert_row_rejects(p, rejects)
 
 
 def test_tab_delimiter_from_source(h: Harness) -> None:

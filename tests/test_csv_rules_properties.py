@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,9 @@ try:
     import golden
 except ImportError:  # tests/ became a package
     from tests import golden
+
+# Slow (pyproject's `slow` marker): thousands of generated files through the CLI (~20 s).
+pytestmark = pytest.mark.slow
 
 EVENTS_NAMED = [{"kind": "events", "pattern": "*", "event_name": "e"}]
 

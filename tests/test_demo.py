@@ -10,6 +10,9 @@ import pytest
 
 from connector.testing.postgres import PostgresUnavailable, find_postgres_bin_dir
 
+# Slow (pyproject's `slow` marker): runs the demos, servers and `connector` subprocesses included.
+pytestmark = pytest.mark.slow
+
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     """Both embedded servers, five files, a live pickup and a clean stop, in seconds."""

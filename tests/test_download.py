@@ -6,37 +6,14 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from connector.download import FileChanged, download
-from connector.errors import StorageError, TransientError
-from connector.sources.base import RemoteFile
-from connector.sources.local import LocalSource
+from connector.download import download
+from connector.errors import FileChanged, StorageError, TransientError
+from tests.helpers import Flaky, local, remote_file
 from tests.mounts import grow, small_disk
-from tests.test_source_local import local_config
-
-
-class Flaky(LocalSource):
-    """A real folder whose reads break after ``cut`` bytes, ``failures`` times: a stand-in
-    for a reset connection (the network versions are in the SFTP and FTP suites)."""
-
-    def __init__(self, folder: Path, cut: int, failures: int) -> None:
-        super().__init__(local_config(folder))
-        self.cut, self.failures, self.offsets = cut, failures, []
-
-    def read(self, name: str, offset: int = 0) -> Iterator[bytes]:
-        self.offsets.append(offset)
-        sent = 0
-        for chunk in super().read(name, offset):
-            if self.failures and sent + len(chunk) > self.cut:
-                self.failures -= 1
-                yield chunk[: self.cut - sent]
-                raise TransientError("connection reset")
-            sent += len(chunk)
-            yield chunk
 
 
 @pytest.fixture
@@ -46,17 +23,11 @@ def inbox(tmp_path: Path) -> Path:
     return folder
 
 
-def _remote(folder: Path, name: str, data: bytes) -> RemoteFile:
-    (folder / name).write_bytes(data)
-    info = (folder / name).stat()
-    return RemoteFile(name, info.st_size, info.st_mtime)
-
-
 def test_download_stages_the_file_with_its_checksum(inbox: Path, tmp_path: Path) -> None:
     """The staged copy has the same bytes; the checksum is computed on the way."""
     data = os.urandom(3_000_000)
-    file = _remote(inbox, "a.csv", data)
-    source = LocalSource(local_config(inbox))
+    file = remote_file(inbox, "a.csv", data)
+    source = local(inbox)
     staged = download("s", lambda _: source, file, tmp_path / "staging", "latin-1")
     assert staged.path.read_bytes() == data
     assert staged.inspector.hexdigest() == hashlib.sha256(data).hexdigest()
@@ -68,25 +39,11 @@ def test_download_stages_the_file_with_its_checksum(inbox: Path, tmp_path: Path)
 def test_a_broken_transfer_resumes_from_its_offset(inbox: Path, tmp_path: Path) -> None:
     """After resets the download continues where it stopped; the checksum is still right."""
     data = os.urandom(5_000_000)
-    file = _remote(inbox, "a.csv", data)
-    flaky = Flaky(inbox, cut=1_500_000, failures=2)
+    file = remote_file(inbox, "a.csv", data)
+    flaky = Flaky.at(inbox, cut=1_500_000, failures=2)
     staged = download("s", lambda _: flaky, file, tmp_path / "st", "latin-1", max_wait=0.01)
     assert flaky.offsets == [0, 1_500_000, 3_000_000]
     assert staged.inspector.hexdigest() == hashlib.sha256(data).hexdigest()
-
-
-class Short(LocalSource):
-    """A real folder whose first read ends early without an error, as a TLS stream cut
-    without its close_notify does."""
-
-    def __init__(self, folder: Path, cut: int) -> None:
-        super().__init__(local_config(folder))
-        self.cut, self.offsets = cut, []
-
-    def read(self, name: str, offset: int = 0) -> Iterator[bytes]:
-        self.offsets.append(offset)
-        data = b"".join(super().read(name, offset))
-        yield data[: self.cut] if len(self.offsets) == 1 else data
 
 
 def test_a_transfer_that_ends_early_without_an_error_is_read_on(
@@ -95,8 +52,8 @@ def test_a_transfer_that_ends_early_without_an_error_is_read_on(
     """Fewer bytes than listed, with no error, is a transfer cut short: read on from there
     (not taken for a file still being written, whose staged bytes would be thrown away)."""
     data = os.urandom(2_000_000)
-    file = _remote(inbox, "a.csv", data)
-    short = Short(inbox, cut=700_000)
+    file = remote_file(inbox, "a.csv", data)
+    short = Flaky.at(inbox, cut=700_000, silent=True)
     staged = download("s", lambda _: short, file, tmp_path / "st", "latin-1", max_wait=0.01)
     assert short.offsets == [0, 700_000]
     assert staged.inspector.hexdigest() == hashlib.sha256(data).hexdigest()
@@ -104,8 +61,8 @@ def test_a_transfer_that_ends_early_without_an_error_is_read_on(
 
 def test_retries_give_up_with_a_transient_error(inbox: Path, tmp_path: Path) -> None:
     """A source that keeps failing is left for the next poll, its partial file kept."""
-    file = _remote(inbox, "a.csv", b"x" * 2_000_000)
-    flaky = Flaky(inbox, cut=100, failures=99)
+    file = remote_file(inbox, "a.csv", b"x" * 2_000_000)
+    flaky = Flaky.at(inbox, cut=100, failures=99)
     with pytest.raises(TransientError, match="reset"):
         download("s", lambda _: flaky, file, tmp_path / "st", "utf-8", attempts=3, max_wait=0.01)
     assert len(flaky.offsets) == 3
@@ -116,11 +73,11 @@ def test_retries_give_up_with_a_transient_error(inbox: Path, tmp_path: Path) -> 
 def test_a_partial_file_from_a_crash_is_resumed(inbox: Path, tmp_path: Path) -> None:
     """A .part left by a dead process is re-hashed and continued, not fetched again."""
     data = os.urandom(1_000_000)
-    file = _remote(inbox, "a.csv", data)
-    flaky = Flaky(inbox, cut=400_000, failures=99)
+    file = remote_file(inbox, "a.csv", data)
+    flaky = Flaky.at(inbox, cut=400_000, failures=99)
     with pytest.raises(TransientError):
         download("s", lambda _: flaky, file, tmp_path / "st", "latin-1", attempts=1)
-    steady = Flaky(inbox, cut=0, failures=0)
+    steady = Flaky.at(inbox, failures=0)
     staged = download("s", lambda _: steady, file, tmp_path / "st", "latin-1")
     assert steady.offsets == [400_000]
     assert staged.inspector.hexdigest() == hashlib.sha256(data).hexdigest()
@@ -132,8 +89,8 @@ def test_a_complete_staged_file_from_a_crash_is_reused_and_touched(
     """A staged file left complete by a crash (a day ago, say) is re-hashed, not fetched
     again, and touched: housekeeping removes only staged files nobody uses."""
     data = os.urandom(1_000_000)
-    file = _remote(inbox, "a.csv", data)
-    source = Flaky(inbox, cut=0, failures=0)
+    file = remote_file(inbox, "a.csv", data)
+    source = Flaky.at(inbox, failures=0)
     first = download("s", lambda _: source, file, tmp_path / "st", "latin-1")
     os.utime(first.path, (1_000_000_000, 1_000_000_000))
     again = download("s", lambda _: source, file, tmp_path / "st", "latin-1")
@@ -144,9 +101,9 @@ def test_a_complete_staged_file_from_a_crash_is_reused_and_touched(
 
 def test_a_file_that_grows_is_not_taken(inbox: Path, tmp_path: Path) -> None:
     """More bytes than listed means the upload goes on: FileChanged, no retry now."""
-    file = _remote(inbox, "a.csv", b"12345")
+    file = remote_file(inbox, "a.csv", b"12345")
     (inbox / "a.csv").write_bytes(b"1234567890")
-    source = LocalSource(local_config(inbox))
+    source = local(inbox)
     with pytest.raises(FileChanged):
         download("s", lambda _: source, file, tmp_path / "st", "utf-8")
     assert not list((tmp_path / "st").glob("*.csv"))
@@ -157,8 +114,8 @@ def test_staging_under_a_file_is_one_line_naming_it(inbox: Path, tmp_path: Path)
     tried again later) naming the folder and the file in the way; nothing is fetched."""
     blocker = tmp_path / "staging"
     blocker.write_text("not a folder")
-    file = _remote(inbox, "a.csv", b"identifier\nu1\n")
-    source = Flaky(inbox, cut=0, failures=0)
+    file = remote_file(inbox, "a.csv", b"identifier\nu1\n")
+    source = Flaky.at(inbox, failures=0)
     with pytest.raises(StorageError) as info:
         download("s", lambda _: source, file, blocker / "s", "utf-8")
     assert str(info.value) == f"staging {blocker / 's'}: {blocker} is not a folder"
@@ -172,8 +129,8 @@ def test_a_full_staging_disk_fails_at_once_and_the_next_try_resumes_from_disk(
     would append after a half-written chunk): the download fails naming the staged file;
     the next one re-reads what reached the disk and fetches only the rest."""
     data = os.urandom(3_000_000)
-    file = _remote(inbox, "a.csv", data)
-    source = Flaky(inbox, cut=0, failures=0)
+    file = remote_file(inbox, "a.csv", data)
+    source = Flaky.at(inbox, failures=0)
     with small_disk(tmp_path / "st") as disk:
         with pytest.raises(StorageError, match=r"^staging .*\.part: the disk is full$"):
             download("s", lambda _: source, file, disk, "latin-1", max_wait=0.01)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,15 +15,9 @@ from connector.cli import EXIT_CONFIG, EXIT_OK, main
 from connector.config import load_config
 from connector.housekeeping import tidy
 from connector.store import open_store
-from tests.drop import drop_config
+from tests.helpers import drop_config, dump
 
 EVENTS = [{"kind": "events", "pattern": "*.csv", "event_name": "buy"}]
-
-
-def _dump(config: Path, table: str, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
-    capsys.readouterr()
-    assert main(["--config", str(config), "dump", table]) == EXIT_OK
-    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
 def test_erase_says_what_went_and_which_archive_copies_still_hold_them(
@@ -34,7 +27,7 @@ def test_erase_says_what_went_and_which_archive_copies_still_hold_them(
     (tmp_path / "inbox" / "a.csv").write_text("identifier\nada@example.com\nbob@example.com\n")
     (tmp_path / "inbox" / "b.csv").write_text("identifier\nbob@example.com\n")
     assert main(["--config", str(config), "once"]) == EXIT_OK
-    files = {f["path"].rsplit("/", 1)[1]: f["sha256"] for f in _dump(config, "files", capsys)}
+    files = {f["path"].rsplit("/", 1)[1]: f["sha256"] for f in dump(config, "files", capsys)}
     capsys.readouterr()
 
     argv = ["--config", str(config), "erase", "--tenant", "acme", "ada@example.com"]
@@ -48,10 +41,10 @@ def test_erase_says_what_went_and_which_archive_copies_still_hold_them(
         "archive copies that still hold them (the store cannot edit them):",
         f"  {copy_of(files['a.csv'], archive)}",
     ]
-    assert [e["identifier"] for e in _dump(config, "events", capsys)] == [
+    assert [e["identifier"] for e in dump(config, "events", capsys)] == [
         "bob@example.com", "bob@example.com"
     ]  # fmt: skip
-    [audit] = _dump(config, "audit", capsys)
+    [audit] = dump(config, "audit", capsys)
     assert audit["action"] == "erase" and audit["tenant"] == "acme"
     assert audit["reason"] == "erasure request #12" and audit["sha256"] is None
     assert "ada" not in json.dumps(audit)
@@ -86,8 +79,8 @@ def test_housekeeping_applies_store_keep(
     with open_store(config.store) as store:
         store.query("UPDATE files SET processed_at = '2000-01-01T00:00:00Z'")
         tidy(config, store)
-    assert _dump(config_path, "events", capsys) == []
-    assert [f["status"] for f in _dump(config_path, "files", capsys)] == ["ingested"]
+    assert dump(config_path, "events", capsys) == []
+    assert [f["status"] for f in dump(config_path, "files", capsys)] == ["ingested"]
     with open_store(config.store) as store:
         tidy(config, store)  # (nothing more to do)
         assert store.prune(86_400.0, time.time()).files == 0

@@ -13,7 +13,7 @@ from connector.config import load_config
 from connector.pipeline import Poller
 from connector.service import Service
 from connector.store import open_store
-from tests.drop import drop_config
+from tests.helpers import drop_config
 
 EVENTS = [{"kind": "events", "pattern": "*.csv", "event_name": "buy"}]
 

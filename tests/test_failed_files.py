@@ -1,9 +1,8 @@
-"""Files that fail show in the ledger as ``failed`` (README, What the dumps show) until a
-later try decides them, and keep one entry per file throughout."""
+"""Files that fail show in the ledger as ``failed`` (docs/commands.md, What the dumps
+show) until a later try decides them, and keep one entry per file throughout."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,53 +10,31 @@ import apsw
 import pytest
 from structlog.testing import capture_logs
 
-from connector.config import Config, SourceConfig
 from connector.csvrules.rules import FileRules
 from connector.errors import Interrupted, StorageError
 from connector.ingest import Ingestor
 from connector.pipeline import Poller
 from connector.store.sqlite import SQLiteStore
-from tests.store_contract import Flaky
+from tests.helpers import POLLED_ROWS, Flaky, broken_poller, configs
 
 ROWS = 5_000
 
 
-def _configs(tmp_path: Path) -> tuple[Config, SourceConfig]:
-    """The store and paths under ``tmp_path``, and a source "s" on ``tmp_path/inbox``."""
-    config = Config.model_validate({
-        "store": {"path": str(tmp_path / "store" / "c.db")},
-        "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
-    })  # fmt: skip
-    source = SourceConfig.model_validate({
-        "name": "s", "url": f"file://{tmp_path / 'inbox'}", "min_age": "0s",
-        "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}],
-    })  # fmt: skip
-    return config, source
-
-
 @pytest.fixture
-def poller(tmp_path: Path) -> Iterator[Poller]:
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    (inbox / "events.csv").write_text(  # a bad row (no identifier) in every 1,000
-        "identifier,n\n" + "".join(f"{'' if i % 1000 == 7 else f'u{i}'},{i}\n" for i in range(ROWS))
-    )
-    config, source = _configs(tmp_path)
-    Flaky.broken = True
-    with SQLiteStore(config.store.path) as db:
-        ingestor = Ingestor(db, batch_records=1_000)
-        yield Poller(config, source, db, ingestor=ingestor, sleep=lambda _: None, opener=Flaky)
+def polled(tmp_path: Path, db: SQLiteStore) -> tuple[Poller, Flaky]:
+    return broken_poller(tmp_path, db)
 
 
 def _files(poller: Poller) -> list[dict[str, Any]]:
     return list(poller.store.records("files"))
 
 
-def test_a_file_that_cannot_be_archived_is_not_decided(poller: Poller) -> None:
+def test_a_file_that_cannot_be_archived_is_not_decided(polled: tuple[Poller, Flaky]) -> None:
     """The archive copy is made while the rows are written and awaited before the final
     entry: when it fails, the file is `failed` (nothing shown) and the poll ends (every
     file would fail alike), and the next try ends it."""
-    Flaky.broken = False
+    poller, flaky = polled
+    flaky.broken = False
     archive = poller.config.paths.archive
     archive.write_text("a file where the archive folder should be")
     with pytest.raises(StorageError, match=f"^archive {archive}: not a folder$"):
@@ -68,7 +45,7 @@ def test_a_file_that_cannot_be_archived_is_not_decided(poller: Poller) -> None:
     archive.unlink()
     poller.poll()
     (entry,) = _files(poller)
-    assert (entry["status"], entry["rows"]) == ("ingested", ROWS - 5)
+    assert (entry["status"], entry["rows"]) == ("ingested", POLLED_ROWS - 5)
     assert (archive / f"{entry['sha256']}.csv.gz").exists()
 
 
@@ -81,7 +58,7 @@ def test_a_store_busy_too_long_fails_the_file_only_and_the_next_poll_takes_it(
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "events.csv").write_text("identifier,n\nu1,1\nu2,2\n")
-    config, source = _configs(tmp_path)
+    config, source = configs(tmp_path)
     with SQLiteStore(config.store.path) as db:
         poller = Poller(config, source, db, sleep=lambda _: None)
         other = apsw.Connection(str(config.store.path))

@@ -7,7 +7,6 @@ user. Mounting needs root; those tests are skipped where it is not allowed."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from connector.cli import main
-from tests.drop import drop_config, first_poll_then_stop
+from tests.helpers import drop_config, dump, first_poll_then_stop
 from tests.mounts import grow, read_only, small_disk
 
 ROWS = 30_000
@@ -38,12 +37,6 @@ def _config(root: Path) -> Path:
     )  # fmt: skip
 
 
-def _lines_stored(config: Path, capsys: pytest.CaptureFixture[str]) -> list[int]:
-    capsys.readouterr()
-    assert main(["--config", str(config), "dump", "events"]) == 0
-    return sorted(json.loads(line)["line"] for line in capsys.readouterr().out.splitlines())
-
-
 @pytest.mark.parametrize("folder", ["store", "staging", "archive"])
 def test_a_disk_that_fills_mid_ingest_fails_the_file_and_the_next_run_stores_each_row_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], folder: str
@@ -62,9 +55,10 @@ def test_a_disk_that_fills_mid_ingest_fails_the_file_and_the_next_run_stores_eac
         grow(disk)
         assert main(["--config", str(config), "once"]) == 0
         assert "drop: 1 ingested" in capsys.readouterr().out
-        assert _lines_stored(config, capsys) == list(range(2, ROWS + 2))
+        assert sorted(e["line"] for e in dump(config, "events", capsys)) == list(range(2, ROWS + 2))
 
 
+@pytest.mark.slow
 def test_the_daemon_fails_the_poll_when_the_store_disk_is_full(tmp_path: Path) -> None:
     """`connector run` on a full store disk logs its poll as failed, with the store's path
     and the cause, and backs off (health turns red past the missed polls): no crash, no
@@ -165,6 +159,7 @@ def test_a_store_that_is_not_a_database_is_one_line(
         assert err == f"connector: store {store}: the file is not an SQLite database\n"
 
 
+@pytest.mark.slow
 def test_a_store_another_user_owns_is_permission_denied(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

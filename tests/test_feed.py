@@ -30,10 +30,13 @@ from connector.store import open_store
 from connector.store.feed import KINDS, START, Kind, parse_cursor
 from connector.store.port import Store
 from connector.testing.postgres import EmbeddedPostgres
-from tests.golden import toml_value
+from tests.helpers import write_config
 from tests.store_contract import fed, records
 
 pytest_plugins = ["connector.testing.plugin"]
+
+# Slow (pyproject's `slow` marker): `connector feed` subprocesses, and PostgreSQL.
+pytestmark = pytest.mark.slow
 
 EVENTS = FileRules(kind="events")
 CONTACTS = FileRules(kind="contacts")
@@ -178,8 +181,7 @@ def test_postgres_consumer_with_cursors_gets_every_record_once_under_concurrent_
     """Three `connector import` processes on one PostgreSQL store commit files at once
     (their events' ids interleave, and a file may become final before one that took lower
     ids) while a consumer pages through every feed."""
-    config = tmp_path / "connector.toml"
-    config.write_text(f"[store]\nurl = {toml_value(postgres_url)}\n")
+    config = write_config(tmp_path, store={"url": postgres_url})
     files = _files(tmp_path / "in", 7, 24)  # (seed 7: each importer has both kinds)
     open_store(StoreConfig.model_validate({"url": postgres_url})).close()  # (schema first)
     with (
@@ -218,12 +220,6 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield request.getfixturevalue("postgres_url")
 
 
-def _config(tmp_path: Path, url: str) -> Path:
-    config = tmp_path / "connector.toml"
-    config.write_text(f"[store]\nurl = {toml_value(url)}\n")
-    return config
-
-
 def _ingested(store: Store, tmp_path: Path, name: str, identifier: str) -> None:
     """A one-event file ``name`` of ``identifier``, ingested: final at once."""
     path = tmp_path / name
@@ -251,7 +247,7 @@ def _line_within(process: subprocess.Popen[str], seconds: float) -> dict[str, An
 def test_follow_prints_files_as_they_become_final_and_stops_on_a_signal(
     store_url: str, tmp_path: Path, stop: signal.Signals
 ) -> None:
-    config = _config(tmp_path, store_url)
+    config = write_config(tmp_path, store={"url": store_url})
     with open_store(StoreConfig.model_validate({"url": store_url})) as store:
         _ingested(store, tmp_path, "a.csv", "u1")
         follower = _following(config, "events", "--follow")
@@ -270,7 +266,7 @@ def test_follow_prints_files_as_they_become_final_and_stops_on_a_signal(
 
 
 def test_follow_with_a_limit_ends_with_its_last_line(store_url: str, tmp_path: Path) -> None:
-    config = _config(tmp_path, store_url)
+    config = write_config(tmp_path, store={"url": store_url})
     with open_store(StoreConfig.model_validate({"url": store_url})) as store:
         _ingested(store, tmp_path, "a.csv", "u1")
         follower = _following(config, "files", "--follow", "--limit", "2")
@@ -285,8 +281,7 @@ def test_follow_with_a_limit_ends_with_its_last_line(store_url: str, tmp_path: P
 
 
 def test_an_unknown_cursor_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    config = tmp_path / "connector.toml"
-    config.write_text(f"[store]\npath = {toml_value(str(tmp_path / 'c.db'))}\n")
+    config = write_config(tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "connector", "--config", str(config), "feed", "events",
          "--after", "7:3"],
@@ -304,7 +299,7 @@ def test_follow_goes_on_from_its_cursor_after_postgresql_restarts(tmp_path: Path
     once the server answers again prints what became final meanwhile, nothing twice."""
     with EmbeddedPostgres() as server:
         url = server.create_database()
-        config = _config(tmp_path, url)
+        config = write_config(tmp_path, store={"url": url})
         with open_store(StoreConfig.model_validate({"url": url})) as store:
             _ingested(store, tmp_path, "a.csv", "u1")
         follower = _following(config, "events", "--follow")

@@ -34,7 +34,7 @@ LONG = "".join(random.Random(20261128).choices(string.ascii_letters + string.dig
 REASON = f"identifier (the identifier) longer than {MAX_IDENTIFIER} characters"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'store' / 'c.db'}"

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,17 +23,11 @@ from connector.csvrules.rules import FileRules
 from connector.ingest import Ingestor
 from connector.store.sqlite import SQLiteStore
 from connector.unpack import UnpackLimits
-from tests.golden import toml_value
+from tests.helpers import write_config
 
 EVENTS = FileRules(kind="events")
 UNPACKING = UnpackLimits(max_bytes=1 << 30, max_ratio=1000)
 ROWS = 30_000  # about 750 kB: several of the parser's reads
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(tmp_path / "store" / "c.db") as database:
-        yield database
 
 
 def _csv(rows: int = ROWS) -> bytes:
@@ -48,29 +42,21 @@ def _imported(db: SQLiteStore, path: Path, progress: list[int]) -> None:
     assert (outcome.entry.status, outcome.entry.rows) == ("ingested", ROWS)
 
 
-@pytest.mark.parametrize("in_child", [False, True])
+@pytest.mark.parametrize(
+    ("name", "pack", "in_child"),
+    [("a.csv", bytes, False), ("a.csv", bytes, True), ("a.csv.gz", gzip.compress, False)],
+)
 def test_progress_is_the_bytes_read_up_to_the_file_size(
-    tmp_path: Path, db: SQLiteStore, monkeypatch: pytest.MonkeyPatch, in_child: bool
-) -> None:
+    tmp_path: Path, db: SQLiteStore, monkeypatch: pytest.MonkeyPatch, name: str,
+    pack: Callable[[bytes], bytes], in_child: bool,
+) -> None:  # fmt: skip
     """Told after each batch, parsed here or in a child process (large files): growing,
-    in several steps, to the file's size."""
+    in several steps, to the file's size. A compressed file's content is what is read;
+    its progress is told in proportion, in bytes of the .gz as given (the size `import`
+    knows), and ends at that size."""
     monkeypatch.setattr("connector.ingest.PARALLEL_MIN_BYTES", 0 if in_child else 1 << 40)
-    path = tmp_path / "a.csv"
-    path.write_bytes(_csv())
-    progress: list[int] = []
-    _imported(db, path, progress)
-    assert progress == sorted(progress)
-    assert len(set(progress)) >= 3
-    assert progress[-1] == path.stat().st_size
-
-
-def test_a_compressed_file_s_progress_is_told_in_its_own_bytes(
-    tmp_path: Path, db: SQLiteStore
-) -> None:
-    """The content is what is read; its progress is told in proportion, in bytes of the
-    .gz as given (the size `import` knows), and ends at that size."""
-    path = tmp_path / "a.csv.gz"
-    path.write_bytes(gzip.compress(_csv()))
+    path = tmp_path / name
+    path.write_bytes(pack(_csv()))
     progress: list[int] = []
     _imported(db, path, progress)
     assert progress == sorted(progress)
@@ -106,6 +92,7 @@ def _interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("options", "said", "again"),
     [([], "run the same command again to resume it", ")"),  # (no dry-run note)
@@ -117,9 +104,7 @@ def test_ctrl_c_says_once_what_it_left(
     """Ctrl-C in the middle of a file (here while it waits for the claim on its bytes,
     held by the test): one line saying to run the command again (or, for a dry run, that
     nothing was stored), exit 130; run again, it imports the file."""
-    config = tmp_path / "connector.toml"
-    config.write_text(f"[store]\npath = {toml_value(str(tmp_path / 'c.db'))}\n[paths]\n"
-                      f"staging = {toml_value(str(tmp_path / 'staging'))}\n")  # fmt: skip
+    config = write_config(tmp_path, store={"path": str(tmp_path / "c.db")})
     data = gzip.compress(_csv(100))
     path = tmp_path / "a.csv.gz"
     path.write_bytes(data)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
@@ -20,24 +19,11 @@ from connector.ingest import Ingestor
 from connector.store.ledger import Arrival
 from connector.store.sqlite import SQLiteStore
 from connector.store.sqlite.db import MIGRATIONS
+from tests.helpers import Clock
 
 EVENTS = FileRules(kind="events")
 CONTACTS = FileRules(kind="contacts")
 DAY = 24 * 3600
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_764_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(tmp_path / "store" / "c.db") as database:
-        yield database
 
 
 def _file(tmp_path: Path, name: str, text: str) -> Path:
@@ -72,6 +58,7 @@ def test_a_bare_data_prefix_header_is_rejected(tmp_path: Path, db: SQLiteStore) 
     assert outcome.entry.status == "rejected"
 
 
+@pytest.mark.slow
 def test_many_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
     """The schema is created once even when several processes open a new store together."""
     code = (
@@ -89,6 +76,7 @@ def test_many_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
         assert db.query("PRAGMA user_version")[0][0] == len(MIGRATIONS)
 
 
+@pytest.mark.slow
 def test_a_second_writer_waits_for_the_first_rather_than_failing(tmp_path: Path) -> None:
     """Two connections (two sources polled at once): a ledger step that reads, then writes,
     waits while the other commits, instead of being refused (BEGIN IMMEDIATE)."""

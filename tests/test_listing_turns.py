@@ -8,18 +8,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from connector.config import Config, SourceConfig
 from connector.errors import TransientError
 from connector.ingest import Ingestor
 from connector.pipeline import Poller
 from connector.sources.base import RemoteFile
 from connector.sources.local import LocalSource
 from connector.store.sqlite import SQLiteStore
-from tests.store_contract import Clock
+from tests.helpers import Clock, configs
 
 PERIOD = 60.0
 GOOD = "identifier,n\nu1,1\n"
@@ -42,20 +40,10 @@ def inbox(tmp_path: Path) -> Path:
     return tmp_path / "inbox"
 
 
-def _configs(tmp_path: Path, **source: Any) -> tuple[Config, SourceConfig]:
-    config = Config.model_validate({
-        "store": {"path": str(tmp_path / "store" / "c.db")},
-        "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
-    })  # fmt: skip
-    settings = {"name": "s", "url": f"file://{tmp_path / 'inbox'}", "min_age": "0s",
-                "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}]}  # fmt: skip
-    return config, SourceConfig.model_validate(settings | source)
-
-
 @pytest.fixture
 def replicas(tmp_path: Path, inbox: Path) -> Iterator[tuple[Poller, Poller, Clock]]:
     """Two processes' pollers of one source, on one clock."""
-    config, source = _configs(tmp_path)
+    config, source = configs(tmp_path)
     clock = Clock()
     with ExitStack() as stack:
         pollers = []
@@ -105,7 +93,7 @@ def test_files_another_process_listed_are_taken_unlisted(
 
 
 def test_markers_are_published_with_their_files(tmp_path: Path, inbox: Path) -> None:
-    config, source = _configs(tmp_path, ready="marker")
+    config, source = configs(tmp_path, ready="marker")
     clock = Clock()
     with SQLiteStore(config.store.path) as one, SQLiteStore(config.store.path) as two:
         first, second = (
@@ -155,7 +143,7 @@ class Failing(Counted):
 def test_the_poll_after_a_failed_listing_lists_again(tmp_path: Path, inbox: Path) -> None:
     """Its backoff retry must not follow an old listing until the next turn: a listing that
     failed took the turn, and published nothing new."""
-    config, source = _configs(tmp_path)
+    config, source = configs(tmp_path)
     clock = Clock()
     with SQLiteStore(config.store.path) as store:
         poller = Poller(config, source, store, ingestor=Ingestor(store, clock=clock),
@@ -177,7 +165,7 @@ def test_files_in_hand_elsewhere_do_not_count_against_max_files(
 ) -> None:
     """Replicas go through the same ready files, oldest first: one skipping a file that
     another has in hand takes the next, or every replica would wait on the same few."""
-    config, source = _configs(tmp_path, max_files=1)
+    config, source = configs(tmp_path, max_files=1)
     (inbox / "a.csv").write_text(GOOD)
     (inbox / "b.csv").write_text(GOOD.replace("u1", "u2"))
     with SQLiteStore(config.store.path) as store:

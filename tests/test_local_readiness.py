@@ -16,18 +16,10 @@ from connector.pipeline import Poller
 from connector.selection import Candidate, Readiness, select
 from connector.sources.base import RemoteFile
 from connector.store import open_store
-from tests.drop import drop_config
+from tests.helpers import Clock, drop_config
 
 EVENTS = [{"kind": "events", "pattern": "*.csv", "event_name": "visit"}]
 HOUR_AGO = time.time() - 3600
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _candidates(config: Path, *files: RemoteFile) -> list[Candidate]:

@@ -22,7 +22,7 @@ import structlog
 from connector import logs
 from connector.scheduler import Scheduler
 from connector.secrets import Secret
-from tests.source_contract import wait_until
+from tests.helpers import wait_until
 
 # A file name as a hostile server could send it: OSC "set window title", BEL, DEL, C1 CSI.
 HOSTILE = "ev_\x1b]0;PWNED\x07.csv\x7f\x9b2J"
@@ -58,6 +58,7 @@ def test_a_library_record_is_one_json_event(capsys: pytest.CaptureFixture[str]) 
     assert (ours["event"], ours["level"], ours["source"]) == ("poll_done", "info", "drop")
 
 
+@pytest.mark.slow
 def test_apschedulers_own_skip_warning_is_json(capsys: pytest.CaptureFixture[str]) -> None:
     """A poll outlasting its interval: APScheduler's "skipped" warning is JSON, no INFO."""
     logs.configure("info")

@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from connector.errors import ConfigError
 from connector.metrics import MAX_CONNECTIONS, Metrics, MetricsServer
 from connector.store.ledger import Entry
-from tests.source_contract import wait_until
+from tests.helpers import wait_until
 
 
 def get(server: MetricsServer, path: str) -> tuple[int, str, str]:

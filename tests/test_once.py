@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from connector.housekeeping import sweep, sweep_logged
 from connector.sources.base import RemoteFile
 from connector.sources.local import LocalSource
 from connector.store.sqlite import SQLiteStore
-from tests.drop import crash_then_rerun, drop_config
+from tests.helpers import crash_then_rerun, drop_config, dump
 
 CONTACTS = "email,plan\nada@example.com,pro\nbad,free\n"
 EVENTS = "email,name,idempotencyKey\nada@example.com,buy,k1\nada@example.com,buy,k1\n"
@@ -33,12 +32,6 @@ def _config(root: Path, *, after: str = "move:processed", min_age: str = "0s") -
         files=[{"kind": "contacts", "pattern": "contacts_*.csv"},
                {"kind": "events", "pattern": "events_*.csv"}],
     )  # fmt: skip
-
-
-def _dump(config: Path, table: str, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
-    capsys.readouterr()
-    assert main(["--config", str(config), "dump", table]) == 0
-    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
 def test_once_ingests_archives_and_moves(
@@ -63,7 +56,7 @@ def test_once_ingests_archives_and_moves(
     assert (
         gzip.decompress((tmp_path / "archive" / f"{sha}.csv.gz").read_bytes()) == CONTACTS.encode()
     )
-    files = _dump(config, "files", capsys)
+    files = dump(config, "files", capsys)
     assert {(f["path"], f["status"], f["rows"], f["rejected"], f["duplicates"]) for f in files} == {
         (str(inbox / "contacts_1.csv"), "ingested", 1, 1, 0),
         (str(inbox / "events_1.csv"), "ingested", 1, 0, 1),
@@ -81,9 +74,9 @@ def test_a_reupload_under_a_new_name_is_a_duplicate(
     assert main(["--config", str(config), "once"]) == 0
     (inbox / "events_copy.csv").write_text(EVENTS)
     assert main(["--config", str(config), "once"]) == 0
-    assert [f["status"] for f in _dump(config, "files", capsys)] == ["ingested", "duplicate"]
+    assert [f["status"] for f in dump(config, "files", capsys)] == ["ingested", "duplicate"]
     assert list(inbox.iterdir()) == []
-    assert len(_dump(config, "events", capsys)) == 1
+    assert len(dump(config, "events", capsys)) == 1
 
 
 def test_a_file_rejected_whole_goes_to_the_error_folder(
@@ -94,7 +87,7 @@ def test_a_file_rejected_whole_goes_to_the_error_folder(
     (tmp_path / "inbox" / "contacts_bad.csv").write_text("plan\npro\n")  # no identifier
     assert main(["--config", str(config), "once"]) == 0
     assert (tmp_path / "inbox" / "rejected" / "contacts_bad.csv").exists()
-    (reject,) = _dump(config, "rejects", capsys)
+    (reject,) = dump(config, "rejects", capsys)
     assert reject["line"] is None and "identifier" in str(reject["reason"])
 
 
@@ -108,7 +101,7 @@ def test_left_files_are_skipped_unread_on_later_polls(
     capsys.readouterr()
     assert main(["--config", str(config), "once"]) == 0
     assert "drop: nothing new" in capsys.readouterr().out
-    assert len(_dump(config, "files", capsys)) == 1
+    assert len(dump(config, "files", capsys)) == 1
 
 
 def test_max_files_caps_each_poll_and_known_files_do_not_count(
@@ -158,7 +151,7 @@ def test_a_failing_remote_action_does_not_block_the_source(
     assert main(["--config", str(config), "once"]) == 1
     out = capsys.readouterr().out
     assert "drop: 1 ingested" in out and "2 failed" in out  # both moves still fail
-    assert [f["status"] for f in _dump(config, "files", capsys)] == ["ingested", "ingested"]
+    assert [f["status"] for f in dump(config, "files", capsys)] == ["ingested", "ingested"]
 
 
 def test_archive_keeps_copies_for_archive_keep(tmp_path: Path) -> None:
@@ -216,6 +209,7 @@ def test_once_says_which_files_another_run_has_in_hand(
     assert (tmp_path / "inbox" / "events_1.csv").exists()
 
 
+@pytest.mark.slow
 def test_an_unreachable_source_exits_1_and_names_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -226,6 +220,7 @@ def test_an_unreachable_source_exits_1_and_names_it(
     assert "drop: could not be polled: folder" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "step", ["after_list", "mid_download", "after_download", "after_deliver:2", "after_commit:2",
              "after_finish", "after_archive", "after_remote_action"],

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.drop import drop_config
+from tests.helpers import drop_config
+
+# Slow (pyproject's `slow` marker): concurrent `connector once` subprocesses.
+pytestmark = pytest.mark.slow
 
 EVENTS = [{"kind": "events", "pattern": "*.csv", "event_name": "visit"}]
 

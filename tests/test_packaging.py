@@ -381,6 +381,7 @@ def health_server() -> Iterator[tuple[http.server.HTTPServer, type[_Health]]]:
     server.server_close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
 def test_dockerfile_healthcheck_follows_healthz(
     health_server: tuple[http.server.HTTPServer, type[_Health]], status: int, healthy: bool
@@ -400,6 +401,7 @@ def test_dockerfile_healthcheck_follows_healthz(
 # -- the tools' verdicts (skipped where the tool is missing) ------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SERVICES)
 def test_service_sandboxing_score(name: str) -> None:
     """systemd-analyze security rates each service's sandboxing at 2.0 or less."""
@@ -421,6 +423,7 @@ def test_service_sandboxing_score(name: str) -> None:
     assert float(found[1]) <= MAX_EXPOSURE, "\n".join(exposed)
 
 
+@pytest.mark.slow
 def test_units_verify(tmp_path: Path) -> None:
     """systemd-analyze verify finds no error and no unknown or malformed setting."""
     tool = shutil.which("systemd-analyze")
@@ -446,6 +449,7 @@ def test_units_verify(tmp_path: Path) -> None:
     assert result.returncode == 0 and not about_units, result.stderr
 
 
+@pytest.mark.slow
 def test_dockerfile_hadolint() -> None:
     """hadolint finds nothing in the Dockerfile, not even at the info level."""
     tool = _tool("hadolint")

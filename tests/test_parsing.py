@@ -20,6 +20,7 @@ from connector.csvrules.records import Batch
 from connector.csvrules.rules import FileRules
 from connector.errors import FileRejected
 from connector.parsing import ParseJob
+from tests.helpers import write_config
 from tests.procs import children
 
 EVENTS = FileRules(kind="events")
@@ -60,6 +61,7 @@ def test_a_child_gives_the_same_batches_as_in_process(tmp_path: Path, skip: int)
     assert _shape(_parse(path, in_child=True, skip=skip)) == _shape(here)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("in_child", [False, True])
 def test_a_file_still_being_written_is_followed_to_its_size(tmp_path: Path, in_child: bool) -> None:
     data = _text(5_000).encode()
@@ -122,6 +124,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.slow
 def test_a_child_following_a_download_exits_when_its_parent_dies(tmp_path: Path) -> None:
     path = tmp_path / "e.csv"
     path.write_text(HEADER)  # far from the promised size: the child waits for more
@@ -204,8 +207,7 @@ def _started_busy_import(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
     with path.open("wb") as out:
         out.write(b"identifier,a\nu1,")
         out.truncate(4 << 30)
-    config = tmp_path / "c.toml"
-    config.write_text(f'[store]\npath = "{tmp_path / "c.db"}"\n')
+    config = write_config(tmp_path)
     parent = subprocess.Popen(
         [sys.executable, "-m", "connector", "--config", str(config), "import", str(path),
          "--kind", "contacts"],
@@ -241,6 +243,7 @@ def _gone_within(pid: int, seconds: float) -> bool:
     return True
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_busy_parser_child_dies_with_its_killed_parent(tmp_path: Path) -> None:
     """SIGKILL to an import whose parser child is in the middle of a long record: the child
@@ -253,6 +256,7 @@ def test_a_busy_parser_child_dies_with_its_killed_parent(tmp_path: Path) -> None
         assert _gone_within(child, 5)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_sent_to_a_busy_parser_child_ends_it(tmp_path: Path) -> None:
     """SIGTERM sent to the parser child itself ends it, busy or not (its parent then fails

@@ -18,8 +18,7 @@ from connector.cli import main
 from connector.download import download
 from connector.errors import TransientError
 from connector.store.sqlite import SQLiteStore
-from tests.drop import drop_config
-from tests.test_download import Flaky, _remote
+from tests.helpers import Flaky, drop_config, remote_file, write_config
 
 EVENTS = "identifier,name,idempotencyKey\na@x.com,buy,k1\nb@x.com,buy,k2\n"
 
@@ -52,8 +51,7 @@ def test_import_makes_the_store_its_folder_and_lock_files_private(
     folders made on the way to the store, are private."""
     (tmp_path / "events.csv").write_text(EVENTS)
     store = tmp_path / "var" / "db" / "c.db"
-    config = tmp_path / "c.toml"
-    config.write_text(f'[store]\npath = "{store}"\n')
+    config = write_config(tmp_path, store={"path": str(store)})
     assert main(["--config", str(config), "import", str(tmp_path / "events.csv"),
                  "--kind", "events"]) == 0  # fmt: skip
     assert "ingested" in capsys.readouterr().out
@@ -91,8 +89,8 @@ def test_without_the_cli_every_file_is_still_made_private(tmp_path: Path) -> Non
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    file = _remote(inbox, "a.csv", os.urandom(100_000))
-    broken = Flaky(inbox, cut=50_000, failures=9)
+    file = remote_file(inbox, "a.csv", os.urandom(100_000))
+    broken = Flaky.at(inbox, cut=50_000, failures=9)
     with pytest.raises(TransientError):
         download("s", lambda _: broken, file, tmp_path / "staging" / "deep" / "s", "latin-1",
                  attempts=1)  # fmt: skip
@@ -106,6 +104,7 @@ def test_without_the_cli_every_file_is_still_made_private(tmp_path: Path) -> Non
     _private(copies, tmp_path / "archive")
 
 
+@pytest.mark.slow
 def test_the_demo_leaves_nothing_readable_by_others(tmp_path: Path) -> None:
     """`connector demo` started under umask 022: its folder var/ is private, and so is
     every file in it (sample data, the store, archive copies, its config and secrets)."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from structlog.testing import capture_logs
 
-from connector.config import Config, SourceConfig
+from connector.config import Config
 from connector.errors import Interrupted, TransientError
 from connector.ingest import Ingestor
 from connector.parsing import PARALLEL_MIN_BYTES
@@ -23,6 +23,7 @@ from connector.sources.base import RemoteFile
 from connector.sources.local import LocalSource
 from connector.store.sqlite import SQLiteStore
 from connector.testing import EmbeddedSFTPServer, Fault
+from tests.helpers import EVENTS, configs, server_config
 
 if TYPE_CHECKING:
     from connector.testing.plugin import FaultProxyFactory
@@ -57,16 +58,11 @@ class Poisoned(LocalSource):
         raise RuntimeError("a library tripped over these bytes")
 
 
-def _configs(tmp_path: Path, **source: Any) -> tuple[Config, SourceConfig]:
-    config = Config.model_validate({
-        "store": {"path": str(tmp_path / "store" / "c.db")},
-        "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
-    })  # fmt: skip
-    settings = {
-        "name": "s", "url": f"file://{tmp_path / 'inbox'}", "min_age": "0s", "max_tries": 3,
-        "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}],
-    }  # fmt: skip
-    return config, SourceConfig.model_validate(settings | source)
+@pytest.fixture(autouse=True)
+def _poisoned_afresh() -> None:
+    """Poisoned's settings are its class's: each test starts from these, whichever tests
+    ran before it (`-m "not slow"` leaves some out)."""
+    Poisoned.transient, Poisoned.good_bytes, Poisoned.stall = False, 0, 0.0
 
 
 @pytest.fixture
@@ -74,13 +70,12 @@ def inbox(tmp_path: Path) -> Path:
     folder = tmp_path / "inbox"
     folder.mkdir()
     (folder / POISON).write_text(GOOD.replace("u", "p"))
-    Poisoned.transient, Poisoned.good_bytes, Poisoned.stall = False, 0, 0.0
     return folder
 
 
 @pytest.fixture
 def poller(tmp_path: Path, inbox: Path) -> Iterator[Poller]:
-    config, source = _configs(tmp_path)
+    config, source = configs(tmp_path, max_tries=3)
     with SQLiteStore(config.store.path) as db:
         yield Poller(config, source, db, sleep=lambda _: None, opener=Poisoned)
 
@@ -163,10 +158,11 @@ def test_a_new_listing_starts_again_from_one_try(poller: Poller, inbox: Path) ->
     assert poller.store.query("SELECT count(*) FROM tries") == [(0,)]
 
 
+@pytest.mark.slow
 def test_one_poll_counts_one_try_even_in_its_second_round(tmp_path: Path, inbox: Path) -> None:
     """A poll that waits for a pending file lists again; a file that failed in its first
     round is not tried a second time in the same poll."""
-    config, source = _configs(tmp_path, min_age="200ms")
+    config, source = configs(tmp_path, min_age="200ms", max_tries=3)
     with SQLiteStore(config.store.path) as db:
         poller = Poller(config, source, db, sleep=time.sleep, opener=Poisoned)
         poller.poll()  # the poison is seen, waited for, tried: one try
@@ -184,7 +180,7 @@ def test_a_file_set_aside_is_left_in_place_when_error_dir_deletes(tmp_path: Path
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / POISON).write_text(GOOD)
-    config, source = _configs(tmp_path, max_tries=1, error_dir="delete")
+    config, source = configs(tmp_path, max_tries=1, error_dir="delete")
     with SQLiteStore(config.store.path) as db:
         poller = Poller(config, source, db, sleep=lambda _: None, opener=Poisoned)
         assert [e.status for e in poller.poll().taken.values()] == ["rejected"]
@@ -215,7 +211,7 @@ class BrokenMove(LocalSource):
 def test_a_failing_remote_action_never_sets_a_decided_file_aside(tmp_path: Path) -> None:
     """A file already ingested whose move keeps failing, even unexpectedly, stays
     ingested: only its remote action is redone, however often it fails."""
-    config, source = _configs(tmp_path, after="move:done", max_tries=1)
+    config, source = configs(tmp_path, after="move:done", max_tries=1)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "events_1.csv").write_text(GOOD)
@@ -231,7 +227,7 @@ def test_a_failing_remote_action_never_sets_a_decided_file_aside(tmp_path: Path)
 def test_a_file_another_run_decided_since_the_listing_is_left_alone(tmp_path: Path) -> None:
     """Two runs given one source: a file the other run ingests and moves away after this
     run listed it is skipped (decided meanwhile), not fetched from where it no longer is."""
-    config, source = _configs(tmp_path, after="move:done")
+    config, source = configs(tmp_path, after="move:done", max_tries=3)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "events_1.csv").write_text(GOOD)
@@ -252,6 +248,7 @@ def test_a_file_another_run_decided_since_the_listing_is_left_alone(tmp_path: Pa
     assert [f["status"] for f in records_of(config)] == ["ingested"]
 
 
+@pytest.mark.slow
 def test_a_checksum_claim_held_elsewhere_never_deadlocks_a_set_aside(
     tmp_path: Path, inbox: Path
 ) -> None:
@@ -259,7 +256,7 @@ def test_a_checksum_claim_held_elsewhere_never_deadlocks_a_set_aside(
     this process holds their checksum claim (and will want the store next), waits for the
     claim outside any transaction: both finish."""
     (inbox / POISON).write_text("identifier,n\n" + "".join(f"u{i},{i}\n" for i in range(3_000)))
-    config, source = _configs(tmp_path, max_tries=2)
+    config, source = configs(tmp_path, max_tries=2)
     with SQLiteStore(config.store.path) as db, SQLiteStore(config.store.path) as other_db:
         calls = iter(range(1_000_000))
 
@@ -303,7 +300,7 @@ def test_a_large_file_set_aside_takes_back_what_it_stored(tmp_path: Path, inbox:
     rows = "".join(f"p{i},{i}\n" for i in range(PARALLEL_MIN_BYTES // 8))
     (inbox / POISON).write_text("identifier,n\n" + rows)
     Poisoned.good_bytes, Poisoned.stall = PARALLEL_MIN_BYTES // 2, 0.3
-    config, source = _configs(tmp_path, max_tries=2)
+    config, source = configs(tmp_path, max_tries=2)
     with SQLiteStore(config.store.path) as db:
         ingestor = Ingestor(db, batch_records=1_000, commit_seconds=0)
         poller = Poller(config, source, db, ingestor=ingestor, sleep=lambda _: 0, opener=Poisoned)
@@ -323,7 +320,7 @@ def test_a_file_set_aside_gives_back_the_keys_it_took(tmp_path: Path) -> None:
     inbox.mkdir()
     rows = "".join(f"u{i},{i},k{i}\n" for i in range(3_000))
     (inbox / "events_1.csv").write_text("identifier,n,idempotencyKey\n" + rows)
-    config, source = _configs(tmp_path, max_tries=2)
+    config, source = configs(tmp_path, max_tries=2)
     with SQLiteStore(config.store.path) as db:
         batches = iter(range(1_000_000))
 
@@ -346,7 +343,7 @@ def test_a_file_set_aside_gives_back_the_keys_it_took(tmp_path: Path) -> None:
 def test_listing_retries_stop_when_a_stop_is_asked(tmp_path: Path) -> None:
     """A stop asked while a source cannot be reached ends the poll at once (Interrupted),
     rather than after every connection attempt."""
-    config, source = _configs(tmp_path)  # (its folder does not exist: listing fails)
+    config, source = configs(tmp_path, max_tries=3)  # (its folder does not exist: listing fails)
     attempts: list[float] = []
     with SQLiteStore(config.store.path) as db:
         poller = Poller(config, source, db, sleep=attempts.append)
@@ -355,6 +352,7 @@ def test_listing_retries_stop_when_a_stop_is_asked(tmp_path: Path) -> None:
     assert len(attempts) == 1  # one wait, then the stop was seen
 
 
+@pytest.mark.slow
 def test_a_reset_while_connecting_is_retried_like_a_download(
     sftp_server: EmbeddedSFTPServer,
     tmp_path: Path,
@@ -366,13 +364,12 @@ def test_a_reset_while_connecting_is_retried_like_a_download(
     sftp_server.root.joinpath("events_1.csv").write_text(GOOD)
     proxy = fault_proxy(sftp_server, Fault(reset_after=500))
     monkeypatch.setenv("SFTP_TEST_PASSWORD", sftp_server.password)
-    config, _ = _configs(tmp_path)
-    source = SourceConfig.model_validate({
-        "name": "s", "url": f"sftp://{sftp_server.user}@127.0.0.1:{proxy.port}/",
-        "password_env": "SFTP_TEST_PASSWORD", "timeout": "5s", "min_age": "0s",
-        "known_hosts": str(sftp_server.write_known_hosts(tmp_path / "kh", port=proxy.port)),
-        "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}],
-    })  # fmt: skip
+    config, _ = configs(tmp_path)
+    source = server_config(
+        sftp_server, port=proxy.port, name="s", min_age="0s", files=EVENTS,
+        password_env="SFTP_TEST_PASSWORD",
+        known_hosts=str(sftp_server.write_known_hosts(tmp_path / "kh", port=proxy.port)),
+    )  # fmt: skip
     with SQLiteStore(config.store.path) as db:
         summary = Poller(config, source, db, sleep=lambda _: None).poll()
     assert proxy.faults_applied == 1

@@ -15,6 +15,9 @@ from connector.testing.postgres import EmbeddedPostgres, PostgresUnavailable
 
 pytest_plugins = ["connector.testing.plugin"]
 
+# Slow (pyproject's `slow` marker): starts PostgreSQL servers.
+pytestmark = pytest.mark.slow
+
 
 def _new_server() -> EmbeddedPostgres:
     """A server of the test's own, for what would disturb the shared one."""

@@ -35,9 +35,13 @@ from connector.store.postgres.db import cause
 from connector.store.postgres.schema import MIGRATIONS
 from connector.store.sqlite import SQLiteStore
 from connector.testing.postgres import EmbeddedPostgres
+from tests.helpers import write_config
 from tests.store_contract import fed
 
 pytest_plugins = ["connector.testing.plugin"]
+
+# Slow (pyproject's `slow` marker): a PostgreSQL server, restarted and raced by subprocesses.
+pytestmark = pytest.mark.slow
 
 EVENTS = FileRules(kind="events")
 CONTACTS = FileRules(kind="contacts")
@@ -163,8 +167,7 @@ def test_a_missing_database_is_a_config_error_in_one_line(
     with pytest.raises(ConfigError) as caught:
         open_store(StoreConfig.model_validate({"url": url}))
     assert caught.value.problems == [f'store {url}: database "no_such_database" does not exist']
-    config = tmp_path / "connector.toml"
-    config.write_text(f'[store]\nurl = "{url}"\n')
+    config = write_config(tmp_path, store={"url": url})
     assert main(["--config", str(config), "dump", "files"]) == 78
     err = capsys.readouterr().err
     assert err == f'connector: config: store {url}: database "no_such_database" does not exist\n'

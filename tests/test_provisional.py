@@ -12,7 +12,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,16 +21,21 @@ import apsw
 import pytest
 from structlog.testing import capture_logs
 
-from connector.config import Config
+from connector.config import Config, SourceConfig
 from connector.csvrules.reader import Inspector
 from connector.csvrules.rules import FileRules
-from connector.download import FileChanged, Staged
-from connector.errors import Interrupted, PlaceBusy, TransientError
+from connector.download import Staged
+from connector.errors import FileChanged, Interrupted, PlaceBusy, TransientError
 from connector.ingest import Ingestor, Outcome
 from connector.parsing import PARALLEL_MIN_BYTES
 from connector.pipeline import Poller
 from connector.store.ledger import Arrival
 from connector.store.sqlite import SQLiteStore
+from tests.helpers import configs
+
+# Slow (pyproject's `slow` marker): a parser child process follows each file, at the
+# pace of a download held back by the test.
+pytestmark = pytest.mark.slow
 
 EVENTS = FileRules(kind="events")
 CONTACTS = FileRules(kind="contacts")
@@ -42,12 +47,6 @@ PAD = "x" * 80  # makes ROWS rows a file large enough for the parser process
 def _events_text(keys: Callable[[int], str] = lambda i: f"k{i}") -> str:
     rows = "".join(f"u{i % 97},buy,{keys(i)},{PAD}\n" for i in range(ROWS))
     return "identifier,name,idempotencyKey,pad\n" + rows
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(tmp_path / "store" / "c.db") as database:
-        yield database
 
 
 class Download:
@@ -446,24 +445,19 @@ def test_bytes_another_entry_began_are_resumed_there(tmp_path: Path, db: SQLiteS
     assert db.query("SELECT source, path FROM files") == [("src", "big.csv")]
 
 
-def _polled(tmp_path: Path, *, min_age: str) -> Config:
-    """A config with one `file://` source "src" on ``tmp_path/inbox`` (made), after = leave."""
+def _polled(tmp_path: Path, *, min_age: str) -> tuple[Config, SourceConfig]:
+    """A config, and one `file://` source "src" on ``tmp_path/inbox`` (made), after = leave."""
     (tmp_path / "inbox").mkdir()
-    return Config.model_validate(
-        {"store": {"path": str(tmp_path / "store" / "c.db")},
-         "paths": {"staging": str(tmp_path / "staging"), "archive": str(tmp_path / "archive")},
-         "sources": [{"name": "src", "url": f"file://{tmp_path / 'inbox'}", "min_age": min_age,
-                      "after": "leave", "files": [{"kind": "events", "pattern": "*.csv"}]}]}
-    )  # fmt: skip
+    files = [{"kind": "events", "pattern": "*.csv"}]
+    return configs(tmp_path, name="src", min_age=min_age, after="leave", files=files)
 
 
 def test_a_file_another_run_has_in_hand_is_skipped(tmp_path: Path) -> None:
     """Two processes given one source (a `once` run by hand beside the service) must not
     both stage and store one file: the second skips it for this poll (`file_busy`), and
     takes it, or finds it known, at the next."""
-    config = _polled(tmp_path, min_age="0s")
+    config, source = _polled(tmp_path, min_age="0s")
     (tmp_path / "inbox" / "big.csv").write_text(_events_text())
-    source = config.sources[0]
     with SQLiteStore(config.store.path) as db, SQLiteStore(config.store.path) as other:
         poller = Poller(config, source, db, ingestor=_ingestor(db))
         with other.claim_place("src", source.path_of("big.csv")), capture_logs() as logs:
@@ -484,9 +478,8 @@ def test_a_file_decided_by_another_run_since_the_listing_is_left_alone(
     """A run that listed the folder before another run decided a file, and won its claim
     after, reads the ledger again: it neither takes the file a second time (a second entry,
     a `duplicate`) nor redoes its remote action."""
-    config = _polled(tmp_path, min_age="0s")
+    config, source = _polled(tmp_path, min_age="0s")
     (tmp_path / "inbox" / "a.csv").write_text("identifier,name\nu1,buy\n")
-    source = config.sources[0]
     with SQLiteStore(config.store.path) as first, SQLiteStore(config.store.path) as second:
         assert list(Poller(config, source, first, ingestor=_ingestor(first)).poll().taken) == [
             source.path_of("a.csv")
@@ -526,10 +519,9 @@ def test_a_file_busy_in_a_polls_first_round_and_taken_in_its_second_is_not_busy(
 ) -> None:
     """A poll that waits for a file still settling lists twice: a file busy in the first
     round and taken in the second is reported taken, not busy (and never twice)."""
-    config = _polled(tmp_path, min_age="0.2s")
+    config, source = _polled(tmp_path, min_age="0.2s")
     inbox = tmp_path / "inbox"
     (inbox / "a.csv").write_text("identifier,name\nu1,buy\n")
-    source = config.sources[0]
     a, b = source.path_of("a.csv"), source.path_of("b.csv")
     holding = ExitStack()
 

@@ -15,7 +15,7 @@ import structlog
 
 from connector import logs
 from connector.config import SourceConfig
-from connector.errors import ConnectorError, TransientError
+from connector.errors import ConnectorError, SourceRefused, TransientError
 from connector.redaction import (
     MIN_SECRET_CHARS,
     cause_of,
@@ -25,12 +25,13 @@ from connector.redaction import (
     scrub,
 )
 from connector.secrets import Secret, source_password
-from connector.sources.base import SourceRefused
 from connector.sources.ftp import FTPSource
 from connector.testing import EmbeddedFTPServer
+from tests.helpers import server_config
 
 LONG = "pw-SENTINEL-redact-6b2d"  # long enough to be masked anywhere
 SHORT = "Zq7#x"  # shorter than MIN_SECRET_CHARS, yet no ordinary word
+PASSWORD_ENV = "REDACTION_TEST_PASSWORD"  # where the test sources read their password
 
 
 @pytest.fixture(autouse=True)
@@ -66,19 +67,6 @@ class _EchoLaterServer(EmbeddedFTPServer):
             self.respond(f"550 Refused (session of PASS {self.said_password}).")
 
         return type(handler.__name__, (handler,), {"ftp_PASS": ftp_PASS, "ftp_CWD": ftp_CWD})
-
-
-def _config(server: EmbeddedFTPServer, name: str = "acme", folder: str = "") -> SourceConfig:
-    return SourceConfig.model_validate(
-        {
-            "name": name,
-            "url": server.url + folder,
-            "allow_plaintext": True,
-            "timeout": "5s",
-            "password_env": "REDACTION_TEST_PASSWORD",
-            "files": [{"kind": "contacts", "pattern": "*.csv"}],
-        }
-    )
 
 
 def _failure(config: SourceConfig) -> ConnectorError:
@@ -169,6 +157,7 @@ def test_mask_quoted_leaves_our_words_whole() -> None:
 # -- FTP: the one place a password can come back --------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("password", ["source", "file"])
 def test_ftp_messages_stay_whole_with_a_common_word_password(
     tmp_path: Path,
@@ -179,9 +168,9 @@ def test_ftp_messages_stay_whole_with_a_common_word_password(
     """With the password "source" or "file", a source named "source" whose folder /file is
     missing says so in full, in its error and in the log: the server's reply ("No such
     file") and our words alike."""
-    monkeypatch.setenv("REDACTION_TEST_PASSWORD", password)
+    monkeypatch.setenv(PASSWORD_ENV, password)
     with EmbeddedFTPServer(tmp_path / "root", password=password) as server:
-        error = _failure(_config(server, name="source", folder="file"))
+        error = _failure(server_config(server, "file", name="source", password_env=PASSWORD_ENV))
     assert isinstance(error, TransientError)
     assert str(error) == "source source: open folder /file: 550 No such file or directory."
     assert "***" not in _logged(error, capsys)
@@ -196,9 +185,9 @@ def test_a_password_echoed_in_the_answer_to_the_login_is_masked(
 ) -> None:
     """A server quoting PASS in its refusal: the password, short or long, is in neither
     the error, its traceback (ftplib's error chained as its cause) nor the log."""
-    monkeypatch.setenv("REDACTION_TEST_PASSWORD", password)
+    monkeypatch.setenv(PASSWORD_ENV, password)
     with _EchoAtLoginServer(tmp_path / "root") as server:
-        error = _failure(_config(server))
+        error = _failure(server_config(server, password_env=PASSWORD_ENV))
     assert isinstance(error, SourceRefused)
     assert str(error) == (
         "source acme: authentication failed for user ingest: 530 Login incorrect: PASS ***"
@@ -215,9 +204,9 @@ def test_a_long_password_echoed_after_the_login_is_masked(
 ) -> None:
     """A server quoting the password in a later reply: a long one is masked there too, in
     the server's words only (the folder's name, ours, is whole)."""
-    monkeypatch.setenv("REDACTION_TEST_PASSWORD", LONG)
+    monkeypatch.setenv(PASSWORD_ENV, LONG)
     with _EchoLaterServer(tmp_path / "root", password=LONG) as server:
-        error = _failure(_config(server, folder="inbox"))
+        error = _failure(server_config(server, "inbox", password_env=PASSWORD_ENV))
     assert str(error) == "source acme: open folder /inbox: 550 Refused (session of PASS ***)."
     assert LONG not in "".join(traceback.format_exception(error))
     assert LONG not in _logged(error, capsys)

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from connector.cli import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, main
-from tests.drop import drop_config
+from tests.helpers import drop_config, dump, write_config
 
 EVENTS = [{"kind": "events", "pattern": "*.csv", "event_name": "buy"}]
 TEXT = "identifier,idempotencyKey\nu1,k1\nu2,\n"
@@ -24,12 +22,6 @@ def _run(config: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[
     code = main(["--config", str(config), *argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def _dump(config: Path, capsys: pytest.CaptureFixture[str], table: str) -> list[dict[str, Any]]:
-    code, out, _ = _run(config, capsys, "dump", table)
-    assert code == EXIT_OK
-    return [json.loads(line) for line in out.splitlines()]
 
 
 def _drop(tmp_path: Path, name: str, text: str = TEXT) -> str:
@@ -56,9 +48,9 @@ def test_forgotten_bytes_are_ingested_as_new_when_they_come_again(
     _drop(tmp_path, "c.csv")
     assert main(["--config", str(config), "once"]) == EXIT_OK
 
-    files = [(Path(f["path"]).name, f["status"]) for f in _dump(config, capsys, "files")]
+    files = [(Path(f["path"]).name, f["status"]) for f in dump(config, "files", capsys)]
     assert files == [("a.csv", "ingested"), ("b.csv", "duplicate"), ("c.csv", "ingested")]
-    [audit] = _dump(config, capsys, "audit")
+    [audit] = dump(config, "audit", capsys)
     assert (audit["action"], audit["tenant"], audit["sha256"], audit["reason"]) == (
         "forget", "acme", sha256, "fixed"
     )  # fmt: skip
@@ -94,16 +86,16 @@ def test_replay_ingests_the_archive_copy_again_as_a_new_entry(
     assert code == EXIT_OK
     assert out.startswith(f"{tmp_path / 'inbox' / 'a.csv'}: ingested — 1 rows stored, 0 rejected,"
                           " 1 duplicates")  # fmt: skip
-    files = _dump(config, capsys, "files")
+    files = dump(config, "files", capsys)
     assert [(f["source"], f["sha256"], f["status"], f["rows"]) for f in files] == [
         ("drop", sha256, "ingested", 2), ("drop", sha256, "ingested", 1)
     ]  # fmt: skip
-    assert [e["idempotencyKey"] for e in _dump(config, capsys, "events")] == ["k1", None, None]
-    assert [a["action"] for a in _dump(config, capsys, "audit")] == ["replay"]
+    assert [e["idempotencyKey"] for e in dump(config, "events", capsys)] == ["k1", None, None]
+    assert [a["action"] for a in dump(config, "audit", capsys)] == ["replay"]
     # Its bytes are known again: arriving once more, they are a duplicate.
     _drop(tmp_path, "again.csv")
     assert main(["--config", str(config), "once"]) == EXIT_OK
-    assert _dump(config, capsys, "files")[-1]["status"] == "duplicate"
+    assert dump(config, "files", capsys)[-1]["status"] == "duplicate"
 
 
 def test_replay_without_an_archive_copy_says_so(
@@ -134,12 +126,12 @@ def test_import_reads_gzip_and_zip_as_their_content(
     assert _import(config, capsys, packed)[0] == EXIT_OK
     assert _import(config, capsys, zipped)[0] == EXIT_OK
 
-    files = _dump(config, capsys, "files")
+    files = dump(config, "files", capsys)
     assert [(f["path"], f["sha256"], f["size"], f["rows"]) for f in files] == [
         (str(packed), hashlib.sha256(packed.read_bytes()).hexdigest(), packed.stat().st_size, 2),
         (str(zipped), hashlib.sha256(zipped.read_bytes()).hexdigest(), zipped.stat().st_size, 1),
     ]
-    assert [e["identifier"] for e in _dump(config, capsys, "events")] == ["u1", "u2", "u3"]
+    assert [e["identifier"] for e in dump(config, "events", capsys)] == ["u1", "u2", "u3"]
     assert not list((tmp_path / "staging").glob("**/.unpacked-*"))  # (cleaned up)
 
 
@@ -167,9 +159,9 @@ def test_a_compressed_file_that_cannot_be_read_safely_is_rejected_whole(
 
     assert code == EXIT_REJECTED
     assert reason in out
-    [reject] = _dump(config, capsys, "rejects")
+    [reject] = dump(config, "rejects", capsys)
     assert reject["line"] is None and reason in reject["reason"]
-    assert _dump(config, capsys, "events") == []
+    assert dump(config, "events", capsys) == []
 
 
 def test_import_of_a_folder_says_it_is_one(
@@ -192,7 +184,7 @@ def test_import_flags_set_the_one_off_files_rules(
                         "--encoding", "latin-1", "--delimiter", "tab", "--identifier",
                         "E-mail")  # fmt: skip
     assert code == EXIT_OK, out
-    [event] = _dump(config, capsys, "events")
+    [event] = dump(config, "events", capsys)
     assert (event["identifier"], event["data"]) == ("ada@example.com", {"city": "Gandé"})
 
 
@@ -213,7 +205,7 @@ def test_a_bad_import_flag_is_one_line(
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 def test_a_dry_run_lists_the_rejected_rows(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest,
     backend: str,
@@ -221,8 +213,7 @@ def test_a_dry_run_lists_the_rejected_rows(
     """The first 20 rejected rows with their lines and reasons, then how many more."""
     url = (f"sqlite:///{tmp_path / 'c.db'}" if backend == "sqlite"
            else request.getfixturevalue("postgres_url"))  # fmt: skip
-    config = tmp_path / "c.toml"
-    config.write_text(f'[store]\nurl = "{url}"\n')
+    config = write_config(tmp_path, store={"url": url})
     path = tmp_path / "r.csv"
     path.write_text("identifier,name\nu1,buy\n" + ",buy\n" * 25)
 
@@ -235,4 +226,4 @@ def test_a_dry_run_lists_the_rejected_rows(
         *(f"  line {n}: identifier (the identifier) is empty" for n in range(3, 23)),
         "  ... and 5 more rejected rows",
     ]
-    assert _dump(config, capsys, "files") == []
+    assert dump(config, "files", capsys) == []

@@ -20,6 +20,9 @@ from connector.testing import EmbeddedSFTPServer
 from connector.testing.postgres import EmbeddedPostgres
 from connector.testing.replicas import Replicas
 
+# Slow (pyproject's `slow` marker): daemon replicas as subprocesses, on PostgreSQL.
+pytestmark = pytest.mark.slow
+
 SMALL = 200  # small files, ROWS events each
 ROWS = 5
 LEASE = 2.0

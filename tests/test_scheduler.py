@@ -18,9 +18,10 @@ from connector.scheduler import (
     period,
     validate_cron,
 )
-from tests.source_contract import wait_until
+from tests.helpers import wait_until
 
 
+@pytest.mark.slow
 def test_polls_of_one_source_never_overlap_and_poll_now_runs_after() -> None:
     """poll_now during a running poll does not start a second one; it runs right after."""
     running, overlaps, runs = threading.Event(), [], []
@@ -53,6 +54,7 @@ def test_polls_of_one_source_never_overlap_and_poll_now_runs_after() -> None:
         scheduler.stop()
 
 
+@pytest.mark.slow
 def test_a_failing_poll_waits_its_backoff() -> None:
     """The delay a poll returns postpones the next run; the other sources go on."""
     failing, healthy = [], []
@@ -77,6 +79,7 @@ def test_a_failing_poll_waits_its_backoff() -> None:
         scheduler.stop()
 
 
+@pytest.mark.slow
 def test_a_source_removed_mid_poll_ends_that_poll_and_polls_no_more() -> None:
     runs, ended = [], []
     release = threading.Event()
@@ -103,6 +106,7 @@ def test_a_source_removed_mid_poll_ends_that_poll_and_polls_no_more() -> None:
         scheduler.stop()
 
 
+@pytest.mark.slow
 def test_a_replaced_source_polls_anew_right_after_the_old_poll() -> None:
     """New settings for a source polling: the new poll waits for the old one to end, then
     runs at once, without the old poll's backoff."""
@@ -135,6 +139,7 @@ def test_a_replaced_source_polls_anew_right_after_the_old_poll() -> None:
         scheduler.stop()
 
 
+@pytest.mark.slow
 def test_jitter_spreads_the_polls_of_a_source() -> None:
     """With a jitter, each run comes up to that much after its interval: sources on the
     same schedule do not hit their servers in step."""

@@ -12,20 +12,16 @@ from structlog.testing import capture_logs
 from connector.config import SourceConfig
 from connector.selection import Candidate, Readiness, refused, select
 from connector.sources.base import RemoteFile
+from tests.helpers import Clock, source_config
+
+FILES = [
+    {"kind": "contacts", "pattern": "contacts_*.csv"},
+    {"kind": "events", "pattern": "purchases_*.csv", "event_name": "purchase"},
+]
 
 
 def _source(**settings: Any) -> SourceConfig:
-    return SourceConfig.model_validate(
-        {
-            "name": "acme",
-            "url": "file:///inbox",
-            "files": [
-                {"kind": "contacts", "pattern": "contacts_*.csv"},
-                {"kind": "events", "pattern": "purchases_*.csv", "event_name": "purchase"},
-            ],
-            **settings,
-        }
-    )
+    return source_config("file:///inbox", files=FILES, **settings)
 
 
 _fresh = itertools.count()
@@ -106,21 +102,13 @@ def test_marker_mode_takes_a_file_once_its_marker_exists() -> None:
     assert chosen[0].marker == "contacts_1.csv.done"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _candidate(size: int, mtime: float, name: str = "contacts_1.csv") -> Candidate:
     return select([RemoteFile(name, size, mtime)], _source())[0]
 
 
 def test_a_file_is_ready_after_min_age_unchanged() -> None:
     """Unchanged for min_age since we first saw it: ready; the wait is said meanwhile."""
-    clock = FakeClock()
+    clock = Clock(1000.0)
     readiness = Readiness(30, clock)
     assert readiness.split([_candidate(10, 5)]) == ([], 30)
     clock.now += 29
@@ -132,7 +120,7 @@ def test_a_file_is_ready_after_min_age_unchanged() -> None:
 
 def test_a_growing_file_is_never_ready() -> None:
     """Each change of size or mtime restarts the wait."""
-    clock = FakeClock()
+    clock = Clock(1000.0)
     readiness = Readiness(30, clock)
     for size in range(10):
         assert readiness.split([_candidate(size, 5)])[0] == []
@@ -142,7 +130,7 @@ def test_a_growing_file_is_never_ready() -> None:
 
 def test_forgotten_when_no_longer_listed() -> None:
     """A file that disappears and comes back starts over."""
-    clock = FakeClock()
+    clock = Clock(1000.0)
     readiness = Readiness(30, clock)
     readiness.split([_candidate(1, 1)])
     clock.now += 40

@@ -21,9 +21,10 @@ import apsw
 import pytest
 
 from connector.scheduler import backoff_delay
-from tests.drop import drop_config, first_poll_then_stop
-from tests.golden import toml_value
-from tests.source_contract import wait_until
+from tests.helpers import drop_config, first_poll_then_stop, local_source, wait_until, write_config
+
+# Slow (pyproject's `slow` marker): the daemon as a subprocess, signalled and waited for.
+pytestmark = pytest.mark.slow
 
 
 def _config(root: Path, *, interval: str = "1h", rows_per_batch: int = 20000) -> Path:
@@ -288,15 +289,13 @@ def _follow(proc: subprocess.Popen[str]) -> tuple[list[dict[str, Any]], threadin
     return lines, reader
 
 
-def _table(name: str, folder: Path, event_name: str) -> str:
-    """A [[sources]] table: a folder polled every second, its files taken at once."""
-    folder.mkdir(exist_ok=True)
-    source = {"name": name, "url": f"file://{folder}", "interval": "1s", "min_age": "0s",
-              "after": "move:processed"}  # fmt: skip
-    files = {"kind": "events", "pattern": "*.csv", "event_name": event_name}
-    return "\n".join(["[[sources]]", *(f"{k} = {toml_value(v)}" for k, v in source.items()),
-                      "[[sources.files]]", *(f"{k} = {toml_value(v)}" for k, v in files.items()),
-                      ""])  # fmt: skip
+def _polled(root: Path, folder: str, event_name: str, interval: str = "1s") -> dict[str, Any]:
+    """A source on ``root/folder`` polled every second, its files taken at once; "drop"
+    on the inbox, else named after its folder."""
+    name = "drop" if folder == "inbox" else folder
+    files = [{"kind": "events", "pattern": "*.csv", "event_name": event_name}]
+    return local_source(root, name, folder=folder, files=files, interval=interval,
+                        min_age="0s", after="move:processed")  # fmt: skip
 
 
 def test_sighup_reloads_the_sources_and_keeps_the_config_when_the_new_one_is_bad(
@@ -309,16 +308,9 @@ def test_sighup_reloads_the_sources_and_keeps_the_config_when_the_new_one_is_bad
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config, inbox, second = tmp_path / "connector.toml", tmp_path / "inbox", tmp_path / "second"
-    common = "\n".join([
-        "[store]", f"path = {toml_value(str(tmp_path / 'store' / 'c.db'))}",
-        "[paths]", f"staging = {toml_value(str(tmp_path / 'staging'))}",
-        f"archive = {toml_value(str(tmp_path / 'archive'))}",
-        "[metrics]", f'listen = "127.0.0.1:{port}"', "",
-    ])  # fmt: skip
-    first = common + _table("drop", inbox, "visit")
-    both = common + _table("drop", inbox, "sale") + _table("second", second, "visit")
-    config.write_text(first)
+    inbox, second = tmp_path / "inbox", tmp_path / "second"
+    listen = {"listen": f"127.0.0.1:{port}"}
+    config = write_config(tmp_path, _polled(tmp_path, "inbox", "visit"), metrics=listen)
     with _start(config) as proc:  # (its pipes closed on leaving)
         log, reader = _follow(proc)
 
@@ -339,7 +331,9 @@ def test_sighup_reloads_the_sources_and_keeps_the_config_when_the_new_one_is_bad
             (inbox / "a.csv").write_text("identifier\nu1\n")
             assert wait_until(lambda: taken(inbox, "a.csv"), 20)
 
-            config.write_text(both + "[ingest]\nbatch_records = 500\n")
+            write_config(tmp_path, _polled(tmp_path, "inbox", "sale"),
+                         _polled(tmp_path, "second", "visit"), ingest={"batch_records": 500},
+                         metrics=listen)  # fmt: skip
             proc.send_signal(signal.SIGHUP)
             assert wait_until(lambda: said("config_reloaded"), 10)
             [reloaded] = said("config_reloaded")
@@ -350,7 +344,9 @@ def test_sighup_reloads_the_sources_and_keeps_the_config_when_the_new_one_is_bad
             (second / "b.csv").write_text("identifier\nu2\n")
             assert wait_until(lambda: taken(second, "b.csv"), 10)
 
-            config.write_text(both.replace('interval = "1s"', 'interval = "1"'))  # no unit
+            write_config(tmp_path, _polled(tmp_path, "inbox", "sale", interval="1"),  # no unit
+                         _polled(tmp_path, "second", "visit", interval="1"),
+                         metrics=listen)  # fmt: skip
             proc.send_signal(signal.SIGHUP)
             assert wait_until(lambda: said("config_reload_failed"), 10)
             [failed] = said("config_reload_failed")
@@ -360,7 +356,7 @@ def test_sighup_reloads_the_sources_and_keeps_the_config_when_the_new_one_is_bad
             assert wait_until(lambda: taken(inbox, "c.csv"), 10)
             assert proc.poll() is None
 
-            config.write_text(common + _table("drop", inbox, "sale"))
+            write_config(tmp_path, _polled(tmp_path, "inbox", "sale"), metrics=listen)
             proc.send_signal(signal.SIGHUP)
             assert wait_until(lambda: len(said("config_reloaded")) == 2, 10)
             reloaded = said("config_reloaded")[1]

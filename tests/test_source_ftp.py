@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 import structlog
 
-from connector.config import SourceConfig
-from connector.errors import TransientError
-from connector.sources.base import CHUNK, RemoteFile, SourceRefused
+from connector.errors import SourceRefused, TransientError
+from connector.sources.base import CHUNK, RemoteFile
 from connector.sources.ftp import FTPSource
 from connector.sources.ftp_listing import listing_lines, mlsd_entries, parse_ls_line, utc
 from connector.testing import (
@@ -29,7 +28,11 @@ from connector.testing import (
     make_untrusted_tls_files,
     make_wrong_hostname_tls_files,
 )
+from tests.helpers import server_config
 from tests.source_contract import Remote, SourceContract, use_fully
+
+# Slow (pyproject's `slow` marker): embedded FTP/FTPS servers (and fault proxies).
+pytestmark = pytest.mark.slow
 
 SENTINEL = "pw-SENTINEL-5f0c9e"  # a password that must never be seen anywhere
 
@@ -72,20 +75,8 @@ class _FactlessFoldersServer(EmbeddedFTPServer):
         return type(handler.__name__, (handler,), {"abstracted_fs": filesystem})
 
 
-def _config(server: EmbeddedFTPServer, *, url: str | None = None, **options: Any) -> SourceConfig:
-    settings: dict[str, Any] = {
-        "name": "acme",
-        "url": url or server.url,
-        "allow_plaintext": True,
-        "ca_file": server.ca_file if server.tls else None,
-        "timeout": "5s",
-        "files": [{"kind": "contacts", "pattern": "*.csv"}],
-    }
-    return SourceConfig.model_validate(settings | options)
-
-
 def _source(server: EmbeddedFTPServer, **options: Any) -> FTPSource:
-    return FTPSource(_config(server, **options), server.password)
+    return FTPSource(server_config(server, **options), server.password)
 
 
 def _remote(server: EmbeddedFTPServer) -> Remote:
@@ -166,7 +157,7 @@ def test_ftps_never_falls_back_to_plaintext(tmp_path: Path) -> None:
 
 def test_wrong_password_is_refused_without_showing_it(server: EmbeddedFTPServer) -> None:
     """A wrong password is SourceRefused naming the user, never the password."""
-    with pytest.raises(SourceRefused) as caught, FTPSource(_config(server), SENTINEL):
+    with pytest.raises(SourceRefused) as caught, FTPSource(server_config(server), SENTINEL):
         pass
     assert str(caught.value).startswith("source acme: authentication failed for user ingest: 530")
     assert SENTINEL not in "".join(traceback.format_exception(caught.value))
@@ -183,7 +174,8 @@ def test_password_never_reaches_logs_or_errors(tmp_path: Path) -> None:
         (root / "a.csv").write_bytes(b"a,b\n")
         with _source(server) as source:
             errors.append(use_fully(source, "a.csv"))
-        with pytest.raises(SourceRefused) as caught, FTPSource(_config(server), SENTINEL + "x"):
+        wrong = FTPSource(server_config(server), SENTINEL + "x")
+        with pytest.raises(SourceRefused) as caught, wrong:
             pass
         errors.append(caught.value)
     assert logs  # something was logged, and checked
@@ -445,7 +437,7 @@ def test_no_socket_is_left_open(tmp_path: Path) -> None:
             with pytest.raises(TransientError):
                 b"".join(source.read("big.csv"))
             b"".join(source.read("big.csv"))
-        with pytest.raises(SourceRefused), FTPSource(_config(server), "wrong"):
+        with pytest.raises(SourceRefused), FTPSource(server_config(server), "wrong"):
             pass
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) == before

@@ -12,17 +12,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from connector.config import SourceConfig
 from connector.errors import TransientError
-from connector.sources.local import LocalSource
 from connector.sources.watch import FolderWatch
+from tests.helpers import local
 from tests.source_contract import Remote, SourceContract
-
-
-def local_config(folder: Path) -> SourceConfig:
-    return SourceConfig.model_validate(
-        {"name": "local", "url": f"file://{folder}", "files": [{"kind": "events", "pattern": "*"}]}
-    )
 
 
 class TestLocalContract(SourceContract):
@@ -30,7 +23,7 @@ class TestLocalContract(SourceContract):
     def remote(self, tmp_path: Path) -> Remote:
         root = tmp_path / "inbox"
         root.mkdir()
-        return Remote(root=root, connect=lambda: LocalSource(local_config(root)))
+        return Remote(root=root, connect=lambda: local(root))
 
 
 SHM = Path("/dev/shm")
@@ -51,7 +44,7 @@ def test_move_to_another_file_system_copies_then_removes(tmp_path: Path) -> None
     try:
         (inbox / "done").symlink_to(elsewhere, target_is_directory=True)
         (elsewhere / "a.csv").write_text("someone else's\n")
-        with LocalSource(local_config(inbox)) as source:
+        with local(inbox) as source:
             moved = source.complete("a.csv", "move:done")
         assert moved is not None and Path(moved).parent == inbox / "done"
         assert Path(moved).read_text() == "a,b\n"
@@ -76,7 +69,7 @@ def test_move_where_hard_links_are_refused_renames(
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "a.csv").write_text("a,b\n")
-    with LocalSource(local_config(inbox)) as source:
+    with local(inbox) as source:
         moved = source.complete("a.csv", "move:done")
     assert moved == str(inbox / "done" / "a.csv")
     assert Path(moved).read_text() == "a,b\n" and not (inbox / "a.csv").exists()
@@ -93,7 +86,7 @@ def test_a_folder_that_cannot_be_watched_is_left_to_the_polls(tmp_path: Path) ->
 
 def test_a_missing_folder_is_transient(tmp_path: Path) -> None:
     """A folder that is not there (an unmounted share) is retried, not fatal."""
-    with pytest.raises(TransientError), LocalSource(local_config(tmp_path / "nope")):
+    with pytest.raises(TransientError), local(tmp_path / "nope"):
         pass
 
 

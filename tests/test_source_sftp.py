@@ -30,31 +30,24 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from connector.config import SourceConfig
-from connector.errors import ConfigError, TransientError
-from connector.sources.base import CHUNK, SourceRefused
+from connector.errors import SourceRefused, TransientError
+from connector.sources.base import CHUNK
 from connector.sources.known_hosts import known_keys
 from connector.sources.sftp import SFTPSource, _dropped
 from connector.testing import EmbeddedSFTPServer, Fault, make_ssh_key, new_ed25519_key
+from tests.helpers import server_config, source_config
 from tests.source_contract import Remote, SourceContract, use_fully
 
 if TYPE_CHECKING:
     from connector.testing.plugin import FaultProxyFactory
 
+# Slow (pyproject's `slow` marker): embedded SFTP servers (and fault proxies).
+pytestmark = pytest.mark.slow
+
 SENTINEL = "pw-SENTINEL-7d41b2"  # the server's password: must never be seen anywhere
-
-
-def _config(
-    server: EmbeddedSFTPServer, *, port: int | None = None, path: str = "/", **options: Any
-) -> SourceConfig:
-    settings: dict[str, Any] = {
-        "name": "acme",
-        "url": f"sftp://{server.user}@{server.host}:{port or server.port}{path}",
-        "timeout": "5s",
-        "files": [{"kind": "contacts", "pattern": "*.csv"}],
-    }
-    return SourceConfig.model_validate(settings | options)
 
 
 def _trusting(server: EmbeddedSFTPServer, tmp_path: Path, port: int | None = None) -> Path:
@@ -72,7 +65,7 @@ def _source(
 ) -> SFTPSource:
     if "known_hosts" not in options and "host_key" not in options:
         options["known_hosts"] = _trusting(server, tmp_path, port)
-    return SFTPSource(_config(server, port=port, **options), password)
+    return SFTPSource(server_config(server, port=port, **options), password)
 
 
 def _refusal(server: EmbeddedSFTPServer, tmp_path: Path, **settings: Any) -> str:
@@ -112,7 +105,7 @@ class TestSFTPContract(SourceContract):
     @pytest.fixture
     def remote(self, sftp_server: EmbeddedSFTPServer, tmp_path: Path) -> Remote:
         known_hosts = _trusting(sftp_server, tmp_path)
-        config = _config(sftp_server, known_hosts=known_hosts)
+        config = server_config(sftp_server, known_hosts=known_hosts)
         return Remote(
             root=sftp_server.root, connect=lambda: SFTPSource(config, sftp_server.password)
         )
@@ -125,7 +118,7 @@ class TestSFTPHomeRelativeFolderContract(SourceContract):
     def remote(self, sftp_server: EmbeddedSFTPServer, tmp_path: Path) -> Remote:
         (sftp_server.root / "inbox").mkdir()
         known_hosts = _trusting(sftp_server, tmp_path)
-        config = _config(sftp_server, path="/~/inbox", known_hosts=known_hosts)
+        config = server_config(sftp_server, "~/inbox", known_hosts=known_hosts)
         return Remote(
             root=sftp_server.root / "inbox",
             connect=lambda: SFTPSource(config, sftp_server.password),
@@ -441,15 +434,9 @@ class _OldSSHServer:
 
     def refusal(self, **options: Any) -> str:
         """What SourceRefused says when a source with these settings connects."""
-        config = SourceConfig.model_validate(
-            {
-                "name": "acme",
-                "url": f"sftp://ingest@127.0.0.1:{self.port}/",
-                "timeout": "5s",
-                "host_key": new_ed25519_key().fingerprint,  # never reached
-                "files": [{"kind": "contacts", "pattern": "*.csv"}],
-            }
-            | options
+        never_reached = {"host_key": new_ed25519_key().fingerprint}
+        config = source_config(
+            f"sftp://ingest@127.0.0.1:{self.port}/", **({"timeout": "5s"} | never_reached | options)
         )
         with pytest.raises(SourceRefused) as caught, SFTPSource(config, SENTINEL):
             pass
@@ -655,18 +642,14 @@ def test_password_never_reaches_logs_or_errors(
         assert SENTINEL not in "".join(traceback.format_exception(error))
 
 
-def test_a_url_without_user_is_a_config_error(server: EmbeddedSFTPServer, tmp_path: Path) -> None:
-    """sftp://host/ names no user: a ConfigError, before any connection."""
-    config = SourceConfig.model_validate(
-        {
-            "name": "acme",
-            "url": f"sftp://127.0.0.1:{server.port}/",
-            "host_key": server.fingerprint,
-            "files": [{"kind": "contacts", "pattern": "*"}],
-        }
-    )
-    with pytest.raises(ConfigError, match="url must look like sftp://user@host"):
-        SFTPSource(config, None)
+def test_a_url_without_user_is_refused_by_the_config() -> None:
+    """sftp://host/ names no user: refused at start-up, naming the key, before any source
+    is opened."""
+    with pytest.raises(ValidationError, match="an sftp:// URL names its user"):
+        SourceConfig.model_validate(
+            {"name": "acme", "url": "sftp://127.0.0.1:2222/", "host_key": "SHA256:" + "A" * 43,
+             "files": [{"kind": "contacts", "pattern": "*"}]}
+        )  # fmt: skip
 
 
 # -- listing, reading, completing ----------------------------------------------------------
@@ -723,7 +706,7 @@ def test_a_folder_of_many_replies_is_listed_whole(
 def test_a_missing_folder_is_transient(server: EmbeddedSFTPServer, tmp_path: Path) -> None:
     """A source folder not (yet) on the server is retried, not refused."""
     with (
-        _source(server, tmp_path, path="/nope") as source,
+        _source(server, tmp_path, path="nope") as source,
         pytest.raises(TransientError, match=r"^source acme: list /nope: no such file$"),
     ):
         source.list()
@@ -821,7 +804,7 @@ def test_complete_move_clash_uses_the_clock(server: EmbeddedSFTPServer, tmp_path
     (server.root / "done").mkdir()
     (server.root / "done" / "a.csv").write_bytes(b"old")
     (server.root / "a.csv").write_bytes(b"new")
-    config = _config(server, known_hosts=_trusting(server, tmp_path))
+    config = server_config(server, known_hosts=_trusting(server, tmp_path))
     clock = lambda: datetime(2026, 11, 28, 10, 15, tzinfo=UTC)  # noqa: E731
     with SFTPSource(config, SENTINEL, clock=clock) as source:
         assert source.complete("a.csv", "move:done") == "/done/a.20261128T101500Z.csv"

@@ -20,7 +20,8 @@ from connector.store.feed import FEED_NUMBERING
 from connector.store.ledger import Arrival
 from connector.store.sqlite import SQLiteStore
 from connector.store.sqlite.db import MIGRATIONS
-from tests.store_contract import T0, Clock, StoreContract, contacts, fed, records
+from tests.helpers import T0, Clock
+from tests.store_contract import StoreContract, contacts, fed, records
 
 pytest_plugins = ["connector.testing.plugin"]
 
@@ -149,6 +150,7 @@ class TestSQLiteStore(StoreContract):
             open_store(store_config)
 
 
+@pytest.mark.slow  # (a PostgreSQL server)
 class TestPostgresStore(StoreContract):
     @pytest.fixture
     def store_config(self, postgres_url: str) -> StoreConfig:

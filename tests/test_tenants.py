@@ -14,7 +14,7 @@ import pytest
 
 from connector.cli import EXIT_CONFIG, EXIT_OK, main
 from connector.store.sqlite.db import MIGRATIONS
-from tests.golden import toml_value
+from tests.helpers import dump, local_source, write_config
 
 PEOPLE = "identifier,plan\nada@example.com,pro\n"
 ORDERS = "identifier,name,idempotencyKey\nada@example.com,buy,o-1\n"
@@ -23,31 +23,12 @@ ORDERS = "identifier,name,idempotencyKey\nada@example.com,buy,o-1\n"
 def _config(root: Path, tenants: dict[str, str | None]) -> Path:
     """One `file://` source per entry of ``tenants`` (source name: its tenant, None for
     none), each on `root/<source>` with contacts and orders, files deleted once taken."""
-    lines = [
-        "[store]", f"path = {toml_value(str(root / 'store' / 'c.db'))}",
-        "[paths]", f"staging = {toml_value(str(root / 'staging'))}",
-        f"archive = {toml_value(str(root / 'archive'))}",
-    ]  # fmt: skip
-    for name, tenant in tenants.items():
-        (root / name).mkdir()
-        lines += [
-            "[[sources]]", f"name = {toml_value(name)}",
-            f"url = {toml_value(f'file://{root / name}')}", 'min_age = "0s"', 'after = "delete"',
-            *([f"tenant = {toml_value(tenant)}"] if tenant is not None else []),
-            "[[sources.files]]", 'kind = "contacts"', 'pattern = "people*.csv"',
-            "[[sources.files]]", 'kind = "events"', 'pattern = "orders*.csv"',
-        ]  # fmt: skip
-    path = root / "connector.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _dump(
-    config: Path, table: str, capsys: pytest.CaptureFixture[str], *tenant: str
-) -> list[dict[str, Any]]:
-    capsys.readouterr()
-    assert main(["--config", str(config), "dump", table, *tenant]) == EXIT_OK
-    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    files = [{"kind": "contacts", "pattern": "people*.csv"},
+             {"kind": "events", "pattern": "orders*.csv"}]  # fmt: skip
+    return write_config(root, *(
+        local_source(root, name, files=files, min_age="0s", after="delete", tenant=tenant)
+        for name, tenant in tenants.items()
+    ))  # fmt: skip
 
 
 def test_two_tenants_get_the_same_bytes_keys_and_contacts_each(
@@ -66,7 +47,7 @@ def test_two_tenants_get_the_same_bytes_keys_and_contacts_each(
 
     files = sorted(
         (f["tenant"], Path(f["path"]).name, f["status"], f["rows"])
-        for f in _dump(config, "files", capsys)
+        for f in dump(config, "files", capsys)
     )
     assert files == [
         ("acme", "orders.csv", "ingested", 1), ("acme", "people.csv", "ingested", 1),
@@ -74,21 +55,21 @@ def test_two_tenants_get_the_same_bytes_keys_and_contacts_each(
         ("globex", "people.csv", "ingested", 1),
     ]  # fmt: skip
     assert not list((tmp_path / "acme").iterdir()) and not list((tmp_path / "globex").iterdir())
-    events = _dump(config, "events", capsys)
+    events = dump(config, "events", capsys)
     assert sorted((e["tenant"], e["idempotencyKey"]) for e in events) == [
         ("acme", "o-1"), ("globex", "o-1")
     ]  # fmt: skip
-    assert _dump(config, "contacts", capsys) == [
+    assert dump(config, "contacts", capsys) == [
         {"tenant": "acme", "identifier": "ada@example.com", "attributes": {"plan": "pro"}},
         {"tenant": "globex", "identifier": "ada@example.com", "attributes": {"plan": "free"}},
     ]
-    assert _dump(config, "contacts", capsys, "--tenant", "acme") == [
+    assert dump(config, "contacts", capsys, "--tenant", "acme") == [
         {"tenant": "acme", "identifier": "ada@example.com", "attributes": {"plan": "pro"}}
     ]
-    assert [f["tenant"] for f in _dump(config, "files", capsys, "--tenant", "globex")] == [
+    assert [f["tenant"] for f in dump(config, "files", capsys, "--tenant", "globex")] == [
         "globex"
     ] * 3
-    assert _dump(config, "rejects", capsys, "--tenant", "acme") == []
+    assert dump(config, "rejects", capsys, "--tenant", "acme") == []
 
 
 def test_sources_of_one_tenant_share_the_ledger_and_keys(
@@ -102,7 +83,7 @@ def test_sources_of_one_tenant_share_the_ledger_and_keys(
     (tmp_path / "us" / "orders-2.csv").write_text(ORDERS + "bob,buy,o-2\n")
     assert main(["--config", str(config), "once"]) == EXIT_OK
 
-    files = _dump(config, "files", capsys, "--tenant", "default")
+    files = dump(config, "files", capsys, "--tenant", "default")
     assert sorted((f["source"], f["status"], f["rows"], f["duplicates"]) for f in files) == [
         ("eu", "ingested", 1, 0), ("us", "duplicate", 0, 0), ("us", "ingested", 1, 1)
     ]  # fmt: skip
@@ -120,7 +101,7 @@ def test_import_takes_the_tenant_given_else_its_sources(
     assert main(argv) == EXIT_OK  # no source named "import": the default tenant
     assert main([*argv, "--tenant", "acme"]) == EXIT_OK  # the same bytes again for acme
 
-    files = _dump(config, "files", capsys)
+    files = dump(config, "files", capsys)
     assert [(f["tenant"], f["source"], f["status"]) for f in files] == [
         ("acme", "import", "ingested"), ("globex", "import", "ingested"),
         ("default", "import", "ingested"), ("acme", "import", "duplicate"),
@@ -180,16 +161,16 @@ def test_a_store_from_before_tenants_is_the_default_tenants(
         old.execute("INSERT INTO contacts VALUES ('ada@example.com', '{\"plan\":\"pro\"}')")
         old.execute("INSERT INTO idempotency_keys VALUES ('o-1', 4102444800, 1)")
 
-    assert [(f["tenant"], f["sha256"]) for f in _dump(config, "files", capsys)] == [
+    assert [(f["tenant"], f["sha256"]) for f in dump(config, "files", capsys)] == [
         ("default", sha256)
     ]
-    assert [c["tenant"] for c in _dump(config, "contacts", capsys)] == ["default"]
+    assert [c["tenant"] for c in dump(config, "contacts", capsys)] == ["default"]
     orders = tmp_path / "orders.csv"
     orders.write_text(ORDERS)
     argv = ["--config", str(config), "import", str(orders), "--kind", "events"]
     assert main(argv) == EXIT_OK
     assert main([*argv, "--tenant", "globex"]) == EXIT_OK
-    files = _dump(config, "files", capsys)
+    files = dump(config, "files", capsys)
     assert [(f["tenant"], f["rows"], f["duplicates"]) for f in files[1:]] == [
         ("default", 0, 1), ("globex", 1, 0)
     ]  # fmt: skip
@@ -205,11 +186,11 @@ def test_dump_and_feed_narrow_to_a_source_and_a_file(
     assert main(["--config", str(config), "once"]) == EXIT_OK
     path = str(tmp_path / "globex" / "orders-2.csv")
 
-    rejects = _dump(config, "rejects", capsys, "--source", "globex")
+    rejects = dump(config, "rejects", capsys, "--source", "globex")
     assert sorted((r["source"], Path(r["file"]).name) for r in rejects) == [
         ("globex", "orders-2.csv"), ("globex", "orders.csv")
     ]  # fmt: skip
-    assert [r["file"] for r in _dump(config, "rejects", capsys, "--file", path)] == [path]
+    assert [r["file"] for r in dump(config, "rejects", capsys, "--file", path)] == [path]
     fed = _feed(config, capsys, "events", "--source", "globex", "--file", path)
     # (ada's o-1 is in the file taken first: which one depends on the listing's order)
     assert {e["file"] for e in fed} == {path} and "bob" in [e["identifier"] for e in fed]

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["connector.testing.plugin"]
 
+# Slow (pyproject's `slow` marker): embedded FTP/FTPS/SFTP servers and fault proxies.
+pytestmark = pytest.mark.slow
+
 PAYLOAD = bytes(range(256)) * 1024  # 256 KiB, recognisable at any offset
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +21,7 @@ from connector.pipeline import Poller
 from connector.service import Service
 from connector.store import open_store
 from connector.webhook import Webhook
-from tests.drop import drop_config
+from tests.helpers import drop_config
 
 TOKEN = "T0KEN-7c1e55e0b9"  # the secret part of the URL
 EVENTS = [{"kind": "events", "pattern": "*.csv", "event_name": "buy"}]
@@ -76,6 +77,7 @@ def receiver_with(request: pytest.FixtureRequest) -> Iterator[Receiver]:
     receiver.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("receiver_with", [[503, 500, 429]], indirect=True)
 def test_an_alert_is_retried_until_the_receiver_takes_it(
     receiver_with: Receiver, monkeypatch: pytest.MonkeyPatch
@@ -97,6 +99,7 @@ def test_an_alert_is_retried_until_the_receiver_takes_it(
     assert [entry["event"] for entry in logs] == ["webhook_sent"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("receiver_with", [[404]], indirect=True)
 def test_an_alert_the_receiver_refuses_is_said_lost_once(
     receiver_with: Receiver, monkeypatch: pytest.MonkeyPatch
@@ -118,6 +121,7 @@ def test_an_alert_the_receiver_refuses_is_said_lost_once(
     assert TOKEN not in repr(logs)
 
 
+@pytest.mark.slow
 def test_an_unreachable_receiver_does_not_hold_up_the_stop(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing listens: the alert is retried until ``close``'s grace time, then said lost."""
     import socket
@@ -130,13 +134,18 @@ def test_an_unreachable_receiver_does_not_hold_up_the_stop(monkeypatch: pytest.M
     assert hook is not None
     with capture_logs() as logs:
         hook.alert("file_rejected", source="acme")
+        began = time.monotonic()
         hook.close(grace=0.5)
+        # (the retries stop with the grace time: no attempt but the one in flight)
+        assert time.monotonic() - began < 0.5 + 1 + 2.5
     [failed] = [entry for entry in logs if entry["event"] == "webhook_failed"]
     assert failed["cause"].startswith("cannot reach the receiver: ")
     assert TOKEN not in repr(logs)
 
 
-@pytest.mark.parametrize("url", ["ftp://host/x", "hooks.example.com/x", "http:///x"])
+@pytest.mark.parametrize(
+    "url", ["ftp://host/x", "hooks.example.com/x", "http:///x", f"http://h/x {TOKEN}"]
+)
 def test_a_url_that_is_not_http_is_refused_without_being_shown(
     url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -147,14 +156,15 @@ def test_a_url_that_is_not_http_is_refused_without_being_shown(
     assert Webhook.configured(WebhookConfig()) is None  # (none configured)
 
 
+@pytest.mark.slow
 def test_once_alerts_a_file_rejected_whole_with_its_reason(
     receiver_with: Receiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """`once` sends its alerts before it ends: a file rejected whole, one alert; a file
     ingested with rejected rows, none."""
     monkeypatch.setenv("HOOK_URL", receiver_with.url)
-    config = drop_config(tmp_path, files=EVENTS, min_age="0s")
-    config.write_text(config.read_text() + '[webhook]\nurl_env = "HOOK_URL"\n')
+    config = drop_config(tmp_path, files=EVENTS, min_age="0s",
+                         tables={"webhook": {"url_env": "HOOK_URL"}})  # fmt: skip
     (tmp_path / "inbox" / "bad.csv").write_text("email\nada@example.com\n")
     (tmp_path / "inbox" / "good.csv").write_text("identifier,timestamp\nu1,1\nu2,x\n")
     assert main(["--config", str(config), "once"]) == 0
@@ -164,15 +174,16 @@ def test_once_alerts_a_file_rejected_whole_with_its_reason(
     assert body["reason"].startswith("header: no identifier column 'identifier'")
 
 
+@pytest.mark.slow
 def test_the_daemon_alerts_a_source_failing_past_max_missed_polls_and_its_recovery(
     receiver_with: Receiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """With max_missed_polls = 2: the third failure in a row alerts, once, with its cause;
     the next poll that succeeds says the source recovered."""
     monkeypatch.setenv("HOOK_URL", receiver_with.url)
-    path = drop_config(tmp_path, files=EVENTS, min_age="0s")
-    path.write_text(path.read_text() + '[metrics]\nmax_missed_polls = 2\n'
-                    '[webhook]\nurl_env = "HOOK_URL"\n')  # fmt: skip
+    path = drop_config(tmp_path, files=EVENTS, min_age="0s", tables={
+        "metrics": {"max_missed_polls": 2}, "webhook": {"url_env": "HOOK_URL"},
+    })  # fmt: skip
     config = load_config(path)
     service = Service(config)
     hook = service.webhook = Webhook.configured(config.webhook)
