@@ -15,6 +15,7 @@ import os
 import time
 from contextlib import ExitStack
 
+from connector.actions import Leave, Move
 from connector.config import Config, SourceConfig
 from connector.errors import ConnectorError
 from connector.expected import overdue
@@ -33,10 +34,10 @@ def written_folders(source: SourceConfig) -> dict[str, str]:
     folders: dict[str, str] = {}
     for key in ("after", "error_dir"):
         action = getattr(source, key)
-        if action.startswith("move:"):
-            folders.setdefault(action.removeprefix("move:"), f'{key} = "{action}"')
+        if isinstance(action, Move):
+            folders.setdefault(action.folder, f'{key} = "{action}"')
         elif source.reject_report:
-            folder = "" if action == "leave" else source.report_folder()
+            folder = "" if isinstance(action, Leave) else source.report_folder()
             folders.setdefault(folder, f'reject_report with {key} = "{action}"')
     return folders
 

@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from connector.actions import Action, Delete, Leave, Move, parse_action
 from connector.csvrules.rules import MAX_COLUMNS, MAX_FIELD, MAX_RECORD, FileRules, Kind
 from connector.errors import ConfigError
 from connector.status import Status
@@ -115,6 +116,17 @@ MinAge = Annotated[Seconds, _within("1d")]  # (0: take files at once; `once` wai
 # A commit group holds the store's write lock this long; other writers wait 60 s at most.
 CommitInterval = Annotated[Seconds, _within("30s")]
 Keep = Annotated[Seconds, _within(LONGEST, zero=False)]  # 0 would remove every copy at once
+
+
+def _action(value: object) -> Action:
+    if isinstance(value, Leave | Delete | Move):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be 'leave', 'delete' or 'move:<remote folder>'")
+    return parse_action(value)
+
+
+ActionSetting = Annotated[Action, PlainValidator(_action)]
 
 
 class _Model(BaseModel):
@@ -307,8 +319,9 @@ class SourceConfig(_Model):
     ready: Literal["stable", "marker"] = "stable"  # marker: take X.csv once X.csv.done exists
     max_files: int = Field(default=100, ge=1)  # files taken per poll, oldest first
     timeout: Timeout = Seconds("30s")  # connect, and inactivity during a transfer
-    after: str = "leave"
-    error_dir: str = "move:rejected"  # where files rejected whole go: same forms as `after`
+    after: ActionSetting = Leave()
+    # Where files rejected whole go: the same forms as `after`.
+    error_dir: ActionSetting = Move("rejected")
     max_tries: int = Field(default=5, ge=1)  # failed tries in a row before a file is set aside
     expect_every: Interval | None = None  # a new file at least this often, else file_overdue
     # Write <file>.rejects.csv where a file with rejected rows (or rejected whole) went
@@ -405,24 +418,6 @@ class SourceConfig(_Model):
             )
         return self
 
-    @field_validator("after", "error_dir")
-    @classmethod
-    def _known_action(cls, value: str) -> str:
-        if value in ("leave", "delete"):
-            return value
-        if not value.startswith("move:") or len(value) == 5:
-            raise ValueError("must be 'leave', 'delete' or 'move:<remote folder>'")
-        # A relative folder is inside the source's folder; one elsewhere is named whole.
-        parts = [p for p in value.removeprefix("move:").split("/") if p not in ("", ".")]
-        if ".." in parts:
-            raise ValueError(
-                f"{value!r}: '..' is refused in a move folder (a relative folder is taken"
-                " inside the source's folder; name a folder elsewhere by its absolute path)"
-            )
-        if not parts and not value.startswith("move:/"):
-            raise ValueError(f"{value!r} is the source's own folder: its files would come back")
-        return value
-
     @field_validator("cron")
     @classmethod
     def _runnable_cron(cls, value: str | None) -> str | None:
@@ -450,11 +445,13 @@ class SourceConfig(_Model):
         if scheme == "sftp" and self.known_hosts is None and self.host_key is None:
             problems.append("an sftp source needs known_hosts or host_key to check the server")
         for key in ("after", "error_dir"):
-            folder = getattr(self, key).removeprefix("move:")
-            if folder.startswith("/") and posixpath.normpath(folder) == posixpath.normpath(
-                self.remote_path
+            action = getattr(self, key)
+            if (
+                isinstance(action, Move)
+                and action.folder.startswith("/")
+                and (posixpath.normpath(action.folder) == posixpath.normpath(self.remote_path))
             ):
-                problems.append(f"{key}: move:{folder} is the source's own folder")
+                problems.append(f"{key}: {action} is the source's own folder")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -474,9 +471,9 @@ class SourceConfig(_Model):
     def report_folder(self) -> str:
         """Where the reject report of a deleted file goes: the folder files rejected whole
         go to, else the source's own ("")."""
-        return self.error_dir.removeprefix("move:") if self.error_dir.startswith("move:") else ""
+        return self.error_dir.folder if isinstance(self.error_dir, Move) else ""
 
-    def action_for(self, status: Status) -> str:
+    def action_for(self, status: Status) -> Action:
         """The remote action for a file decided with ``status``: `after` for one ingested
         (or a duplicate), `error_dir` for one rejected whole."""
         return self.after if status.accepted else self.error_dir

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from connector import crashpoints
+from connector.actions import Delete, Leave
 from connector.config import Config, SourceConfig
 from connector.errors import (
     Interrupted,
@@ -341,10 +342,10 @@ class Poller:
         Sent again (moved back, or touched), it is a new listing, tried afresh."""
         path = self.path_of(candidate.file.name)
         reason = f"{SET_ASIDE} {tries} failed tries in a row; the last: {cause}"
-        left = self.source.error_dir == "delete"
+        left = isinstance(self.source.error_dir, Delete)
         # (not in a transaction: set_aside takes checksum claims, which come before one)
         entry = self.ingestor.set_aside(self._arrival(candidate), reason,
-                                        done="leave" if left else None)  # fmt: skip
+                                        done=str(Leave()) if left else None)  # fmt: skip
         del summary.failed[path]
         summary.taken[path] = entry
         self.log.error("file_quarantined", file=path, tries=tries, cause=cause)
@@ -377,7 +378,7 @@ class Poller:
         # took the file over does not act on it (or on new bytes sent since) when it wakes.
         self.store.confirm()
         try:
-            if report is not None and action == "delete":
+            if report is not None and isinstance(action, Delete):
                 # Before the delete, under a free name (another file of this name may have
                 # left its report there): one redone after a failure writes it again.
                 remote.put(self.source.report_folder(), name + REPORT_SUFFIX, report,
@@ -393,7 +394,7 @@ class Poller:
         # Crash here: the file is gone from the folder (moved or deleted), so no poll sees
         # it again; with `leave`, the next poll finds it known, not completed, and redoes
         # `leave` (nothing) before marking it.
-        self.ledger.completed(self.source.name, self.path_of(name), action,
+        self.ledger.completed(self.source.name, self.path_of(name), str(action),
                               self.ingestor.clock())  # fmt: skip
         if moved is not None:
             self.log.info("file_archived", file=self.path_of(name), moved_to=moved)

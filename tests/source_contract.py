@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from connector.actions import parse_action
 from connector.config import SourceConfig
 from connector.errors import TransientError
 from connector.ingest import Ingestor
@@ -44,7 +45,7 @@ def use_fully(source: Source, name: str) -> TransientError:
     it is gone: every step a secret could leak from. Returns the error of the last read."""
     assert [f.name for f in source.list()] == [name]
     assert b"".join(source.read(name)) == b"a,b\n"
-    source.complete(name, "move:done")
+    source.complete(name, parse_action("move:done"))
     with pytest.raises(TransientError) as gone:
         b"".join(source.read(name))
     return gone.value
@@ -278,21 +279,21 @@ class SourceContract:
         """after = leave touches nothing."""
         path = _put(remote, "a.csv", b"1")
         with remote.connect() as source:
-            assert source.complete("a.csv", "leave") is None
+            assert source.complete("a.csv", parse_action("leave")) is None
         assert path.exists()
 
     def test_complete_delete_removes_the_file(self, remote: Remote) -> None:
         """after = delete removes it."""
         path = _put(remote, "a.csv", b"1")
         with remote.connect() as source:
-            assert source.complete("a.csv", "delete") is None
+            assert source.complete("a.csv", parse_action("delete")) is None
         assert not path.exists()
 
     def test_complete_move_creates_the_folder(self, remote: Remote) -> None:
         """after = move:<folder> makes the folder when missing and moves the file there."""
         _put(remote, "a.csv", b"1")
         with remote.connect() as source:
-            moved = source.complete("a.csv", "move:processed")
+            moved = source.complete("a.csv", parse_action("move:processed"))
         assert moved is not None and moved.endswith("processed/a.csv")
         assert (remote.root / "processed" / "a.csv").read_bytes() == b"1"
         assert not (remote.root / "a.csv").exists()
@@ -303,7 +304,7 @@ class SourceContract:
         _put(remote, "processed/a.csv", b"old")
         _put(remote, "a.csv", b"new")
         with remote.connect() as source:
-            moved = source.complete("a.csv", "move:processed")
+            moved = source.complete("a.csv", parse_action("move:processed"))
         assert moved is not None
         assert (remote.root / "processed" / "a.csv").read_bytes() == b"old"
         others = [p for p in (remote.root / "processed").iterdir() if p.name != "a.csv"]
@@ -387,7 +388,7 @@ class SourceContract:
     def test_complete_of_a_vanished_file_is_transient(self, remote: Remote) -> None:
         """Deleting or moving a file that is already gone is reported, retried later."""
         with remote.connect() as source, pytest.raises(TransientError):
-            source.complete("gone.csv", "delete")
+            source.complete("gone.csv", parse_action("delete"))
 
     def test_a_connection_is_reusable_for_many_operations(self, remote: Remote) -> None:
         """One session lists, reads and completes several files."""
@@ -396,7 +397,7 @@ class SourceContract:
         with remote.connect() as source:
             for f in sorted(source.list(), key=lambda f: f.name):
                 assert b"".join(source.read(f.name)) == f.name[1].encode()
-                source.complete(f.name, "delete")
+                source.complete(f.name, parse_action("delete"))
         assert not list(remote.root.glob("*.csv"))
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from structlog.testing import capture_logs
 
+from connector.actions import Action
 from connector.config import Config
 from connector.errors import Interrupted, TransientError
 from connector.ingest import Ingestor
@@ -204,7 +205,7 @@ def test_a_file_moved_back_from_error_dir_is_taken_again(poller: Poller, inbox: 
 class BrokenMove(LocalSource):
     """A local folder whose remote action fails as a defect would (not an error of ours)."""
 
-    def complete(self, name: str, action: str, report: bytes | None = None) -> str | None:
+    def complete(self, name: str, action: Action, report: bytes | None = None) -> str | None:
         raise RuntimeError("a library tripped over the move")
 
 

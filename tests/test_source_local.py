@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from connector.actions import parse_action
 from connector.errors import TransientError
 from connector.sources.watch import FolderWatch
 from tests.helpers import local
@@ -45,7 +46,7 @@ def test_move_to_another_file_system_copies_then_removes(tmp_path: Path) -> None
         (inbox / "done").symlink_to(elsewhere, target_is_directory=True)
         (elsewhere / "a.csv").write_text("someone else's\n")
         with local(inbox) as source:
-            moved = source.complete("a.csv", "move:done")
+            moved = source.complete("a.csv", parse_action("move:done"))
         assert moved is not None and Path(moved).parent == inbox / "done"
         assert Path(moved).read_text() == "a,b\n"
         assert Path(moved).stat().st_mtime == 1_700_000_000
@@ -70,7 +71,7 @@ def test_move_where_hard_links_are_refused_renames(
     inbox.mkdir()
     (inbox / "a.csv").write_text("a,b\n")
     with local(inbox) as source:
-        moved = source.complete("a.csv", "move:done")
+        moved = source.complete("a.csv", parse_action("move:done"))
     assert moved == str(inbox / "done" / "a.csv")
     assert Path(moved).read_text() == "a,b\n" and not (inbox / "a.csv").exists()
 

@@ -32,6 +32,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from connector.actions import parse_action
 from connector.config import SourceConfig
 from connector.errors import SourceRefused, TransientError
 from connector.sources.base import CHUNK
@@ -795,7 +796,7 @@ def test_complete_move_makes_nested_folders(server: EmbeddedSFTPServer, tmp_path
     """move:<a/b> creates every missing folder on the way."""
     (server.root / "a.csv").write_bytes(b"1")
     with _source(server, tmp_path) as source:
-        assert source.complete("a.csv", "move:done/2026") == "/done/2026/a.csv"
+        assert source.complete("a.csv", parse_action("move:done/2026")) == "/done/2026/a.csv"
     assert (server.root / "done" / "2026" / "a.csv").read_bytes() == b"1"
 
 
@@ -807,7 +808,7 @@ def test_complete_move_clash_uses_the_clock(server: EmbeddedSFTPServer, tmp_path
     config = server_config(server, known_hosts=_trusting(server, tmp_path))
     clock = lambda: datetime(2026, 11, 28, 10, 15, tzinfo=UTC)  # noqa: E731
     with SFTPSource(config, SENTINEL, clock=clock) as source:
-        assert source.complete("a.csv", "move:done") == "/done/a.20261128T101500Z.csv"
+        assert source.complete("a.csv", parse_action("move:done")) == "/done/a.20261128T101500Z.csv"
 
 
 # -- the network failing -----------------------------------------------------------------

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
+from connector.actions import Action
+
 CHUNK = 1 << 20
 
 
@@ -54,7 +56,7 @@ class Source(Protocol):
         Closing the generator early abandons the transfer cleanly."""
         ...
 
-    def complete(self, name: str, action: str, report: bytes | None = None) -> str | None:
+    def complete(self, name: str, action: Action, report: bytes | None = None) -> str | None:
         """Apply the ``after`` action to a file: ``leave``, ``delete``, or ``move:<folder>``
         (folder relative to the source's, created when missing; on a name clash the
         moved file gets a UTC timestamp suffix before its extension, never overwriting).

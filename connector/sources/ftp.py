@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 import structlog
 
+from connector.actions import Action, Delete, Leave
 from connector.config import SourceConfig
 from connector.errors import ConnectorError, SourceRefused, TransientError
 from connector.redaction import mask_echo, mask_quoted
@@ -294,19 +295,17 @@ class FTPSource:
             if awaiting_reply:
                 self._abandon(ftp)
 
-    def complete(self, name: str, action: str, report: bytes | None = None) -> str | None:
-        if action == "leave":
+    def complete(self, name: str, action: Action, report: bytes | None = None) -> str | None:
+        if isinstance(action, Leave):
             if report is not None:
                 self.put("", name + REPORT_SUFFIX, report)
             return None
         with self._guard(f"{action} {name}"):
             ftp = self._session()
-            if action == "delete":
+            if isinstance(action, Delete):
                 ftp.delete(name)
                 return None
-            if not action.startswith("move:"):
-                raise ValueError(f"unknown after action {action!r}")
-            folder = action.removeprefix("move:").rstrip("/") or "/"
+            folder = action.folder.rstrip("/") or "/"
             # RNTO replaces an existing file on most servers, so look first. Another client
             # could still take the name in between: FTP has no rename that refuses.
             target = clash_free_name(name, lambda n: self._exists(posixpath.join(folder, n)))

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from connector.actions import Action, Delete, Leave
 from connector.config import SourceConfig
 from connector.errors import TransientError
 from connector.sources.base import CHUNK, RemoteFile
@@ -58,17 +59,17 @@ class LocalSource:
         except OSError as exc:
             raise TransientError(f"cannot read {name}: {exc.strerror}") from exc
 
-    def complete(self, name: str, action: str, report: bytes | None = None) -> str | None:
+    def complete(self, name: str, action: Action, report: bytes | None = None) -> str | None:
         path = self.folder / name
         try:  # (put raises TransientError itself, which passes through)
-            if action == "leave":
+            if isinstance(action, Leave):
                 if report is not None:
                     self.put("", name + REPORT_SUFFIX, report)
                 return None
-            if action == "delete":
+            if isinstance(action, Delete):
                 path.unlink()
                 return None
-            folder = action.removeprefix("move:")
+            folder = action.folder
             target_dir = self.folder / folder
             target_dir.mkdir(parents=True, exist_ok=True)
             target = target_dir / clash_free_name(name, lambda n: (target_dir / n).exists())

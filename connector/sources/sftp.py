@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 import paramiko
 import structlog
 
+from connector.actions import Action, Delete, Leave
 from connector.config import SourceConfig
 from connector.errors import SourceRefused, TransientError
 from connector.sources.base import RemoteFile
@@ -169,9 +170,9 @@ class SFTPSource:
                 with self._failures(doing):
                     close_handle(sftp, handle)
 
-    def complete(self, name: str, action: str, report: bytes | None = None) -> str | None:
+    def complete(self, name: str, action: Action, report: bytes | None = None) -> str | None:
         """leave, delete, or move:<folder> (relative to the source's folder)."""
-        if action == "leave":
+        if isinstance(action, Leave):
             if report is not None:
                 self.put("", name + REPORT_SUFFIX, report)
             return None
@@ -179,12 +180,10 @@ class SFTPSource:
         with self._failures(f"{action} {name}"):
             sftp = self._session()
             sftp.lstat(path)  # a vanished file fails here, before any folder is made
-            if action == "delete":
+            if isinstance(action, Delete):
                 sftp.remove(path)
                 return None
-            if not action.startswith("move:"):
-                raise ValueError(f"unknown after action {action!r}")
-            folder = posixpath.normpath(posixpath.join(self._folder, action.removeprefix("move:")))
+            folder = posixpath.normpath(posixpath.join(self._folder, action.folder))
             _make_folders(sftp, folder)
             target = self._free_name(sftp, folder, name)
             if report is not None:
