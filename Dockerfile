@@ -25,12 +25,12 @@
 #       docker inspect --format '{{index .RepoDigests 0}}' python:3.11-slim-bookworm
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:528257d48c1da0dcecc2e725d1ae34498d60c965f1241e39cd6a85a8859bdf84
 
-# Build stage: the project and its dependencies into a virtualenv (binary wheels, or pure
-# Python like pyftpdlib: no compiler needed); the final image copies only the venv.
-# Dependencies come from the locks alone (`make lock`), each file checked against its
-# hash: setuptools first, which then builds pyftpdlib (a source release) and the project
-# in place, so nothing unpinned is fetched. The locks change less often than the code:
-# their layer stays cached.
+# Build stage: the project and its dependencies into a virtualenv (binary wheels: no
+# compiler needed); the final image copies only the venv. Dependencies come from the
+# locks alone (`make lock`), each file checked against its hash: setuptools first, which
+# then builds the project in place, so nothing unpinned is fetched. The locks change less
+# often than the code: their layer stays cached. The embedded test servers (the
+# `testing` extra) are not the daemon's and stay out.
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1

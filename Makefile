@@ -50,17 +50,17 @@ define LOCK_HEADER
 # theirs), pinned with the hashes of their files on PyPI, for CPython 3.11 on Linux x86_64
 # and aarch64 (glibc 2.36: the image's Debian bookworm). The Dockerfile installs it with
 # pip install --require-hashes --no-deps, so an altered or substituted file fails the build.
-# requirements-build.lock pins the same way what builds the source-only ones (pyftpdlib)
-# and connector itself: setuptools, as pyproject.toml's [build-system] asks.
+# requirements-build.lock pins the same way what builds connector itself: setuptools, as
+# pyproject.toml's [build-system] asks.
 #
 # Made by `make lock` (uv pip compile, uv $(UV_VERSION)); never edited by hand. To update
 # (a dependency added or bumped in pyproject.toml, or a security fix released): run
 # `make lock`, review the diff, build the image and run its tests.
 endef
 define BUILD_LOCK_HEADER
-# setuptools, pinned with its hashes, to build pyftpdlib (released as source only) and
-# connector itself in the image without fetching an unpinned build tool. Made with
-# requirements.lock by `make lock`; see its header.
+# setuptools, pinned with its hashes, to build connector itself in the image without
+# fetching an unpinned build tool. Made with requirements.lock by `make lock`; see its
+# header.
 endef
 export LOCK_HEADER BUILD_LOCK_HEADER
 

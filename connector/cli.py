@@ -592,6 +592,12 @@ def cmd_erase(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("pyftpdlib") is None:  # (the demo's servers: an extra)
+        raise ConnectorError(
+            "demo: the embedded servers are not installed: pip install 'connector[testing]'"
+        )
     if args.replicas:
         from connector.demo_replicas import run_replicas_demo
 

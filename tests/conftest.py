@@ -11,6 +11,10 @@ import pytest
 from connector import logs
 from connector.store.sqlite import SQLiteStore
 
+# The embedded servers' fixtures: the plugin is opt-in (docs/testing.md), as a user's
+# own tests would take it.
+pytest_plugins = ["connector.testing.plugin"]
+
 # Readable assertion diffs from the shared helpers; registered here, before any test module
 # imports them (a later registration cannot rewrite a module already imported).
 pytest.register_assert_rewrite(

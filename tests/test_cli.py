@@ -162,3 +162,22 @@ def test_a_dry_run_shows_each_rejected_row_with_its_value(
         "  line 3: phone must be 6 to 15 digits, no '+', not starting with 0: \"+3247\"",
         '  line 4: unsubscribed must be true or false: "yes"',
     ]
+
+
+def test_the_demo_without_its_servers_says_which_extra_to_install(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded servers are the `testing` extra, not the daemon's dependencies."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "pyftpdlib" else find_spec(name, *a),
+    )
+    assert main(["demo"]) == 1
+    assert capsys.readouterr().err == (
+        "connector: demo: the embedded servers are not installed:"
+        " pip install 'connector[testing]'\n"
+    )

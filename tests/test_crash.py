@@ -21,8 +21,6 @@ import pytest
 from connector.crashpoints import IMPORT_STEPS
 from tests.helpers import write_config
 
-pytest_plugins = ["connector.testing.plugin"]
-
 # Slow (pyproject's `slow` marker): each test kills and reruns `connector` subprocesses.
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,6 @@ from connector.parsing import PARALLEL_MIN_BYTES
 from connector.testing import EmbeddedFTPServer, EmbeddedSFTPServer
 from tests.helpers import crash_then_rerun, write_config
 
-pytest_plugins = ["connector.testing.plugin"]
-
 # Slow (pyproject's `slow` marker): `connector run` subprocesses against embedded SFTP/FTPS servers.
 pytestmark = pytest.mark.slow
 

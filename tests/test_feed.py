@@ -33,8 +33,6 @@ from connector.testing.postgres import EmbeddedPostgres
 from tests.helpers import write_config
 from tests.store_contract import fed, records
 
-pytest_plugins = ["connector.testing.plugin"]
-
 # Slow (pyproject's `slow` marker): `connector feed` subprocesses, and PostgreSQL.
 pytestmark = pytest.mark.slow
 

@@ -26,8 +26,6 @@ from connector.ingest import Ingestor
 from connector.store import open_store
 from connector.store.port import Store, Table
 
-pytest_plugins = ["connector.testing.plugin"]
-
 # Random letters and digits do not compress: as a UTF-8 index entry, 3,000 of them are
 # over PostgreSQL's limit for a btree entry (a third of an 8 kB page).
 LONG = "".join(random.Random(20261128).choices(string.ascii_letters + string.digits, k=3000))

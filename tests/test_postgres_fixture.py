@@ -13,8 +13,6 @@ import pytest
 
 from connector.testing.postgres import EmbeddedPostgres, PostgresUnavailable
 
-pytest_plugins = ["connector.testing.plugin"]
-
 # Slow (pyproject's `slow` marker): starts PostgreSQL servers.
 pytestmark = pytest.mark.slow
 

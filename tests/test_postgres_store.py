@@ -38,8 +38,6 @@ from connector.testing.postgres import EmbeddedPostgres
 from tests.helpers import write_config
 from tests.store_contract import fed
 
-pytest_plugins = ["connector.testing.plugin"]
-
 # Slow (pyproject's `slow` marker): a PostgreSQL server, restarted and raced by subprocesses.
 pytestmark = pytest.mark.slow
 

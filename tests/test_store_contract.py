@@ -23,8 +23,6 @@ from connector.store.sqlite.db import MIGRATIONS
 from tests.helpers import T0, Clock
 from tests.store_contract import StoreContract, contacts, fed, records
 
-pytest_plugins = ["connector.testing.plugin"]
-
 EVENTS = FileRules(kind="events")
 CONTACTS = FileRules(kind="contacts")
 

@@ -38,8 +38,6 @@ if TYPE_CHECKING:
     # it would stop pytest from rewriting its asserts (and warn).
     from connector.testing.plugin import FaultProxyFactory
 
-pytest_plugins = ["connector.testing.plugin"]
-
 # Slow (pyproject's `slow` marker): embedded FTP/FTPS/SFTP servers and fault proxies.
 pytestmark = pytest.mark.slow
 
