@@ -112,6 +112,9 @@ class Ingestor:
     # Where a parse in a child process spools its batches (a private file, unlinked at
     # once); None: the system's temporary folder.
     spool_dir: Path | None = None
+    # A file this large is parsed in a child process, and one arriving from a source is
+    # parsed (and stored) as it downloads; below it, a parse process costs more than it saves.
+    parallel_min_bytes: int = PARALLEL_MIN_BYTES
 
     @classmethod
     def configured(
@@ -176,7 +179,7 @@ class Ingestor:
         if rules.not_before is None:  # (a replay's rules count from the first arrival)
             rules = rules.with_age_counted_from(self.clock())
         return ParseJob(
-            path, rules, batch_records=self.batch_records, in_child=size >= PARALLEL_MIN_BYTES,
+            path, rules, batch_records=self.batch_records, in_child=size >= self.parallel_min_bytes,
             spool_dir=self.spool_dir, growing_to=growing_to, limits=self.limits,
         )  # fmt: skip
 

@@ -21,7 +21,7 @@ from connector.csvrules.reader import Inspector, Prefix
 from connector.download import Staged, download
 from connector.errors import FileChanged
 from connector.ingest import Ingestor, Outcome
-from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
+from connector.parsing import ParseJob
 from connector.selection import Candidate
 from connector.sources.base import Source
 from connector.store.ledger import Arrival
@@ -125,9 +125,8 @@ class Transfer:
 
     def _follow(self, part: Path, inspector: Inspector) -> None:
         """The download has its partial file: a large file is parsed, and stored, as its
-        bytes arrive (``Ingestor.ingest_arriving``); below that size a parse process costs
-        more than it saves."""
-        if self.file.size >= PARALLEL_MIN_BYTES:
+        bytes arrive (``Ingestor.ingest_arriving``; how large: ``parallel_min_bytes``)."""
+        if self.file.size >= self.ingestor.parallel_min_bytes:
             job = self.ingestor.parse_job(part, self.rules, growing_to=self.file.size)
             resumed = part.stat().st_size > 0
             self._following = _Following(self._stack.enter_context(job), resumed,

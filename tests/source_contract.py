@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -23,6 +24,7 @@ from connector.actions import parse_action
 from connector.config import SourceConfig
 from connector.errors import TransientError
 from connector.ingest import Ingestor
+from connector.parsing import PARALLEL_MIN_BYTES
 from connector.pipeline import Poller, PollSummary
 from connector.sources.base import Source
 from connector.sources.naming import MAX_NAME_BYTES
@@ -88,6 +90,7 @@ def _poll(
     sleep: Callable[[float], object] = time.sleep,
     poller: Poller | None = None,
     opener: Callable[[SourceConfig], AbstractContextManager[Source]] | None = None,
+    parallel_min_bytes: int = PARALLEL_MIN_BYTES,
     **settings: object,
 ) -> tuple[Poller, PollSummary]:
     """One poll of ``remote`` through the whole pipeline, with this adapter."""
@@ -98,7 +101,7 @@ def _poll(
             "files": [{"kind": "events", "pattern": "events_*.csv", "event_name": "e"}],
         }
         config, source = configs(tmp_path, **(defaults | settings))
-        ingestor = Ingestor(SQLiteStore(config.store.path))
+        ingestor = Ingestor(SQLiteStore(config.store.path), parallel_min_bytes=parallel_min_bytes)
         poller = Poller(
             config,
             source,
@@ -145,13 +148,21 @@ class SourceContract:
         self, remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """The parser child follows the staged bytes as they arrive, also across a transfer
-        that breaks and resumes: every row once, nothing left in staging."""
-        monkeypatch.setattr("connector.ingest.PARALLEL_MIN_BYTES", 0)  # a child for any size
+        that breaks and resumes: every row once, nothing left in staging. (Any size takes
+        that path here: parallel_min_bytes 0.)"""
         data = b"identifier,n\n" + b"".join(b"u%d,%d\n" % (i, i) for i in range(60_000))
         _put(remote, "events_1.csv", data)
+        arriving = []
+        ingest_arriving = Ingestor.ingest_arriving
 
+        def spied(self: Ingestor, *args: Any, **kwargs: Any) -> Any:
+            arriving.append(kwargs["arrival"].path)
+            return ingest_arriving(self, *args, **kwargs)
+
+        monkeypatch.setattr(Ingestor, "ingest_arriving", spied)
         flaky = Flaky(remote.connect, cut=len(data) // 3)  # breaks a third of the way in
-        poller, summary = _poll(remote, tmp_path, opener=lambda _: flaky)
+        poller, summary = _poll(remote, tmp_path, opener=lambda _: flaky, parallel_min_bytes=0)
+        assert arriving == ["/outbox/events_1.csv"]  # the path under test was taken
         (entry,) = summary.taken.values()
         events = list(poller.store.records("events"))
         poller.store.close()

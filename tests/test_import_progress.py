@@ -34,8 +34,9 @@ def _csv(rows: int = ROWS) -> bytes:
     return b"identifier,name\n" + b"".join(b"user%d@example.com,buy\n" % i for i in range(rows))
 
 
-def _imported(db: SQLiteStore, path: Path, progress: list[int]) -> None:
-    outcome = Ingestor(db, batch_records=1000).ingest_given(
+def _imported(db: SQLiteStore, path: Path, progress: list[int], parallel_min_bytes: int) -> None:
+    ingestor = Ingestor(db, batch_records=1000, parallel_min_bytes=parallel_min_bytes)
+    outcome = ingestor.ingest_given(
         path, EVENTS, source="import", name=str(path), tenant="default", unpacking=UNPACKING,
         progress=progress.append,
     )  # fmt: skip
@@ -47,18 +48,16 @@ def _imported(db: SQLiteStore, path: Path, progress: list[int]) -> None:
     [("a.csv", bytes, False), ("a.csv", bytes, True), ("a.csv.gz", gzip.compress, False)],
 )
 def test_progress_is_the_bytes_read_up_to_the_file_size(
-    tmp_path: Path, db: SQLiteStore, monkeypatch: pytest.MonkeyPatch, name: str,
-    pack: Callable[[bytes], bytes], in_child: bool,
-) -> None:  # fmt: skip
+    tmp_path: Path, db: SQLiteStore, name: str, pack: Callable[[bytes], bytes], in_child: bool
+) -> None:
     """Told after each batch, parsed here or in a child process (large files): growing,
     in several steps, to the file's size. A compressed file's content is what is read;
     its progress is told in proportion, in bytes of the .gz as given (the size `import`
     knows), and ends at that size."""
-    monkeypatch.setattr("connector.ingest.PARALLEL_MIN_BYTES", 0 if in_child else 1 << 40)
     path = tmp_path / name
     path.write_bytes(pack(_csv()))
     progress: list[int] = []
-    _imported(db, path, progress)
+    _imported(db, path, progress, parallel_min_bytes=0 if in_child else 1 << 40)
     assert progress == sorted(progress)
     assert len(set(progress)) >= 3
     assert progress[-1] == path.stat().st_size
