@@ -215,7 +215,7 @@ class Ingestor:
             crashpoints.reached("after_inspect")
             # Crash before here: nothing was recorded; a re-run starts from scratch.
             with self.store.claim(sha256, stop=self.stop):  # another run with these bytes waits
-                outcome = self._decided(path, rules, job, inspector, log, progress, arrival,
+                outcome = self._ingest_claimed(path, rules, job, inspector, log, progress, arrival,
                                         before_final)  # fmt: skip
         return self._reported(outcome, log, started)
 
@@ -325,7 +325,7 @@ class Ingestor:
                 with self.store.transaction():
                     self._take_back(self.ledger.get(entry.id))
                 with self.parse_job(staged.path, rules) as again:
-                    return self._decided(staged.path, rules, again, staged.inspector, log,
+                    return self._ingest_claimed(staged.path, rules, again, staged.inspector, log,
                                          None, arrival, before_final)  # fmt: skip
             if broken is not None:
                 raise broken
@@ -435,7 +435,7 @@ class Ingestor:
             )
         return outcome
 
-    def _decided(
+    def _ingest_claimed(
         self,
         path: Path,
         rules: FileRules,

@@ -268,7 +268,7 @@ class Poller:
             return False
         return True
 
-    def _decided(self, candidate: Candidate) -> Known | None:
+    def _decision_on(self, candidate: Candidate) -> Known | None:
         """The ledger's decision on this listing, read again under the claim: the run that
         held it before us may have decided the file since we listed it (a newer entry). An
         entry that had sent the file away before we listed it is no decision on it: the
@@ -282,13 +282,13 @@ class Poller:
         return seen
 
     def _redo(self, connection: _Connection, candidate: Candidate, summary: PollSummary) -> None:
-        seen = self._decided(candidate)
+        seen = self._decision_on(candidate)
         if seen is not None and not seen.completed:
             self._complete(connection, candidate, seen.id, seen.status)
             summary.completed.append(candidate.file.name)
 
     def _take(self, connection: _Connection, candidate: Candidate, summary: PollSummary) -> None:
-        if self._decided(candidate) is not None:  # taken by another run since we listed it
+        if self._decision_on(candidate) is not None:  # taken by another run since we listed it
             self.log.debug("file_decided_meanwhile", file=self.path_of(candidate.file.name))
             return
         path = self.path_of(candidate.file.name)
@@ -321,7 +321,7 @@ class Poller:
         them in a row on one listing, the file is set aside."""
         path = self.path_of(candidate.file.name)
         summary.failed[path] = cause = logged_failure(self.log, "file_failed", exc, file=path)
-        if isinstance(exc, TransientError) or self._decided(candidate) is not None:
+        if isinstance(exc, TransientError) or self._decision_on(candidate) is not None:
             return
         tries = self.ledger.tried(self._arrival(candidate), cause)
         if tries >= self.source.max_tries:
@@ -394,10 +394,10 @@ class Poller:
         # Crash here: the file is gone from the folder (moved or deleted), so no poll sees
         # it again; with `leave`, the next poll finds it known, not completed, and redoes
         # `leave` (nothing) before marking it.
-        self.ledger.completed(self.source.name, self.path_of(name), str(action),
+        self.ledger.mark_completed(self.source.name, self.path_of(name), str(action),
                               self.ingestor.clock())  # fmt: skip
         if moved is not None:
-            self.log.info("file_archived", file=self.path_of(name), moved_to=moved)
+            self.log.info("file_moved", file=self.path_of(name), moved_to=moved)
 
     def _report(self, entry_id: int, name: str) -> bytes | None:
         """The file's reject report, when the source writes them and the file has rejects

@@ -461,7 +461,7 @@ class StoreContract:
         assert ledger.known_at("s", "/in/a.csv") == ledger.known("s")["/in/a.csv"]
         assert ledger.known_at("s", "/in/other.csv") is None
 
-        ledger.completed("s", "/in/a.csv", "leave", T0)
+        ledger.mark_completed("s", "/in/a.csv", "leave", T0)
         done = Known(first.id, size, 7.5, "ingested", completed=True, sent_away=False)
         assert ledger.known_at("s", "/in/a.csv") == done
         # Other bytes at the same place: the latest decision counts.
@@ -472,8 +472,8 @@ class StoreContract:
             "/in/a.csv": Known(refused.id, 0, 9.0, "rejected", False),
             "/in/b.csv": Known(dup.id, size, None, "duplicate", False),
         }
-        ledger.completed("s", "/in/a.csv", "move:done", T0)
-        ledger.completed("s", "/in/b.csv", "delete", T0)
+        ledger.mark_completed("s", "/in/a.csv", "move:done", T0)
+        ledger.mark_completed("s", "/in/b.csv", "delete", T0)
         known = ledger.known("s")
         assert [(k.completed, k.sent_away) for k in known.values()] == [(True, True)] * 2
 
@@ -489,7 +489,7 @@ class StoreContract:
         assert ledger.tried(replace(place, size=11), "x") == 2
         assert ledger.tried(replace(place, size=11, mtime=None), "x") == 1
         assert ledger.tried(replace(place, size=11, mtime=None), "x") == 2
-        ledger.completed("s", "/in/a.csv", "leave", T0)
+        ledger.mark_completed("s", "/in/a.csv", "leave", T0)
         assert ledger.tried(replace(place, size=11, mtime=None), "x") == 1
         assert ledger.tried(replace(place, path="/in/b.csv"), "x") == 2
 

@@ -408,7 +408,7 @@ class Ledger:
             for path, entry_id, size, mtime, status, done, away in rows
         }
 
-    def completed(self, source: str, path: str, action: str, now: float) -> None:
+    def mark_completed(self, source: str, path: str, action: str, now: float) -> None:
         """The remote ``action`` for this file is done: later polls need not touch it
         again, unless it moved or deleted the file and the same listing shows up again
         (moved back by hand, say: it is then taken again)."""
