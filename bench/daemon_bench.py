@@ -199,7 +199,7 @@ def _worker(args: argparse.Namespace) -> int:
     import hashlib
 
     from connector import logs
-    from connector.config import load_config, parse_duration
+    from connector.config import load_config
     from connector.ingest import Ingestor
     from connector.pipeline import Poller
     from connector.selection import select
@@ -215,7 +215,7 @@ def _worker(args: argparse.Namespace) -> int:
         ingestor = Ingestor(
             db,
             batch_records=config.ingest.batch_records,
-            commit_seconds=parse_duration(config.ingest.commit_interval),
+            commit_seconds=config.ingest.commit_interval,
         )
         poller = Poller(config, source, ingestor.store, ingestor=ingestor)
         if args.worker == "record":
@@ -234,7 +234,7 @@ def _worker(args: argparse.Namespace) -> int:
                         sha256 = hashlib.file_digest(f, "sha256").hexdigest()
                     arrival = Arrival(source.name, path, sha256, file.size, "events", file.mtime)
                     ingestor.ledger.record(arrival, "ingested", now)
-                    ingestor.ledger.completed(source.name, path, "leave", now)
+                    ingestor.ledger.mark_completed(source.name, path, "leave", now)
                     recorded += 1
             result = {"recorded": recorded, "seconds": time.perf_counter() - started}
         else:

@@ -423,7 +423,7 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
         name = PurePosixPath(entry.path).name
         rules = source.rules_for(kind, name) if source is not None else FileRules(kind=kind)
         # (its events are as old as they were when it was first taken, not older)
-        rules = rules.with_age_counted_from(store.ledger.taken_at(entry.id))
+        rules = rules.with_age_counted_from(store.ledger.first_taken(tenant, sha256))
         with store.transaction():  # (its bytes are new again: not a duplicate of themselves)
             store.ledger.forget_bytes(tenant, sha256, time.time())
             store.ledger.audit("replay", tenant, sha256, args.reason, user, time.time())
@@ -594,7 +594,7 @@ def cmd_erase(args: argparse.Namespace, config: Config) -> int:
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     import importlib.util
 
-    if importlib.util.find_spec("pyftpdlib") is None:  # (the demo's servers: an extra)
+    if not all(map(importlib.util.find_spec, ("pyftpdlib", "OpenSSL"))):  # (an extra)
         raise ConnectorError(
             "demo: the embedded servers are not installed: pip install 'connector[testing]'"
         )

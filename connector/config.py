@@ -26,6 +26,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     PlainValidator,
     ValidationError,
     field_validator,
@@ -65,6 +66,10 @@ def parse_duration(text: str) -> float:
 def _shown(text: str) -> str:
     """``text`` quoted for a message, cut if long (a typo may be a pasted page)."""
     return repr(text if len(text) <= 40 else text[:40] + "…")
+
+
+# A value parsed from the config's text, written back as that text (``model_dump``).
+_AS_TEXT = PlainSerializer(str, return_type=str)
 
 
 class Seconds(float):
@@ -108,14 +113,18 @@ def _within(longest: str, *, zero: bool = True) -> PlainValidator:
     return PlainValidator(check)
 
 
-# Durations, each bounded for its key.
-Duration = Annotated[Seconds, _within(LONGEST)]
-Interval = Annotated[Seconds, _within("366d", zero=False)]  # a poll at least once a year
-Timeout = Annotated[Seconds, _within("1h", zero=False)]  # 0 would fail every connection
-MinAge = Annotated[Seconds, _within("1d")]  # (0: take files at once; `once` waits this long)
+# Durations, each bounded for its key (written back as they were given: ``str``).
+Duration = Annotated[Seconds, _within(LONGEST), _AS_TEXT]
+# A poll at least once a year.
+Interval = Annotated[Seconds, _within("366d", zero=False), _AS_TEXT]
+# 0 would fail every connection.
+Timeout = Annotated[Seconds, _within("1h", zero=False), _AS_TEXT]
+# 0: take files at once (`once` waits this long).
+MinAge = Annotated[Seconds, _within("1d"), _AS_TEXT]
 # A commit group holds the store's write lock this long; other writers wait 60 s at most.
-CommitInterval = Annotated[Seconds, _within("30s")]
-Keep = Annotated[Seconds, _within(LONGEST, zero=False)]  # 0 would remove every copy at once
+CommitInterval = Annotated[Seconds, _within("30s"), _AS_TEXT]
+# 0 would remove every copy at once.
+Keep = Annotated[Seconds, _within(LONGEST, zero=False), _AS_TEXT]
 
 
 def _action(value: object) -> Action:
@@ -126,7 +135,7 @@ def _action(value: object) -> Action:
     return parse_action(value)
 
 
-ActionSetting = Annotated[Action, PlainValidator(_action)]
+ActionSetting = Annotated[Action, PlainValidator(_action), _AS_TEXT]
 
 
 class _Model(BaseModel):
@@ -142,7 +151,7 @@ STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
 STORE_CREDENTIAL = "store"  # the store's systemd credential (connector.secrets)
 WEBHOOK_CREDENTIAL = "webhook"  # the webhook URL's
 DEFAULT_STORE = Path("var/connector.db")
-Lease = Annotated[Seconds, _within("1h", zero=False)]
+Lease = Annotated[Seconds, _within("1h", zero=False), _AS_TEXT]
 
 
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")

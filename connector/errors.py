@@ -5,9 +5,8 @@ They are caught at three boundaries only:
 
 - the command line (``cli.main``): ConfigError exits 78, any other ConnectorError exits 1
   with its one line (a command's own outcomes, such as a file rejected, are exit codes);
-- the service loop (``Service._polled``, one poll of one source): FatalError stops the
-  daemon (exit 1, its supervisor restarts it); Interrupted ends the poll quietly; any
-  other error fails the poll, which is retried with backoff;
+- the service loop (``Service._polled``, one poll of one source): Interrupted ends the
+  poll quietly; any other error fails the poll, which is retried with backoff;
 - the poll's boundary for one file (``Poller._claimed``): SourceRefused, StorageError,
   PlaceBusy and Interrupted end the poll (every other file would meet them); anything
   else fails that file only, TransientError without counting against it, the others
@@ -107,8 +106,8 @@ class ParseFailed(ConnectorError):
 
 
 class FatalError(ConnectorError):
-    """Cannot go on: the store's schema is not this connector's. The daemon stops (exit
-    1) and its supervisor decides what next; a command exits 1."""
+    """Cannot go on: the store's schema is not this connector's. Met when the store is
+    opened, before any poll: the daemon, like any command, exits 1 saying so."""
 
 
 class UnknownChecksum(ConnectorError):

@@ -379,10 +379,8 @@ class Poller:
         self.store.confirm()
         try:
             if report is not None and isinstance(action, Delete):
-                # Before the delete, under a free name (another file of this name may have
-                # left its report there): one redone after a failure writes it again.
-                remote.put(self.source.report_folder(), name + REPORT_SUFFIX, report,
-                           replace=False)  # fmt: skip
+                # Before the delete: one redone after a failure writes the same again.
+                remote.put(self.source.report_folder(), name + REPORT_SUFFIX, report)
                 report = None
             moved = remote.complete(name, action, report)
             if candidate.marker is not None:

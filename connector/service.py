@@ -18,7 +18,6 @@ from connector.config import Config, SourceConfig
 from connector.errors import (
     ConfigError,
     ConnectorError,
-    FatalError,
     Interrupted,
     StorageError,
     StoreBusy,
@@ -70,7 +69,6 @@ class Service:
         self._overdue: set[str] = set()  # sources said to be overdue, until a file comes
         self._watches: dict[str, ExitStack] = {}  # each file:// source's folder watch
         self.webhook: Webhook | None = None
-        self.status = 0  # run's exit status: 1 after a FatalError
         self._failing: set[str] = set()  # sources the webhook was told are failing
         # Held while a reload replaces the sources, and while a poll's end checks that its
         # source is still configured: a source removed meanwhile leaves no metric behind.
@@ -113,7 +111,7 @@ class Service:
             notify("STOPPING=1")
             self.log.info("service_stopping")
         self.log.info("service_stopped")
-        return self.status
+        return 0
 
     def _reload(self, load: Callable[[], Config], scheduler: Scheduler, store: Store) -> None:
         """Read the config again and apply the changes to its sources: those added are
@@ -224,11 +222,6 @@ class Service:
         try:
             summary = poller.poll(stop=self.stopping.is_set)
         except Interrupted:
-            return None
-        except FatalError as exc:  # (the store is not this connector's: nothing can go on)
-            self.log.error("service_fatal", source=name, cause=str(exc))
-            self.status = 1
-            self.stopping.set()
             return None
         except Exception as exc:  # the service loop is an error boundary: log, back off
             failures = self.metrics.poll_finished(

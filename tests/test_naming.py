@@ -149,12 +149,3 @@ def test_clash_free_names_always_fit_and_are_new(name: str, clashes: int) -> Non
     found = clash_free_name(name, taken.__contains__, NOW)
     assert found not in taken
     assert len(found.encode("utf-8")) <= MAX_NAME_BYTES
-
-
-def test_a_report_renamed_on_a_clash_is_still_a_report() -> None:
-    """The stamp goes before `.rejects.csv`, so that the name still says what it is and no
-    poll takes it as a file sent."""
-    taken = {"events.csv.rejects.csv"}
-    free = clash_free_name("events.csv.rejects.csv", taken.__contains__, NOW)
-    assert free == f"events.csv{STAMP}.rejects.csv"
-    assert temporary(free)

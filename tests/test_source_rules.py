@@ -84,6 +84,22 @@ def test_a_decimal_comma_is_read_as_a_number_when_the_source_says_so(
     assert dump(config, "events", capsys)[0]["data"] == {"total": "12,50", "note": "1,234,5"}
 
 
+def test_unix_seconds_may_have_a_decimal_comma_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With decimal = ",", "1696252121,9" is a timestamp (truncated) as "1696252121.9" is;
+    without it, the row is rejected as before."""
+    text = 'identifier,timestamp\nu1,"1696252121,9"\n'
+    config = _config(tmp_path, decimal=",", delimiter=",")
+    assert _import(tmp_path, config, text) == 0
+    assert [e["timestamp"] for e in dump(config, "events", capsys)] == [1696252121]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    config = _config(plain, delimiter=",")
+    assert _import(plain, config, text) == 0
+    assert dump(config, "events", capsys) == []
+
+
 def test_events_older_than_max_event_age_are_rejected_and_counted_by_a_dry_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

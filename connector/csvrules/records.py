@@ -251,8 +251,8 @@ class FileParser:
         self._mentioned: set[str] = set()  # identifiers given to earlier batches
         self._local = (
             LocalTimes(ZoneInfo(rules.timezone) if rules.timezone else None,
-                       rules.timestamp_formats)
-            if rules.timezone or rules.timestamp_formats else None
+                       rules.timestamp_formats, decimal_comma=rules.decimal == ",")
+            if rules.timezone or rules.timestamp_formats or rules.decimal == "," else None
         )  # fmt: skip
         # Events older than this (Unix seconds) are rejected: the file's processing time
         # less the source's max_event_age (``FileRules.not_before``).

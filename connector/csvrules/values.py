@@ -321,6 +321,7 @@ class LocalTimes:
 
     zone: tzinfo | None
     formats: tuple[str, ...] = ()
+    decimal_comma: bool = False  # Unix seconds may be written "1696252121,5"
 
     def read(self, text: str) -> datetime | None:
         """``text`` as a moment, or None when it is not one of these forms."""
@@ -360,8 +361,11 @@ def parse_timestamp(text: str, local: LocalTimes | None = None) -> int:
     formatted = local.read(text) if local is not None and local.formats else None
     if formatted is not None and 0 <= _epoch_seconds(formatted) <= MAX_TIMESTAMP:
         return _epoch_seconds(formatted)
-    if _INT.fullmatch(text) or _DECIMAL.fullmatch(text):
-        whole = text.partition(".")[0]  # truncation, exact for any length
+    number = text
+    if local is not None and local.decimal_comma and _COMMA_DECIMAL.fullmatch(text):
+        number = text.replace(",", ".")
+    if _INT.fullmatch(number) or _DECIMAL.fullmatch(number):
+        whole = number.partition(".")[0]  # truncation, exact for any length
         # (not converted past 64 bits: out of range whatever the digits)
         seconds = int(whole) if len(whole) <= _INT64_CHARS else INT64_MAX
         if 0 <= seconds <= MAX_TIMESTAMP:

@@ -67,11 +67,10 @@ class Source(Protocol):
         failure rewrites the same report rather than leave the file without one."""
         ...
 
-    def put(self, folder: str, name: str, data: bytes, *, replace: bool = True) -> str:
+    def put(self, folder: str, name: str, data: bytes) -> str:
         """Write a small file of ours (a report, a probe) as ``folder/name`` (folder
         relative to the source's, "" for itself, created when missing), replacing one of
-        that name; or, not ``replace``, under a free name as a move takes one. Returns its
-        path."""
+        that name. Returns its path."""
         ...
 
     def remove(self, folder: str, name: str) -> None:

@@ -318,12 +318,9 @@ class FTPSource:
             self._into(folder, move)
         return posixpath.join(self._folder, folder, target)
 
-    def put(self, folder: str, name: str, data: bytes, *, replace: bool = True) -> str:
+    def put(self, folder: str, name: str, data: bytes) -> str:
         path = posixpath.join(folder, name) if folder else name
         with self._guard(f"write {path}"):
-            if not replace:
-                free = clash_free_name(name, lambda n: self._exists(posixpath.join(folder, n)))
-                path = posixpath.join(folder, free) if folder else free
             self._into(folder, lambda: self._store(path, data))
         return posixpath.join(self._folder, path)
 

@@ -80,14 +80,10 @@ class LocalSource:
         except OSError as exc:
             raise TransientError(f"cannot {action} {name}: {exc.strerror}") from exc
 
-    def put(self, folder: str, name: str, data: bytes, *, replace: bool = True) -> str:
+    def put(self, folder: str, name: str, data: bytes) -> str:
         target = self.folder / folder / name
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            if not replace:
-                target = target.parent / clash_free_name(
-                    name, lambda n: (target.parent / n).exists()
-                )
             target.write_bytes(data)
         except OSError as exc:
             raise TransientError(f"cannot write {target}: {exc.strerror}") from exc

@@ -76,17 +76,14 @@ def temporary(name: str) -> bool:
 
 def clash_free_name(name: str, exists: Callable[[str], bool], now: datetime | None = None) -> str:
     """``name`` if free, else ``stem.<UTC timestamp>.ext`` (with a counter if even that
-    is taken; a report's ext is ``.rejects.csv``): a moved file never overwrites another.
+    is taken): a moved file never overwrites another.
     The stem is shortened when needed so that the new name fits MAX_NAME_BYTES: a name at
     the limit would otherwise never move."""
     if not exists(name):
         return name
     stem, dot, ext = name.rpartition(".")
     suffix = f".{ext}" if dot else ""
-    if name.endswith(REPORT_SUFFIX) and name != REPORT_SUFFIX:
-        # A report keeps its whole suffix: renamed, it is still one, never a file to take.
-        stem, suffix = name.removesuffix(REPORT_SUFFIX), REPORT_SUFFIX
-    elif not dot or len(_encoded(suffix)) > MAX_NAME_BYTES // 2:
+    if not dot or len(_encoded(suffix)) > MAX_NAME_BYTES // 2:
         # No extension, or a "suffix" too long to be one: the stamp goes at the end.
         stem, suffix = name, ""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")

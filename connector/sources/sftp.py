@@ -193,13 +193,11 @@ class SFTPSource:
             sftp.rename(path, target)
             return target
 
-    def put(self, folder: str, name: str, data: bytes, *, replace: bool = True) -> str:
+    def put(self, folder: str, name: str, data: bytes) -> str:
         path = posixpath.normpath(posixpath.join(self._folder, folder, name))
         with self._failures(f"write {path}"):
             sftp = self._session()
             _make_folders(sftp, posixpath.dirname(path))
-            if not replace:
-                path = self._free_name(sftp, posixpath.dirname(path), name)
             _write(sftp, path, data)
         return path
 

@@ -373,9 +373,12 @@ class Ledger:
             self._final(entry_id)
         return self.get(entry_id)
 
-    def taken_at(self, entry_id: int) -> float:
-        """When this entry's file was first taken (Unix seconds)."""
-        [(started,)] = self.db.query("SELECT started_at FROM files WHERE id = ?", (entry_id,))
+    def first_taken(self, tenant: str, sha256: str) -> float:
+        """When these bytes were first taken for ``tenant`` (Unix seconds), whatever came
+        of them since (duplicates, replays, forgets)."""
+        [(started,)] = self.db.query(
+            "SELECT min(started_at) FROM files WHERE tenant = ? AND sha256 = ?", (tenant, sha256)
+        )
         return parse_iso(started)
 
     def last_arrival(self, source: str) -> float | None:

@@ -1,38 +1,19 @@
-"""What the daemon does with each kind of error met in a poll (connector/errors.py): a
-FatalError stops it with exit status 1; a parse that dies fails its file only."""
+"""A parse that dies (connector/errors.py, ParseFailed) fails its file only: the poll
+goes on with the next."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
 
 from connector.config import load_config
-from connector.errors import FatalError, ParseFailed
+from connector.errors import ParseFailed
 from connector.pipeline import Poller
-from connector.service import Service
 from connector.store import open_store
 from tests.helpers import drop_config
 
 EVENTS = [{"kind": "events", "pattern": "*.csv", "event_name": "buy"}]
-
-
-def test_a_fatal_error_stops_the_daemon_with_status_1(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Nothing can go on (the store is not this connector's): no backoff, a stop."""
-    config = load_config(drop_config(tmp_path, files=EVENTS, min_age="0s"))
-    service = Service(config)
-
-    def fatal(self: Poller, stop: object = None) -> None:
-        raise FatalError("the store's schema v99 is newer than this connector's")
-
-    monkeypatch.setattr(Poller, "poll", fatal)
-    with open_store(config.store) as store, capture_logs() as logs:
-        assert service._poll(Poller(config, config.sources[0], store)) is None
-    assert service.stopping.is_set() and service.status == 1
-    assert [e["event"] for e in logs] == ["service_fatal"]
 
 
 def test_a_parse_that_dies_fails_its_file_and_the_poll_goes_on(
