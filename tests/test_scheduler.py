@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from typing import Any
 
 import pytest
 
@@ -19,6 +22,18 @@ from connector.scheduler import (
     validate_cron,
 )
 from tests.helpers import wait_until
+
+
+@contextmanager
+def _started(name: str, poll: Callable[[], float | None], **schedule: Any) -> Iterator[Scheduler]:
+    """A running scheduler polling ``name`` with ``poll``; stopped on leaving."""
+    scheduler = Scheduler()
+    scheduler.add(name, poll, **schedule)
+    scheduler.start()
+    try:
+        yield scheduler
+    finally:
+        scheduler.stop()
 
 
 @pytest.mark.slow
@@ -37,10 +52,7 @@ def test_polls_of_one_source_never_overlap_and_poll_now_runs_after() -> None:
         running.clear()
         return None
 
-    scheduler = Scheduler()
-    scheduler.add("s", poll, interval=3600)
-    scheduler.start()
-    try:
+    with _started("s", poll, interval=3600) as scheduler:
         assert wait_until(lambda: len(runs) == 1, 5)
         scheduler.poll_now("s")
         scheduler.poll_now("s")
@@ -50,8 +62,6 @@ def test_polls_of_one_source_never_overlap_and_poll_now_runs_after() -> None:
         assert wait_until(lambda: len(runs) == 2, 5)  # the wish to poll again, once
         time.sleep(0.3)
         assert len(runs) == 2 and overlaps == []
-    finally:
-        scheduler.stop()
 
 
 @pytest.mark.slow
@@ -67,16 +77,11 @@ def test_a_failing_poll_waits_its_backoff() -> None:
         healthy.append(time.monotonic())
         return None
 
-    scheduler = Scheduler()
-    scheduler.add("bad", fail, interval=3600)
-    scheduler.add("good", ok, interval=0.2)
-    scheduler.start()
-    try:
+    with _started("bad", fail, interval=3600) as scheduler:
+        scheduler.add("good", ok, interval=0.2)
         assert wait_until(lambda: len(failing) >= 2, 5)
         assert failing[1] - failing[0] >= 0.45  # retried after its backoff, not its hour
         assert len(healthy) >= 2  # the healthy source kept its own schedule meanwhile
-    finally:
-        scheduler.stop()
 
 
 @pytest.mark.slow
@@ -90,10 +95,7 @@ def test_a_source_removed_mid_poll_ends_that_poll_and_polls_no_more() -> None:
         ended.append(time.monotonic())
         return 0.05  # a backoff: no job to postpone any more
 
-    scheduler = Scheduler()
-    scheduler.add("s", poll, interval=0.1)
-    scheduler.start()
-    try:
+    with _started("s", poll, interval=0.1) as scheduler:
         assert wait_until(lambda: len(runs) == 1, 5)
         scheduler.remove("s")
         scheduler.poll_now("s")  # (its folder watch, not stopped yet: nothing to poll)
@@ -102,8 +104,6 @@ def test_a_source_removed_mid_poll_ends_that_poll_and_polls_no_more() -> None:
         scheduler.poll_now("s")
         time.sleep(0.5)  # five of its intervals
         assert len(runs) == 1
-    finally:
-        scheduler.stop()
 
 
 @pytest.mark.slow
@@ -122,10 +122,7 @@ def test_a_replaced_source_polls_anew_right_after_the_old_poll() -> None:
         new_runs.append(time.monotonic())
         return None
 
-    scheduler = Scheduler()
-    scheduler.add("s", old, interval=3600)
-    scheduler.start()
-    try:
+    with _started("s", old, interval=3600) as scheduler:
         assert wait_until(lambda: len(old_runs) == 1, 5)
         scheduler.remove("s")
         scheduler.add("s", new, interval=3600)
@@ -135,8 +132,6 @@ def test_a_replaced_source_polls_anew_right_after_the_old_poll() -> None:
         release.set()
         assert wait_until(lambda: len(new_runs) == 1, 5)
         assert new_runs[0] >= released and len(old_runs) == 1
-    finally:
-        scheduler.stop()
 
 
 @pytest.mark.slow
@@ -149,13 +144,8 @@ def test_jitter_spreads_the_polls_of_a_source() -> None:
         runs.append(time.monotonic())
         return None
 
-    scheduler = Scheduler()
-    scheduler.add("s", poll, interval=0.1, jitter=0.3)
-    scheduler.start()
-    try:
+    with _started("s", poll, interval=0.1, jitter=0.3):
         assert wait_until(lambda: len(runs) >= 8, 10)
-    finally:
-        scheduler.stop()
     gaps = [later - earlier for earlier, later in pairwise(runs)]
     assert max(gaps) - min(gaps) > 0.05, gaps  # 8 draws from 0-0.3 s are never that close
 

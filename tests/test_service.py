@@ -205,7 +205,8 @@ def test_run_serves_metrics_and_health(tmp_path: Path) -> None:
 
 def test_run_speaks_sd_notify(tmp_path: Path) -> None:
     """Under systemd (NOTIFY_SOCKET set) `run` says READY=1 once started, a STATUS line
-    after each poll, STOPPING=1 on SIGTERM, and pings WATCHDOG=1 when asked to."""
+    after each poll, RELOADING=1 then READY=1 on SIGHUP, STOPPING=1 on SIGTERM, and pings
+    WATCHDOG=1 when asked to."""
     config = _config(tmp_path)
     with tempfile.TemporaryDirectory(dir="/tmp") as short:  # AF_UNIX paths are short
         address = str(Path(short) / "notify")
@@ -221,6 +222,11 @@ def test_run_speaks_sd_notify(tmp_path: Path) -> None:
                     heard.append(listener.recv(4096).decode())
                 assert heard[0] == "READY=1"
                 assert "STATUS=last poll: drop, 0 file(s) taken" in heard
+                proc.send_signal(signal.SIGHUP)  # a reload: said, then ready again
+                while not heard[-1].startswith("RELOADING=1\nMONOTONIC_USEC="):
+                    heard.append(listener.recv(4096).decode())
+                while heard[-1] != "READY=1":
+                    heard.append(listener.recv(4096).decode())
             finally:
                 code, _, err = _stop(proc)
             while heard[-1] != "STOPPING=1":

@@ -143,6 +143,21 @@ def test_an_unreachable_receiver_does_not_hold_up_the_stop(monkeypatch: pytest.M
     assert TOKEN not in repr(logs)
 
 
+def test_alerts_past_the_queue_are_dropped_and_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A receiver that does not answer holds its alerts back; past the queue's room (here
+    1 besides the one in flight) new ones are dropped, each said once, never blocking."""
+    monkeypatch.setattr("connector.webhook._QUEUED", 1)
+    monkeypatch.setenv("HOOK_URL", f"http://127.0.0.1:9/{TOKEN}")  # (discard: refused)
+    hook = Webhook.configured(WebhookConfig(url_env="HOOK_URL", timeout="1s"))
+    assert hook is not None
+    with capture_logs() as logs:
+        for n in range(3):
+            hook.alert("file_rejected", source="acme", n=n)
+        hook.close(grace=0.2)
+    dropped = [entry for entry in logs if entry["event"] == "webhook_dropped"]
+    assert dropped and all(entry["why"] == "1 alerts queued" for entry in dropped)
+
+
 @pytest.mark.parametrize(
     "url", ["ftp://host/x", "hooks.example.com/x", "http:///x", f"http://h/x {TOKEN}"]
 )
