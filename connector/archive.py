@@ -38,8 +38,9 @@ def _copy(staged: Path, sha256: str, target: Path) -> Path:
     # writing: the .part remains, unused (housekeeping removes it a day later); the next
     # copy of these bytes has a new one.
     # (mkstemp makes it 0600 whatever the umask; the rename keeps that mode)
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{sha256}.", suffix=".part",
-                                     delete=False) as out:  # fmt: skip
+    with tempfile.NamedTemporaryFile(
+        dir=folder, prefix=f".{sha256}.", suffix=".part", delete=False
+    ) as out:
         partial = Path(out.name)
         try:
             # ISA-L's deflate: the gzip format at about 5x zlib's speed and a smaller size

@@ -83,9 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("--identifier", type=_identifier, help="the identifier column's header")
     imp.add_argument(
-        "--tenant", type=_tenant,
+        "--tenant",
+        type=_tenant,
         help=f"the tenant to ingest for (default: the source's, else {DEFAULT_TENANT!r})",
-    )  # fmt: skip
+    )
     imp.add_argument("--dry-run", action="store_true", help="validate and report; store nothing")
 
     dmp = commands.add_parser("dump", help="print the store as JSON Lines")
@@ -100,9 +101,10 @@ def _parser() -> argparse.ArgumentParser:
     _by_file(fed)
     fed.add_argument("--limit", type=_count, metavar="N", help="print at most N lines")
     fed.add_argument(
-        "--follow", action="store_true",
+        "--follow",
+        action="store_true",
         help="go on printing as files become final, until SIGTERM or SIGINT",
-    )  # fmt: skip
+    )
 
     era = commands.add_parser(
         "erase", help="remove contacts and their events from the store, audited"
@@ -111,8 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     era.add_argument("--tenant", type=_tenant, required=True, help="whose contacts they are")
     era.add_argument("--reason", type=_reason, required=True, help="why (in the audit trail)")
 
-    acts = {"forget": "the ledger forgets these bytes: they are new again",
-            "replay": "ingest the archive copy of these bytes again, now"}  # fmt: skip
+    acts = {
+        "forget": "the ledger forgets these bytes: they are new again",
+        "replay": "ingest the archive copy of these bytes again, now",
+    }
     for name, what in acts.items():
         acting = commands.add_parser(name, help=what)
         acting.add_argument("sha256", metavar="SHA256")
@@ -126,14 +130,19 @@ def _parser() -> argparse.ArgumentParser:
     }
     for name, what in connecting.items():
         commands.add_parser(name, help=what).add_argument(
-            "--source", action="append", dest="sources", metavar="NAME",
+            "--source",
+            action="append",
+            dest="sources",
+            metavar="NAME",
             help="only this source (again for more)",
-        )  # fmt: skip
+        )
     demo = commands.add_parser("demo", help="ingest sample files end to end and print a summary")
     demo.add_argument(
-        "--replicas", type=_positive, metavar="N",
+        "--replicas",
+        type=_positive,
+        metavar="N",
         help="N daemons sharing a throwaway PostgreSQL store instead (needs its server programs)",
-    )  # fmt: skip
+    )
     return parser
 
 
@@ -165,8 +174,9 @@ def _connected(config: Config, names: list[str] | None) -> Config:
             update={"sources": tuple(s for s in config.sources if s.name in names)}
         )
     if not config.sources:
-        raise ConfigError(["no sources configured: add a [[sources]] table (see"
-                           " config/connector.example.toml)"])  # fmt: skip
+        raise ConfigError(
+            ["no sources configured: add a [[sources]] table (see config/connector.example.toml)"]
+        )
     return config
 
 
@@ -275,8 +285,16 @@ def _bytes_bar(name: str, size: int, out: TextIO) -> Iterator[Progress]:
     from tqdm import tqdm  # only on a terminal, for a large file
     from tqdm.contrib import DummyTqdmFile
 
-    with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=out,
-              leave=False, dynamic_ncols=True) as bar:  # fmt: skip
+    with tqdm(
+        total=size,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=name,
+        file=out,
+        leave=False,
+        dynamic_ncols=True,
+    ) as bar:
 
         def update(read: int) -> None:
             if read > bar.n:
@@ -307,8 +325,11 @@ def _summary(path: Path, outcome: Outcome, dry_run: bool) -> str:
 def cmd_import(args: argparse.Namespace, config: Config) -> int:
     folders = [str(p) for p in args.paths if p.is_dir()]
     if folders:
-        print(f"connector: import: a folder, not a file: {', '.join(folders)} (give its"
-              f" files: {folders[0]}/*.csv)", file=sys.stderr)  # fmt: skip
+        print(
+            f"connector: import: a folder, not a file: {', '.join(folders)} (give its"
+            f" files: {folders[0]}/*.csv)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     missing = [str(p) for p in args.paths if not p.is_file()]
     if missing:
@@ -318,15 +339,21 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
     # indexes hold so much).
     long = [str(p) for p in args.paths if len(os.fsencode(p)) > MAX_FOLDER_BYTES + MAX_NAME_BYTES]
     if long:
-        print(f"connector: import: path too long to record (over"
-              f" {MAX_FOLDER_BYTES + MAX_NAME_BYTES:,} bytes): {', '.join(long)}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"connector: import: path too long to record (over"
+            f" {MAX_FOLDER_BYTES + MAX_NAME_BYTES:,} bytes): {', '.join(long)}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     rules = {p: _import_rules(config, args.source, args.kind, p) for p in args.paths}
     if args.event_name is not None and not args.event_name.strip():
         raise ConfigError(["--event-name: must not be empty"])
-    given = {"event_name": args.event_name, "encoding": args.encoding,
-             "delimiter": args.delimiter, "identifier": args.identifier}  # fmt: skip
+    given = {
+        "event_name": args.event_name,
+        "encoding": args.encoding,
+        "delimiter": args.delimiter,
+        "identifier": args.identifier,
+    }
     overrides = {key: value for key, value in given.items() if value}
     if overrides:  # (the command line's say over the source's, for a one-off file)
         rules = {p: dataclasses.replace(r, **overrides) for p, r in rules.items()}
@@ -341,15 +368,25 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
                 try:
                     with _progress_bar(path) as progress:
                         outcome = ingestor.ingest_given(
-                            path, rules[path], source=IMPORT_SOURCE, name=str(path),
-                            tenant=tenant, unpacking=UnpackLimits.of(config.ingest),
+                            path,
+                            rules[path],
+                            source=IMPORT_SOURCE,
+                            name=str(path),
+                            tenant=tenant,
+                            unpacking=UnpackLimits.of(config.ingest),
                             progress=progress,
-                        )  # fmt: skip
+                        )
                 except KeyboardInterrupt:  # (Ctrl-C: the ledger keeps what was committed)
-                    print(f"connector: import: interrupted in {path}; "
-                          + ("nothing was stored (dry run)" if args.dry_run
-                             else "run the same command again to resume it"),
-                          file=sys.stderr, flush=True)  # fmt: skip
+                    print(
+                        f"connector: import: interrupted in {path}; "
+                        + (
+                            "nothing was stored (dry run)"
+                            if args.dry_run
+                            else "run the same command again to resume it"
+                        ),
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     raise  # exit 130, in main()
                 except ConnectorError:
                     raise  # the error boundary in main() says it in one line
@@ -500,10 +537,15 @@ def cmd_once(args: argparse.Namespace, config: Config) -> int:
         # The sources are polled at once, each with a poller and an ingestor of its own as
         # in `run`: one source's min_age wait or slow server does not delay the others.
         pollers = [
-            Poller(config, source, store, sleep=stopping.wait,
-                   ingestor=Ingestor.configured(store, config, stop=stopping.is_set))
+            Poller(
+                config,
+                source,
+                store,
+                sleep=stopping.wait,
+                ingestor=Ingestor.configured(store, config, stop=stopping.is_set),
+            )
             for source in config.sources
-        ]  # fmt: skip
+        ]
         with ThreadPoolExecutor(min(len(pollers), ONCE_WORKERS), "once") as pool:
             # (in the config's order, each line once its poll and those before it are done)
             for said in pool.map(polled, pollers):
@@ -562,10 +604,16 @@ def cmd_feed(args: argparse.Namespace, config: Config) -> int:
     stopping = threading.Event()
     with stop_on_signals(stopping), open_store(config.store) as store, _lines_out() as out:
         print_feed(
-            store, args.kind, after, out, tenant=args.tenant, source=args.source,
-            file=args.file, limit=args.limit,
+            store,
+            args.kind,
+            after,
+            out,
+            tenant=args.tenant,
+            source=args.source,
+            file=args.file,
+            limit=args.limit,
             stopping=stopping.is_set if args.follow else None,
-        )  # fmt: skip
+        )
     return EXIT_OK
 
 
@@ -578,12 +626,13 @@ def cmd_erase(args: argparse.Namespace, config: Config) -> int:
     identifiers = list(dict.fromkeys(args.identifiers))
     with open_store(config.store) as store:
         erased = store.erase(args.tenant, identifiers, args.reason, getpass.getuser(), time.time())
-    print(f"erased {erased.contacts} contact(s) and {erased.events} event(s) of tenant"
-          f" {args.tenant}; recorded in the audit trail (`connector dump audit`)")  # fmt: skip
+    print(
+        f"erased {erased.contacts} contact(s) and {erased.events} event(s) of tenant"
+        f" {args.tenant}; recorded in the audit trail (`connector dump audit`)"
+    )
     copies = sorted(
-        path for sha256 in erased.files
-        if (path := copy_of(sha256, config.paths.archive)).exists()
-    )  # fmt: skip
+        path for sha256 in erased.files if (path := copy_of(sha256, config.paths.archive)).exists()
+    )
     if copies:
         print("archive copies that still hold them (the store cannot edit them):")
         for path in copies:

@@ -605,9 +605,13 @@ def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
             continue  # (an entry of a list of tables: the same keys)
         field = model.model_fields.get(str(part))
         inner = field and next(
-            (a for a in typing.get_args(field.annotation) or (field.annotation,)
-             if isinstance(a, type) and issubclass(a, BaseModel)), None,
-        )  # fmt: skip
+            (
+                a
+                for a in typing.get_args(field.annotation) or (field.annotation,)
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
+            None,
+        )
         if inner is None:
             return []
         model = inner

@@ -25,8 +25,14 @@ STEPS = (
     "after_remote_action",  # moved or deleted remotely; the ledger not yet told
 )
 # The steps a `connector import` passes.
-IMPORT_STEPS = ("after_inspect", "after_start", "after_deliver", "after_commit",
-                "before_finish", "after_finish")  # fmt: skip
+IMPORT_STEPS = (
+    "after_inspect",
+    "after_start",
+    "after_deliver",
+    "after_commit",
+    "before_finish",
+    "after_finish",
+)
 _seen: dict[str, int] = {}
 
 

@@ -83,11 +83,14 @@ def _write_config(sftp: EmbeddedSFTPServer, ftps: EmbeddedFTPServer) -> Path:
         f'[store]\npath = "{root}/connector.db"\n'
         f'[paths]\nstaging = "{root}/staging"\narchive = "{root}/archive"\n'
         + _source_toml(
-            "acme", sftp.url, sftp.password, f'known_hosts = "{known_hosts.resolve()}"',
+            "acme",
+            sftp.url,
+            sftp.password,
+            f'known_hosts = "{known_hosts.resolve()}"',
             "move:processed",
         )
         + _source_toml("globex", ftps.url, ftps.password, f'ca_file = "{ftps.ca_file}"', "delete")
-    )  # fmt: skip
+    )
     return config
 
 

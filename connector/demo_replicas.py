@@ -38,11 +38,16 @@ def _replicas(root: Path, sftp: EmbeddedSFTPServer, store_url: str) -> Replicas:
     secret.write_text(sftp.password)
     secret.chmod(0o600)
     source = {
-        "name": "acme", "url": sftp.url + "outbox", "password_file": str(secret.resolve()),
+        "name": "acme",
+        "url": sftp.url + "outbox",
+        "password_file": str(secret.resolve()),
         "known_hosts": str(sftp.write_known_hosts(root / "known_hosts").resolve()),
-        "identifier": "email", "interval": "1s", "min_age": "0s", "after": "move:processed",
+        "identifier": "email",
+        "interval": "1s",
+        "min_age": "0s",
+        "after": "move:processed",
         "files": [{"kind": "events", "pattern": "purchases_*.csv", "event_name": "purchase"}],
-    }  # fmt: skip
+    }
     return Replicas(root.resolve(), {"url": store_url, "lease": LEASE}, source)
 
 
@@ -80,12 +85,16 @@ def run_replicas_demo(count: int) -> int:
         replicas = stack.enter_context(_replicas(ROOT, sftp, url))
         for name in names:
             replicas.start(name)
-        print(f"{count} replicas started ({', '.join(names)}), lease {LEASE}; their logs are"
-              f" in {ROOT}/<name>.log\n")  # fmt: skip
+        print(
+            f"{count} replicas started ({', '.join(names)}), lease {LEASE}; their logs are"
+            f" in {ROOT}/<name>.log\n"
+        )
         if count > 1 and _wait_for(FILES // 4, url):
             replicas.kill(names[0])
-            print(f">>> {names[0]} is killed (SIGKILL) half-way: the others take over its file"
-                  f" once its lease ({LEASE}) runs out\n")  # fmt: skip
+            print(
+                f">>> {names[0]} is killed (SIGKILL) half-way: the others take over its file"
+                f" once its lease ({LEASE}) runs out\n"
+            )
         finished = _wait_for(FILES, url)
         stopped = replicas.stop_all()
         with open_store(StoreConfig(url=url)) as store:
@@ -96,6 +105,8 @@ def run_replicas_demo(count: int) -> int:
             code = stopped.get(name, ("killed", 0.0))[0]
             print(f"{name:10} {_taken(replicas, name):>12}  {code}")
         print(f"\nledger: {dict(files)}; {events} events stored (expected {FILES * 50})")
-        print("every file ingested once:" if finished else "not every file was taken in time:",
-              f"{files['ingested']} of {FILES}")  # fmt: skip
+        print(
+            "every file ingested once:" if finished else "not every file was taken in time:",
+            f"{files['ingested']} of {FILES}",
+        )
     return 0 if finished and files["ingested"] == FILES and events == FILES * 50 else 1

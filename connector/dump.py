@@ -11,9 +11,14 @@ from connector.store.port import Store, Table
 
 
 def dump(
-    store: Store, table: Table, out: BinaryIO, tenant: str | None = None, *,
-    source: str | None = None, file: str | None = None,
-) -> int:  # fmt: skip
+    store: Store,
+    table: Table,
+    out: BinaryIO,
+    tenant: str | None = None,
+    *,
+    source: str | None = None,
+    file: str | None = None,
+) -> int:
     count = 0
     for record in store.records(table, tenant, source=source, file=file):
         out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))

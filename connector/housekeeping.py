@@ -35,8 +35,9 @@ def _remove_older(paths: Iterable[Path], cutoff: float) -> int:
         except FileNotFoundError:  # (gone meanwhile: a download finished, say)
             continue
         except OSError as exc:  # one file we may not remove does not stop the rest
-            structlog.get_logger().warning("housekeeping_failed", file=str(path),
-                                           cause=exc.strerror)  # fmt: skip
+            structlog.get_logger().warning(
+                "housekeeping_failed", file=str(path), cause=exc.strerror
+            )
     return removed
 
 

@@ -124,45 +124,62 @@ class Ingestor:
         ingest = config.ingest
         make_folder(config.paths.staging, "staging folder")
         return cls(
-            store, batch_records=ingest.batch_records,
-            commit_seconds=ingest.commit_interval, stop=stop,
+            store,
+            batch_records=ingest.batch_records,
+            commit_seconds=ingest.commit_interval,
+            stop=stop,
             limits=Limits(ingest.max_record_chars, ingest.max_columns),
-            max_rejects=ingest.max_rejects, spool_dir=config.paths.staging,
-        )  # fmt: skip
+            max_rejects=ingest.max_rejects,
+            spool_dir=config.paths.staging,
+        )
 
     def __post_init__(self) -> None:
         self.ledger = self.store.ledger
         self.sink = self.store.sink
 
     def ingest_given(
-        self, path: Path, rules: FileRules, *, source: str, name: str, tenant: str,
-        unpacking: UnpackLimits, progress: Progress | None = None,
-    ) -> Outcome:  # fmt: skip
+        self,
+        path: Path,
+        rules: FileRules,
+        *,
+        source: str,
+        name: str,
+        tenant: str,
+        unpacking: UnpackLimits,
+        progress: Progress | None = None,
+    ) -> Outcome:
         """``ingest`` a file as given to `import`: a compressed one (.gz, .zip) is read as
         its content, and is rejected whole if that cannot be read or is a decompression
         bomb (``unpacking``)."""
         if not packed(path):
-            return self.ingest(path, rules, source=source, name=name, tenant=tenant,
-                               progress=progress)  # fmt: skip
+            return self.ingest(
+                path, rules, source=source, name=name, tenant=tenant, progress=progress
+            )
         given = Given.of(path)
         folder = self.spool_dir or Path(tempfile.gettempdir())
         with ExitStack() as stack:
             try:
                 content = stack.enter_context(unpacked(path, folder, unpacking))
             except FileRejected as exc:
-                arrival = Arrival(source, name, given.sha256, given.size, rules.kind, None,
-                                  tenant)  # fmt: skip
+                arrival = Arrival(source, name, given.sha256, given.size, rules.kind, None, tenant)
                 return self._refused_given(arrival, exc.reason)
-            return self.ingest(content, rules, source=source, name=name, tenant=tenant,
-                               progress=_in_given(progress, given, content),
-                               given=given)  # fmt: skip
+            return self.ingest(
+                content,
+                rules,
+                source=source,
+                name=name,
+                tenant=tenant,
+                progress=_in_given(progress, given, content),
+                given=given,
+            )
 
     def _refused_given(self, arrival: Arrival, reason: str) -> Outcome:
         """A compressed file whose content cannot be had: rejected whole (or, the same
         bytes ingested before, a duplicate)."""
         assert arrival.sha256 is not None
-        log = structlog.get_logger().bind(tenant=arrival.tenant, source=arrival.source,
-                                          file=arrival.path, sha256=arrival.sha256)  # fmt: skip
+        log = structlog.get_logger().bind(
+            tenant=arrival.tenant, source=arrival.source, file=arrival.path, sha256=arrival.sha256
+        )
         with self.store.claim(arrival.sha256, stop=self.stop):
             if self.ledger.ingested(arrival.tenant, arrival.sha256) is not None:
                 log.info("file_duplicate")
@@ -179,9 +196,14 @@ class Ingestor:
         if rules.not_before is None:  # (a replay's rules count from the first arrival)
             rules = rules.with_age_counted_from(self.clock())
         return ParseJob(
-            path, rules, batch_records=self.batch_records, in_child=size >= self.parallel_min_bytes,
-            spool_dir=self.spool_dir, growing_to=growing_to, limits=self.limits,
-        )  # fmt: skip
+            path,
+            rules,
+            batch_records=self.batch_records,
+            in_child=size >= self.parallel_min_bytes,
+            spool_dir=self.spool_dir,
+            growing_to=growing_to,
+            limits=self.limits,
+        )
 
     def ingest(
         self,
@@ -215,8 +237,9 @@ class Ingestor:
             crashpoints.reached("after_inspect")
             # Crash before here: nothing was recorded; a re-run starts from scratch.
             with self.store.claim(sha256, stop=self.stop):  # another run with these bytes waits
-                outcome = self._ingest_claimed(path, rules, job, inspector, log, progress, arrival,
-                                        before_final)  # fmt: skip
+                outcome = self._ingest_claimed(
+                    path, rules, job, inspector, log, progress, arrival, before_final
+                )
         return self._reported(outcome, log, started)
 
     def ingest_arriving(
@@ -238,8 +261,9 @@ class Ingestor:
         ``resumed``: the download went on from bytes already staged (by an earlier try).
         ``arrived()``: the bytes downloaded so far (at least those ``job`` has read).
         Call with the place claimed (``Ledger.claim_place``), for the whole download."""
-        log = structlog.get_logger().bind(tenant=arrival.tenant, source=arrival.source,
-                                          file=arrival.path)  # fmt: skip
+        log = structlog.get_logger().bind(
+            tenant=arrival.tenant, source=arrival.source, file=arrival.path
+        )
         started = time.monotonic()
 
         def ended(download: Future[Staged]) -> None:
@@ -253,10 +277,15 @@ class Ingestor:
                 job.close()
                 staged = fetched.result()
                 return self.ingest(
-                    staged.path, rules, source=arrival.source, name=arrival.path,
-                    tenant=arrival.tenant, inspector=staged.inspector, mtime=arrival.mtime,
+                    staged.path,
+                    rules,
+                    source=arrival.source,
+                    name=arrival.path,
+                    tenant=arrival.tenant,
+                    inspector=staged.inspector,
+                    mtime=arrival.mtime,
                     before_final=before_final,
-                )  # fmt: skip
+                )
             self.forget_stale(arrival)
             entry = self.ledger.begin(arrival, self.clock())
             with self._failing(entry.id):  # (a crash while comparing changes nothing)
@@ -277,8 +306,9 @@ class Ingestor:
             # next poll resumes the download (its staged bytes) and the entry with it.
             with self._failing(entry.id):
                 try:
-                    outcome = self._provisional(entry, arrival, rules, job, fetched, arrived,
-                                                log, before_final)  # fmt: skip
+                    outcome = self._provisional(
+                        entry, arrival, rules, job, fetched, arrived, log, before_final
+                    )
                 except FileChanged:  # the bytes stored are not the file's: taken back
                     with self.store.transaction():
                         self._take_back(self.ledger.get(entry.id))
@@ -303,8 +333,9 @@ class Ingestor:
                 job.resume_at(entry.cursor)
             job.header()
             batches = job.batches()
-            self._store(entry.id, rules.kind, job, batches, None, arrived=arrived,
-                        until=fetched.done)  # fmt: skip
+            self._store(
+                entry.id, rules.kind, job, batches, None, arrived=arrived, until=fetched.done
+            )
         except (FileRejected, ParseFailed) as exc:
             # Undecodable bytes stop the parser, and a failed download the parse (see
             # ``ended``): the download's outcome and the checksum say which it is. Too
@@ -325,8 +356,16 @@ class Ingestor:
                 with self.store.transaction():
                     self._take_back(self.ledger.get(entry.id))
                 with self.parse_job(staged.path, rules) as again:
-                    return self._ingest_claimed(staged.path, rules, again, staged.inspector, log,
-                                         None, arrival, before_final)  # fmt: skip
+                    return self._ingest_claimed(
+                        staged.path,
+                        rules,
+                        again,
+                        staged.inspector,
+                        log,
+                        None,
+                        arrival,
+                        before_final,
+                    )
             if broken is not None:
                 raise broken
             assert batches is not None
@@ -526,11 +565,13 @@ class Ingestor:
                 if rejected > self.max_rejects:
                     raise TooManyRejects(self._too_many(entry_id, batch))
                 group.begin()
-                delivered = self.sink.deliver(entry_id, kind, batch, int(self.clock()),
-                                              provisional=arrived is not None)  # fmt: skip
+                delivered = self.sink.deliver(
+                    entry_id, kind, batch, int(self.clock()), provisional=arrived is not None
+                )
                 # (the bytes arrived now hold this batch: the parser read it from them)
-                self.ledger.advance(entry_id, batch.records, len(batch.rejects), delivered,
-                                    arrived and arrived())  # fmt: skip
+                self.ledger.advance(
+                    entry_id, batch.records, len(batch.rejects), delivered, arrived and arrived()
+                )
                 crashpoints.reached("after_deliver")
                 # Crash here: batches up to the last commit are durable with their cursor;
                 # those after it are redone on resume (commits are grouped by time: an

@@ -128,13 +128,20 @@ def configure(level: str = "info") -> None:
     threshold: int = logging.getLevelName(level.upper())
     tail: list[Processor]
     if sys.stderr.isatty():
-        tail = [structlog.processors.format_exc_info, scrub_secrets, escape_controls,
-                structlog.dev.ConsoleRenderer()]  # fmt: skip
+        tail = [
+            structlog.processors.format_exc_info,
+            scrub_secrets,
+            escape_controls,
+            structlog.dev.ConsoleRenderer(),
+        ]
     else:
         # format_exc_info: a traceback as Python prints it, under "exception"; no locals
         # (dict_tracebacks can show them), which may hold a password.
-        tail = [structlog.processors.format_exc_info, scrub_secrets,
-                structlog.processors.JSONRenderer(serializer=_json_dumps)]  # fmt: skip
+        tail = [
+            structlog.processors.format_exc_info,
+            scrub_secrets,
+            structlog.processors.JSONRenderer(serializer=_json_dumps),
+        ]
     stamp: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         add_replica,

@@ -48,47 +48,65 @@ class Metrics:
         self.registry = CollectorRegistry()
         reg = self.registry
         self.files = Counter(
-            "connector_files", "Files decided, by final status.", ["source", "tenant", "status"],
+            "connector_files",
+            "Files decided, by final status.",
+            ["source", "tenant", "status"],
             registry=reg,
-        )  # fmt: skip
+        )
         self.rows = Counter(
-            "connector_rows", "Rows read, by outcome.", ["source", "tenant", "kind", "outcome"],
+            "connector_rows",
+            "Rows read, by outcome.",
+            ["source", "tenant", "kind", "outcome"],
             registry=reg,
-        )  # fmt: skip
+        )
         self.downloaded = Counter(
             "connector_downloaded_bytes", "Bytes downloaded.", ["source"], registry=reg
         )
         # A remote action (move, delete) or reject report that failed: the file stays
         # ingested, but lingers on the server and is acted on again at every poll.
         self.action_failures = Counter(
-            "connector_remote_action_failures", "Remote actions (or reports) that failed.",
-            ["source"], registry=reg,
-        )  # fmt: skip
+            "connector_remote_action_failures",
+            "Remote actions (or reports) that failed.",
+            ["source"],
+            registry=reg,
+        )
         self.poll_duration = Histogram(
-            "connector_poll_duration_seconds", "Duration of a poll, failed or not.", ["source"],
-            buckets=POLL_BUCKETS, registry=reg,
-        )  # fmt: skip
+            "connector_poll_duration_seconds",
+            "Duration of a poll, failed or not.",
+            ["source"],
+            buckets=POLL_BUCKETS,
+            registry=reg,
+        )
         self.last_success = Gauge(
             "connector_last_successful_poll_timestamp_seconds",
-            "Unix time of the last poll that succeeded (0: none yet).", ["source"], registry=reg,
-        )  # fmt: skip
+            "Unix time of the last poll that succeeded (0: none yet).",
+            ["source"],
+            registry=reg,
+        )
         self.failures = Gauge(
             "connector_consecutive_poll_failures",
-            "Polls failed in a row since the last success.", ["source"], registry=reg,
-        )  # fmt: skip
+            "Polls failed in a row since the last success.",
+            ["source"],
+            registry=reg,
+        )
         # For alerting on one customer's server (config/prometheus-alerts.yml): /healthz
         # does not, as a daemon is not unhealthy because one source is down.
         self.up = Gauge(
-            "connector_source_up", "1: its last poll succeeded; 0: it failed.", ["source"],
+            "connector_source_up",
+            "1: its last poll succeeded; 0: it failed.",
+            ["source"],
             registry=reg,
-        )  # fmt: skip
+        )
         self.overdue = Gauge(
-            "connector_source_overdue", "1: no new file within its expect_every.", ["source"],
+            "connector_source_overdue",
+            "1: no new file within its expect_every.",
+            ["source"],
             registry=reg,
-        )  # fmt: skip
+        )
         # Which process this is among the replicas sharing a store (host:pid by default).
-        Info("connector_replica", "This process among those sharing the store.",
-             registry=reg).info({"replica": identity()})  # fmt: skip
+        Info("connector_replica", "This process among those sharing the store.", registry=reg).info(
+            {"replica": identity()}
+        )
         # Health is decided from these, not from the gauges: prometheus_client has no public
         # read API, and a lock keeps the count and its gauge in step across scheduler threads.
         self._lock = threading.Lock()
@@ -157,8 +175,11 @@ class Metrics:
         self.files.labels(entry.source, entry.tenant, entry.status).inc()
         # inc(0) still creates the series, so rate() works from the first file of a kind.
         rows = self.rows
-        for outcome, count in (("stored", entry.rows), ("rejected", entry.rejected),
-                               ("duplicate", entry.duplicates)):  # fmt: skip
+        for outcome, count in (
+            ("stored", entry.rows),
+            ("rejected", entry.rejected),
+            ("duplicate", entry.duplicates),
+        ):
             rows.labels(entry.source, entry.tenant, entry.kind, outcome).inc(count)
 
     def scheduler_running(self, running: bool) -> None:
@@ -267,8 +288,14 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64  # a burst of connections waits in the kernel's queue, unrefused
 
-    def __init__(self, address: tuple[str, int], handler: Callable[..., _Handler],
-                 *, max_connections: int, join_timeout: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: Callable[..., _Handler],
+        *,
+        max_connections: int,
+        join_timeout: float,
+    ) -> None:
         self.max_connections = max_connections
         self.join_timeout = join_timeout
         self._lock = threading.Lock()
@@ -277,9 +304,11 @@ class _Server(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         thread = threading.Thread(
-            target=self.process_request_thread, args=(request, client_address),
-            name="metrics-client", daemon=True,
-        )  # fmt: skip
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name="metrics-client",
+            daemon=True,
+        )
         dropped = None
         with self._lock:
             live = sum(c.state != "dropped" for c in self._open.values())
@@ -292,9 +321,10 @@ class _Server(ThreadingHTTPServer):
             _client_failed(dropped, "dropped for a newer connection before its request")
         if not admitted:
             structlog.get_logger().warning(
-                "metrics_client_refused", client=_peer(client_address),
+                "metrics_client_refused",
+                client=_peer(client_address),
                 cause=f"all {self.max_connections} connections are being answered",
-            )  # fmt: skip
+            )
             self.shutdown_request(request)
             return
         thread.start()
@@ -353,14 +383,22 @@ class MetricsServer:
     a wsgiref server answers one request at a time: a stuck scraper would block health checks."""
 
     def __init__(
-        self, metrics: Metrics, listen: str, *, idle_timeout: float = IDLE_TIMEOUT,
+        self,
+        metrics: Metrics,
+        listen: str,
+        *,
+        idle_timeout: float = IDLE_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
-    ) -> None:  # fmt: skip
+    ) -> None:
         host, _, port = listen.rpartition(":")
         handler = partial(_Handler, metrics=metrics, idle_timeout=idle_timeout)
         try:
-            self._server = _Server((host, int(port)), handler, max_connections=max_connections,
-                                   join_timeout=idle_timeout)  # fmt: skip
+            self._server = _Server(
+                (host, int(port)),
+                handler,
+                max_connections=max_connections,
+                join_timeout=idle_timeout,
+            )
         except (OSError, OverflowError) as exc:  # taken, not ours, > 65535: fix the config
             raise ConfigError([f"metrics.listen: cannot listen on {listen}: {exc}"]) from None
         self.host = host
@@ -376,9 +414,11 @@ class MetricsServer:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.close()
 
     def close(self) -> None:

@@ -140,9 +140,16 @@ class ParseJob:
         # Closed in _stop: the spool lives as long as its child.
         self._spool = tempfile.TemporaryFile(dir=self._spool_dir)  # noqa: SIM115
         job = _Job(
-            self._rules, self._size, self._growing_to is not None, self._skip,
-            self._batch_records, self._fd, self._spool.fileno(), os.getpid(), self._limits,
-        )  # fmt: skip
+            self._rules,
+            self._size,
+            self._growing_to is not None,
+            self._skip,
+            self._batch_records,
+            self._fd,
+            self._spool.fileno(),
+            os.getpid(),
+            self._limits,
+        )
         with self._abandoning:
             if self._abandoned:
                 raise ParseFailed(f"the parse of {self.path} was abandoned")

@@ -190,9 +190,9 @@ class Poller:
         # a listing that failed (its backoff retry must not wait for the next turn).
         now = self.ingestor.clock()
         every = self.every if self._listed_ok else 0.0
-        published = None if listing else self.store.listings.turn(
-            self.source.name, every, now, identity()
-        )  # fmt: skip
+        published = (
+            None if listing else self.store.listings.turn(self.source.name, every, now, identity())
+        )
         if published is None:
             self._listed_ok = False
             listed = self._listed(connection)
@@ -208,9 +208,10 @@ class Poller:
             # A published listing may predate the ledger read: a file decided and sent
             # away since it was made is gone, not back (the next listing sees it if it is).
             if seen is None or not (
-                seen.matches(candidate.file) if published is None
+                seen.matches(candidate.file)
+                if published is None
                 else seen.same_listing(candidate.file)
-            ):  # fmt: skip
+            ):
                 fresh.append(candidate)
                 self._listed_as[path] = seen.id if seen is not None else None
             elif not seen.completed:
@@ -344,8 +345,9 @@ class Poller:
         reason = f"{SET_ASIDE} {tries} failed tries in a row; the last: {cause}"
         left = isinstance(self.source.error_dir, Delete)
         # (not in a transaction: set_aside takes checksum claims, which come before one)
-        entry = self.ingestor.set_aside(self._arrival(candidate), reason,
-                                        done=str(Leave()) if left else None)  # fmt: skip
+        entry = self.ingestor.set_aside(
+            self._arrival(candidate), reason, done=str(Leave()) if left else None
+        )
         del summary.failed[path]
         summary.taken[path] = entry
         self.log.error("file_quarantined", file=path, tries=tries, cause=cause)
@@ -361,8 +363,15 @@ class Poller:
     def _arrival(self, candidate: Candidate) -> Arrival:
         """The ledger's view of a listed file, before its bytes are read."""
         file = candidate.file
-        return Arrival(self.source.name, self.path_of(file.name), None, file.size,
-                       candidate.rules.kind, file.mtime, self.source.tenant)  # fmt: skip
+        return Arrival(
+            self.source.name,
+            self.path_of(file.name),
+            None,
+            file.size,
+            candidate.rules.kind,
+            file.mtime,
+            self.source.tenant,
+        )
 
     def _complete(
         self, connection: _Connection, candidate: Candidate, entry_id: int, status: Status
@@ -392,8 +401,9 @@ class Poller:
         # Crash here: the file is gone from the folder (moved or deleted), so no poll sees
         # it again; with `leave`, the next poll finds it known, not completed, and redoes
         # `leave` (nothing) before marking it.
-        self.ledger.mark_completed(self.source.name, self.path_of(name), str(action),
-                              self.ingestor.clock())  # fmt: skip
+        self.ledger.mark_completed(
+            self.source.name, self.path_of(name), str(action), self.ingestor.clock()
+        )
         if moved is not None:
             self.log.info("file_moved", file=self.path_of(name), moved_to=moved)
 
@@ -407,8 +417,11 @@ class Poller:
             return None
         # (room for the report's suffix after a moved file's clash timestamp)
         if len(name.encode("utf-8", "surrogateescape")) + REPORT_ROOM > MAX_NAME_BYTES:
-            self.log.warning("reject_report_skipped", file=self.path_of(name),
-                             reason="the file's name leaves no room for the report's")  # fmt: skip
+            self.log.warning(
+                "reject_report_skipped",
+                file=self.path_of(name),
+                reason="the file's name leaves no room for the report's",
+            )
             return None
         # (why a file was set aside is a defect's text: the operator's, not the customer's)
         return reject_report(

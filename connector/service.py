@@ -89,8 +89,7 @@ class Service:
             for source in self.config.sources:
                 self._schedule(scheduler, store, source)
             # (an id no source can take: names are letters, digits, "_", "." and "-")
-            scheduler.add("(housekeeping)", lambda: tidy(self.config, store),
-                          interval=3600)  # fmt: skip
+            scheduler.add("(housekeeping)", lambda: tidy(self.config, store), interval=3600)
             notify("READY=1")  # before the first poll can send a STATUS line
             scheduler.start()
             self.metrics.scheduler_running(True)
@@ -162,15 +161,23 @@ class Service:
         # folder is listed at every poll (its watch asks for polls): listing it loads no
         # server, and it is this host's.
         every = 0.0 if source.scheme == "file" else LISTING_SHARE * period(interval, source.cron)
-        poller = Poller(self.config, source, store, ingestor=ingestor, every=every,
-                        sleep=self.stopping.wait,
-                        received=partial(self.metrics.received, source.name),
-                        action_failed=partial(self.metrics.action_failed, source.name),
-                        )  # fmt: skip
+        poller = Poller(
+            self.config,
+            source,
+            store,
+            ingestor=ingestor,
+            every=every,
+            sleep=self.stopping.wait,
+            received=partial(self.metrics.received, source.name),
+            action_failed=partial(self.metrics.action_failed, source.name),
+        )
         scheduler.add(
-            source.name, partial(self._poll, poller), interval=interval, cron=source.cron,
+            source.name,
+            partial(self._poll, poller),
+            interval=interval,
+            cron=source.cron,
             jitter=min(JITTER_CAP, (interval or 0) * JITTER_SHARE),
-        )  # fmt: skip
+        )
         if source.scheme == "file":
             watch = ExitStack()
             watch.enter_context(
@@ -192,8 +199,13 @@ class Service:
             return
         if source.name not in self._failing:
             self._failing.add(source.name)
-            self.webhook.alert("source_failing", source=source.name, tenant=source.tenant,
-                               failures=failures, cause=cause_of(exc))  # fmt: skip
+            self.webhook.alert(
+                "source_failing",
+                source=source.name,
+                tenant=source.tenant,
+                failures=failures,
+                cause=cause_of(exc),
+            )
 
     def _expecting(self, poller: Poller) -> None:
         """After a poll: whether the source is past its `expect_every`, said once when it
@@ -225,18 +237,23 @@ class Service:
             return None
         except Exception as exc:  # the service loop is an error boundary: log, back off
             failures = self.metrics.poll_finished(
-                name, time.monotonic() - started, ok=False,
+                name,
+                time.monotonic() - started,
+                ok=False,
                 store_failed=isinstance(exc, StorageError | StoreBusy),
-            )  # fmt: skip
+            )
             if not isinstance(exc, ConnectorError):
                 self.log.exception("poll_crashed", source=name)
             self._alert_failing(poller.source, failures, exc)
             delay = backoff_delay(failures)
             retry_at = datetime.now(UTC) + timedelta(seconds=delay)
             self.log.warning(
-                "poll_failed", source=name, cause=cause_of(exc), failures=failures,
+                "poll_failed",
+                source=name,
+                cause=cause_of(exc),
+                failures=failures,
                 next_retry=retry_at.isoformat(timespec="seconds"),
-            )  # fmt: skip
+            )
             return delay
         seconds = time.monotonic() - started
         self.metrics.poll_finished(name, seconds, ok=True)
@@ -249,9 +266,12 @@ class Service:
                 self.webhook.alert("source_recovered", source=name, tenant=poller.source.tenant)
         self._expecting(poller)
         self.log.info(
-            "poll_done", source=name, taken=len(summary.taken), pending=len(summary.pending),
+            "poll_done",
+            source=name,
+            taken=len(summary.taken),
+            pending=len(summary.pending),
             seconds=round(seconds, 3),
-        )  # fmt: skip
+        )
         notify(f"STATUS=last poll: {name}, {len(summary.taken)} file(s) taken")
         return None
 
@@ -263,6 +283,9 @@ def _restart_only(running: Config, read: Config) -> list[str]:
     for table in Config.model_fields:
         was, now = getattr(running, table), getattr(read, table)
         if table != "sources" and was != now:
-            keys += [f"{table}.{key}" for key in type(was).model_fields
-                     if getattr(was, key) != getattr(now, key)]  # fmt: skip
+            keys += [
+                f"{table}.{key}"
+                for key in type(was).model_fields
+                if getattr(was, key) != getattr(now, key)
+            ]
     return keys

@@ -83,10 +83,14 @@ class Transfer:
         following = self._following
         if following is not None:
             return self.ingestor.ingest_arriving(
-                self.rules, arrival=self.arrival, job=following.job, fetched=fetched,
-                resumed=following.resumed, arrived=following.arrived,
+                self.rules,
+                arrival=self.arrival,
+                job=following.job,
+                fetched=fetched,
+                resumed=following.resumed,
+                arrived=following.arrived,
                 before_final=self._archived,
-            )  # fmt: skip
+            )
         try:
             done = fetched.result()
         except FileChanged:
@@ -96,21 +100,31 @@ class Transfer:
             raise
         self.ingestor.forget_stale(self.arrival)  # (the file was large when last seen)
         return self.ingestor.ingest(
-            done.path, self.rules, source=self.source.name, name=self.arrival.path,
-            tenant=self.source.tenant, inspector=done.inspector, mtime=self.file.mtime,
+            done.path,
+            self.rules,
+            source=self.source.name,
+            name=self.arrival.path,
+            tenant=self.source.tenant,
+            inspector=done.inspector,
+            mtime=self.file.mtime,
             before_final=self._archived,
-        )  # fmt: skip
+        )
 
     def _fetch(self) -> Staged:
         """The download thread."""
         try:
             done = download(
-                self.source.name, self._connect, self.file,
-                self.config.paths.staging / self.source.name, self.rules.encoding,
-                label=self.arrival.path, on_part=self._follow,
-                stop=lambda: self._stop() or self._abandoned.is_set(), sleep=self._sleep,
+                self.source.name,
+                self._connect,
+                self.file,
+                self.config.paths.staging / self.source.name,
+                self.rules.encoding,
+                label=self.arrival.path,
+                on_part=self._follow,
+                stop=lambda: self._stop() or self._abandoned.is_set(),
+                sleep=self._sleep,
                 received=self._received,
-            )  # fmt: skip
+            )
         finally:
             self._begun.set()
         self._staged = done.path
@@ -129,8 +143,7 @@ class Transfer:
         if self.file.size >= self.ingestor.parallel_min_bytes:
             job = self.ingestor.parse_job(part, self.rules, growing_to=self.file.size)
             resumed = part.stat().st_size > 0
-            self._following = _Following(self._stack.enter_context(job), resumed,
-                                         inspector.prefix)  # fmt: skip
+            self._following = _Following(self._stack.enter_context(job), resumed, inspector.prefix)
         self._begun.set()
 
     def _archived(self) -> None:

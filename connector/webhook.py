@@ -59,16 +59,21 @@ class Webhook:
         parts = urlsplit(url)
         # (a space or control character would make the request fail, quoting the URL)
         if (
-            parts.scheme not in ("http", "https") or not parts.hostname
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
             or any(c.isspace() or not c.isprintable() for c in url)
-        ):  # fmt: skip
+        ):
             raise ConfigError([f"{key}: not an http:// or https:// URL"])
         return cls(url, config.timeout)
 
     def alert(self, event: str, **fields: Any) -> None:
         """Queue an alert: ``{"event", "at", "replica", **fields}``."""
-        body = {"event": event, "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "replica": identity(), **fields}  # fmt: skip
+        body = {
+            "event": event,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "replica": identity(),
+            **fields,
+        }
         try:
             self._queue.put_nowait(body)
         except queue.Full:
@@ -83,9 +88,14 @@ class Webhook:
                 except ConnectorError as exc:  # (the alert goes, without its reason)
                     self._log.warning("webhook_reason_unread", file=entry.path, cause=str(exc))
                     first = None
-                self.alert("file_rejected", source=entry.source, tenant=entry.tenant,
-                           file=entry.path, sha256=entry.sha256,
-                           reason=first.reason if first else None)  # fmt: skip
+                self.alert(
+                    "file_rejected",
+                    source=entry.source,
+                    tenant=entry.tenant,
+                    file=entry.path,
+                    sha256=entry.sha256,
+                    reason=first.reason if first else None,
+                )
 
     def close(self, grace: float = 10.0) -> None:
         """Send what is queued for at most ``grace`` seconds; what is left is said lost."""
@@ -101,8 +111,9 @@ class Webhook:
                 self._log.warning("webhook_failed", alert=body["event"], cause="stopping")
                 continue
             try:
-                for attempt in retrying(self._stopping.wait, attempts=ATTEMPTS,
-                                        worth=self._worth_retrying):  # fmt: skip
+                for attempt in retrying(
+                    self._stopping.wait, attempts=ATTEMPTS, worth=self._worth_retrying
+                ):
                     with attempt:
                         self._post(body)
             except Exception as exc:  # the sender's boundary: an alert lost is said, once
@@ -117,9 +128,11 @@ class Webhook:
 
     def _post(self, body: dict[str, Any]) -> None:
         request = urllib.request.Request(
-            self._url, data=json.dumps(body).encode(), method="POST",
+            self._url,
+            data=json.dumps(body).encode(),
+            method="POST",
             headers={"Content-Type": "application/json", "User-Agent": "connector"},
-        )  # fmt: skip
+        )
         try:  # (HTTPS_PROXY and NO_PROXY apply, as for any outgoing request)
             with urllib.request.urlopen(request, timeout=self._timeout) as reply:
                 reply.read()

@@ -489,8 +489,9 @@ def _measure(text: str, source: _Lines, delimiter: str, longest: int) -> _Measur
                     continue
                 state = _UNQUOTED  # ("ab"c reads as abc: text after the quote is plain)
             if -1 < line_end < i or line_end == -2:
-                line_end = min((j for j in (text.find("\n", i), text.find("\r", i)) if j >= 0),
-                               default=-1)  # fmt: skip
+                line_end = min(
+                    (j for j in (text.find("\n", i), text.find("\r", i)) if j >= 0), default=-1
+                )
             if -1 < opens < i or opens == -2:
                 opens = text.find(opener, i)
             stop = length if line_end < 0 else line_end
@@ -664,8 +665,9 @@ class RecordReader:
         if fault is not None or measured.text is None:
             return [], fault, measured.lines
         # Within the limits, and as wide as allowed: csv may split it.
-        reader = csv.reader(_split(measured.text), delimiter=self.delimiter, quotechar='"',
-                            strict=False)  # fmt: skip
+        reader = csv.reader(
+            _split(measured.text), delimiter=self.delimiter, quotechar='"', strict=False
+        )
         return next(reader), None, measured.lines
 
     def _plain(self, chunk: list[str]) -> RecordBatch | None:
@@ -693,8 +695,12 @@ class RecordReader:
     def _parsed(self, chunk: list[str]) -> RecordBatch:
         """The records that start in ``chunk``, by the csv module; the last one may go on
         past it (then read on from the file, as far as a record may go)."""
-        reader = csv.reader(itertools.chain(chunk, (_SENTINEL,)), delimiter=self.delimiter,
-                            quotechar='"', strict=False)  # fmt: skip
+        reader = csv.reader(
+            itertools.chain(chunk, (_SENTINEL,)),
+            delimiter=self.delimiter,
+            quotechar='"',
+            strict=False,
+        )
         rows = list(reader)
         first = self._next_line
         lines = self._lines_of(rows, first, reader.line_num)
@@ -745,8 +751,9 @@ class RecordReader:
                 read += len(group)
             yield _SENTINEL  # the end of the file, inside a quoted field: it takes it in
 
-        reader = csv.reader(itertools.chain(head, more()), delimiter=delimiter, quotechar='"',
-                            strict=False)  # fmt: skip
+        reader = csv.reader(
+            itertools.chain(head, more()), delimiter=delimiter, quotechar='"', strict=False
+        )
         row = next(reader)
         if over:
             record += group

@@ -93,9 +93,16 @@ class Batch:
         line, identifier, name, stamp, key, data = self._event_columns()
         count = self.events
         return zip(
-            repeat(file_id, count), line, identifier, name, stamp, repeat(now, count), key, data,
+            repeat(file_id, count),
+            line,
+            identifier,
+            name,
+            stamp,
+            repeat(now, count),
+            key,
+            data,
             strict=True,
-        )  # fmt: skip
+        )
 
     def _event_columns(self) -> tuple[Iterable[Any], ...]:
         count = self.events
@@ -210,9 +217,15 @@ def _layout(header: Sequence[str], rules: FileRules, delimiter: str) -> _Layout:
             raise FileRejected("header: a column named 'data.' leaves an empty property name")
         _no_duplicates([n for _, n in data], " (after removing the 'data.' prefix)")
         return _Layout(
-            len(header), keep, ident, name, position.get("timestamp"),
-            position.get("idempotencyKey"), data, [],
-        )  # fmt: skip
+            len(header),
+            keep,
+            ident,
+            name,
+            position.get("timestamp"),
+            position.get("idempotencyKey"),
+            data,
+            [],
+        )
     listed = rules.event_columns or ()
     missing = [c for c in listed if c not in position]
     if missing:
@@ -220,11 +233,15 @@ def _layout(header: Sequence[str], rules: FileRules, delimiter: str) -> _Layout:
     event_data = [(position[c], c) for c in listed if c not in ("timestamp", "idempotencyKey")]
     attributes = [(i, n) for i, n in enumerate(names) if i != ident and n not in listed]
     return _Layout(
-        len(header), keep, ident, None,
+        len(header),
+        keep,
+        ident,
+        None,
         position["timestamp"] if "timestamp" in listed else None,
         position["idempotencyKey"] if "idempotencyKey" in listed else None,
-        event_data, attributes,
-    )  # fmt: skip
+        event_data,
+        attributes,
+    )
 
 
 class FileParser:
@@ -250,10 +267,14 @@ class FileParser:
         self._event_name = rules.event_name or ""
         self._mentioned: set[str] = set()  # identifiers given to earlier batches
         self._local = (
-            LocalTimes(ZoneInfo(rules.timezone) if rules.timezone else None,
-                       rules.timestamp_formats, decimal_comma=rules.decimal == ",")
-            if rules.timezone or rules.timestamp_formats or rules.decimal == "," else None
-        )  # fmt: skip
+            LocalTimes(
+                ZoneInfo(rules.timezone) if rules.timezone else None,
+                rules.timestamp_formats,
+                decimal_comma=rules.decimal == ",",
+            )
+            if rules.timezone or rules.timestamp_formats or rules.decimal == ","
+            else None
+        )
         # Events older than this (Unix seconds) are rejected: the file's processing time
         # less the source's max_event_age (``FileRules.not_before``).
         counted = (

@@ -237,9 +237,12 @@ RESERVED_CHECKS: dict[str, Callable[[Value], str | None]] = {
 _STRING_COLUMN_CHECKS = {
     name: re.compile(f"(?:(?:{pattern.pattern})?\n)*")
     for name, pattern in (
-        ("email", _EMAIL), ("phone", _PHONE), ("externalId", _EXTERNAL_ID), ("language", _LANGUAGE)
+        ("email", _EMAIL),
+        ("phone", _PHONE),
+        ("externalId", _EXTERNAL_ID),
+        ("language", _LANGUAGE),
     )
-}  # fmt: skip
+}
 
 
 def require_present(what: str, cells: Sequence[str], faults: Faults) -> None:

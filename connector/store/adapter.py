@@ -82,17 +82,26 @@ class Adapter(Generic[DB]):
         self._claims.confirm()
 
     def records(
-        self, table: Table, tenant: str | None = None, *, source: str | None = None,
+        self,
+        table: Table,
+        tenant: str | None = None,
+        *,
+        source: str | None = None,
         file: str | None = None,
-    ) -> Iterator[dict[str, Any]]:  # fmt: skip
+    ) -> Iterator[dict[str, Any]]:
         # (a store that fails mid-read is a StoreError here, not a traceback)
         scope = (tenant, source, file) if table in BY_FILE else (tenant,)
         return shaped(table, self.db.rows(self._queries[table], scope))
 
     def feed(
-        self, kind: Kind, after: Cursor, tenant: str | None = None, *,
-        source: str | None = None, file: str | None = None,
-    ) -> Generator[dict[str, Any]]:  # fmt: skip
+        self,
+        kind: Kind,
+        after: Cursor,
+        tenant: str | None = None,
+        *,
+        source: str | None = None,
+        file: str | None = None,
+    ) -> Generator[dict[str, Any]]:
         return feed(self.db.reading, kind, after, (tenant, source, file))
 
     def listening(self) -> FeedWaiter:

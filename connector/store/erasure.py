@@ -28,9 +28,14 @@ class Erased:
 
 
 def erase(
-    db: SQL, tenant: str, identifiers: list[str], reason: str, user: str, now: float,
+    db: SQL,
+    tenant: str,
+    identifiers: list[str],
+    reason: str,
+    user: str,
+    now: float,
     ids: int = IDS_AT_A_TIME,
-) -> Erased:  # fmt: skip
+) -> Erased:
     """Remove the contacts ``identifiers`` of ``tenant`` and everything the store holds
     of them; say how much went, and from which files' bytes."""
     erased = Erased()
@@ -41,8 +46,9 @@ def erase(
         window = (start, start + ids - 1, *identifiers, tenant)
         with db.transaction():
             erased.files.update(_sha256s(db, "events", f"id BETWEEN ? AND ? AND {theirs}", window))
-            erased.events += db.execute(f"DELETE FROM events WHERE id BETWEEN ? AND ? AND {theirs}",
-                                        window)  # fmt: skip
+            erased.events += db.execute(
+                f"DELETE FROM events WHERE id BETWEEN ? AND ? AND {theirs}", window
+            )
     with db.transaction():
         mine = (*identifiers, tenant)
         # (contacts first, as a file's final transaction takes them before its waiting

@@ -165,8 +165,10 @@ def _check(rows: Rows, kind: Kind, after: Cursor, scope: Scope) -> int:
     whose records retention removed (``[store] keep``: 0, none)."""
     [(seq, pruned)] = list(rows(_CLOCK, ()))
     if after.seq > seq:
-        raise UnknownCursor(f"unknown cursor {after.text(kind)!r}: this store's feed has"
-                            f" not reached it (a cursor of another store?)")  # fmt: skip
+        raise UnknownCursor(
+            f"unknown cursor {after.text(kind)!r}: this store's feed has"
+            f" not reached it (a cursor of another store?)"
+        )
     # A reader before records since removed would miss them: its own file's after its
     # cursor (events: known by the file's last event's id; others: assumed), or those of
     # a later file that had some (as the ledger, which keeps every entry, tells).
@@ -181,11 +183,23 @@ def _check(rows: Rows, kind: Kind, after: Cursor, scope: Scope) -> int:
 
 
 def _files(
-    reading: Callable[[], AbstractContextManager[Rows]], kind: Kind, after: Cursor,
+    reading: Callable[[], AbstractContextManager[Rows]],
+    kind: Kind,
+    after: Cursor,
     scope: Scope,
-) -> Generator[dict[str, Any]]:  # fmt: skip
-    keys = ("tenant", "source", "path", "sha256", "size", "status", "rows", "rejected",
-            "duplicates", "processed_at")  # fmt: skip
+) -> Generator[dict[str, Any]]:
+    keys = (
+        "tenant",
+        "source",
+        "path",
+        "sha256",
+        "size",
+        "status",
+        "rows",
+        "rejected",
+        "duplicates",
+        "processed_at",
+    )
     with reading() as rows:
         _check(rows, kind, after, scope)
         for seq, *values in rows(_WHOLE_FILES, (after.seq, *scope)):
@@ -195,9 +209,11 @@ def _files(
 
 
 def _records(
-    reading: Callable[[], AbstractContextManager[Rows]], kind: Kind, after: Cursor,
+    reading: Callable[[], AbstractContextManager[Rows]],
+    kind: Kind,
+    after: Cursor,
     scope: Scope,
-) -> Generator[dict[str, Any]]:  # fmt: skip
+) -> Generator[dict[str, Any]]:
     """Each file's records in turn, by a query of its own (events have no index by file:
     a file's are found between its first and last event's ids)."""
     fragment = orjson.Fragment  # (looked up once: this loop runs a million times a second)
@@ -214,24 +230,37 @@ def _records(
                     _RECORDS["events"], (first, last, file_id, since)
                 ):
                     yield {
-                        "tenant": file_tenant, "identifier": identifier, "name": name,
-                        "timestamp": timestamp, "idempotencyKey": key,
-                        "data": fragment(data), "source": source, "file": path,
-                        "sha256": sha256, "line": line, "cursor": f"{seq}:{event_id}",
-                    }  # fmt: skip
+                        "tenant": file_tenant,
+                        "identifier": identifier,
+                        "name": name,
+                        "timestamp": timestamp,
+                        "idempotencyKey": key,
+                        "data": fragment(data),
+                        "source": source,
+                        "file": path,
+                        "sha256": sha256,
+                        "line": line,
+                        "cursor": f"{seq}:{event_id}",
+                    }
             elif kind == "rejects":
                 for reject_id, line, reason in rows(_RECORDS["rejects"], (file_id, since)):
                     yield {
-                        "tenant": file_tenant, "source": source, "file": path,
-                        "sha256": sha256, "line": line, "reason": reason,
+                        "tenant": file_tenant,
+                        "source": source,
+                        "file": path,
+                        "sha256": sha256,
+                        "line": line,
+                        "reason": reason,
                         "cursor": f"{seq}:{reject_id}",
-                    }  # fmt: skip
+                    }
             else:
                 for change_id, identifier, attributes, updated_at in rows(
                     _RECORDS["contacts"], (file_id, since)
                 ):
                     yield {
-                        "tenant": file_tenant, "identifier": identifier,
-                        "attributes": fragment(attributes), "updated_at": updated_at,
+                        "tenant": file_tenant,
+                        "identifier": identifier,
+                        "attributes": fragment(attributes),
+                        "updated_at": updated_at,
                         "cursor": f"{seq}:{change_id}",
-                    }  # fmt: skip
+                    }

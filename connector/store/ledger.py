@@ -175,8 +175,9 @@ class Ledger:
             (sha256, tenant),
         )
 
-    def audit(self, action: str, tenant: str, sha256: str | None, reason: str, user: str,
-              now: float) -> None:  # fmt: skip
+    def audit(
+        self, action: str, tenant: str, sha256: str | None, reason: str, user: str, now: float
+    ) -> None:
         """An entry of the audit trail (`dump audit`): what an operator did, for whom,
         why, by whom; never the data it touched. Call inside the transaction that does it."""
         self.db.execute(
@@ -292,23 +293,36 @@ class Ledger:
                     self._supersede(arrival)
                     self._insert(arrival, Status.FAILED, now, finished=True)
         except (StorageError, StoreBusy) as exc:
-            structlog.get_logger().warning("ledger_unwritable", file=arrival.path,
-                                           cause=str(exc))  # fmt: skip
+            structlog.get_logger().warning("ledger_unwritable", file=arrival.path, cause=str(exc))
 
     def _insert(self, arrival: Arrival, status: Status, now: float, *, finished: bool) -> int:
         a = arrival
         rows = self.db.query(
             "INSERT INTO files(tenant, source, path, sha256, size, mtime, kind, status,"
             " started_at, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (a.tenant, a.source, a.path, a.sha256, a.size, a.mtime, a.kind, status, iso(now),
-             iso(now) if finished else None),
-        )  # fmt: skip
+            (
+                a.tenant,
+                a.source,
+                a.path,
+                a.sha256,
+                a.size,
+                a.mtime,
+                a.kind,
+                status,
+                iso(now),
+                iso(now) if finished else None,
+            ),
+        )
         return int(rows[0][0])
 
     def advance(
-        self, entry_id: int, records: int, rejected: int, delivered: Delivered,
+        self,
+        entry_id: int,
+        records: int,
+        rejected: int,
+        delivered: Delivered,
         prefix: Prefix | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Move the cursor past ``records`` and the counts by what they ``delivered`` (its
         ``rows`` may be negative: events dropped when a provisional file is decided); call
         inside the transaction that stores them. ``prefix``: the bytes of a provisional
@@ -320,9 +334,18 @@ class Ledger:
             " duplicates = duplicates + ?, first_event = coalesce(first_event, ?),"
             " last_event = coalesce(?, last_event), prefix_size = coalesce(?, prefix_size),"
             " prefix_sha256 = coalesce(?, prefix_sha256) WHERE id = ?",
-            (records, d.rows, rejected, d.duplicates, d.first_event, d.last_event,
-             p and p.size, p and p.sha256, entry_id),
-        )  # fmt: skip
+            (
+                records,
+                d.rows,
+                rejected,
+                d.duplicates,
+                d.first_event,
+                d.last_event,
+                p and p.size,
+                p and p.sha256,
+                entry_id,
+            ),
+        )
 
     def decide(self, entry_id: int, sha256: str) -> None:
         """A provisional entry gets its checksum. Call inside the transaction that decides
@@ -352,9 +375,14 @@ class Ledger:
         self.db.execute("UPDATE files SET feed_seq = ? WHERE id = ?", (seq, entry_id))
 
     def record(
-        self, arrival: Arrival, status: Status, now: float, reason: str | None = None,
-        *, done: str | None = None,
-    ) -> Entry:  # fmt: skip
+        self,
+        arrival: Arrival,
+        status: Status,
+        now: float,
+        reason: str | None = None,
+        *,
+        done: str | None = None,
+    ) -> Entry:
         """A final entry in one step: ``duplicate``, or ``rejected`` with its reason;
         ``done``: its remote action too, already done (nothing to do for ``leave``)."""
         with self.db.transaction():

@@ -172,9 +172,13 @@ class Store(Protocol):
         ...
 
     def records(
-        self, table: Table, tenant: str | None = None, *, source: str | None = None,
+        self,
+        table: Table,
+        tenant: str | None = None,
+        *,
+        source: str | None = None,
         file: str | None = None,
-    ) -> Iterator[dict[str, Any]]:  # fmt: skip
+    ) -> Iterator[dict[str, Any]]:
         """What ``connector dump`` prints: the table's records in the dump format, oldest
         first, as they are read (a table of any size in flat memory); ``tenant``: only that
         tenant's, else every tenant's; ``source``, ``file``: only those of that source and
@@ -182,9 +186,14 @@ class Store(Protocol):
         ...
 
     def feed(
-        self, kind: Kind, after: Cursor, tenant: str | None = None, *,
-        source: str | None = None, file: str | None = None,
-    ) -> Generator[dict[str, Any]]:  # fmt: skip
+        self,
+        kind: Kind,
+        after: Cursor,
+        tenant: str | None = None,
+        *,
+        source: str | None = None,
+        file: str | None = None,
+    ) -> Generator[dict[str, Any]]:
         """What ``connector feed`` prints (``connector.store.feed``): the records of
         ``kind`` that became visible after ``after``, each with its cursor, as they are
         read; ``tenant``, ``source``, ``file``: only those of that tenant, source and

@@ -70,11 +70,15 @@ class Replicas:
         files: Sequence[Mapping[str, Any]] = self.source.get("files", ())
         paths = {"staging": str(folder / "staging"), "archive": str(folder / "archive")}
         lines = [
-            "[store]", *_pairs({**self.store, "replica": name}),
-            "[paths]", *_pairs(paths),
-            "[ingest]", *_pairs(self.ingest),
-            "[[sources]]", *_pairs({k: v for k, v in self.source.items() if k != "files"}),
-        ]  # fmt: skip
+            "[store]",
+            *_pairs({**self.store, "replica": name}),
+            "[paths]",
+            *_pairs(paths),
+            "[ingest]",
+            *_pairs(self.ingest),
+            "[[sources]]",
+            *_pairs({k: v for k, v in self.source.items() if k != "files"}),
+        ]
         for entry in files:
             lines += ["[[sources.files]]", *_pairs(entry)]
         path.write_text("\n".join(lines) + "\n")
@@ -88,9 +92,12 @@ class Replicas:
         argv = self.command(name, "run")  # (writes its config, and makes the folder)
         with open(self.root / f"{name}.log", "ab") as log:
             process = subprocess.Popen(
-                argv, env=self.env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=log,
-            )  # fmt: skip
+                argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         self.processes[name] = process
         return process
 
@@ -117,8 +124,11 @@ class Replicas:
     ) -> dict[str, tuple[int | None, float]]:
         """SIGTERM to every running replica (or those named) at once, then wait for each:
         its (status, seconds) as ``stop`` gives them."""
-        running = {n: p for n, p in self.processes.items()
-                   if p.poll() is None and (only is None or n in only)}  # fmt: skip
+        running = {
+            n: p
+            for n, p in self.processes.items()
+            if p.poll() is None and (only is None or n in only)
+        }
         started = time.monotonic()
         for process in running.values():
             process.send_signal(signal.SIGTERM)

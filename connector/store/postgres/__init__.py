@@ -21,9 +21,13 @@ class PostgresStore(Adapter[Database]):
     errors, ``leases`` for its claims)."""
 
     def __init__(
-        self, url: str, *, password: Secret | None = None, lease: float = 30.0,
+        self,
+        url: str,
+        *,
+        password: Secret | None = None,
+        lease: float = 30.0,
         readonly: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Connect, and create or migrate the schema (unless ``readonly``: nothing is
         made, and every transaction is read-only; see ``open``). A store that cannot be
         reached is a StoreError naming it and the cause."""
@@ -47,8 +51,9 @@ class PostgresStore(Adapter[Database]):
         """The store of ``config``; ``readonly``: as it is (``connector check`` changes
         nothing), None if it has no schema yet, FatalError if not this connector's."""
         assert config.url is not None
-        store = cls(config.url, password=store_password(config), lease=config.lease,
-                    readonly=readonly)  # fmt: skip
+        store = cls(
+            config.url, password=store_password(config), lease=config.lease, readonly=readonly
+        )
         try:
             if readonly and not readable(store.db):
                 store.close()

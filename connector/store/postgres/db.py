@@ -132,9 +132,11 @@ class Database:
         defaults: dict[str, Any] = {
             "connect_timeout": CONNECT_TIMEOUT,
             "application_name": f"connector {replica.identity()}",
-            "keepalives": 1, "keepalives_idle": probe, "keepalives_interval": probe,
+            "keepalives": 1,
+            "keepalives_idle": probe,
+            "keepalives_interval": probe,
             "keepalives_count": 3,
-        }  # fmt: skip
+        }
         self._defaults = {k: v for k, v in defaults.items() if k not in given}
 
     def connect(self, *, setup: str = "") -> Connection:

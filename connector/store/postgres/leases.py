@@ -94,8 +94,7 @@ class Leases:
     ) -> AbstractContextManager[None]:
         place = f"{source}\0{path}".encode("utf-8", "surrogateescape")
         shown = place.decode("utf-8", "backslashreplace").replace("\0", ":", 1)
-        return self._hold(f"place:{hashlib.sha256(place).hexdigest()}", f"place {shown}",
-                          wait=wait)  # fmt: skip
+        return self._hold(f"place:{hashlib.sha256(place).hexdigest()}", f"place {shown}", wait=wait)
 
     @contextmanager
     def _hold(self, key: str, what: str, *, wait: bool, stop: Stop = never) -> Iterator[None]:
@@ -137,9 +136,10 @@ class Leases:
                 continue  # let go meanwhile: at once again
             if not wait:
                 raise PlaceBusy(
-                    "in hand in another thread of this run" if holder[0] == self._owner
+                    "in hand in another thread of this run"
+                    if holder[0] == self._owner
                     else f"in hand in another run ({holder[0]})"
-                )  # fmt: skip
+                )
             if stop():
                 raise Interrupted("stopped while waiting for a claim another run holds")
             lost = next((c for c in self._held() if c.lost), None)

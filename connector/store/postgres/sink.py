@@ -104,18 +104,24 @@ def _event_rows(file_id: int, batch: Batch, now: int) -> Iterator[tuple[Any, ...
         repeat(None, count) if batch.keys is None else [k or None for k in batch.keys.split("\0")]
     )
     return zip(
-        repeat(file_id, count), batch.lines, batch.identifiers.split("\0"),
-        batch.names.split("\0"), stamps, keys, batch.data.split("\0"),
+        repeat(file_id, count),
+        batch.lines,
+        batch.identifiers.split("\0"),
+        batch.names.split("\0"),
+        stamps,
+        keys,
+        batch.data.split("\0"),
         strict=True,
-    )  # fmt: skip
+    )
 
 
 class PostgresSink:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def deliver(self, file_id: int, kind: str, batch: Batch, now: int, *,
-                provisional: bool = False) -> Delivered:  # fmt: skip
+    def deliver(
+        self, file_id: int, kind: str, batch: Batch, now: int, *, provisional: bool = False
+    ) -> Delivered:
         """Store one batch inside the caller's transaction (which rolls back all of it on
         an error). Not idempotent by itself: the ledger's cursor, moved in the same
         transaction, keeps a resumed file from delivering it twice. ``provisional``: the
@@ -144,8 +150,7 @@ class PostgresSink:
                     _INSERT_MISSING, {"file": file_id, "identifiers": list(batch.new_identifiers)}
                 )
         valid = batch.records - len(batch.rejects)
-        return Delivered(stored_rows(kind, valid, duplicates), duplicates, first_event,
-                         last_event)  # fmt: skip
+        return Delivered(stored_rows(kind, valid, duplicates), duplicates, first_event, last_event)
 
     def decide(self, file_id: int, kind: str, first_event: int | None, now: int) -> Delivered:
         """Claim the idempotency keys of the events a file delivered provisionally, in file
@@ -153,9 +158,13 @@ class PostgresSink:
         (by another file, or earlier in this one), and count them as duplicates."""
         assert self.db.in_transaction, "decide() belongs in a transaction"
         return decided(
-            self.db, file_id, kind, first_event,
-            lambda keys: self._first_uses(keys, now, file_id), self._delete_events,
-        )  # fmt: skip
+            self.db,
+            file_id,
+            kind,
+            first_event,
+            lambda keys: self._first_uses(keys, now, file_id),
+            self._delete_events,
+        )
 
     def _delete_events(self, ids: list[int]) -> None:
         with self.db.faults():
@@ -201,8 +210,13 @@ class PostgresSink:
         if not present:
             return None
         distinct = sorted(set(present))  # (sorted: two writers lock the rows in one order)
-        params = {"keys": distinct, "now": now, "file": file_id,
-                  "cutoff": now - KEY_WINDOW_SECONDS, "count": len(distinct)}  # fmt: skip
+        params = {
+            "keys": distinct,
+            "now": now,
+            "file": file_id,
+            "cutoff": now - KEY_WINDOW_SECONDS,
+            "count": len(distinct),
+        }
         with self.db.faults():
             row = self.db.conn.execute(_CLAIM_KEYS, params).fetchone()
         assert row is not None

@@ -251,10 +251,16 @@ BUSY_TIMEOUT_MS = 60_000
 # SQLite's answers that describe the store's file or disk, not a defect of ours: told as
 # StoreError. Others (a constraint, SQL that does not parse) are bugs and stay as they are.
 _FAULTS = (
-    apsw.FullError, apsw.CorruptError, apsw.NotADBError, apsw.CantOpenError,
-    apsw.ReadOnlyError, apsw.IOError, apsw.PermissionsError, apsw.NoLFSError,
+    apsw.FullError,
+    apsw.CorruptError,
+    apsw.NotADBError,
+    apsw.CantOpenError,
+    apsw.ReadOnlyError,
+    apsw.IOError,
+    apsw.PermissionsError,
+    apsw.NoLFSError,
     apsw.ProtocolError,
-)  # fmt: skip
+)
 _BUSY = apsw.BusyError  # (LockedError is a conflict within one connection: a defect)
 
 

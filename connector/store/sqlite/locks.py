@@ -89,9 +89,10 @@ class FileLocks:
                 with _held_lock:
                     shared = any(p == path and k != key for p, k in _held_here)
                 raise PlaceBusy(
-                    "its lock slot is held for another file of this run" if shared
+                    "its lock slot is held for another file of this run"
+                    if shared
                     else "in hand in another run (or a file sharing its lock slot)"
-                ) from None  # fmt: skip
+                ) from None
             with _held_lock:
                 _held_here[path, key] += 1
             try:

@@ -80,8 +80,9 @@ class SQLiteSink:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def deliver(self, file_id: int, kind: str, batch: Batch, now: int, *,
-                provisional: bool = False) -> Delivered:  # fmt: skip
+    def deliver(
+        self, file_id: int, kind: str, batch: Batch, now: int, *, provisional: bool = False
+    ) -> Delivered:
         """Store one batch inside the caller's transaction (``Database.grouped``, which
         rolls back all of it on an error). Not idempotent by itself: the ledger's cursor,
         moved in the same transaction, keeps a resumed file from delivering it twice.
@@ -119,8 +120,7 @@ class SQLiteSink:
                 ((file_id, *reject) for reject in batch.rejects),
             )
         valid = batch.records - len(batch.rejects)
-        return Delivered(stored_rows(kind, valid, duplicates), duplicates, first_event,
-                         last_event)  # fmt: skip
+        return Delivered(stored_rows(kind, valid, duplicates), duplicates, first_event, last_event)
 
     def decide(self, file_id: int, kind: str, first_event: int | None, now: int) -> Delivered:
         """Claim the idempotency keys of the events a file delivered provisionally, in file
@@ -128,9 +128,13 @@ class SQLiteSink:
         (by another file, or earlier in this one), and count them as duplicates."""
         assert self.db.conn.in_transaction, "decide() belongs in a transaction"
         return decided(
-            self.db, file_id, kind, first_event,
-            lambda keys: self._first_uses(keys, now, file_id), self._delete_events,
-        )  # fmt: skip
+            self.db,
+            file_id,
+            kind,
+            first_event,
+            lambda keys: self._first_uses(keys, now, file_id),
+            self._delete_events,
+        )
 
     def _delete_events(self, ids: list[int]) -> None:
         carray = apsw.carray(array("q", ids))  # (int64: a tuple is taken as text)
