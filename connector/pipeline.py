@@ -37,7 +37,7 @@ from connector.retries import retrying
 from connector.selection import Candidate, Readiness, select
 from connector.sources.base import RemoteFile, Source
 from connector.sources.naming import MAX_NAME_BYTES, REPORT_SUFFIX
-from connector.sources.registry import open_source
+from connector.sources.registry import SourceOpener
 from connector.status import Status
 from connector.store.ledger import Arrival, Entry, Known, Reject
 from connector.store.port import Store
@@ -81,7 +81,7 @@ class _Connection:
 
     def __init__(self, config: SourceConfig, opener: Callable[[SourceConfig], Source]) -> None:
         self.config = config
-        self.opener = opener
+        self.opener = SourceOpener() if opener is None else opener
         self._stack = ExitStack()
         self._source: Source | None = None
 
@@ -109,7 +109,7 @@ class Poller:
         ingestor: Ingestor | None = None,
         every: float = 0.0,
         sleep: Callable[[float], object] = time.sleep,
-        opener: Callable[[SourceConfig], Source] = open_source,
+        opener: Callable[[SourceConfig], Source] | None = None,
         received: Callable[[int], object] = lambda size: None,
         action_failed: Callable[[], object] = lambda: None,
     ) -> None:
@@ -128,7 +128,7 @@ class Poller:
         # first poll, or after a failure), a poll lists whoever listed last.
         self._listed_ok = False
         self.sleep = sleep
-        self.opener = opener
+        self.opener = SourceOpener() if opener is None else opener
         self.received = received
         self.action_failed = action_failed
         self.readiness = Readiness(  # (a local folder's mtimes are by our own clock)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,16 +28,6 @@ def _fresh_structlog() -> Iterator[None]:
     miss debug events it captures."""
     yield
     logs.reset()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_ftp_capabilities() -> Iterator[None]:
-    """What FTP servers lack is remembered per host and port for the process; test servers
-    come and go on reused ports, so each test starts knowing nothing."""
-    yield
-    ftp = sys.modules.get("connector.sources.ftp")
-    if ftp is not None:
-        ftp._capabilities.clear()
 
 
 # PostgreSQL makes a test slow (pyproject's `slow` marker): a server, started for it.

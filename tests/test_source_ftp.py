@@ -22,6 +22,7 @@ from connector.errors import SourceRefused, TransientError
 from connector.sources.base import CHUNK, RemoteFile
 from connector.sources.ftp import FTPSource
 from connector.sources.ftp_listing import listing_lines, mlsd_entries, parse_ls_line, utc
+from connector.sources.registry import SourceOpener
 from connector.testing import (
     EmbeddedFTPServer,
     Fault,
@@ -262,8 +263,11 @@ def test_an_entry_forged_with_cr_lf_fails_alone(tmp_path: Path) -> None:
         (server.root / "c.csv").write_bytes(b"yz")
         with _source(server) as source:
             assert {f.name: f.size for f in source.list()} == {
-                "x": 0, "y": 0, "contacts_1.csv": 1, "c.csv": 2
-            }  # fmt: skip
+                "x": 0,
+                "y": 0,
+                "contacts_1.csv": 1,
+                "c.csv": 2,
+            }
             for phantom in ("contacts_1.csv", "x"):
                 with pytest.raises(TransientError, match=f"^source acme: RETR {phantom}: 550 "):
                     b"".join(source.read(phantom))
@@ -274,27 +278,49 @@ def test_an_entry_forged_with_cr_lf_fails_alone(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        (b"type=file;size=1; a.csv\r\n type=file;size=2; b.csv\r\n",
-         [({"type": "file", "size": "1"}, "a.csv"), ({}, "type=file;size=2; b.csv")]),
-        (b"type=file;size=3; x\ntype=file;size=1; a.csv\r\ntype=file;size=2; c.csv\r\n",
-         [({"type": "file", "size": "3"}, "x\ntype=file;size=1; a.csv"),
-          ({"type": "file", "size": "2"}, "c.csv")]),
-        (b"type=file; x\r\nno facts here\r\ntype=file; c.csv\r\n",
-         [({"type": "file"}, "x\r\nno facts here"), ({"type": "file"}, "c.csv")]),
-        (b"Type=OS.unix=slink:/t;X.odd=; l.csv\r\n",
-         [({"type": "OS.unix=slink:/t", "x.odd": ""}, "l.csv")]),
+        (
+            b"type=file;size=1; a.csv\r\n type=file;size=2; b.csv\r\n",
+            [({"type": "file", "size": "1"}, "a.csv"), ({}, "type=file;size=2; b.csv")],
+        ),
+        (
+            b"type=file;size=3; x\ntype=file;size=1; a.csv\r\ntype=file;size=2; c.csv\r\n",
+            [
+                ({"type": "file", "size": "3"}, "x\ntype=file;size=1; a.csv"),
+                ({"type": "file", "size": "2"}, "c.csv"),
+            ],
+        ),
+        (
+            b"type=file; x\r\nno facts here\r\ntype=file; c.csv\r\n",
+            [({"type": "file"}, "x\r\nno facts here"), ({"type": "file"}, "c.csv")],
+        ),
+        (
+            b"Type=OS.unix=slink:/t;X.odd=; l.csv\r\n",
+            [({"type": "OS.unix=slink:/t", "x.odd": ""}, "l.csv")],
+        ),
         (b"orphan\r\ntype=file; a b.csv\r\n", [({"type": "file"}, "a b.csv")]),
         (b"type=file;size=1 a.csv\r\ntype=file;size=1;b.csv\r\n", []),  # not RFC 3659
         # Without CRLF, a line break is LF: a name holding one is read back whole only
         # when what follows is no entry; otherwise no client can tell (see ftp_listing).
-        (b"type=file; a\nb\ntype=file; c.csv", [({"type": "file"}, "a\nb"),
-                                                 ({"type": "file"}, "c.csv")]),
-        (b"type=file; x\ntype=file; a.csv\n", [({"type": "file"}, "x"),
-                                                ({"type": "file"}, "a.csv")]),
+        (
+            b"type=file; a\nb\ntype=file; c.csv",
+            [({"type": "file"}, "a\nb"), ({"type": "file"}, "c.csv")],
+        ),
+        (
+            b"type=file; x\ntype=file; a.csv\n",
+            [({"type": "file"}, "x"), ({"type": "file"}, "a.csv")],
+        ),
     ],
-    ids=["no-facts", "lf-in-name", "crlf-in-name", "odd-facts", "orphan", "not-facts",
-         "lf-only", "lf-only-forged"],
-)  # fmt: skip
+    ids=[
+        "no-facts",
+        "lf-in-name",
+        "crlf-in-name",
+        "odd-facts",
+        "orphan",
+        "not-facts",
+        "lf-only",
+        "lf-only-forged",
+    ],
+)
 def test_mlsd_entries(data: bytes, expected: list[tuple[dict[str, str], str]]) -> None:
     """A line is an entry if RFC 3659 facts, a space, a name; else it continues the last name."""
     assert list(mlsd_entries(*listing_lines(data, "utf-8"))) == expected
@@ -308,19 +334,23 @@ def test_a_long_near_entry_is_read_quickly() -> None:
     assert time.process_time() - started < 1.5  # backtracking would take hours
 
 
-def test_without_mlsd_the_listing_falls_back_to_list_once(tmp_path: Path) -> None:
+def test_without_mlsd_the_listing_falls_back_to_list_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A server answering 500 to MLSD is listed with LIST and MDTM, and not asked MLSD again,
-    also by the source opened for the next poll."""
+    also by the source its opener opens for the next poll; another opener asks anew."""
     with _NoMLSDServer(tmp_path / "root") as server:
         (server.root / "a.csv").write_bytes(b"x" * 10)
         os.utime(server.root / "a.csv", (1_700_000_042, 1_700_000_042))
+        monkeypatch.setenv("FTP_PASSWORD", server.password)
+        opener, config = SourceOpener(), server_config(server, password_env="FTP_PASSWORD")
         with structlog.testing.capture_logs() as logs:
-            with _source(server) as source:
-                first = source.list()
-            with _source(server) as source:  # the next poll
-                second = source.list()
-    assert first == second == [RemoteFile("a.csv", 10, 1_700_000_042)]  # to the second
-    assert [e["event"] for e in logs].count("mlsd_refused") == 1
+            listings = []
+            for open_for_poll in (opener, opener, SourceOpener()):
+                with open_for_poll(config) as source:
+                    listings.append(source.list())
+    assert listings == [[RemoteFile("a.csv", 10, 1_700_000_042)]] * 3  # to the second
+    assert [e["event"] for e in logs].count("mlsd_refused") == 2  # once for each opener
 
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -329,19 +359,27 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ("-rw-r--r--   1 owner    group          10 Feb 27 22:13 a b.csv",
-         RemoteFile("a b.csv", 10, datetime(2026, 2, 27, 22, 13, tzinfo=UTC).timestamp())),
-        ("-rw-------    1 1000     1000         1234 Dec 31 23:59 late.csv",  # last year
-         RemoteFile("late.csv", 1234, datetime(2025, 12, 31, 23, 59, tzinfo=UTC).timestamp())),
-        ("-rw-r--r--   1 ftp      5 Nov 14  2023 nogroup.csv",
-         RemoteFile("nogroup.csv", 5, datetime(2023, 11, 14, tzinfo=UTC).timestamp())),
-        ("lrwxrwxrwx   1 u g   7 Jan  2 10:00 l.csv -> a.csv",
-         RemoteFile("l.csv", -1, datetime(2026, 1, 2, 10, 0, tzinfo=UTC).timestamp())),
+        (
+            "-rw-r--r--   1 owner    group          10 Feb 27 22:13 a b.csv",
+            RemoteFile("a b.csv", 10, datetime(2026, 2, 27, 22, 13, tzinfo=UTC).timestamp()),
+        ),
+        (
+            "-rw-------    1 1000     1000         1234 Dec 31 23:59 late.csv",  # last year
+            RemoteFile("late.csv", 1234, datetime(2025, 12, 31, 23, 59, tzinfo=UTC).timestamp()),
+        ),
+        (
+            "-rw-r--r--   1 ftp      5 Nov 14  2023 nogroup.csv",
+            RemoteFile("nogroup.csv", 5, datetime(2023, 11, 14, tzinfo=UTC).timestamp()),
+        ),
+        (
+            "lrwxrwxrwx   1 u g   7 Jan  2 10:00 l.csv -> a.csv",
+            RemoteFile("l.csv", -1, datetime(2026, 1, 2, 10, 0, tzinfo=UTC).timestamp()),
+        ),
         ("drwxr-xr-x   2 u g 4096 Jan  2 10:00 sub", None),
         ("total 12", None),
         ("03-01-26  12:00PM                 10 dos.csv", None),  # IIS's DOS style: not read
     ],
-)  # fmt: skip
+)
 def test_ls_lines(line: str, expected: RemoteFile | None) -> None:
     """LIST lines give a file's name (spaces kept), size and minute; links have size -1."""
     assert parse_ls_line(line, NOW) == expected

@@ -103,18 +103,21 @@ class _FTPSClient(_FTPClient, ftplib.FTP_TLS):
 
 
 @dataclass
-class _Capabilities:
+class Capabilities:
+    """What an FTP server was found to lack (it answered 500 or 502). Learnt by the first
+    source that asks; whoever opens the next one passes it on (see registry.SourceOpener),
+    so that a poll does not ask again what the last one learnt."""
+
     mlsd: bool = True
     mdtm: bool = True
-
-
-_capabilities: dict[tuple[str, int], _Capabilities] = {}
 
 
 class FTPSource:
     """A folder on an FTP or FTPS server; see the Source protocol for the contract."""
 
-    def __init__(self, config: SourceConfig, password: str | None) -> None:
+    def __init__(
+        self, config: SourceConfig, password: str | None, capabilities: Capabilities | None = None
+    ) -> None:
         url = urlsplit(config.url)  # (checked by the config: its port is a number)
         self._port = url.port or 21
         self.name = config.name
@@ -125,9 +128,7 @@ class FTPSource:
         self._timeout = config.timeout
         self._context = _tls_context(config) if config.scheme == "ftps" else None
         self._ftp: ftplib.FTP | None = None
-        # What the server lacks, learnt once per server for this process: a source is
-        # opened anew for each poll, which must not ask again.
-        self._can = _capabilities.setdefault((self._host, self._port), _Capabilities())
+        self._can = Capabilities() if capabilities is None else capabilities
 
     # -- lifecycle -----------------------------------------------------------------
 

@@ -4,6 +4,7 @@ a deployment without SFTP sources never imports paramiko."""
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from connector.config import SourceConfig
 from connector.secrets import source_password
@@ -18,8 +19,27 @@ ADAPTERS = {
 
 
 def open_source(config: SourceConfig) -> Source:
-    """An unconnected Source for ``config`` (enter it to connect)."""
-    module, name = ADAPTERS[config.scheme]
-    adapter = getattr(importlib.import_module(module), name)
-    source: Source = adapter(config, source_password(config))
-    return source
+    """An unconnected Source for ``config`` (enter it to connect), that knows nothing yet of
+    its server."""
+    return SourceOpener()(config)
+
+
+class SourceOpener:
+    """Opens one source anew for each of its polls, and carries from one to the next what
+    the last one learnt of the server: an FTP server that lacks MLSD or MDTM is not asked
+    again at every poll. One opener serves one source (one Poller)."""
+
+    def __init__(self) -> None:
+        self._ftp_capabilities: Any = None  # made once the FTP adapter is imported
+
+    def __call__(self, config: SourceConfig) -> Source:
+        module_name, name = ADAPTERS[config.scheme]
+        module = importlib.import_module(module_name)
+        password = source_password(config)
+        if config.scheme not in ("ftp", "ftps"):
+            source: Source = getattr(module, name)(config, password)
+            return source
+        if self._ftp_capabilities is None:
+            self._ftp_capabilities = module.Capabilities()
+        ftp: Source = module.FTPSource(config, password, self._ftp_capabilities)
+        return ftp
