@@ -139,8 +139,15 @@ def _serve(root: str, known_hosts: str, pipe: Connection, link: float | None) ->
     embedded.RootedSFTP = Counting
     with EmbeddedSFTPServer(Path(root)) as server:
         server.write_known_hosts(Path(known_hosts))
-        pipe.send({"host": server.host, "port": server.port, "user": server.user,
-                   "password": server.password, "fingerprint": server.fingerprint})  # fmt: skip
+        pipe.send(
+            {
+                "host": server.host,
+                "port": server.port,
+                "user": server.user,
+                "password": server.password,
+                "fingerprint": server.fingerprint,
+            }
+        )
         while True:
             message = pipe.recv()
             if message == "stats":
@@ -180,8 +187,9 @@ def sftp_server(root: Path, work: Path, link: float | None = None) -> Iterator[S
         if not parent.poll(60):
             raise RuntimeError("the SFTP server process did not start")
         info = parent.recv()
-        yield Server(parent, info["host"], info["port"], info["user"], info["password"],
-                     known_hosts)  # fmt: skip
+        yield Server(
+            parent, info["host"], info["port"], info["user"], info["password"], known_hosts
+        )
     finally:
         with contextlib.suppress(OSError):
             parent.send("stop")
@@ -247,16 +255,18 @@ def _worker(args: argparse.Namespace) -> int:
                 statuses: dict[str, int] = {}
                 for entry in entries:
                     statuses[entry.status] = statuses.get(entry.status, 0) + 1
-                polls.append({
-                    "seconds": seconds,
-                    "taken": len(entries),
-                    "statuses": statuses,
-                    "rows": sum(e.rows for e in entries),
-                    "rejected": sum(e.rejected for e in entries),
-                    "completed": len(summary.completed),
-                    "pending": len(summary.pending),
-                    "names": sorted(summary.taken)[:5],
-                })  # fmt: skip
+                polls.append(
+                    {
+                        "seconds": seconds,
+                        "taken": len(entries),
+                        "statuses": statuses,
+                        "rows": sum(e.rows for e in entries),
+                        "rejected": sum(e.rejected for e in entries),
+                        "completed": len(summary.completed),
+                        "pending": len(summary.pending),
+                        "names": sorted(summary.taken)[:5],
+                    }
+                )
             staging = config.paths.staging
             staged = [p for p in staging.rglob("*") if p.is_file()] if staging.exists() else []
             result = {"polls": polls, "staging_files": len(staged)}
@@ -278,8 +288,17 @@ def run_worker(mode: str, tag: str, config: Path, timeout: float, *extra: str) -
     result = config.with_suffix(f".{tag}.json")
     log = config.with_suffix(f".{tag}.log")
     result.unlink(missing_ok=True)
-    argv = [sys.executable, str(Path(__file__).resolve()), "--worker", mode,
-            "--config", str(config), "--result", str(result), *extra]  # fmt: skip
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        mode,
+        "--config",
+        str(config),
+        "--result",
+        str(result),
+        *extra,
+    ]
     seconds, rss, code = measure(Job(argv), log, timeout)
     note = ""
     if code != 0 or not result.exists():
@@ -357,8 +376,9 @@ def versions() -> str:
         " 'SQLite': apsw.sqlite_lib_version()}))"
     )
     try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=60, check=True).stdout  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
         found = json.loads(out)
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         return f"(versions unknown: {exc!r})"
@@ -394,16 +414,18 @@ def stats_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]
 
 def step_small(args: argparse.Namespace, server: Server, root: Path, work: Path) -> list[Check]:
     n = args.small_files
-    config = write_config(work / "small", server, "small", pattern=PATTERN,
-                          max_files=max(n, 1000), after=args.after)  # fmt: skip
+    config = write_config(
+        work / "small", server, "small", pattern=PATTERN, max_files=max(n, 1000), after=args.after
+    )
     print(f"\n1. many small files: {n:,} files x {SMALL_ROWS} rows, one poll", flush=True)
     before = server.stats()
     run = run_worker("poll", "small", config, args.timeout, "--polls", "1")
     seen = stats_delta(before, server.stats())
     if run.exit_code != 0:
         print(f"   failed: {run.note}")
-        return [Check(f"1 poll of {n:,} small files", "failed", f">= {MIN_FILES_PER_S:.0f}/s",
-                      False)]  # fmt: skip
+        return [
+            Check(f"1 poll of {n:,} small files", "failed", f">= {MIN_FILES_PER_S:.0f}/s", False)
+        ]
     poll = run.result["polls"][0]
     rate = poll["taken"] / poll["seconds"]
     complete = poll["statuses"] == {"ingested": n} and poll["rows"] == n * SMALL_ROWS
@@ -419,10 +441,14 @@ def step_small(args: argparse.Namespace, server: Server, root: Path, work: Path)
     if not complete:
         print(f"   expected {n:,} ingested files and {n * SMALL_ROWS:,} rows: FAIL")
     return [
-        Check(f"1 poll of {n:,} small files (after={args.after})", f"{rate:,.1f} files/s",
-              f">= {MIN_FILES_PER_S:.0f} files/s", complete and rate >= MIN_FILES_PER_S),
+        Check(
+            f"1 poll of {n:,} small files (after={args.after})",
+            f"{rate:,.1f} files/s",
+            f">= {MIN_FILES_PER_S:.0f} files/s",
+            complete and rate >= MIN_FILES_PER_S,
+        ),
         Check("  its child's peak RSS", f"{run.rss_mb:.1f} MB", "(info)", None),
-    ]  # fmt: skip
+    ]
 
 
 def step_idle(
@@ -436,14 +462,16 @@ def step_idle(
         # from the pieces after step 1's, wrapping around: their bytes matter little, as
         # they are written to the ledger below rather than ingested.
         pieces = max(args.small_files, args.idle_files)  # as in the pool (see main)
-        top_up = {f"events_idle_{i:06d}.csv": (args.small_files + i) % pieces
-                  for i in range(n - present)}  # fmt: skip
+        top_up = {
+            f"events_idle_{i:06d}.csv": (args.small_files + i) % pieces for i in range(n - present)
+        }
         made = cut_small_files(pool, folder, top_up)
         print(f"\n2. idle poll: {made:,} files added to the folder", flush=True)
     else:
         print("\n2. idle poll", flush=True)
-    config = write_config(work / "small", server, "small", pattern=PATTERN,
-                          max_files=max(n, 1000), after=args.after)  # fmt: skip
+    config = write_config(
+        work / "small", server, "small", pattern=PATTERN, max_files=max(n, 1000), after=args.after
+    )
     record = run_worker("record", "record", config, args.timeout, "--root", str(folder))
     if record.exit_code != 0:
         print(f"   recording the ledger failed: {record.note}")
@@ -479,13 +507,25 @@ def step_idle(
         flush=True,
     )
     return [
-        Check(f"2 idle poll, first after start ({listed:,} known)", f"{first:.3f} s",
-              f"<= {MAX_IDLE_SECONDS:.0f} s", first <= MAX_IDLE_SECONDS),
-        Check("  idle poll, steady state", f"{second:.3f} s", f"<= {MAX_IDLE_SECONDS:.0f} s",
-              second <= MAX_IDLE_SECONDS),
-        Check("  downloads during the idle polls",
-              f"{seen['opens']} opens, {seen['bytes_read']} B", "none", untouched),
-    ]  # fmt: skip
+        Check(
+            f"2 idle poll, first after start ({listed:,} known)",
+            f"{first:.3f} s",
+            f"<= {MAX_IDLE_SECONDS:.0f} s",
+            first <= MAX_IDLE_SECONDS,
+        ),
+        Check(
+            "  idle poll, steady state",
+            f"{second:.3f} s",
+            f"<= {MAX_IDLE_SECONDS:.0f} s",
+            second <= MAX_IDLE_SECONDS,
+        ),
+        Check(
+            "  downloads during the idle polls",
+            f"{seen['opens']} opens, {seen['bytes_read']} B",
+            "none",
+            untouched,
+        ),
+    ]
 
 
 def step_new_among_known(
@@ -500,8 +540,9 @@ def step_new_among_known(
     header, *rows = first.read_text(encoding="utf-8").splitlines(keepends=True)
     new = folder / "events_new.csv"
     new.write_text(header + "".join(reversed(rows)), encoding="utf-8", newline="")  # new bytes
-    config = write_config(work / "small", server, "small", pattern=PATTERN,
-                          max_files=None, after=args.after)  # fmt: skip
+    config = write_config(
+        work / "small", server, "small", pattern=PATTERN, max_files=None, after=args.after
+    )
     print(f"\n   one new file among {listed:,} known ones, default max_files:", flush=True)
     run = run_worker("poll", "new", config, args.timeout, "--polls", "1")
     if run.exit_code != 0:
@@ -510,8 +551,14 @@ def step_new_among_known(
     poll = run.result["polls"][0]
     taken = poll["names"] == ["/small/events_new.csv"]
     print(f"   taken: {poll['names'] or 'nothing'} in {poll['seconds'] * 1000:.0f} ms", flush=True)
-    return [Check("  new file among known ones (max_files 100)",
-                  f"{poll['taken']} taken", "the new one", taken)]  # fmt: skip
+    return [
+        Check(
+            "  new file among known ones (max_files 100)",
+            f"{poll['taken']} taken",
+            "the new one",
+            taken,
+        )
+    ]
 
 
 @dataclass(frozen=True)
@@ -542,17 +589,22 @@ def step_large(args: argparse.Namespace, server: Server, root: Path, work: Path)
         os.link(csv_path, served)
     except OSError:
         shutil.copyfile(csv_path, served)
-    print(f"\n3. one large file: {csv_path.name}, {rows:,} rows, {size / MB:.1f} MB; "
-          f"best of {args.repeat}", flush=True)  # fmt: skip
+    print(
+        f"\n3. one large file: {csv_path.name}, {rows:,} rows, {size / MB:.1f} MB; "
+        f"best of {args.repeat}",
+        flush=True,
+    )
     once: list[Timed] = []
     imported: list[Timed] = []
     for i in range(args.repeat):  # interleaved, so that a slow spell hurts both alike
         run_dir = work / f"large-once-{i}"
-        config = write_config(run_dir, server, "large", pattern="*.csv", max_files=None,
-                              after="leave")  # fmt: skip
+        config = write_config(
+            run_dir, server, "large", pattern="*.csv", max_files=None, after="leave"
+        )
         before = server.stats()
-        t = timed(Job([str(connector_script()), "--config", str(config), "once"]), run_dir,
-                  args.timeout)  # fmt: skip
+        t = timed(
+            Job([str(connector_script()), "--config", str(config), "once"]), run_dir, args.timeout
+        )
         sent = stats_delta(before, server.stats())["bytes_read"]
         if sent != size:
             t = Timed(t.seconds, t.rss_mb, t.stored, f"{t.note}; server sent {sent:,} B")
@@ -578,32 +630,54 @@ def step_large(args: argparse.Namespace, server: Server, root: Path, work: Path)
         if t is None:
             print(f"   {label:<22}  failed or stored too few rows")
             continue
-        print(f"   {label:<22} {t.seconds:>8.2f} {rows / t.seconds:>10,.0f} "
-              f"{size / MB / t.seconds:>7.1f} {t.rss_mb:>12.1f}")  # fmt: skip
+        print(
+            f"   {label:<22} {t.seconds:>8.2f} {rows / t.seconds:>10,.0f} "
+            f"{size / MB / t.seconds:>7.1f} {t.rss_mb:>12.1f}"
+        )
     ratio = b.seconds / a.seconds if a and b else None
     hidden: list[Check] = []
     if args.link_mb_s and a and b:
         transfer = size / (args.link_mb_s * MB)
         share = (transfer + b.seconds - a.seconds) / min(transfer, b.seconds)
         hidden = [
-            Check(f"  the link's transfer alone ({args.link_mb_s:g} MB/s)", f"{transfer:.2f} s",
-                  "(info)", None),
+            Check(
+                f"  the link's transfer alone ({args.link_mb_s:g} MB/s)",
+                f"{transfer:.2f} s",
+                "(info)",
+                None,
+            ),
             Check("  share of it hidden by once", f"{share:.0%}", "(info)", None),
-        ]  # fmt: skip
+        ]
     return [
-        Check(f"3 once over SFTP / import ({rows:,} rows)",
-              "failed" if ratio is None else f"{ratio:.2f}x",
-              f">= {MIN_ONCE_VS_IMPORT:.2f}x", ratio is not None and ratio >= MIN_ONCE_VS_IMPORT),
+        Check(
+            f"3 once over SFTP / import ({rows:,} rows)",
+            "failed" if ratio is None else f"{ratio:.2f}x",
+            f">= {MIN_ONCE_VS_IMPORT:.2f}x",
+            ratio is not None and ratio >= MIN_ONCE_VS_IMPORT,
+        ),
         *hidden,
-        Check("  once: rows/s", "failed" if a is None else f"{rows / a.seconds:,.0f}", "(info)",
-              None),
-        Check("  import: rows/s", "failed" if b is None else f"{rows / b.seconds:,.0f}", "(info)",
-              None),
-        Check("  once: peak RSS", "failed" if a is None else f"{a.rss_mb:.1f} MB",
-              f"<= {MAX_RSS_MB:.0f} MB", a is not None and a.rss_mb <= MAX_RSS_MB),
-        Check("  import: peak RSS", "failed" if b is None else f"{b.rss_mb:.1f} MB",
-              f"<= {MAX_RSS_MB:.0f} MB", b is not None and b.rss_mb <= MAX_RSS_MB),
-    ]  # fmt: skip
+        Check(
+            "  once: rows/s", "failed" if a is None else f"{rows / a.seconds:,.0f}", "(info)", None
+        ),
+        Check(
+            "  import: rows/s",
+            "failed" if b is None else f"{rows / b.seconds:,.0f}",
+            "(info)",
+            None,
+        ),
+        Check(
+            "  once: peak RSS",
+            "failed" if a is None else f"{a.rss_mb:.1f} MB",
+            f"<= {MAX_RSS_MB:.0f} MB",
+            a is not None and a.rss_mb <= MAX_RSS_MB,
+        ),
+        Check(
+            "  import: peak RSS",
+            "failed" if b is None else f"{b.rss_mb:.1f} MB",
+            f"<= {MAX_RSS_MB:.0f} MB",
+            b is not None and b.rss_mb <= MAX_RSS_MB,
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,8 +82,9 @@ def output_size(config: Path) -> tuple[int, int]:
 
 def follow_latency(config: Path, work: Path) -> tuple[list[float], int | None]:
     """Seconds from each import's final commit to the follower's line; its exit code."""
-    follower = subprocess.Popen(connector(config, "feed", "files", "--follow"),
-                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+    follower = subprocess.Popen(
+        connector(config, "feed", "files", "--follow"), stdout=subprocess.PIPE, text=True
+    )
     assert follower.stdout is not None
     seen = follower.stdout.readline()  # the big file: the follower is up
     assert json.loads(seen)["status"] == "ingested", seen
@@ -93,9 +94,12 @@ def follow_latency(config: Path, work: Path) -> tuple[list[float], int | None]:
             small = work / f"small-{n}.csv"
             small.write_text(f"identifier,name\nfollowed-{n},buy\n")
             time.sleep(0.2)  # (the follower is waiting, not still reading)
-            with subprocess.Popen(connector(config, "import", str(small), "--kind", "events"),
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                  text=True) as importing:  # fmt: skip
+            with subprocess.Popen(
+                connector(config, "import", str(small), "--kind", "events"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            ) as importing:
                 assert importing.stdout is not None
                 assert "ingested" in importing.stdout.readline()
                 committed = time.perf_counter()
@@ -116,8 +120,12 @@ def run(backend: str, url: str, rows: int, repeat: int, work: Path) -> bool:
         f"archive = {json.dumps(str(work / 'ar'))}\n"
     )
     csv_path = events_file(rows)
-    subprocess.run(connector(config, "import", str(csv_path), "--kind", "events"),
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        connector(config, "import", str(csv_path), "--kind", "events"),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     lines, size = output_size(config)
     runs: dict[str, list[tuple[float, float]]] = {"f": [], "d": []}
     null = Path("/dev/null")
@@ -137,20 +145,26 @@ def run(backend: str, url: str, rows: int, repeat: int, work: Path) -> bool:
         rss = max(r for _, r in runs[key])
         best[key] = seconds, rss
         times = " ".join(f"{s:.2f}" for s, _ in runs[key])
-        print(f"{label:<28} {seconds:>8.2f} {lines / seconds:>10,.0f} {size / MB / seconds:>7.1f}"
-              f" {rss:>12.1f}  {times}")  # fmt: skip
+        print(
+            f"{label:<28} {seconds:>8.2f} {lines / seconds:>10,.0f} {size / MB / seconds:>7.1f}"
+            f" {rss:>12.1f}  {times}"
+        )
     seconds, rss = best["f"]
     speed_ok = lines == rows and lines / seconds >= MIN_LINES_PER_S[backend]
     print(f"f/d {best['d'][0] / seconds:.2f}x (the baseline's time over the feed's)")
-    print(f"f lines/s   {lines / seconds:>10,.0f}  target >= {MIN_LINES_PER_S[backend]:,}"
-          f"  {verdict(speed_ok)}")  # fmt: skip
+    print(
+        f"f lines/s   {lines / seconds:>10,.0f}  target >= {MIN_LINES_PER_S[backend]:,}"
+        f"  {verdict(speed_ok)}"
+    )
     rss_ok = rss <= MAX_RSS_MB
     print(f"f RSS       {rss:>7.1f} MB  target <= {MAX_RSS_MB:.0f} MB  {verdict(rss_ok)}")
     worst = max(latencies)
     latency_ok = worst <= MAX_LATENCY_S and code == 0
-    print(f"follow latency: median {statistics.median(latencies) * 1000:.0f} ms, worst"
-          f" {worst * 1000:.0f} ms over {len(latencies)} files; target <= {MAX_LATENCY_S:g} s;"
-          f" SIGTERM: exit {code}  {verdict(latency_ok)}")  # fmt: skip
+    print(
+        f"follow latency: median {statistics.median(latencies) * 1000:.0f} ms, worst"
+        f" {worst * 1000:.0f} ms over {len(latencies)} files; target <= {MAX_LATENCY_S:g} s;"
+        f" SIGTERM: exit {code}  {verdict(latency_ok)}"
+    )
     return speed_ok and rss_ok and latency_ok
 
 

@@ -97,10 +97,15 @@ def replicas_for(
         secret.write_text(server.password)
         secret.chmod(0o600)
     source = {
-        "name": SOURCE, "url": server.url(folder), "password_file": str(secret),
-        "known_hosts": str(server.known_hosts), "interval": f"{INTERVAL:g}s", "min_age": "0s",
-        "after": "move:processed", "files": [{"kind": "events", "pattern": "*.csv"}],
-    }  # fmt: skip
+        "name": SOURCE,
+        "url": server.url(folder),
+        "password_file": str(secret),
+        "known_hosts": str(server.known_hosts),
+        "interval": f"{INTERVAL:g}s",
+        "min_age": "0s",
+        "after": "move:processed",
+        "files": [{"kind": "events", "pattern": "*.csv"}],
+    }
     return Replicas(work / folder, {"url": url, **store}, source)
 
 
@@ -126,9 +131,16 @@ def small_files(folder: Path, files: int, rows: int) -> None:
 
 
 def shared_run(
-    pg: EmbeddedPostgres, server: Server, root: Path, work: Path, n: int, run: int,
-    files: int, rows: int, timeout: float,
-) -> Shared:  # fmt: skip
+    pg: EmbeddedPostgres,
+    server: Server,
+    root: Path,
+    work: Path,
+    n: int,
+    run: int,
+    files: int,
+    rows: int,
+    timeout: float,
+) -> Shared:
     folder = f"shared_{n}_{run}"
     small_files(root / folder, files, rows)
     url = pg.create_database()
@@ -160,8 +172,9 @@ def shared_run(
                 name: sum(e.get("event") == "file_ingested" for e in replicas.events(name))
                 for name in names
             }
-            problems += [f"{name} stopped with {code}" for name, (code, _) in stopped.items()
-                         if code != 0]  # fmt: skip
+            problems += [
+                f"{name} stopped with {code}" for name, (code, _) in stopped.items() if code != 0
+            ]
         problems += check_store(url, files, rows)
         return Shared(n, seconds, by_replica, problems)
     finally:
@@ -206,9 +219,14 @@ class Failover:
 
 
 def failover_run(
-    pg: EmbeddedPostgres, server: Server, root: Path, work: Path, megabytes: float,
-    kill_at: int, timeout: float,
-) -> Failover:  # fmt: skip
+    pg: EmbeddedPostgres,
+    server: Server,
+    root: Path,
+    work: Path,
+    megabytes: float,
+    kill_at: int,
+    timeout: float,
+) -> Failover:
     rows = max(1, round(megabytes * MB / BYTES_PER_ROW))
     big = events_file(rows)
     folder = "failover"
@@ -266,11 +284,15 @@ def failover_run(
                 )
             ingest_seconds = time.perf_counter() - started
             stopped = replicas.stop_all(within=30)
-            problems += [f"{name} stopped with {code}" for name, (code, _) in stopped.items()
-                         if code != 0]  # fmt: skip
-            taken = [datetime.fromisoformat(e["timestamp"]).timestamp() - killed_wall
-                     for e in replicas.events(survivor) if e.get("event") == "claim_taken_over"
-                     and str(e.get("claim", "")).startswith("place ")]  # fmt: skip
+            problems += [
+                f"{name} stopped with {code}" for name, (code, _) in stopped.items() if code != 0
+            ]
+            taken = [
+                datetime.fromisoformat(e["timestamp"]).timestamp() - killed_wall
+                for e in replicas.events(survivor)
+                if e.get("event") == "claim_taken_over"
+                and str(e.get("claim", "")).startswith("place ")
+            ]
             final = query(conn, "SELECT status, rows, rejected, duplicates FROM files")
             if [tuple(e) for e in final] != [("ingested", rows, 0, 0)]:
                 problems.append(f"ledger entries (status, rows, rejected, duplicates): {final}")
@@ -278,8 +300,18 @@ def failover_run(
             total, lines = stored[0] if stored else (0, 0)
             if (total, lines) != (rows, rows):
                 problems.append(f"{total:,} events stored for {lines:,} lines, not {rows:,}")
-        return Failover(size, rows, killed, entry, taken[0] if taken else None, first_commit,
-                        resumed, past_kill, ingest_seconds, problems)  # fmt: skip
+        return Failover(
+            size,
+            rows,
+            killed,
+            entry,
+            taken[0] if taken else None,
+            first_commit,
+            resumed,
+            past_kill,
+            ingest_seconds,
+            problems,
+        )
     finally:
         pg.drop_database(url.rsplit("/", 1)[1])
 
@@ -389,8 +421,9 @@ def main(argv: list[str] | None = None) -> int:
                 # Interleaved (1 3 1 3 ...) so that a slow spell of the machine hurts both.
                 for i in range(args.repeat):
                     for n in (1, 3):
-                        run = shared_run(pg, server, root, work, n, i, args.files, args.rows,
-                                         args.timeout)  # fmt: skip
+                        run = shared_run(
+                            pg, server, root, work, n, i, args.files, args.rows, args.timeout
+                        )
                         runs.append(run)
                         print(f"  run {i + 1}: {n} replica(s) {run.seconds:7.2f} s", flush=True)
                 report_shared(runs, args.files, args.rows)

@@ -200,8 +200,10 @@ def growth(samples: list[Sample], slack: dict[str, float]) -> list[str]:
             allowed += cache[1] - cache[0]
             shown += f" + page cache {cache[1] - cache[0]:.1f}"
         verdict = "ok" if after - before <= allowed else "FAIL"
-        print(f"  {name:8} first third {before:6.1f}  last third {after:6.1f}  "
-              f"growth {after - before:+6.1f}  ({shown})  {verdict}")  # fmt: skip
+        print(
+            f"  {name:8} first third {before:6.1f}  last third {after:6.1f}  "
+            f"growth {after - before:+6.1f}  ({shown})  {verdict}"
+        )
         if verdict == "FAIL":
             failures.append(f"{name} grew by {after - before:.1f} ({shown})")
     return failures
@@ -211,8 +213,11 @@ def decided(config: Path, dropped: Dropped, inbox: Path) -> list[str]:
     """Failures: a dropped file without the ledger entry its kind calls for."""
     out = subprocess.run(
         [sys.executable, "-m", "connector", "--config", str(config), "dump", "files"],
-        capture_output=True, text=True, check=True, cwd=BENCH.parent,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=BENCH.parent,
+    ).stdout
     entries: dict[str, list[str]] = {}
     for line in out.splitlines():
         entry = json.loads(line)
@@ -266,8 +271,11 @@ def main() -> int:
     with log.open("w") as err:
         daemon = subprocess.Popen(
             [sys.executable, "-m", "connector", "--config", str(config), "run"],
-            env=env, stdout=subprocess.DEVNULL, stderr=err, cwd=BENCH.parent,
-        )  # fmt: skip
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=BENCH.parent,
+        )
     try:
         deadline = time.monotonic() + 30
         while http_get(port, "/healthz") != 200:
@@ -275,10 +283,14 @@ def main() -> int:
                 print(f"the daemon did not come up; its log:\n{log.read_text()}")
                 return 1
             time.sleep(0.2)
-        print(f"connector run, pid {daemon.pid}, in {root}; {args.duration:g} s, a file every "
-              f"{args.every:g} s, a sample every {args.sample:g} s")  # fmt: skip
-        print(f"{'t(s)':>6} {'rss(MiB)':>8} {'fds':>4} {'threads':>7} {'health':>6} "
-              f"{'dropped':>7} {'pending':>7} {'store(MiB)':>10}")  # fmt: skip
+        print(
+            f"connector run, pid {daemon.pid}, in {root}; {args.duration:g} s, a file every "
+            f"{args.every:g} s, a sample every {args.sample:g} s"
+        )
+        print(
+            f"{'t(s)':>6} {'rss(MiB)':>8} {'fds':>4} {'threads':>7} {'health':>6} "
+            f"{'dropped':>7} {'pending':>7} {'store(MiB)':>10}"
+        )
         started = time.monotonic()
         next_drop = next_sample = started
         n = 0
@@ -293,9 +305,11 @@ def main() -> int:
             if now >= next_sample:
                 s = sample(daemon.pid, started, port, store)
                 samples.append(s)
-                print(f"{s.seconds:6.0f} {s.rss_mb:8.1f} {s.fds:4d} {s.threads:7d} "
-                      f"{s.health:6d} {n:7d} {len(pending(inbox)):7d} {s.store_mb:10.1f}",
-                      flush=True)  # fmt: skip
+                print(
+                    f"{s.seconds:6.0f} {s.rss_mb:8.1f} {s.fds:4d} {s.threads:7d} "
+                    f"{s.health:6d} {n:7d} {len(pending(inbox)):7d} {s.store_mb:10.1f}",
+                    flush=True,
+                )
                 next_sample += args.sample
             time.sleep(max(0.0, min(next_drop, next_sample) - time.monotonic()))
         # What is left is taken within a poll or two; a minute is ample.
@@ -314,8 +328,9 @@ def main() -> int:
         failures.append(f"the daemon exited {code} on SIGTERM")
 
     print(f"\n{n} files dropped in {args.duration:g} s; {len(samples)} samples")
-    failures += growth(samples, {"rss_mb": args.rss_slack_mb, "fds": args.fd_slack,
-                                 "threads": args.thread_slack})  # fmt: skip
+    failures += growth(
+        samples, {"rss_mb": args.rss_slack_mb, "fds": args.fd_slack, "threads": args.thread_slack}
+    )
     peaks = (max(getattr(s, k) for s in samples) for k in ("rss_mb", "fds", "threads"))
     print("  peak: rss {:.1f} MiB, {} fds, {} threads".format(*peaks))
     unhealthy = [s for s in samples if s.health != 200]

@@ -174,10 +174,12 @@ def server_config(
 def configs(root: Path, **source: Any) -> tuple[Config, SourceConfig]:
     """The config of a store and paths under ``root``, and a source "s" on ``root/inbox``
     taking events files at once (``min_age`` 0s); ``source`` overrides its settings."""
-    config = Config.model_validate({
-        "store": {"path": str(root / "store" / "c.db")},
-        "paths": {"staging": str(root / "staging"), "archive": str(root / "archive")},
-    })  # fmt: skip
+    config = Config.model_validate(
+        {
+            "store": {"path": str(root / "store" / "c.db")},
+            "paths": {"staging": str(root / "staging"), "archive": str(root / "archive")},
+        }
+    )
     settings: dict[str, Any] = {"name": "s", "min_age": "0s", "files": EVENTS} | source
     return config, source_config(settings.pop("url", f"file://{root / 'inbox'}"), **settings)
 
@@ -282,8 +284,14 @@ def broken_poller(root: Path, store: Store) -> tuple[Poller, Flaky]:
     config, source = configs(root)
     flaky = Flaky.at(inbox)
     flaky.broken = True
-    poller = Poller(config, source, store, ingestor=Ingestor(store, batch_records=1_000),
-                    sleep=lambda _: None, opener=lambda _: flaky)  # fmt: skip
+    poller = Poller(
+        config,
+        source,
+        store,
+        ingestor=Ingestor(store, batch_records=1_000),
+        sleep=lambda _: None,
+        opener=lambda _: flaky,
+    )
     return poller, flaky
 
 
@@ -335,8 +343,9 @@ def crash_then_rerun(
     to a later poll."""
     argv = [sys.executable, "-m", "connector", "--config", str(config)]
     env = {**os.environ, "CONNECTOR_CRASH_AT": step}
-    crashed = subprocess.run([*argv, "run"], env=env, capture_output=True, timeout=timeout,
-                             check=False)  # fmt: skip
+    crashed = subprocess.run(
+        [*argv, "run"], env=env, capture_output=True, timeout=timeout, check=False
+    )
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     if lease is not None:
         time.sleep(parse_duration(lease) + 0.2)
@@ -353,8 +362,9 @@ def first_poll_then_stop(
     """Run the daemon until its first poll ends, SIGTERM it, expect exit 0; its log lines
     (a line that is not JSON, a traceback say, as its "event")."""
     events: list[dict[str, Any]] = []
-    with subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True) as daemon:  # fmt: skip
+    with subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as daemon:
         watchdog = threading.Timer(timeout, daemon.kill)  # a daemon that never polls fails
         watchdog.start()
         try:

@@ -47,8 +47,12 @@ def read_only(folder: Path) -> Iterator[Path]:
     """``folder`` as a read-only file system (a bind mount over itself)."""
     _mount("--bind", str(folder), str(folder))
     try:
-        remounted = subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)],
-                                   capture_output=True, text=True, check=False)  # fmt: skip
+        remounted = subprocess.run(
+            ["mount", "-o", "remount,ro,bind", str(folder)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if remounted.returncode:
             pytest.skip(f"cannot remount read-only here: {remounted.stderr.strip()}")
         yield folder

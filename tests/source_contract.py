@@ -168,8 +168,10 @@ class SourceContract:
         poller.store.close()
         assert flaky.failures == 0 and len(flaky.offsets) > 1  # the transfer did break
         assert (entry.status, entry.rows, entry.sha256) == (
-            "ingested", 60_000, hashlib.sha256(data).hexdigest()
-        )  # fmt: skip
+            "ingested",
+            60_000,
+            hashlib.sha256(data).hexdigest(),
+        )
         assert [e["identifier"] for e in events[-2:]] == ["u59998", "u59999"]
         assert sorted(e["line"] for e in events) == list(range(2, 60_002))
         assert [p for p in (tmp_path / "staging").rglob("*") if p.is_file()] == []
@@ -202,8 +204,9 @@ class SourceContract:
         poller.store.close()
         assert _taken(summary) == ["events_1.csv"]
         assert sorted(p.name for p in (remote.root / "done").iterdir()) == [
-            "events_1.csv", "events_1.csv.done"
-        ]  # fmt: skip
+            "events_1.csv",
+            "events_1.csv.done",
+        ]
 
     def test_hostile_names_are_skipped_once_warned_and_the_others_taken(
         self, remote: Remote, tmp_path: Path
@@ -337,9 +340,13 @@ class SourceContract:
         """With reject_report, a file with rejected rows gets ``<name>.rejects.csv`` beside
         where it went; the next poll does not take the report as a file of its own."""
         _put(remote, "events_1.csv", b"identifier,timestamp\nu1,1\n,2\nu3,=1+2\n")
-        poller, summary = _poll(remote, tmp_path, after=after, reject_report=True,
-                                files=[{"kind": "events", "pattern": "events_*",
-                                        "event_name": "e"}])  # fmt: skip
+        poller, summary = _poll(
+            remote,
+            tmp_path,
+            after=after,
+            reject_report=True,
+            files=[{"kind": "events", "pattern": "events_*", "event_name": "e"}],
+        )
         (entry,) = summary.taken.values()
         assert (entry.status, entry.rows, entry.rejected) == ("ingested", 1, 2)
         report = (remote.root / report_at).read_bytes()

@@ -62,8 +62,13 @@ def records(store: Store, table: Table, tenant: str | None = None) -> list[dict[
     return [orjson.loads(orjson.dumps(record)) for record in store.records(table, tenant)]
 
 
-def fed(store: Store, kind: Kind, after: Cursor = START, tenant: str | None = None,
-        limit: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def fed(
+    store: Store,
+    kind: Kind,
+    after: Cursor = START,
+    tenant: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
     """The feed as `connector feed` prints it, JSON fragments read as values."""
     lines = []
     with closing(store.feed(kind, after, tenant)) as records:
@@ -156,16 +161,26 @@ def _arriving(
     """``download`` stored as it arrives, as the daemon does (its place claimed)."""
     size = len(download.data)
     arrival = Arrival("src", "/in/big.csv", None, size, rules.kind, 1.0, tenant)
-    job = ParseJob(download.part, rules, batch_records=ingestor.batch_records, in_child=False,
-                   spool_dir=None, growing_to=size)  # fmt: skip
+    job = ParseJob(
+        download.part,
+        rules,
+        batch_records=ingestor.batch_records,
+        in_child=False,
+        spool_dir=None,
+        growing_to=size,
+    )
     with ThreadPoolExecutor(1) as pool, job:
         fetched: Future[Staged] = pool.submit(download)
         try:
             with ingestor.store.claim_place(arrival.source, arrival.path):
                 return ingestor.ingest_arriving(
-                    rules, arrival=arrival, job=job, fetched=fetched, resumed=False,
+                    rules,
+                    arrival=arrival,
+                    job=job,
+                    fetched=fetched,
+                    resumed=False,
                     arrived=download.inspector.prefix,
-                )  # fmt: skip
+                )
         finally:
             download.release()  # (a run that stopped early must not wait for it)
 
@@ -180,8 +195,9 @@ def _provisional_cursor(store: Store) -> int:
 def _stopped_after_two_batches(store: Store, data: bytes, tmp_path: Path) -> Entry:
     """The provisional entry a try left once it had stored two batches of ``data`` as it
     arrived, then was asked to stop."""
-    stopping = Ingestor(store, clock=Clock(), batch_records=BATCH, commit_seconds=0,
-                        stop=_stopping_after(2))  # fmt: skip
+    stopping = Ingestor(
+        store, clock=Clock(), batch_records=BATCH, commit_seconds=0, stop=_stopping_after(2)
+    )
     stalled = Download(tmp_path / "staging", data)
     stalled.held_until = lambda: False  # until the stopped run lets it go
     with pytest.raises(Interrupted):
@@ -242,8 +258,11 @@ class StoreContract:
         arrival = Arrival("s", "/in/a.csv", "ab" * 32, 40, "events", 7.0)
         entry = ledger.begin(arrival, T0)
         assert (entry.status, entry.sha256, entry.cursor, entry.rows) == (
-            "ingesting", "ab" * 32, 0, 0
-        )  # fmt: skip
+            "ingesting",
+            "ab" * 32,
+            0,
+            0,
+        )
         assert ledger.unfinished(arrival) == entry
         assert records(store, "files") == []
         with store.transaction():
@@ -251,20 +270,30 @@ class StoreContract:
         ledger.fail(entry.id, T0 + 1)
         failed = ledger.get(entry.id)
         assert (failed.status, failed.cursor, failed.rows, failed.rejected, failed.duplicates) == (
-            "failed", 4, 2, 1, 1
-        )  # fmt: skip
+            "failed",
+            4,
+            2,
+            1,
+            1,
+        )
         [dumped] = records(store, "files")
         assert (dumped["path"], dumped["status"], dumped["processed_at"]) == (
-            "/in/a.csv", "failed", iso(T0 + 1)
-        )  # fmt: skip
+            "/in/a.csv",
+            "failed",
+            iso(T0 + 1),
+        )
         assert ledger.known_at("s", "/in/a.csv") is None  # not a decision
         assert ledger.ingested("default", "ab" * 32) is None
 
         elsewhere = replace(arrival, source="t", path="/in/b.csv")
         again = ledger.begin(elsewhere, T0 + 2)
         assert (again.id, again.status, again.cursor, again.source, again.path) == (
-            entry.id, "ingesting", 4, "t", "/in/b.csv"
-        )  # fmt: skip
+            entry.id,
+            "ingesting",
+            4,
+            "t",
+            "/in/b.csv",
+        )
         done = ledger.finish(entry.id, T0 + 3)
         assert (done.status, done.cursor, done.rows) == ("ingested", 4, 2)
         assert ledger.ingested("default", "ab" * 32) == done
@@ -272,16 +301,26 @@ class StoreContract:
         assert ledger.unfinished_at("t", "/in/b.csv") == []
         [dumped] = records(store, "files")
         assert dumped == {
-            "tenant": "default", "source": "t", "path": "/in/b.csv", "sha256": "ab" * 32,
-            "size": 40, "status": "ingested", "rows": 2, "rejected": 1, "duplicates": 1,
+            "tenant": "default",
+            "source": "t",
+            "path": "/in/b.csv",
+            "sha256": "ab" * 32,
+            "size": 40,
+            "status": "ingested",
+            "rows": 2,
+            "rejected": 1,
+            "duplicates": 1,
             "processed_at": iso(T0 + 3),
-        }  # fmt: skip
+        }
 
     def test_a_file_stopped_mid_way_is_failed_then_resumed_from_its_cursor(
         self, store: Store, tmp_path: Path
     ) -> None:
-        path = _file(tmp_path, "a.csv", "identifier,name\n" + "".join(
-            f"{'' if i == 4 else f'u{i}'},buy\n" for i in range(10)))  # fmt: skip
+        path = _file(
+            tmp_path,
+            "a.csv",
+            "identifier,name\n" + "".join(f"{'' if i == 4 else f'u{i}'},buy\n" for i in range(10)),
+        )
         stopping = Ingestor(store, batch_records=3, commit_seconds=0, stop=_stopping_after(2))
         with pytest.raises(Interrupted):
             stopping.ingest(path, EVENTS, source="s", name="a")
@@ -324,13 +363,13 @@ class StoreContract:
         poller.poll()
         (entry,) = records(poller.store, "files")
         assert (entry["status"], entry["rows"], entry["rejected"]) == (
-            "ingested", POLLED_ROWS - 5, 5
-        )  # fmt: skip
+            "ingested",
+            POLLED_ROWS - 5,
+            5,
+        )
         lines = [e["line"] for e in records(poller.store, "events")]
         assert sorted(lines) == [n + 2 for n in range(POLLED_ROWS) if n % 1000 != 7]
-        assert [r["line"] for r in records(poller.store, "rejects")] == [
-            9, 1009, 2009, 3009, 4009
-        ]  # fmt: skip
+        assert [r["line"] for r in records(poller.store, "rejects")] == [9, 1009, 2009, 3009, 4009]
 
     def test_a_file_that_cannot_be_fetched_is_failed_until_it_can(
         self, polled: tuple[Poller, Flaky]
@@ -365,8 +404,11 @@ class StoreContract:
         ledger.note_failure(place, T0 + 5)
         [note] = ledger.unfinished_at("s", "/in/a.csv")
         assert (note.status, note.sha256, note.cursor, note.size) == (
-            "failed", None, 0, path.stat().st_size
-        )  # fmt: skip
+            "failed",
+            None,
+            0,
+            path.stat().st_size,
+        )
         assert [(f["status"], f["sha256"], f["processed_at"]) for f in records(store, "files")] == [
             ("failed", None, iso(T0 + 5))
         ]
@@ -398,8 +440,9 @@ class StoreContract:
         assert len(records(store, "events")) == 1
         files = records(store, "files")
         assert [(f["path"], f["status"], f["rows"]) for f in files] == [
-            ("a", "ingested", 1), ("b", "duplicate", 0)
-        ]  # fmt: skip
+            ("a", "ingested", 1),
+            ("b", "duplicate", 0),
+        ]
 
     def test_same_bytes_after_reopening_the_store_are_a_duplicate(
         self, store_config: StoreConfig, tmp_path: Path
@@ -408,8 +451,9 @@ class StoreContract:
         with open_store(store_config) as store:
             Ingestor(store).ingest(_file(tmp_path, "a.csv", text), EVENTS, source="s", name="a")
         with open_store(store_config) as store:
-            again = Ingestor(store).ingest(_file(tmp_path, "b.csv", text), EVENTS,
-                                           source="t", name="b")  # fmt: skip
+            again = Ingestor(store).ingest(
+                _file(tmp_path, "b.csv", text), EVENTS, source="t", name="b"
+            )
             assert (again.entry.status, again.entry.rows) == ("duplicate", 0)
             assert [e["identifier"] for e in records(store, "events")] == ["u1", "u2"]
             first = store.ledger.ingested("default", _sha256(tmp_path / "a.csv"))
@@ -582,8 +626,9 @@ class StoreContract:
         self, store: Store, tmp_path: Path
     ) -> None:
         """A contacts file's upserts are applied when it ends, in file order: later rows win."""
-        Ingestor(store).ingest(_file(tmp_path, "a.csv", "identifier,plan\nu,free\n"), CONTACTS,
-                               source="s", name="a")  # fmt: skip
+        Ingestor(store).ingest(
+            _file(tmp_path, "a.csv", "identifier,plan\nu,free\n"), CONTACTS, source="s", name="a"
+        )
         text = "identifier,plan,seats\n" + "u,pro,1\nu,max,\nw,free,2\n" * 2
         ingestor = Ingestor(store, batch_records=2, commit_seconds=0)
         seen: list[object] = []
@@ -591,8 +636,9 @@ class StoreContract:
         def peek(_records: int) -> None:
             seen.append(contacts(store))
 
-        ingestor.ingest(_file(tmp_path, "b.csv", text), CONTACTS, source="s", name="b",
-                        progress=peek)  # fmt: skip
+        ingestor.ingest(
+            _file(tmp_path, "b.csv", text), CONTACTS, source="s", name="b", progress=peek
+        )
         assert seen == [{"u": {"plan": "free"}}] * 3
         assert contacts(store) == {
             "u": {"plan": "max", "seats": 1},
@@ -634,8 +680,9 @@ class StoreContract:
     def test_keys_hold_across_a_restart(self, store_config: StoreConfig, tmp_path: Path) -> None:
         """Accepted keys live in the store: a new process sees them."""
         with open_store(store_config) as store:
-            Ingestor(store).ingest(_file(tmp_path, "a.csv", KEYED + "u1,buy,K\n"), EVENTS,
-                                   source="s", name="a")  # fmt: skip
+            Ingestor(store).ingest(
+                _file(tmp_path, "a.csv", KEYED + "u1,buy,K\n"), EVENTS, source="s", name="a"
+            )
         with open_store(store_config) as store:
             outcome = Ingestor(store).ingest(
                 _file(tmp_path, "b.csv", KEYED + "u2,buy,K\n"), EVENTS, source="t", name="b"
@@ -655,6 +702,8 @@ class StoreContract:
         """Within one batch and across batches of one file: the first use is stored, later
         ones are duplicates; keys are exact (case, spaces); a rejected row does not
         consume its key."""
+        # Not formatted: a table, one batch (two rows) a line, with what that batch shows.
+        # fmt: off
         rows = [
             "u1,buy,K", "u2,buy,K",  # batch 1: twice in one batch
             "u3,buy,L", "u4,buy,k",  # batch 2: another case is another key
@@ -662,7 +711,8 @@ class StoreContract:
             "u6,buy,R", "u7,buy, ",  # batch 4: R not consumed; a key of a space is a key
             "u8,buy, ", "u9,buy,",  # batch 5: " " again; an empty cell is no key
             "u10,buy,",  # batch 6: no key, never a duplicate
-        ]  # fmt: skip
+        ]
+        # fmt: on
         path = _file(tmp_path, "a.csv", KEYED + "".join(r + "\n" for r in rows))
         outcome = Ingestor(store, batch_records=2, commit_seconds=0).ingest(
             path, EVENTS, source="s", name="a"
@@ -670,9 +720,14 @@ class StoreContract:
         entry = outcome.entry
         assert (entry.rows, entry.rejected, entry.duplicates) == (7, 1, 3)
         assert [(e["identifier"], e["idempotencyKey"]) for e in records(store, "events")] == [
-            ("u1", "K"), ("u3", "L"), ("u4", "k"), ("u6", "R"), ("u7", " "), ("u9", None),
+            ("u1", "K"),
+            ("u3", "L"),
+            ("u4", "k"),
+            ("u6", "R"),
+            ("u7", " "),
+            ("u9", None),
             ("u10", None),
-        ]  # fmt: skip
+        ]
         assert len(contacts(store)) == 10  # duplicates create their contacts all the same
 
     def test_a_file_refused_whole_gives_back_the_keys_it_claimed(
@@ -682,8 +737,7 @@ class StoreContract:
         they are given back (another file may use them at once), not those another file
         had accepted."""
         clock = Clock()
-        ingestor = Ingestor(store, clock=clock, batch_records=2, commit_seconds=0,
-                            max_rejects=3)  # fmt: skip
+        ingestor = Ingestor(store, clock=clock, batch_records=2, commit_seconds=0, max_rejects=3)
         earlier = _file(tmp_path, "earlier.csv", KEYED + "z,buy,M\n")
         assert ingestor.ingest(earlier, EVENTS, source="s", name="earlier").entry.rows == 1
         clock.now += 60
@@ -725,9 +779,12 @@ class StoreContract:
 
         events = fed(store, "events")
         assert [(e["file"], e["identifier"]) for e in events] == [
-            ("later.csv", "v1"), ("later.csv", "v2"), ("later.csv", "v3"),
-            ("first.csv", "u1"), ("first.csv", "u2"),
-        ]  # fmt: skip
+            ("later.csv", "v1"),
+            ("later.csv", "v2"),
+            ("later.csv", "v3"),
+            ("first.csv", "u1"),
+            ("first.csv", "u2"),
+        ]
         assert seen_meanwhile == [events[:3]]
         by_event = {(e["file"], e["line"]): e for e in records(store, "events")}
         for event in events:
@@ -736,8 +793,9 @@ class StoreContract:
             ]
         assert [f["path"] for f in fed(store, "files")] == ["later.csv", "first.csv", "people.csv"]
         assert [(r["file"], r["line"]) for r in fed(store, "rejects")] == [
-            ("later.csv", 4), ("first.csv", 3)
-        ]  # fmt: skip
+            ("later.csv", 4),
+            ("first.csv", 3),
+        ]
         for kind in KINDS:
             whole = fed(store, kind)
             cursors = [line["cursor"] for line in whole]
@@ -774,12 +832,18 @@ class StoreContract:
 
     def test_a_cursor_it_never_gave_is_refused(self, store: Store, tmp_path: Path) -> None:
         ingestor = Ingestor(store)
-        ingestor.ingest(_file(tmp_path, "a.csv", "identifier,name\nu1,buy\n"), EVENTS,
-                        source="s", name="a")  # fmt: skip
+        ingestor.ingest(
+            _file(tmp_path, "a.csv", "identifier,name\nu1,buy\n"), EVENTS, source="s", name="a"
+        )
         refused: list[tuple[str, Kind]] = [
-            ("2:1", "events"), ("x", "events"), ("1", "events"), ("1:1", "files"),
-            ("-1:2", "rejects"), ("01:1", "contacts"), (" 1:1", "events"),
-        ]  # fmt: skip
+            ("2:1", "events"),
+            ("x", "events"),
+            ("1", "events"),
+            ("1:1", "files"),
+            ("-1:2", "rejects"),
+            ("01:1", "contacts"),
+            (" 1:1", "events"),
+        ]
         for text, kind in refused:
             with pytest.raises(UnknownCursor, match="cursor"):
                 fed(store, kind, parse_cursor(text, kind))
@@ -812,19 +876,22 @@ class StoreContract:
         ingestor = Ingestor(store, clock=clock, batch_records=2, commit_seconds=0)
         old = _file(tmp_path, "old.csv", KEYED + "u1,buy,K\n,buy,\nu2,buy,\nu3,buy,\n")
         ingestor.ingest(old, EVENTS, source="s", name="old.csv")
-        ingestor.ingest(_file(tmp_path, "people.csv", "identifier,plan\nu1,pro\n"), CONTACTS,
-                        source="s", name="people.csv")  # fmt: skip
+        ingestor.ingest(
+            _file(tmp_path, "people.csv", "identifier,plan\nu1,pro\n"),
+            CONTACTS,
+            source="s",
+            name="people.csv",
+        )
         cursor = fed(store, "events")[0]["cursor"]
         clock.now += 3 * DAY
-        ingestor.ingest(_file(tmp_path, "new.csv", KEYED + "v1,buy,L\n"), EVENTS,
-                        source="s", name="new.csv")  # fmt: skip
+        ingestor.ingest(
+            _file(tmp_path, "new.csv", KEYED + "v1,buy,L\n"), EVENTS, source="s", name="new.csv"
+        )
 
         pruned = prune(store.db, 2 * DAY, clock.now + 60, rows=2)  # type: ignore[attr-defined]
 
         # (contact changes: u1, u2 and u3 created by old.csv, u1 changed by people.csv)
-        assert (pruned.files, pruned.events, pruned.rejects, pruned.contact_changes) == (
-            2, 3, 1, 4
-        )  # fmt: skip
+        assert (pruned.files, pruned.events, pruned.rejects, pruned.contact_changes) == (2, 3, 1, 4)
         assert pruned.keys == 1  # K, accepted three days ago; not L
         assert [e["file"] for e in records(store, "events")] == ["new.csv"]
         assert records(store, "rejects") == []
@@ -847,13 +914,22 @@ class StoreContract:
         is finished by the next run, and bounds a file without events lacks do not stop it."""
         clock = Clock()
         ingestor = Ingestor(store, clock=clock, batch_records=2, commit_seconds=0)
-        ingestor.ingest(_file(tmp_path, "old.csv", KEYED + "u1,buy,\nu2,buy,\n"), EVENTS,
-                        source="s", name="old.csv")  # fmt: skip
-        ingestor.ingest(_file(tmp_path, "people.csv", "identifier,plan\nu1,pro\n"), CONTACTS,
-                        source="s", name="people.csv")  # fmt: skip
+        ingestor.ingest(
+            _file(tmp_path, "old.csv", KEYED + "u1,buy,\nu2,buy,\n"),
+            EVENTS,
+            source="s",
+            name="old.csv",
+        )
+        ingestor.ingest(
+            _file(tmp_path, "people.csv", "identifier,plan\nu1,pro\n"),
+            CONTACTS,
+            source="s",
+            name="people.csv",
+        )
         clock.now += 3 * DAY
-        ingestor.ingest(_file(tmp_path, "new.csv", KEYED + "v1,buy,\n"), EVENTS, source="s",
-                        name="new.csv")  # fmt: skip
+        ingestor.ingest(
+            _file(tmp_path, "new.csv", KEYED + "v1,buy,\n"), EVENTS, source="s", name="new.csv"
+        )
         first, last = (parse_cursor(e["cursor"], "events") for e in fed(store, "events")[:2])
         store.query("UPDATE files SET last_event = NULL WHERE path = 'people.csv'")  # type: ignore[attr-defined]
         store.query("UPDATE feed_clock SET pruned = 1")  # type: ignore[attr-defined]
@@ -877,8 +953,9 @@ class StoreContract:
             ingestor.ingest(_file(tmp_path, "a.csv", text), EVENTS, source="s", name="a")
             reading = store.feed("events", START)
             next(reading)
-            ingestor.ingest(_file(tmp_path, "b.csv", text + "u2,buy\n"), EVENTS, source="s",
-                            name="b")  # fmt: skip
+            ingestor.ingest(
+                _file(tmp_path, "b.csv", text + "u2,buy\n"), EVENTS, source="s", name="b"
+            )
         with open_store(store_config) as store:
             assert [f["path"] for f in records(store, "files")] == ["a", "b"]
         reading.close()
@@ -894,25 +971,42 @@ class StoreContract:
                 ("c.csv", "identifier,plan\nu1,pro\nu3,free\n", CONTACTS),
             ]:
                 path = _file(tmp_path, f"{tenant}-{name}", text)
-                sha[tenant, name] = ingestor.ingest(path, rules, source="s", name=name,
-                                                    tenant=tenant).entry.sha256  # fmt: skip
+                sha[tenant, name] = ingestor.ingest(
+                    path, rules, source="s", name=name, tenant=tenant
+                ).entry.sha256
 
-        erased = erase(store.db, "acme", ["u1", "nobody"], "request 7", "ops", T0,  # type: ignore[attr-defined]
-                       ids=2)  # fmt: skip
+        erased = erase(
+            store.db,  # type: ignore[attr-defined]
+            "acme",
+            ["u1", "nobody"],
+            "request 7",
+            "ops",
+            T0,
+            ids=2,
+        )
 
         assert (erased.contacts, erased.events) == (1, 2)
         assert erased.files == {sha["acme", "e.csv"], sha["acme", "c.csv"]}
         left = [(e["tenant"], e["identifier"]) for e in records(store, "events")]
         assert left == [("acme", "u2"), ("globex", "u1"), ("globex", "u2"), ("globex", "u1")]
         assert [(c["tenant"], c["identifier"]) for c in records(store, "contacts")] == [
-            ("acme", "u2"), ("acme", "u3"), ("globex", "u1"), ("globex", "u2"),
+            ("acme", "u2"),
+            ("acme", "u3"),
+            ("globex", "u1"),
+            ("globex", "u2"),
             ("globex", "u3"),
-        ]  # fmt: skip
+        ]
         assert "u1" not in {c["identifier"] for c in fed(store, "contacts", tenant="acme")}
         assert records(store, "audit") == [
-            {"at": iso(T0), "action": "erase", "tenant": "acme", "sha256": None,
-             "reason": "request 7", "user": "ops"}
-        ]  # fmt: skip
+            {
+                "at": iso(T0),
+                "action": "erase",
+                "tenant": "acme",
+                "sha256": None,
+                "reason": "request 7",
+                "user": "ops",
+            }
+        ]
 
     # -- Tenants -------------------------------------------------------------------------
 
@@ -932,25 +1026,35 @@ class StoreContract:
             assert ingest("people.csv", people, CONTACTS, tenant).entry.status == "ingested"
             assert ingest("orders.csv", orders, EVENTS, tenant).entry.duplicates == 0
         ingest("more.csv", "identifier,plan\nada@example.com,free\n,x\n", CONTACTS, "globex")
-        again = ingestor.ingest(_file(tmp_path, "same.csv", people), CONTACTS, source="other",
-                                name="same.csv", tenant="acme")  # fmt: skip
+        again = ingestor.ingest(
+            _file(tmp_path, "same.csv", people),
+            CONTACTS,
+            source="other",
+            name="same.csv",
+            tenant="acme",
+        )
         assert again.entry.status == "duplicate"
         reused = KEYED + "bob,buy,o-1\n"
         assert ingest("reused.csv", reused, EVENTS, "acme").entry.duplicates == 1
 
         assert [tuple(c.values()) for c in records(store, "contacts")] == [
-            ("acme", "ada@example.com", {"plan": "pro"}), ("acme", "bob", {}),
+            ("acme", "ada@example.com", {"plan": "pro"}),
+            ("acme", "bob", {}),
             ("globex", "ada@example.com", {"plan": "free"}),
-        ]  # fmt: skip
+        ]
         assert [(e["tenant"], e["idempotencyKey"]) for e in records(store, "events")] == [
-            ("acme", "o-1"), ("globex", "o-1")
-        ]  # fmt: skip
+            ("acme", "o-1"),
+            ("globex", "o-1"),
+        ]
         assert [(f["tenant"], f["path"], f["status"]) for f in records(store, "files")] == [
-            ("acme", "people.csv", "ingested"), ("acme", "orders.csv", "ingested"),
-            ("globex", "people.csv", "ingested"), ("globex", "orders.csv", "ingested"),
-            ("globex", "more.csv", "ingested"), ("acme", "same.csv", "duplicate"),
+            ("acme", "people.csv", "ingested"),
+            ("acme", "orders.csv", "ingested"),
+            ("globex", "people.csv", "ingested"),
+            ("globex", "orders.csv", "ingested"),
+            ("globex", "more.csv", "ingested"),
+            ("acme", "same.csv", "duplicate"),
             ("acme", "reused.csv", "ingested"),
-        ]  # fmt: skip
+        ]
         for table in ("contacts", "events", "rejects", "files"):
             mine = [r for r in records(store, table) if r["tenant"] == "globex"]
             assert records(store, table, "globex") == mine != []
@@ -961,22 +1065,26 @@ class StoreContract:
     ) -> None:
         """A file refused whole gives back its tenant's keys only; rows stored as a file
         arrives claim their keys in its tenant."""
-        ingestor = Ingestor(store, clock=Clock(), batch_records=2, commit_seconds=0,
-                            max_rejects=3)  # fmt: skip
+        ingestor = Ingestor(store, clock=Clock(), batch_records=2, commit_seconds=0, max_rejects=3)
         held = _file(tmp_path, "held.csv", KEYED + "z,buy,K\n")
         ingestor.ingest(held, EVENTS, source="s", name="held", tenant="acme")
         bad = _file(tmp_path, "bad.csv", KEYED + "u1,buy,K\n" + ",buy,\n" * 6)
         refused = ingestor.ingest(bad, EVENTS, source="t", name="bad", tenant="globex")
         assert refused.entry.status == "rejected"
         later = _file(tmp_path, "later.csv", KEYED + "v1,buy,K\n")
-        assert ingestor.ingest(later, EVENTS, source="s", name="later",
-                               tenant="acme").entry.duplicates == 1  # fmt: skip
+        assert (
+            ingestor.ingest(later, EVENTS, source="s", name="later", tenant="acme").entry.duplicates
+            == 1
+        )
 
         download = Download(tmp_path / "staging", _keyed_rows(lambda i: "K" if i == 0 else f"k{i}"))
         outcome = _arriving(ingestor, download, tenant="globex")
         assert (outcome.entry.status, outcome.entry.duplicates) == ("ingested", 0)
-        keyed = [(e["tenant"], e["identifier"]) for e in records(store, "events")
-                 if e["idempotencyKey"] == "K"]  # fmt: skip
+        keyed = [
+            (e["tenant"], e["identifier"])
+            for e in records(store, "events")
+            if e["idempotencyKey"] == "K"
+        ]
         assert keyed == [("acme", "z"), ("globex", "u0")]
 
     # -- Contacts ------------------------------------------------------------------------
@@ -1007,16 +1115,21 @@ class StoreContract:
         self, store: Store, tmp_path: Path
     ) -> None:
         ingestor = Ingestor(store, batch_records=2, commit_seconds=0)
-        ingestor.ingest(_file(tmp_path, "a.csv", "identifier,plan\nu,free\n"), CONTACTS,
-                        source="s", name="a")  # fmt: skip
+        ingestor.ingest(
+            _file(tmp_path, "a.csv", "identifier,plan\nu,free\n"), CONTACTS, source="s", name="a"
+        )
         text = "identifier,name,plan\nu,buy,gold\nnew,buy,x\nu,buy,\nNew,buy,y\n"
         ingestor.ingest(_file(tmp_path, "b.csv", text), EVENTS, source="s", name="b")
         assert contacts(store) == {"New": {}, "new": {}, "u": {"plan": "free"}}
         assert [e["data"] for e in records(store, "events")] == [
-            {"plan": "gold"}, {"plan": "x"}, {}, {"plan": "y"}
-        ]  # fmt: skip
-        ingestor.ingest(_file(tmp_path, "c.csv", "identifier,plan\nnew,pro\n"), CONTACTS,
-                        source="s", name="c")  # fmt: skip
+            {"plan": "gold"},
+            {"plan": "x"},
+            {},
+            {"plan": "y"},
+        ]
+        ingestor.ingest(
+            _file(tmp_path, "c.csv", "identifier,plan\nnew,pro\n"), CONTACTS, source="s", name="c"
+        )
         assert contacts(store)["new"] == {"plan": "pro"}
 
     # -- Rows stored as the file arrives -------------------------------------------------
@@ -1049,8 +1162,9 @@ class StoreContract:
         assert (entry.status, entry.sha256) == ("ingested", hashlib.sha256(data).hexdigest())
         assert (entry.rows, entry.duplicates, entry.cursor) == (ROWS - 2, 2, ROWS)
         big = [(key, line) for file, _, key, line in _events(store) if file == "/in/big.csv"]
-        assert big == [(f"k{i}" if i not in (4,) else "twice", i + 2)
-                       for i in range(ROWS) if i not in (2, 9)]  # fmt: skip
+        assert big == [
+            (f"k{i}" if i not in (4,) else "twice", i + 2) for i in range(ROWS) if i not in (2, 9)
+        ]
         assert store.ledger.unfinished_at("src", "/in/big.csv") == []
         assert [f["status"] for f in records(store, "files")] == ["ingested", "ingested"]
 
@@ -1072,8 +1186,9 @@ class StoreContract:
         assert outcome.entry.status == "duplicate"
         assert len(records(store, "events")) == ROWS
         assert [(f["path"], f["status"]) for f in records(store, "files")] == [
-            ("first.csv", "ingested"), ("/in/big.csv", "duplicate")
-        ]  # fmt: skip
+            ("first.csv", "ingested"),
+            ("/in/big.csv", "duplicate"),
+        ]
         assert store.ledger.unfinished_at("src", "/in/big.csv") == []
         # Its keys were never claimed: the first file's still hold, no more.
         again = _file(tmp_path, "again.csv", KEYED + "v,buy,k0\nv,buy,new\n")
@@ -1087,8 +1202,9 @@ class StoreContract:
         data = _keyed_rows()
         left = _stopped_after_two_batches(store, data, tmp_path)
         assert (left.status, left.sha256, left.cursor) == ("failed", None, 2 * BATCH)
-        assert store.ledger.stale(Arrival("src", "/in/big.csv", None, len(data) + 1,
-                                          "events", 1.0)) == [left.id]  # fmt: skip
+        assert store.ledger.stale(
+            Arrival("src", "/in/big.csv", None, len(data) + 1, "events", 1.0)
+        ) == [left.id]
 
         longer = data + b"u1,buy,last\n"
         download = Download(tmp_path / "staging2", longer)

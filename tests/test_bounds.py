@@ -71,8 +71,11 @@ def _peak(*argv: str) -> tuple[int, str, float]:
     of the process and of its parser child, whichever is larger."""
     done = subprocess.run(
         [sys.executable, "-c", _PEAK, sys.executable, "-m", "connector", *argv],
-        capture_output=True, text=True, check=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     first, output = done.stdout.split("\n", 1)
     code, kib = map(int, first.split())
     return code, output, kib * 1024 / 1e6
@@ -131,8 +134,10 @@ def test_rows_of_a_hundred_one_mib_fields_are_rejected_in_bounded_memory(
 @linux
 def test_a_header_of_a_million_columns_rejects_the_file_in_bounded_memory(tmp_path: Path) -> None:
     """A 9.7 MB header of 1.2 million names rejects the file, read in bounded memory."""
-    names = (b",".join(b"c%d" % i for i in range(start, start + 100_000)) + b"," for start
-             in range(0, 1_200_000, 100_000))  # fmt: skip
+    names = (
+        b",".join(b"c%d" % i for i in range(start, start + 100_000)) + b","
+        for start in range(0, 1_200_000, 100_000)
+    )
     path = _write(tmp_path / "header.csv", [b"identifier,", *names, b"last\nu1,1\n"])
     code, output, peak = _import_peak(tmp_path, path)
     assert code == 2, output
@@ -212,15 +217,25 @@ def test_the_largest_records_allowed_are_stored_in_bounded_memory(
 def test_rows_of_many_short_fields_are_rejected_in_bounded_memory(tmp_path: Path) -> None:
     """Rows of hundreds of thousands of 2-character fields (a str object each, were they
     all split), and one of 100 MB of them, are rejected in bounded memory."""
-    path = _write(tmp_path / "dense.csv", [
-        b"identifier,a\n", b"u" + b",ab" * 400_000 + b"\n", b"u" + b",ab" * 600_000 + b"\n",
-        b"u", *[b",ab" * MiB] * 33, b"\n", b"u,1\n",
-    ])  # fmt: skip
+    path = _write(
+        tmp_path / "dense.csv",
+        [
+            b"identifier,a\n",
+            b"u" + b",ab" * 400_000 + b"\n",
+            b"u" + b",ab" * 600_000 + b"\n",
+            b"u",
+            *[b",ab" * MiB] * 33,
+            b"\n",
+            b"u,1\n",
+        ],
+    )
     code, output, peak = _import_peak(tmp_path, path)
     assert code == 0, output
     assert _rejects(tmp_path) == [
-        (2, "expected 2 fields, got 400001"), (3, "expected 2 fields, got 600001"), (4, OVER)
-    ]  # fmt: skip
+        (2, "expected 2 fields, got 400001"),
+        (3, "expected 2 fields, got 600001"),
+        (4, OVER),
+    ]
     assert "1 rows stored, 3 rejected" in output
     assert peak < BOUND_MB
 
@@ -230,8 +245,7 @@ def test_rows_of_many_short_fields_are_rejected_in_bounded_memory(tmp_path: Path
 def test_a_download_followed_by_its_parser_stays_in_bounded_memory(tmp_path: Path) -> None:
     """The daemon's path (`once` here): the parser child follows the download; a row over
     the limit and rows just within it stay in bounded memory all the same."""
-    config = drop_config(tmp_path, files=[{"kind": "contacts", "pattern": "*.csv"}],
-                         min_age="0s")  # fmt: skip
+    config = drop_config(tmp_path, files=[{"kind": "contacts", "pattern": "*.csv"}], min_age="0s")
     big = [b"u", *[b"," + b"x" * MiB] * 100, b"\n"]
     rows = _largest_rows(3)
     _write(tmp_path / "inbox" / "big.csv", [next(rows), *big, *rows])
@@ -271,9 +285,16 @@ def test_a_record_over_the_limit_is_rejected_and_the_records_after_it_read(
     limits = Limits(record_chars=64)
     over = "record over 64 characters"
     assert _parsed(path, FileRules(kind="events", event_name="e"), limits) == [
-        (2, "u1"), (3, over), (4, "u3"), (5, over), (9, "u5"), (10, over), (11, "u7"),
-        (13, "u8"), (15, over),
-    ]  # fmt: skip
+        (2, "u1"),
+        (3, over),
+        (4, "u3"),
+        (5, over),
+        (9, "u5"),
+        (10, over),
+        (11, "u7"),
+        (13, "u8"),
+        (15, over),
+    ]
 
 
 def test_an_unterminated_quote_within_the_limit_says_so(tmp_path: Path) -> None:
@@ -282,8 +303,9 @@ def test_an_unterminated_quote_within_the_limit_says_so(tmp_path: Path) -> None:
     path = tmp_path / "e.csv"
     path.write_text('identifier,a\nu1,1\nu2,"open\nstill\n')
     assert _parsed(path, FileRules(kind="events", event_name="e"), Limits(record_chars=64)) == [
-        (2, "u1"), (3, "unterminated quote: a quoted field is still open"),
-    ]  # fmt: skip
+        (2, "u1"),
+        (3, "unterminated quote: a quoted field is still open"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -336,7 +358,7 @@ def test_the_ingest_settings_reach_the_parser(
     assert _rejects(tmp_path) == [
         (2, f"record over {2 * MiB:,} characters"),
         (None, "line 1: header: 4 columns, more than the 3 allowed"),
-    ]  # fmt: skip
+    ]
 
 
 # Records of quotes, delimiters and line ends in every order, for the properties below.
@@ -394,8 +416,9 @@ def test_a_record_limit_rejects_exactly_the_records_over_it(
         if fault is not None:  # open to the end of the file
             size = len("".join(lines[line - 1 :]))
         over = size > longest
-        expected.append((line, [] if over else row, f"record over {longest} characters"
-                         if over else fault))  # fmt: skip
+        expected.append(
+            (line, [] if over else row, f"record over {longest} characters" if over else fault)
+        )
     assert [(line, row) for line, row, _ in unlimited] == [
         (line, row) for line, row in zip(*_csv_lines(lines), strict=True)
     ]
@@ -500,8 +523,7 @@ def test_an_events_file_with_a_line_break_in_a_header_name_is_read_as_csv_reads_
     """A csv-written file whose header name holds a line break, and 3,000 rows of 12
     columns: the header goes on past its first batch among rows with more delimiters
     than a header may have; every row is read whole, at its line."""
-    header = ["identifier", "name", "timestamp", "Note\n(free text)"] + [f"c{i}" for i in
-              range(8)]  # fmt: skip
+    header = ["identifier", "name", "timestamp", "Note\n(free text)"] + [f"c{i}" for i in range(8)]
     rows = [[f"u{i}", "buy", str(1_700_000_000 + i), f"n{i}", *"abcdefgh"] for i in range(3000)]
     text = _written(header, rows)
     delimiter, read = _read_all(text, None, Limits(), 1_000)
@@ -586,9 +608,12 @@ def test_a_large_file_of_bad_rows_is_rejected_once_past_the_default_cap(
     assert path.stat().st_size >= PARALLEL_MIN_BYTES
     assert main(["--config", str(config), "import", str(path), "--kind", "contacts"]) == 2
     assert _rejects(tmp_path) == [
-        (None, 'more than 100,000 rows rejected; first at line 2: email is not an address:'
-         ' "bad" (expected local@domain.tld)')
-    ]  # fmt: skip
+        (
+            None,
+            "more than 100,000 rows rejected; first at line 2: email is not an address:"
+            ' "bad" (expected local@domain.tld)',
+        )
+    ]
     assert _count(tmp_path, "pending_contacts") == 0
     assert "bad.csv: rejected" in capsys.readouterr().out
 
@@ -632,9 +657,13 @@ def test_a_download_with_too_many_rejects_stops_its_parse_before_it_ends(tmp_pat
             fetched: Future[Staged] = pool.submit(download)
             with ingestor.store.claim_place(arrival.source, arrival.path):
                 outcome = ingestor.ingest_arriving(
-                    rules, arrival=arrival, job=job, fetched=fetched, resumed=False,
+                    rules,
+                    arrival=arrival,
+                    job=job,
+                    fetched=fetched,
+                    resumed=False,
                     arrived=lambda: Prefix(len(data), hashlib.sha256(data).hexdigest()),
-                )  # fmt: skip
+                )
         assert stopped.is_set()
         assert outcome.entry.status == "rejected"
         assert outcome.reason == f"more than 1,000 rows rejected; first at line 2: {LATER}"
@@ -650,9 +679,11 @@ def test_the_daemon_rejects_a_file_with_too_many_rejects_whole(
     rejected whole, its stored rows and claimed keys taken back, the file moved to the
     error folder."""
     config = drop_config(
-        tmp_path, files=[{"kind": "events", "pattern": "*.csv", "event_name": "e"}],
-        min_age="0s", ingest={"max_rejects": 1_000, "batch_records": 5_000},
-    )  # fmt: skip
+        tmp_path,
+        files=[{"kind": "events", "pattern": "*.csv", "event_name": "e"}],
+        min_age="0s",
+        ingest={"max_rejects": 1_000, "batch_records": 5_000},
+    )
     good = "".join(f"u{i},{1_700_000_000 + i},k{i},{'x' * 80}\n" for i in range(90_000))
     text = "identifier,timestamp,idempotencyKey,pad\n" + good + "u,later,z,\n" * 1_001
     assert len(text) >= PARALLEL_MIN_BYTES

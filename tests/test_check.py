@@ -38,8 +38,12 @@ def test_check_says_which_names_are_skipped_and_shows_every_name_escaped(
     reason; no name reaches the terminal raw, a taken one included."""
     config = load_config(_config_file(tmp_path, ["acme"]))
     inbox = os.fsencode(tmp_path / "acme")
-    names = [b"contacts_\xff.csv", b"ev_\x1b]0;PWNED\x07.csv", b"contacts_1.csv",
-             "contacts_\u202egnp.csv".encode()]  # fmt: skip
+    names = [
+        b"contacts_\xff.csv",
+        b"ev_\x1b]0;PWNED\x07.csv",
+        b"contacts_1.csv",
+        "contacts_\u202egnp.csv".encode(),
+    ]
     for age, name in enumerate(reversed(names)):
         path = os.path.join(inbox, name)
         with open(path, "wb") as f:
@@ -91,14 +95,16 @@ def _failing(middle: BaseException) -> object:
 @pytest.mark.parametrize(
     ("error", "shown"),
     [
-        (UnicodeEncodeError("utf-8", "contacts_\udcff.csv", 9, 10, "surrogates not allowed"),
-         r"UnicodeEncodeError: 'utf-8' codec can't encode character '\\udcff' in position 9: "
-         "surrogates not allowed"),
+        (
+            UnicodeEncodeError("utf-8", "contacts_\udcff.csv", 9, 10, "surrogates not allowed"),
+            r"UnicodeEncodeError: 'utf-8' codec can't encode character '\\udcff' in position 9: "
+            "surrogates not allowed",
+        ),
         (RuntimeError("first line\nsecond line"), r"RuntimeError: first line\nsecond line"),
         (RuntimeError(f"server said {SENTINEL}"), "RuntimeError: server said ***"),
         (RuntimeError(), "RuntimeError: no detail"),
     ],
-)  # fmt: skip
+)
 def test_an_unexpected_error_fails_its_source_only(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -147,8 +153,9 @@ def test_check_tests_that_the_folders_it_writes_to_are_writable(
     """`check` writes and removes a probe in each folder the connector writes to (move
     folders, where reject reports go): a read-only one fails the check, naming the folder,
     the setting and the cause; a writable one is left as it was."""
-    config = _config_file(tmp_path, ["acme"], after="move:processed", error_dir="leave",
-                          reject_report=True)  # fmt: skip
+    config = _config_file(
+        tmp_path, ["acme"], after="move:processed", error_dir="leave", reject_report=True
+    )
     assert main(["--config", str(config), "check"]) == 0
     assert "FAILED" not in capsys.readouterr().out
     assert [p.name for p in (tmp_path / "acme").rglob("*")] == ["processed"]  # no probe left

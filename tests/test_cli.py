@@ -67,8 +67,11 @@ def test_version_and_config_after_the_command(
     assert capsys.readouterr().out.startswith("connector ")
     config = write_config(tmp_path, store={"path": str(tmp_path / "store.db")})
     assert main(["dump", "files", "--config", str(config)]) == 0
-    assert main(["--config", str(tmp_path / "absent.toml"), "dump", "files", "--config",
-                 str(config)]) == 0  # (after the command, it wins)  # fmt: skip
+    # Given after the command, --config wins.
+    assert (
+        main(["--config", str(tmp_path / "absent.toml"), "dump", "files", "--config", str(config)])
+        == 0
+    )
     assert (tmp_path / "store.db").exists()
 
 
@@ -77,11 +80,16 @@ def test_commands_on_the_store_alone_do_not_need_the_sources_files(
 ) -> None:
     """A source whose key files are gone (say, the demo's, after it ended) keeps `dump`,
     `feed` and `import` working; `once`, which connects, says what is missing."""
-    config = write_config(tmp_path, {
-        "name": "acme", "url": "sftp://ingest@files.example.com/outbox",
-        "known_hosts": "/nowhere/known_hosts", "password_env": "NOT_SET_ANYWHERE",
-        "files": [{"kind": "events", "pattern": "*.csv"}],
-    })  # fmt: skip
+    config = write_config(
+        tmp_path,
+        {
+            "name": "acme",
+            "url": "sftp://ingest@files.example.com/outbox",
+            "known_hosts": "/nowhere/known_hosts",
+            "password_env": "NOT_SET_ANYWHERE",
+            "files": [{"kind": "events", "pattern": "*.csv"}],
+        },
+    )
     data = tmp_path / "a.csv"
     data.write_text("identifier,name\nu1,buy\n")
     argv = ["--config", str(config)]
@@ -99,8 +107,9 @@ def test_source_restricts_a_connecting_command_and_none_configured_is_said(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     files = [{"kind": "events", "pattern": "*.csv"}]
-    config = write_config(tmp_path, *(local_source(tmp_path, n, files=files, min_age="0s")
-                                      for n in ("a", "b")))  # fmt: skip
+    config = write_config(
+        tmp_path, *(local_source(tmp_path, n, files=files, min_age="0s") for n in ("a", "b"))
+    )
     for name in ("a", "b"):
         (tmp_path / name / "e.csv").write_text(f"identifier,name\n{name},buy\n")
     assert main(["--config", str(config), "once", "--source", "b"]) == 0

@@ -173,9 +173,10 @@ def test_passwords_from_env_file_or_systemd_credentials(
 @pytest.mark.parametrize("codec", ["hex", "rot13", "base64", "no-such-codec"])
 def test_encoding_must_be_a_text_codec(codec: str) -> None:
     """Only codecs that turn bytes into text are encodings for CSV files."""
-    assert any(p.startswith("sources[0].encoding: ") for p in _problems(
-        {"sources": [_source(encoding=codec)]}
-    ))  # fmt: skip
+    assert any(
+        p.startswith("sources[0].encoding: ")
+        for p in _problems({"sources": [_source(encoding=codec)]})
+    )
 
 
 @pytest.mark.parametrize("url", ["ftp:///outbox", "ftps://:21/x", "sftp:///home/x"])
@@ -229,9 +230,12 @@ def test_a_source_duration_out_of_its_bounds_is_refused(key: str, value: str, wh
 def test_durations_that_may_be_zero_or_must_not() -> None:
     """min_age 0 takes files at once and commit_interval 0 commits every batch: kept;
     archive_keep 0 would remove every copy as soon as it is made: refused."""
-    config = parse_config({
-        "ingest": {"commit_interval": "0s"}, "sources": [_source(min_age="0s")],
-    })  # fmt: skip
+    config = parse_config(
+        {
+            "ingest": {"commit_interval": "0s"},
+            "sources": [_source(min_age="0s")],
+        }
+    )
     assert (str(config.sources[0].min_age), str(config.ingest.commit_interval)) == ("0s", "0s")
     assert _problems({"paths": {"archive_keep": "0d"}, "ingest": {"commit_interval": "31s"}}) == [
         "paths.archive_keep: '0d': must be longer than 0s",
@@ -274,19 +278,28 @@ def test_a_password_in_any_url_is_refused_without_being_shown(url: str) -> None:
 
 @pytest.mark.parametrize(
     ("url", "folder"),
-    [("file:///srv/in", "/srv/in"), ("file://localhost/srv/in", "/srv/in"),
-     ("file:in", "in"), ("file:drop/in%20box", "drop/in box")],
-)  # fmt: skip
+    [
+        ("file:///srv/in", "/srv/in"),
+        ("file://localhost/srv/in", "/srv/in"),
+        ("file:in", "in"),
+        ("file:drop/in%20box", "drop/in box"),
+    ],
+)
 def test_file_urls_name_a_folder_absolute_or_relative(url: str, folder: str) -> None:
     """Three slashes for an absolute folder (or localhost), none for one relative to the
     working directory, like every other path in the config."""
     assert parse_config({"sources": [_source(url=url)]}).sources[0].remote_path == folder
 
 
-@pytest.mark.parametrize(("url", "why"), [
-    ("file:", "names no folder"), ("file://", "names no folder"),
-    ("file:///in#1", "'?' and '#'"), ("file:///in?x", "'?' and '#'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("file:", "names no folder"),
+        ("file://", "names no folder"),
+        ("file:///in#1", "'?' and '#'"),
+        ("file:///in?x", "'?' and '#'"),
+    ],
+)
 def test_a_file_url_that_would_lose_part_of_its_folder_is_refused(url: str, why: str) -> None:
     """An empty path would poll /, and a '#' or '?' would cut the folder's name short."""
     (problem,) = _problems({"sources": [_source(url=url)]})
@@ -362,10 +375,12 @@ def test_a_file_where_one_of_our_folders_should_be_is_refused(tmp_path: Path) ->
     """`staging = "/etc/passwd"` and the like are said at start-up, naming the key."""
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    problems = _problems({
-        "store": {"path": str(blocker / "c.db")},
-        "paths": {"staging": str(blocker), "archive": str(blocker / "sub" / "archive")},
-    })  # fmt: skip
+    problems = _problems(
+        {
+            "store": {"path": str(blocker / "c.db")},
+            "paths": {"staging": str(blocker), "archive": str(blocker / "sub" / "archive")},
+        }
+    )
     assert problems == [
         f"store.path: {blocker} is not a folder",
         f"paths.staging: {blocker} is not a folder",
@@ -444,10 +459,14 @@ def test_a_source_name_or_folder_too_long_for_the_stores_indexes_is_refused() ->
     rather than failing every poll of the source at its first file."""
     files = [{"kind": "events", "pattern": "*.csv"}]
     with pytest.raises(ConfigError) as caught:
-        parse_config({"sources": [
-            {"name": "n" * 101, "url": "file:///in", "files": files},
-            {"name": "deep", "url": "file:///" + "d/" * 600, "files": files},
-        ]})  # fmt: skip
+        parse_config(
+            {
+                "sources": [
+                    {"name": "n" * 101, "url": "file:///in", "files": files},
+                    {"name": "deep", "url": "file:///" + "d/" * 600, "files": files},
+                ]
+            }
+        )
     assert caught.value.problems[0].startswith("sources[0].name: ")
     assert caught.value.problems[1] == (
         "sources[1].url: the folder's path is longer than 1,024 bytes"

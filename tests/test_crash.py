@@ -56,8 +56,12 @@ def _connector(
         env["CONNECTOR_CRASH_AT"] = crash
     return subprocess.run(
         [sys.executable, "-m", "connector", "--config", str(config), *argv],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
 
 
 def _dump(config: Path, table: str) -> list[dict[str, object]]:
@@ -148,9 +152,11 @@ def test_killed_at_random_moments_converges(tmp_path: Path, config: Path) -> Non
     argv = [sys.executable, "-m", "connector", "--config", str(config), "import", str(data)]
     for delay in (0.4, 0.9, 1.3, 1.8):
         proc = subprocess.Popen(
-            [*argv, "--kind", "events"], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [*argv, "--kind", "events"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -167,10 +173,14 @@ def test_two_runs_with_the_same_bytes_at_once_store_them_once(tmp_path: Path, co
     second.write_bytes(first.read_bytes())
     argv = [sys.executable, "-m", "connector", "--config", str(config), "import"]
     runs = [
-        subprocess.Popen([*argv, str(path), "--kind", "events"], stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, text=True)
+        subprocess.Popen(
+            [*argv, str(path), "--kind", "events"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         for path in (first, second)
-    ]  # fmt: skip
+    ]
     outputs = [run.communicate(timeout=120)[0] for run in runs]
     assert all(run.returncode == 0 for run in runs)
     assert sorted(out.split(": ")[1].split(" ")[0] for out in outputs) == ["duplicate", "ingested"]

@@ -18,15 +18,26 @@ from tests.helpers import crash_then_rerun, write_config
 # Slow (pyproject's `slow` marker): `connector run` subprocesses against embedded SFTP/FTPS servers.
 pytestmark = pytest.mark.slow
 
-STEPS = ["after_list", "mid_download", "after_download", "after_commit:2", "after_finish",
-         "after_remote_action"]  # fmt: skip
+STEPS = [
+    "after_list",
+    "mid_download",
+    "after_download",
+    "after_commit:2",
+    "after_finish",
+    "after_remote_action",
+]
 # On PostgreSQL, the daemon's own steps (test_crash.py kills an import at each of its
 # steps): a file staged that the ledger has not seen, and one decided and moved whose move
 # the ledger has not recorded yet.
 POSTGRES_STEPS = ["after_download", "after_remote_action"]
 ROWS = 3000
-LARGE_STEPS = ["mid_download:3", "after_start", "after_commit:3", "after_decide",
-               "after_deliver:40"]  # fmt: skip
+LARGE_STEPS = [
+    "mid_download:3",
+    "after_start",
+    "after_commit:3",
+    "after_decide",
+    "after_deliver:40",
+]
 
 
 @pytest.fixture(params=["sftp", "ftps"])
@@ -53,11 +64,18 @@ def _config(
         if isinstance(server, EmbeddedSFTPServer)
         else {"ca_file": str(server.ca_file)}
     )
-    source = {"name": kind, "url": server.url + "outbox", "password_file": str(secret),
-              "min_age": "0s", "after": "move:processed", **trust,
-              "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}]}  # fmt: skip
-    return write_config(tmp_path, source, store=store_table,
-                        ingest={"batch_records": 500, "commit_interval": "0s"})  # fmt: skip
+    source = {
+        "name": kind,
+        "url": server.url + "outbox",
+        "password_file": str(secret),
+        "min_age": "0s",
+        "after": "move:processed",
+        **trust,
+        "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}],
+    }
+    return write_config(
+        tmp_path, source, store=store_table, ingest={"batch_records": 500, "commit_interval": "0s"}
+    )
 
 
 @pytest.mark.parametrize(

@@ -117,9 +117,15 @@ def test_invalid_utf8_rejects_whole_file_naming_the_line(h: Harness) -> None:
         # Sniffing counts delimiters outside quotes only (quoted `,` do not count).
         ("events_sniff_quoted_commas.csv", "u1", {"a,b,c": "p,q", "x": "r"}, {}),
     ],
-    ids=["semicolon", "comma", "tie-means-comma", "neither-means-comma",
-         "quoted-semicolons-ignored", "quoted-commas-ignored"],
-)  # fmt: skip
+    ids=[
+        "semicolon",
+        "comma",
+        "tie-means-comma",
+        "neither-means-comma",
+        "quoted-semicolons-ignored",
+        "quoted-commas-ignored",
+    ],
+)
 def test_the_delimiter_is_sniffed_from_the_header(
     h: Harness, name: str, identifier: str, data: dict[str, str], rejects: dict[int, str]
 ) -> None:
@@ -546,8 +552,11 @@ def test_identifier_length_in_characters(h: Harness, kind: str) -> None:
 
 def test_identifier_length_in_a_contacts_file_with_an_event(h: Harness) -> None:
     """A contacts file that carries an event: a long identifier records neither."""
-    h.configure(files=[{"kind": "contacts", "pattern": "*", "event_name": "signup",
-                        "event_columns": ["plan"]}])  # fmt: skip
+    h.configure(
+        files=[
+            {"kind": "contacts", "pattern": "*", "event_name": "signup", "event_columns": ["plan"]}
+        ]
+    )
     long = "x" * (MAX_IDENTIFIER + 1)
     p = h.stage("contacts_identifier_length_event.csv", f"identifier,plan\n{long},a\nu2,b\n")
     assert h.import_(p, kind="contacts") == 0

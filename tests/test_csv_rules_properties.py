@@ -261,10 +261,11 @@ def _parsed(data: bytes, rules: Any, *, plain: bool) -> list[tuple[Any, ...]]:
 
 
 plain_lines = st.lists(
-    st.lists(st.sampled_from(["", "a", "1", "u1", " x", "é", "\x00", "true"]), min_size=1,
-             max_size=4).map(",".join),
+    st.lists(
+        st.sampled_from(["", "a", "1", "u1", " x", "é", "\x00", "true"]), min_size=1, max_size=4
+    ).map(",".join),
     max_size=12,
-)  # fmt: skip
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -294,9 +295,19 @@ def test_the_plain_path_reads_as_the_csv_module_does(
 # --- any cell in any column: stored as the rules type it, or rejected with a reason -------
 
 ROLES = [
-    "identifier", "name", "timestamp", "idempotencyKey", "email", "phone", "externalId",
-    "unsubscribed", "smsCapable", "language", "createdAt", "v",
-]  # fmt: skip
+    "identifier",
+    "name",
+    "timestamp",
+    "idempotencyKey",
+    "email",
+    "phone",
+    "externalId",
+    "unsubscribed",
+    "smsCapable",
+    "language",
+    "createdAt",
+    "v",
+]
 # Cells at the rules' edges: digit runs past 64 bits, a float's range and int()'s 4,300
 # digits; near-miss addresses; date-times; long keys and identifiers; NUL.
 edge_text = st.one_of(
@@ -306,14 +317,35 @@ edge_text = st.one_of(
         st.sampled_from([1, 10, 13, 19, 20, 309, 4301, 5000]),
         st.sampled_from(["", ".5", "." + "0" * 400]),
     ),
-    st.sampled_from(["a@b.co", "a@b", "a@" + ".a" * 3000, "a b@c.d", "32478112233", "0478112233",
-                     "ext-1/a_b.c", "x" * 65, "en", "EN", "2023-10-02T13:08:41Z",
-                     "2023-10-02T13:08:41.9999999+02:00", "2023-10-02", "k" * 129, "a\x00b",
-                     "1696252121000", "-0", "TRUE"]),
+    st.sampled_from(
+        [
+            "a@b.co",
+            "a@b",
+            "a@" + ".a" * 3000,
+            "a b@c.d",
+            "32478112233",
+            "0478112233",
+            "ext-1/a_b.c",
+            "x" * 65,
+            "en",
+            "EN",
+            "2023-10-02T13:08:41Z",
+            "2023-10-02T13:08:41.9999999+02:00",
+            "2023-10-02",
+            "k" * 129,
+            "a\x00b",
+            "1696252121000",
+            "-0",
+            "TRUE",
+        ]
+    ),
     # identifiers about their bound, in characters of one to four bytes of UTF-8
-    st.builds(lambda char, length: char * length, st.sampled_from(["i", "é", "\U0001d11e"]),
-              st.sampled_from([512, 513, 3000])),
-)  # fmt: skip
+    st.builds(
+        lambda char, length: char * length,
+        st.sampled_from(["i", "é", "\U0001d11e"]),
+        st.sampled_from([512, 513, 3000]),
+    ),
+)
 any_cell = st.one_of(cell_text, edge_text)
 
 

@@ -18,8 +18,12 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     """Both embedded servers, five files, a live pickup and a clean stop, in seconds."""
     result = subprocess.run(
         [sys.executable, "-m", "connector", "demo"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "a new file arrives on the SFTP server while the daemon runs" in out
@@ -39,8 +43,12 @@ def test_the_replicas_demo_shares_the_files_and_survives_a_kill(tmp_path: Path) 
         pytest.skip(f"PostgreSQL's server programs are not here: {exc}")
     result = subprocess.run(
         [sys.executable, "-m", "connector", "demo", "--replicas", "2"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "r1 is killed (SIGKILL) half-way" in out

@@ -42,8 +42,9 @@ def test_erase_says_what_went_and_which_archive_copies_still_hold_them(
         f"  {copy_of(files['a.csv'], archive)}",
     ]
     assert [e["identifier"] for e in dump(config, "events", capsys)] == [
-        "bob@example.com", "bob@example.com"
-    ]  # fmt: skip
+        "bob@example.com",
+        "bob@example.com",
+    ]
     [audit] = dump(config, "audit", capsys)
     assert audit["action"] == "erase" and audit["tenant"] == "acme"
     assert audit["reason"] == "erasure request #12" and audit["sha256"] is None
@@ -52,10 +53,12 @@ def test_erase_says_what_went_and_which_archive_copies_still_hold_them(
 
 @pytest.mark.parametrize(
     ("argv", "message"),
-    [(["erase", "u1", "--reason", "x"], "--tenant"),
-     (["erase", "--tenant", "acme", "u1"], "--reason"),
-     (["erase", "--tenant", "acme", "u1", "--reason", " "], "say why")],
-)  # fmt: skip
+    [
+        (["erase", "u1", "--reason", "x"], "--tenant"),
+        (["erase", "--tenant", "acme", "u1"], "--reason"),
+        (["erase", "--tenant", "acme", "u1", "--reason", " "], "say why"),
+    ],
+)
 def test_erase_wants_a_tenant_and_a_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:

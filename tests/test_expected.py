@@ -29,8 +29,7 @@ def _backdated(config: Path, days: float) -> None:
 def test_once_and_check_say_a_source_is_overdue_until_a_file_comes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = drop_config(tmp_path, files=EVENTS, min_age="0s", after="delete",
-                         expect_every="24h")  # fmt: skip
+    config = drop_config(tmp_path, files=EVENTS, min_age="0s", after="delete", expect_every="24h")
     (tmp_path / "inbox" / "a.csv").write_text("identifier\nu1\n")
     assert main(["--config", str(config), "once"]) == EXIT_OK
     assert "OVERDUE" not in capsys.readouterr().out

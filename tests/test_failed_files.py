@@ -86,8 +86,9 @@ def test_a_part_done_entry_stays_when_other_bytes_take_its_name(tmp_path: Path) 
     events = FileRules(kind="events")
     with SQLiteStore(tmp_path / "store" / "c.db") as db:
         batches = iter(range(100))
-        stopping = Ingestor(db, batch_records=1_000, commit_seconds=0,
-                            stop=lambda: next(batches) >= 2)  # fmt: skip
+        stopping = Ingestor(
+            db, batch_records=1_000, commit_seconds=0, stop=lambda: next(batches) >= 2
+        )
         with pytest.raises(Interrupted):
             stopping.ingest(first, events, source="s", name="/in/x.csv")
         [(cursor,)] = db.query("SELECT cursor FROM files WHERE status = 'failed'")

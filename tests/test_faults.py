@@ -32,9 +32,12 @@ def _events_csv(path: Path, rows: int = ROWS) -> None:
 
 def _config(root: Path) -> Path:
     return drop_config(
-        root, ingest={"batch_records": 1000, "commit_interval": "0s"}, identifier="email",
-        min_age="0s", files=[{"kind": "events", "pattern": "events_*.csv"}],
-    )  # fmt: skip
+        root,
+        ingest={"batch_records": 1000, "commit_interval": "0s"},
+        identifier="email",
+        min_age="0s",
+        files=[{"kind": "events", "pattern": "events_*.csv"}],
+    )
 
 
 @pytest.mark.parametrize("folder", ["store", "staging", "archive"])
@@ -80,8 +83,18 @@ def test_import_on_a_full_disk_is_one_line_and_exit_1(
     config = _config(tmp_path)
     _events_csv(tmp_path / "events.csv")
     with small_disk(tmp_path / "store"):
-        status = main(["--config", str(config), "import", str(tmp_path / "events.csv"),
-                       "--kind", "events", "--source", "drop"])  # fmt: skip
+        status = main(
+            [
+                "--config",
+                str(config),
+                "import",
+                str(tmp_path / "events.csv"),
+                "--kind",
+                "events",
+                "--source",
+                "drop",
+            ]
+        )
         err = capsys.readouterr().err
     assert status == 1
     assert (
@@ -101,9 +114,18 @@ def test_a_store_on_a_read_only_file_system_is_one_line(
     assert main(["--config", str(config), "once"]) == 0
     (tmp_path / "inbox" / "events_2.csv").write_text("email,name\nb@x.com,buy\n")
     argv = {
-        "dump": ["dump", "events"], "import": ["import", str(tmp_path / "inbox" / "events_2.csv"),
-        "--kind", "events", "--source", "drop"], "once": ["once"], "check": ["check"],
-    }[command]  # fmt: skip
+        "dump": ["dump", "events"],
+        "import": [
+            "import",
+            str(tmp_path / "inbox" / "events_2.csv"),
+            "--kind",
+            "events",
+            "--source",
+            "drop",
+        ],
+        "once": ["once"],
+        "check": ["check"],
+    }[command]
     capsys.readouterr()
     with read_only(tmp_path / "store"):
         status = main(["--config", str(config), *argv])
@@ -121,8 +143,21 @@ def _damaged_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     """A real store of a few thousand events, then pages in its middle overwritten."""
     config = _config(tmp_path)
     _events_csv(tmp_path / "events.csv", rows=5_000)
-    assert main(["--config", str(config), "import", str(tmp_path / "events.csv"),
-                 "--kind", "events", "--source", "drop"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "--config",
+                str(config),
+                "import",
+                str(tmp_path / "events.csv"),
+                "--kind",
+                "events",
+                "--source",
+                "drop",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     store = tmp_path / "store" / "c.db"
     with store.open("r+b") as f:
@@ -173,9 +208,22 @@ def test_a_store_another_user_owns_is_permission_denied(
     os.chown(store, 65534, -1)  # (nobody's, mode 0600)
     # Root without its power over others' files: as an ordinary user is, to this store.
     done = subprocess.run(
-        ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search", "--",
-         sys.executable, "-m", "connector", "--config", str(config), "dump", "files"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            "setpriv",
+            "--inh-caps=-all",
+            "--bounding-set=-dac_override,-dac_read_search",
+            "--",
+            sys.executable,
+            "-m",
+            "connector",
+            "--config",
+            str(config),
+            "dump",
+            "files",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 1, done.stderr
     assert done.stderr == f"connector: store {store}: permission denied\n"

@@ -159,12 +159,18 @@ def test_sqlite_consumer_with_cursors_gets_every_record_once_under_concurrent_wr
             ingestor = Ingestor(store, batch_records=rng.randint(1, 9), commit_seconds=0)
             for i in mine:
                 path, rules = files[i]
-                ingestor.ingest(path, rules, source="s", name=path.name,
-                                before_final=lambda i=i: time.sleep(pauses[i]))  # fmt: skip
+                ingestor.ingest(
+                    path,
+                    rules,
+                    source="s",
+                    name=path.name,
+                    before_final=lambda i=i: time.sleep(pauses[i]),
+                )
 
     with open_store(config) as store, Consumer(store, page) as consumer:
-        writers = [threading.Thread(target=writer, args=(list(range(w, len(files), 3)),))
-                   for w in range(3)]  # fmt: skip
+        writers = [
+            threading.Thread(target=writer, args=(list(range(w, len(files), 3)),)) for w in range(3)
+        ]
         for thread in writers:
             thread.start()
         for thread in writers:
@@ -203,8 +209,7 @@ def _importing(config: Path, paths: list[Path]) -> subprocess.Popen[bytes]:
     """`connector import` of ``paths`` (all of one kind), in a process of its own."""
     kind = "contacts" if "plan" in paths[0].read_text().split("\n", 1)[0] else "events"
     argv = [sys.executable, "-m", "connector", "--config", str(config), "import"]
-    return subprocess.Popen([*argv, *map(str, paths), "--kind", kind],
-                            stdout=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.Popen([*argv, *map(str, paths), "--kind", kind], stdout=subprocess.DEVNULL)
 
 
 # -- feed --follow ---------------------------------------------------------------------
@@ -228,8 +233,10 @@ def _ingested(store: Store, tmp_path: Path, name: str, identifier: str) -> None:
 def _following(config: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "connector", "--config", str(config), "feed", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _line_within(process: subprocess.Popen[str], seconds: float) -> dict[str, Any]:
@@ -281,10 +288,21 @@ def test_follow_with_a_limit_ends_with_its_last_line(store_url: str, tmp_path: P
 def test_an_unknown_cursor_is_one_line_and_exit_1(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-m", "connector", "--config", str(config), "feed", "events",
-         "--after", "7:3"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "connector",
+            "--config",
+            str(config),
+            "feed",
+            "events",
+            "--after",
+            "7:3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         "connector: unknown cursor '7:3': this store's feed has not reached it"

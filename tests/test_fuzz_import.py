@@ -41,18 +41,75 @@ KINDS: tuple[Kind, ...] = ("events", "contacts")
 ROUND = 50  # examples per hypothesis run; runs follow each other until the budget is spent
 
 HEADER_NAMES = [
-    "identifier", "name", "timestamp", "idempotencyKey", "email", "phone", "externalId",
-    "unsubscribed", "smsCapable", "language", "createdAt", "data.name", "data.", "data.v",
-    "Timestamp", "v", " identifier ", "E-mail", "note",
-]  # fmt: skip
+    "identifier",
+    "name",
+    "timestamp",
+    "idempotencyKey",
+    "email",
+    "phone",
+    "externalId",
+    "unsubscribed",
+    "smsCapable",
+    "language",
+    "createdAt",
+    "data.name",
+    "data.",
+    "data.v",
+    "Timestamp",
+    "v",
+    " identifier ",
+    "E-mail",
+    "note",
+]
 CELLS = [
-    "", "1", "-0", "007", "1.50", "-0.0", "true", "FALSE", "u1", "u2", "a@b.co", "a@b",
-    "not-an-address", "32478112233", "+32478112233", "en", "EN", "1696252121", "1696252121.9",
-    "2023-10-02T13:08:41Z", "2023-10-02T15:08:41+02:00", "2023-10-02", "1696252121000", "k1",
-    " ", "\t", "\x00", "é", "\u2028", "\ufeff", '"', '""', ",", ";", "\r", "\n", "\r\n", "1e3",
-    "9" * 20, "9" * 5000, "-" + "9" * 5000, "9" * 309 + ".5", "1." + "0" * 400,
-    "9" * 5000 + ".5", "x" * 129, "a@" + ".a" * 5000, "9" * (MAX_FIELD + 1),
-]  # fmt: skip
+    "",
+    "1",
+    "-0",
+    "007",
+    "1.50",
+    "-0.0",
+    "true",
+    "FALSE",
+    "u1",
+    "u2",
+    "a@b.co",
+    "a@b",
+    "not-an-address",
+    "32478112233",
+    "+32478112233",
+    "en",
+    "EN",
+    "1696252121",
+    "1696252121.9",
+    "2023-10-02T13:08:41Z",
+    "2023-10-02T15:08:41+02:00",
+    "2023-10-02",
+    "1696252121000",
+    "k1",
+    " ",
+    "\t",
+    "\x00",
+    "é",
+    "\u2028",
+    "\ufeff",
+    '"',
+    '""',
+    ",",
+    ";",
+    "\r",
+    "\n",
+    "\r\n",
+    "1e3",
+    "9" * 20,
+    "9" * 5000,
+    "-" + "9" * 5000,
+    "9" * 309 + ".5",
+    "1." + "0" * 400,
+    "9" * 5000 + ".5",
+    "x" * 129,
+    "a@" + ".a" * 5000,
+    "9" * (MAX_FIELD + 1),
+]
 # Raw bytes spliced into the encoded file: not UTF-8, a BOM, NUL, line ends, a quote, and
 # "+2AA-", which the UTF-7 codec reads as a lone surrogate (U+D800).
 SPLICES = [
@@ -129,8 +186,9 @@ def csv_files(draw: st.DrawFn) -> tuple[bytes, FileRules, int]:
         lines.append(separator.join(fields))
         if draw(st.integers(0, 9)) == 9:
             lines.append("")  # a blank line
-    ends = draw(st.lists(st.sampled_from(["\n", "\r\n", "\r"]), min_size=len(lines),
-                         max_size=len(lines)))  # fmt: skip
+    ends = draw(
+        st.lists(st.sampled_from(["\n", "\r\n", "\r"]), min_size=len(lines), max_size=len(lines))
+    )
     text = "".join(line + end for line, end in zip(lines, ends, strict=True))
     if draw(st.booleans()):
         text = text.rstrip("\r\n")  # no line end after the last record
@@ -204,8 +262,9 @@ def _ingest(data: bytes, rules: FileRules, batch: int) -> None:
         path = Path(folder) / "f.csv"
         path.write_bytes(data)
         with SQLiteStore(Path(folder) / "store" / "c.db") as db, capture_logs():
-            outcome = Ingestor(db, batch_records=batch).ingest(path, rules, source="s",
-                                                               name="f.csv")  # fmt: skip
+            outcome = Ingestor(db, batch_records=batch).ingest(
+                path, rules, source="s", name="f.csv"
+            )
             _check(outcome, data, rules, _dumps(db))
 
 
@@ -214,8 +273,10 @@ def _check(outcome: Outcome, data: bytes, rules: FileRules, dumps: dict[str, Any
     [record] = dumps["files"]
     assert record["status"] == entry.status in ("ingested", "rejected")
     assert (record["rows"], record["rejected"], record["duplicates"]) == (
-        entry.rows, entry.rejected, entry.duplicates
-    )  # fmt: skip
+        entry.rows,
+        entry.rejected,
+        entry.duplicates,
+    )
     assert (record["sha256"], record["size"]) == (hashlib.sha256(data).hexdigest(), len(data))
     events, rejects = dumps["events"], dumps["rejects"]
     if entry.status == "rejected":
@@ -319,9 +380,15 @@ def test_utf16_without_a_bom_and_with_a_lone_surrogate_is_rejected_whole() -> No
     data = b"\xff\xff" + "identifier,v\nu1,".encode("utf-16-le") + b"\x00\xd8\n\x00"
     rules = FileRules(kind="events", event_name="e", encoding="utf-16")
     assert _rejects(data, rules) == (
-        "rejected", [(None, "line 1: bytes that are not valid utf-16-le: illegal UTF-16 surrogate;"
-                      " set the source's encoding (or import --encoding) to the file's")]
-    )  # fmt: skip
+        "rejected",
+        [
+            (
+                None,
+                "line 1: bytes that are not valid utf-16-le: illegal UTF-16 surrogate;"
+                " set the source's encoding (or import --encoding) to the file's",
+            )
+        ],
+    )
 
 
 def test_utf7_text_that_no_store_can_hold_rejects_its_row() -> None:
@@ -329,26 +396,41 @@ def test_utf7_text_that_no_store_can_hold_rejects_its_row() -> None:
     rejects its row (they once stopped the file at the store), and in the header the file."""
     rules = FileRules(kind="events", event_name="e", encoding="utf-7")
     data = b"identifier,name,v\nu1,buy,+2AA-\nu2,+AAA-,1\n+AAA-,buy,1\nu4,buy,1\n"
-    assert _rejects(data, rules) == ("ingested", [
-        (2, "a cell is not valid utf-7 text"),
-        (3, "a cell holds a NUL character"),
-        (4, "a cell holds a NUL character"),
-    ])  # fmt: skip
+    assert _rejects(data, rules) == (
+        "ingested",
+        [
+            (2, "a cell is not valid utf-7 text"),
+            (3, "a cell holds a NUL character"),
+            (4, "a cell holds a NUL character"),
+        ],
+    )
     contacts = FileRules(kind="contacts", encoding="utf-7")
-    assert _rejects(b"identifier,v\n+2AA-,1\nu2,+2AA-\n", contacts) == ("ingested", [
-        (2, "a cell is not valid utf-7 text"), (3, "a cell is not valid utf-7 text"),
-    ])  # fmt: skip
+    assert _rejects(b"identifier,v\n+2AA-,1\nu2,+2AA-\n", contacts) == (
+        "ingested",
+        [
+            (2, "a cell is not valid utf-7 text"),
+            (3, "a cell is not valid utf-7 text"),
+        ],
+    )
     status, rejects = _rejects(b"identifier,+2AA-\nu1,1\n", rules)
     assert (status, rejects) == (
-        "rejected", [(None, "header: column name '\\ud800' is not valid utf-7 text")]
-    )  # fmt: skip
+        "rejected",
+        [(None, "header: column name '\\ud800' is not valid utf-7 text")],
+    )
 
 
 @pytest.mark.parametrize(
     ("encoding", "checked"),
-    [("utf-8", False), ("latin-1", False), ("cp1252", False), ("utf-7", True),
-     ("utf-16", True), ("shift_jis", True), ("unicode_escape", True)],
-)  # fmt: skip
+    [
+        ("utf-8", False),
+        ("latin-1", False),
+        ("cp1252", False),
+        ("utf-7", True),
+        ("utf-16", True),
+        ("shift_jis", True),
+        ("unicode_escape", True),
+    ],
+)
 def test_cells_are_checked_one_by_one_only_where_the_codec_needs_it(
     encoding: str, checked: bool
 ) -> None:
@@ -365,5 +447,6 @@ def test_a_last_line_of_one_quote_is_rejected_not_lost(before: str) -> None:
     status, rejects = _rejects(data, FileRules(kind="events"))
     line = 3 + before.endswith("\n\n")
     assert (status, rejects) == (
-        "ingested", [(line, "unterminated quote: a quoted field is still open")]
-    )  # fmt: skip
+        "ingested",
+        [(line, "unterminated quote: a quoted field is still open")],
+    )

@@ -37,9 +37,14 @@ def _csv(rows: int = ROWS) -> bytes:
 def _imported(db: SQLiteStore, path: Path, progress: list[int], parallel_min_bytes: int) -> None:
     ingestor = Ingestor(db, batch_records=1000, parallel_min_bytes=parallel_min_bytes)
     outcome = ingestor.ingest_given(
-        path, EVENTS, source="import", name=str(path), tenant="default", unpacking=UNPACKING,
+        path,
+        EVENTS,
+        source="import",
+        name=str(path),
+        tenant="default",
+        unpacking=UNPACKING,
         progress=progress.append,
-    )  # fmt: skip
+    )
     assert (outcome.entry.status, outcome.entry.rows) == ("ingested", ROWS)
 
 
@@ -75,9 +80,14 @@ def test_the_bar_ends_at_100_percent_and_log_lines_go_above_it(
     out = io.StringIO()
     with _bytes_bar(path.name, path.stat().st_size, out) as update:
         outcome = Ingestor(db, batch_records=1000).ingest_given(
-            path, EVENTS, source="import", name=str(path), tenant="default",
-            unpacking=UNPACKING, progress=update,
-        )  # fmt: skip
+            path,
+            EVENTS,
+            source="import",
+            name=str(path),
+            tenant="default",
+            unpacking=UNPACKING,
+            progress=update,
+        )
     assert outcome.entry.rows == ROWS
     shown = [line.rsplit("\r", 1)[-1] for line in out.getvalue().split("\n")]
     logged = [json.loads(line) for line in shown if line.startswith("{")]
@@ -94,9 +104,11 @@ def _interruptible() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("options", "said", "again"),
-    [([], "run the same command again to resume it", ")"),  # (no dry-run note)
-     (["--dry-run"], "nothing was stored (dry run)", " [dry run: nothing stored]")],
-)  # fmt: skip
+    [
+        ([], "run the same command again to resume it", ")"),  # (no dry-run note)
+        (["--dry-run"], "nothing was stored (dry run)", " [dry run: nothing stored]"),
+    ],
+)
 def test_ctrl_c_says_once_what_it_left(
     tmp_path: Path, options: list[str], said: str, again: str
 ) -> None:
@@ -107,8 +119,18 @@ def test_ctrl_c_says_once_what_it_left(
     data = gzip.compress(_csv(100))
     path = tmp_path / "a.csv.gz"
     path.write_bytes(data)
-    argv = [sys.executable, "-m", "connector", "--config", str(config), "import", str(path),
-            "--kind", "events", *options]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "connector",
+        "--config",
+        str(config),
+        "import",
+        str(path),
+        "--kind",
+        "events",
+        *options,
+    ]
     with (
         SQLiteStore(tmp_path / "c.db") as db,
         db.claim(hashlib.sha256(data).hexdigest()),
@@ -130,8 +152,10 @@ def test_ctrl_c_says_once_what_it_left(
         finally:
             run.kill()
     assert (run.returncode, out, err) == (
-        130, "", f"connector: import: interrupted in {path}; {said}\n"
-    )  # fmt: skip
+        130,
+        "",
+        f"connector: import: interrupted in {path}; {said}\n",
+    )
     rerun = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stdout.startswith(f"{path}: ingested — 100 rows stored")

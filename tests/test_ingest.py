@@ -45,8 +45,9 @@ def test_utf16_without_bom_is_rejected_whole(tmp_path: Path, db: SQLiteStore) ->
     """A codec that cannot even start (UTF-16 with no BOM) rejects the file, no traceback."""
     path = tmp_path / "a.csv"
     path.write_bytes("identifier,name\nu,buy\n".encode("utf-16-le") + b"\x00")
-    outcome = Ingestor(db).ingest(path, FileRules(kind="events", encoding="utf-16"),
-                                  source="s", name="a")  # fmt: skip
+    outcome = Ingestor(db).ingest(
+        path, FileRules(kind="events", encoding="utf-16"), source="s", name="a"
+    )
     assert outcome.entry.status == "rejected"
     assert outcome.reason and "utf-16" in outcome.reason
 
@@ -105,8 +106,9 @@ def test_an_events_file_queues_only_contacts_not_stored_yet(
     tmp_path: Path, db: SQLiteStore
 ) -> None:
     """Events of known contacts add nothing to apply at the file's end: only new ones wait."""
-    Ingestor(db).ingest(_file(tmp_path, "a.csv", "identifier,plan\nu,free\nv,pro\n"), CONTACTS,
-                        source="s", name="a")  # fmt: skip
+    Ingestor(db).ingest(
+        _file(tmp_path, "a.csv", "identifier,plan\nu,free\nv,pro\n"), CONTACTS, source="s", name="a"
+    )
     waiting: list[int] = []
 
     def peek(_records: int) -> None:
@@ -127,8 +129,10 @@ def test_the_last_record_stored_is_not_kept_in_memory(tmp_path: Path, db: SQLite
     big = "x" * 900_000  # 2.7 MB a record
     db.db.conn.release_memory()
     before = apsw.memory_used()
-    for kind, rules, header in (("events", EVENTS, "identifier,name,idempotencyKey,a,b,c\n"),
-                                ("contacts", CONTACTS, "identifier,a,b,c\n")):  # fmt: skip
+    for kind, rules, header in (
+        ("events", EVENTS, "identifier,name,idempotencyKey,a,b,c\n"),
+        ("contacts", CONTACTS, "identifier,a,b,c\n"),
+    ):
         key = ",k" if kind == "events" else ""
         rows = "".join(f"u{i}{',buy' if key else ''}{key}{i},{big},{big},{big}\n" for i in range(3))
         path = _file(tmp_path, f"{kind}.csv", header + rows)
@@ -204,23 +208,31 @@ def test_a_file_refused_late_gives_back_only_its_own_key_claims(
     header = "identifier,name,idempotencyKey\n"
     first = _file(tmp_path, "a.csv", header + "u1,buy,K\nu2,buy,L\n" + ",buy,\n" * 6)
     calls = iter(range(1_000))
-    stopping = Ingestor(db, clock=clock, batch_records=2, commit_seconds=0, max_rejects=3,
-                        stop=lambda: next(calls) >= 1)  # fmt: skip
+    stopping = Ingestor(
+        db,
+        clock=clock,
+        batch_records=2,
+        commit_seconds=0,
+        max_rejects=3,
+        stop=lambda: next(calls) >= 1,
+    )
     with pytest.raises(Interrupted):
         stopping.ingest(first, EVENTS, source="s", name="a")
     assert db.query("SELECT key FROM idempotency_keys ORDER BY key") == [("K",), ("L",)]
     clock.now += DAY + 1  # K expires; another file accepts it again
     ingestor = Ingestor(db, clock=clock, batch_records=2, commit_seconds=0, max_rejects=3)
-    again = ingestor.ingest(_file(tmp_path, "b.csv", header + "v1,buy,K\n"), EVENTS,
-                            source="s", name="b")  # fmt: skip
+    again = ingestor.ingest(
+        _file(tmp_path, "b.csv", header + "v1,buy,K\n"), EVENTS, source="s", name="b"
+    )
     assert (again.entry.rows, again.entry.duplicates) == (1, 0)
     clock.now += 10
     refused = ingestor.ingest(first, EVENTS, source="s", name="a")  # resumed: too many rejects
     assert refused.entry.status == "rejected"
     assert db.query("SELECT key FROM idempotency_keys") == [("K",)]  # b's claim, not a's L
     clock.now += 10
-    third = ingestor.ingest(_file(tmp_path, "c.csv", header + "w1,buy,K\n"), EVENTS,
-                            source="s", name="c")  # fmt: skip
+    third = ingestor.ingest(
+        _file(tmp_path, "c.csv", header + "w1,buy,K\n"), EVENTS, source="s", name="c"
+    )
     assert (third.entry.rows, third.entry.duplicates) == (0, 1)
     assert [e["identifier"] for e in _events(db)] == ["v1"]
 
@@ -233,8 +245,9 @@ def test_keys_accepted_before_their_file_was_recorded_are_given_back_by_text(
     header = "identifier,name,idempotencyKey\n"
     first = _file(tmp_path, "a.csv", header + "u1,buy,K\nu2,buy,L\n" + ",buy,\n" * 6)
     calls = iter(range(1_000))
-    stopping = Ingestor(db, batch_records=2, commit_seconds=0, max_rejects=3,
-                        stop=lambda: next(calls) >= 1)  # fmt: skip
+    stopping = Ingestor(
+        db, batch_records=2, commit_seconds=0, max_rejects=3, stop=lambda: next(calls) >= 1
+    )
     with pytest.raises(Interrupted):
         stopping.ingest(first, EVENTS, source="s", name="a")
     with db.transaction():  # as the v6 migration leaves the keys of a v5 store

@@ -58,8 +58,11 @@ class LedgerMachine(RuleBasedStateMachine):
         if outcome.entry.status == "ingested":
             self.ingested.add(_sha256(content))
 
-    @rule(content=st.sampled_from(CONTENTS), name=st.sampled_from(NAMES),
-          stop_after=st.none() | st.integers(0, 3))  # fmt: skip
+    @rule(
+        content=st.sampled_from(CONTENTS),
+        name=st.sampled_from(NAMES),
+        stop_after=st.none() | st.integers(0, 3),
+    )
     def arrive(self, content: bytes, name: str, stop_after: int | None) -> None:
         """A file arrives (maybe again, maybe renamed), maybe stopped part-way."""
         self._ingest(content, name, stop_after)

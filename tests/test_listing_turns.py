@@ -49,8 +49,17 @@ def replicas(tmp_path: Path, inbox: Path) -> Iterator[tuple[Poller, Poller, Cloc
         pollers = []
         for _ in range(2):
             store = stack.enter_context(SQLiteStore(config.store.path))
-            pollers.append(Poller(config, source, store, ingestor=Ingestor(store, clock=clock),
-                                  every=PERIOD, sleep=lambda _: None, opener=Counted))  # fmt: skip
+            pollers.append(
+                Poller(
+                    config,
+                    source,
+                    store,
+                    ingestor=Ingestor(store, clock=clock),
+                    every=PERIOD,
+                    sleep=lambda _: None,
+                    opener=Counted,
+                )
+            )
         yield pollers[0], pollers[1], clock
 
 
@@ -97,10 +106,17 @@ def test_markers_are_published_with_their_files(tmp_path: Path, inbox: Path) -> 
     clock = Clock()
     with SQLiteStore(config.store.path) as one, SQLiteStore(config.store.path) as two:
         first, second = (
-            Poller(config, source, store, ingestor=Ingestor(store, clock=clock), every=PERIOD,
-                   sleep=lambda _: None, opener=Counted)
+            Poller(
+                config,
+                source,
+                store,
+                ingestor=Ingestor(store, clock=clock),
+                every=PERIOD,
+                sleep=lambda _: None,
+                opener=Counted,
+            )
             for store in (one, two)
-        )  # fmt: skip
+        )
         assert _taken(second) == []
         (inbox / "a.csv").write_text(GOOD)
         (inbox / "a.csv.done").write_text("")
@@ -146,8 +162,15 @@ def test_the_poll_after_a_failed_listing_lists_again(tmp_path: Path, inbox: Path
     config, source = configs(tmp_path)
     clock = Clock()
     with SQLiteStore(config.store.path) as store:
-        poller = Poller(config, source, store, ingestor=Ingestor(store, clock=clock),
-                        every=PERIOD, sleep=lambda _: None, opener=Failing)  # fmt: skip
+        poller = Poller(
+            config,
+            source,
+            store,
+            ingestor=Ingestor(store, clock=clock),
+            every=PERIOD,
+            sleep=lambda _: None,
+            opener=Failing,
+        )
         assert _taken(poller) == []
         clock.now += PERIOD
         (inbox / "a.csv").write_text(GOOD)

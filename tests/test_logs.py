@@ -46,8 +46,9 @@ def test_a_library_record_is_one_json_event(capsys: pytest.CaptureFixture[str]) 
     logs.configure("info")
     logging.getLogger("apscheduler.scheduler").warning(
         'Execution of job "%s" skipped: maximum number of running instances reached (%d)',
-        "drop", 1,
-    )  # fmt: skip
+        "drop",
+        1,
+    )
     structlog.get_logger().info("poll_done", source="drop")
     library, ours = json_lines(capsys)
     assert library["event"] == (
@@ -84,9 +85,12 @@ def test_apschedulers_own_skip_warning_is_json(capsys: pytest.CaptureFixture[str
 
 @pytest.mark.parametrize(
     ("logger", "level"),
-    [("paramiko.transport", logging.INFO), ("apscheduler.executors.default", logging.INFO),
-     ("connector.sources.sftp.paramiko.transport", logging.ERROR)],
-)  # fmt: skip
+    [
+        ("paramiko.transport", logging.INFO),
+        ("apscheduler.executors.default", logging.INFO),
+        ("connector.sources.sftp.paramiko.transport", logging.ERROR),
+    ],
+)
 def test_library_chatter_shows_only_at_debug(
     capsys: pytest.CaptureFixture[str], logger: str, level: int
 ) -> None:
@@ -222,6 +226,12 @@ def test_console_escapes_control_characters() -> None:
 
 def test_console_leaves_ordinary_values_alone() -> None:
     """escape_controls leaves printable values as they are."""
-    event = {"event": "file_ingested", "file": "/inbox/a b.csv", "rows": 3, "ok": True,
-             "names": ["x"], "exception": "Traceback …\n  line\nValueError: x"}  # fmt: skip
+    event = {
+        "event": "file_ingested",
+        "file": "/inbox/a b.csv",
+        "rows": 3,
+        "ok": True,
+        "names": ["x"],
+        "exception": "Traceback …\n  line\nValueError: x",
+    }
     assert logs.escape_controls(None, "info", dict(event)) == event

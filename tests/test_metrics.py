@@ -63,10 +63,30 @@ def test_registered_sources_start_at_zero(metrics: Metrics) -> None:
         assert value(metrics, "connector_poll_duration_seconds_count", source=source) == 0
 
 
-def _entry(source: str, kind: str, status: str, rows: int = 0, rejected: int = 0,
-           duplicates: int = 0, tenant: str = "acme") -> Entry:  # fmt: skip
-    return Entry(1, source, "f.csv", "ab" * 32, 9, kind, status, rows, rejected, duplicates,
-                 0, None, tenant=tenant)  # fmt: skip
+def _entry(
+    source: str,
+    kind: str,
+    status: str,
+    rows: int = 0,
+    rejected: int = 0,
+    duplicates: int = 0,
+    tenant: str = "acme",
+) -> Entry:
+    return Entry(
+        1,
+        source,
+        "f.csv",
+        "ab" * 32,
+        9,
+        kind,
+        status,
+        rows,
+        rejected,
+        duplicates,
+        0,
+        None,
+        tenant=tenant,
+    )
 
 
 def test_file_finished_moves_file_and_row_counters(metrics: Metrics) -> None:
@@ -361,8 +381,13 @@ def test_the_shipped_alert_rules_use_metrics_the_daemon_serves(metrics: Metrics)
     metrics.poll_finished("alpha", 0.1, ok=True)  # (labelled series exist once used)
     metrics.file_finished(_entry("alpha", "events", "rejected"))
     metrics.source_overdue("alpha", False)
-    served = set(re.findall(r"^(connector_\w+?)(?:_total|_created)?[{ ]",
-                            generate_latest(metrics.registry).decode(), re.M))  # fmt: skip
+    served = set(
+        re.findall(
+            r"^(connector_\w+?)(?:_total|_created)?[{ ]",
+            generate_latest(metrics.registry).decode(),
+            re.M,
+        )
+    )
     rules = [rule for group in groups for rule in group["rules"]]
     assert len(rules) >= 5
     for rule in rules:

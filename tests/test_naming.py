@@ -44,9 +44,16 @@ def test_hostile_names(name: str, reason: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["contacts.csv", "é" * 126 + ".c", "a b.csv", "...csv", "a..b.csv", "x" * MAX_NAME_BYTES,
-     "données_Ω_😀.csv"],
-)  # fmt: skip
+    [
+        "contacts.csv",
+        "é" * 126 + ".c",
+        "a b.csv",
+        "...csv",
+        "a..b.csv",
+        "x" * MAX_NAME_BYTES,
+        "données_Ω_😀.csv",
+    ],
+)
 def test_ordinary_names(name: str) -> None:
     """Spaces, accents, emoji, dots inside a name and 255 bytes exactly are fine."""
     assert hostile(name) is None
@@ -54,9 +61,15 @@ def test_ordinary_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [(".hidden.csv", True), ("a.csv.part", True), ("a.tmp", True), ("a.filepart", True),
-     ("a.csv", False), ("partial.csv", False)],
-)  # fmt: skip
+    [
+        (".hidden.csv", True),
+        ("a.csv.part", True),
+        ("a.tmp", True),
+        ("a.filepart", True),
+        ("a.csv", False),
+        ("partial.csv", False),
+    ],
+)
 def test_temporary_names(name: str, expected: bool) -> None:
     """Files still being uploaded, by naming convention, are not taken."""
     assert temporary(name) is expected

@@ -28,10 +28,14 @@ def _config(root: Path, *, after: str = "move:processed", min_age: str = "0s") -
     return drop_config(
         root,
         ingest={"batch_records": 200, "commit_interval": "0s"},
-        identifier="email", min_age=min_age, after=after,
-        files=[{"kind": "contacts", "pattern": "contacts_*.csv"},
-               {"kind": "events", "pattern": "events_*.csv"}],
-    )  # fmt: skip
+        identifier="email",
+        min_age=min_age,
+        after=after,
+        files=[
+            {"kind": "contacts", "pattern": "contacts_*.csv"},
+            {"kind": "events", "pattern": "events_*.csv"},
+        ],
+    )
 
 
 def test_once_ingests_archives_and_moves(
@@ -47,11 +51,14 @@ def test_once_ingests_archives_and_moves(
     assert main(["--config", str(config), "once"]) == 0
     assert "drop: 2 ingested" in capsys.readouterr().out
     assert sorted(p.name for p in inbox.iterdir()) == [
-        "events_1.csv.part", "notes.txt", "processed"
-    ]  # fmt: skip
+        "events_1.csv.part",
+        "notes.txt",
+        "processed",
+    ]
     assert sorted(p.name for p in (inbox / "processed").iterdir()) == [
-        "contacts_1.csv", "events_1.csv"
-    ]  # fmt: skip
+        "contacts_1.csv",
+        "events_1.csv",
+    ]
     sha = hashlib.sha256(CONTACTS.encode()).hexdigest()
     assert (
         gzip.decompress((tmp_path / "archive" / f"{sha}.csv.gz").read_bytes()) == CONTACTS.encode()
@@ -176,8 +183,11 @@ def test_housekeeping_removes_what_crashes_abandoned_a_day_ago(tmp_path: Path) -
     archive.mkdir()
     staging.mkdir(parents=True)
     day_ago = time.time() - 86400 - 60
-    old = [archive / f".{'a' * 64}.x1.part", staging / f"{'d' * 40}.part",
-           staging / f"{'e' * 40}.csv"]  # fmt: skip
+    old = [
+        archive / f".{'a' * 64}.x1.part",
+        staging / f"{'d' * 40}.part",
+        staging / f"{'e' * 40}.csv",
+    ]
     fresh = [archive / f".{'b' * 64}.x2.part", staging / f"{'f' * 40}.part"]
     kept = [archive / f"{'c' * 64}.csv.gz", staging / "notes.txt"]  # not temporaries of ours
     for path in [*old, *fresh, *kept]:
@@ -222,9 +232,18 @@ def test_an_unreachable_source_exits_1_and_names_it(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "step", ["after_list", "mid_download", "after_download", "after_deliver:2", "after_commit:2",
-             "after_finish", "after_archive", "after_remote_action"],
-)  # fmt: skip
+    "step",
+    [
+        "after_list",
+        "mid_download",
+        "after_download",
+        "after_deliver:2",
+        "after_commit:2",
+        "after_finish",
+        "after_archive",
+        "after_remote_action",
+    ],
+)
 def test_crash_between_pipeline_steps(tmp_path: Path, step: str) -> None:
     """The daemon SIGKILLed at each pipeline step, then started again: rows once, the file
     moved, no .part."""
@@ -247,8 +266,9 @@ def test_bytes_that_arrive_again_renew_their_archive_copy(tmp_path: Path) -> Non
     copy = archive(staged, "a" * 64, tmp_path / "archive")
     os.utime(copy, (time.time() - 2 * 86400,) * 2)
     assert archive(staged, "a" * 64, tmp_path / "archive") == copy
-    paths = PathsConfig(staging=tmp_path / "staging", archive=tmp_path / "archive",
-                        archive_keep="1d")  # fmt: skip
+    paths = PathsConfig(
+        staging=tmp_path / "staging", archive=tmp_path / "archive", archive_keep="1d"
+    )
     assert sweep(paths) == {"archived": 0, "abandoned": 0} and copy.exists()
     assert gzip.decompress(copy.read_bytes()) == CONTACTS.encode()
 

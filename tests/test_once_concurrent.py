@@ -46,8 +46,7 @@ def test_a_source_waiting_for_a_file_does_not_hold_up_the_next(
     two_hours_ago = time.time() - 7200
     os.utime(old, (two_hours_ago, two_hours_ago))
     argv = [sys.executable, "-m", "connector", "--config", str(config), "once"]
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as once:  # fmt: skip
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as once:
         try:
             moved = tmp_path / "quick" / "processed" / "old.csv"
             deadline = time.monotonic() + 60
@@ -60,6 +59,7 @@ def test_a_source_waiting_for_a_file_does_not_hold_up_the_next(
             once.kill()
     assert once.returncode == 0, err
     assert out.splitlines() == [
-        "drop: stopped; the file in hand resumes next time", "quick: 1 ingested"
-    ]  # fmt: skip
+        "drop: stopped; the file in hand resumes next time",
+        "quick: 1 ingested",
+    ]
     assert (tmp_path / "inbox" / "new.csv").exists()

@@ -44,8 +44,14 @@ def _shape(batches: list[Batch]) -> tuple[list[object], ...]:
 def _parse(
     path: Path, *, in_child: bool, growing_to: int | None = None, skip: int = 0
 ) -> list[Batch]:
-    job = ParseJob(path, EVENTS, batch_records=1_000, in_child=in_child,
-                   spool_dir=path.parent, growing_to=growing_to)  # fmt: skip
+    job = ParseJob(
+        path,
+        EVENTS,
+        batch_records=1_000,
+        in_child=in_child,
+        spool_dir=path.parent,
+        growing_to=growing_to,
+    )
     with job:
         job.resume_at(skip)
         job.header()
@@ -128,8 +134,9 @@ time.sleep(60)
 def test_a_child_following_a_download_exits_when_its_parent_dies(tmp_path: Path) -> None:
     path = tmp_path / "e.csv"
     path.write_text(HEADER)  # far from the promised size: the child waits for more
-    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN, str(path)], stdout=subprocess.PIPE,
-                              text=True)  # fmt: skip
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN, str(path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert parent.stdout is not None
         child = int(parent.stdout.readline())
@@ -209,10 +216,20 @@ def _started_busy_import(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
         out.truncate(4 << 30)
     config = write_config(tmp_path)
     parent = subprocess.Popen(
-        [sys.executable, "-m", "connector", "--config", str(config), "import", str(path),
-         "--kind", "contacts"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "connector",
+            "--config",
+            str(config),
+            "import",
+            str(path),
+            "--kind",
+            "contacts",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         busy = [pid for pid in children(parent.pid) if _cpu_ticks(pid) > 20]

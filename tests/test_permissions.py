@@ -52,8 +52,10 @@ def test_import_makes_the_store_its_folder_and_lock_files_private(
     (tmp_path / "events.csv").write_text(EVENTS)
     store = tmp_path / "var" / "db" / "c.db"
     config = write_config(tmp_path, store={"path": str(store)})
-    assert main(["--config", str(config), "import", str(tmp_path / "events.csv"),
-                 "--kind", "events"]) == 0  # fmt: skip
+    assert (
+        main(["--config", str(config), "import", str(tmp_path / "events.csv"), "--kind", "events"])
+        == 0
+    )
     assert "ingested" in capsys.readouterr().out
     modes = _modes(tmp_path / "var")
     assert {"db/c.db", "db/.locks"} <= modes.keys() and any("/.locks/" in n for n in modes)
@@ -65,8 +67,7 @@ def test_once_over_a_folder_makes_every_file_and_folder_private(
 ) -> None:
     """`connector once` over a file:// source: store, lock files, staging and archive
     folders, the archive copy: all private."""
-    config = drop_config(tmp_path, min_age="0s",
-                         files=[{"kind": "events", "pattern": "*.csv"}])  # fmt: skip
+    config = drop_config(tmp_path, min_age="0s", files=[{"kind": "events", "pattern": "*.csv"}])
     (tmp_path / "inbox" / "e.csv").write_text(EVENTS)
     assert main(["--config", str(config), "once"]) == 0
     assert "drop: 1 ingested" in capsys.readouterr().out
@@ -92,8 +93,9 @@ def test_without_the_cli_every_file_is_still_made_private(tmp_path: Path) -> Non
     file = remote_file(inbox, "a.csv", os.urandom(100_000))
     broken = Flaky.at(inbox, cut=50_000, failures=9)
     with pytest.raises(TransientError):
-        download("s", lambda _: broken, file, tmp_path / "staging" / "deep" / "s", "latin-1",
-                 attempts=1)  # fmt: skip
+        download(
+            "s", lambda _: broken, file, tmp_path / "staging" / "deep" / "s", "latin-1", attempts=1
+        )
     staged = _modes(tmp_path / "staging")
     assert any(name.endswith(".part") for name in staged)
     _private(staged, tmp_path / "staging")
@@ -109,9 +111,14 @@ def test_the_demo_leaves_nothing_readable_by_others(tmp_path: Path) -> None:
     """`connector demo` started under umask 022: its folder var/ is private, and so is
     every file in it (sample data, the store, archive copies, its config and secrets)."""
     done = subprocess.run(
-        [sys.executable, "-m", "connector", "demo"], cwd=tmp_path, umask=0o022,
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "connector", "demo"],
+        cwd=tmp_path,
+        umask=0o022,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     modes = _modes(tmp_path / "var")
     assert modes["."] == modes["demo"] == 0o700

@@ -367,10 +367,14 @@ def test_a_reset_while_connecting_is_retried_like_a_download(
     monkeypatch.setenv("SFTP_TEST_PASSWORD", sftp_server.password)
     config, _ = configs(tmp_path)
     source = server_config(
-        sftp_server, port=proxy.port, name="s", min_age="0s", files=EVENTS,
+        sftp_server,
+        port=proxy.port,
+        name="s",
+        min_age="0s",
+        files=EVENTS,
         password_env="SFTP_TEST_PASSWORD",
         known_hosts=str(sftp_server.write_known_hosts(tmp_path / "kh", port=proxy.port)),
-    )  # fmt: skip
+    )
     with SQLiteStore(config.store.path) as db:
         summary = Poller(config, source, db, sleep=lambda _: None).poll()
     assert proxy.faults_applied == 1

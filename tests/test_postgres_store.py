@@ -62,8 +62,11 @@ def _admin(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, 
 def _python(script: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(script), *args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _dump(store: Store) -> dict[str, list[dict[str, Any]]]:
@@ -347,8 +350,9 @@ def test_a_write_after_a_takeover_is_refused_and_stores_nothing(postgres_url: st
                         old.ledger.record(ARRIVAL, "duplicate", T0)
                 new.ledger.record(ARRIVAL, "rejected", T0, "taken over")
         assert [e["event"] for e in logs if e["event"].startswith("claim_")] == [
-            "claim_taken_over", "claim_lost"
-        ]  # fmt: skip
+            "claim_taken_over",
+            "claim_lost",
+        ]
         assert [f["status"] for f in new.records("files")] == ["rejected"]
         with old.claim_place("s", "/in/a.csv", wait=False):  # (let go by the new holder)
             pass

@@ -108,9 +108,13 @@ def _arriving(
         try:
             with ingestor.store.claim_place(arrival.source, arrival.path):  # as Poller does
                 return ingestor.ingest_arriving(
-                    rules, arrival=arrival, job=job, fetched=fetched,
-                    resumed=download.resumes, arrived=download.inspector.prefix,
-                )  # fmt: skip
+                    rules,
+                    arrival=arrival,
+                    job=job,
+                    fetched=fetched,
+                    resumed=download.resumes,
+                    arrived=download.inspector.prefix,
+                )
         finally:
             job.close()
 

@@ -39,8 +39,10 @@ def test_a_cell_a_spreadsheet_would_run_is_written_as_text(value: str) -> None:
 def test_a_file_rejected_whole_has_an_empty_line_and_value() -> None:
     report = reject_report([Reject(None, "header: no identifier column 'email'", "")])
     assert report.endswith(b"\r\n")
-    assert _cells(report) == [["line", "reason", "value"],
-                              ["", "header: no identifier column 'email'", ""]]  # fmt: skip
+    assert _cells(report) == [
+        ["line", "reason", "value"],
+        ["", "header: no identifier column 'email'", ""],
+    ]
 
 
 @given(st.lists(st.tuples(st.integers(1, 10**9), st.text(), st.text()), max_size=20))

@@ -43,8 +43,10 @@ def test_forgotten_bytes_are_ingested_as_new_when_they_come_again(
     assert main(["--config", str(config), "once"]) == EXIT_OK
 
     code, out, _ = _run(config, capsys, "forget", sha256, "--tenant", "acme", "--reason", "fixed")
-    assert (code, out) == (EXIT_OK, f"{sha256}: forgotten for tenant acme; its next arrival"
-                                    " is ingested as new\n")  # fmt: skip
+    assert (code, out) == (
+        EXIT_OK,
+        f"{sha256}: forgotten for tenant acme; its next arrival is ingested as new\n",
+    )
     _drop(tmp_path, "c.csv")
     assert main(["--config", str(config), "once"]) == EXIT_OK
 
@@ -52,18 +54,25 @@ def test_forgotten_bytes_are_ingested_as_new_when_they_come_again(
     assert files == [("a.csv", "ingested"), ("b.csv", "duplicate"), ("c.csv", "ingested")]
     [audit] = dump(config, "audit", capsys)
     assert (audit["action"], audit["tenant"], audit["sha256"], audit["reason"]) == (
-        "forget", "acme", sha256, "fixed"
-    )  # fmt: skip
+        "forget",
+        "acme",
+        sha256,
+        "fixed",
+    )
     assert audit["user"]
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
-    [(["forget", "ab" * 32], "unknown checksum " + "ab" * 32 + " for tenant default (never"
-      " seen, or forgotten)"),
-     (["forget", "xyz"], "not a SHA-256 (64 hex digits): 'xyz'"),
-     (["replay", "ab" * 32], "unknown checksum " + "ab" * 32 + " for tenant default")],
-)  # fmt: skip
+    [
+        (
+            ["forget", "ab" * 32],
+            "unknown checksum " + "ab" * 32 + " for tenant default (never seen, or forgotten)",
+        ),
+        (["forget", "xyz"], "not a SHA-256 (64 hex digits): 'xyz'"),
+        (["replay", "ab" * 32], "unknown checksum " + "ab" * 32 + " for tenant default"),
+    ],
+)
 def test_unknown_bytes_are_one_line_and_exit_1(
     config: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
@@ -80,16 +89,26 @@ def test_replay_ingests_the_archive_copy_again_as_a_new_entry(
     sha256 = _drop(tmp_path, "a.csv")
     assert main(["--config", str(config), "once"]) == EXIT_OK
 
-    code, out, _ = _run(config, capsys, "replay", sha256.upper(), "--tenant", "acme",
-                        "--reason", "the platform lost it")  # fmt: skip
+    code, out, _ = _run(
+        config,
+        capsys,
+        "replay",
+        sha256.upper(),
+        "--tenant",
+        "acme",
+        "--reason",
+        "the platform lost it",
+    )
 
     assert code == EXIT_OK
-    assert out.startswith(f"{tmp_path / 'inbox' / 'a.csv'}: ingested — 1 rows stored, 0 rejected,"
-                          " 1 duplicates")  # fmt: skip
+    assert out.startswith(
+        f"{tmp_path / 'inbox' / 'a.csv'}: ingested — 1 rows stored, 0 rejected, 1 duplicates"
+    )
     files = dump(config, "files", capsys)
     assert [(f["source"], f["sha256"], f["status"], f["rows"]) for f in files] == [
-        ("drop", sha256, "ingested", 2), ("drop", sha256, "ingested", 1)
-    ]  # fmt: skip
+        ("drop", sha256, "ingested", 2),
+        ("drop", sha256, "ingested", 1),
+    ]
     assert [e["idempotencyKey"] for e in dump(config, "events", capsys)] == ["k1", None, None]
     assert [a["action"] for a in dump(config, "audit", capsys)] == ["replay"]
     # Its bytes are known again: arriving once more, they are a duplicate.
@@ -137,14 +156,20 @@ def test_import_reads_gzip_and_zip_as_their_content(
 
 @pytest.mark.parametrize(
     ("name", "content", "reason"),
-    [("bomb.csv.gz", b"identifier,name\n" + b"u1,buy\n" * 50_000, "decompression bomb"),
-     ("two.zip", None, "a .zip must hold one file"),
-     ("broken.csv.gz", b"", "not a readable .gz file")],
-)  # fmt: skip
+    [
+        ("bomb.csv.gz", b"identifier,name\n" + b"u1,buy\n" * 50_000, "decompression bomb"),
+        ("two.zip", None, "a .zip must hold one file"),
+        ("broken.csv.gz", b"", "not a readable .gz file"),
+    ],
+)
 def test_a_compressed_file_that_cannot_be_read_safely_is_rejected_whole(
-    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str], name: str,
-    content: bytes | None, reason: str,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    content: bytes | None,
+    reason: str,
+) -> None:
     path = tmp_path / name
     if name.endswith(".zip"):
         with zipfile.ZipFile(path, "w") as archive:
@@ -169,8 +194,10 @@ def test_import_of_a_folder_says_it_is_one(
 ) -> None:
     code, _, err = _run(config, capsys, "import", str(tmp_path / "inbox"), "--kind", "events")
     assert code == EXIT_FAILED
-    assert err == (f"connector: import: a folder, not a file: {tmp_path / 'inbox'} (give its"
-                   f" files: {tmp_path / 'inbox'}/*.csv)\n")  # fmt: skip
+    assert err == (
+        f"connector: import: a folder, not a file: {tmp_path / 'inbox'} (give its"
+        f" files: {tmp_path / 'inbox'}/*.csv)\n"
+    )
 
 
 def test_import_flags_set_the_one_off_files_rules(
@@ -180,9 +207,20 @@ def test_import_flags_set_the_one_off_files_rules(
     describes; they win over the source's settings."""
     path = tmp_path / "export.csv"
     path.write_bytes("E-mail\tname\tcity\nada@example.com\tbuy\tGand\xe9\n".encode("latin-1"))
-    code, out, _ = _run(config, capsys, "import", str(path), "--kind", "events",
-                        "--encoding", "latin-1", "--delimiter", "tab", "--identifier",
-                        "E-mail")  # fmt: skip
+    code, out, _ = _run(
+        config,
+        capsys,
+        "import",
+        str(path),
+        "--kind",
+        "events",
+        "--encoding",
+        "latin-1",
+        "--delimiter",
+        "tab",
+        "--identifier",
+        "E-mail",
+    )
     assert code == EXIT_OK, out
     [event] = dump(config, "events", capsys)
     assert (event["identifier"], event["data"]) == ("ada@example.com", {"city": "Gandé"})
@@ -190,15 +228,21 @@ def test_import_flags_set_the_one_off_files_rules(
 
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
-    [("--encoding", "klingon", "unknown encoding 'klingon'"),
-     ("--delimiter", ";;", "a delimiter is one character, not ';;'"),
-     ("--delimiter", '"', "a quote, a line break or NUL cannot be the delimiter"),
-     ("--identifier", " ", "the identifier column needs a name")],
-)  # fmt: skip
+    [
+        ("--encoding", "klingon", "unknown encoding 'klingon'"),
+        ("--delimiter", ";;", "a delimiter is one character, not ';;'"),
+        ("--delimiter", '"', "a quote, a line break or NUL cannot be the delimiter"),
+        ("--identifier", " ", "the identifier column needs a name"),
+    ],
+)
 def test_a_bad_import_flag_is_one_line(
-    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str,
+    tmp_path: Path,
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    value: str,
     message: str,
-) -> None:  # fmt: skip
+) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["--config", str(config), "import", "x.csv", "--kind", "events", flag, value])
     assert exit_.value.code == 2
@@ -207,12 +251,17 @@ def test_a_bad_import_flag_is_one_line(
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 def test_a_dry_run_lists_the_rejected_rows(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
     backend: str,
-) -> None:  # fmt: skip
+) -> None:
     """The first 20 rejected rows with their lines and reasons, then how many more."""
-    url = (f"sqlite:///{tmp_path / 'c.db'}" if backend == "sqlite"
-           else request.getfixturevalue("postgres_url"))  # fmt: skip
+    url = (
+        f"sqlite:///{tmp_path / 'c.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
     config = write_config(tmp_path, store={"url": url})
     path = tmp_path / "r.csv"
     path.write_text("identifier,name\nu1,buy\n" + ",buy\n" * 25)

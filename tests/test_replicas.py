@@ -58,11 +58,15 @@ def _replicas(tmp_path: Path, sftp: EmbeddedSFTPServer, store_url: str) -> Repli
     secret.write_text(sftp.password)
     secret.chmod(0o600)
     source = {
-        "name": "acme", "url": sftp.url + "outbox", "password_file": str(secret),
+        "name": "acme",
+        "url": sftp.url + "outbox",
+        "password_file": str(secret),
         "known_hosts": str(sftp.write_known_hosts(tmp_path / "known_hosts")),
-        "interval": "1s", "min_age": "0s", "after": "move:processed",
+        "interval": "1s",
+        "min_age": "0s",
+        "after": "move:processed",
         "files": [{"kind": "events", "pattern": "*.csv", "event_name": "e"}],
-    }  # fmt: skip
+    }
     store = {"url": store_url, "lease": f"{LEASE:g}s"}
     return Replicas(tmp_path / "replicas", store, source, ingest={"commit_interval": "0s"})
 
@@ -93,8 +97,13 @@ def _holds_a_claim(store_url: str, replica: str) -> bool:
 
 
 def _dump(replicas: Replicas, table: str) -> list[dict[str, Any]]:
-    out = subprocess.run(replicas.command("r2", "dump", table), capture_output=True, text=True,
-                         check=True, env=replicas.env).stdout  # fmt: skip
+    out = subprocess.run(
+        replicas.command("r2", "dump", table),
+        capture_output=True,
+        text=True,
+        check=True,
+        env=replicas.env,
+    ).stdout
     return [json.loads(line) for line in out.splitlines()]
 
 
@@ -130,14 +139,18 @@ def test_three_replicas_share_the_work_through_a_crash_and_a_freeze(
         replicas.thaw("r2")
         _wait(lambda: not any(outbox.glob("*.csv")), 120, "every file to be taken")
         stopped = replicas.stop_all(within=10)
-        late = {name: (stop, replicas.events(name)[-6:]) for name, stop in stopped.items()
-                if stop[0] != 0 or stop[1] >= 10}  # fmt: skip
+        late = {
+            name: (stop, replicas.events(name)[-6:])
+            for name, stop in stopped.items()
+            if stop[0] != 0 or stop[1] >= 10
+        }
         assert not late, late
         _check_exactly_once(replicas, outbox, expected)
         ingested_by = {
-            name for name in ("r1", "r1-again", "r2", "r3")
+            name
+            for name in ("r1", "r1-again", "r2", "r3")
             if any(e["event"] == "file_ingested" for e in replicas.events(name))
-        }  # fmt: skip
+        }
         assert len(ingested_by) >= 2, ingested_by
         # A claim of the frozen replica that another took over is one it says it lost.
         others = [e for name in ("r1-again", "r3") for e in replicas.events(name)]

@@ -38,8 +38,11 @@ def _names(candidates: list[Candidate]) -> list[str]:
 
 def test_patterns_pick_the_kind_and_rules() -> None:
     """Each name is matched against the file entries; the entry sets the kind and rules."""
-    files = [RemoteFile("contacts_1.csv", 1, 10), RemoteFile("purchases_1.csv", 1, 20),
-             RemoteFile("other.csv", 1, 30)]  # fmt: skip
+    files = [
+        RemoteFile("contacts_1.csv", 1, 10),
+        RemoteFile("purchases_1.csv", 1, 20),
+        RemoteFile("other.csv", 1, 30),
+    ]
     chosen = select(files, _source())
     assert _names(chosen) == ["contacts_1.csv", "purchases_1.csv"]
     assert chosen[0].rules.kind == "contacts"
@@ -51,16 +54,27 @@ def test_oldest_first() -> None:
     files = [RemoteFile(f"contacts_{i}.csv", 1, 100 - i) for i in range(4)]
     files.append(RemoteFile("contacts_x.csv", 1, 97))
     assert _names(select(files, _source())) == [
-        "contacts_3.csv", "contacts_x.csv", "contacts_2.csv", "contacts_1.csv", "contacts_0.csv"
-    ]  # fmt: skip
+        "contacts_3.csv",
+        "contacts_x.csv",
+        "contacts_2.csv",
+        "contacts_1.csv",
+        "contacts_0.csv",
+    ]
 
 
 def test_temporary_and_hostile_names_are_skipped() -> None:
     """Uploads in progress are ignored quietly; hostile names with a warning."""
-    files = [RemoteFile(n, 1, 1) for n in (
-        ".contacts_1.csv", "contacts_2.csv.part", "contacts_3.tmp", "contacts_../x.csv",
-        "contacts_\n.csv", "contacts_ok.csv",
-    )]  # fmt: skip
+    files = [
+        RemoteFile(n, 1, 1)
+        for n in (
+            ".contacts_1.csv",
+            "contacts_2.csv.part",
+            "contacts_3.tmp",
+            "contacts_../x.csv",
+            "contacts_\n.csv",
+            "contacts_ok.csv",
+        )
+    ]
     with capture_logs() as logs:
         assert _names(select(files, _source(name=_fresh_name()))) == ["contacts_ok.csv"]
     assert [entry["event"] for entry in logs] == ["file_skipped", "file_skipped"]
@@ -86,17 +100,24 @@ def test_a_skipped_name_is_warned_about_once_per_source() -> None:
 
 def test_refused_names_each_skipped_file_with_its_reason() -> None:
     """What check reports as skipped: every hostile name, matching a pattern or not."""
-    files = [RemoteFile("a\x07.txt", 1, 1), RemoteFile("contacts_1.csv", 1, 1),
-             RemoteFile("contacts_\x7f.csv", 1, 1)]  # fmt: skip
+    files = [
+        RemoteFile("a\x07.txt", 1, 1),
+        RemoteFile("contacts_1.csv", 1, 1),
+        RemoteFile("contacts_\x7f.csv", 1, 1),
+    ]
     assert [(f.name, why) for f, why in refused(files)] == [
-        ("a\x07.txt", "a control character"), ("contacts_\x7f.csv", "a control character")
-    ]  # fmt: skip
+        ("a\x07.txt", "a control character"),
+        ("contacts_\x7f.csv", "a control character"),
+    ]
 
 
 def test_marker_mode_takes_a_file_once_its_marker_exists() -> None:
     """ready = "marker": X.csv is taken only when X.csv.done is listed too."""
-    files = [RemoteFile("contacts_1.csv", 1, 1), RemoteFile("contacts_1.csv.done", 0, 2),
-             RemoteFile("contacts_2.csv", 1, 3)]  # fmt: skip
+    files = [
+        RemoteFile("contacts_1.csv", 1, 1),
+        RemoteFile("contacts_1.csv.done", 0, 2),
+        RemoteFile("contacts_2.csv", 1, 3),
+    ]
     chosen = select(files, _source(ready="marker"))
     assert _names(chosen) == ["contacts_1.csv"]
     assert chosen[0].marker == "contacts_1.csv.done"

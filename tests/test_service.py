@@ -31,9 +31,11 @@ def _config(root: Path, *, interval: str = "1h", rows_per_batch: int = 20000) ->
     return drop_config(
         root,
         ingest={"batch_records": rows_per_batch},
-        interval=interval, min_age="0s", after="move:processed",
+        interval=interval,
+        min_age="0s",
+        after="move:processed",
         files=[{"kind": "events", "pattern": "*.csv", "event_name": "visit"}],
-    )  # fmt: skip
+    )
 
 
 def _connector(config: Path, *argv: str) -> list[str]:
@@ -41,15 +43,21 @@ def _connector(config: Path, *argv: str) -> list[str]:
 
 
 def _events(config: Path) -> list[dict[str, object]]:
-    out = subprocess.run(_connector(config, "dump", "events"), capture_output=True, text=True,
-                         check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        _connector(config, "dump", "events"), capture_output=True, text=True, check=True
+    ).stdout
     return [json.loads(line) for line in out.splitlines()]
 
 
 def _start(config: Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "CONNECTOR_CRASH_AT")}
-    return subprocess.Popen(_connector(config, "run"), env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    return subprocess.Popen(
+        _connector(config, "run"),
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _stop(proc: subprocess.Popen[str], within: float = 10.0) -> tuple[int, float, str]:
@@ -124,8 +132,9 @@ def test_sigterm_stops_once_cleanly_and_the_next_once_finishes(tmp_path: Path) -
     """`once` on SIGTERM commits what it has, exits 0 at once; the next `once` resumes."""
     config = _config(tmp_path, rows_per_batch=2000)
     _big_file(tmp_path / "inbox" / "big.csv")
-    proc = subprocess.Popen(_connector(config, "once"), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        _connector(config, "once"), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     _stop_mid_file_then_finish(proc, tmp_path, config)
 
 
@@ -214,8 +223,13 @@ def test_run_speaks_sd_notify(tmp_path: Path) -> None:
             listener.bind(address)
             listener.settimeout(20)
             env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"}
-            proc = subprocess.Popen(_connector(config, "run"), env=env, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+            proc = subprocess.Popen(
+                _connector(config, "run"),
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
             try:
                 heard = [listener.recv(4096).decode()]
                 while "WATCHDOG=1" not in heard or not any(h.startswith("STATUS=") for h in heard):
@@ -238,22 +252,26 @@ def test_check_says_which_files_are_known_and_which_not_ready(tmp_path: Path) ->
     """After a `once`: its file is skipped as known; a file modified just now, under a
     min_age of an hour, is not ready yet."""
     config = drop_config(
-        tmp_path, min_age="0s", after="leave",
+        tmp_path,
+        min_age="0s",
+        after="leave",
         files=[{"kind": "events", "pattern": "*.csv", "event_name": "visit"}],
-    )  # fmt: skip
+    )
     (tmp_path / "inbox" / "old.csv").write_text("identifier\nu1\n")
     once = subprocess.run(_connector(config, "once"), capture_output=True, text=True, check=False)
     assert once.returncode == 0, once.stderr
     config.write_text(config.read_text().replace('min_age = "0s"', 'min_age = "1h"'))
     (tmp_path / "inbox" / "new.csv").write_text("identifier\nu2\n")
-    out = subprocess.run(_connector(config, "check"), capture_output=True, text=True,
-                         check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        _connector(config, "check"), capture_output=True, text=True, check=True
+    ).stdout
     assert "old.csv (14 bytes): skip: already ingested" in out
     assert "new.csv (14 bytes): not ready yet: modified 0s ago (min_age 1h)" in out
     with apsw.Connection(str(tmp_path / "store" / "c.db")) as store:  # as if killed before it
         store.execute("UPDATE files SET completed_at = NULL")
-    out = subprocess.run(_connector(config, "check"), capture_output=True, text=True,
-                         check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        _connector(config, "check"), capture_output=True, text=True, check=True
+    ).stdout
     assert "skip: already ingested (its remote action, leave, is redone at the next poll)" in out
 
 
@@ -300,8 +318,15 @@ def _polled(root: Path, folder: str, event_name: str, interval: str = "1s") -> d
     on the inbox, else named after its folder."""
     name = "drop" if folder == "inbox" else folder
     files = [{"kind": "events", "pattern": "*.csv", "event_name": event_name}]
-    return local_source(root, name, folder=folder, files=files, interval=interval,
-                        min_age="0s", after="move:processed")  # fmt: skip
+    return local_source(
+        root,
+        name,
+        folder=folder,
+        files=files,
+        interval=interval,
+        min_age="0s",
+        after="move:processed",
+    )
 
 
 def test_sighup_reloads_the_sources_and_keeps_the_config_when_the_new_one_is_bad(
@@ -337,9 +362,13 @@ def test_sighup_reloads_the_sources_and_keeps_the_config_when_the_new_one_is_bad
             (inbox / "a.csv").write_text("identifier\nu1\n")
             assert wait_until(lambda: taken(inbox, "a.csv"), 20)
 
-            write_config(tmp_path, _polled(tmp_path, "inbox", "sale"),
-                         _polled(tmp_path, "second", "visit"), ingest={"batch_records": 500},
-                         metrics=listen)  # fmt: skip
+            write_config(
+                tmp_path,
+                _polled(tmp_path, "inbox", "sale"),
+                _polled(tmp_path, "second", "visit"),
+                ingest={"batch_records": 500},
+                metrics=listen,
+            )
             proc.send_signal(signal.SIGHUP)
             assert wait_until(lambda: said("config_reloaded"), 10)
             [reloaded] = said("config_reloaded")
@@ -350,9 +379,12 @@ def test_sighup_reloads_the_sources_and_keeps_the_config_when_the_new_one_is_bad
             (second / "b.csv").write_text("identifier\nu2\n")
             assert wait_until(lambda: taken(second, "b.csv"), 10)
 
-            write_config(tmp_path, _polled(tmp_path, "inbox", "sale", interval="1"),  # no unit
-                         _polled(tmp_path, "second", "visit", interval="1"),
-                         metrics=listen)  # fmt: skip
+            write_config(
+                tmp_path,
+                _polled(tmp_path, "inbox", "sale", interval="1"),  # no unit
+                _polled(tmp_path, "second", "visit", interval="1"),
+                metrics=listen,
+            )
             proc.send_signal(signal.SIGHUP)
             assert wait_until(lambda: said("config_reload_failed"), 10)
             [failed] = said("config_reload_failed")
@@ -385,5 +417,7 @@ def test_sighup_reloads_the_sources_and_keeps_the_config_when_the_new_one_is_bad
     assert code == 0, log
     assert said("service_stopped")
     assert sorted((e["identifier"], e["name"]) for e in _events(config)) == [
-        ("u1", "visit"), ("u2", "visit"), ("u3", "sale")
-    ]  # fmt: skip
+        ("u1", "visit"),
+        ("u2", "visit"),
+        ("u3", "sale"),
+    ]

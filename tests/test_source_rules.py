@@ -48,14 +48,20 @@ def test_times_without_an_offset_are_read_in_the_sources_zone(
     )
     assert _import(tmp_path, config, text) == 0
     stamps = {e["identifier"]: e["timestamp"] for e in dump(config, "events", capsys)}
-    assert stamps == {"u1": 1696252121, "u2": 1701526121, "u3": 1696252080,
-                      "u4": 1696259321, "u5": 1696252121}  # fmt: skip
+    assert stamps == {
+        "u1": 1696252121,
+        "u2": 1701526121,
+        "u3": 1696252080,
+        "u4": 1696259321,
+        "u5": 1696252121,
+    }
     assert main(["--config", str(config), "dump", "rejects"]) == 0
     [reject] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert (reject["line"], reject["reason"]) == (
-        7, "timestamp '2 Oct 2023' is neither Unix seconds, an ISO 8601 date-time nor of the"
+        7,
+        "timestamp '2 Oct 2023' is neither Unix seconds, an ISO 8601 date-time nor of the"
         " source's timestamp_formats",
-    )  # fmt: skip
+    )
 
 
 def test_without_a_zone_a_time_without_offset_is_still_rejected(
@@ -75,8 +81,11 @@ def test_a_decimal_comma_is_read_as_a_number_when_the_source_says_so(
     config = _config(tmp_path, decimal=",", delimiter=",")
     assert _import(tmp_path, config, text) == 0
     data = {e["identifier"]: e["data"] for e in dump(config, "events", capsys)}
-    assert data == {"u1": {"total": 12.5, "note": "1,234,5"}, "u2": {"total": -0.5, "note": "a,b"},
-                    "u3": {"total": 7.25, "note": "x"}}  # fmt: skip
+    assert data == {
+        "u1": {"total": 12.5, "note": "1,234,5"},
+        "u2": {"total": -0.5, "note": "a,b"},
+        "u3": {"total": 7.25, "note": "x"},
+    }
     plain = tmp_path / "plain"
     plain.mkdir()
     config = _config(plain)

@@ -280,13 +280,19 @@ def test_pin_and_known_hosts_must_both_agree(server: EmbeddedSFTPServer, tmp_pat
 # What an old server offers, one kind at a time (the rest as paramiko's default). A MAC is
 # only used with a cipher that is not AEAD (not GCM), but paramiko agrees on one anyway.
 LEGACY_ONLY = {
-    "cbc ciphers": ({"ciphers": ["aes128-cbc", "aes256-cbc", "3des-cbc"]},
-                    "only legacy ciphers (aes128-cbc, aes256-cbc, 3des-cbc)"),
-    "sha1 and md5 macs": ({"ciphers": ["aes128-ctr"], "digests": ["hmac-sha1", "hmac-md5"]},
-                          "only legacy MACs (hmac-sha1, hmac-md5)"),
-    "small dh groups": ({"kex": ["diffie-hellman-group14-sha256"]},
-                        "only legacy key exchanges (diffie-hellman-group14-sha256)"),
-}  # fmt: skip
+    "cbc ciphers": (
+        {"ciphers": ["aes128-cbc", "aes256-cbc", "3des-cbc"]},
+        "only legacy ciphers (aes128-cbc, aes256-cbc, 3des-cbc)",
+    ),
+    "sha1 and md5 macs": (
+        {"ciphers": ["aes128-ctr"], "digests": ["hmac-sha1", "hmac-md5"]},
+        "only legacy MACs (hmac-sha1, hmac-md5)",
+    ),
+    "small dh groups": (
+        {"kex": ["diffie-hellman-group14-sha256"]},
+        "only legacy key exchanges (diffie-hellman-group14-sha256)",
+    ),
+}
 
 
 @pytest.mark.parametrize("offer", LEGACY_ONLY.values(), ids=LEGACY_ONLY.keys())
@@ -336,8 +342,11 @@ def test_sftp_legacy_algorithms_accepts_an_old_server(
         ):
             assert b"".join(source.read("a.csv")) == b"a,b\n"
     [negotiated] = [e for e in logs if e["event"] == "sftp_negotiated"]
-    agreed = {"ciphers": negotiated["cipher"], "digests": negotiated["mac"],
-              "kex": negotiated["kex"]}  # fmt: skip
+    agreed = {
+        "ciphers": negotiated["cipher"],
+        "digests": negotiated["mac"],
+        "kex": negotiated["kex"],
+    }
     for kind, names in algorithms.items():
         assert agreed[kind] == names[0]
 
@@ -368,8 +377,9 @@ def test_a_modern_server_without_gcm_gets_ctr_and_an_etm_mac(tmp_path: Path) -> 
         pass
     [negotiated] = [e for e in logs if e["event"] == "sftp_negotiated"]
     assert (negotiated["cipher"], negotiated["mac"]) == (
-        "aes128-ctr", "hmac-sha2-256-etm@openssh.com"
-    )  # fmt: skip
+        "aes128-ctr",
+        "hmac-sha2-256-etm@openssh.com",
+    )
 
 
 # -- host key types ----------------------------------------------------------------------
@@ -648,9 +658,13 @@ def test_a_url_without_user_is_refused_by_the_config() -> None:
     is opened."""
     with pytest.raises(ValidationError, match="an sftp:// URL names its user"):
         SourceConfig.model_validate(
-            {"name": "acme", "url": "sftp://127.0.0.1:2222/", "host_key": "SHA256:" + "A" * 43,
-             "files": [{"kind": "contacts", "pattern": "*"}]}
-        )  # fmt: skip
+            {
+                "name": "acme",
+                "url": "sftp://127.0.0.1:2222/",
+                "host_key": "SHA256:" + "A" * 43,
+                "files": [{"kind": "contacts", "pattern": "*"}],
+            }
+        )
 
 
 # -- listing, reading, completing ----------------------------------------------------------

@@ -74,28 +74,36 @@ class TestSQLiteStore(StoreContract):
         if version >= 10:  # (what that connector did as files became final)
             old.execute(FEED_NUMBERING)
             old.execute("UPDATE feed_clock SET seq = (SELECT max(feed_seq) FROM files)")
-            old.execute("INSERT INTO contact_changes(file_id, identifier, attributes)"
-                        " SELECT 1, identifier, attributes FROM contacts")  # fmt: skip
+            old.execute(
+                "INSERT INTO contact_changes(file_id, identifier, attributes)"
+                " SELECT 1, identifier, attributes FROM contacts"
+            )
         old.close()
 
         with open_store(store_config) as store:
             assert isinstance(store, SQLiteStore)
             assert store.query("PRAGMA user_version") == [(len(MIGRATIONS),)]
-            files = [(f["path"], f["sha256"], f["status"], f["rows"], f["processed_at"])
-                     for f in records(store, "files")]  # fmt: skip
+            files = [
+                (f["path"], f["sha256"], f["status"], f["rows"], f["processed_at"])
+                for f in records(store, "files")
+            ]
             assert files == [
                 ("/in/a.csv", a, "ingested", 1, "2026-01-01T00:00:01Z"),
                 ("/in/b.csv", b, "failed", 1, "2026-01-01T00:00:03Z"),
             ]
-            events = [(e["file"], e["line"], e["data"], e["timestamp"], e["idempotencyKey"])
-                      for e in records(store, "events")]  # fmt: skip
+            events = [
+                (e["file"], e["line"], e["data"], e["timestamp"], e["idempotencyKey"])
+                for e in records(store, "events")
+            ]
             assert events == [("/in/a.csv", 2, {"n": 1}, 5, "K")]
             assert [(r["file"], r["line"]) for r in records(store, "rejects")] == [("/in/a.csv", 3)]
             assert contacts(store) == {"u1": {"plan": "free"}, "v1": {}}
             known = store.ledger.known_at("s", "/in/a.csv")
             assert known is not None and (known.size, known.mtime, known.status) == (
-                ingested.stat().st_size, 7.5, "ingested"
-            )  # fmt: skip
+                ingested.stat().st_size,
+                7.5,
+                "ingested",
+            )
             assert known.completed == (version >= 2)
 
             ingestor = Ingestor(store, clock=Clock(), batch_records=1, commit_seconds=0)
@@ -113,30 +121,51 @@ class TestSQLiteStore(StoreContract):
             store.ledger.note_failure(Arrival("s", "/in/e.csv", None, 9, "events"), T0)
 
             assert [(e["file"], e["line"]) for e in records(store, "events")] == [
-                ("/in/a.csv", 2), ("/in/b.csv", 2), ("/in/b.csv", 3), ("/in/b.csv", 4),
+                ("/in/a.csv", 2),
+                ("/in/b.csv", 2),
+                ("/in/b.csv", 3),
+                ("/in/b.csv", 4),
                 ("/in/c.csv", 3),
-            ]  # fmt: skip
+            ]
             assert contacts(store) == {
-                "u1": {"plan": "free", "seats": 2}, "v1": {}, "v2": {}, "v3": {}, "w": {}
-            }  # fmt: skip
+                "u1": {"plan": "free", "seats": 2},
+                "v1": {},
+                "v2": {},
+                "v3": {},
+                "w": {},
+            }
             assert [(f["path"], f["status"]) for f in records(store, "files")] == [
-                ("/in/a.csv", "ingested"), ("/in/b.csv", "ingested"),
-                ("/in/again.csv", "duplicate"), ("/in/c.csv", "ingested"),
-                ("/in/d.csv", "ingested"), ("/in/e.csv", "failed"),
-            ]  # fmt: skip
+                ("/in/a.csv", "ingested"),
+                ("/in/b.csv", "ingested"),
+                ("/in/again.csv", "duplicate"),
+                ("/in/c.csv", "ingested"),
+                ("/in/d.csv", "ingested"),
+                ("/in/e.csv", "failed"),
+            ]
             # The feed: what was final before the upgrade first, in the order recorded,
             # the contacts as they were then as its last file's changes.
             assert [(e["file"], e["line"]) for e in fed(store, "events")] == [
-                ("/in/a.csv", 2), ("/in/b.csv", 2), ("/in/b.csv", 3), ("/in/b.csv", 4),
+                ("/in/a.csv", 2),
+                ("/in/b.csv", 2),
+                ("/in/b.csv", 3),
+                ("/in/b.csv", 4),
                 ("/in/c.csv", 3),
-            ]  # fmt: skip
+            ]
             assert [f["path"] for f in fed(store, "files")] == [
-                "/in/a.csv", "/in/again.csv", "/in/b.csv", "/in/c.csv", "/in/d.csv"
-            ]  # fmt: skip
+                "/in/a.csv",
+                "/in/again.csv",
+                "/in/b.csv",
+                "/in/c.csv",
+                "/in/d.csv",
+            ]
             assert [(c["identifier"], c["attributes"]) for c in fed(store, "contacts")] == [
-                ("u1", {"plan": "free"}), ("v1", {}), ("v2", {}), ("v3", {}), ("w", {}),
+                ("u1", {"plan": "free"}),
+                ("v1", {}),
+                ("v2", {}),
+                ("v3", {}),
+                ("w", {}),
                 ("u1", {"plan": "free", "seats": 2}),
-            ]  # fmt: skip
+            ]
 
     def test_a_store_of_a_newer_schema_is_refused(self, store_config: StoreConfig) -> None:
         assert store_config.path is not None

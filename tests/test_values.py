@@ -77,15 +77,26 @@ def test_json_members_agree_with_type_cell(column: list[str]) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("true", True), ("FaLsE", False), ("0", 0), ("-12", -12), ("12.50", 12.5),
+        ("true", True),
+        ("FaLsE", False),
+        ("0", 0),
+        ("-12", -12),
+        ("12.50", 12.5),
         ("9223372036854775807", 9223372036854775807),
         ("9223372036854775808", "9223372036854775808"),
         ("-9223372036854775808", -9223372036854775808),
-        ("007", "007"), ("+32478112233", "+32478112233"), ("1e3", "1e3"), ("1,5", "1,5"),
-        (" 12", " 12"), ("NaN", "NaN"), ("null", "null"), ("[1,2]", "[1,2]"),
-        ("١٢", "١٢"), ("", None),
+        ("007", "007"),
+        ("+32478112233", "+32478112233"),
+        ("1e3", "1e3"),
+        ("1,5", "1,5"),
+        (" 12", " 12"),
+        ("NaN", "NaN"),
+        ("null", "null"),
+        ("[1,2]", "[1,2]"),
+        ("١٢", "١٢"),
+        ("", None),
     ],
-)  # fmt: skip
+)
 def test_type_cell(text: str, expected: object) -> None:
     """CSV rules §5, value by value (ASCII digits only: Arabic-Indic stays text)."""
     assert type_cell(text) == expected
@@ -102,12 +113,18 @@ def test_timestamp_column_with_a_line_break_in_a_cell() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("1696252121", 1696252121), ("1696252121.999", 1696252121), ("0", 0),
-        ("4102444800", 4102444800), ("4102444800.5", 4102444800), ("-0.5", 0),
-        ("2023-10-02T13:08:41Z", 1696252121), ("2023-10-02T15:08:41+02:00", 1696252121),
-        ("2023-10-02T13:08:41.987Z", 1696252121), ("2023-10-02t13:08:41z", 1696252121),
+        ("1696252121", 1696252121),
+        ("1696252121.999", 1696252121),
+        ("0", 0),
+        ("4102444800", 4102444800),
+        ("4102444800.5", 4102444800),
+        ("-0.5", 0),
+        ("2023-10-02T13:08:41Z", 1696252121),
+        ("2023-10-02T15:08:41+02:00", 1696252121),
+        ("2023-10-02T13:08:41.987Z", 1696252121),
+        ("2023-10-02t13:08:41z", 1696252121),
     ],
-)  # fmt: skip
+)
 def test_timestamps_accepted(text: str, expected: int) -> None:
     """Seconds (decimals truncated) and ISO 8601 with an offset, within 0..4102444800."""
     assert parse_timestamp(text) == expected
@@ -116,12 +133,17 @@ def test_timestamps_accepted(text: str, expected: int) -> None:
 @pytest.mark.parametrize(
     ("text", "why"),
     [
-        ("1696252121000", "milliseconds"), ("4102444801", "range"), ("-1", "range"),
-        ("2023-10-02T13:08:41", "offset"), ("2023-10-02", "offset"), ("1e9", "neither"),
-        ("2100-01-01T00:00:01Z", "range"), ("2023-13-02T13:08:41Z", "valid"),
+        ("1696252121000", "milliseconds"),
+        ("4102444801", "range"),
+        ("-1", "range"),
+        ("2023-10-02T13:08:41", "offset"),
+        ("2023-10-02", "offset"),
+        ("1e9", "neither"),
+        ("2100-01-01T00:00:01Z", "range"),
+        ("2023-13-02T13:08:41Z", "valid"),
         ("yesterday", "neither"),
     ],
-)  # fmt: skip
+)
 def test_timestamps_rejected_with_a_reason(text: str, why: str) -> None:
     """Anything else is refused with a reason that says why."""
     with pytest.raises(ValueError, match=why):
@@ -134,10 +156,15 @@ def test_timestamps_rejected_with_a_reason(text: str, why: str) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "9" * 20, "-" + "9" * 20, "1" + "0" * 19, "9" * 4300, "9" * 4301, "-" + "9" * 5000,
+        "9" * 20,
+        "-" + "9" * 20,
+        "1" + "0" * 19,
+        "9" * 4300,
+        "9" * 4301,
+        "-" + "9" * 5000,
         "1" * 1_048_576,
     ],
-)  # fmt: skip
+)
 def test_integers_past_64_bits_stay_strings_at_any_length(text: str) -> None:
     """An integer outside the signed 64-bit range is a string, even past int()'s 4,300
     digits, on the per-cell path and the whole-column ones."""
@@ -292,10 +319,23 @@ hostile_cells = st.one_of(
     shape_soup,
     long_near_misses,
     iso_like,
-    st.sampled_from([str(2**63 - 1), str(2**63), str(-(2**63)), str(-(2**63) - 1), "4102444800",
-                     "4102444801", "4102444800999", "4102444801000", "-0", "-0.0", "1e9"]),
+    st.sampled_from(
+        [
+            str(2**63 - 1),
+            str(2**63),
+            str(-(2**63)),
+            str(-(2**63) - 1),
+            "4102444800",
+            "4102444801",
+            "4102444800999",
+            "4102444801000",
+            "-0",
+            "-0.0",
+            "1e9",
+        ]
+    ),
     st.text(),
-)  # fmt: skip
+)
 hostile_columns = st.one_of(
     st.lists(hostile_cells, max_size=30),
     # one odd cell among regular ones: the whole-column paths must fall back, not fail
@@ -304,7 +344,7 @@ hostile_columns = st.one_of(
         hostile_cells,
         st.integers(0, 30),
     ).map(lambda t: [*t[0][: t[2]], t[1], *t[0][t[2] :]]),
-)  # fmt: skip
+)
 
 
 def _spec_type(text: str) -> object:

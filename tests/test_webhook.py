@@ -88,8 +88,14 @@ def test_an_alert_is_retried_until_the_receiver_takes_it(
     hook = Webhook.configured(WebhookConfig(url_env="HOOK_URL"))
     assert hook is not None
     with capture_logs() as logs:
-        hook.alert("file_rejected", source="acme", tenant="t", file="/in/a.csv",
-                   sha256="ab" * 32, reason="header: no identifier column 'email'")  # fmt: skip
+        hook.alert(
+            "file_rejected",
+            source="acme",
+            tenant="t",
+            file="/in/a.csv",
+            sha256="ab" * 32,
+            reason="header: no identifier column 'email'",
+        )
         [body] = receiver_with.wait_for(1)
         hook.close()
     assert len(receiver_with.paths) == 4
@@ -115,9 +121,14 @@ def test_an_alert_the_receiver_refuses_is_said_lost_once(
         hook.close()
     assert body["event"] == "source_recovered"
     failed = [entry for entry in logs if entry["event"] == "webhook_failed"]
-    assert failed == [{"event": "webhook_failed", "alert": "source_failing",
-                       "cause": "the receiver refused it: 404 Not Found",
-                       "log_level": "warning"}]  # fmt: skip
+    assert failed == [
+        {
+            "event": "webhook_failed",
+            "alert": "source_failing",
+            "cause": "the receiver refused it: 404 Not Found",
+            "log_level": "warning",
+        }
+    ]
     assert TOKEN not in repr(logs)
 
 
@@ -178,8 +189,9 @@ def test_once_alerts_a_file_rejected_whole_with_its_reason(
     """`once` sends its alerts before it ends: a file rejected whole, one alert; a file
     ingested with rejected rows, none."""
     monkeypatch.setenv("HOOK_URL", receiver_with.url)
-    config = drop_config(tmp_path, files=EVENTS, min_age="0s",
-                         tables={"webhook": {"url_env": "HOOK_URL"}})  # fmt: skip
+    config = drop_config(
+        tmp_path, files=EVENTS, min_age="0s", tables={"webhook": {"url_env": "HOOK_URL"}}
+    )
     (tmp_path / "inbox" / "bad.csv").write_text("email\nada@example.com\n")
     (tmp_path / "inbox" / "good.csv").write_text("identifier,timestamp\nu1,1\nu2,x\n")
     assert main(["--config", str(config), "once"]) == 0
@@ -196,9 +208,15 @@ def test_the_daemon_alerts_a_source_failing_past_max_missed_polls_and_its_recove
     """With max_missed_polls = 2: the third failure in a row alerts, once, with its cause;
     the next poll that succeeds says the source recovered."""
     monkeypatch.setenv("HOOK_URL", receiver_with.url)
-    path = drop_config(tmp_path, files=EVENTS, min_age="0s", tables={
-        "metrics": {"max_missed_polls": 2}, "webhook": {"url_env": "HOOK_URL"},
-    })  # fmt: skip
+    path = drop_config(
+        tmp_path,
+        files=EVENTS,
+        min_age="0s",
+        tables={
+            "metrics": {"max_missed_polls": 2},
+            "webhook": {"url_env": "HOOK_URL"},
+        },
+    )
     config = load_config(path)
     service = Service(config)
     hook = service.webhook = Webhook.configured(config.webhook)
