@@ -292,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
                     result = run_once(importer(key, url, server.psql), csv_path, args.timeout)
                 results[key].append(result)
                 status = "ok" if result.exit_code == 0 else result.note
-                print(f"  run {i + 1} {LABELS[key]:<22} {result.seconds:7.2f} s  {status}",
-                      flush=True)  # fmt: skip
+                print(
+                    f"  run {i + 1} {LABELS[key]:<22} {result.seconds:7.2f} s  {status}", flush=True
+                )
     report(results, args.rows, size)
     return 0
 
