@@ -19,7 +19,6 @@ import errno
 import hashlib
 import io
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -31,7 +30,7 @@ from connector import crashpoints
 from connector.csvrules.reader import Inspector
 from connector.errors import FileChanged, Interrupted, StorageError, TransientError
 from connector.localfs import cause, faults, make_folder, open_private
-from connector.retries import ATTEMPTS, MAX_WAIT, retrying
+from connector.retries import Retries
 from connector.sources.base import RemoteFile, Source
 
 
@@ -63,6 +62,21 @@ def staging_name(source: str, file: RemoteFile) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:40]
 
 
+@dataclass(frozen=True)
+class Watch:
+    """Who follows a download as it goes. ``on_part(path, inspector)`` is called once the
+    partial file holds only bytes of this file, before more are appended: a reader may
+    follow it from then on (its bytes never change, only grow), and the inspector hashes
+    them as they come. ``received(size)`` is told of each piece that arrives."""
+
+    on_part: Callable[[Path, Inspector], object] = lambda part, inspector: None
+    received: Callable[[int], object] = lambda size: None
+
+
+UNWATCHED = Watch()
+DEFAULT_RETRIES = Retries()
+
+
 def download(
     source_name: str,
     connect: Callable[[bool], Source],
@@ -70,24 +84,17 @@ def download(
     staging: Path,
     encoding: str,
     *,
-    attempts: int = ATTEMPTS,
-    max_wait: float = MAX_WAIT,
-    stop: Callable[[], bool] = lambda: False,
-    sleep: Callable[[float], object] = time.sleep,
     label: str | None = None,
-    on_part: Callable[[Path, Inspector], object] = lambda part, inspector: None,
-    received: Callable[[int], object] = lambda size: None,
+    stop: Callable[[], bool] = lambda: False,
+    retries: Retries = DEFAULT_RETRIES,
+    watch: Watch = UNWATCHED,
 ) -> Staged:
     """Fetch ``file`` into ``staging``. ``connect(broken)`` returns a usable source; after
     a failed attempt ``broken`` is True and it should reconnect. Raises TransientError
-    (after retries; FileChanged at once: a changing file is left for a later poll).
-    ``sleep`` waits between attempts (the service's wakes up on a stop request).
-    ``label`` names the file in logs (its remote path). ``on_part(path, inspector)`` is
-    called once the partial file holds only bytes of this file, before more are appended:
-    a reader may follow it from then on (its bytes never change, only grow), and the
-    inspector hashes them as they come. ``received(size)`` is told of each piece that
-    arrives. A write that fails ends the download (a StorageError, never retried), so
-    each chunk may be hashed before it is written."""
+    (after ``retries``; FileChanged at once: a changing file is left for a later poll).
+    ``label`` names the file in logs (its remote path); ``stop()`` is asked between
+    pieces. A write that fails ends the download (a StorageError, never retried), so each
+    chunk may be hashed before it is written."""
     log = structlog.get_logger().bind(source=source_name, file=label or file.name)
     make_folder(staging, "staging")
     stem = staging / staging_name(source_name, file)
@@ -111,10 +118,8 @@ def download(
                 if inspector.size > file.size:
                     out.truncate(0)
                     inspector = Inspector(encoding)
-            on_part(part, inspector)
-            for attempt in retrying(
-                sleep, attempts=attempts, max_wait=max_wait, worth=_worth_retrying
-            ):
+            watch.on_part(part, inspector)
+            for attempt in retries.attempts_for(_worth_retrying):
                 with attempt:
                     retry = attempt.retry_state.attempt_number > 1
                     if retry:
@@ -129,7 +134,7 @@ def download(
                         inspector.feed(chunk)
                         with local():
                             _write_all(out, chunk)
-                        received(len(chunk))
+                        watch.received(len(chunk))
                         crashpoints.reached("mid_download")
                     if inspector.size < file.size:
                         # A transfer may end early without an error (a TLS stream cut

@@ -1,12 +1,13 @@
 """One local file through the ledger, the CSV rules and the store, exactly once.
 
-Used by ``connector import`` and by the daemon for each downloaded file (a large one while
-it downloads: ``ingest_arriving``). Batches are committed in groups, at most every
-`[ingest].commit_interval` (sooner when the parse keeps us waiting), with the ledger's cursor
-in the same transaction: a crash loses at most that interval's batches, and a re-run resumes
-after the last commit. One transaction for a whole file
-would also be exactly-once, but a 5-million-row file would then redo all its work after a
-crash near the end and hold a write lock for its whole duration.
+Used by ``connector import`` and by the daemon for each downloaded file; a large one is
+stored while it downloads by ``arriving.ingest_arriving``, which shares the steps here.
+Batches are committed in groups, at most every `[ingest].commit_interval` (sooner when the
+parse keeps us waiting), with the ledger's cursor in the same transaction: a crash loses
+at most that interval's batches, and a re-run resumes after the last commit. One
+transaction for a whole file would also be exactly-once, but a 5-million-row file would
+then redo all its work after a crash near the end and hold a write lock for its whole
+duration.
 """
 
 from __future__ import annotations
@@ -15,24 +16,20 @@ import hashlib
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from connector import crashpoints
 from connector.config import DEFAULT_TENANT, Config, IngestConfig
-from connector.csvrules.reader import CHUNK, Inspector, Prefix, inspect_file, prefix_of
+from connector.csvrules.reader import CHUNK, Inspector, Prefix, inspect_file
 from connector.csvrules.records import Batch
 from connector.csvrules.rules import FileRules, Limits
-from connector.download import Staged
 from connector.errors import (
-    FileChanged,
     FileRejected,
     Interrupted,
-    ParseFailed,
     StoreBusy,
     TooManyRejects,
 )
@@ -48,23 +45,6 @@ _DEFAULTS = IngestConfig()
 IDLE_SECONDS = 0.05  # a wait for the next batch longer than this commits what is done first
 Clock = Callable[[], float]
 Progress = Callable[[int], None]  # called with the bytes of the file read so far
-
-
-def _resume(job: ParseJob, records: int, fetched: Future[Staged]) -> None:
-    """Have ``job`` start after ``records``. A parse abandoned because its download failed
-    raises the download's error."""
-    try:
-        job.resume_at(records)
-    except ParseFailed:
-        fetched.result()
-        raise
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:  # (renamed: the download is done, or failed)
-        return 0
 
 
 @dataclass(frozen=True)
@@ -237,181 +217,10 @@ class Ingestor:
             crashpoints.reached("after_inspect")
             # Crash before here: nothing was recorded; a re-run starts from scratch.
             with self.store.claim(sha256, stop=self.stop):  # another run with these bytes waits
-                outcome = self._ingest_claimed(
+                outcome = self.ingest_claimed(
                     path, rules, job, inspector, log, progress, arrival, before_final
                 )
-        return self._reported(outcome, log, started)
-
-    def ingest_arriving(
-        self,
-        rules: FileRules,
-        *,
-        arrival: Arrival,
-        job: ParseJob,
-        fetched: Future[Staged],
-        resumed: bool,
-        arrived: Callable[[], Prefix],
-        before_final: Callable[[], None] = lambda: None,
-    ) -> Outcome:
-        """Ingest a file while it downloads (``fetched``; ``arrival`` without a checksum
-        yet), as ``job`` parses the bytes that have arrived. Its batches are stored
-        provisionally — under an entry known by place and listing, their idempotency keys
-        not claimed — until the checksum decides: the rows are kept, or taken back if the
-        bytes are a duplicate, rejected whole, or those of another unfinished entry.
-        ``resumed``: the download went on from bytes already staged (by an earlier try).
-        ``arrived()``: the bytes downloaded so far (at least those ``job`` has read).
-        Call with the place claimed (``Ledger.claim_place``), for the whole download."""
-        log = structlog.get_logger().bind(
-            tenant=arrival.tenant, source=arrival.source, file=arrival.path
-        )
-        started = time.monotonic()
-
-        def ended(download: Future[Staged]) -> None:
-            if download.exception() is not None:
-                job.abandon()  # the parse must not wait for bytes that will not come
-
-        fetched.add_done_callback(ended)
-        with job:
-            if self.ledger.decided_unfinished(arrival):
-                # Its bytes were decided before a crash or a stop: resumed by checksum.
-                job.close()
-                staged = fetched.result()
-                return self.ingest(
-                    staged.path,
-                    rules,
-                    source=arrival.source,
-                    name=arrival.path,
-                    tenant=arrival.tenant,
-                    inspector=staged.inspector,
-                    mtime=arrival.mtime,
-                    before_final=before_final,
-                )
-            self.forget_stale(arrival)
-            entry = self.ledger.begin(arrival, self.clock())
-            with self._failing(entry.id):  # (a crash while comparing changes nothing)
-                # (bytes staged here before are compared too when they can be: another
-                # replica may have committed records past them since)
-                alike = not entry.cursor or (
-                    self._began_alike(entry, job, fetched) if entry.prefix else resumed
-                )
-            if not alike:
-                # Its rows came from bytes staged by another run (or replica), or since
-                # lost, that this download does not begin with: same listing, other bytes.
-                with self.store.transaction():
-                    self._take_back(self.ledger.get(entry.id))
-                    entry = self.ledger.begin(arrival, self.clock())
-                _resume(job, 0, fetched)
-            crashpoints.reached("after_start")
-            # Crash from here until decided: the provisional entry keeps its cursor; the
-            # next poll resumes the download (its staged bytes) and the entry with it.
-            with self._failing(entry.id):
-                try:
-                    outcome = self._provisional(
-                        entry, arrival, rules, job, fetched, arrived, log, before_final
-                    )
-                except FileChanged:  # the bytes stored are not the file's: taken back
-                    with self.store.transaction():
-                        self._take_back(self.ledger.get(entry.id))
-                    raise
-        return self._reported(outcome, log, started)
-
-    def _provisional(
-        self,
-        entry: Entry,
-        place: Arrival,
-        rules: FileRules,
-        job: ParseJob,
-        fetched: Future[Staged],
-        arrived: Callable[[], Prefix],
-        log: structlog.typing.FilteringBoundLogger,
-        before_final: Callable[[], None],
-    ) -> Outcome:
-        batches, broken = None, None
-        try:
-            if entry.cursor:
-                log.info("file_resumed", cursor=entry.cursor)
-                job.resume_at(entry.cursor)
-            job.header()
-            batches = job.batches()
-            self._store(
-                entry.id, rules.kind, job, batches, None, arrived=arrived, until=fetched.done
-            )
-        except (FileRejected, ParseFailed) as exc:
-            # Undecodable bytes stop the parser, and a failed download the parse (see
-            # ``ended``): the download's outcome and the checksum say which it is. Too
-            # many rejects stop it too, rather than let it read on while the rest arrives.
-            broken = exc
-            job.close()
-        staged = fetched.result()  # (a download error is raised here)
-        sha256 = staged.inspector.hexdigest()
-        arrival = replace(place, sha256=sha256)
-        log = log.bind(sha256=sha256)
-        with self.store.claim(sha256, stop=self.stop):
-            if (
-                isinstance(broken, FileRejected)
-                or staged.inspector.error is not None
-                or self.ledger.ingested(arrival.tenant, sha256) is not None
-                or self.ledger.unfinished(arrival) is not None
-            ):  # decided as any file would be, once what was stored is taken back
-                with self.store.transaction():
-                    self._take_back(self.ledger.get(entry.id))
-                with self.parse_job(staged.path, rules) as again:
-                    return self._ingest_claimed(
-                        staged.path,
-                        rules,
-                        again,
-                        staged.inspector,
-                        log,
-                        None,
-                        arrival,
-                        before_final,
-                    )
-            if broken is not None:
-                raise broken
-            assert batches is not None
-            with self.store.transaction():
-                first_event = self.ledger.get(entry.id).first_event
-                dropped = self.sink.decide(entry.id, rules.kind, first_event, int(self.clock()))
-                self.ledger.advance(entry.id, 0, 0, dropped)
-                self.ledger.decide(entry.id, sha256)
-            crashpoints.reached("after_decide")
-            # Crash from here on: the entry has its checksum; a re-run resumes it by that.
-            try:
-                self._store(entry.id, rules.kind, job, batches, None)
-            except TooManyRejects as exc:
-                return self._refused(entry.id, arrival, exc.reason, log, before_final)
-            return Outcome(self._finish(entry.id, before_final))
-
-    def _began_alike(self, entry: Entry, job: ParseJob, fetched: Future[Staged]) -> bool:
-        """Whether this download begins with the bytes that a provisional ``entry``'s
-        committed records were read from (``Entry.prefix``, by another run or replica):
-        then its rows stay, and ``job`` goes on from its cursor. Waits until that many
-        bytes have arrived (a download that fails is raised here)."""
-        prefix, part = entry.prefix, job.path
-        if prefix is None:
-            return False
-        _resume(job, entry.cursor, fetched)  # (skipping while the bytes to compare arrive)
-        while not fetched.done() and _size(part) < prefix.size:
-            if self.stop():
-                raise Interrupted("stopped mid-download; the .part is resumed later")
-            time.sleep(IDLE_SECONDS)
-        if fetched.done():
-            fetched.result()  # (a download that failed says so, and leaves the rows)
-        try:
-            found = prefix_of(part, prefix.size)
-        except FileNotFoundError:  # (renamed once complete, maybe just now)
-            found = prefix_of(fetched.result().path, prefix.size)
-        return found == prefix
-
-    def forget_stale(self, arrival: Arrival) -> None:
-        """Take back the provisional rows of this place's older listings: those bytes were
-        replaced (or shrank below the provisional size) and will never be decided. Call
-        with the place claimed."""
-        stale = self.ledger.stale(arrival)  # (a read first: there usually are none)
-        if stale:  # (the place is ours: nobody adds to them meanwhile)
-            with self.store.transaction():
-                for entry_id in stale:
-                    self._take_back(self.ledger.get(entry_id))
+        return self.reported(outcome, log, started)
 
     def set_aside(self, arrival: Arrival, reason: str, *, done: str | None = None) -> Entry:
         """Record a file that failed too often as ``rejected`` with ``reason`` (a
@@ -428,19 +237,19 @@ class Ingestor:
                     still = self.ledger.unfinished_at(arrival.source, arrival.path)
                     for current in still:
                         if current.id == entry.id:  # (not finished meanwhile)
-                            self._take_back(current, claimed=entry.sha256 is not None)
+                            self.take_back(current, claimed=entry.sha256 is not None)
         # Crash before here: some of it is taken back, the file is not recorded: the next
         # poll tries it again (its tries are kept), and sets it aside again if it fails.
         return self.ledger.record(arrival, Status.REJECTED, self.clock(), reason, done=done)
 
-    def _take_back(self, entry: Entry, *, claimed: bool = False) -> None:
+    def take_back(self, entry: Entry, *, claimed: bool = False) -> None:
         """Remove an entry and what it stored; ``claimed``: its idempotency keys were
         claimed (its checksum was known), and are given back. ``entry`` as read in the
         caller's transaction."""
         self.sink.discard(entry.id, entry.first_event, claimed=claimed)
         self.ledger.forget(entry.id)
 
-    def _refused(
+    def reject_stored(
         self,
         entry_id: int,
         arrival: Arrival,
@@ -452,14 +261,14 @@ class Ingestor:
         taken back, its keys given back, in the transaction that records it rejected."""
         before_final()
         with self.store.transaction():
-            self._take_back(self.ledger.get(entry_id), claimed=True)
+            self.take_back(self.ledger.get(entry_id), claimed=True)
             entry = self.ledger.record(arrival, Status.REJECTED, self.clock(), reason)
         # Crash before that commit: the entry stays as it was, with its cursor; a re-run
         # resumes it and reaches the same number of rejects.
         log.warning("file_rejected", reason=reason)
         return Outcome(entry, reason)
 
-    def _reported(
+    def reported(
         self, outcome: Outcome, log: structlog.typing.FilteringBoundLogger, started: float
     ) -> Outcome:
         if outcome.entry.status is Status.INGESTED:
@@ -474,7 +283,7 @@ class Ingestor:
             )
         return outcome
 
-    def _ingest_claimed(
+    def ingest_claimed(
         self,
         path: Path,
         rules: FileRules,
@@ -508,19 +317,19 @@ class Ingestor:
         # Crash from here on: the entry stays 'ingesting' with its cursor; a re-run
         # finds it by checksum, skips the committed records and goes on. An error or a
         # stop leaves it 'failed', resumed the same way.
-        with self._failing(entry.id):
+        with self.failing(entry.id):
             if entry.cursor:
                 log.info("file_resumed", cursor=entry.cursor)
                 job.resume_at(entry.cursor)
                 job.header()
             try:
-                self._store(entry.id, rules.kind, job, job.batches(), progress)
+                self.store_batches(entry.id, rules.kind, job, job.batches(), progress)
             except TooManyRejects as exc:
-                return self._refused(entry.id, arrival, exc.reason, log, before_final)
-            return Outcome(self._finish(entry.id, before_final))
+                return self.reject_stored(entry.id, arrival, exc.reason, log, before_final)
+            return Outcome(self.finish(entry.id, before_final))
 
     @contextmanager
-    def _failing(self, entry_id: int) -> Iterator[None]:
+    def failing(self, entry_id: int) -> Iterator[None]:
         """An error or a stop leaves the entry ``failed``, resumed by a later run (unless
         the store is busy: it would wait as long again; ``ingesting`` resumes the same)."""
         try:
@@ -530,7 +339,7 @@ class Ingestor:
                 self.ledger.fail(entry_id, self.clock())
             raise
 
-    def _finish(self, entry_id: int, before_final: Callable[[], None]) -> Entry:
+    def finish(self, entry_id: int, before_final: Callable[[], None]) -> Entry:
         """The final entry of a file whose batches are all stored."""
         before_final()
         crashpoints.reached("before_finish")
@@ -541,7 +350,7 @@ class Ingestor:
         # Crash after finish: the file is complete; its bytes are now a known duplicate.
         return entry
 
-    def _store(
+    def store_batches(
         self,
         entry_id: int,
         kind: str,

@@ -3,7 +3,9 @@ download does (a reset is a reset, whichever step it hits)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -11,6 +13,21 @@ from connector.errors import TransientError
 
 ATTEMPTS = 5
 MAX_WAIT = 30.0  # seconds between two attempts, at most
+
+
+@dataclass(frozen=True)
+class Retries:
+    """How often, and how patiently, a step is tried again: ``attempts`` in all, the
+    waits between them growing up to ``max_wait`` seconds, spent in ``sleep`` (the
+    service's wakes up on a stop request, cutting the wait short)."""
+
+    attempts: int = ATTEMPTS
+    max_wait: float = MAX_WAIT
+    sleep: Callable[[float], object] = time.sleep
+
+    def attempts_for(self, worth: Callable[[BaseException], bool]) -> Retrying:
+        """``retrying`` by this policy, for the errors ``worth`` retrying."""
+        return retrying(self.sleep, attempts=self.attempts, max_wait=self.max_wait, worth=worth)
 
 
 def _transient(exc: BaseException) -> bool:

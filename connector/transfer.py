@@ -16,12 +16,14 @@ from pathlib import Path
 
 from connector import crashpoints
 from connector.archive import archive
+from connector.arriving import forget_stale, ingest_arriving
 from connector.config import Config, SourceConfig
 from connector.csvrules.reader import Inspector, Prefix
-from connector.download import Staged, download
+from connector.download import Staged, Watch, download
 from connector.errors import FileChanged
 from connector.ingest import Ingestor, Outcome
 from connector.parsing import ParseJob
+from connector.retries import Retries
 from connector.selection import Candidate
 from connector.sources.base import Source
 from connector.store.ledger import Arrival
@@ -82,7 +84,8 @@ class Transfer:
         self._begun.wait()
         following = self._following
         if following is not None:
-            return self.ingestor.ingest_arriving(
+            return ingest_arriving(
+                self.ingestor,
                 self.rules,
                 arrival=self.arrival,
                 job=following.job,
@@ -98,7 +101,7 @@ class Transfer:
         except Exception:
             self.ingestor.ledger.note_failure(self.arrival, self.ingestor.clock())
             raise
-        self.ingestor.forget_stale(self.arrival)  # (the file was large when last seen)
+        forget_stale(self.ingestor, self.arrival)  # (the file was large when last seen)
         return self.ingestor.ingest(
             done.path,
             self.rules,
@@ -120,10 +123,9 @@ class Transfer:
                 self.config.paths.staging / self.source.name,
                 self.rules.encoding,
                 label=self.arrival.path,
-                on_part=self._follow,
                 stop=lambda: self._stop() or self._abandoned.is_set(),
-                sleep=self._sleep,
-                received=self._received,
+                retries=Retries(sleep=self._sleep),
+                watch=Watch(on_part=self._follow, received=self._received),
             )
         finally:
             self._begun.set()
@@ -139,7 +141,7 @@ class Transfer:
 
     def _follow(self, part: Path, inspector: Inspector) -> None:
         """The download has its partial file: a large file is parsed, and stored, as its
-        bytes arrive (``Ingestor.ingest_arriving``; how large: ``parallel_min_bytes``)."""
+        bytes arrive (``arriving.ingest_arriving``; how large: ``parallel_min_bytes``)."""
         if self.file.size >= self.ingestor.parallel_min_bytes:
             job = self.ingestor.parse_job(part, self.rules, growing_to=self.file.size)
             resumed = part.stat().st_size > 0

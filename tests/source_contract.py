@@ -21,6 +21,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from connector.actions import parse_action
+from connector.arriving import ingest_arriving
 from connector.config import SourceConfig
 from connector.errors import TransientError
 from connector.ingest import Ingestor
@@ -153,13 +154,12 @@ class SourceContract:
         data = b"identifier,n\n" + b"".join(b"u%d,%d\n" % (i, i) for i in range(60_000))
         _put(remote, "events_1.csv", data)
         arriving = []
-        ingest_arriving = Ingestor.ingest_arriving
 
-        def spied(self: Ingestor, *args: Any, **kwargs: Any) -> Any:
+        def spied(*args: Any, **kwargs: Any) -> Any:
             arriving.append(kwargs["arrival"].path)
-            return ingest_arriving(self, *args, **kwargs)
+            return ingest_arriving(*args, **kwargs)
 
-        monkeypatch.setattr(Ingestor, "ingest_arriving", spied)
+        monkeypatch.setattr("connector.transfer.ingest_arriving", spied)
         flaky = Flaky(remote.connect, cut=len(data) // 3)  # breaks a third of the way in
         poller, summary = _poll(remote, tmp_path, opener=lambda _: flaky, parallel_min_bytes=0)
         assert arriving == ["/outbox/events_1.csv"]  # the path under test was taken

@@ -20,6 +20,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
+from connector.arriving import ingest_arriving
 from connector.config import StoreConfig
 from connector.csvrules.reader import Inspector
 from connector.csvrules.rules import FileRules
@@ -107,7 +108,7 @@ def _stopping_after(batches: int) -> Callable[[], bool]:
     return lambda: next(asked) >= batches
 
 
-# Files stored as they download (``Ingestor.ingest_arriving``): small files, parsed in this
+# Files stored as they download (``arriving.ingest_arriving``): small files, parsed in this
 # process as they grow (the daemon parses large ones in a child; the store sees the same).
 ROWS = 12
 BATCH = 3
@@ -173,7 +174,8 @@ def _arriving(
         fetched: Future[Staged] = pool.submit(download)
         try:
             with ingestor.store.claim_place(arrival.source, arrival.path):
-                return ingestor.ingest_arriving(
+                return ingest_arriving(
+                    ingestor,
                     rules,
                     arrival=arrival,
                     job=job,

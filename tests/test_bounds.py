@@ -27,6 +27,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from connector.arriving import ingest_arriving
 from connector.cli import main
 from connector.csvrules import reader as reader_module
 from connector.csvrules.reader import (
@@ -656,7 +657,8 @@ def test_a_download_with_too_many_rejects_stops_its_parse_before_it_ends(tmp_pat
         ):
             fetched: Future[Staged] = pool.submit(download)
             with ingestor.store.claim_place(arrival.source, arrival.path):
-                outcome = ingestor.ingest_arriving(
+                outcome = ingest_arriving(
+                    ingestor,
                     rules,
                     arrival=arrival,
                     job=job,

@@ -12,6 +12,7 @@ import pytest
 
 from connector.download import download
 from connector.errors import FileChanged, StorageError, TransientError
+from connector.retries import Retries
 from tests.helpers import Flaky, local, remote_file
 from tests.mounts import grow, small_disk
 
@@ -41,7 +42,9 @@ def test_a_broken_transfer_resumes_from_its_offset(inbox: Path, tmp_path: Path) 
     data = os.urandom(5_000_000)
     file = remote_file(inbox, "a.csv", data)
     flaky = Flaky.at(inbox, cut=1_500_000, failures=2)
-    staged = download("s", lambda _: flaky, file, tmp_path / "st", "latin-1", max_wait=0.01)
+    staged = download(
+        "s", lambda _: flaky, file, tmp_path / "st", "latin-1", retries=Retries(max_wait=0.01)
+    )
     assert flaky.offsets == [0, 1_500_000, 3_000_000]
     assert staged.inspector.hexdigest() == hashlib.sha256(data).hexdigest()
 
@@ -54,7 +57,9 @@ def test_a_transfer_that_ends_early_without_an_error_is_read_on(
     data = os.urandom(2_000_000)
     file = remote_file(inbox, "a.csv", data)
     short = Flaky.at(inbox, cut=700_000, silent=True)
-    staged = download("s", lambda _: short, file, tmp_path / "st", "latin-1", max_wait=0.01)
+    staged = download(
+        "s", lambda _: short, file, tmp_path / "st", "latin-1", retries=Retries(max_wait=0.01)
+    )
     assert short.offsets == [0, 700_000]
     assert staged.inspector.hexdigest() == hashlib.sha256(data).hexdigest()
 
@@ -64,7 +69,14 @@ def test_retries_give_up_with_a_transient_error(inbox: Path, tmp_path: Path) -> 
     file = remote_file(inbox, "a.csv", b"x" * 2_000_000)
     flaky = Flaky.at(inbox, cut=100, failures=99)
     with pytest.raises(TransientError, match="reset"):
-        download("s", lambda _: flaky, file, tmp_path / "st", "utf-8", attempts=3, max_wait=0.01)
+        download(
+            "s",
+            lambda _: flaky,
+            file,
+            tmp_path / "st",
+            "utf-8",
+            retries=Retries(attempts=3, max_wait=0.01),
+        )
     assert len(flaky.offsets) == 3
     (part,) = (tmp_path / "st").glob("*.part")
     assert part.stat().st_size == 300
@@ -76,7 +88,9 @@ def test_a_partial_file_from_a_crash_is_resumed(inbox: Path, tmp_path: Path) -> 
     file = remote_file(inbox, "a.csv", data)
     flaky = Flaky.at(inbox, cut=400_000, failures=99)
     with pytest.raises(TransientError):
-        download("s", lambda _: flaky, file, tmp_path / "st", "latin-1", attempts=1)
+        download(
+            "s", lambda _: flaky, file, tmp_path / "st", "latin-1", retries=Retries(attempts=1)
+        )
     steady = Flaky.at(inbox, failures=0)
     staged = download("s", lambda _: steady, file, tmp_path / "st", "latin-1")
     assert steady.offsets == [400_000]
@@ -133,7 +147,7 @@ def test_a_full_staging_disk_fails_at_once_and_the_next_try_resumes_from_disk(
     source = Flaky.at(inbox, failures=0)
     with small_disk(tmp_path / "st") as disk:
         with pytest.raises(StorageError, match=r"^staging .*\.part: the disk is full$"):
-            download("s", lambda _: source, file, disk, "latin-1", max_wait=0.01)
+            download("s", lambda _: source, file, disk, "latin-1", retries=Retries(max_wait=0.01))
         (part,) = disk.glob("*.part")
         kept = part.stat().st_size
         assert source.offsets == [0] and 0 < kept < len(data)

@@ -17,6 +17,7 @@ from connector.archive import archive
 from connector.cli import main
 from connector.download import download
 from connector.errors import TransientError
+from connector.retries import Retries
 from connector.store.sqlite import SQLiteStore
 from tests.helpers import Flaky, drop_config, remote_file, write_config
 
@@ -94,7 +95,12 @@ def test_without_the_cli_every_file_is_still_made_private(tmp_path: Path) -> Non
     broken = Flaky.at(inbox, cut=50_000, failures=9)
     with pytest.raises(TransientError):
         download(
-            "s", lambda _: broken, file, tmp_path / "staging" / "deep" / "s", "latin-1", attempts=1
+            "s",
+            lambda _: broken,
+            file,
+            tmp_path / "staging" / "deep" / "s",
+            "latin-1",
+            retries=Retries(attempts=1),
         )
     staged = _modes(tmp_path / "staging")
     assert any(name.endswith(".part") for name in staged)

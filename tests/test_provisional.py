@@ -1,4 +1,4 @@
-"""A large file stored while it downloads (Ingestor.ingest_arriving): its rows wait under a
+"""A large file stored while it downloads (arriving.ingest_arriving): its rows wait under a
 provisional entry, their idempotency keys unclaimed, until the checksum decides. Whatever the
 checksum says, the store must end as if the file had been ingested after its download.
 
@@ -21,6 +21,7 @@ import apsw
 import pytest
 from structlog.testing import capture_logs
 
+from connector.arriving import ingest_arriving
 from connector.config import Config, SourceConfig
 from connector.csvrules.reader import Inspector
 from connector.csvrules.rules import FileRules
@@ -107,7 +108,8 @@ def _arriving(
             wait([fetched])
         try:
             with ingestor.store.claim_place(arrival.source, arrival.path):  # as Poller does
-                return ingestor.ingest_arriving(
+                return ingest_arriving(
+                    ingestor,
                     rules,
                     arrival=arrival,
                     job=job,
