@@ -20,16 +20,19 @@ STEPS = (
     "after_deliver",  # a batch is written but maybe not committed
     "after_commit",  # a group of batches is committed with its cursor
     "after_archive",  # (daemon) the local gzip copy is written; no final entry yet
+    "mid_settle",  # a chunk of the file's contact upserts is staged (SQLite), not shown
+    "after_settle",  # every batch and contact upsert is stored; the entry not final yet
     "before_finish",  # every batch is committed; the entry is still 'ingesting'
     "after_finish",  # the entry is 'ingested'
     "after_remote_action",  # moved or deleted remotely; the ledger not yet told
 )
-# The steps a `connector import` passes.
+# The steps a `connector import` passes on any store (and mid_settle on SQLite's).
 IMPORT_STEPS = (
     "after_inspect",
     "after_start",
     "after_deliver",
     "after_commit",
+    "after_settle",
     "before_finish",
     "after_finish",
 )

@@ -341,13 +341,21 @@ class Ingestor:
 
     def finish(self, entry_id: int, before_final: Callable[[], None]) -> Entry:
         """The final entry of a file whose batches are all stored."""
+        self.sink.settle(entry_id, self.stop)
+        if self.stop():
+            raise Interrupted("stopped at the file's end; the next run resumes it")
+        crashpoints.reached("after_settle")
+        # Crash while settling, or here: the entry stays unfinished, with all its batches;
+        # a re-run settles what is left (the store knows how far it got) and goes on.
         before_final()
         crashpoints.reached("before_finish")
         with self.store.transaction():  # its contacts, and with them its rows, show
             self.sink.finish(entry_id)
             entry = self.ledger.finish(entry_id, self.clock())
         crashpoints.reached("after_finish")
-        # Crash after finish: the file is complete; its bytes are now a known duplicate.
+        # Crash after finish: the file is complete; its bytes are now a known duplicate
+        # (what served its contacts is tidied by the next file's settle).
+        self.sink.tidy(entry_id)
         return entry
 
     def store_batches(

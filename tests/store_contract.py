@@ -1134,6 +1134,83 @@ class StoreContract:
         )
         assert contacts(store)["new"] == {"plan": "pro"}
 
+    def test_files_stored_at_once_show_their_contacts_in_the_order_they_end(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """A file's contacts show with its final entry, whatever other files do meanwhile:
+        one that starts and ends while another is being stored shows its changes when it
+        ends, and the file that ends last wins for what it sets. The feed gives each
+        contact as it was after each file."""
+        ingestor = Ingestor(store, clock=Clock(), batch_records=2, commit_seconds=0)
+        base = _file(tmp_path, "base.csv", "identifier,plan,seats\nu,free,1\n")
+        ingestor.ingest(base, CONTACTS, source="s", name="base.csv")
+        middle = _file(tmp_path, "b.csv", "identifier,plan,city\nu,basic,Gent\nx,pro,\n")
+        seen: list[object] = []
+
+        def meanwhile(_records: int) -> None:
+            if not seen:  # (after a.csv's first batch: b.csv starts and ends)
+                ingestor.ingest(middle, CONTACTS, source="s", name="b.csv")
+            seen.append(contacts(store))
+
+        text = "identifier,plan,vip\nu,gold,\nn,new,\nw,x,true\nw,y,\n"
+        last = _file(tmp_path, "a.csv", text)
+        ingestor.ingest(last, CONTACTS, source="s", name="a.csv", progress=meanwhile)
+        after_b = {"u": {"plan": "basic", "seats": 1, "city": "Gent"}, "x": {"plan": "pro"}}
+        assert seen == [after_b, after_b]
+        assert contacts(store) == after_b | {
+            "u": {"plan": "gold", "seats": 1, "city": "Gent"},
+            "n": {"plan": "new"},
+            "w": {"plan": "y", "vip": True},
+        }
+        # (files in the order they ended; within a file, in no set order)
+        by_file: dict[str, dict[str, object]] = {}
+        for line in fed(store, "contacts"):
+            seq = line["cursor"].split(":")[0]  # (the file's number on the feed clock)
+            by_file.setdefault(seq, {})[line["identifier"]] = line["attributes"]
+        assert list(by_file.values()) == [
+            {"u": {"plan": "free", "seats": 1}},
+            after_b,
+            {
+                "n": {"plan": "new"},
+                "u": {"plan": "gold", "seats": 1, "city": "Gent"},
+                "w": {"plan": "y", "vip": True},
+            },
+        ]
+
+    def test_a_file_taken_back_leaves_the_contacts_as_the_others_made_them(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """A file refused whole once some of its contacts were stored changes no contact,
+        creates none and adds nothing to the feed; a contact it had created that a file
+        ending meanwhile needs (an events file's) stays, as that file made it."""
+        ingestor = Ingestor(store, batch_records=2, commit_seconds=0, max_rejects=1)
+        ingestor.ingest(
+            _file(tmp_path, "base.csv", "identifier,plan\nu,free\n"),
+            CONTACTS,
+            source="s",
+            name="base.csv",
+        )
+        events = _file(tmp_path, "e.csv", "identifier,name\nn,buy\n")
+        started: list[int] = []
+
+        def meanwhile(records_: int) -> None:
+            if not started:
+                started.append(records_)
+                ingestor.ingest(events, EVENTS, source="s", name="e.csv")
+
+        text = "identifier,plan\nu,gold\nn,new\n,x\n,y\n"  # (then 2 rows rejected)
+        refused = _file(tmp_path, "a.csv", text)
+        outcome = ingestor.ingest(refused, CONTACTS, source="s", name="a.csv", progress=meanwhile)
+        assert outcome.entry.status == "rejected"
+        assert contacts(store) == {"u": {"plan": "free"}, "n": {}}
+        assert [(c["identifier"], c["attributes"]) for c in fed(store, "contacts")] == [
+            ("u", {"plan": "free"}),
+            ("n", {}),
+        ]
+        again = _file(tmp_path, "c.csv", "identifier,plan\nn,pro\n")
+        ingestor.ingest(again, CONTACTS, source="s", name="c.csv")
+        assert contacts(store) == {"u": {"plan": "free"}, "n": {"plan": "pro"}}
+
     # -- Rows stored as the file arrives -------------------------------------------------
 
     def test_provisional_rows_are_decided_as_an_import_would(

@@ -189,7 +189,12 @@ def test_two_runs_with_the_same_bytes_at_once_store_them_once(tmp_path: Path, co
 
 @pytest.mark.parametrize(
     ("store_table", "step"),
-    [("sqlite", "after_commit:3"), ("sqlite", "before_finish"), ("postgresql", "before_finish")],
+    [
+        ("sqlite", "after_commit:3"),
+        ("sqlite", "mid_settle"),
+        ("sqlite", "before_finish"),
+        ("postgresql", "before_finish"),
+    ],
     indirect=["store_table"],
 )
 def test_a_contacts_file_killed_mid_way_shows_nothing_then_merges_once(

@@ -16,8 +16,10 @@ import pytest
 from connector.csvrules.rules import FileRules
 from connector.errors import Interrupted, StoreBusy
 from connector.ingest import Ingestor
+from connector.store.feed import START
 from connector.store.ledger import Arrival
 from connector.store.sqlite import SQLiteStore
+from connector.store.sqlite import contacts as contacts_module
 from connector.store.sqlite.db import MIGRATIONS
 from tests.helpers import Clock
 
@@ -121,6 +123,33 @@ def test_an_events_file_queues_only_contacts_not_stored_yet(
     assert waiting == [1, 1, 1, 1]  # w, once
     assert [c["identifier"] for c in _contacts(db)] == ["u", "v", "w"]
     assert _contacts(db)[0]["attributes"] == {"plan": "free"}
+
+
+def test_contact_upserts_staged_part_way_are_resumed_and_shown_once(
+    tmp_path: Path, db: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop while a file's contact upserts are staged (a chunk of identifiers per
+    transaction) shows none of them; the next run stages the rest from where the last one
+    got to, then shows them all, each contact once in the feed."""
+    # (a batch gives one upsert per contact: ten here, staged three to a transaction)
+    monkeypatch.setattr(contacts_module, "CHUNK_ROWS", 3)
+    text = "identifier,plan\n" + "".join(f"u{i % 10},p{i}\n" for i in range(40))
+    path = _file(tmp_path, "a.csv", text)
+
+    def staged_some() -> bool:
+        return db.query("SELECT staged_through FROM files")[0][0] is not None
+
+    with pytest.raises(Interrupted):
+        Ingestor(db, stop=staged_some).ingest(path, CONTACTS, source="s", name="a")
+    assert _contacts(db) == []
+    assert db.query("SELECT staged_through, status FROM files") == [("u2", "failed")]
+    Ingestor(db).ingest(path, CONTACTS, source="s", name="a")
+    last = {f"u{k}": {"plan": f"p{30 + k}"} for k in range(10)}  # (later rows win)
+    assert {c["identifier"]: c["attributes"] for c in _contacts(db)} == last
+    lines = [orjson.loads(orjson.dumps(line)) for line in db.feed("contacts", START)]
+    assert {line["identifier"]: line["attributes"] for line in lines} == last
+    assert len(lines) == 10
+    assert db.query("SELECT count(*) FROM pending_contacts") == [(0,)]
 
 
 def test_the_last_record_stored_is_not_kept_in_memory(tmp_path: Path, db: SQLiteStore) -> None:

@@ -51,16 +51,20 @@ class Group:
     def __init__(self, begin: Callable[[], None], end: End, seconds: float) -> None:
         self._begin, self._end, self._seconds = begin, end, seconds
         self._open = False
-        self._since = 0.0
+        self._since = self._unit_began = 0.0
 
     def begin(self) -> None:
+        self._unit_began = time.monotonic()
         if not self._open:
             self._begin()
-            self._open, self._since = True, time.monotonic()
+            self._open, self._since = True, self._unit_began
 
     def tick(self) -> bool:
-        """Commit if the group has been open ``seconds``; say whether it did."""
-        if not self._open or time.monotonic() - self._since < self._seconds:
+        """Commit if the group would pass ``seconds`` open with one more unit like the
+        last one (a transaction holds the store's write lock: it must not overstay);
+        say whether it did."""
+        now = time.monotonic()
+        if not self._open or now - self._since + (now - self._unit_began) < self._seconds:
             return False
         return self.commit()
 
@@ -109,9 +113,20 @@ class Sink(Protocol):
         checksum was known), and are given back."""
         ...
 
+    def settle(self, file_id: int, stop: Callable[[], bool]) -> None:
+        """Before the transaction of the file's final entry, outside a transaction: make
+        ready what that transaction shows, in short transactions of its own, so that it
+        stays short (until done, or ``stop()``: a later call goes on)."""
+        ...
+
     def finish(self, file_id: int) -> None:
         """Apply the file's contact upserts, in file order, in the transaction of its final
         ledger entry: its rows become visible with it."""
+        ...
+
+    def tidy(self, file_id: int) -> None:
+        """After the file's final entry, outside a transaction: remove what served only
+        to get there."""
         ...
 
 

@@ -32,14 +32,15 @@ _INGESTED_SINCE = (
 )
 
 
-def queries(json_text: Callable[[str], str]) -> dict[Table, str]:
+def queries(json_text: Callable[[str], str], contacts: str = "contacts") -> dict[Table, str]:
     """Each table's query: of one tenant's records where its first ``?`` is a tenant's
     name, of every tenant's where it is NULL (and so for the source and the path of the
     tables of ``BY_FILE``); ``json_text(column)`` reads a JSON column as its text (so that
-    it is written out as it is, not parsed and dumped again)."""
+    it is written out as it is, not parsed and dumped again); ``contacts``: the relation
+    that holds the contacts as readers see them."""
     return {
         "contacts": (
-            f"SELECT tenant, identifier, {json_text('attributes')} FROM contacts"
+            f"SELECT tenant, identifier, {json_text('attributes')} FROM {contacts}"
             " WHERE tenant = coalesce(?, tenant) ORDER BY tenant, identifier"
         ),
         "events": (

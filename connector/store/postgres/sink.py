@@ -9,7 +9,7 @@ contacts in one set-based statement each.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import compress, repeat
 from typing import Any
 
@@ -192,6 +192,10 @@ class PostgresSink:
             conn.execute("DELETE FROM rejects WHERE file_id = %s", (file_id,))
             conn.execute("DELETE FROM pending_contacts WHERE file_id = %s", (file_id,))
 
+    def settle(self, file_id: int, stop: Callable[[], bool]) -> None:
+        """Nothing to make ready: PostgreSQL locks rows, not the store, so the final
+        transaction applies the contact upserts itself (docs/scaling.md)."""
+
     def finish(self, file_id: int) -> None:
         """Apply the file's contact upserts, in file order (later rows win), inside the
         transaction that records its final entry; the contacts they changed are kept, as
@@ -200,6 +204,9 @@ class PostgresSink:
         with self.db.faults():
             self.db.conn.execute(_APPLY_CONTACTS, {"file": file_id})
             self.db.conn.execute("DELETE FROM pending_contacts WHERE file_id = %s", (file_id,))
+
+    def tidy(self, file_id: int) -> None:
+        """Nothing left: ``finish`` removed the upserts it applied."""
 
     def _first_uses(self, keys: Sequence[str], now: int, file_id: int) -> list[bool] | None:
         """Record the keys of these events (in order, '' for none) as accepted now by file

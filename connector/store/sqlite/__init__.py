@@ -11,7 +11,8 @@ from connector.store.sqlite.db import Database
 from connector.store.sqlite.locks import FileLocks
 from connector.store.sqlite.sink import SQLiteSink
 
-_QUERIES = queries(lambda column: column)  # (JSON is kept as text)
+# (JSON is kept as text; a file's contacts are shown once it is final: db.py, v14)
+_QUERIES = queries(lambda column: column, "contacts_now")
 
 
 class SQLiteStore(Adapter[Database]):

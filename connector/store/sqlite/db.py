@@ -12,6 +12,7 @@ the file in hand fails and is taken up again later, from its last commit.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -238,14 +239,33 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE rejects ADD COLUMN value TEXT;
     """,
+    # 14: a file's contact upserts are staged on the contacts' rows in short
+    # transactions, and shown by its final entry (connector.store.sqlite.contacts);
+    # contacts_now is what readers see.
+    """
+    ALTER TABLE contacts ADD COLUMN staged_by INTEGER;  -- a file not yet final, maybe
+    ALTER TABLE contacts ADD COLUMN staged TEXT;        -- JSON object: what it sets
+    ALTER TABLE contacts ADD COLUMN staged_new INTEGER NOT NULL DEFAULT 0;  -- it creates it
+    ALTER TABLE contacts ADD COLUMN staged_change INTEGER;  -- its line in contact_changes
+    ALTER TABLE files ADD COLUMN staged_through TEXT;   -- its last identifier staged
+    ALTER TABLE pending_contacts ADD COLUMN waits INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX pending_contacts_waiting ON pending_contacts(file_id, seq) WHERE waits;
+    CREATE VIEW contacts_now AS
+        SELECT tenant, identifier,
+            CASE WHEN staged_by IS NOT NULL
+                AND (SELECT status FROM files WHERE id = staged_by) = 'ingested'
+            THEN json_patch(attributes, staged) ELSE attributes END AS attributes
+        FROM contacts
+        WHERE NOT staged_new OR (SELECT status FROM files WHERE id = staged_by) = 'ingested';
+    """,
 )
 
 
 CACHE_KIB = 16_000  # each connection's page cache (a negative cache_size counts KiB)
+SORT_CACHE_KIB = 2_000  # ... while it sorts a large set (see Database.small_cache)
 
 # How long a writer waits for another process's (an `import` beside the daemon).
-# Transactions last about a commit interval, except a file's final one, which applies all
-# its contact upserts: a minute covers millions.
+# Transactions last about a commit interval; a minute covers a slow disk's worst.
 BUSY_TIMEOUT_MS = 60_000
 
 # SQLite's answers that describe the store's file or disk, not a defect of ours: told as
@@ -517,6 +537,16 @@ class Database:
         return _DataVersion(self)
 
     @contextmanager
+    def small_cache(self) -> Iterator[None]:
+        """A page cache of SORT_CACHE_KIB meanwhile: SQLite's sorter takes as much memory
+        as the page cache, on top of it, for a large ORDER BY."""
+        self.execute(f"PRAGMA cache_size=-{SORT_CACHE_KIB}")
+        try:
+            yield
+        finally:
+            self.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+
+    @contextmanager
     def transaction(self) -> Iterator[None]:
         """``with db.transaction():`` commits on success and rolls back on any exception.
         It takes the write lock at once (see ``_begin``). Nested in another transaction,
@@ -596,3 +626,20 @@ class Database:
         with self._faults():
             for conn in opened:
                 conn.close()
+
+
+def _abort(*_: object) -> bool:
+    return False
+
+
+def unbind(conn: apsw.Connection, sql: str, width: int) -> None:
+    """Bind NULLs to the cached statement of ``sql``, without running it.
+
+    SQLite keeps a statement's last bindings until it is bound again, and apsw's cache keeps
+    the statement: the last row of a batch (a record may be megabytes) or a batch's keys
+    would stay in memory while the writer waits. A cursor's exec tracer that returns False
+    stops the statement after it is bound and before it runs."""
+    cursor = conn.cursor()
+    cursor.exec_trace = _abort
+    with contextlib.suppress(apsw.ExecTraceAbort):
+        cursor.execute(sql, (None,) * width)

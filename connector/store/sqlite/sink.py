@@ -4,9 +4,8 @@ the caller's transaction, with the ledger's cursor — all of it is stored, or n
 
 from __future__ import annotations
 
-import contextlib
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import compress
 from typing import Any
 
@@ -16,7 +15,8 @@ from connector.csvrules.records import Batch
 from connector.csvrules.rules import KEY_WINDOW_SECONDS, NO_TIMESTAMP
 from connector.store.keys import decided, kept_events
 from connector.store.ledger import Delivered, stored_rows
-from connector.store.sqlite.db import Database
+from connector.store.sqlite.contacts import Contacts
+from connector.store.sqlite.db import Database, unbind
 
 # Constant texts, one for every file and moment, so the statement cache keeps each prepared
 # (literals in the text made a new statement per file and per second); the file id and the
@@ -25,30 +25,8 @@ _INSERT_EVENTS = (
     "INSERT INTO events(file_id, line, identifier, name, timestamp, idempotency_key, data)"
     f" VALUES (?, ?, ?, ?, coalesce(nullif(?, {NO_TIMESTAMP}), ?), nullif(?, ''), ?)"
 )
-_INSERT_PENDING = "INSERT INTO pending_contacts(file_id, identifier, attributes) VALUES (?, ?, ?)"
-# Keys and contacts are the file's tenant's (the ledger holds it: one place says whose).
+# Keys are the file's tenant's (the ledger holds it: one place says whose).
 _TENANT_OF = "(SELECT tenant FROM files WHERE id = {})"
-_INSERT_MISSING = (
-    "INSERT INTO pending_contacts(file_id, identifier, attributes)"
-    " SELECT ?1, value, '{}' FROM carray(?2) WHERE NOT EXISTS (SELECT 1 FROM contacts"
-    f" WHERE tenant = {_TENANT_OF.format('?1')} AND identifier = value)"
-)
-# A file's contact upserts, in file order: a contact it creates or whose attributes it
-# changes is marked as changed by it (a row that changes nothing leaves it as it was).
-_APPLY_CONTACTS = (
-    "INSERT INTO contacts(tenant, identifier, attributes, changed_by)"
-    f" SELECT {_TENANT_OF.format('?1')}, identifier, attributes, ?1 FROM pending_contacts"
-    " WHERE file_id = ?1 ORDER BY seq ON CONFLICT(tenant, identifier) DO UPDATE"
-    " SET attributes = json_patch(attributes, excluded.attributes),"
-    " changed_by = excluded.changed_by"
-    " WHERE json_patch(attributes, excluded.attributes) <> attributes"
-)
-_CONTACT_CHANGES = (
-    "INSERT INTO contact_changes(file_id, identifier, attributes)"
-    f" SELECT ?1, identifier, attributes FROM contacts WHERE tenant = {_TENANT_OF.format('?1')}"
-    " AND identifier IN (SELECT identifier FROM pending_contacts WHERE file_id = ?1)"
-    " AND changed_by = ?1 ORDER BY identifier"
-)
 # Records every key that is new or expired (accepted before the cutoff, ?3), as accepted at
 # ?2 by file ?4, and returns those it recorded.
 _CLAIM_KEYS = (
@@ -59,26 +37,10 @@ _CLAIM_KEYS = (
 )
 
 
-def _abort(*_: object) -> bool:
-    return False
-
-
-def _unbind(conn: apsw.Connection, sql: str, width: int) -> None:
-    """Bind NULLs to the cached statement of ``sql``, without running it.
-
-    SQLite keeps a statement's last bindings until it is bound again, and apsw's cache keeps
-    the statement: the last row of a batch (a record may be megabytes) or a batch's keys
-    would stay in memory while the writer waits. A cursor's exec tracer that returns False
-    stops the statement after it is bound and before it runs."""
-    cursor = conn.cursor()
-    cursor.exec_trace = _abort
-    with contextlib.suppress(apsw.ExecTraceAbort):
-        cursor.execute(sql, (None,) * width)
-
-
 class SQLiteSink:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.contacts = Contacts(db)
 
     def deliver(
         self, file_id: int, kind: str, batch: Batch, now: int, *, provisional: bool = False
@@ -103,17 +65,11 @@ class SQLiteSink:
         inserted = conn.total_changes() - before  # (one executemany: consecutive ids)
         last_event = conn.last_insert_rowid() if inserted else None
         first_event = last_event - inserted + 1 if last_event is not None else None
-        _unbind(conn, _INSERT_EVENTS, 8)
-        # Contact upserts wait for the file's end (see finish).
-        if batch.contacts is not None:
-            conn.executemany(
-                _INSERT_PENDING, ((file_id, ident, attrs) for ident, attrs in batch.contacts)
-            )
-            _unbind(conn, _INSERT_PENDING, 3)
+        unbind(conn, _INSERT_EVENTS, 8)
+        if batch.contacts is not None:  # (shown by finish: see contacts.py)
+            self.contacts.add(file_id, batch.contacts)
         elif batch.new_identifiers:  # an events file: each contact must exist
-            # Only those not stored yet (contacts are never deleted): usually few.
-            conn.execute(_INSERT_MISSING, (file_id, apsw.carray(batch.new_identifiers)))
-            _unbind(conn, _INSERT_MISSING, 2)
+            self.contacts.add_missing(file_id, batch.new_identifiers)
         if batch.rejects:
             conn.executemany(
                 "INSERT INTO rejects(file_id, line, reason, value) VALUES (?, ?, ?, ?)",
@@ -158,20 +114,23 @@ class SQLiteSink:
                     (first_event, file_id),
                 )
             conn.execute("DELETE FROM events WHERE id >= ? AND file_id = ?", (first_event, file_id))
-        conn.execute(
-            "DELETE FROM rejects WHERE file_id = ?; DELETE FROM pending_contacts WHERE file_id = ?",
-            (file_id, file_id),
-        )
+        conn.execute("DELETE FROM rejects WHERE file_id = ?", (file_id,))
+        self.contacts.take_back(file_id)
+
+    def settle(self, file_id: int, stop: Callable[[], bool]) -> None:
+        """Before the file's final entry: its contact upserts, staged in short
+        transactions (see contacts.py); it may stop early if ``stop()``."""
+        self.contacts.settle(file_id, stop)
 
     def finish(self, file_id: int) -> None:
-        """Apply the file's contact upserts, in file order (later rows win), inside the
-        transaction that records its final entry; the contacts they changed are kept, as
-        they are now, for the change feed."""
-        conn = self.db.conn
-        assert conn.in_transaction, "finish() belongs in the final entry's transaction"
-        conn.execute(_APPLY_CONTACTS, (file_id,))
-        conn.execute(_CONTACT_CHANGES, (file_id,))
-        conn.execute("DELETE FROM pending_contacts WHERE file_id = ?", (file_id,))
+        """In the transaction that records the file's final entry: its contact upserts
+        that could not be staged, applied; the entry shows the others."""
+        assert self.db.conn.in_transaction, "finish() belongs in the final entry's transaction"
+        self.contacts.finish(file_id)
+
+    def tidy(self, file_id: int) -> None:
+        """After the file's final entry: what served its contact upserts, removed."""
+        self.contacts.tidy(file_id)
 
     def _first_use_of_keys(self, file_id: int, batch: Batch, now: int) -> tuple[Iterable[Any], int]:
         """The batch's events less those whose key was accepted in the last 24 hours (in
@@ -198,5 +157,5 @@ class SQLiteSink:
         conn = self.db.conn
         bindings = (apsw.carray(present), now, now - KEY_WINDOW_SECONDS, file_id)
         recorded = {key for (key,) in conn.execute(_CLAIM_KEYS, bindings)}
-        _unbind(conn, _CLAIM_KEYS, 4)
+        unbind(conn, _CLAIM_KEYS, 4)
         return kept_events(keys, recorded, len(present))

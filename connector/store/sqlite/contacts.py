@@ -1,0 +1,236 @@
+"""A file's contact upserts on the SQLite store, shown together by its final entry without
+a long write transaction (docs/guarantees.md, "How they are kept").
+
+SQLite has one writer at a time: a file's final transaction must stay short, however many
+contacts the file touches. So its upserts are applied to the contacts before it, yet kept
+out of sight:
+
+1. **As batches are stored**, each batch's upserts are appended to ``pending_contacts`` in
+   file order (``add``): an append, as cheap as the events beside it.
+2. **Once the last batch is stored** (``settle``), they are staged onto the contacts' rows
+   in identifier order, a chunk per short transaction: what the file's rows set, merged in
+   file order, goes to ``staged`` beside the attributes, marked with the file
+   (``staged_by``); a contact the file creates is a row marked ``staged_new``; and the
+   line the change feed will give for each contact the file changes is written, as the
+   contact will be after the file. In identifier order, each page of the contacts is
+   written once, where staging batch by batch rewrote most of them at every commit.
+   ``files.staged_through`` says how far it got: a stop or a crash resumes from there.
+3. **The final transaction** (``finish``) shows them all at once: readers see a contact
+   staged by a file whose entry is final as ``json_patch(attributes, staged)`` (the view
+   ``contacts_now``), and the next file to stage on it folds that in first.
+4. **Afterwards** (``tidy``), its pending upserts are removed, a chunk at a time (those a
+   crash left are removed by the next ``settle``).
+
+A contact staged by another file still in progress cannot be staged on: its upserts wait
+(``pending_contacts.waits``) and the final transaction applies them to the attributes, as
+every upsert was applied before, so that whichever file ends last wins for what it sets.
+Such contacts are the only work of a final transaction that grows with the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import apsw
+
+from connector import crashpoints
+from connector.store.sqlite.db import Database, unbind
+
+CHUNK_ROWS = 10_000  # pending upserts staged per transaction (measured: well under 1 s)
+
+_TENANT = "(SELECT tenant FROM files WHERE id = ?1)"
+_STATUS_OF_STAGER = "(SELECT status FROM files WHERE id = {}.staged_by)"
+
+_PENDING = "INSERT INTO pending_contacts(file_id, identifier, attributes) VALUES (?, ?, ?)"
+# An events file's contacts that are not stored yet, created with no attributes.
+_PENDING_MISSING = (
+    "INSERT INTO pending_contacts(file_id, identifier, attributes)"
+    " SELECT ?1, value, '{}' FROM carray(?2) WHERE NOT EXISTS (SELECT 1 FROM contacts c"
+    f" WHERE c.tenant = {_TENANT} AND c.identifier = value"
+    f" AND (NOT c.staged_new OR {_STATUS_OF_STAGER.format('c')} = 'ingested'))"
+)
+
+# The file's pending upserts not staged yet, in identifier order, copied once per run of
+# ``settle`` (a read of the store: no write lock is held while they are sorted).
+_SORTED = (
+    "CREATE TEMP TABLE IF NOT EXISTS settling(identifier TEXT NOT NULL,"
+    " attributes TEXT NOT NULL, seq INTEGER NOT NULL)"
+)
+_SORT = (
+    "INSERT INTO temp.settling(identifier, attributes, seq)"
+    " SELECT identifier, attributes, seq FROM pending_contacts WHERE file_id = ?1"
+    " AND identifier > coalesce((SELECT staged_through FROM files WHERE id = ?1), '')"
+    " ORDER BY identifier, seq"
+)
+# One chunk: the rows from ?2 on, up to the end of the identifier at row ?3.
+_CHUNK = (
+    "INSERT INTO temp.chunk(identifier, attributes, seq)"
+    " SELECT identifier, attributes, seq FROM temp.settling WHERE rowid >= ?2 AND"
+    " identifier <= (SELECT identifier FROM temp.settling WHERE rowid = ?3) ORDER BY rowid"
+)
+_CHUNK_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS chunk(identifier TEXT NOT NULL, attributes TEXT NOT NULL,"
+    " seq INTEGER NOT NULL, waits INTEGER NOT NULL DEFAULT 0)"
+)
+_IN_CHUNK = "SELECT identifier FROM temp.chunk WHERE NOT waits"
+# Contacts staged by another file still in progress: their upserts wait for the end.
+_WAITING = (
+    "UPDATE temp.chunk SET waits = 1 WHERE identifier IN (SELECT c.identifier FROM contacts c"
+    f" WHERE c.tenant = {_TENANT} AND c.identifier IN (SELECT identifier FROM temp.chunk)"
+    f" AND c.staged_by <> ?1 AND {_STATUS_OF_STAGER.format('c')} IN ('ingesting', 'failed'))"
+)
+# What a final file staged, folded into the attributes: the contact reads the same.
+_FOLD = (
+    "UPDATE contacts SET attributes = json_patch(attributes, staged), changed_by = staged_by,"
+    " staged_by = NULL, staged = NULL, staged_new = 0, staged_change = NULL"
+    f" WHERE tenant = {_TENANT} AND identifier IN ({{}}) AND staged_by <> ?1"
+    f" AND {_STATUS_OF_STAGER.format('contacts')} = 'ingested'"
+)
+# Staged in file order; a slot left by a file that will never be final (taken back) is
+# taken over as a free one.
+_STAGE = (
+    "INSERT INTO contacts(tenant, identifier, attributes, staged_by, staged, staged_new)"
+    f" SELECT {_TENANT}, identifier, '{{}}', ?1, attributes, 1 FROM temp.chunk"
+    " WHERE NOT waits ORDER BY rowid ON CONFLICT(tenant, identifier) DO UPDATE"
+    " SET staged = CASE WHEN staged_by = ?1 THEN json_patch(staged, excluded.staged)"
+    " ELSE excluded.staged END,"
+    " staged_change = CASE WHEN staged_by = ?1 THEN staged_change END, staged_by = ?1"
+)
+# The feed's line for each contact the file creates or changes, as it will be after it;
+# ``staged_change`` leads to it when it must be brought up to date.
+_CHANGES = (
+    "INSERT INTO contact_changes(file_id, identifier, attributes)"
+    " SELECT ?1, identifier, json_patch(attributes, staged) FROM contacts"
+    f" WHERE tenant = {_TENANT} AND identifier IN ({_IN_CHUNK}) AND staged_by = ?1"
+    " AND staged_change IS NULL AND (staged_new OR json_patch(attributes, staged) <> attributes)"
+    " ORDER BY identifier RETURNING id, identifier"
+)
+_CHANGE_OF = f"UPDATE contacts SET staged_change = ?2 WHERE tenant = {_TENANT} AND identifier = ?3"
+_WAIT = (
+    "UPDATE pending_contacts SET waits = 1 WHERE seq IN (SELECT seq FROM temp.chunk WHERE waits)"
+)
+_THROUGH = "UPDATE files SET staged_through = ?2 WHERE id = ?1"
+
+_WAITED = "SELECT identifier FROM pending_contacts WHERE file_id = ?1 AND waits"
+# The final transaction's share: the upserts that waited, in file order, onto the
+# attributes (later rows win; a contact another file created but has not shown yet is this
+# one's to show). Those it changed get their feed line as they are now, and files still
+# staging on them get theirs brought up to date.
+_APPLY_WAITED = (
+    "INSERT INTO contacts(tenant, identifier, attributes, changed_by)"
+    f" SELECT {_TENANT}, identifier, attributes, ?1 FROM pending_contacts"
+    " WHERE file_id = ?1 AND waits ORDER BY seq ON CONFLICT(tenant, identifier) DO UPDATE"
+    " SET attributes = json_patch(attributes, excluded.attributes),"
+    " changed_by = excluded.changed_by, staged_new = 0"
+    " WHERE json_patch(attributes, excluded.attributes) <> attributes OR staged_new"
+)
+_WAITED_CHANGES = (
+    "INSERT INTO contact_changes(file_id, identifier, attributes)"
+    f" SELECT ?1, identifier, attributes FROM contacts WHERE tenant = {_TENANT}"
+    f" AND identifier IN ({_WAITED}) AND changed_by = ?1 ORDER BY identifier"
+)
+# Feed lines of files staging on contacts, brought up to date: for the identifiers {0},
+# staged by a file {1}.
+_RESTAGED = (
+    "UPDATE contact_changes SET attributes = json_patch(c.attributes, c.staged)"
+    f" FROM contacts c WHERE c.tenant = {_TENANT} AND c.identifier IN ({{0}})"
+    " AND c.staged_by {1} AND contact_changes.id = c.staged_change"
+)
+# A file taken back: what it staged goes (the contacts it created with it), the rest of
+# each contact stays as it was.
+_TAKEN_BACK = (
+    "DELETE FROM pending_contacts WHERE file_id = ?",
+    "DELETE FROM contact_changes WHERE file_id = ?",
+    "DELETE FROM contacts WHERE staged_by = ? AND staged_new",
+    "UPDATE contacts SET staged_by = NULL, staged = NULL, staged_change = NULL WHERE staged_by = ?",
+)
+# Final files whose pending upserts a crash left before ``tidy``.
+_LEFT_BY_A_CRASH = (
+    "SELECT id FROM files WHERE status = 'ingested'"
+    " AND id IN (SELECT DISTINCT file_id FROM pending_contacts)"
+)
+_TIDY = (
+    "DELETE FROM pending_contacts WHERE seq IN"
+    " (SELECT seq FROM pending_contacts WHERE file_id = ? LIMIT ?)"
+)
+
+
+class Contacts:
+    """The contacts side of ``SQLiteSink``: see the module's docstring for the steps."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, file_id: int, contacts: Iterable[tuple[str, str]]) -> None:
+        """Step 1 for a contacts file's batch, in the caller's transaction."""
+        conn = self.db.conn
+        conn.executemany(_PENDING, ((file_id, ident, attrs) for ident, attrs in contacts))
+        unbind(conn, _PENDING, 3)
+
+    def add_missing(self, file_id: int, identifiers: Any) -> None:
+        """Step 1 for an events file's batch: the contacts it names that are not stored."""
+        conn = self.db.conn
+        conn.execute(_PENDING_MISSING, (file_id, apsw.carray(identifiers)))
+        unbind(conn, _PENDING_MISSING, 2)
+
+    def settle(self, file_id: int, stop: Callable[[], bool]) -> None:
+        """Step 2: stage the file's pending upserts, a chunk per transaction, until done
+        or ``stop()``. Each chunk ends with an identifier, and moves ``staged_through``
+        in its transaction: what a crash leaves is resumed from there."""
+        db, conn = self.db, self.db.conn
+        for (final,) in db.query(_LEFT_BY_A_CRASH):
+            self.tidy(final)
+        # (outside a transaction, it writes only the temporary table: no write lock)
+        db.execute(_SORTED)
+        db.execute("DELETE FROM temp.settling")
+        with db.small_cache():
+            db.execute(_SORT, (file_id,))
+        (rows,) = db.query("SELECT count(*) FROM temp.settling")[0]
+        start = 1
+        while start <= rows and not stop():
+            with db.transaction():
+                conn.execute(_CHUNK_TABLE)
+                end = min(start + CHUNK_ROWS - 1, rows)
+                conn.execute(_CHUNK, (file_id, start, end))
+                taken, last = db.query("SELECT count(*), max(identifier) FROM temp.chunk")[0]
+                self._stage(file_id, last)
+                conn.execute("DELETE FROM temp.chunk")
+            crashpoints.reached("mid_settle")
+            # Crash here: the chunks staged so far are committed with staged_through, and
+            # hidden (the entry is not final); a re-run stages the rest and shows them all.
+            start += taken
+        db.execute("DELETE FROM temp.settling")
+
+    def _stage(self, file_id: int, through: str) -> None:
+        conn = self.db.conn
+        conn.execute(_WAITING, (file_id,))
+        conn.execute(_FOLD.format(_IN_CHUNK), (file_id,))
+        conn.execute(_STAGE, (file_id,))
+        conn.execute(_RESTAGED.format(_IN_CHUNK, "= ?1"), (file_id,))
+        made = conn.execute(_CHANGES, (file_id,)).fetchall()
+        conn.executemany(_CHANGE_OF, [(file_id, change, ident) for change, ident in made])
+        conn.execute(_WAIT)
+        conn.execute(_THROUGH, (file_id, through))
+
+    def finish(self, file_id: int) -> None:
+        """Step 3's share, in the final entry's transaction: the upserts that waited."""
+        conn = self.db.conn
+        if not self.db.query(f"{_WAITED} LIMIT 1", (file_id,)):
+            return  # (the usual case: every upsert was staged)
+        conn.execute(_FOLD.format(_WAITED), (file_id,))
+        conn.execute(_APPLY_WAITED, (file_id,))
+        conn.execute(_WAITED_CHANGES, (file_id,))
+        conn.execute(_RESTAGED.format(_WAITED, "<> ?1"), (file_id,))
+
+    def tidy(self, file_id: int) -> None:
+        """Step 4: the pending upserts of a final file, removed a chunk per transaction."""
+        while True:
+            with self.db.transaction():
+                if not self.db.execute(_TIDY, (file_id, CHUNK_ROWS)):
+                    return
+
+    def take_back(self, file_id: int) -> None:
+        """What a file taken back staged or left pending, in the caller's transaction."""
+        for statement in _TAKEN_BACK:
+            self.db.conn.execute(statement, (file_id,))
