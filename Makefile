@@ -25,8 +25,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check connector tests bench
 	$(BIN)/mypy
 
+# `make bench BENCH_ARGS="--shapes contacts --rows 200000"` runs a part of it.
 bench: $(STAMP)
-	$(BIN)/python bench/import_bench.py
+	$(BIN)/python bench/import_bench.py $(BENCH_ARGS)
 
 .PHONY: bench-postgres bench-replicas bench-feed
 

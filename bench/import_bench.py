@@ -1,13 +1,37 @@
-"""Import benchmark: `connector import` against a stdlib baseline and SQLite's own CSV importer.
+"""Import benchmark: `connector import` on six CSV shapes, against a stdlib baseline and SQLite's
+own CSV importer.
 
-    python bench/import_bench.py [--rows 1000000] [--only a,b,c] [--repeat N]
+    python bench/import_bench.py [--shapes all] [--rows 1000000] [--only a,b,c] [--repeat N]
 
-(a) `connector import FILE --kind events` into a fresh store;
-(b) bench/baseline_stream.py, the plain DictReader + json + sqlite3 importer;
+For each shape, in the same run:
+(a) `connector import FILE --kind events` (`--kind contacts` for the contacts shape) into a fresh
+    store, while bench/lock_probe.py asks for the store's write lock from outside;
+(b) bench/baseline_stream.py, the plain DictReader + json + sqlite3 importer: one INSERT per
+    row, or for contacts one upsert per row;
 (c) the sqlite3 CLI's `.import` (C code, no typing, all-TEXT table): the speed ceiling.
 
+The shapes (`--shapes` takes names or numbers, e.g. `--shapes 1,contacts`), each generated
+once from a fixed seed into bench/out/ and reused until its generator changes:
+1. current          gen_events.py's file: --rows events over 100,000 contacts, no quotes
+2. new-ids          bench/gen_shapes.py: --rows events, ~65% of them naming a contact not seen
+                    earlier in the file (a pool of ~0.65 x --rows contacts), no quotes
+3. quoted-1pct      (2)'s rows, one in 100 with a comma in its coupon, quoted by RFC 4180
+4. all-quoted-crlf  (2)'s rows with every field quoted and CRLF line ends (csv.QUOTE_ALL, as
+                    spreadsheets and pandas export)
+5. contacts         --rows distinct contacts: identifier + 8 attributes (strings, numbers,
+                    booleans, empty cells)
+6. new-ids-5m       (2)'s shape at 5 x --rows
+
+The goals, each PASS or FAIL per shape (throughput ratios: the other's seconds / a's seconds):
+- a/b >= 3.0 and a/c >= 0.75;
+- a's peak RSS <= 100 MB, and new-ids-5m's within 10% of new-ids's: memory flat in file size;
+- a's longest write-lock hold <= 1.0 s: how long any other writer of the store had to wait.
+A run of (a) counts only if it stored every row of its file, so none was rejected (it prints
+what `connector dump files` says); the dialect of every shape is the one connector sniffs
+(CSV rules §2: `,` outnumbers `;` in the header, RFC 4180 quotes, CR LF ends).
+
 Each run is a fresh child process with a fresh temporary database; its wall time and its own
-peak RSS (from wait4) are measured. The report ends with PASS/FAIL against the targets, but the
+peak RSS (from wait4) are measured. Best time of --repeat, but worst RSS and lock hold. The
 exit status is always 0: this is a report, not a gate.
 """
 
@@ -15,6 +39,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import functools
 import json
 import os
 import resource
@@ -31,14 +57,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lock_probe import LockHolds, WriteLockProbe
+
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"  # git-ignored: generated files are cached here between runs
 GENERATOR = BENCH / "gen_events.py"
+SHAPES_GENERATOR = BENCH / "gen_shapes.py"
 MB = 1e6  # decimal megabytes everywhere, for file sizes and RSS alike
+STORE = "connector.db"  # (a)'s store, in its work dir: where the lock probe looks
 
 MIN_VS_BASELINE = 3.0  # a must import at least 3x as fast as b
 MIN_VS_SQLITE = 0.75  # ... and at least 0.75x as fast as c
 MAX_RSS_MB = 100.0  # ... with a peak RSS of at most 100 MB
+MAX_RSS_GROWTH = 0.10  # ... which 5x the rows may move by at most 10%
+MAX_LOCK_HOLD = 1.0  # ... holding the store's write lock for at most 1 s at a time
 LABELS = {"a": "(a) connector import", "b": "(b) stdlib baseline", "c": "(c) sqlite3 .import"}
 
 
@@ -57,12 +89,37 @@ class Result:
     exit_code: int
     stored: int | None  # rows found in the store afterwards; None when it could not be read
     note: str  # the last line of output of a failed run, or what the store says
+    lock: LockHolds | None = None  # the write-lock holds seen from outside, if probed
 
 
 @dataclass(frozen=True)
 class Importer:
     job: Callable[[Path, Path], Job]  # (csv, fresh work dir) -> the command to time
     stored: Callable[[Path], tuple[int | None, str]]  # (work dir) -> (rows stored, note)
+    lock_db: str | None = None  # the store in the work dir whose write lock to probe, if any
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    kind: str  # events or contacts: what `--kind` the file is imported with
+    scale: int  # rows = scale x --rows
+    generator: str | None  # gen_shapes.py's name for it; None: gen_events.py's file
+    what: str
+
+    def file(self, rows: int) -> Path:
+        return events_file(rows) if self.generator is None else shape_file(self.generator, rows)
+
+
+SHAPES = (
+    Shape("current", "events", 1, None, "events over 100,000 contacts, no quotes"),
+    Shape("new-ids", "events", 1, "new-ids", "events, ~65% of rows a new contact, no quotes"),
+    Shape("quoted-1pct", "events", 1, "quoted-1pct", "new-ids, 1 row in 100 with a quoted cell"),
+    Shape("all-quoted-crlf", "events", 1, "all-quoted-crlf", "new-ids, all quoted, CRLF"),
+    Shape("contacts", "contacts", 1, "contacts", "distinct contacts, 8 attributes"),
+    Shape("new-ids-5m", "events", 5, "new-ids", "new-ids at 5x the rows"),
+)
+RSS_BASE = {"new-ids-5m": "new-ids"}  # whose peak RSS a shape's must stay within 10% of
 
 
 # --- the three importers ---------------------------------------------------------------------
@@ -73,24 +130,25 @@ def connector_script() -> Path:
     return Path(sys.executable).parent / "connector"
 
 
-def connector_job(csv_path: Path, work: Path) -> Job:
+def connector_job(csv_path: Path, work: Path, kind: str = "events") -> Job:
     # Everything connector does to a file is timed (hashing, archive copy, ledger, store): that
     # is what a user waits for.
     config = work / "connector.toml"
     config.write_text(
         # json.dumps quotes a path as a valid TOML basic string.
-        f"[store]\npath = {json.dumps(str(work / 'connector.db'))}\n\n"
+        f"[store]\npath = {json.dumps(str(work / STORE))}\n\n"
         f"[paths]\nstaging = {json.dumps(str(work / 'staging'))}\n"
         f"archive = {json.dumps(str(work / 'archive'))}\n",
         encoding="utf-8",
     )
     argv = [str(connector_script()), "--config", str(config), "import", str(csv_path)]
-    return Job([*argv, "--kind", "events"])
+    return Job([*argv, "--kind", kind])
 
 
 def connector_stored(work: Path) -> tuple[int | None, str]:
     # Ask connector itself (contract §3 `dump files`) rather than guess its schema: a run that
-    # exits 0 without storing every row must not pass as fast.
+    # exits 0 without storing every row must not pass as fast. Its `rows` are the rows stored:
+    # equal to the file's, they leave no room for a rejected or duplicate one.
     argv = [str(connector_script()), "--config", str(work / "connector.toml"), "dump", "files"]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
@@ -106,37 +164,45 @@ def connector_stored(work: Path) -> tuple[int | None, str]:
         return None, f"dump files: {exc!r}"
 
 
-def baseline_job(csv_path: Path, work: Path) -> Job:
-    return Job([sys.executable, str(BENCH / "baseline_stream.py"), str(csv_path), str(work / "db")])
+def baseline_job(csv_path: Path, work: Path, kind: str = "events") -> Job:
+    script = str(BENCH / "baseline_stream.py")
+    return Job([sys.executable, script, str(csv_path), str(work / "db"), "--kind", kind])
 
 
-def sqlite_cli_job(csv_path: Path, work: Path) -> Job:
+def sqlite_cli_job(csv_path: Path, work: Path, table: str = "events") -> Job:
     cli = shutil.which("sqlite3")
     assert cli is not None  # checked before any run
-    with csv_path.open(encoding="utf-8") as f:
-        header = f.readline().rstrip("\r\n").split(",")
+    with csv_path.open(encoding="utf-8", newline="") as f:
+        header = next(csv.reader(f))  # (a quoted header too: the all-quoted shape has one)
     columns = ", ".join('"{}" TEXT'.format(name.replace('"', '""')) for name in header)
     quoted = '"{}"'.format(str(csv_path).replace("\\", "\\\\").replace('"', '\\"'))
     # The table is made first, all TEXT, so that .import only parses and inserts; since the table
-    # exists, .import would store the header as a row, hence --skip 1.
-    script = f"CREATE TABLE events ({columns});\n.mode csv\n.import --skip 1 {quoted} events\n"
+    # exists, .import would store the header as a row, hence --skip 1. (.mode csv reads RFC 4180
+    # quotes and drops the CR of a CR LF.)
+    script = f"CREATE TABLE {table} ({columns});\n.mode csv\n.import --skip 1 {quoted} {table}\n"
     # -bail: an import error must end in a non-zero exit, not a silent partial table.
     return Job([cli, "-bail", str(work / "db")], stdin=script)
 
 
-def count_events(work: Path) -> tuple[int | None, str]:
+def count_rows(work: Path, table: str = "events") -> tuple[int | None, str]:
     try:
         with contextlib.closing(sqlite3.connect(work / "db")) as db:
-            return int(db.execute("SELECT count(*) FROM events").fetchone()[0]), ""
+            return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]), ""
     except sqlite3.Error as exc:
         return None, f"count: {exc}"
 
 
-IMPORTERS = {
-    "a": Importer(connector_job, connector_stored),
-    "b": Importer(baseline_job, count_events),
-    "c": Importer(sqlite_cli_job, count_events),
-}
+def importers(kind: str) -> dict[str, Importer]:
+    """The three importers of a file of `kind`; (b) and (c) store into a table named so."""
+    return {
+        "a": Importer(functools.partial(connector_job, kind=kind), connector_stored, STORE),
+        "b": Importer(
+            functools.partial(baseline_job, kind=kind), functools.partial(count_rows, table=kind)
+        ),
+        "c": Importer(
+            functools.partial(sqlite_cli_job, table=kind), functools.partial(count_rows, table=kind)
+        ),
+    }
 
 
 # --- measuring -------------------------------------------------------------------------------
@@ -185,18 +251,26 @@ def run_once(importer: Importer, csv_path: Path, timeout: float) -> Result:
     with tempfile.TemporaryDirectory(prefix="connector-bench-") as tmp:
         work = Path(tmp)
         log = work / "output.log"
+        probe = (
+            WriteLockProbe(work / importer.lock_db, limit=MAX_LOCK_HOLD)
+            if importer.lock_db
+            else None
+        )
         try:
-            seconds, rss_mb, exit_code = measure(importer.job(csv_path, work), log, timeout)
+            # The probe's thread starts before the child and waits for its store to appear.
+            with probe or contextlib.nullcontext():
+                seconds, rss_mb, exit_code = measure(importer.job(csv_path, work), log, timeout)
         except OSError as exc:  # could not start it at all: report it, run the others
             return Result(0.0, 0.0, -1, None, f"not started: {exc}")
+        lock = None if probe is None else probe.holds
         if exit_code != 0:
             lines = log.read_text(errors="replace").strip().splitlines()
             timed_out = exit_code == -signal.SIGKILL and seconds >= timeout
             why = f"killed after {timeout:.0f} s" if timed_out else f"exit {exit_code}"
             last = f": {lines[-1]}" if lines else ""
-            return Result(seconds, rss_mb, exit_code, None, why + last)
+            return Result(seconds, rss_mb, exit_code, None, why + last, lock)
         stored, note = importer.stored(work)
-        return Result(seconds, rss_mb, exit_code, stored, note)
+        return Result(seconds, rss_mb, exit_code, stored, note, lock)
 
 
 def events_file(rows: int) -> Path:
@@ -209,12 +283,33 @@ def events_file(rows: int) -> Path:
                 stale.unlink()  # from an older generator: never read again, and large
         argv = [sys.executable, str(GENERATOR), "--rows", str(rows), "--out", str(path)]
         subprocess.run(argv, check=True)
+    warm(path)
+    return path
+
+
+def shape_file(generator: str, rows: int) -> Path:
+    """gen_shapes.py's `generator` at `rows`, made once and reused until a generator changes."""
+    # gen_shapes.py takes its columns and values from gen_events.py: a change to either counts.
+    code = SHAPES_GENERATOR.read_bytes() + GENERATOR.read_bytes()
+    digest = f"{zlib.crc32(code):08x}"  # a cache key, not a security check
+    # (Not events_*: events_file would take it for its own and delete it as stale.)
+    path = OUT / f"shape_{generator}_{rows}_{digest}.csv"
+    if not path.exists():
+        for stale in OUT.glob("shape_*.csv"):
+            if not stale.name.endswith(f"_{digest}.csv"):
+                stale.unlink()
+        argv = [sys.executable, str(SHAPES_GENERATOR), generator, "--rows", str(rows)]
+        subprocess.run([*argv, "--out", str(path)], check=True)
+    warm(path)
+    return path
+
+
+def warm(path: Path) -> None:
     # Read it once so that every importer starts from the page cache, not whoever runs first
     # paying for the disk.
     with path.open("rb") as f:
         while f.read(1 << 20):
             pass
-    return path
 
 
 # --- reporting -------------------------------------------------------------------------------
@@ -248,33 +343,174 @@ def table(
     return best
 
 
-def report(results: dict[str, list[Result]], rows: int, size: int) -> None:
-    best = table(results, LABELS, rows, size)
+@dataclass(frozen=True)
+class Outcome:
+    """One shape's figures: its size and each importer's best run, for the summary."""
+
+    shape: Shape
+    rows: int
+    size: int
+    best: dict[str, Result]
+    ran: list[str]  # the importers that ran, whether or not they succeeded
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.0f} ms"
+
+
+def lock_cells(lock: LockHolds | None) -> str:
+    """The lock columns of (a)'s line: its longest hold and how many passed the limit."""
+    if lock is None or lock.probes == 0 or lock.error:
+        return f"{'-':>10} {'-':>5}"
+    return f"{ms(lock.longest):>10} {lock.over:>5}"
+
+
+def shape_table(results: dict[str, list[Result]], rows: int, size: int) -> dict[str, Result]:
+    """Print each importer's line of one shape; return each one's best run."""
+    best: dict[str, Result] = {}
+    print(
+        "\nimporter                seconds     rows/s    MB/s  peak RSS MB     a/x"
+        "   lock max  >1 s  stored"
+    )
+    for key, runs in results.items():
+        done = [r for r in runs if r.exit_code == 0]
+        if not done:
+            print(f"{LABELS[key]:<22} {'failed':>8}  {runs[-1].note}")
+            continue
+        # Best time of the repeats (the least disturbed run), but the worst RSS and lock hold:
+        # those are ceilings, and a lucky run must not hide a peak.
+        locks = [r.lock for r in done if r.lock is not None]
+        run = replace(
+            min(done, key=lambda r: r.seconds),
+            rss_mb=max(r.rss_mb for r in done),
+            lock=max(locks, key=lambda h: (not h.error, h.longest), default=None),
+        )
+        best[key] = run
+        a = best.get("a")
+        ratio = f"{run.seconds / a.seconds:.2f}x" if key != "a" and a is not None else "-"
+        locked = lock_cells(run.lock) if key == "a" else f"{'':>10} {'':>5}"
+        stored = "?" if run.stored is None else f"{run.stored:,}"
+        note = f" ({run.note})" if run.note else ""
+        print(
+            f"{LABELS[key]:<22} {run.seconds:>8.2f} {rows / run.seconds:>10,.0f}"
+            f" {size / MB / run.seconds:>7.1f} {run.rss_mb:>12.1f} {ratio:>7} {locked}"
+            f"  {stored}{note}"
+        )
     a = best.get("a")
-    ran_a = "a" in results
+    if a is not None and a.lock is not None:
+        h = a.lock
+        if h.error or h.probes == 0:
+            print(f"(a) write lock: not measured ({h.error or 'the store never had a schema'})")
+        else:
+            print(
+                f"(a) write lock, probed {h.probes:,} times: {h.stretches:,} holds seen,"
+                f" {h.busy:.2f} s held in all; longest {ms(h.longest)} from {h.longest_at:.1f} s"
+                f" after the start; {h.over} over {MAX_LOCK_HOLD:.0f} s"
+            )
+    return best
+
+
+Goal = tuple[str, bool | None]  # (the figure as shown, PASS/FAIL/None for not measured)
+
+
+def goals(outcome: Outcome, outcomes: dict[str, Outcome]) -> dict[str, Goal]:
+    """Each goal's figure and verdict for one shape."""
+    best, rows, ran_a = outcome.best, outcome.rows, "a" in outcome.ran
+    a = best.get("a")
     # A run of (a) that failed or stored too few rows passes nothing: its speed means nothing.
     valid = a is not None and a.stored == rows
-    if ran_a and not valid:
-        print(f"(a) did not store all {rows:,} rows: every target FAILs")
-    print()
+    found: dict[str, Goal] = {}
     for key, target in (("b", MIN_VS_BASELINE), ("c", MIN_VS_SQLITE)):
         other = best.get(key)
-        ok: bool | None = None  # None: one side was not measured, nothing to compare
-        value = ""
         if a is not None and other is not None:
             ratio = other.seconds / a.seconds  # a throughput ratio: how many times faster a is
-            ok, value = valid and ratio >= target, f"{ratio:.2f}x"
-        elif ran_a and other is not None:
-            ok = False  # (a) ran and failed
-        print(f"a/{key:<6} {value:>9}  target >= {target:.2f}x  {verdict(ok)}")
-    rss = "" if a is None else f"{a.rss_mb:.1f} MB"
-    rss_ok = None if not ran_a else a is not None and valid and a.rss_mb <= MAX_RSS_MB
-    print(f"a RSS    {rss:>9}  target <= {MAX_RSS_MB:.0f} MB  {verdict(rss_ok)}")
+            # A baseline that stored too little did other work: no comparison.
+            fair = other.stored == rows
+            found[key] = (f"{ratio:.2f}x", (valid and ratio >= target) if fair else None)
+        else:
+            # (a) ran and failed: FAIL; one side not run at all: nothing to compare.
+            found[key] = ("", False if ran_a and key in outcome.ran else None)
+    if a is None:
+        found["rss"] = found["lock"] = ("", False if ran_a else None)
+    else:
+        found["rss"] = (f"{a.rss_mb:.1f} MB", valid and a.rss_mb <= MAX_RSS_MB)
+        h = a.lock
+        if h is None or h.error or h.probes == 0:
+            found["lock"] = ("", None)
+        else:
+            found["lock"] = (ms(h.longest), valid and h.longest <= MAX_LOCK_HOLD)
+    base = outcomes.get(RSS_BASE.get(outcome.shape.name, ""))
+    if base is not None:
+        other = base.best.get("a")
+        if a is not None and other is not None:
+            growth = a.rss_mb / other.rss_mb - 1
+            base_valid = other.stored == base.rows
+            ok = valid and base_valid and abs(growth) <= MAX_RSS_GROWTH
+            found["growth"] = (f"{growth:+.1%}", ok)
+        else:
+            found["growth"] = ("", False if ran_a else None)
+    return found
+
+
+GOALS = {
+    "b": f"a/b >= {MIN_VS_BASELINE:.2f}x",
+    "c": f"a/c >= {MIN_VS_SQLITE:.2f}x",
+    "rss": f"RSS <= {MAX_RSS_MB:.0f} MB",
+    "lock": f"lock <= {ms(MAX_LOCK_HOLD)}",
+    "growth": f"RSS vs base <= {MAX_RSS_GROWTH:.0%}",
+}
+
+
+def summary(outcomes: dict[str, Outcome]) -> None:
+    print("\nsummary: (a) against each goal, per shape")
+    print((f"{'shape':<16}" + "".join(f"  {title:<20}" for title in GOALS.values())).rstrip())
+    passed = failed = 0
+    failures: list[str] = []
+    for outcome in outcomes.values():
+        found = goals(outcome, outcomes)
+        cells = []
+        missed = []
+        for key in GOALS:
+            if key not in found:
+                cells.append(f"  {'':<20}")
+                continue
+            figure, ok = found[key]
+            shown = "PASS" if ok else ("n/a" if ok is None else "FAIL")
+            cells.append(f"  {f'{figure} {shown}'.strip():<20}")
+            passed += ok is True
+            if ok is False:
+                missed.append(GOALS[key])
+        print(f"{outcome.shape.name:<16}" + "".join(cells).rstrip())
+        a = outcome.best.get("a")
+        if "a" in outcome.ran and (a is None or a.stored != outcome.rows):
+            print(f"{'':<16}  (a) did not store all {outcome.rows:,} rows: every goal FAILs")
+        failed += len(missed)
+        if missed:
+            failures.append(f"{outcome.shape.name} ({', '.join(missed)})")
+    verdicts = f"\n{passed} goals PASS, {failed} FAIL"
+    print(verdicts + (": " + "; ".join(failures) if failures else ""))
+
+
+def pick_shapes(spec: str) -> list[Shape] | None:
+    """The shapes `--shapes` names, by name or number, in their own order; None if unknown."""
+    if spec.strip() == "all":
+        return list(SHAPES)
+    wanted = {part.strip() for part in spec.split(",") if part.strip()}
+    picked = [s for i, s in enumerate(SHAPES, 1) if s.name in wanted or str(i) in wanted]
+    known = {s.name for s in SHAPES} | {str(i) for i in range(1, len(SHAPES) + 1)}
+    return picked if picked and wanted <= known else None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the events file")
+    parser.add_argument(
+        "--shapes",
+        default="all",
+        help="shapes to run, by name or number: " + ", ".join(s.name for s in SHAPES),
+    )
+    parser.add_argument(
+        "--rows", type=int, default=1_000_000, help="rows of each shape (new-ids-5m: 5x as many)"
+    )
     parser.add_argument("--only", default="abc", help="importers to run, e.g. `a` or `b,c`")
     parser.add_argument("--repeat", type=int, default=1, help="runs per importer; best counts")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds before a run dies")
@@ -284,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--only takes a, b and c, e.g. --only a,c")
     if args.repeat < 1 or args.rows < 1:
         parser.error("--rows and --repeat must be at least 1")
+    shapes = pick_shapes(args.shapes)
+    if shapes is None:
+        parser.error(f"--shapes takes `all` or some of {', '.join(s.name for s in SHAPES)}")
 
     if "a" in only and not connector_script().exists():
         print(f"no connector script at {connector_script()}: skipping (a)")
@@ -292,22 +531,53 @@ def main(argv: list[str] | None = None) -> int:
         print("the sqlite3 CLI is not on PATH: skipping (c)")
         only.remove("c")
 
-    csv_path = events_file(args.rows)
-    size = csv_path.stat().st_size
     print(
-        f"{csv_path.name}: {args.rows:,} rows, {size / MB:.1f} MB; best of {args.repeat};"
-        f" Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}; MB = 10^6 bytes"
+        f"best of {args.repeat}; Python {sys.version.split()[0]}; SQLite: connector's"
+        f" {apsw_version()}, the baseline's {sqlite3.sqlite_version}, the CLI's"
+        f" {sqlite_cli_version()}; MB = 10^6 bytes"
     )
-    results: dict[str, list[Result]] = {key: [] for key in only}
-    # Interleaved (a b c a b c ...) so that a slow spell of the machine hurts all alike.
-    for i in range(args.repeat):
-        for key in only:
-            result = run_once(IMPORTERS[key], csv_path, args.timeout)
-            results[key].append(result)
-            status = "ok" if result.exit_code == 0 else result.note
-            print(f"  run {i + 1} {LABELS[key]:<22} {result.seconds:7.2f} s  {status}", flush=True)
-    report(results, args.rows, size)
+    outcomes: dict[str, Outcome] = {}
+    for number, shape in enumerate(shapes, 1):
+        rows = args.rows * shape.scale
+        csv_path = shape.file(rows)
+        size = csv_path.stat().st_size
+        print(
+            f"\n== {number}/{len(shapes)} {shape.name}: {shape.what}, --kind {shape.kind};"
+            f" {csv_path.name}: {rows:,} rows, {size / MB:.1f} MB"
+        )
+        runners = importers(shape.kind)
+        results: dict[str, list[Result]] = {key: [] for key in only}
+        # Interleaved (a b c a b c ...) so that a slow spell of the machine hurts all alike.
+        for i in range(args.repeat):
+            for key in only:
+                result = run_once(runners[key], csv_path, args.timeout)
+                results[key].append(result)
+                status = "ok" if result.exit_code == 0 else result.note
+                if result.lock is not None and result.lock.probes:
+                    status += f", longest write-lock hold {ms(result.lock.longest)}"
+                print(
+                    f"  run {i + 1} {LABELS[key]:<22} {result.seconds:7.2f} s  {status}", flush=True
+                )
+        best = shape_table(results, rows, size)
+        outcomes[shape.name] = Outcome(shape, rows, size, best, only)
+    summary(outcomes)
     return 0
+
+
+def apsw_version() -> str:
+    try:
+        import apsw  # connector's SQLite: the venv's, which is this interpreter's
+    except ImportError:
+        return "?"
+    return str(apsw.sqlite_lib_version())
+
+
+def sqlite_cli_version() -> str:
+    cli = shutil.which("sqlite3")
+    if cli is None:
+        return "-"
+    done = subprocess.run([cli, "-version"], capture_output=True, text=True, check=False)
+    return (done.stdout.split() or ["?"])[0]
 
 
 if __name__ == "__main__":
