@@ -18,6 +18,7 @@ from connector.errors import Interrupted, StoreBusy
 from connector.ingest import Ingestor
 from connector.store.feed import START
 from connector.store.ledger import Arrival
+from connector.store.port import Group
 from connector.store.sqlite import SQLiteStore
 from connector.store.sqlite import contacts as contacts_module
 from connector.store.sqlite.db import MIGRATIONS
@@ -168,6 +169,32 @@ def test_the_last_record_stored_is_not_kept_in_memory(tmp_path: Path, db: SQLite
         assert Ingestor(db).ingest(path, rules, source="s", name=kind).entry.rows == 3
     db.db.conn.release_memory()  # (pages cached for the store are not the question)
     assert apsw.memory_used() - before < 1_000_000
+
+
+@pytest.mark.parametrize("units", [[0.05] * 40, [0.01] * 10 + [0.12] * 10 + [0.02] * 20])
+def test_a_group_commits_before_one_more_unit_would_hold_the_store_too_long(
+    units: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches are grouped into transactions of about ``seconds``, none longer: a group
+    commits when one more unit like the last (twice, for safety), then a commit like the
+    last, might not fit; units may speed up or slow down."""
+    clock = Clock(0.0)
+    monkeypatch.setattr("connector.store.port.time.monotonic", clock)
+    held: list[float] = []
+    began: list[float] = []
+
+    def end(*, commit: bool) -> None:
+        clock.now += 0.03  # (a commit takes time too)
+        held.append(clock.now - began[-1])
+
+    with Group(lambda: began.append(clock.now), end, 1.0) as group:
+        for unit in units:
+            group.begin()
+            clock.now += unit
+            group.tick()
+    assert len(held) > 1
+    assert max(held) <= 1.0
+    assert min(held[:-1]) >= 0.5  # (not committing at every unit either)
 
 
 def test_a_long_file_does_not_starve_another_writer_of_this_process(tmp_path: Path) -> None:

@@ -51,20 +51,25 @@ class Group:
     def __init__(self, begin: Callable[[], None], end: End, seconds: float) -> None:
         self._begin, self._end, self._seconds = begin, end, seconds
         self._open = False
-        self._since = self._unit_began = 0.0
+        self._since = self._last = 0.0  # when the group began; its last tick (or begin)
+        # How long the last commit took (writing out, syncing); before one is measured,
+        # a tenth of the time is kept for it.
+        self._ending = seconds / 10
 
     def begin(self) -> None:
-        self._unit_began = time.monotonic()
         if not self._open:
             self._begin()
-            self._open, self._since = True, self._unit_began
+            self._open = True
+            self._since = self._last = time.monotonic()
 
     def tick(self) -> bool:
-        """Commit if the group would pass ``seconds`` open with one more unit like the
-        last one (a transaction holds the store's write lock: it must not overstay);
-        say whether it did."""
+        """Commit unless one more unit like the last (the wait for it included), then a
+        commit like the last, surely fit in ``seconds`` (twice the unit: units vary): a
+        transaction holds the store's write lock and must not overstay. Say whether it
+        did."""
         now = time.monotonic()
-        if not self._open or now - self._since + (now - self._unit_began) < self._seconds:
+        unit, self._last = now - self._last, now
+        if not self._open or now - self._since + 2 * unit + self._ending < self._seconds:
             return False
         return self.commit()
 
@@ -78,7 +83,9 @@ class Group:
     def close(self, *, commit: bool) -> None:
         if self._open:
             self._open = False
+            ending = time.monotonic()
             self._end(commit=commit)
+            self._ending = time.monotonic() - ending
 
     def __enter__(self) -> Self:
         return self
