@@ -32,6 +32,7 @@ from connector.csvrules.rules import TOO_OLD, FileRules, Kind
 from connector.dump import dump
 from connector.errors import ConfigError, ConnectorError, Interrupted, UnknownChecksum
 from connector.ingest import Ingestor, Outcome, Progress
+from connector.memory import one_malloc_arena
 from connector.redaction import cause_of, logged_failure
 from connector.replica import name_as
 from connector.signals import stop_on_signals
@@ -671,6 +672,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    one_malloc_arena()
     args = _parser().parse_args(argv)
     logs.configure(args.log_level)
     # Everything this process writes holds customer data or secrets: private whatever the

@@ -4,6 +4,8 @@ a deployment without SFTP sources never imports paramiko."""
 from __future__ import annotations
 
 import importlib
+import sys
+from types import ModuleType
 from typing import Any
 
 from connector.config import SourceConfig
@@ -24,6 +26,19 @@ def open_source(config: SourceConfig) -> Source:
     return SourceOpener()(config)
 
 
+def _imported(module: str) -> ModuleType:
+    """An adapter's module. paramiko imports invoke, and PyYAML with it (7 MB), only for
+    ssh_config's `Match exec`, which connector never reads: unless something imported it
+    already, it is kept out while an adapter loads (paramiko then does without it)."""
+    if "invoke" in sys.modules:
+        return importlib.import_module(module)
+    sys.modules["invoke"] = None  # type: ignore[assignment]  # (an import of it fails)
+    try:
+        return importlib.import_module(module)
+    finally:
+        del sys.modules["invoke"]
+
+
 class SourceOpener:
     """Opens one source anew for each of its polls, and carries from one to the next what
     the last one learnt of the server: an FTP server that lacks MLSD or MDTM is not asked
@@ -34,7 +49,7 @@ class SourceOpener:
 
     def __call__(self, config: SourceConfig) -> Source:
         module_name, name = ADAPTERS[config.scheme]
-        module = importlib.import_module(module_name)
+        module = _imported(module_name)
         password = source_password(config)
         if config.scheme not in ("ftp", "ftps"):
             source: Source = getattr(module, name)(config, password)

@@ -1,0 +1,23 @@
+"""What keeps the process small: the SFTP adapter loads without invoke and PyYAML."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+_PROBE = """
+import sys
+import connector.sources.registry as registry
+registry._imported("connector.sources.sftp")
+import paramiko.config
+print(sorted(m for m in ("invoke", "yaml") if m in sys.modules), paramiko.config.invoke)
+import invoke  # (not kept out for good: whoever wants it later gets it)
+print(invoke.__name__)
+"""
+
+
+def test_the_sftp_adapter_loads_without_invoke_and_leaves_it_importable() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.splitlines() == ["[] None", "invoke"]
