@@ -29,6 +29,7 @@ Such contacts are the only work of a final transaction that grows with the file.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -37,7 +38,11 @@ import apsw
 from connector import crashpoints
 from connector.store.sqlite.db import Database, unbind
 
-CHUNK_ROWS = 10_000  # pending upserts staged per transaction (measured: well under 1 s)
+# Pending upserts staged per transaction: at first, and at least (then sized to take
+# CHUNK_SECONDS, as the last chunk took; each commit costs a sync, so not fewer).
+CHUNK_ROWS = 10_000
+MAX_CHUNK_ROWS = 200_000
+CHUNK_SECONDS = 0.4
 
 _TENANT = "(SELECT tenant FROM files WHERE id = ?1)"
 _STATUS_OF_STAGER = "(SELECT status FROM files WHERE id = {}.staged_by)"
@@ -104,9 +109,14 @@ _CHANGES = (
     " SELECT ?1, identifier, json_patch(attributes, staged) FROM contacts"
     f" WHERE tenant = {_TENANT} AND identifier IN ({_IN_CHUNK}) AND staged_by = ?1"
     " AND staged_change IS NULL AND (staged_new OR json_patch(attributes, staged) <> attributes)"
-    " ORDER BY identifier RETURNING id, identifier"
+    " ORDER BY identifier"
 )
-_CHANGE_OF = f"UPDATE contacts SET staged_change = ?2 WHERE tenant = {_TENANT} AND identifier = ?3"
+# ... each line made after line ?2, found from its contact.
+_CHANGE_OF = (
+    "UPDATE contacts SET staged_change = made.id FROM contact_changes made"
+    f" WHERE made.id > ?2 AND made.file_id = ?1 AND contacts.tenant = {_TENANT}"
+    " AND contacts.identifier = made.identifier"
+)
 _WAIT = (
     "UPDATE pending_contacts SET waits = 1 WHERE seq IN (SELECT seq FROM temp.chunk WHERE waits)"
 )
@@ -154,6 +164,7 @@ _TIDY = (
     "DELETE FROM pending_contacts WHERE seq IN"
     " (SELECT seq FROM pending_contacts WHERE file_id = ? LIMIT ?)"
 )
+_TIDY_ROWS = 100_000  # (in file order: a delete of that many takes about 0.1 s)
 
 
 class Contacts:
@@ -187,15 +198,19 @@ class Contacts:
         with db.small_cache():
             db.execute(_SORT, (file_id,))
         (rows,) = db.query("SELECT count(*) FROM temp.settling")[0]
-        start = 1
+        start, size = 1, CHUNK_ROWS
         while start <= rows and not stop():
+            began = time.monotonic()
             with db.transaction():
                 conn.execute(_CHUNK_TABLE)
-                end = min(start + CHUNK_ROWS - 1, rows)
+                end = min(start + size - 1, rows)
                 conn.execute(_CHUNK, (file_id, start, end))
                 taken, last = db.query("SELECT count(*), max(identifier) FROM temp.chunk")[0]
                 self._stage(file_id, last)
                 conn.execute("DELETE FROM temp.chunk")
+            # (the next chunk sized to take about CHUNK_SECONDS, as far as this one tells)
+            took = max(time.monotonic() - began, 1e-3)
+            size = max(CHUNK_ROWS, min(MAX_CHUNK_ROWS, int(taken * CHUNK_SECONDS / took)))
             crashpoints.reached("mid_settle")
             # Crash here: the chunks staged so far are committed with staged_through, and
             # hidden (the entry is not final); a re-run stages the rest and shows them all.
@@ -207,9 +222,11 @@ class Contacts:
         conn.execute(_WAITING, (file_id,))
         conn.execute(_FOLD.format(_IN_CHUNK), (file_id,))
         conn.execute(_STAGE, (file_id,))
-        conn.execute(_RESTAGED.format(_IN_CHUNK, "= ?1"), (file_id,))
-        made = conn.execute(_CHANGES, (file_id,)).fetchall()
-        conn.executemany(_CHANGE_OF, [(file_id, change, ident) for change, ident in made])
+        # (each identifier is staged once per file: its rows are all in one chunk, and a
+        # resumed run starts after the last chunk staged)
+        (before,) = self.db.query("SELECT coalesce(max(id), 0) FROM contact_changes")[0]
+        conn.execute(_CHANGES, (file_id,))
+        conn.execute(_CHANGE_OF, (file_id, before))
         conn.execute(_WAIT)
         conn.execute(_THROUGH, (file_id, through))
 
@@ -227,7 +244,7 @@ class Contacts:
         """Step 4: the pending upserts of a final file, removed a chunk per transaction."""
         while True:
             with self.db.transaction():
-                if not self.db.execute(_TIDY, (file_id, CHUNK_ROWS)):
+                if not self.db.execute(_TIDY, (file_id, _TIDY_ROWS)):
                     return
 
     def take_back(self, file_id: int) -> None:
