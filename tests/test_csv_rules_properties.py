@@ -245,7 +245,7 @@ def _parsed(data: bytes, rules: Any, *, plain: bool) -> list[tuple[Any, ...]]:
         path.write_bytes(data)
         saved = RecordReader._plain
         if not plain:
-            RecordReader._plain = lambda self, chunk: None  # type: ignore[method-assign]
+            RecordReader._plain = lambda self, *args: None  # type: ignore[method-assign]
         try:
             with open_scanned(path) as raw:
                 try:

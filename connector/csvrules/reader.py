@@ -54,6 +54,9 @@ CSV_FIELD_LIMIT = 64 << 20
 _SENTINEL = "\x00\x00connector-end-of-batch\x00\x00"
 _UNTERMINATED = "unterminated quote: a quoted field is still open"
 _TAIL_LINES = 1024  # lines read at a time for a record that goes on past its batch
+# Lines unlike the others of a batch that are read by csv one by one: a quarter of the
+# batch (with more, csv reading it all is as fast), or this many.
+_FEW_LINES = 16
 # Characters str.splitlines also breaks at, which are not line ends for CSV.
 _OTHER_BREAKS = "\v\f\x1c\x1d\x1e"
 _OTHER_WIDE_BREAKS = "\x85\u2028\u2029"
@@ -311,12 +314,17 @@ def sniff_delimiter(header: str) -> str:
     return ";" if sum(map(str.count, outside, repeat(";"))) > commas else ","
 
 
+def _other_breaks(text: str) -> bool:
+    """Whether ``text`` holds a character str.splitlines breaks at that is no line end."""
+    return any(c in text for c in _OTHER_BREAKS) or (
+        not text.isascii() and any(c in text for c in _OTHER_WIDE_BREAKS)
+    )
+
+
 def _split(text: str) -> list[str]:
     """``text`` cut after each line end (CR, LF or CRLF, kept); the last piece may have
     none. str.splitlines is fast but also breaks at a few other characters: then a regex."""
-    if any(c in text for c in _OTHER_BREAKS) or (
-        not text.isascii() and any(c in text for c in _OTHER_WIDE_BREAKS)
-    ):
+    if _other_breaks(text):
         return _LINE.findall(text)
     return text.splitlines(True)
 
@@ -626,14 +634,19 @@ class RecordReader:
             return RecordBatch([], [], {})
         if len(chunk[0]) > max(longest, 2):  # (then alone; a blank line is no record)
             return self._one(*self._big(chunk[0]))
-        counts = list(accumulate(map(str.count, chunk, repeat(self.delimiter))))
-        if counts[-1] > self._dense:
+        text = "".join(chunk)
+        if text.count(self.delimiter) > self._dense:
+            del text
+            counts = list(accumulate(map(str.count, chunk, repeat(self.delimiter))))
             fit = bisect_right(counts, self._dense)
             self._source.put_back(chunk[max(fit, 1) :])
             if fit == 0:
                 return self._one(*self._big(chunk[0]))
             del chunk[fit:]
-        return self._plain(chunk) or self._parsed(chunk)
+            text = "".join(chunk)
+        batch = self._plain(chunk, text)
+        del text  # (not kept while csv reads the chunk)
+        return batch or self._parsed(chunk)
 
     @property
     def _dense(self) -> int:
@@ -670,27 +683,113 @@ class RecordReader:
         )
         return next(reader), None, measured.lines
 
-    def _plain(self, chunk: list[str]) -> RecordBatch | None:
-        """The records of ``chunk`` without the csv module, when that gives the same answer
-        (else None): no quote, so a line is a record and a delimiter ends a field; every
-        line holding width - 1 delimiters, so none is blank or ragged; no line long enough
-        to hold an oversized field (whose reject the csv path words). Splitting the whole
-        chunk's text at once costs a third of what csv.reader and a transposition do."""
+    def _plain(self, chunk: list[str], text: str) -> RecordBatch | None:
+        """The records of ``chunk`` (whose lines ``text`` joins) as columns, without
+        csv.reader's rows, when that gives the same answer (else None): every line a whole
+        record of width fields, none blank, none long enough to hold an oversized field
+        (whose reject the csv path words). The chunk's text is split at once, which costs a
+        third of what csv.reader and a transposition do: on the delimiter when it holds no
+        quote; on the quotes when every field is quoted, as spreadsheets and pandas write
+        (``_all_quoted``); a few lines unlike the others are read by csv on their own."""
         width = self.width
         if width is None or width < 2 or self._scan is None or self._scan.has_long_lines:
             return None
-        text = "".join(chunk)
-        delimiter = self.delimiter
-        if '"' in text or set(map(str.count, chunk, repeat(delimiter))) != {width - 1}:
-            return None
-        if "\r" in text:  # CR LF or CR alone: at line ends only, there being no quotes
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
-        cells = text.replace(delimiter, "\n").split("\n")
         count = len(chunk)
+        columns: list[list[str]] | None
+        if text.startswith('"'):
+            columns = self._all_quoted(chunk, text, width)
+        elif '"' in text:
+            columns = self._some_quoted(chunk, text, width)
+        elif set(map(str.count, chunk, repeat(self.delimiter))) != {width - 1}:
+            return None
+        else:
+            cells = _plain_cells(text, self.delimiter)
+            columns = [cells[k : count * width : width] for k in range(width)]
+        if columns is None:
+            return None
         first = self._next_line
         self._next_line += count
-        columns = [cells[k : count * width : width] for k in range(width)]
         return RecordBatch(list(range(first, first + count)), [], {}, columns=columns)
+
+    def _some_quoted(self, chunk: list[str], text: str, width: int) -> list[list[str]] | None:
+        """The columns of ``chunk``, a few of whose lines hold quotes: those are read by csv
+        (``_own_records``), the others split on the delimiter, a line of empty fields
+        standing in for each line csv read."""
+        count, delimiter = len(chunk), self.delimiter
+        if text.count('"') > 2 * max(count // 4, _FEW_LINES):  # (two or more a line)
+            return None
+        ends = list(accumulate(map(len, chunk)))
+        quoted: list[int] = []
+        at = text.find('"')
+        while at >= 0:
+            line = bisect_right(ends, at, quoted[-1] if quoted else 0)
+            quoted.append(line)
+            at = text.find('"', ends[line])
+        rows = self._own_records(chunk, quoted, width)
+        if rows is None:
+            return None
+        lines = chunk.copy()
+        empty = delimiter * (width - 1) + "\n"
+        for line in quoted:
+            lines[line] = empty
+        if set(map(str.count, lines, repeat(delimiter))) != {width - 1}:
+            return None
+        cells = _plain_cells("".join(lines), delimiter)
+        for line, row in zip(quoted, rows, strict=True):
+            cells[line * width : (line + 1) * width] = row
+        return [cells[k : count * width : width] for k in range(width)]
+
+    def _all_quoted(self, chunk: list[str], text: str, width: int) -> list[list[str]] | None:
+        """The columns of ``chunk``, whose text starts with a quote, if its lines are
+        all-quoted (``"a","b"``: 2 * width quotes, none in a cell) but a few: those are
+        read by csv (``_own_records``), an all-quoted line of empty cells standing in."""
+        count, delimiter = len(chunk), self.delimiter
+        if text.count('"') == 2 * width * count:
+            pieces = _all_quoted_pieces(text, delimiter, width, count)
+            if pieces is not None:
+                return [pieces[1 + 2 * k :: 2 * width] for k in range(width)]
+        quotes = map(str.count, chunk, repeat('"'))
+        others = list(itertools.compress(range(count), map((2 * width).__ne__, quotes)))
+        if not others or len(others) > max(count // 4, _FEW_LINES):
+            return None
+        rows = self._own_records(chunk, others, width)
+        if rows is None:
+            return None
+        lines = chunk.copy()
+        empty = delimiter.join(repeat('""', width)) + "\n"
+        for line in others:
+            lines[line] = empty
+        pieces = _all_quoted_pieces("".join(lines), delimiter, width, count)
+        if pieces is None:
+            return None
+        step = 2 * width
+        for line, row in zip(others, rows, strict=True):
+            pieces[1 + step * line : step * (line + 1) : 2] = row
+        return [pieces[1 + 2 * k :: step] for k in range(width)]
+
+    def _own_records(
+        self, chunk: list[str], lines: list[int], width: int
+    ) -> list[list[str]] | None:
+        """The records csv reads from ``chunk``'s ``lines`` each on its own, if each is one
+        whole record of width fields (else None): a line reads so in the file too, where a
+        record starts at it, the line before it being a whole record. A line with an odd
+        count of quotes mostly starts a record that goes on over several lines (else it
+        is rare: ab"c): it is left to the csv path, not read twice."""
+        picked = list(map(chunk.__getitem__, lines))
+        if any(map((1).__and__, map(str.count, picked, repeat('"')))):
+            return None
+        reader = csv.reader(
+            itertools.chain(picked, (_SENTINEL,)),
+            delimiter=self.delimiter,
+            quotechar='"',
+            strict=False,
+        )
+        rows = list(reader)
+        # A record per line, the sentinel's included: no quoted field was left open.
+        if reader.line_num != len(rows):
+            return None
+        rows.pop()
+        return rows if set(map(len, rows)) == {width} else None
 
     def _parsed(self, chunk: list[str]) -> RecordBatch:
         """The records that start in ``chunk``, by the csv module; the last one may go on
@@ -774,6 +873,43 @@ class RecordReader:
             lines.append(line)
             line += 1 + sum(_line_breaks(f) for f in row if "\n" in f or "\r" in f)
         return lines
+
+
+def _plain_cells(text: str, delimiter: str) -> list[str]:
+    """The cells of lines without quotes, in order (maybe a "" after the last)."""
+    if "\r" in text:
+        # splitlines breaks at CR, LF and CRLF alike, and at \x1e (which, unlike a CR,
+        # makes no CRLF with an LF after it): no pass to make line ends one.
+        if not _other_breaks(text):
+            cells = text.replace(delimiter, "\x1e").splitlines()
+            if text.endswith(delimiter):  # (no "" follows the last break)
+                cells.append("")
+            return cells
+        text = text.replace("\r\n", "\n").replace("\r", "\n")  # line ends: no quotes
+    return text.replace(delimiter, "\n").split("\n")
+
+
+_LINE_ENDS = frozenset(("\r\n", "\n", "\r"))
+_LAST_ENDS = _LINE_ENDS | {""}  # (the file's last line may have none)
+
+
+def _all_quoted_pieces(text: str, delimiter: str, width: int, count: int) -> list[str] | None:
+    """``text`` split at its quotes, if it is ``count`` lines ``"cell","cell",…`` of width
+    cells with no quote in a cell (as csv reads them: its cells are then every other
+    piece from the second); else None.
+
+    Such text alternates what follows a quote: nothing before the first; then a cell, and
+    what follows it: the delimiter within a line, a line end after its last cell (the
+    last line's maybe none). Those line ends being one per line, no cell holds one."""
+    pieces = text.split('"')
+    if pieces[0] or len(pieces) != 2 * width * count + 1:
+        return None
+    step = 2 * width
+    if pieces[2::2].count(delimiter) != (width - 1) * count:
+        return None  # (no line end is the delimiter: the others are line ends, or wrong)
+    if not _LINE_ENDS.issuperset(pieces[step:-1:step]) or pieces[-1] not in _LAST_ENDS:
+        return None
+    return pieces
 
 
 def _without_blank_lines(
