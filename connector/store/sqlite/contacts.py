@@ -42,6 +42,7 @@ from connector.store.sqlite.db import Database, unbind
 # CHUNK_SECONDS, as the last chunk took; each commit costs a sync, so not fewer).
 CHUNK_ROWS = 10_000
 MAX_CHUNK_ROWS = 200_000
+CHUNK_BYTES = 8_000_000  # ... and at most this much of their attributes
 CHUNK_SECONDS = 0.4
 
 _TENANT = "(SELECT tenant FROM files WHERE id = ?1)"
@@ -58,21 +59,30 @@ _PENDING_MISSING = (
 
 # The file's pending upserts not staged yet, in identifier order, copied once per run of
 # ``settle`` (a read of the store: no write lock is held while they are sorted).
-_SORTED = (
-    "CREATE TEMP TABLE IF NOT EXISTS settling(identifier TEXT NOT NULL,"
-    " attributes TEXT NOT NULL, seq INTEGER NOT NULL)"
-)
+_SORTED = "CREATE TEMP TABLE IF NOT EXISTS settling(identifier TEXT NOT NULL, seq INTEGER NOT NULL)"
+# (without the attributes, which may be megabytes a row: SQLite's sorter would hold them)
 _SORT = (
-    "INSERT INTO temp.settling(identifier, attributes, seq)"
-    " SELECT identifier, attributes, seq FROM pending_contacts WHERE file_id = ?1"
+    "INSERT INTO temp.settling(identifier, seq)"
+    " SELECT identifier, seq FROM pending_contacts WHERE file_id = ?1"
     " AND identifier > coalesce((SELECT staged_through FROM files WHERE id = ?1), '')"
     " ORDER BY identifier, seq"
 )
-# One chunk: the rows from ?2 on, up to the end of the identifier at row ?3.
+# Where a chunk from row ?1 ends: at most ?2 rows and ?3 bytes of attributes (a row at
+# least: a record may be megabytes, and SQLite holds each one whole as it works).
+_CHUNK_END = (
+    "SELECT coalesce(max(rowid), ?1) FROM (SELECT s.rowid, sum(octet_length(p.attributes))"
+    " OVER (ORDER BY s.rowid) AS upto FROM temp.settling s JOIN pending_contacts p"
+    " ON p.seq = s.seq WHERE s.rowid BETWEEN ?1 AND ?1 + ?2 - 1) WHERE upto <= ?3"
+)
+# One chunk: the rows from ?2 on, up to the end of the identifier at row ?3 (the rows are
+# in identifier order: the chunk ends before the first row of another one).
 _CHUNK = (
     "INSERT INTO temp.chunk(identifier, attributes, seq)"
-    " SELECT identifier, attributes, seq FROM temp.settling WHERE rowid >= ?2 AND"
-    " identifier <= (SELECT identifier FROM temp.settling WHERE rowid = ?3) ORDER BY rowid"
+    " SELECT s.identifier, p.attributes, s.seq FROM temp.settling s"
+    " JOIN pending_contacts p ON p.seq = s.seq WHERE s.rowid BETWEEN ?2 AND coalesce("
+    "(SELECT n.rowid - 1 FROM temp.settling n WHERE n.rowid > ?3 AND n.identifier <>"
+    " (SELECT identifier FROM temp.settling WHERE rowid = ?3) ORDER BY n.rowid LIMIT 1),"
+    " (SELECT max(rowid) FROM temp.settling)) ORDER BY s.rowid"
 )
 _CHUNK_TABLE = (
     "CREATE TEMP TABLE IF NOT EXISTS chunk(identifier TEXT NOT NULL, attributes TEXT NOT NULL,"
@@ -203,7 +213,7 @@ class Contacts:
             began = time.monotonic()
             with db.transaction():
                 conn.execute(_CHUNK_TABLE)
-                end = min(start + size - 1, rows)
+                (end,) = db.query(_CHUNK_END, (start, size, CHUNK_BYTES))[0]
                 conn.execute(_CHUNK, (file_id, start, end))
                 taken, last = db.query("SELECT count(*), max(identifier) FROM temp.chunk")[0]
                 self._stage(file_id, last)
