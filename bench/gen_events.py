@@ -13,6 +13,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HEADER = "identifier,name,timestamp,idempotencyKey,plan,total,quantity,gift,coupon\n"
@@ -25,6 +26,21 @@ GIFTS = ("true", "false", "false", "TRUE", "False", "")
 # `007` and `1e3` look numeric but stay strings under the typing rules; the rest are codes.
 COUPONS = ("", "", "", "WELCOME10", "SPRING-SALE-2024", "FREESHIP", "007", "1e3", "VIP-GOLD")
 BATCH = 10_000
+
+
+def key_and_total(rand: Callable[[], float], bits: Callable[[int], int]) -> tuple[str, str]:
+    """A row's idempotencyKey (on one row in three) and total, from the seeded RNG."""
+    if rand() < 1 / 3:
+        # uuid-shaped (8-4-4-4-12 hex) from the seeded RNG, so reruns are identical; 128
+        # random bits make a collision in 5M rows vanishingly unlikely.
+        h = f"{bits(128):032x}"
+        key = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    else:
+        key = ""
+    r = rand()
+    # Decimals mostly, whole numbers sometimes, empty now and then.
+    total = f"{r * 500:.2f}" if r < 0.8 else (str(int(r * 100)) if r < 0.95 else "")
+    return key, total
 
 
 def generate(rows: int, out: Path, seed: int = 42) -> None:
@@ -43,16 +59,7 @@ def generate(rows: int, out: Path, seed: int = 42) -> None:
         for start in range(0, rows, BATCH):
             lines = []
             for _ in range(min(BATCH, rows - start)):
-                if rand() < 1 / 3:
-                    # uuid-shaped (8-4-4-4-12 hex) from the seeded RNG, so reruns are identical;
-                    # 128 random bits make a collision in 5M rows vanishingly unlikely.
-                    h = f"{bits(128):032x}"
-                    key = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-                else:
-                    key = ""
-                r = rand()
-                # Decimals mostly, whole numbers sometimes, empty now and then.
-                total = f"{r * 500:.2f}" if r < 0.8 else (str(int(r * 100)) if r < 0.95 else "")
+                key, total = key_and_total(rand, bits)
                 lines.append(
                     f"{choice(contacts)},{choice(EVENT_NAMES)},"
                     f"{1_600_000_000 + int(rand() * 200_000_000)},{key},{choice(PLANS)},{total},"

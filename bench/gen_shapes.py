@@ -28,7 +28,7 @@ from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from gen_events import BATCH, COUPONS, EVENT_NAMES, GIFTS, HEADER, PLANS
+from gen_events import BATCH, COUPONS, EVENT_NAMES, GIFTS, HEADER, PLANS, key_and_total
 
 NEW_CONTACT = 0.65  # the share of rows that introduce a contact (the goal: at least 60%)
 # One row in 100 gets one of these as its coupon: each holds the delimiter, so it must be
@@ -69,14 +69,7 @@ def event_rows(rows: int, seed: int) -> Iterator[list[list[str]]]:
             else:
                 n = int(rand() * len(tags))  # a repeat: any contact seen so far, alike
             contact = f"customer.{tags[n]:08x}.{n:07d}@customers.example.com"
-            if rand() < 1 / 3:
-                # uuid-shaped from the seeded RNG, as in gen_events.py: 128 random bits.
-                h = f"{bits(128):032x}"
-                key = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-            else:
-                key = ""
-            r = rand()
-            total = f"{r * 500:.2f}" if r < 0.8 else (str(int(r * 100)) if r < 0.95 else "")
+            key, total = key_and_total(rand, bits)
             batch.append(
                 [
                     contact,

@@ -29,11 +29,11 @@ import re
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import accumulate, repeat
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from connector.csvrules.rules import MAX_FIELD, Limits
 from connector.errors import FileRejected
@@ -319,6 +319,11 @@ def _other_breaks(text: str) -> bool:
     return any(c in text for c in _OTHER_BREAKS) or (
         not text.isascii() and any(c in text for c in _OTHER_WIDE_BREAKS)
     )
+
+
+def _csv(lines: Iterable[str], delimiter: str) -> Any:
+    """csv's reader of ``lines`` by the CSV rules: RFC 4180 quotes, lenient after them."""
+    return csv.reader(lines, delimiter=delimiter, quotechar='"', strict=False)
 
 
 def _split(text: str) -> list[str]:
@@ -678,9 +683,7 @@ class RecordReader:
         if fault is not None or measured.text is None:
             return [], fault, measured.lines
         # Within the limits, and as wide as allowed: csv may split it.
-        reader = csv.reader(
-            _split(measured.text), delimiter=self.delimiter, quotechar='"', strict=False
-        )
+        reader = _csv(_split(measured.text), self.delimiter)
         return next(reader), None, measured.lines
 
     def _plain(self, chunk: list[str], text: str) -> RecordBatch | None:
@@ -778,12 +781,7 @@ class RecordReader:
         picked = list(map(chunk.__getitem__, lines))
         if any(map((1).__and__, map(str.count, picked, repeat('"')))):
             return None
-        reader = csv.reader(
-            itertools.chain(picked, (_SENTINEL,)),
-            delimiter=self.delimiter,
-            quotechar='"',
-            strict=False,
-        )
+        reader = _csv(itertools.chain(picked, (_SENTINEL,)), self.delimiter)
         rows = list(reader)
         # A record per line, the sentinel's included: no quoted field was left open.
         if reader.line_num != len(rows):
@@ -794,12 +792,7 @@ class RecordReader:
     def _parsed(self, chunk: list[str]) -> RecordBatch:
         """The records that start in ``chunk``, by the csv module; the last one may go on
         past it (then read on from the file, as far as a record may go)."""
-        reader = csv.reader(
-            itertools.chain(chunk, (_SENTINEL,)),
-            delimiter=self.delimiter,
-            quotechar='"',
-            strict=False,
-        )
+        reader = _csv(itertools.chain(chunk, (_SENTINEL,)), self.delimiter)
         rows = list(reader)
         first = self._next_line
         lines = self._lines_of(rows, first, reader.line_num)
@@ -850,9 +843,7 @@ class RecordReader:
                 read += len(group)
             yield _SENTINEL  # the end of the file, inside a quoted field: it takes it in
 
-        reader = csv.reader(
-            itertools.chain(head, more()), delimiter=delimiter, quotechar='"', strict=False
-        )
+        reader = _csv(itertools.chain(head, more()), delimiter)
         row = next(reader)
         if over:
             record += group
