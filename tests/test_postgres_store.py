@@ -430,7 +430,8 @@ FROZEN = """
                 sys.stdin.readline()
                 store.ledger.record(arrival, "duplicate", 0.0)
         except StoreError as exc:
-            print("store error:", exc, flush=True)
+            # (one write: the lease keeper's log line may come from another thread)
+            print(f"store error: {exc}", flush=True)
         try:
             store.ledger.record(arrival, "duplicate", 0.0)
         except ClaimLost:
