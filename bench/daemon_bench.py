@@ -58,7 +58,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-# The existing benchmark's helpers: the cached generator output, timing a child and its peak RSS.
+# The existing benchmark's helpers: the cached generator output, timing a child and its peak RSS;
+# and the probe of the store's write lock.
 from import_bench import (
     MB,
     OUT,
@@ -69,12 +70,14 @@ from import_bench import (
     events_file,
     measure,
 )
+from lock_probe import WriteLockProbe
 
 SMALL_ROWS = 100  # rows per small file
 MIN_FILES_PER_S = 50.0
 MAX_IDLE_SECONDS = 1.0
 MIN_ONCE_VS_IMPORT = 0.8
 MAX_RSS_MB = 100.0  # import_bench's target for `connector import`, applied to `once` too
+MAX_LOCK_HOLD = 1.0  # ... and its longest write-lock hold, in seconds
 SOURCE = "small"  # the source of steps 1, 2 and the new-file check (one ledger)
 PATTERN = "events_*.csv"
 
@@ -596,15 +599,20 @@ def step_large(args: argparse.Namespace, server: Server, root: Path, work: Path)
     )
     once: list[Timed] = []
     imported: list[Timed] = []
+    locks: list[float] = []  # once's longest write-lock hold, per run
     for i in range(args.repeat):  # interleaved, so that a slow spell hurts both alike
         run_dir = work / f"large-once-{i}"
         config = write_config(
             run_dir, server, "large", pattern="*.csv", max_files=None, after="leave"
         )
         before = server.stats()
-        t = timed(
-            Job([str(connector_script()), "--config", str(config), "once"]), run_dir, args.timeout
-        )
+        with WriteLockProbe(run_dir / "connector.db", limit=MAX_LOCK_HOLD) as probe:
+            t = timed(
+                Job([str(connector_script()), "--config", str(config), "once"]),
+                run_dir,
+                args.timeout,
+            )
+        locks.append(probe.holds.longest)
         sent = stats_delta(before, server.stats())["bytes_read"]
         if sent != size:
             t = Timed(t.seconds, t.rss_mb, t.stored, f"{t.note}; server sent {sent:,} B")
@@ -664,6 +672,12 @@ def step_large(args: argparse.Namespace, server: Server, root: Path, work: Path)
             "failed" if b is None else f"{rows / b.seconds:,.0f}",
             "(info)",
             None,
+        ),
+        Check(
+            "  once: longest write-lock hold",
+            f"{max(locks) * 1000:,.0f} ms",
+            f"<= {MAX_LOCK_HOLD * 1000:,.0f} ms",
+            max(locks) <= MAX_LOCK_HOLD,
         ),
         Check(
             "  once: peak RSS",

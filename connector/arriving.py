@@ -181,13 +181,11 @@ class _Arriving:
             if broken is not None:
                 raise broken
             assert batches is not None
-            with self.store.transaction():
-                first_event = self.ledger.get(entry.id).first_event
-                dropped = ingestor.sink.decide(entry.id, kind, first_event, int(ingestor.clock()))
-                self.ledger.advance(entry.id, 0, 0, dropped)
-                self.ledger.decide(entry.id, sha256)
+            self.ledger.decide(entry.id, sha256)
             crashpoints.reached("after_decide")
-            # Crash from here on: the entry has its checksum; a re-run resumes it by that.
+            # Crash from here on: the entry has its checksum; a re-run resumes it by that,
+            # claiming the keys of its rows that are not claimed yet first.
+            ingestor.claim_keys(entry.id, kind)
             try:
                 ingestor.store_batches(entry.id, kind, job, batches, None)
             except TooManyRejects as exc:

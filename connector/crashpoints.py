@@ -17,6 +17,7 @@ STEPS = (
     "after_inspect",  # the file is hashed; nothing recorded yet
     "after_start",  # the ledger has an 'ingesting' entry (provisional: no checksum yet)
     "after_decide",  # (daemon, large file) the provisional rows are kept; checksum recorded
+    "mid_decide",  # (daemon, large file) a span of the provisional rows' keys is claimed
     "after_deliver",  # a batch is written but maybe not committed
     "after_commit",  # a group of batches is committed with its cursor
     "after_archive",  # (daemon) the local gzip copy is written; no final entry yet

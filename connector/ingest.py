@@ -36,6 +36,7 @@ from connector.errors import (
 from connector.localfs import make_folder
 from connector.parsing import PARALLEL_MIN_BYTES, ParseJob
 from connector.status import Status
+from connector.store.keys import DECIDED_EVENTS
 from connector.store.ledger import Arrival, Entry
 from connector.store.port import Store
 from connector.unpack import UnpackLimits, packed, unpacked
@@ -322,6 +323,7 @@ class Ingestor:
                 log.info("file_resumed", cursor=entry.cursor)
                 job.resume_at(entry.cursor)
                 job.header()
+            self.claim_keys(entry.id, rules.kind)  # (a provisional file's, if decided)
             try:
                 self.store_batches(entry.id, rules.kind, job, job.batches(), progress)
             except TooManyRejects as exc:
@@ -357,6 +359,25 @@ class Ingestor:
         # (what served its contacts is tidied by the next file's settle).
         self.sink.tidy(entry_id)
         return entry
+
+    def claim_keys(self, entry_id: int, kind: str) -> None:
+        """The idempotency keys of the events a file stored provisionally, claimed in file
+        order once its checksum is known (``Ledger.decide``), before any later batch
+        claims its own: a span of events per unit of a group, so that no transaction
+        grows with the file. Goes on from where a stop or a crash left it."""
+        with self.store.grouped(self.commit_seconds) as group:
+            while (start := self.ledger.get(entry_id).unclaimed_from) is not None:
+                if self.stop():
+                    group.commit()  # (what is claimed is kept: the next run goes on)
+                    raise Interrupted("stopped while claiming the file's keys")
+                group.begin()
+                delivered = self.sink.decide(entry_id, kind, start, int(self.clock()))
+                self.ledger.advance(entry_id, 0, 0, delivered)
+                self.ledger.claimed(entry_id, start + DECIDED_EVENTS)
+                if group.tick():
+                    crashpoints.reached("mid_decide")
+                    # Crash here: the keys claimed so far are committed with where to go
+                    # on from; the entry, decided, is resumed by checksum, and this first.
 
     def store_batches(
         self,

@@ -36,6 +36,7 @@ LARGE_STEPS = [
     "after_start",
     "after_commit:3",
     "after_decide",
+    "mid_decide",
     "after_deliver:40",
 ]
 
@@ -126,8 +127,8 @@ def test_crash_while_a_large_file_is_parsed_as_it_downloads(
     with EmbeddedSFTPServer(tmp_path / "server") as sftp:
         outbox = sftp.root / "outbox"
         outbox.mkdir()
-        (outbox / "events.csv").write_text(
-            "identifier,n\n" + "".join(f"u{i},{i:080d}\n" for i in range(rows))
+        (outbox / "events.csv").write_text(  # (keys: claimed once the checksum is known)
+            "identifier,n,idempotencyKey\n" + "".join(f"u{i},{i:080d},k{i}\n" for i in range(rows))
         )
         assert (outbox / "events.csv").stat().st_size > PARALLEL_MIN_BYTES
         config = _config(tmp_path, "sftp", sftp, store_table)

@@ -30,6 +30,7 @@ from connector.errors import FileChanged, Interrupted, PlaceBusy, TransientError
 from connector.ingest import Ingestor, Outcome
 from connector.parsing import PARALLEL_MIN_BYTES
 from connector.pipeline import Poller
+from connector.store.keys import DECIDED_EVENTS
 from connector.store.ledger import Arrival
 from connector.store.sqlite import SQLiteStore
 from tests.helpers import configs
@@ -142,9 +143,11 @@ def _wait_for(condition: Callable[[], bool], seconds: float = 30) -> bool:
     return True
 
 
-def _ingestor(db: SQLiteStore) -> Ingestor:
+def _ingestor(db: SQLiteStore, stop: Callable[[], bool] = lambda: False) -> Ingestor:
     # Commit every batch, so the test can see the provisional cursor move.
-    return Ingestor(db, clock=lambda: 1_764_000_000.0, batch_records=BATCH, commit_seconds=0)
+    return Ingestor(
+        db, clock=lambda: 1_764_000_000.0, batch_records=BATCH, commit_seconds=0, stop=stop
+    )
 
 
 def _all_provisional(db: SQLiteStore, data: bytes, tmp_path: Path) -> Download:
@@ -168,33 +171,81 @@ def _events(db: SQLiteStore) -> list[tuple[object, ...]]:
     return [(e["line"], e["identifier"], e["idempotencyKey"]) for e in db.records("events")]
 
 
-def test_keys_are_decided_as_an_import_would(tmp_path: Path, db: SQLiteStore) -> None:
-    """Keys claimed at the decision, in file order: one accepted by an earlier file within
-    24 h drops its event, a key repeated in the file keeps its first use only."""
+def _twice_keys(i: int) -> str:
+    """A key accepted by an earlier file (``_EARLIER``), one used twice far apart (in
+    different spans of ``DECIDED_EVENTS``), a row without one, and distinct keys."""
+    return {5: "seen", 7: "twice", 50_000: "twice", 60_000: ""}.get(i, f"k{i}")
 
-    def keys(i: int) -> str:
-        return {5: "seen", 7: "twice", 50_000: "twice", 60_000: ""}.get(i, f"k{i}")
 
-    data = _events_text(keys).encode()
+_EARLIER = "identifier,name,idempotencyKey\nz,buy,seen\n"
+
+
+def _imported_alike(tmp_path: Path, db: SQLiteStore, data: bytes) -> Callable[[Outcome], None]:
+    """Ingest ``_EARLIER`` into ``db`` and, with ``data`` after it, into a store of its own
+    by ``import``: a check that an outcome (and ``db``) ends as that one did."""
     earlier = tmp_path / "earlier.csv"
-    earlier.write_text("identifier,name,idempotencyKey\nz,buy,seen\n")
-    twin = Path(tmp_path / "twin")
-    with SQLiteStore(twin / "c.db") as reference:  # the same files, imported one after the other
+    earlier.write_text(_EARLIER)
+    with SQLiteStore(tmp_path / "twin" / "c.db") as reference:  # one after the other
         _ingestor(reference).ingest(earlier, EVENTS, source="src", name="earlier.csv")
         big = tmp_path / "big.csv"
         big.write_bytes(data)
         expected = _ingestor(reference).ingest(big, EVENTS, source="src", name="big.csv")
-        wanted = _events(reference)
-    ingestor = _ingestor(db)
-    ingestor.ingest(earlier, EVENTS, source="src", name="earlier.csv")
+        wanted, keys = _events(reference), reference.query(_KEYS)
+    _ingestor(db).ingest(earlier, EVENTS, source="src", name="earlier.csv")
 
-    outcome = _arriving(ingestor, _all_provisional(db, data, tmp_path))
+    def check(outcome: Outcome) -> None:
+        assert outcome.entry.status == "ingested"
+        assert (outcome.entry.rows, outcome.entry.duplicates) == (ROWS - 2, 2)
+        assert (expected.entry.rows, expected.entry.duplicates) == (ROWS - 2, 2)
+        assert outcome.entry.sha256 == expected.entry.sha256
+        assert _events(db) == wanted
+        assert db.query(_KEYS) == keys
 
-    assert outcome.entry.status == "ingested"
-    assert (outcome.entry.rows, outcome.entry.duplicates) == (ROWS - 2, 2)
-    assert (expected.entry.rows, expected.entry.duplicates) == (ROWS - 2, 2)
-    assert outcome.entry.sha256 == expected.entry.sha256
-    assert _events(db) == wanted
+    return check
+
+
+# Each key with the line of the file that claimed it.
+_KEYS = (
+    "SELECT k.key, f.path, e.line FROM idempotency_keys k JOIN files f ON f.id = k.file_id"
+    " LEFT JOIN events e ON e.file_id = k.file_id AND e.idempotency_key = k.key ORDER BY k.key"
+)
+
+
+def test_keys_are_decided_as_an_import_would(tmp_path: Path, db: SQLiteStore) -> None:
+    """Keys claimed at the decision, in file order: one accepted by an earlier file within
+    24 h drops its event, a key repeated in the file keeps its first use only."""
+    data = _events_text(_twice_keys).encode()
+    imported_alike = _imported_alike(tmp_path, db, data)
+
+    outcome = _arriving(_ingestor(db), _all_provisional(db, data, tmp_path))
+
+    imported_alike(outcome)
+
+
+def test_keys_claimed_in_part_before_a_stop_are_claimed_on_from_there(
+    tmp_path: Path, db: SQLiteStore
+) -> None:
+    """The keys are claimed a span of events per transaction: stopped after the first
+    span, the entry is resumed by checksum, the claims go on from where they stopped and
+    the store ends as an import of the file would have left it."""
+    data = _events_text(_twice_keys).encode()
+    imported_alike = _imported_alike(tmp_path, db, data)
+
+    def one_span_claimed() -> bool:
+        rows = db.query("SELECT first_event, unclaimed_from FROM files WHERE sha256 IS NOT NULL")
+        return any(start is not None and start > begun for begun, start in rows)
+
+    with pytest.raises(Interrupted, match="claiming the file's keys"):
+        _arriving(_ingestor(db, stop=one_span_claimed), _all_provisional(db, data, tmp_path))
+    [entry] = db.ledger.unfinished_at("src", "big.csv")
+    assert entry.status == "failed" and entry.unclaimed_from == entry.first_event + DECIDED_EVENTS
+    # (the earlier file's key, and those of the span but the one it had taken)
+    assert db.query("SELECT count(*) FROM idempotency_keys") == [(1 + DECIDED_EVENTS - 1,)]
+
+    outcome = _arriving(_ingestor(db), Download(tmp_path / "staging", data))
+
+    imported_alike(outcome)
+    assert outcome.entry.unclaimed_from is None
 
 
 def test_a_duplicate_is_taken_back_whole(tmp_path: Path, db: SQLiteStore) -> None:
@@ -379,9 +430,8 @@ def test_bytes_decided_before_a_stop_are_resumed_by_checksum(
     def decided() -> bool:
         return bool(db.query("SELECT 1 FROM files WHERE sha256 IS NOT NULL"))
 
-    stopping = Ingestor(db, batch_records=BATCH, commit_seconds=0, stop=decided)
     with pytest.raises(Interrupted):
-        _arriving(stopping, _all_provisional(db, data, tmp_path))
+        _arriving(_ingestor(db, stop=decided), _all_provisional(db, data, tmp_path))
     [(status, cursor)] = db.query("SELECT status, cursor FROM files")
     assert status == "failed" and cursor > 0
 

@@ -4,15 +4,16 @@ dropping those whose key was taken, are decided here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from connector.store.ledger import SQL, Delivered, stored_rows
 
-_CHUNK = 10_000  # keyed events read back at a time
+# Events whose keys are claimed per call of ``decided``, by id (a file's events have
+# consecutive ids, but for those of a file stored at the same time): one unit of a group.
+DECIDED_EVENTS = 20_000
 _KEYED_EVENTS = (
-    "SELECT id, idempotency_key FROM events WHERE id > ? AND file_id = ?"
-    " AND idempotency_key IS NOT NULL ORDER BY id LIMIT ?"
+    "SELECT id, idempotency_key FROM events WHERE id >= ? AND id < ? AND file_id = ?"
+    " AND idempotency_key IS NOT NULL ORDER BY id"
 )
 
 
@@ -33,29 +34,18 @@ def decided(
     db: SQL,
     file_id: int,
     kind: str,
-    first_event: int | None,
+    start: int,
     first_uses: Callable[[list[str]], list[bool] | None],
     delete: Callable[[list[int]], None],
 ) -> Delivered:
-    """``Sink.decide`` for both adapters: the keys of a file's provisional events are
-    claimed in file order, a chunk at a time, through the adapter's ``first_uses``; the
-    events whose key was taken are ``delete``d and counted as duplicates."""
-    dropped = 0
-    for rows in _keyed_events(db, file_id, first_event):
-        keep = first_uses([key for _, key in rows])
-        if keep is not None:
-            gone = [event for (event, _), k in zip(rows, keep, strict=True) if not k]
-            delete(gone)
-            dropped += len(gone)
-    return Delivered(stored_rows(kind, 0, dropped), dropped, None)
-
-
-def _keyed_events(db: SQL, file_id: int, first_event: int | None) -> Iterator[list[Any]]:
-    """A file's events that carry a key, as (id, key) in file order, a chunk at a time
-    (memory stays flat). By id from its first event: events has no index by file."""
-    if first_event is None:
-        return
-    after = first_event - 1
-    while rows := db.query(_KEYED_EVENTS, (after, file_id, _CHUNK)):
-        yield rows
-        after = rows[-1][0]
+    """``Sink.decide`` for both adapters: the keys of a file's provisional events with ids
+    from ``start`` to before ``start + DECIDED_EVENTS`` are claimed in file order through
+    the adapter's ``first_uses``; the events whose key was taken are ``delete``d and
+    counted as duplicates."""
+    rows = db.query(_KEYED_EVENTS, (start, start + DECIDED_EVENTS, file_id))
+    keep = first_uses([key for _, key in rows]) if rows else None
+    if keep is None:
+        return Delivered(0, 0, None)
+    gone = [event for (event, _), k in zip(rows, keep, strict=True) if not k]
+    delete(gone)
+    return Delivered(stored_rows(kind, 0, len(gone)), len(gone), None)

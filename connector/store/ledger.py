@@ -26,7 +26,7 @@ from connector.status import Status
 
 _COLUMNS = (
     "id, source, path, sha256, size, kind, status, rows, rejected, duplicates, cursor,"
-    " first_event, prefix_size, prefix_sha256, tenant"
+    " first_event, prefix_size, prefix_sha256, tenant, unclaimed_from"
 )
 _UNFINISHED = "status IN ('ingesting', 'failed')"
 _LISTING = "size = ? AND mtime IS NOT DISTINCT FROM ?"  # (mtime may be unknown: NULL)
@@ -95,6 +95,8 @@ class Entry:
     prefix_size: int | None = None
     prefix_sha256: str | None = None
     tenant: str = DEFAULT_TENANT
+    # Decided once provisional: the event from which its keys are still to be claimed.
+    unclaimed_from: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", Status(self.status))  # (as read: its text)
@@ -348,10 +350,21 @@ class Ledger:
         )
 
     def decide(self, entry_id: int, sha256: str) -> None:
-        """A provisional entry gets its checksum. Call inside the transaction that decides
-        its rows (``Sink.decide``)."""
+        """A provisional entry gets its checksum; the keys of its events are to be claimed
+        from its first one on (``Sink.decide``, then ``claimed``)."""
+        with self.db.transaction():
+            self.db.execute(
+                "UPDATE files SET sha256 = ?, unclaimed_from = first_event"
+                " WHERE id = ? AND sha256 IS NULL",
+                (sha256, entry_id),
+            )
+
+    def claimed(self, entry_id: int, before: int) -> None:
+        """The keys of the entry's events before event ``before`` are claimed; call inside
+        the transaction that claims them. Past its last event, none is left."""
         self.db.execute(
-            "UPDATE files SET sha256 = ? WHERE id = ? AND sha256 IS NULL", (sha256, entry_id)
+            "UPDATE files SET unclaimed_from = CASE WHEN ? <= last_event THEN ? END WHERE id = ?",
+            (before, before, entry_id),
         )
 
     def forget(self, entry_id: int) -> None:

@@ -109,10 +109,12 @@ class Sink(Protocol):
         unless ``provisional``), keys, contact upserts (applied by ``finish``), rejects."""
         ...
 
-    def decide(self, file_id: int, kind: str, first_event: int | None, now: int) -> Delivered:
+    def decide(self, file_id: int, kind: str, start: int, now: int) -> Delivered:
         """Claim the keys of what was delivered provisionally, in file order, as
-        ``deliver`` would have now; the events whose key was taken are dropped (counted
-        as duplicates, and less stored rows)."""
+        ``deliver`` would have now: of the events with ids from ``start`` to before
+        ``start + keys.DECIDED_EVENTS`` (a unit of a group; the caller goes on from there).
+        The events whose key was taken are dropped (counted as duplicates, and less
+        stored rows)."""
         ...
 
     def discard(self, file_id: int, first_event: int | None, *, claimed: bool = False) -> None:

@@ -174,6 +174,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE rejects ADD COLUMN value text;
     """,
+    # 8: SQLite's v15: where a provisional file's keys are still to be claimed from.
+    """
+    ALTER TABLE files ADD COLUMN unclaimed_from bigint;
+    """,
 )
 
 

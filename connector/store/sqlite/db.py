@@ -258,6 +258,11 @@ MIGRATIONS: tuple[str, ...] = (
         FROM contacts
         WHERE NOT staged_new OR (SELECT status FROM files WHERE id = staged_by) = 'ingested';
     """,
+    # 15: a provisional file's keys are claimed in short transactions once its checksum is
+    # known; from which of its events they are still to be claimed (NULL: none).
+    """
+    ALTER TABLE files ADD COLUMN unclaimed_from INTEGER;
+    """,
 )
 
 

@@ -78,16 +78,17 @@ class SQLiteSink:
         valid = batch.records - len(batch.rejects)
         return Delivered(stored_rows(kind, valid, duplicates), duplicates, first_event, last_event)
 
-    def decide(self, file_id: int, kind: str, first_event: int | None, now: int) -> Delivered:
-        """Claim the idempotency keys of the events a file delivered provisionally, in file
-        order, as ``deliver`` would have at this moment; drop the events whose key was taken
-        (by another file, or earlier in this one), and count them as duplicates."""
+    def decide(self, file_id: int, kind: str, start: int, now: int) -> Delivered:
+        """Claim the idempotency keys of the events a file delivered provisionally, from
+        event ``start`` on (``keys.decided``), in file order, as ``deliver`` would have at
+        this moment; drop the events whose key was taken (by another file, or earlier in
+        this one), and count them as duplicates."""
         assert self.db.conn.in_transaction, "decide() belongs in a transaction"
         return decided(
             self.db,
             file_id,
             kind,
-            first_event,
+            start,
             lambda keys: self._first_uses(keys, now, file_id),
             self._delete_events,
         )
