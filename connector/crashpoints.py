@@ -22,6 +22,7 @@ STEPS = (
     "after_commit",  # a group of batches is committed with its cursor
     "after_archive",  # (daemon) the local gzip copy is written; no final entry yet
     "mid_settle",  # a chunk of the file's contact upserts is staged (SQLite), not shown
+    "mid_sweep",  # a span of the rows of a file taken back is removed (SQLite)
     "after_settle",  # every batch and contact upsert is stored; the entry not final yet
     "before_finish",  # every batch is committed; the entry is still 'ingesting'
     "after_finish",  # the entry is 'ingested'

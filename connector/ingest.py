@@ -241,7 +241,9 @@ class Ingestor:
                             self.take_back(current, claimed=entry.sha256 is not None)
         # Crash before here: some of it is taken back, the file is not recorded: the next
         # poll tries it again (its tries are kept), and sets it aside again if it fails.
-        return self.ledger.record(arrival, Status.REJECTED, self.clock(), reason, done=done)
+        entry = self.ledger.record(arrival, Status.REJECTED, self.clock(), reason, done=done)
+        self.sink.sweep(self.stop)  # (the rows taken back: out of sight already)
+        return entry
 
     def take_back(self, entry: Entry, *, claimed: bool = False) -> None:
         """Remove an entry and what it stored; ``claimed``: its idempotency keys were
@@ -265,7 +267,9 @@ class Ingestor:
             self.take_back(self.ledger.get(entry_id), claimed=True)
             entry = self.ledger.record(arrival, Status.REJECTED, self.clock(), reason)
         # Crash before that commit: the entry stays as it was, with its cursor; a re-run
-        # resumes it and reaches the same number of rejects.
+        # resumes it and reaches the same number of rejects. After it: its rows, out of
+        # sight, are removed by this sweep or the next.
+        self.sink.sweep(self.stop)
         log.warning("file_rejected", reason=reason)
         return Outcome(entry, reason)
 

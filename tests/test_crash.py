@@ -230,3 +230,39 @@ def _waiting_upserts(store_table: dict[str, str]) -> int:
             row = db.execute(query).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def test_a_refused_file_killed_while_its_rows_go_is_swept_by_the_next_file(
+    tmp_path: Path,
+) -> None:
+    """SQLite removes the rows of a file taken back (here: refused past `max_rejects`
+    once its rows were committed) after the transaction that refuses it, a span at a
+    time. Killed after the first span, nothing of it is shown and its keys are free; the
+    next import removes the rest."""
+    store = tmp_path / "store" / "c.db"
+    config = write_config(
+        tmp_path,
+        store={"path": str(store)},
+        ingest={"batch_records": 400, "commit_interval": "0s", "max_rejects": 2},
+    )
+    refused = tmp_path / "refused.csv"
+    rows = "".join(f"u{i},buy,k{i}\n" for i in range(60_000))  # (two spans of events)
+    refused.write_text("identifier,name,idempotencyKey\n" + rows + ",,x\n" * 3)
+    crashed = _connector(config, "import", str(refused), "--kind", "events", crash="mid_sweep")
+    assert crashed.returncode == -signal.SIGKILL
+    assert [f["status"] for f in _dump(config, "files")] == ["rejected"]
+    assert _dump(config, "events") == []
+    with sqlite3.connect(store) as db:
+        left = db.execute("SELECT count(*) FROM events").fetchone()[0]
+        assert 0 < left < 60_000  # one span gone, with its keys; the rest to sweep
+
+    again = tmp_path / "again.csv"  # a key of the refused file's rest, used again
+    again.write_text("identifier,name,idempotencyKey\nv,buy,k59999\n")
+    rerun = _connector(config, "import", str(again), "--kind", "events")
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert [e["idempotencyKey"] for e in _dump(config, "events")] == ["k59999"]
+    with sqlite3.connect(store) as db:
+        for table, count in (("events", 1), ("idempotency_keys", 1), ("taken_back", 0)):
+            assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == count, table
+        assert db.execute("SELECT count(*) FROM pending_contacts").fetchone()[0] == 0

@@ -52,10 +52,19 @@ class Adapter(Generic[DB]):
     """The methods of the Store port that every adapter delegates the same way. ``db`` keeps
     its adapter's type: tests and tools reach into it."""
 
-    def __init__(self, db: DB, claims: Claims, sink: Sink, queries: Mapping[Table, str]) -> None:
-        """``queries``: the dump's SELECT per table (``reports.queries``)."""
+    def __init__(
+        self,
+        db: DB,
+        claims: Claims,
+        sink: Sink,
+        queries: Mapping[Table, str],
+        *,
+        file_ids: str | None = None,
+    ) -> None:
+        """``queries``: the dump's SELECT per table (``reports.queries``); ``file_ids``:
+        see ``Ledger``."""
         self.db = db
-        self.ledger = Ledger(db)
+        self.ledger = Ledger(db, file_ids=file_ids)
         self.listings = Listings(db)
         self.sink = sink
         self._claims = claims
@@ -108,6 +117,7 @@ class Adapter(Generic[DB]):
         return self.db.listening()
 
     def prune(self, keep: float | None, now: float) -> Pruned:
+        self.sink.sweep(never)  # (what files taken back left, first)
         return prune(self.db, keep, now)
 
     def erase(

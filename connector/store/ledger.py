@@ -150,8 +150,12 @@ class Ledger:
     """The files ledger, one implementation for every adapter: its statements are written
     in the SQL that both databases speak."""
 
-    def __init__(self, db: SQL) -> None:
+    def __init__(self, db: SQL, *, file_ids: str | None = None) -> None:
+        """``file_ids``: a query for a new entry's id, for a store whose own choice may
+        be an id still in use (SQLite gives the largest one again once its row is gone);
+        None: the store's own."""
         self.db = db
+        self._insert_id = ("id, ", f"({file_ids}), ") if file_ids else ("", "")
 
     def _one(self, where: str, params: tuple[Any, ...]) -> Entry | None:
         rows = self.db.query(f"SELECT {_COLUMNS} FROM files WHERE {where} LIMIT 1", params)
@@ -299,9 +303,11 @@ class Ledger:
 
     def _insert(self, arrival: Arrival, status: Status, now: float, *, finished: bool) -> int:
         a = arrival
+        column, value = self._insert_id
         rows = self.db.query(
-            "INSERT INTO files(tenant, source, path, sha256, size, mtime, kind, status,"
-            " started_at, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            f"INSERT INTO files({column}tenant, source, path, sha256, size, mtime, kind,"
+            f" status, started_at, processed_at) VALUES ({value}?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " RETURNING id",
             (
                 a.tenant,
                 a.source,

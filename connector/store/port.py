@@ -118,8 +118,13 @@ class Sink(Protocol):
         ...
 
     def discard(self, file_id: int, first_event: int | None, *, claimed: bool = False) -> None:
-        """Take back what the file delivered; ``claimed``: its keys were claimed (its
-        checksum was known), and are given back."""
+        """Take back what the file delivered, out of sight at once; ``claimed``: its keys
+        were claimed (its checksum was known), and are given back."""
+        ...
+
+    def sweep(self, stop: Callable[[], bool]) -> None:
+        """Outside a transaction: remove what files taken back left in the store, in short
+        transactions of its own (until done, or ``stop()``: a later call goes on)."""
         ...
 
     def settle(self, file_id: int, stop: Callable[[], bool]) -> None:

@@ -69,12 +69,13 @@ def prune(db: SQL, keep: float | None, now: float, rows: int = ROWS_AT_A_TIME) -
                         "DELETE FROM events WHERE id BETWEEN ? AND ? AND file_id = ?",
                         (low, min(low + rows - 1, last), file_id),
                     )
-        pruned.rejects += _by_file(db, "rejects", file_id, rows)
-        pruned.contact_changes += _by_file(db, "contact_changes", file_id, rows)
+        pruned.rejects += by_file(db, "rejects", file_id, rows)
+        pruned.contact_changes += by_file(db, "contact_changes", file_id, rows)
         after = seq
 
 
-def _by_file(db: SQL, table: str, file_id: int, rows: int) -> int:
+def by_file(db: SQL, table: str, file_id: int, rows: int) -> int:
+    """Remove a file's rows of ``table`` (by its ``id``), ``rows`` per transaction."""
     removed = 0
     while True:
         with db.transaction():

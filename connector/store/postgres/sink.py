@@ -193,6 +193,10 @@ class PostgresSink:
             conn.execute("DELETE FROM rejects WHERE file_id = %s", (file_id,))
             conn.execute("DELETE FROM pending_contacts WHERE file_id = %s", (file_id,))
 
+    def sweep(self, stop: Callable[[], bool]) -> None:
+        """Nothing left: ``discard`` removes it all at once (PostgreSQL locks rows, not the
+        store: other files are stored meanwhile)."""
+
     def settle(self, file_id: int, stop: Callable[[], bool]) -> None:
         """Nothing to make ready: PostgreSQL locks rows, not the store, so the final
         transaction applies the contact upserts itself (docs/scaling.md)."""

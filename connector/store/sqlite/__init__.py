@@ -10,6 +10,7 @@ from connector.store.reports import queries
 from connector.store.sqlite.db import Database
 from connector.store.sqlite.locks import FileLocks
 from connector.store.sqlite.sink import SQLiteSink
+from connector.store.sqlite.takeback import FILE_IDS
 
 # (JSON is kept as text; a file's contacts are shown once it is final: db.py, v14)
 _QUERIES = queries(lambda column: column, "contacts_now")
@@ -21,7 +22,11 @@ class SQLiteStore(Adapter[Database]):
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         db = Database(path, readonly=readonly)
         super().__init__(
-            db, FileLocks((path.parent / ".locks").resolve()), SQLiteSink(db), _QUERIES
+            db,
+            FileLocks((path.parent / ".locks").resolve()),
+            SQLiteSink(db),
+            _QUERIES,
+            file_ids=FILE_IDS,
         )
 
     @property

@@ -263,6 +263,17 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE files ADD COLUMN unclaimed_from INTEGER;
     """,
+    # 16: a file taken back is out of sight at once; its rows are removed afterwards, in
+    # short transactions (connector.store.sqlite.takeback).
+    """
+    CREATE TABLE taken_back(
+        file_id INTEGER PRIMARY KEY,          -- its entry is forgotten; no other gets its id
+        tenant TEXT NOT NULL,
+        first_event INTEGER,                  -- its events' ids, from
+        last_event INTEGER,                   -- ... to
+        claimed INTEGER NOT NULL              -- its keys were claimed: given back too
+    );
+    """,
 )
 
 

@@ -17,6 +17,7 @@ from connector.store.keys import decided, kept_events
 from connector.store.ledger import Delivered, stored_rows
 from connector.store.sqlite.contacts import Contacts
 from connector.store.sqlite.db import Database, unbind
+from connector.store.sqlite.takeback import retire, sweep
 
 # Constant texts, one for every file and moment, so the statement cache keeps each prepared
 # (literals in the text made a new statement per file and per second); the file id and the
@@ -27,13 +28,15 @@ _INSERT_EVENTS = (
 )
 # Keys are the file's tenant's (the ledger holds it: one place says whose).
 _TENANT_OF = "(SELECT tenant FROM files WHERE id = {})"
-# Records every key that is new or expired (accepted before the cutoff, ?3), as accepted at
-# ?2 by file ?4, and returns those it recorded.
+# Records every key that is new or expired (accepted before the cutoff, ?3) or accepted by
+# a file taken back (takeback.py), as accepted at ?2 by file ?4, and returns those it
+# recorded.
 _CLAIM_KEYS = (
     "INSERT INTO idempotency_keys(tenant, key, accepted_at, file_id)"
     f" SELECT {_TENANT_OF.format('?4')}, value, ?2, ?4 FROM carray(?1) WHERE true"
     " ON CONFLICT(tenant, key) DO UPDATE SET accepted_at = excluded.accepted_at,"
-    " file_id = excluded.file_id WHERE accepted_at <= ?3 RETURNING key"
+    " file_id = excluded.file_id WHERE accepted_at <= ?3"
+    " OR file_id IN (SELECT file_id FROM taken_back) RETURNING key"
 )
 
 
@@ -99,28 +102,21 @@ class SQLiteSink:
 
     def discard(self, file_id: int, first_event: int | None, *, claimed: bool = False) -> None:
         """Take back everything a file delivered: provisionally (no key was claimed), or,
-        ``claimed``, with the keys of its events, which are given back (each stored event
-        with a key is the one that claimed it)."""
-        conn = self.db.conn
-        assert conn.in_transaction, "discard() belongs in a transaction"
-        if first_event is not None:  # (by id from there, as above)
-            if claimed:
-                # (this file's claims only: a key that expired since may be another's now;
-                # a key accepted before its file was recorded with it goes by its text)
-                conn.execute(
-                    "DELETE FROM idempotency_keys WHERE (file_id = ?2 OR file_id IS NULL)"
-                    f" AND tenant = {_TENANT_OF.format('?2')} AND key IN (SELECT"
-                    " idempotency_key FROM events WHERE id >= ?1 AND file_id = ?2"
-                    " AND idempotency_key NOT NULL)",
-                    (first_event, file_id),
-                )
-            conn.execute("DELETE FROM events WHERE id >= ? AND file_id = ?", (first_event, file_id))
-        conn.execute("DELETE FROM rejects WHERE file_id = ?", (file_id,))
-        self.contacts.take_back(file_id)
+        ``claimed``, with the keys of its events, which are given back. Out of sight with
+        its entry, forgotten in the caller's transaction; removed by ``sweep``
+        (takeback.py: it may be a million rows, and SQLite has one writer)."""
+        assert self.db.conn.in_transaction, "discard() belongs in a transaction"
+        retire(self.db, file_id, claimed=claimed)
+
+    def sweep(self, stop: Callable[[], bool]) -> None:
+        """Remove the rows of files taken back, in short transactions (takeback.py)."""
+        sweep(self.db, self.contacts, stop)
 
     def settle(self, file_id: int, stop: Callable[[], bool]) -> None:
-        """Before the file's final entry: its contact upserts, staged in short
-        transactions (see contacts.py); it may stop early if ``stop()``."""
+        """Before the file's final entry: what files taken back left, removed, then its
+        contact upserts staged, in short transactions (see contacts.py); it may stop early
+        if ``stop()``."""
+        self.sweep(stop)
         self.contacts.settle(file_id, stop)
 
     def finish(self, file_id: int) -> None:
