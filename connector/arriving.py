@@ -78,7 +78,7 @@ def ingest_arriving(
             )
         forget_stale(ingestor, arrival)
         outcome = arriving.run(resumed)
-    ingestor.sink.sweep(ingestor.stop)  # (the rows of what it took back, if anything)
+    ingestor.sweep()  # (the rows of what it took back, if anything)
     return ingestor.reported(outcome, arriving.log, started)
 
 
@@ -135,7 +135,7 @@ class _Arriving:
             except FileChanged:  # the bytes stored are not the file's: taken back
                 with self.store.transaction():
                     ingestor.take_back(self.ledger.get(entry.id))
-                ingestor.sink.sweep(ingestor.stop)
+                ingestor.sweep()
                 raise
 
     def _provisional(self, entry: Entry) -> Outcome:

@@ -30,6 +30,7 @@ from connector.csvrules.rules import FileRules, Limits
 from connector.errors import (
     FileRejected,
     Interrupted,
+    StorageError,
     StoreBusy,
     TooManyRejects,
 )
@@ -242,8 +243,17 @@ class Ingestor:
         # Crash before here: some of it is taken back, the file is not recorded: the next
         # poll tries it again (its tries are kept), and sets it aside again if it fails.
         entry = self.ledger.record(arrival, Status.REJECTED, self.clock(), reason, done=done)
-        self.sink.sweep(self.stop)  # (the rows taken back: out of sight already)
+        self.sweep()
         return entry
+
+    def sweep(self) -> None:
+        """Remove the rows of files taken back (``Sink.sweep``), after the transaction that
+        took them back. Best effort: they are out of sight already, and the outcome is
+        committed; a store fault leaves them to the next sweep (settle, housekeeping)."""
+        try:
+            self.sink.sweep(self.stop)
+        except (StorageError, StoreBusy) as exc:
+            structlog.get_logger().warning("sweep_deferred", cause=str(exc))
 
     def take_back(self, entry: Entry, *, claimed: bool = False) -> None:
         """Remove an entry and what it stored; ``claimed``: its idempotency keys were
@@ -269,7 +279,7 @@ class Ingestor:
         # Crash before that commit: the entry stays as it was, with its cursor; a re-run
         # resumes it and reaches the same number of rejects. After it: its rows, out of
         # sight, are removed by this sweep or the next.
-        self.sink.sweep(self.stop)
+        self.sweep()
         log.warning("file_rejected", reason=reason)
         return Outcome(entry, reason)
 

@@ -263,6 +263,7 @@ def test_a_refused_file_killed_while_its_rows_go_is_swept_by_the_next_file(
     assert rerun.returncode == 0, rerun.stderr
     assert [e["idempotencyKey"] for e in _dump(config, "events")] == ["k59999"]
     with sqlite3.connect(store) as db:
-        for table, count in (("events", 1), ("idempotency_keys", 1), ("taken_back", 0)):
+        for table, count in (("events", 1), ("idempotency_keys", 1), ("rejects", 1)):
             assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == count, table
+        assert db.execute("SELECT count(*) FROM taken_back WHERE NOT swept").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM pending_contacts").fetchone()[0] == 0

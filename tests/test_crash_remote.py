@@ -6,6 +6,7 @@ large file killed while its rows are stored as it arrives."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,4 +135,7 @@ def test_crash_while_a_large_file_is_parsed_as_it_downloads(
         config = _config(tmp_path, "sftp", sftp, store_table)
         lines = crash_then_rerun(config, step, lease=store_table.get("lease"))
         assert lines == list(range(2, rows + 2))
+    if "path" in store_table:  # and each row's key claimed, once
+        with sqlite3.connect(store_table["path"]) as db:
+            assert db.execute("SELECT count(*) FROM idempotency_keys").fetchone() == (rows,)
     assert not list((tmp_path / "staging").rglob("*.part"))

@@ -32,6 +32,10 @@ def _count(db: SQLiteStore, table: str) -> int:
     return int(db.query(f"SELECT count(*) FROM {table}")[0][0])
 
 
+def _unswept(db: SQLiteStore) -> int:
+    return int(db.query("SELECT count(*) FROM taken_back WHERE NOT swept")[0][0])
+
+
 def _contacts(db: SQLiteStore) -> list[bytes]:
     return [orjson.dumps(c) for c in db.records("contacts")]  # (attributes: JSON fragments)
 
@@ -46,7 +50,7 @@ def _refused(db: SQLiteStore, tmp_path: Path) -> int:
     path.write_text("identifier,name,idempotencyKey\n" + rows)
 
     def taken_back() -> bool:
-        return bool(db.query("SELECT 1 FROM taken_back"))
+        return bool(db.query("SELECT 1 FROM taken_back WHERE NOT swept"))
 
     ingestor = Ingestor(db, batch_records=SPAN, commit_seconds=0, max_rejects=2, stop=taken_back)
     outcome = ingestor.ingest(path, EVENTS, source="s", name="refused.csv")
@@ -72,7 +76,11 @@ def test_a_file_taken_back_is_out_of_sight_and_its_keys_free_before_its_rows_go(
     assert (outcome.entry.rows, outcome.entry.duplicates) == (5, 0)
     assert outcome.entry.id > refused  # (a new entry never takes a swept file's id)
     # Its settle swept the refused file's rows away: the store holds only the new file's.
-    assert _count(db, "taken_back") == 0
+    assert _unswept(db) == 0
+    # The refused file's own record (a new entry, not given its former id) keeps its reason.
+    [reject] = db.records("rejects")
+    assert (reject["file"], reject["line"]) == ("refused.csv", None)
+    assert reject["reason"].startswith("more than 2 rows rejected")
     assert [e["identifier"] for e in db.records("events")] == [f"v{i}" for i in range(5)]
     assert _count(db, "events") == 5
     assert db.query("SELECT key, file_id FROM idempotency_keys ORDER BY key") == [
@@ -94,15 +102,11 @@ def test_a_sweep_goes_a_span_per_transaction_and_on_from_where_it_stopped(
 
     assert (len(commits), _count(db, "events")) == (3, ROWS - 3 * SPAN)
     assert _count(db, "idempotency_keys") == ROWS - 3 * SPAN  # (given back with them)
-    assert _count(db, "taken_back") == 1
+    assert _unswept(db) == 1
     commits.clear()
     db.sink.sweep(lambda: False)
     assert len(commits) > ROWS // SPAN - 3  # (then its contacts, rejects and record)
-    assert [_count(db, table) for table in ("events", "idempotency_keys", "taken_back")] == [
-        0,
-        0,
-        0,
-    ]
+    assert (_count(db, "events"), _count(db, "idempotency_keys"), _unswept(db)) == (0, 0, 0)
 
 
 def test_contacts_staged_by_a_file_taken_back_are_given_up(tmp_path: Path, db: SQLiteStore) -> None:
@@ -134,4 +138,16 @@ def test_contacts_staged_by_a_file_taken_back_are_given_up(tmp_path: Path, db: S
     staged = "SELECT count(*) FROM contacts WHERE staged_by NOT IN (SELECT id FROM files)"
     assert db.query(staged) == [(0,)]  # (none is left to a file taken back)
     assert _count(db, "contact_changes") == changes
-    assert (_count(db, "pending_contacts"), _count(db, "taken_back")) == (0, 0)
+    assert (_count(db, "pending_contacts"), _unswept(db)) == (0, 0)
+
+
+def test_an_erasure_reaches_the_rows_of_a_file_taken_back(tmp_path: Path, db: SQLiteStore) -> None:
+    """Rows out of sight are still in the store: an erasure sweeps them away first."""
+    _refused(db, tmp_path)
+    named = "SELECT count(*) FROM {} WHERE identifier = 'u5'"
+    assert [db.query(named.format(t)) for t in ("events", "pending_contacts")] == [[(1,)]] * 2
+
+    db.erase("default", ["u5"], "asked", "dpo", 1_800_000_000.0)
+
+    assert [db.query(named.format(t)) for t in ("events", "pending_contacts")] == [[(0,)]] * 2
+    assert _unswept(db) == 0

@@ -123,6 +123,7 @@ class Adapter(Generic[DB]):
     def erase(
         self, tenant: str, identifiers: list[str], reason: str, user: str, now: float
     ) -> Erased:
+        self.sink.sweep(never)  # (rows of files taken back are erased by going first)
         return erase(self.db, tenant, identifiers, reason, user, now)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

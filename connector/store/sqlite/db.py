@@ -271,7 +271,8 @@ MIGRATIONS: tuple[str, ...] = (
         tenant TEXT NOT NULL,
         first_event INTEGER,                  -- its events' ids, from
         last_event INTEGER,                   -- ... to
-        claimed INTEGER NOT NULL              -- its keys were claimed: given back too
+        claimed INTEGER NOT NULL,             -- its keys were claimed: given back too
+        swept INTEGER NOT NULL DEFAULT 0      -- its rows are gone (the id stays taken)
     );
     """,
 )

@@ -10,11 +10,12 @@ contact it staged is a free slot to the next file (``contacts.py``), and one it 
 not shown; and its idempotency keys, if it claimed them, no longer count (a key accepted by
 a file taken back is taken over as an expired one is: ``sink._CLAIM_KEYS``).
 
-``sweep`` then removes those rows, a span per transaction, and the record last. A crash
-in between leaves the record, and the next sweep (the next file's settle, or housekeeping)
-goes on; every step removes only what is left, so doing one again is harmless. While a file
-is recorded here its id is given to no other (``FILE_IDS``: SQLite would give the largest
-id again once its row is gone), so no later file's rows can be taken for its own.
+``sweep`` then removes those rows, a span per transaction, and marks the record swept
+last. A crash in between leaves it unswept, and the next sweep (the next file's settle,
+housekeeping, an erasure) goes on; every step removes only what is left, so doing one again
+(or two sweeps at once, from two threads) is harmless. The record stays once swept: its id
+is given to no other file (``FILE_IDS``: SQLite would give the largest id again once its
+row is gone), so no later file's rows can ever be taken for its own.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from connector.store.retention import ROWS_AT_A_TIME, by_file
 from connector.store.sqlite.contacts import Contacts
 from connector.store.sqlite.db import Database
 
-# A new ledger entry's id: past every entry's, and every file's still being swept.
+# A new ledger entry's id: past every entry's, and every file's taken back.
 FILE_IDS = (
     "SELECT max(coalesce((SELECT max(id) FROM files), 0),"
     " coalesce((SELECT max(file_id) FROM taken_back), 0)) + 1"
@@ -58,8 +59,10 @@ def retire(db: Database, file_id: int, *, claimed: bool) -> None:
 def sweep(db: Database, contacts: Contacts, stop: Callable[[], bool]) -> None:
     """Remove the rows of the files taken back, a span per transaction, until done or
     ``stop()``."""
+    if db.conn.in_transaction:
+        return  # (a dry run's: what it would remove, it would roll back)
     for file_id, tenant, first, last, claimed in db.query(
-        "SELECT file_id, tenant, first_event, last_event, claimed FROM taken_back"
+        "SELECT file_id, tenant, first_event, last_event, claimed FROM taken_back WHERE NOT swept"
     ):
         if first is not None and last is not None:
             for low in range(first, last + 1, EVENTS_AT_A_TIME):
@@ -78,4 +81,4 @@ def sweep(db: Database, contacts: Contacts, stop: Callable[[], bool]) -> None:
         by_file(db, "rejects", file_id, ROWS_AT_A_TIME)
         by_file(db, "contact_changes", file_id, ROWS_AT_A_TIME)
         with db.transaction():
-            db.execute("DELETE FROM taken_back WHERE file_id = ?", (file_id,))
+            db.execute("UPDATE taken_back SET swept = 1 WHERE file_id = ?", (file_id,))
