@@ -58,28 +58,38 @@ _PENDING_MISSING = (
 )
 
 # The file's pending upserts not staged yet, in identifier order, copied once per run of
-# ``settle`` (a read of the store: no write lock is held while they are sorted).
-_SORTED = "CREATE TEMP TABLE IF NOT EXISTS settling(identifier TEXT NOT NULL, seq INTEGER NOT NULL)"
-# (without the attributes, which may be megabytes a row: SQLite's sorter would hold them)
+# ``settle`` (a read of the store: no write lock is held while they are sorted), with the
+# size of their attributes, and the attributes themselves up to ?2 bytes (larger ones, a
+# record may be megabytes, are read at their chunk: SQLite's sorter holds each row whole).
+_SORTED = (
+    "CREATE TEMP TABLE IF NOT EXISTS settling(identifier TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " bytes INTEGER NOT NULL, attributes TEXT)"
+)
 _SORT = (
-    "INSERT INTO temp.settling(identifier, seq)"
-    " SELECT identifier, seq FROM pending_contacts WHERE file_id = ?1"
+    "INSERT INTO temp.settling(identifier, seq, bytes, attributes)"
+    " SELECT identifier, seq, octet_length(attributes),"
+    " CASE WHEN octet_length(attributes) <= ?2 THEN attributes END"
+    " FROM pending_contacts WHERE file_id = ?1"
     " AND identifier > coalesce((SELECT staged_through FROM files WHERE id = ?1), '')"
     " ORDER BY identifier, seq"
 )
+SORTED_BYTES = 4096  # attributes sorted with their upsert, at most
 # Where a chunk from row ?1 ends: at most ?2 rows and ?3 bytes of attributes (a row at
-# least: a record may be megabytes, and SQLite holds each one whole as it works).
+# least: a record may be megabytes, and SQLite holds each one whole as it works). Summed
+# first, the usual case: counted row by row only when that is over.
+_CHUNK_ROWS = "FROM temp.settling WHERE rowid BETWEEN ?1 AND ?1 + ?2 - 1"
 _CHUNK_END = (
-    "SELECT coalesce(max(rowid), ?1) FROM (SELECT s.rowid, sum(octet_length(p.attributes))"
-    " OVER (ORDER BY s.rowid) AS upto FROM temp.settling s JOIN pending_contacts p"
-    " ON p.seq = s.seq WHERE s.rowid BETWEEN ?1 AND ?1 + ?2 - 1) WHERE upto <= ?3"
+    f"SELECT CASE WHEN (SELECT sum(bytes) {_CHUNK_ROWS}) <= ?3"
+    f" THEN (SELECT max(rowid) {_CHUNK_ROWS}) ELSE (SELECT coalesce(max(rowid), ?1) FROM"
+    f" (SELECT rowid, sum(bytes) OVER (ORDER BY rowid) AS upto {_CHUNK_ROWS})"
+    " WHERE upto <= ?3) END"
 )
 # One chunk: the rows from ?2 on, up to the end of the identifier at row ?3 (the rows are
 # in identifier order: the chunk ends before the first row of another one).
 _CHUNK = (
-    "INSERT INTO temp.chunk(identifier, attributes, seq)"
-    " SELECT s.identifier, p.attributes, s.seq FROM temp.settling s"
-    " JOIN pending_contacts p ON p.seq = s.seq WHERE s.rowid BETWEEN ?2 AND coalesce("
+    "INSERT INTO temp.chunk(identifier, attributes, seq) SELECT s.identifier, coalesce("
+    "s.attributes, (SELECT p.attributes FROM pending_contacts p WHERE p.seq = s.seq)), s.seq"
+    " FROM temp.settling s WHERE s.rowid BETWEEN ?2 AND coalesce("
     "(SELECT n.rowid - 1 FROM temp.settling n WHERE n.rowid > ?3 AND n.identifier <>"
     " (SELECT identifier FROM temp.settling WHERE rowid = ?3) ORDER BY n.rowid LIMIT 1),"
     " (SELECT max(rowid) FROM temp.settling)) ORDER BY s.rowid"
@@ -213,7 +223,7 @@ class Contacts:
         db.execute(_SORTED)
         db.execute("DELETE FROM temp.settling")
         with db.small_cache():
-            db.execute(_SORT, (file_id,))
+            db.execute(_SORT, (file_id, SORTED_BYTES))
         (rows,) = db.query("SELECT count(*) FROM temp.settling")[0]
         start, size = 1, CHUNK_ROWS
         while start <= rows and not stop():
