@@ -26,6 +26,9 @@ password over a pipe.
 3. One large file: a `--rows` events file served over SFTP and taken by `connector once`
    against `connector import` of the same file, each a fresh child with a fresh store; wall
    times include start-up for both. Rows stored are checked with `connector dump files`.
+   bench/lock_probe.py measures the longest hold of the store's write lock during `once`,
+   and during a second `once` on the same store after the same bytes were put back under
+   another name (stored as they arrive, then found a duplicate and taken back).
    With `--link-mb-s R` the server sends at most R MB/s (it sleeps, as a slower link would,
    leaving the CPU to the client; the small files of steps 1-2 barely notice): the report
    then also gives the link's own transfer time and how much of it `once` hid behind its
@@ -581,6 +584,25 @@ def timed(job: Job, work: Path, timeout: float) -> Timed:
     return Timed(seconds, rss, stored, note)
 
 
+def again(
+    server: Server, folder: Path, served: Path, run_dir: Path, config: Path, timeout: float
+) -> tuple[Timed, float]:
+    """`once` again on the store of a run that took `served`, the same bytes now under
+    another name: stored as they arrive, then found a duplicate and taken back. Its timing
+    and its longest write-lock hold."""
+    renamed = folder / "events_large_again.csv"
+    shutil.copyfile(served, renamed)  # (a new mtime too: a re-upload)
+    try:
+        with WriteLockProbe(run_dir / "connector.db", limit=MAX_LOCK_HOLD) as probe:
+            t = timed(
+                Job([str(connector_script()), "--config", str(config), "once"]), run_dir, timeout
+            )
+    finally:
+        renamed.unlink()
+    print(f"   the same bytes renamed  {t.seconds:7.2f} s  {t.note}", flush=True)
+    return t, probe.holds.longest
+
+
 def step_large(args: argparse.Namespace, server: Server, root: Path, work: Path) -> list[Check]:
     rows = args.rows
     csv_path = events_file(rows)
@@ -618,6 +640,8 @@ def step_large(args: argparse.Namespace, server: Server, root: Path, work: Path)
             t = Timed(t.seconds, t.rss_mb, t.stored, f"{t.note}; server sent {sent:,} B")
         once.append(t)
         print(f"   run {i + 1} once over SFTP  {t.seconds:7.2f} s  {t.note}", flush=True)
+        if i == 0:
+            taken_back = again(server, folder, served, run_dir, config, args.timeout)
         import_dir = work / f"large-import-{i}"
         import_dir.mkdir()
         t = timed(connector_job(csv_path, import_dir), import_dir, args.timeout)
@@ -633,6 +657,7 @@ def step_large(args: argparse.Namespace, server: Server, root: Path, work: Path)
         return Timed(fastest.seconds, max(r.rss_mb for r in valid), fastest.stored, fastest.note)
 
     a, b = best(once), best(imported)
+    again_run, again_lock = taken_back
     print("\n   command                  seconds     rows/s    MB/s  peak RSS MB")
     for label, t in (("connector once (SFTP)", a), ("connector import", b)):
         if t is None:
@@ -678,6 +703,13 @@ def step_large(args: argparse.Namespace, server: Server, root: Path, work: Path)
             f"{max(locks) * 1000:,.0f} ms",
             f"<= {MAX_LOCK_HOLD * 1000:,.0f} ms",
             max(locks) <= MAX_LOCK_HOLD,
+        ),
+        Check(
+            "  the same bytes renamed, taken back: longest write-lock hold",
+            f"{again_lock * 1000:,.0f} ms"
+            + ("" if "duplicate" in again_run.note else f" ({again_run.note})"),
+            f"<= {MAX_LOCK_HOLD * 1000:,.0f} ms",
+            again_lock <= MAX_LOCK_HOLD and "duplicate" in again_run.note,
         ),
         Check(
             "  once: peak RSS",
