@@ -153,6 +153,27 @@ def test_contact_upserts_staged_part_way_are_resumed_and_shown_once(
     assert db.query("SELECT count(*) FROM pending_contacts") == [(0,)]
 
 
+@pytest.mark.parametrize("cell", ["x" * 100, "y" * 5_000])  # (sorted with its upsert, or not)
+def test_a_chunk_of_upserts_staged_is_bounded_by_their_bytes(
+    tmp_path: Path, db: SQLiteStore, monkeypatch: pytest.MonkeyPatch, cell: str
+) -> None:
+    """However many rows a chunk may take, it ends before its attributes pass the bytes a
+    chunk may hold, so that a file of large records stages them a few at a time."""
+    monkeypatch.setattr(contacts_module, "CHUNK_BYTES", 3 * len(cell))
+    text = "identifier,note\n" + "".join(f"u{i},{cell}\n" for i in range(10))
+    path = _file(tmp_path, "a.csv", text)
+
+    def staged_some() -> bool:
+        return db.query("SELECT staged_through FROM files")[0][0] is not None
+
+    with pytest.raises(Interrupted):
+        Ingestor(db, stop=staged_some).ingest(path, CONTACTS, source="s", name="a")
+    # (each contact's attributes are its cell and a little more: two fit in three cells)
+    assert db.query("SELECT staged_through FROM files") == [("u1",)]
+    Ingestor(db).ingest(path, CONTACTS, source="s", name="a")
+    assert len(_contacts(db)) == 10
+
+
 def test_the_last_record_stored_is_not_kept_in_memory(tmp_path: Path, db: SQLiteStore) -> None:
     """Cached statements keep no record bound once a file is stored: huge records would
     otherwise stay in the writer's memory while it waits for the next file."""
