@@ -126,6 +126,16 @@ def test_an_events_file_queues_only_contacts_not_stored_yet(
     assert _contacts(db)[0]["attributes"] == {"plan": "free"}
 
 
+def _stopped_after_a_chunk_staged(db: SQLiteStore, path: Path) -> None:
+    """Import a contacts file, stopped once the first chunk of its upserts is staged."""
+
+    def staged_some() -> bool:
+        return db.query("SELECT staged_through FROM files")[0][0] is not None
+
+    with pytest.raises(Interrupted):
+        Ingestor(db, stop=staged_some).ingest(path, CONTACTS, source="s", name="a")
+
+
 def test_contact_upserts_staged_part_way_are_resumed_and_shown_once(
     tmp_path: Path, db: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,11 +147,8 @@ def test_contact_upserts_staged_part_way_are_resumed_and_shown_once(
     text = "identifier,plan\n" + "".join(f"u{i % 10},p{i}\n" for i in range(40))
     path = _file(tmp_path, "a.csv", text)
 
-    def staged_some() -> bool:
-        return db.query("SELECT staged_through FROM files")[0][0] is not None
+    _stopped_after_a_chunk_staged(db, path)
 
-    with pytest.raises(Interrupted):
-        Ingestor(db, stop=staged_some).ingest(path, CONTACTS, source="s", name="a")
     assert _contacts(db) == []
     assert db.query("SELECT staged_through, status FROM files") == [("u2", "failed")]
     Ingestor(db).ingest(path, CONTACTS, source="s", name="a")
@@ -163,11 +170,8 @@ def test_a_chunk_of_upserts_staged_is_bounded_by_their_bytes(
     text = "identifier,note\n" + "".join(f"u{i},{cell}\n" for i in range(10))
     path = _file(tmp_path, "a.csv", text)
 
-    def staged_some() -> bool:
-        return db.query("SELECT staged_through FROM files")[0][0] is not None
+    _stopped_after_a_chunk_staged(db, path)
 
-    with pytest.raises(Interrupted):
-        Ingestor(db, stop=staged_some).ingest(path, CONTACTS, source="s", name="a")
     # (each contact's attributes are its cell and a little more: two fit in three cells)
     assert db.query("SELECT staged_through FROM files") == [("u1",)]
     Ingestor(db).ingest(path, CONTACTS, source="s", name="a")
