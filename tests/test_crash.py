@@ -267,3 +267,24 @@ def test_a_refused_file_killed_while_its_rows_go_is_swept_by_the_next_file(
             assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == count, table
         assert db.execute("SELECT count(*) FROM taken_back WHERE NOT swept").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM pending_contacts").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("store_table", ["sqlite"], indirect=True)
+def test_upserts_a_crash_left_after_a_final_entry_are_swept_by_the_next_file(
+    tmp_path: Path, config: Path, store_table: dict[str, str]
+) -> None:
+    """Killed after its final entry, before its pending upserts were removed: the file is
+    complete, and the next file's run removes them."""
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    first.write_text("identifier,plan\n" + "".join(f"c{i},free\n" for i in range(500)))
+    second.write_text("identifier,plan\nd0,paid\n")
+    crashed = _connector(config, "import", str(first), "--kind", "contacts", crash="after_finish")
+    assert crashed.returncode == -signal.SIGKILL
+    assert _waiting_upserts(store_table) == 500
+    assert len(_dump(config, "contacts")) == 500
+
+    rerun = _connector(config, "import", str(second), "--kind", "contacts")
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert _waiting_upserts(store_table) == 0
+    assert len(_dump(config, "contacts")) == 501

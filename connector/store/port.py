@@ -123,8 +123,9 @@ class Sink(Protocol):
         ...
 
     def sweep(self, stop: Callable[[], bool]) -> None:
-        """Outside a transaction: remove what files taken back left in the store, in short
-        transactions of its own (until done, or ``stop()``: a later call goes on)."""
+        """Outside a transaction: remove what files taken back (or a crash) left in the
+        store, in short transactions of its own (until done, or ``stop()``: a later call
+        goes on)."""
         ...
 
     def settle(self, file_id: int, stop: Callable[[], bool]) -> None:

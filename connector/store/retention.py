@@ -74,14 +74,15 @@ def prune(db: SQL, keep: float | None, now: float, rows: int = ROWS_AT_A_TIME) -
         after = seq
 
 
-def by_file(db: SQL, table: str, file_id: int, rows: int) -> int:
-    """Remove a file's rows of ``table`` (by its ``id``), ``rows`` per transaction."""
+def by_file(db: SQL, table: str, file_id: int, rows: int, key: str = "id") -> int:
+    """Remove a file's rows of ``table`` (whose primary key is ``key``), ``rows`` per
+    transaction."""
     removed = 0
     while True:
         with db.transaction():
             count = db.execute(
-                f"DELETE FROM {table} WHERE id IN"
-                f" (SELECT id FROM {table} WHERE file_id = ? ORDER BY id LIMIT ?)",
+                f"DELETE FROM {table} WHERE {key} IN"
+                f" (SELECT {key} FROM {table} WHERE file_id = ? ORDER BY {key} LIMIT ?)",
                 (file_id, rows),
             )
         removed += count

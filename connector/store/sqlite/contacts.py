@@ -19,7 +19,7 @@ out of sight:
    staged by a file whose entry is final as ``json_patch(attributes, staged)`` (the view
    ``contacts_now``), and the next file to stage on it folds that in first.
 4. **Afterwards** (``tidy``), its pending upserts are removed, a chunk at a time (those a
-   crash left are removed by the next ``settle``).
+   crash left are removed by the next sweep: ``SQLiteSink.sweep``).
 
 A contact staged by another file still in progress cannot be staged on: its upserts wait
 (``pending_contacts.waits``) and the final transaction applies them to the attributes, as
@@ -36,6 +36,7 @@ from typing import Any
 import apsw
 
 from connector import crashpoints
+from connector.store.retention import by_file
 from connector.store.sqlite.db import Database, unbind
 
 # Pending upserts staged per transaction: at first, and at least (then sized to take
@@ -187,10 +188,6 @@ _LEFT_BY_A_CRASH = (
     "SELECT id FROM files WHERE status = 'ingested'"
     " AND id IN (SELECT DISTINCT file_id FROM pending_contacts)"
 )
-_TIDY = (
-    "DELETE FROM pending_contacts WHERE seq IN"
-    " (SELECT seq FROM pending_contacts WHERE file_id = ? LIMIT ?)"
-)
 _TIDY_ROWS = 100_000  # (in file order: a delete of that many takes about 0.1 s)
 
 
@@ -217,8 +214,6 @@ class Contacts:
         or ``stop()``. Each chunk ends with an identifier, and moves ``staged_through``
         in its transaction: what a crash leaves is resumed from there."""
         db, conn = self.db, self.db.conn
-        for (final,) in db.query(_LEFT_BY_A_CRASH):
-            self.tidy(final)
         # (outside a transaction, it writes only the temporary table: no write lock)
         db.execute(_SORTED)
         db.execute("DELETE FROM temp.settling")
@@ -269,10 +264,12 @@ class Contacts:
 
     def tidy(self, file_id: int) -> None:
         """Step 4: the pending upserts of a final file, removed a chunk per transaction."""
-        while True:
-            with self.db.transaction():
-                if not self.db.execute(_TIDY, (file_id, _TIDY_ROWS)):
-                    return
+        by_file(self.db, "pending_contacts", file_id, _TIDY_ROWS, key="seq")
+
+    def tidy_left_by_a_crash(self) -> None:
+        """Step 4 for the final files whose upserts a crash left before it."""
+        for (final,) in self.db.query(_LEFT_BY_A_CRASH):
+            self.tidy(final)
 
     def take_back(self, file_id: int, tenant: str, stop: Callable[[], bool]) -> bool:
         """What a file taken back (its entry forgotten) staged or left pending, removed a

@@ -109,8 +109,10 @@ class SQLiteSink:
         retire(self.db, file_id, claimed=claimed)
 
     def sweep(self, stop: Callable[[], bool]) -> None:
-        """Remove the rows of files taken back, in short transactions (takeback.py)."""
-        sweep(self.db, self.contacts, stop)
+        """Remove what is left over, in short transactions: the rows of files taken back
+        (takeback.py), then the pending upserts of final files that a crash left."""
+        if sweep(self.db, self.contacts, stop):
+            self.contacts.tidy_left_by_a_crash()
 
     def settle(self, file_id: int, stop: Callable[[], bool]) -> None:
         """Before the file's final entry: what files taken back left, removed, then its

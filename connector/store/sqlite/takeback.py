@@ -32,7 +32,7 @@ FILE_IDS = (
     "SELECT max(coalesce((SELECT max(id) FROM files), 0),"
     " coalesce((SELECT max(file_id) FROM taken_back), 0)) + 1"
 )
-EVENTS_AT_A_TIME = 50_000  # events removed per transaction, by id (about 0.2 s)
+EVENTS_AT_A_TIME = 50_000  # events removed per transaction, by id (0.3 s at most, measured)
 
 _RETIRE = (
     "INSERT INTO taken_back(file_id, tenant, first_event, last_event, claimed)"
@@ -56,18 +56,18 @@ def retire(db: Database, file_id: int, *, claimed: bool) -> None:
     db.execute(_RETIRE, (file_id, claimed))
 
 
-def sweep(db: Database, contacts: Contacts, stop: Callable[[], bool]) -> None:
-    """Remove the rows of the files taken back, a span per transaction, until done or
-    ``stop()``."""
+def sweep(db: Database, contacts: Contacts, stop: Callable[[], bool]) -> bool:
+    """Remove the rows of the files taken back, a span per transaction; whether it was
+    done before ``stop()`` (and not in a transaction)."""
     if db.conn.in_transaction:
-        return  # (a dry run's: what it would remove, it would roll back)
+        return False  # (a dry run's: what it would remove, it would roll back)
     for file_id, tenant, first, last, claimed in db.query(
         "SELECT file_id, tenant, first_event, last_event, claimed FROM taken_back WHERE NOT swept"
     ):
         if first is not None and last is not None:
             for low in range(first, last + 1, EVENTS_AT_A_TIME):
                 if stop():
-                    return
+                    return False
                 with db.transaction():
                     span = (file_id, low, low + EVENTS_AT_A_TIME)
                     if claimed:
@@ -77,8 +77,9 @@ def sweep(db: Database, contacts: Contacts, stop: Callable[[], bool]) -> None:
                 # Crash here: the spans removed so far are gone with their keys; the
                 # record stays, and the next sweep goes over the file again.
         if not contacts.take_back(file_id, tenant, stop):
-            return
+            return False
         by_file(db, "rejects", file_id, ROWS_AT_A_TIME)
         by_file(db, "contact_changes", file_id, ROWS_AT_A_TIME)
         with db.transaction():
             db.execute("UPDATE taken_back SET swept = 1 WHERE file_id = ?", (file_id,))
+    return True
