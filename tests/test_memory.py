@@ -7,8 +7,11 @@ import sys
 
 _PROBE = """
 import sys
+from concurrent.futures import ThreadPoolExecutor
 import connector.sources.registry as registry
-registry._imported("connector.sources.sftp")
+adapters = ["connector.sources.sftp", "connector.sources.ftp"] * 4
+with ThreadPoolExecutor(8) as pool:  # (sources polled at once open their adapters at once)
+    list(pool.map(registry._imported, adapters))
 import paramiko.config
 print(sorted(m for m in ("invoke", "yaml") if m in sys.modules), paramiko.config.invoke)
 import invoke  # (not kept out for good: whoever wants it later gets it)
@@ -16,7 +19,7 @@ print(invoke.__name__)
 """
 
 
-def test_the_sftp_adapter_loads_without_invoke_and_leaves_it_importable() -> None:
+def test_adapters_load_without_invoke_and_leave_it_importable() -> None:
     done = subprocess.run(
         [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=60, check=True
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 from types import ModuleType
 from typing import Any
 
@@ -26,17 +27,24 @@ def open_source(config: SourceConfig) -> Source:
     return SourceOpener()(config)
 
 
+_IMPORTING = threading.Lock()  # (polls of several sources open them at once)
+
+
 def _imported(module: str) -> ModuleType:
     """An adapter's module. paramiko imports invoke, and PyYAML with it (7 MB), only for
     ssh_config's `Match exec`, which connector never reads: unless something imported it
     already, it is kept out while an adapter loads (paramiko then does without it)."""
-    if "invoke" in sys.modules:
-        return importlib.import_module(module)
-    sys.modules["invoke"] = None  # type: ignore[assignment]  # (an import of it fails)
-    try:
-        return importlib.import_module(module)
-    finally:
-        del sys.modules["invoke"]
+    loaded = sys.modules.get(module)
+    if loaded is not None:  # (every poll but the first)
+        return loaded
+    with _IMPORTING:
+        if "invoke" in sys.modules:
+            return importlib.import_module(module)
+        sys.modules["invoke"] = None  # type: ignore[assignment]  # (an import of it fails)
+        try:
+            return importlib.import_module(module)
+        finally:
+            sys.modules.pop("invoke", None)
 
 
 class SourceOpener:
