@@ -211,15 +211,22 @@ def test_any_tokens_read_as_the_csv_path_does(header: str, body: str, size: int)
 # --- the real-world shapes take a fast path --------------------------------------------
 
 
-def _events(rows: int, quoting: int, terminator: str, every: int = 0) -> str:
+def _events(
+    rows: int, quoting: int, terminator: str, every: int = 0, *, coupon_first: bool = False
+) -> str:
     """An events file as csv.writer writes it; with ``every``, one row in that many has a
-    coupon holding the delimiter (and a quote), so quoted."""
+    coupon holding the delimiter (and quotes: six quote characters once quoted), so
+    quoted; ``coupon_first``: the coupon is the first column."""
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, quoting=quoting, lineterminator=terminator)
-    writer.writerow(["identifier", "name", "timestamp", "plan", "total", "coupon"])
+
+    def row(*cells: object) -> None:
+        writer.writerow([cells[-1], *cells[:-1]] if coupon_first else cells)
+
+    row("identifier", "name", "timestamp", "plan", "total", "coupon")
     for i in range(rows):
         coupon = 'Smith, John "J"' if every and i % every == every // 2 else f"C{i % 7}"
-        writer.writerow([f"u{i}@example.com", "purchase", 1696252121 + i, "pro", i / 4, coupon])
+        row(f"u{i}@example.com", "purchase", 1696252121 + i, "pro", i / 4, coupon)
     return buffer.getvalue()
 
 
@@ -228,6 +235,7 @@ def _events(rows: int, quoting: int, terminator: str, every: int = 0) -> str:
     [
         (_events(500, csv.QUOTE_MINIMAL, "\n", every=100), "1 row in 100 quoted"),
         (_events(500, csv.QUOTE_MINIMAL, "\r\n", every=20), "1 row in 20 quoted"),
+        (_events(500, csv.QUOTE_MINIMAL, "\n", every=10), "1 row in 10 quoted"),
         (_events(500, csv.QUOTE_ALL, "\r\n"), "all quoted, CRLF"),
         (_events(500, csv.QUOTE_ALL, "\n"), "all quoted, LF"),
         (_events(500, csv.QUOTE_ALL, "\r\n", every=50), "all quoted, some quotes in cells"),
@@ -240,6 +248,14 @@ def test_real_world_shapes_take_a_fast_path(text: str, what: str) -> None:
     for size in (100, 7):
         batches = -(-500 // size)
         assert _agree(text.encode(), ",", size) == batches, what
+
+
+def test_a_batch_whose_first_line_quotes_its_first_cell_takes_a_fast_path() -> None:
+    """A quoted first cell on a batch's first line (rows 50, 150, ... begin batches of 50
+    and of 10) does not make the batch look all-quoted: its other lines stay plain."""
+    text = _events(500, csv.QUOTE_MINIMAL, "\n", every=100, coupon_first=True)
+    for size in (50, 10):
+        assert _agree(text.encode(), ",", size) == 500 // size
 
 
 @pytest.mark.parametrize(

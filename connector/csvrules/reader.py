@@ -699,15 +699,15 @@ class RecordReader:
             return None
         count = len(chunk)
         columns: list[list[str]] | None
-        if text.startswith('"'):
-            columns = self._all_quoted(chunk, text, width)
-        elif '"' in text:
-            columns = self._some_quoted(chunk, text, width)
-        elif set(map(str.count, chunk, repeat(self.delimiter))) != {width - 1}:
-            return None
-        else:
+        if '"' not in text:
+            if set(map(str.count, chunk, repeat(self.delimiter))) != {width - 1}:
+                return None
             cells = _plain_cells(text, self.delimiter)
             columns = [cells[k : count * width : width] for k in range(width)]
+        else:  # (all-quoted lines; else plain ones, a few with quotes, whichever comes first)
+            columns = self._all_quoted(chunk, text, width) if text.startswith('"') else None
+            if columns is None:
+                columns = self._some_quoted(chunk, text, width)
         if columns is None:
             return None
         first = self._next_line
@@ -719,23 +719,24 @@ class RecordReader:
         (``_own_records``), the others split on the delimiter, a line of empty fields
         standing in for each line csv read."""
         count, delimiter = len(chunk), self.delimiter
-        if text.count('"') > 2 * max(count // 4, _FEW_LINES):  # (two or more a line)
-            return None
+        few = max(count // 4, _FEW_LINES)
         ends = list(accumulate(map(len, chunk)))
         quoted: list[int] = []
         at = text.find('"')
         while at >= 0:
             line = bisect_right(ends, at, quoted[-1] if quoted else 0)
             quoted.append(line)
+            if len(quoted) > few:
+                return None
             at = text.find('"', ends[line])
-        rows = self._own_records(chunk, quoted, width)
-        if rows is None:
-            return None
         lines = chunk.copy()
         empty = delimiter * (width - 1) + "\n"
         for line in quoted:
             lines[line] = empty
         if set(map(str.count, lines, repeat(delimiter))) != {width - 1}:
+            return None  # (a ragged plain line: before csv reads the quoted ones)
+        rows = self._own_records(chunk, quoted, width)
+        if rows is None:
             return None
         cells = _plain_cells("".join(lines), delimiter)
         for line, row in zip(quoted, rows, strict=True):
